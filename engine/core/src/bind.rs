@@ -1,0 +1,122 @@
+//! Binding params: `--set k=v`, alert labels, and defaults, each checked against the param's
+//! declared type, pattern and allowed values. A value that fails is refused here, before it can
+//! reach any command; and params are only ever passed as values (argv elements, JSON strings),
+//! never as code.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::alert::Alert;
+use crate::check::validate_param;
+use crate::diagnostic::did_you_mean;
+use crate::runbook::{AlertField, ParamValue, Runbook};
+
+/// Where a bound value came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Set,
+    Alert,
+    Default,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Bindings {
+    pub values: BTreeMap<String, ParamValue>,
+    pub origins: BTreeMap<String, Origin>,
+}
+
+impl Bindings {
+    /// The params as a Rhai map, for evaluating expressions.
+    pub fn to_rhai(&self) -> rhai::Map {
+        self.values
+            .iter()
+            .map(|(name, value)| (name.as_str().into(), value.to_dynamic()))
+            .collect()
+    }
+}
+
+/// Parses `k=v` from the command line.
+pub fn parse_set(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("`--set {text}` is not `name=value`")),
+    }
+}
+
+/// A param that could not be bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindError {
+    pub message: String,
+    /// The param is required and nothing gave it a value (as opposed to a bad value).
+    pub missing: bool,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Binds every param of `runbook`. Precedence: `--set`, then the alert, then the default.
+/// Returns what could be bound and every problem, not just the first.
+pub fn bind(runbook: &Runbook, sets: &[(String, String)], alert: Option<&Alert>) -> (Bindings, Vec<BindError>) {
+    let mut errors = Vec::new();
+    let mut bindings = Bindings::default();
+    for (name, _) in sets {
+        if runbook.param(name).is_none() {
+            let help = did_you_mean(name, runbook.params.iter().map(|p| p.name.as_str()))
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            errors.push(BindError {
+                message: format!("runbook `{}` has no param `{name}`{help}", runbook.name),
+                missing: false,
+            });
+        }
+    }
+    for param in &runbook.params {
+        let set = sets.iter().rev().find(|(name, _)| name == &param.name).map(|(_, value)| value);
+        let from_alert = alert.zip(param.from.as_ref()).and_then(|(alert, field)| match field {
+            AlertField::Labels(label) => alert.labels.get(label),
+            AlertField::Annotations(annotation) => alert.annotations.get(annotation),
+        });
+        let (value, origin) = match (set, from_alert) {
+            (Some(text), _) => (ParamValue::parse(param.kind, text), Origin::Set),
+            (None, Some(text)) => (ParamValue::parse(param.kind, text), Origin::Alert),
+            (None, None) => match &param.default {
+                Some(value) => (Ok(value.clone()), Origin::Default),
+                None => {
+                    if param.required {
+                        let source = param.from.as_ref().map(|field| format!(" or an alert with `{field}`")).unwrap_or_default();
+                        errors.push(BindError {
+                            message: format!("param `{}` is required: pass `--set {}=VALUE`{source}", param.name, param.name),
+                            missing: true,
+                        });
+                    }
+                    continue;
+                }
+            },
+        };
+        let checked = value.and_then(|value| validate_param(&value, param.pattern.as_ref(), &param.allowed).map(|()| value));
+        match checked {
+            Ok(value) => {
+                bindings.values.insert(param.name.clone(), value);
+                bindings.origins.insert(param.name.clone(), origin);
+            }
+            Err(message) => {
+                let origin = match origin {
+                    Origin::Set => "--set".to_owned(),
+                    Origin::Alert => param.from.as_ref().map_or_else(|| "the alert".to_owned(), ToString::to_string),
+                    Origin::Default => "its default".to_owned(),
+                };
+                let message = if param.secret { "the value was refused (secret, not shown)".to_owned() } else { message };
+                errors.push(BindError {
+                    message: format!("param `{}` from {origin}: {message}", param.name),
+                    missing: false,
+                });
+            }
+        }
+    }
+    (bindings, errors)
+}

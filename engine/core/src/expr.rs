@@ -1,0 +1,341 @@
+//! Rhai expressions and `${...}` templates.
+//!
+//! One function builds the engine ([`sandboxed_engine`]): no modules, no `eval`, no file or
+//! network access (Rhai has none without packages that we do not load), and limits on
+//! operations, call depth, expression depth and string/array/map sizes, so a runbook can never
+//! hang or exhaust the engine. Expressions are compiled once into an AST when a runbook is
+//! compiled; the names they read (`openbao.status.sealed`, `params.namespace`) are pulled out
+//! of the AST so the checker can tell the author about facts and params that do not exist.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use rhai::{ASTNode, Engine, Expr, OptimizationLevel, AST};
+
+/// Operations one evaluation may take before it is stopped.
+pub const MAX_OPERATIONS: u64 = 200_000;
+
+/// The one engine every expression is compiled and evaluated with.
+pub fn sandboxed_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut engine = Engine::new_raw();
+        use rhai::packages::Package as _;
+        engine.register_global_module(rhai::packages::StandardPackage::new().as_shared_module());
+        engine
+            .set_optimization_level(OptimizationLevel::Simple)
+            .set_max_operations(MAX_OPERATIONS)
+            .set_max_call_levels(16)
+            .set_max_expr_depths(64, 32)
+            .set_max_string_size(1 << 20)
+            .set_max_array_size(10_000)
+            .set_max_map_size(10_000)
+            .set_max_functions(16)
+            .set_allow_looping(false)
+            .set_allow_shadowing(false);
+        engine.disable_symbol("eval");
+        engine.on_print(|text| tracing::info!(target: "runbook::expr", text, "Expression printed."));
+        engine.on_debug(|text, _, _| tracing::debug!(target: "runbook::expr", text, "Expression debug."));
+        engine
+    })
+}
+
+/// A compiled expression and what it reads.
+#[derive(Clone, Debug)]
+pub struct Expression {
+    pub source: String,
+    pub ast: Arc<AST>,
+    pub references: Vec<Reference>,
+}
+
+/// A dotted name read by an expression, such as `openbao.status.sealed`, with its 1-based
+/// line and column inside the expression text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub path: Vec<String>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Reference {
+    pub fn dotted(&self) -> String {
+        self.path.join(".")
+    }
+}
+
+/// A compile error inside an expression, at a 1-based line and column of its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpressionError {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Expression {
+    pub fn compile(text: &str) -> Result<Self, ExpressionError> {
+        let engine = sandboxed_engine();
+        let ast = engine.compile_expression(text).map_err(|error| {
+            let position = error.position();
+            ExpressionError {
+                message: error.err_type().to_string(),
+                line: position.line().unwrap_or(1),
+                column: position.position().unwrap_or(1),
+            }
+        })?;
+        let references = references(&ast);
+        Ok(Self {
+            source: text.to_owned(),
+            ast: Arc::new(ast),
+            references,
+        })
+    }
+}
+
+/// Every variable read and the chain of properties after it (`a.b.c` -> `[a, b, c]`).
+fn references(ast: &AST) -> Vec<Reference> {
+    let mut found: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        let Some(ASTNode::Expr(expr)) = path.last() else {
+            return true;
+        };
+        let (root, chain) = match expr {
+            Expr::Variable(variable, _, position) => ((variable.1.to_string(), *position), Vec::new()),
+            Expr::Dot(binary, _, _) | Expr::Index(binary, _, _) => {
+                let Expr::Variable(variable, _, position) = &binary.lhs else {
+                    return true;
+                };
+                let mut chain = Vec::new();
+                if matches!(expr, Expr::Dot(..)) {
+                    property_chain(&binary.rhs, &mut chain);
+                }
+                ((variable.1.to_string(), *position), chain)
+            }
+            _ => return true,
+        };
+        let (name, position) = root;
+        let key = (position.line().unwrap_or(1), position.position().unwrap_or(1));
+        let mut full = vec![name];
+        full.extend(chain);
+        let entry = found.entry(key).or_default();
+        if full.len() > entry.len() {
+            *entry = full;
+        }
+        true
+    });
+    // Closure parameters (`|pod| pod.ready`) are locals, not facts or params.
+    let locals: Vec<String> = ast
+        .iter_functions()
+        .flat_map(|function| function.params.iter().map(|param| param.to_string()).collect::<Vec<_>>())
+        .collect();
+    found
+        .into_iter()
+        .filter(|(_, path)| !locals.contains(&path[0]))
+        .map(|((line, column), path)| Reference { path, line, column })
+        .collect()
+}
+
+fn property_chain(expr: &Expr, chain: &mut Vec<String>) {
+    match expr {
+        Expr::Property(property, _) => chain.push(property.2.to_string()),
+        Expr::Dot(binary, _, _) => {
+            if let Expr::Property(property, _) = &binary.lhs {
+                chain.push(property.2.to_string());
+                property_chain(&binary.rhs, chain);
+            } else if let Expr::Index(inner, _, _) = &binary.lhs {
+                if let Expr::Property(property, _) = &inner.lhs {
+                    chain.push(property.2.to_string());
+                }
+            }
+        }
+        Expr::Index(binary, _, _) => {
+            if let Expr::Property(property, _) = &binary.lhs {
+                chain.push(property.2.to_string());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A string with `${expression}` holes. `$${` writes a literal `${`.
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub source: String,
+    pub parts: Vec<TemplatePart>,
+}
+
+#[derive(Clone, Debug)]
+pub enum TemplatePart {
+    Text(String),
+    /// The expression and the character offset of its text inside the template.
+    Expr(Expression, usize),
+}
+
+/// A template that failed to parse or compile: the message and the character offset in the
+/// template where the problem is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateError {
+    pub message: String,
+    pub offset: usize,
+    /// For errors inside a hole: the expression text and the error within it.
+    pub inner: Option<(String, ExpressionError)>,
+}
+
+impl Template {
+    pub fn literal(text: &str) -> Self {
+        Self {
+            source: text.to_owned(),
+            parts: vec![TemplatePart::Text(text.to_owned())],
+        }
+    }
+
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|part| matches!(part, TemplatePart::Text(_)))
+    }
+
+    pub fn expressions(&self) -> impl Iterator<Item = &Expression> {
+        self.parts.iter().filter_map(|part| match part {
+            TemplatePart::Expr(expression, _) => Some(expression),
+            TemplatePart::Text(_) => None,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let characters: Vec<char> = text.chars().collect();
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut index = 0;
+        while index < characters.len() {
+            let rest = &characters[index..];
+            if rest.starts_with(&['$', '$', '{']) {
+                literal.push_str("${");
+                index += 3;
+            } else if rest.starts_with(&['$', '{']) {
+                let start = index + 2;
+                let end = closing_brace(&characters, start).ok_or_else(|| TemplateError {
+                    message: "`${` is never closed with `}`".to_owned(),
+                    offset: index,
+                    inner: None,
+                })?;
+                let inner: String = characters[start..end].iter().collect();
+                if inner.trim().is_empty() {
+                    return Err(TemplateError {
+                        message: "empty `${}`".to_owned(),
+                        offset: index,
+                        inner: None,
+                    });
+                }
+                let expression = Expression::compile(&inner).map_err(|error| TemplateError {
+                    message: error.message.clone(),
+                    offset: start,
+                    inner: Some((inner.clone(), error)),
+                })?;
+                if !literal.is_empty() {
+                    parts.push(TemplatePart::Text(std::mem::take(&mut literal)));
+                }
+                parts.push(TemplatePart::Expr(expression, start));
+                index = end + 1;
+            } else {
+                literal.push(characters[index]);
+                index += 1;
+            }
+        }
+        if !literal.is_empty() || parts.is_empty() {
+            parts.push(TemplatePart::Text(literal));
+        }
+        Ok(Self {
+            source: text.to_owned(),
+            parts,
+        })
+    }
+}
+
+/// The index of the `}` that closes a hole opened just before `start`, skipping braces inside
+/// string literals and nested map literals.
+fn closing_brace(characters: &[char], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut index = start;
+    while index < characters.len() {
+        let character = characters[index];
+        match quote {
+            Some(open) => {
+                if character == '\\' {
+                    index += 1;
+                } else if character == open {
+                    quote = None;
+                }
+            }
+            None => match character {
+                '"' | '`' | '\'' => quote = Some(character),
+                '{' => depth += 1,
+                '}' if depth == 0 => return Some(index),
+                '}' => depth -= 1,
+                _ => {}
+            },
+        }
+        index += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(text: &str) -> Vec<String> {
+        Expression::compile(text)
+            .expect("compiles")
+            .references
+            .iter()
+            .map(Reference::dotted)
+            .collect()
+    }
+
+    #[test]
+    fn finds_dotted_references() {
+        assert_eq!(paths("openbao.status.sealed == false"), ["openbao.status.sealed"]);
+        assert_eq!(
+            paths("a.b.c > 1 && params.replicas < x.items[0].count"),
+            ["a.b.c", "params.replicas", "x.items"]
+        );
+        assert_eq!(paths("spire.server.healthy"), ["spire.server.healthy"]);
+        assert_eq!(paths("flux.list.len() > 0"), ["flux.list"]);
+        assert_eq!(paths("x.items.filter(|p| p.ready).len() > 0"), ["x.items"]);
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let error = Expression::compile("a.b ==").expect_err("fails");
+        assert_eq!((error.line, error.column), (1, 7));
+        let error = Expression::compile("a.b == (1").expect_err("fails");
+        assert!(error.message.contains(")"), "{error:?}");
+    }
+
+    #[test]
+    fn statements_and_eval_are_refused() {
+        assert!(Expression::compile("let x = 1").is_err());
+        assert!(Expression::compile("eval(\"1\")").is_err());
+    }
+
+    #[test]
+    fn runaway_evaluation_is_stopped() {
+        let engine = sandboxed_engine();
+        let ast = Expression::compile("\"x\".pad(100000000, 'y')").expect("compiles").ast;
+        assert!(engine.eval_ast::<rhai::Dynamic>(&ast).is_err());
+        let ast = Expression::compile("range(0, 100000000).reduce(|sum, v| sum + v, 0)").expect("compiles").ast;
+        assert!(engine.eval_ast::<rhai::Dynamic>(&ast).is_err());
+    }
+
+    #[test]
+    fn templates_split_text_and_holes() {
+        let template = Template::parse("deploy/${params.name}-x $${literal}").expect("parses");
+        assert_eq!(template.parts.len(), 3);
+        assert!(matches!(&template.parts[1], TemplatePart::Expr(e, 9) if e.source == "params.name"));
+        assert!(matches!(&template.parts[2], TemplatePart::Text(t) if t == "-x ${literal}"));
+        assert!(Template::parse("plain").expect("parses").is_literal());
+        assert_eq!(Template::parse("a ${b").expect_err("fails").offset, 2);
+        let error = Template::parse("a ${b ==}").expect_err("fails");
+        assert_eq!(error.offset, 4);
+        assert!(Template::parse("${ #{a: 1}.a }").is_ok());
+    }
+}

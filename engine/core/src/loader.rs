@@ -1,0 +1,273 @@
+//! The loader: files and folders in, typed documents (with their YAML trees) out.
+//!
+//! It reads every `*.yaml`/`*.yml` under the paths it is given (skipping scenario and test
+//! files, which are not runbooks), parses them, picks the document kind, runs the structure
+//! check, and only then lets serde build the typed document. Problems become diagnostics; a
+//! file that cannot be read is a diagnostic too, never a panic.
+
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::document::{FactLibraryDocument, RunbookDocument, API_VERSION};
+use crate::source::{Position, Source, SourceFile, Span};
+use crate::yaml::{self, Node, Value};
+
+/// A typed document with the YAML tree it came from, for positions.
+#[derive(Clone, Debug)]
+pub struct Loaded<T> {
+    pub document: T,
+    pub root: Node,
+    pub source: Source,
+    /// Objects that held fields the structure check refused (set aside so the rest could
+    /// still be checked). A document with any is never compiled.
+    pub damaged: Vec<Span>,
+}
+
+impl<T> Loaded<T> {
+    /// The span of the value at `pointer`, or of the nearest ancestor that exists.
+    pub fn span(&self, pointer: &str) -> Span {
+        let mut pointer = pointer;
+        loop {
+            if let Some(node) = self.root.pointer(pointer) {
+                return node.span;
+            }
+            match pointer.rsplit_once('/') {
+                Some((parent, _)) => pointer = parent,
+                None => return self.root.span,
+            }
+        }
+    }
+
+    /// The span of the key holding `pointer`, falling back to the value's span.
+    pub fn key_span(&self, pointer: &str) -> Span {
+        self.root.key_span(pointer).unwrap_or_else(|| self.span(pointer))
+    }
+
+    pub fn node(&self, pointer: &str) -> Option<&Node> {
+        self.root.pointer(pointer)
+    }
+}
+
+/// Everything found under the given paths.
+#[derive(Clone, Debug, Default)]
+pub struct Workspace {
+    pub runbooks: Vec<Loaded<RunbookDocument>>,
+    pub libraries: Vec<Loaded<FactLibraryDocument>>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Names that mark files in the runbooks folder that are not runbooks.
+fn is_skipped(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with('.')
+        || [".scenario.yaml", ".scenario.yml", ".test.yaml", ".test.yml", ".alert.json"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+pub struct Loader {
+    schema: serde_json::Value,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Loader {
+    pub fn new() -> Self {
+        Self {
+            schema: crate::document::json_schema(),
+        }
+    }
+
+    /// Loads files and (recursively) folders. A path named explicitly is loaded even if its
+    /// name would be skipped in a folder.
+    pub fn load_paths(&self, paths: &[PathBuf], diagnostics: &mut Diagnostics) -> Workspace {
+        let mut files = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                collect(path, &mut files, diagnostics);
+            } else {
+                files.push(path.clone());
+            }
+        }
+        files.sort();
+        files.dedup();
+        let mut workspace = Workspace::default();
+        for file in &files {
+            match std::fs::read(file) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => self.load_text(file, text, &mut workspace, diagnostics),
+                    Err(_) => diagnostics.push(file_error(file, "the file is not valid UTF-8")),
+                },
+                Err(error) => diagnostics.push(file_error(file, &format!("cannot read the file: {error}"))),
+            }
+        }
+        workspace.files = files;
+        workspace
+    }
+
+    /// Loads one file's text (also used by tests and by `--alert`-free in-memory callers).
+    pub fn load_text(&self, path: &Path, text: String, workspace: &mut Workspace, diagnostics: &mut Diagnostics) {
+        let source = SourceFile::new(path, text);
+        for document in yaml::parse(&source, diagnostics) {
+            self.load_document(document.root, &source, workspace, diagnostics);
+        }
+    }
+
+    fn load_document(&self, root: Node, source: &Source, workspace: &mut Workspace, diagnostics: &mut Diagnostics) {
+        if matches!(root.value, Value::Null) {
+            return; // An empty document, such as a trailing `---`.
+        }
+        if !matches!(root.value, Value::Map(_)) {
+            diagnostics.push(Diagnostic::error(
+                "wrong-type",
+                source,
+                root.span,
+                format!("expected a mapping with `apiVersion`, `kind`, `metadata` and `spec`, found {}", root.describe()),
+            ));
+            return;
+        }
+        let kind_node = root.get("kind");
+        let kind = kind_node.and_then(Node::as_str);
+        let definition = match kind {
+            Some("Runbook") => "RunbookDocument",
+            Some("FactLibrary") => "FactLibraryDocument",
+            Some(other) => {
+                let at = kind_node.map_or(root.span, |n| n.span);
+                diagnostics.push(
+                    Diagnostic::error("unknown-kind", source, at, format!("unknown kind `{other}`, expected `Runbook` or `FactLibrary`"))
+                        .with_help_opt(did_you_mean(other, ["Runbook", "FactLibrary"])),
+                );
+                return;
+            }
+            None => {
+                let at = kind_node.map_or(Span::point(root.span.start), |n| n.span);
+                diagnostics.push(
+                    Diagnostic::error("missing-field", source, at, "missing required field `kind` (a string: `Runbook` or `FactLibrary`)"),
+                );
+                return;
+            }
+        };
+        if let Some(node) = root.get("apiVersion") {
+            if let Some(text) = node.as_str() {
+                let valid = text
+                    .split_once('/')
+                    .is_some_and(|(group, version)| version == API_VERSION && group.contains('.') && !group.contains(' '));
+                if !valid {
+                    diagnostics.push(
+                        Diagnostic::error("api-version", source, node.span, format!("unsupported apiVersion `{text}`"))
+                            .with_help(format!("use `<group>/{API_VERSION}`, for example `{}/{API_VERSION}`", crate::document::API_GROUP)),
+                    );
+                }
+            }
+        }
+        let bad = crate::structure::check(&self.schema, definition, &root, source, diagnostics);
+        let mut json = root.to_json();
+        let mut damaged = Vec::new();
+        for pointer in &bad {
+            match prune(&mut json, &root, pointer) {
+                Some(span) => damaged.push(span),
+                None => return,
+            }
+        }
+        // With fields set aside, serde may still refuse the rest (a required field was bad);
+        // the structure check has already said why, so stay quiet then.
+        let quiet = !bad.is_empty();
+        match definition {
+            "RunbookDocument" => {
+                if let Some(document) = deserialize::<RunbookDocument>(json, &root, source, diagnostics, quiet) {
+                    workspace.runbooks.push(Loaded {
+                        document,
+                        root,
+                        source: source.clone(),
+                        damaged,
+                    });
+                }
+            }
+            _ => {
+                if let Some(document) = deserialize::<FactLibraryDocument>(json, &root, source, diagnostics, quiet) {
+                    workspace.libraries.push(Loaded {
+                        document,
+                        root,
+                        source: source.clone(),
+                        damaged,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Removes the field holding `pointer` (or, inside a list, the field holding the list) from
+/// `json`, returning the span of the object it was removed from.
+fn prune(json: &mut serde_json::Value, root: &Node, pointer: &str) -> Option<Span> {
+    let mut pointer = pointer.to_owned();
+    loop {
+        let (parent, key) = pointer.rsplit_once('/')?;
+        let (parent, key) = (parent.to_owned(), key.replace("~1", "/").replace("~0", "~"));
+        match json.pointer_mut(&parent)? {
+            serde_json::Value::Object(map) => {
+                map.shift_remove(&key);
+                return root.pointer(&parent).map(|node| node.span);
+            }
+            serde_json::Value::Array(_) => pointer = parent,
+            _ => return None,
+        }
+    }
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(
+    json: serde_json::Value,
+    root: &Node,
+    source: &Source,
+    diagnostics: &mut Diagnostics,
+    quiet: bool,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(json) {
+        Ok(document) => Some(document),
+        Err(_) if quiet => None,
+        Err(error) => {
+            let mut pointer = String::new();
+            for segment in error.path().iter() {
+                pointer.push('/');
+                pointer.push_str(&segment.to_string());
+            }
+            let span = root.pointer(&pointer).map_or(root.span, |node| node.span);
+            diagnostics.push(Diagnostic::error("invalid-value", source, span, error.inner().to_string()));
+            None
+        }
+    }
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Diagnostics) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            diagnostics.push(file_error(dir, &format!("cannot read the folder: {error}")));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if is_skipped(&path) {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, files, diagnostics);
+        } else if is_yaml(&path) {
+            files.push(path);
+        }
+    }
+}
+
+fn file_error(path: &Path, message: &str) -> Diagnostic {
+    let source = SourceFile::new(path, String::new());
+    Diagnostic::error("io", &source, Span::point(Position::new(1, 1)), message)
+}

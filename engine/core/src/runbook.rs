@@ -1,0 +1,674 @@
+//! The checked runbook: every name resolved, every expression compiled, every duration parsed.
+//!
+//! `Checker` turns `document::RunbookDocument`s into these types; nothing downstream (the
+//! compiler, the executor) ever sees YAML or an unresolved name. Spans are kept so that
+//! runtime errors can still point at the line that caused them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::document::{OutputFormat, ParamType, PatchType, Propagation};
+use crate::expr::{Expression, Template};
+use crate::matcher::Matcher;
+use crate::source::{Source, Span};
+
+/// Defaults an SRE would pick; stated in the plan so nobody has to guess.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub const DEFAULT_EVICTION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Every checked runbook and fact library found under the runbooks folder.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub runbooks: Vec<Arc<Runbook>>,
+    /// Facts from fact libraries, by name.
+    pub library_facts: BTreeMap<String, Arc<FactSpec>>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&Arc<Runbook>> {
+        self.runbooks.iter().find(|runbook| runbook.name == name)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Runbook {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub api_version: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub tags: Vec<String>,
+    pub source: Source,
+    /// Where `metadata.name` is.
+    pub span: Span,
+    pub params: Vec<ParamSpec>,
+    pub triggers: Vec<TriggerSpec>,
+    /// Every fact the runbook reads, directly or through other facts, by name.
+    pub facts: BTreeMap<String, Arc<FactSpec>>,
+    pub preconditions: Vec<Check>,
+    pub steps: Vec<StepSpec>,
+    pub rollback: Option<RollbackSpec>,
+}
+
+impl Runbook {
+    pub fn step(&self, id: &str) -> Option<&StepSpec> {
+        self.steps.iter().find(|step| step.id == id)
+    }
+
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|param| param.name == name)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub kind: ParamType,
+    pub description: Option<String>,
+    pub default: Option<ParamValue>,
+    pub from: Option<AlertField>,
+    pub required: bool,
+    pub secret: bool,
+    pub pattern: Option<regex::Regex>,
+    pub allowed: Vec<ParamValue>,
+    pub span: Span,
+}
+
+/// Where in an alert a param comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "in", content = "name", rename_all = "lowercase")]
+pub enum AlertField {
+    Labels(String),
+    Annotations(String),
+}
+
+impl std::fmt::Display for AlertField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Labels(name) => write!(f, "alert.labels.{name}"),
+            Self::Annotations(name) => write!(f, "alert.annotations.{name}"),
+        }
+    }
+}
+
+/// A bound param value, already validated against its declared type.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    String(String),
+    Integer(i64),
+    Number(f64),
+    Boolean(bool),
+    #[serde(serialize_with = "serialize_duration")]
+    Duration(Duration),
+}
+
+fn serialize_duration<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+}
+
+impl ParamValue {
+    /// Parses text (from `--set` or an alert label) as `kind`.
+    pub fn parse(kind: ParamType, text: &str) -> Result<Self, String> {
+        match kind {
+            ParamType::String => Ok(Self::String(text.to_owned())),
+            ParamType::Integer => text
+                .trim()
+                .parse()
+                .map(Self::Integer)
+                .map_err(|_| format!("`{text}` is not an integer")),
+            ParamType::Number => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|value| value.is_finite())
+                .map(Self::Number)
+                .ok_or_else(|| format!("`{text}` is not a number")),
+            ParamType::Boolean => match text.trim() {
+                "true" => Ok(Self::Boolean(true)),
+                "false" => Ok(Self::Boolean(false)),
+                _ => Err(format!("`{text}` is not `true` or `false`")),
+            },
+            ParamType::Duration => parse_duration(text).map(Self::Duration),
+        }
+    }
+
+    /// Takes a YAML/JSON value (a `default`, an `enum` entry) as `kind`.
+    pub fn from_json(kind: ParamType, value: &serde_json::Value) -> Result<Self, String> {
+        match (kind, value) {
+            (ParamType::String, serde_json::Value::String(text)) => Ok(Self::String(text.clone())),
+            (ParamType::Integer, serde_json::Value::Number(number)) if number.is_i64() => {
+                Ok(Self::Integer(number.as_i64().unwrap_or_default()))
+            }
+            (ParamType::Number, serde_json::Value::Number(number)) => {
+                Ok(Self::Number(number.as_f64().unwrap_or_default()))
+            }
+            (ParamType::Boolean, serde_json::Value::Bool(value)) => Ok(Self::Boolean(*value)),
+            (ParamType::Duration, serde_json::Value::String(text)) => parse_duration(text).map(Self::Duration),
+            (kind, value) => Err(format!("expected {}, found `{value}`", type_name(kind))),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn to_dynamic(&self) -> rhai::Dynamic {
+        match self {
+            Self::String(text) => text.clone().into(),
+            Self::Integer(value) => (*value).into(),
+            Self::Number(value) => (*value).into(),
+            Self::Boolean(value) => (*value).into(),
+            Self::Duration(value) => humantime::format_duration(*value).to_string().into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::String(text) => f.write_str(text),
+            Self::Integer(value) => write!(f, "{value}"),
+            Self::Number(value) => write!(f, "{value}"),
+            Self::Boolean(value) => write!(f, "{value}"),
+            Self::Duration(value) => write!(f, "{}", humantime::format_duration(*value)),
+        }
+    }
+}
+
+pub fn type_name(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::String => "a string",
+        ParamType::Integer => "an integer",
+        ParamType::Number => "a number",
+        ParamType::Boolean => "a boolean",
+        ParamType::Duration => "a duration",
+    }
+}
+
+/// `30s`, `5m`, `1h30m`, `250ms`. Zero is refused: a zero timeout or cooldown is a mistake.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let duration = humantime::parse_duration(trimmed)
+        .map_err(|_| format!("invalid duration `{text}`; use a number and a unit, such as `30s`, `5m` or `1h30m`"))?;
+    if duration.is_zero() {
+        return Err(format!("duration `{text}` must be more than zero"));
+    }
+    Ok(duration)
+}
+
+pub fn format_duration(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+#[derive(Clone, Debug)]
+pub struct TriggerSpec {
+    pub alert_name: String,
+    pub matchers: Vec<Matcher>,
+    pub cooldown: Option<Duration>,
+    pub auto_approve: bool,
+    pub span: Span,
+}
+
+impl TriggerSpec {
+    /// Whether a firing alert with these labels starts this trigger.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get("alertname").is_some_and(|name| name == &self.alert_name)
+            && self.matchers.iter().all(|matcher| matcher.matches(labels))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FactSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub source: FactSource,
+    /// The JSONPath as written and in the form the JSONPath library takes (`$.items[*]`).
+    pub jsonpath: Option<JsonPathSelection>,
+    pub secret: bool,
+    /// Facts this one reads (for `expr` facts and templates).
+    pub reads: Vec<String>,
+    /// Params this one reads; a runbook using it must declare them.
+    pub params: Vec<String>,
+    /// Where it is defined (a fact library or the runbook itself).
+    pub origin: Source,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct JsonPathSelection {
+    pub written: String,
+    pub query: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum FactSource {
+    Kubernetes {
+        api_version: String,
+        kind: String,
+        name: Option<Template>,
+        namespace: Option<Template>,
+        label_selector: Option<Template>,
+        field_selector: Option<Template>,
+    },
+    Exec {
+        namespace: Template,
+        pod: Template,
+        container: Option<Template>,
+        argv: Vec<Template>,
+        format: OutputFormat,
+    },
+    Command {
+        argv: Vec<Template>,
+        format: OutputFormat,
+    },
+    Http {
+        url: Template,
+        query: BTreeMap<String, Template>,
+        headers: BTreeMap<String, Template>,
+        format: OutputFormat,
+    },
+    Expr(Expression),
+}
+
+/// A precondition.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub expr: Expression,
+    pub message: Option<String>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepSpec {
+    /// Position in `steps:` (0-based).
+    pub index: usize,
+    pub id: String,
+    pub name: Option<String>,
+    /// Ids of the steps this one waits for.
+    pub needs: Vec<String>,
+    pub when: Option<Expression>,
+    pub timeout: Duration,
+    pub retries: RetrySpec,
+    /// The question a gate asks, when the step has one.
+    pub confirm: Option<String>,
+    pub undo: UndoSpec,
+    pub readonly: bool,
+    pub action: Action,
+    pub span: Span,
+}
+
+impl StepSpec {
+    /// Every expression this step evaluates (when, verify, templates).
+    pub fn expressions(&self) -> Vec<&Expression> {
+        let mut all: Vec<&Expression> = self.when.iter().collect();
+        all.extend(self.action.expressions());
+        if let UndoSpec::Declared(action) = &self.undo {
+            all.extend(action.expressions());
+        }
+        all
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RetrySpec {
+    /// Attempts after the first.
+    pub retries: u32,
+    #[serde(serialize_with = "serialize_duration")]
+    pub backoff: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            retries: 0,
+            backoff: DEFAULT_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+/// How a step is compensated when a later one fails.
+#[derive(Clone, Debug)]
+pub enum UndoSpec {
+    /// The step changes nothing (verify, wait, gate, notify, a readonly run).
+    NotNeeded,
+    /// A native action's own inverse, computed from state captured before it acted.
+    Native(NativeUndo),
+    /// The author's undo.
+    Declared(Box<Action>),
+    /// Marked `irreversible`, with the reason if given.
+    Irreversible(Option<String>),
+    /// A mutating step with no undo: the linter warns.
+    Missing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NativeUndo {
+    /// Scale back to the replica count seen before.
+    RestoreReplicas,
+    /// Put back the previous values of the fields the patch changed.
+    RestorePatchedFields,
+    /// Put back the previous object, or delete it if the apply created it.
+    RestoreApplied,
+    /// Put back or remove the annotations/labels that were changed.
+    RestoreMetadata,
+    /// Uncordon after cordon or drain.
+    Uncordon,
+    /// Cordon again after uncordon.
+    Cordon,
+}
+
+impl NativeUndo {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::RestoreReplicas => "scale back to the replica count seen before",
+            Self::RestorePatchedFields => "restore the previous values of the patched fields",
+            Self::RestoreApplied => "restore the previous object, or delete it if it was created",
+            Self::RestoreMetadata => "restore the previous values of the changed keys",
+            Self::Uncordon => "uncordon the node",
+            Self::Cordon => "cordon the node again",
+        }
+    }
+}
+
+/// A Kubernetes object an action targets.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub api_version: String,
+    pub kind: String,
+    pub name: Template,
+    /// `None`: the namespace of the current context (or `--namespace`).
+    pub namespace: Option<Template>,
+}
+
+/// An integer or a template that must evaluate to one.
+#[derive(Clone, Debug)]
+pub enum IntValue {
+    Literal(i64),
+    Template(Template),
+}
+
+/// A JSON value whose strings may hold `${...}` templates.
+#[derive(Clone, Debug)]
+pub enum JsonTemplate {
+    Literal(serde_json::Value),
+    String(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    pub fn expressions(&self) -> Vec<&Expression> {
+        match self {
+            Self::Literal(_) => Vec::new(),
+            Self::String(template) => template.expressions().collect(),
+            Self::Array(items) => items.iter().flat_map(JsonTemplate::expressions).collect(),
+            Self::Object(entries) => entries.iter().flat_map(|(_, value)| value.expressions()).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MessageSpec {
+    pub text: Template,
+    pub channel: Option<String>,
+    pub severity: Option<String>,
+}
+
+/// What a step does.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Run {
+        argv: Vec<Template>,
+    },
+    Scale {
+        target: Target,
+        replicas: IntValue,
+    },
+    Restart {
+        target: Target,
+    },
+    Patch {
+        target: Target,
+        patch_type: PatchType,
+        body: JsonTemplate,
+    },
+    Apply {
+        manifest: JsonTemplate,
+    },
+    Annotate {
+        target: Target,
+        set: BTreeMap<String, Option<Template>>,
+    },
+    Label {
+        target: Target,
+        set: BTreeMap<String, Option<Template>>,
+    },
+    Delete {
+        target: Target,
+        propagation: Option<Propagation>,
+        grace_period_seconds: Option<u32>,
+    },
+    Cordon {
+        node: Template,
+    },
+    Uncordon {
+        node: Template,
+    },
+    Drain {
+        node: Template,
+        delete_empty_dir_data: bool,
+        eviction_timeout: Duration,
+    },
+    Exec {
+        namespace: Template,
+        pod: Template,
+        container: Option<Template>,
+        argv: Vec<Template>,
+    },
+    Wait {
+        target: Target,
+        condition: Option<String>,
+        until: Option<Expression>,
+    },
+    Verify {
+        expr: Expression,
+        interval: Duration,
+    },
+    /// A confirmation gate with no other action.
+    Gate,
+    Notify(MessageSpec),
+    Page(MessageSpec),
+    Call {
+        runbook: String,
+        params: BTreeMap<String, JsonTemplate>,
+    },
+}
+
+impl Action {
+    /// The word a user writes for this action.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Self::Run { .. } => "run",
+            Self::Scale { .. } => "scale",
+            Self::Restart { .. } => "restart",
+            Self::Patch { .. } => "patch",
+            Self::Apply { .. } => "apply",
+            Self::Annotate { .. } => "annotate",
+            Self::Label { .. } => "label",
+            Self::Delete { .. } => "delete",
+            Self::Cordon { .. } => "cordon",
+            Self::Uncordon { .. } => "uncordon",
+            Self::Drain { .. } => "drain",
+            Self::Exec { .. } => "exec",
+            Self::Wait { .. } => "wait",
+            Self::Verify { .. } => "verify",
+            Self::Gate => "confirm",
+            Self::Notify(_) => "notify",
+            Self::Page(_) => "page",
+            Self::Call { .. } => "runbook",
+        }
+    }
+
+    /// Whether the action changes the world (and so needs an undo or `irreversible`).
+    pub fn mutates(&self, readonly: bool) -> bool {
+        match self {
+            Self::Run { .. } | Self::Exec { .. } => !readonly,
+            Self::Scale { .. }
+            | Self::Restart { .. }
+            | Self::Patch { .. }
+            | Self::Apply { .. }
+            | Self::Annotate { .. }
+            | Self::Label { .. }
+            | Self::Delete { .. }
+            | Self::Cordon { .. }
+            | Self::Uncordon { .. }
+            | Self::Drain { .. } => true,
+            // A called runbook undoes its own steps and runs its own rollback.
+            Self::Wait { .. } | Self::Verify { .. } | Self::Gate | Self::Notify(_) | Self::Page(_) | Self::Call { .. } => false,
+        }
+    }
+
+    /// The inverse a native action knows for itself, if any.
+    pub fn native_undo(&self) -> Option<NativeUndo> {
+        match self {
+            Self::Scale { .. } => Some(NativeUndo::RestoreReplicas),
+            Self::Patch { patch_type, .. } if *patch_type != PatchType::Json => Some(NativeUndo::RestorePatchedFields),
+            Self::Apply { .. } => Some(NativeUndo::RestoreApplied),
+            Self::Annotate { .. } | Self::Label { .. } => Some(NativeUndo::RestoreMetadata),
+            Self::Cordon { .. } | Self::Drain { .. } => Some(NativeUndo::Uncordon),
+            Self::Uncordon { .. } => Some(NativeUndo::Cordon),
+            _ => None,
+        }
+    }
+
+    /// Every expression the action evaluates.
+    pub fn expressions(&self) -> Vec<&Expression> {
+        fn templates<'a>(all: &mut Vec<&'a Expression>, items: impl IntoIterator<Item = &'a Template>) {
+            for template in items {
+                all.extend(template.expressions());
+            }
+        }
+        fn target<'a>(all: &mut Vec<&'a Expression>, target: &'a Target) {
+            templates(all, std::iter::once(&target.name).chain(target.namespace.iter()));
+        }
+        let mut all = Vec::new();
+        match self {
+            Self::Run { argv } => templates(&mut all, argv),
+            Self::Scale { target: t, replicas } => {
+                target(&mut all, t);
+                if let IntValue::Template(template) = replicas {
+                    templates(&mut all, [template]);
+                }
+            }
+            Self::Restart { target: t } | Self::Delete { target: t, .. } => target(&mut all, t),
+            Self::Wait { target: t, until, .. } => {
+                target(&mut all, t);
+                all.extend(until.iter());
+            }
+            Self::Patch { target: t, body, .. } => {
+                target(&mut all, t);
+                all.extend(body.expressions());
+            }
+            Self::Apply { manifest } => all.extend(manifest.expressions()),
+            Self::Annotate { target: t, set } | Self::Label { target: t, set } => {
+                target(&mut all, t);
+                templates(&mut all, set.values().flatten());
+            }
+            Self::Cordon { node } | Self::Uncordon { node } | Self::Drain { node, .. } => templates(&mut all, [node]),
+            Self::Exec {
+                namespace,
+                pod,
+                container,
+                argv,
+            } => templates(&mut all, [namespace, pod].into_iter().chain(container.iter()).chain(argv.iter())),
+            Self::Verify { expr, .. } => all.push(expr),
+            Self::Gate => {}
+            Self::Notify(message) | Self::Page(message) => templates(&mut all, [&message.text]),
+            Self::Call { params, .. } => {
+                for value in params.values() {
+                    all.extend(value.expressions());
+                }
+            }
+        }
+        all
+    }
+}
+
+/// What runs after the undos of a failed run.
+#[derive(Clone, Debug)]
+pub enum RollbackSpec {
+    Named(NamedRollback),
+    Runbook {
+        name: String,
+        params: BTreeMap<String, JsonTemplate>,
+    },
+    Steps(Vec<StepSpec>),
+}
+
+/// Built-in rollback actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamedRollback {
+    /// Page the on-call engineer with the run's summary.
+    PageOncall,
+    /// Post the run's summary to the notification channel, without paging.
+    NotifyOncall,
+}
+
+impl NamedRollback {
+    pub const ALL: [(&'static str, NamedRollback); 2] =
+        [("page-oncall", Self::PageOncall), ("notify-oncall", Self::NotifyOncall)];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PageOncall => "page-oncall",
+            Self::NotifyOncall => "notify-oncall",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::PageOncall => "page the on-call engineer with the run's summary",
+            Self::NotifyOncall => "notify the on-call channel with the run's summary",
+        }
+    }
+}
+
+/// The default apiVersion of the built-in (and common platform) kinds, so runbooks can say
+/// `kind: Deployment` without `apiVersion: apps/v1`. Custom kinds not listed must say it.
+pub fn default_api_version(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Pod" | "Service" | "ConfigMap" | "Secret" | "Node" | "Namespace" | "PersistentVolumeClaim"
+        | "PersistentVolume" | "ServiceAccount" | "Endpoints" | "Event" | "ReplicationController" => "v1",
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
+        "Job" | "CronJob" => "batch/v1",
+        "Ingress" | "NetworkPolicy" => "networking.k8s.io/v1",
+        "PodDisruptionBudget" => "policy/v1",
+        "HorizontalPodAutoscaler" => "autoscaling/v2",
+        "Lease" => "coordination.k8s.io/v1",
+        "HelmRelease" => "helm.toolkit.fluxcd.io/v2",
+        "Kustomization" => "kustomize.toolkit.fluxcd.io/v1",
+        "GitRepository" | "HelmRepository" | "OCIRepository" => "source.toolkit.fluxcd.io/v1",
+        "Certificate" | "Issuer" | "ClusterIssuer" | "CertificateRequest" => "cert-manager.io/v1",
+        "ExternalSecret" | "SecretStore" | "ClusterSecretStore" => "external-secrets.io/v1beta1",
+        "Application" | "AppProject" => "argoproj.io/v1alpha1",
+        "Backup" | "Restore" | "Schedule" => "velero.io/v1",
+        "PolicyReport" | "ClusterPolicyReport" => "wgpolicyk8s.io/v1alpha2",
+        "ClusterPolicy" | "Policy" => "kyverno.io/v1",
+        "PeerAuthentication" | "AuthorizationPolicy" => "security.istio.io/v1",
+        "VirtualService" | "DestinationRule" | "Gateway" => "networking.istio.io/v1",
+        _ => return None,
+    })
+}
