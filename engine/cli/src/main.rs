@@ -12,7 +12,9 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use runbook_core::alert::{first_match, WebhookPayload};
 use runbook_core::bind::{bind, parse_set};
 use runbook_core::compile::{Compiler, Plan, TriggeredBy};
-use runbook_core::diagnostic::{did_you_mean, render_github, render_json, render_text, Diagnostics, Severity};
+use runbook_core::diagnostic::{
+    did_you_mean, render_github, render_json, render_text, Diagnostics, Severity,
+};
 use runbook_core::runbook::{Catalog, Runbook};
 
 use exit::Exit;
@@ -22,7 +24,13 @@ use exit::Exit;
 #[command(name = "runbook", version, about, propagate_version = true)]
 struct Cli {
     /// The runbooks folder.
-    #[arg(long, global = true, env = "RUNBOOK_DIR", default_value = "runbooks", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNBOOK_DIR",
+        default_value = "runbooks",
+        value_name = "DIR"
+    )]
     dir: PathBuf,
 
     #[command(subcommand)]
@@ -74,9 +82,7 @@ enum Command {
     /// The JSON Schema for runbooks and fact libraries.
     Schema,
     /// Shell completions.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -115,7 +121,8 @@ enum GraphFormat {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -128,11 +135,21 @@ fn main() -> ExitCode {
             excerpt,
         } => validate(&cli.dir, paths, format, deny_warnings, excerpt),
         Command::List { format } => list(&cli.dir, format),
-        Command::Plan { name, sets, alert, format } => plan(&cli.dir, &name, &sets, alert.as_deref(), format),
+        Command::Plan {
+            name,
+            sets,
+            alert,
+            format,
+        } => plan(&cli.dir, &name, &sets, alert.as_deref(), format),
         Command::Graph { name, sets, format } => graph(&cli.dir, &name, &sets, format),
         Command::Schema => schema(),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "runbook", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "runbook",
+                &mut std::io::stdout(),
+            );
             Ok(Exit::Succeeded)
         }
     };
@@ -145,7 +162,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_diagnostics(diagnostics: Diagnostics, format: DiagnosticFormat, excerpt: When) -> std::io::Result<()> {
+fn print_diagnostics(
+    diagnostics: Diagnostics,
+    format: DiagnosticFormat,
+    excerpt: When,
+) -> std::io::Result<()> {
     let sorted = diagnostics.sorted();
     let excerpts = match excerpt {
         When::Always => true,
@@ -172,8 +193,18 @@ fn print_diagnostics(diagnostics: Diagnostics, format: DiagnosticFormat, excerpt
     Ok(())
 }
 
-fn validate(dir: &Path, paths: Vec<PathBuf>, format: DiagnosticFormat, deny_warnings: bool, excerpt: When) -> anyhow::Result<Exit> {
-    let paths = if paths.is_empty() { vec![dir.to_path_buf()] } else { paths };
+fn validate(
+    dir: &Path,
+    paths: Vec<PathBuf>,
+    format: DiagnosticFormat,
+    deny_warnings: bool,
+    excerpt: When,
+) -> anyhow::Result<Exit> {
+    let paths = if paths.is_empty() {
+        vec![dir.to_path_buf()]
+    } else {
+        paths
+    };
     for path in &paths {
         if !path.exists() {
             anyhow::bail!("{}: no such file or folder", path.display());
@@ -192,13 +223,21 @@ fn validate(dir: &Path, paths: Vec<PathBuf>, format: DiagnosticFormat, deny_warn
         catalog.runbooks.len(),
         plural(catalog.runbooks.len()),
         workspace.libraries.len(),
-        if workspace.libraries.len() == 1 { "y" } else { "ies" },
+        if workspace.libraries.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
         workspace.files.len(),
         plural(workspace.files.len()),
         plural(errors),
         plural(warnings),
     );
-    Ok(if errors > 0 { Exit::Invalid } else { Exit::Succeeded })
+    Ok(if errors > 0 {
+        Exit::Invalid
+    } else {
+        Exit::Succeeded
+    })
 }
 
 fn plural(count: usize) -> &'static str {
@@ -230,25 +269,52 @@ fn list(dir: &Path, format: ListFormat) -> anyhow::Result<Exit> {
             println!("{}", serde_json::to_string_pretty(&items)?);
         }
         ListFormat::Text => {
-            let mut rows = vec![["NAME".to_owned(), "DESCRIPTION".to_owned(), "TRIGGERS".to_owned(), "FILE".to_owned()]];
+            let mut rows = vec![[
+                "NAME".to_owned(),
+                "DESCRIPTION".to_owned(),
+                "TRIGGERS".to_owned(),
+                "FILE".to_owned(),
+            ]];
             let mut sorted: Vec<&Arc<Runbook>> = catalog.runbooks.iter().collect();
             sorted.sort_by(|a, b| a.name.cmp(&b.name));
             for runbook in sorted {
-                let triggers = runbook.triggers.iter().map(|t| t.alert_name.as_str()).collect::<Vec<_>>().join(", ");
+                let triggers = runbook
+                    .triggers
+                    .iter()
+                    .map(|t| t.alert_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 rows.push([
                     runbook.name.clone(),
                     runbook.description.clone().unwrap_or_default(),
-                    if triggers.is_empty() { "-".to_owned() } else { triggers },
+                    if triggers.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        triggers
+                    },
                     runbook.source.path().display().to_string(),
                 ]);
             }
-            let widths: Vec<usize> = (0..4).map(|column| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
+            let widths: Vec<usize> = (0..4)
+                .map(|column| {
+                    rows.iter()
+                        .map(|row| row[column].chars().count())
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
             let mut stdout = std::io::stdout().lock();
             for row in &rows {
                 let line = row
                     .iter()
                     .enumerate()
-                    .map(|(column, cell)| if column == 3 { cell.clone() } else { format!("{cell:<width$}", width = widths[column]) })
+                    .map(|(column, cell)| {
+                        if column == 3 {
+                            cell.clone()
+                        } else {
+                            format!("{cell:<width$}", width = widths[column])
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join("  ");
                 writeln!(stdout, "{}", line.trim_end())?;
@@ -261,7 +327,10 @@ fn list(dir: &Path, format: ListFormat) -> anyhow::Result<Exit> {
 
 fn load_dir(dir: &Path) -> anyhow::Result<(Catalog, Diagnostics, runbook_core::loader::Workspace)> {
     if !dir.is_dir() {
-        anyhow::bail!("runbooks folder `{}` not found; pass --dir DIR or set RUNBOOK_DIR", dir.display());
+        anyhow::bail!(
+            "runbooks folder `{}` not found; pass --dir DIR or set RUNBOOK_DIR",
+            dir.display()
+        );
     }
     Ok(runbook_core::load_catalog(&[dir.to_path_buf()]))
 }
@@ -288,14 +357,23 @@ fn note_broken_files(diagnostics: &Diagnostics) {
 }
 
 /// Finds the runbook NAME (a name or a file path) and compiles its plan.
-fn build_plan(dir: &Path, name: &str, sets: &[String], alert: Option<&Path>, lenient: bool) -> anyhow::Result<Result<Plan, Exit>> {
+fn build_plan(
+    dir: &Path,
+    name: &str,
+    sets: &[String],
+    alert: Option<&Path>,
+    lenient: bool,
+) -> anyhow::Result<Result<Plan, Exit>> {
     let as_path = Path::new(name);
     let is_path = as_path.is_file() || name.ends_with(".yaml") || name.ends_with(".yml");
     let mut paths = Vec::new();
     if dir.is_dir() {
         paths.push(dir.to_path_buf());
     } else if !is_path {
-        anyhow::bail!("runbooks folder `{}` not found; pass --dir DIR or set RUNBOOK_DIR", dir.display());
+        anyhow::bail!(
+            "runbooks folder `{}` not found; pass --dir DIR or set RUNBOOK_DIR",
+            dir.display()
+        );
     }
     if is_path {
         if !as_path.is_file() {
@@ -316,20 +394,29 @@ fn build_plan(dir: &Path, name: &str, sets: &[String], alert: Option<&Path>, len
         Some(name.to_owned())
     };
     let relevant = |path: &Path| {
-        workspace.libraries.iter().any(|library| library.source.path() == path)
+        workspace
+            .libraries
+            .iter()
+            .any(|library| library.source.path() == path)
             || (is_path && std::fs::canonicalize(path).ok() == std::fs::canonicalize(as_path).ok())
-            || workspace
-                .runbooks
-                .iter()
-                .any(|loaded| Some(&loaded.document.metadata.name) == wanted.as_ref() && loaded.source.path() == path)
+            || workspace.runbooks.iter().any(|loaded| {
+                Some(&loaded.document.metadata.name) == wanted.as_ref()
+                    && loaded.source.path() == path
+            })
     };
     let mut blocking = diagnostics.clone();
     blocking.retain(|d| d.severity == Severity::Error && relevant(d.path()));
-    let runbook = wanted.as_deref().and_then(|wanted| catalog.get(wanted)).cloned();
+    let runbook = wanted
+        .as_deref()
+        .and_then(|wanted| catalog.get(wanted))
+        .cloned();
     let Some(runbook) = runbook.filter(|_| !blocking.has_errors()) else {
         if blocking.has_errors() {
             print_diagnostics(blocking, DiagnosticFormat::Text, When::Auto)?;
-            eprintln!("error: runbook `{}` is invalid; fix the problems above", wanted.as_deref().unwrap_or(name));
+            eprintln!(
+                "error: runbook `{}` is invalid; fix the problems above",
+                wanted.as_deref().unwrap_or(name)
+            );
             return Ok(Err(Exit::Invalid));
         }
         if is_path {
@@ -352,7 +439,8 @@ fn build_plan(dir: &Path, name: &str, sets: &[String], alert: Option<&Path>, len
     }
     let mut triggered_by = None;
     if let Some(path) = alert {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read alert payload {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read alert payload {}", path.display()))?;
         let payload = WebhookPayload::parse(&text).with_context(|| path.display().to_string())?;
         match first_match(&runbook, &payload) {
             Some((trigger, alert)) => {
@@ -362,17 +450,30 @@ fn build_plan(dir: &Path, name: &str, sets: &[String], alert: Option<&Path>, len
                 })
             }
             None => {
-                let triggers = runbook.triggers.iter().map(|t| t.alert_name.as_str()).collect::<Vec<_>>().join(", ");
+                let triggers = runbook
+                    .triggers
+                    .iter()
+                    .map(|t| t.alert_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 anyhow::bail!(
                     "no firing alert in {} matches a trigger of runbook `{}` (triggers: {})",
                     path.display(),
                     runbook.name,
-                    if triggers.is_empty() { "none" } else { &triggers }
+                    if triggers.is_empty() {
+                        "none"
+                    } else {
+                        &triggers
+                    }
                 );
             }
         }
     }
-    let (bindings, errors) = bind(&runbook, &parsed_sets, triggered_by.as_ref().map(|t| &t.alert));
+    let (bindings, errors) = bind(
+        &runbook,
+        &parsed_sets,
+        triggered_by.as_ref().map(|t| &t.alert),
+    );
     let mut fatal = false;
     for error in &errors {
         if error.missing && lenient {
@@ -388,7 +489,13 @@ fn build_plan(dir: &Path, name: &str, sets: &[String], alert: Option<&Path>, len
     Ok(Ok(Compiler::compile(runbook, bindings, triggered_by)))
 }
 
-fn plan(dir: &Path, name: &str, sets: &[String], alert: Option<&Path>, format: PlanFormat) -> anyhow::Result<Exit> {
+fn plan(
+    dir: &Path,
+    name: &str,
+    sets: &[String],
+    alert: Option<&Path>,
+    format: PlanFormat,
+) -> anyhow::Result<Exit> {
     let plan = match build_plan(dir, name, sets, alert, true)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
@@ -396,7 +503,10 @@ fn plan(dir: &Path, name: &str, sets: &[String], alert: Option<&Path>, format: P
     let text = match format {
         PlanFormat::Text => runbook_core::render::plan_text(&plan),
         PlanFormat::Markdown => runbook_core::render::plan_markdown(&plan),
-        PlanFormat::Json => format!("{}\n", serde_json::to_string_pretty(&runbook_core::render::plan_json(&plan))?),
+        PlanFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&runbook_core::render::plan_json(&plan))?
+        ),
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(Exit::Succeeded)
@@ -416,6 +526,9 @@ fn graph(dir: &Path, name: &str, sets: &[String], format: GraphFormat) -> anyhow
 }
 
 fn schema() -> anyhow::Result<Exit> {
-    println!("{}", serde_json::to_string_pretty(&runbook_core::document::json_schema())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&runbook_core::document::json_schema())?
+    );
     Ok(Exit::Succeeded)
 }

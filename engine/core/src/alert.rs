@@ -80,7 +80,10 @@ impl WebhookPayload {
 }
 
 /// The first firing alert in `payload` that one of `runbook`'s triggers matches.
-pub fn first_match<'p>(runbook: &Runbook, payload: &'p WebhookPayload) -> Option<(usize, &'p Alert)> {
+pub fn first_match<'p>(
+    runbook: &Runbook,
+    payload: &'p WebhookPayload,
+) -> Option<(usize, &'p Alert)> {
     payload
         .alerts
         .iter()

@@ -40,7 +40,9 @@ impl Bindings {
 /// Parses `k=v` from the command line.
 pub fn parse_set(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
         _ => Err(format!("`--set {text}` is not `name=value`")),
     }
 }
@@ -61,7 +63,11 @@ impl std::fmt::Display for BindError {
 
 /// Binds every param of `runbook`. Precedence: `--set`, then the alert, then the default.
 /// Returns what could be bound and every problem, not just the first.
-pub fn bind(runbook: &Runbook, sets: &[(String, String)], alert: Option<&Alert>) -> (Bindings, Vec<BindError>) {
+pub fn bind(
+    runbook: &Runbook,
+    sets: &[(String, String)],
+    alert: Option<&Alert>,
+) -> (Bindings, Vec<BindError>) {
     let mut errors = Vec::new();
     let mut bindings = Bindings::default();
     for (name, _) in sets {
@@ -76,11 +82,17 @@ pub fn bind(runbook: &Runbook, sets: &[(String, String)], alert: Option<&Alert>)
         }
     }
     for param in &runbook.params {
-        let set = sets.iter().rev().find(|(name, _)| name == &param.name).map(|(_, value)| value);
-        let from_alert = alert.zip(param.from.as_ref()).and_then(|(alert, field)| match field {
-            AlertField::Labels(label) => alert.labels.get(label),
-            AlertField::Annotations(annotation) => alert.annotations.get(annotation),
-        });
+        let set = sets
+            .iter()
+            .rev()
+            .find(|(name, _)| name == &param.name)
+            .map(|(_, value)| value);
+        let from_alert = alert
+            .zip(param.from.as_ref())
+            .and_then(|(alert, field)| match field {
+                AlertField::Labels(label) => alert.labels.get(label),
+                AlertField::Annotations(annotation) => alert.annotations.get(annotation),
+            });
         let (value, origin) = match (set, from_alert) {
             (Some(text), _) => (ParamValue::parse(param.kind, text), Origin::Set),
             (None, Some(text)) => (ParamValue::parse(param.kind, text), Origin::Alert),
@@ -88,9 +100,16 @@ pub fn bind(runbook: &Runbook, sets: &[(String, String)], alert: Option<&Alert>)
                 Some(value) => (Ok(value.clone()), Origin::Default),
                 None => {
                     if param.required {
-                        let source = param.from.as_ref().map(|field| format!(" or an alert with `{field}`")).unwrap_or_default();
+                        let source = param
+                            .from
+                            .as_ref()
+                            .map(|field| format!(" or an alert with `{field}`"))
+                            .unwrap_or_default();
                         errors.push(BindError {
-                            message: format!("param `{}` is required: pass `--set {}=VALUE`{source}", param.name, param.name),
+                            message: format!(
+                                "param `{}` is required: pass `--set {}=VALUE`{source}",
+                                param.name, param.name
+                            ),
                             missing: true,
                         });
                     }
@@ -98,7 +117,9 @@ pub fn bind(runbook: &Runbook, sets: &[(String, String)], alert: Option<&Alert>)
                 }
             },
         };
-        let checked = value.and_then(|value| validate_param(&value, param.pattern.as_ref(), &param.allowed).map(|()| value));
+        let checked = value.and_then(|value| {
+            validate_param(&value, param.pattern.as_ref(), &param.allowed).map(|()| value)
+        });
         match checked {
             Ok(value) => {
                 bindings.values.insert(param.name.clone(), value);
@@ -107,10 +128,17 @@ pub fn bind(runbook: &Runbook, sets: &[(String, String)], alert: Option<&Alert>)
             Err(message) => {
                 let origin = match origin {
                     Origin::Set => "--set".to_owned(),
-                    Origin::Alert => param.from.as_ref().map_or_else(|| "the alert".to_owned(), ToString::to_string),
+                    Origin::Alert => param
+                        .from
+                        .as_ref()
+                        .map_or_else(|| "the alert".to_owned(), ToString::to_string),
                     Origin::Default => "its default".to_owned(),
                 };
-                let message = if param.secret { "the value was refused (secret, not shown)".to_owned() } else { message };
+                let message = if param.secret {
+                    "the value was refused (secret, not shown)".to_owned()
+                } else {
+                    message
+                };
                 errors.push(BindError {
                     message: format!("param `{}` from {origin}: {message}", param.name),
                     missing: false,

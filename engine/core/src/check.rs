@@ -55,7 +55,10 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
             );
             continue;
         }
-        names.insert(name.clone(), (loaded.source.clone(), at.span("/metadata/name")));
+        names.insert(
+            name.clone(),
+            (loaded.source.clone(), at.span("/metadata/name")),
+        );
         let before = checker.diagnostics.len();
         let runbook = checker.check_runbook(loaded, &library_facts, &mut calls);
         checker.drop_cascades(before, loaded);
@@ -66,7 +69,10 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
     }
     let catalog = Catalog {
         runbooks,
-        library_facts: library_facts.into_iter().map(|(name, fact)| (name, fact.spec)).collect(),
+        library_facts: library_facts
+            .into_iter()
+            .map(|(name, fact)| (name, fact.spec))
+            .collect(),
     };
     checker.check_calls(&catalog, &calls);
     catalog
@@ -101,7 +107,9 @@ impl<'a> At<'a> {
     }
 
     fn key_span(&self, pointer: &str) -> Span {
-        self.root.key_span(pointer).unwrap_or_else(|| self.span(pointer))
+        self.root
+            .key_span(pointer)
+            .unwrap_or_else(|| self.span(pointer))
     }
 
     /// Maps a 1-based line/column inside `text` (an expression or template written at
@@ -114,7 +122,9 @@ impl<'a> At<'a> {
         let lines = text.lines().count() + 2;
         match self.source.find_after(needle, node_span.start, lines) {
             Some(found) => {
-                let column = (found.column + column.saturating_sub(1)).saturating_sub(lead).max(1);
+                let column = (found.column + column.saturating_sub(1))
+                    .saturating_sub(lead)
+                    .max(1);
                 Span::point(Position::new(found.line, column))
             }
             None => Span::point(node_span.start),
@@ -124,14 +134,16 @@ impl<'a> At<'a> {
     /// Whether a `# runbook:allow CODE reason` comment on the line of `span` or the line
     /// before waives the lint `code`; `Some(reason)` if so (the reason may be absent).
     fn allowed(&self, span: Span, code: &str) -> Option<Option<String>> {
-        [span.start.line.saturating_sub(1), span.start.line].iter().find_map(|line| {
-            let text = self.source.line(*line)?;
-            let comment = &text[text.find('#')?..];
-            let rest = &comment[comment.find(ALLOW_PRAGMA)? + ALLOW_PRAGMA.len()..];
-            let rest = rest.trim_start().strip_prefix(code)?;
-            let reason = rest.trim().trim_start_matches(['-', '—', ':']).trim();
-            Some((!reason.is_empty()).then(|| reason.to_owned()))
-        })
+        [span.start.line.saturating_sub(1), span.start.line]
+            .iter()
+            .find_map(|line| {
+                let text = self.source.line(*line)?;
+                let comment = &text[text.find('#')?..];
+                let rest = &comment[comment.find(ALLOW_PRAGMA)? + ALLOW_PRAGMA.len()..];
+                let rest = rest.trim_start().strip_prefix(code)?;
+                let reason = rest.trim().trim_start_matches(['-', '—', ':']).trim();
+                Some((!reason.is_empty()).then(|| reason.to_owned()))
+            })
     }
 }
 
@@ -182,7 +194,9 @@ impl Checker<'_> {
         let added = self.diagnostics.split_off(before);
         for diagnostic in added {
             let inside = diagnostic.path() == loaded.source.path()
-                && loaded.damaged.iter().any(|span| span.start <= diagnostic.span.start && diagnostic.span.start < span.end);
+                && loaded.damaged.iter().any(|span| {
+                    span.start <= diagnostic.span.start && diagnostic.span.start < span.end
+                });
             if !inside {
                 self.diagnostics.push(diagnostic);
             }
@@ -190,17 +204,28 @@ impl Checker<'_> {
     }
 
     fn error(&mut self, code: &'static str, at: At<'_>, span: Span, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::error(code, at.source, span, message));
+        self.diagnostics
+            .push(Diagnostic::error(code, at.source, span, message));
     }
 
-    fn error_help(&mut self, code: &'static str, at: At<'_>, span: Span, message: impl Into<String>, help: Option<String>) {
+    fn error_help(
+        &mut self,
+        code: &'static str,
+        at: At<'_>,
+        span: Span,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
         self.diagnostics
             .push(Diagnostic::error(code, at.source, span, message).with_help_opt(help));
     }
 
     // ----- fact libraries -------------------------------------------------------------------
 
-    fn check_libraries(&mut self, libraries: &[Loaded<document::FactLibraryDocument>]) -> BTreeMap<String, KnownFact> {
+    fn check_libraries(
+        &mut self,
+        libraries: &[Loaded<document::FactLibraryDocument>],
+    ) -> BTreeMap<String, KnownFact> {
         let mut names: BTreeMap<String, (Source, Span)> = BTreeMap::new();
         let mut library_names: HashMap<String, (Source, Span)> = HashMap::new();
         for loaded in libraries {
@@ -214,7 +239,10 @@ impl Checker<'_> {
                 );
                 self.error("duplicate-library", at, at.span("/metadata/name"), message);
             } else {
-                library_names.insert(library_name.clone(), (loaded.source.clone(), at.span("/metadata/name")));
+                library_names.insert(
+                    library_name.clone(),
+                    (loaded.source.clone(), at.span("/metadata/name")),
+                );
             }
             for (index, fact) in loaded.document.spec.facts.iter().enumerate() {
                 let pointer = format!("/spec/facts/{index}/name");
@@ -238,8 +266,15 @@ impl Checker<'_> {
                     params: None,
                     locals: &[],
                 };
-                if let Some(spec) = self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope) {
-                    facts.insert(fact.name.clone(), KnownFact { spec: Arc::new(spec) });
+                if let Some(spec) =
+                    self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
+                {
+                    facts.insert(
+                        fact.name.clone(),
+                        KnownFact {
+                            spec: Arc::new(spec),
+                        },
+                    );
                 }
             }
             self.drop_cascades(before, loaded);
@@ -267,14 +302,22 @@ impl Checker<'_> {
                 at,
                 span,
                 format!("fact name `{name}` starts with the reserved name `{root}`"),
-                Some(format!("`{root}` is bound by the engine; choose another first word")),
+                Some(format!(
+                    "`{root}` is bound by the engine; choose another first word"
+                )),
             );
             return false;
         }
         true
     }
 
-    fn claim_fact_name(&mut self, at: At<'_>, pointer: &str, name: &str, names: &mut BTreeMap<String, (Source, Span)>) -> bool {
+    fn claim_fact_name(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        name: &str,
+        names: &mut BTreeMap<String, (Source, Span)>,
+    ) -> bool {
         if let Some((source, span)) = names.get(name) {
             let message = format!(
                 "fact `{name}` is already defined at {}:{}:{}",
@@ -282,7 +325,16 @@ impl Checker<'_> {
                 span.start.line,
                 span.start.column
             );
-            self.error_help("duplicate-fact", at, at.span(pointer), message, Some("give each fact one definition; runbooks can read library facts directly".to_owned()));
+            self.error_help(
+                "duplicate-fact",
+                at,
+                at.span(pointer),
+                message,
+                Some(
+                    "give each fact one definition; runbooks can read library facts directly"
+                        .to_owned(),
+                ),
+            );
             return false;
         }
         names.insert(name.to_owned(), (at.source.clone(), at.span(pointer)));
@@ -311,7 +363,10 @@ impl Checker<'_> {
 
     fn check_fact_cycles(&mut self, facts: &BTreeMap<String, KnownFact>) {
         let mut graph = DiGraph::<&str, ()>::new();
-        let indices: BTreeMap<&str, _> = facts.keys().map(|name| (name.as_str(), graph.add_node(name.as_str()))).collect();
+        let indices: BTreeMap<&str, _> = facts
+            .keys()
+            .map(|name| (name.as_str(), graph.add_node(name.as_str())))
+            .collect();
         for (name, fact) in facts {
             for read in &fact.spec.reads {
                 if let Some(target) = indices.get(read.as_str()) {
@@ -322,7 +377,12 @@ impl Checker<'_> {
         for cycle in cycles(&graph) {
             let first = cycle[0];
             let fact = &facts[first];
-            let path = cycle.iter().chain(std::iter::once(&first)).copied().collect::<Vec<_>>().join(" -> ");
+            let path = cycle
+                .iter()
+                .chain(std::iter::once(&first))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" -> ");
             self.diagnostics.push(Diagnostic::error(
                 "cycle",
                 &fact.spec.origin,
@@ -332,7 +392,13 @@ impl Checker<'_> {
         }
     }
 
-    fn check_fact(&mut self, at: At<'_>, pointer: &str, fact: &document::Fact, scope: &Scope<'_>) -> Option<FactSpec> {
+    fn check_fact(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        fact: &document::Fact,
+        scope: &Scope<'_>,
+    ) -> Option<FactSpec> {
         let mut reads = Reads::default();
         let sources: Vec<&str> = [
             ("kubernetes", fact.kubernetes.is_some()),
@@ -353,59 +419,123 @@ impl Checker<'_> {
                     at,
                     span,
                     format!("fact `{}` has no source", fact.name),
-                    Some("give it one of `kubernetes`, `exec`, `command`, `http` or `expr`".to_owned()),
+                    Some(
+                        "give it one of `kubernetes`, `exec`, `command`, `http` or `expr`"
+                            .to_owned(),
+                    ),
                 );
                 return None;
             }
             [_] => {
                 if let Some(read) = &fact.kubernetes {
                     let p = format!("{pointer}/kubernetes");
-                    let api_version = self.api_version(at, &p, read.api_version.as_deref(), &read.kind)?;
+                    let api_version =
+                        self.api_version(at, &p, read.api_version.as_deref(), &read.kind)?;
                     FactSource::Kubernetes {
                         api_version,
                         kind: read.kind.clone(),
-                        name: read.name.as_ref().map(|t| self.template(at, &format!("{p}/name"), t, scope, &mut reads)),
-                        namespace: read.namespace.as_ref().map(|t| self.template(at, &format!("{p}/namespace"), t, scope, &mut reads)),
-                        label_selector: read.label_selector.as_ref().map(|t| self.template(at, &format!("{p}/labelSelector"), t, scope, &mut reads)),
-                        field_selector: read.field_selector.as_ref().map(|t| self.template(at, &format!("{p}/fieldSelector"), t, scope, &mut reads)),
+                        name: read
+                            .name
+                            .as_ref()
+                            .map(|t| self.template(at, &format!("{p}/name"), t, scope, &mut reads)),
+                        namespace: read.namespace.as_ref().map(|t| {
+                            self.template(at, &format!("{p}/namespace"), t, scope, &mut reads)
+                        }),
+                        label_selector: read.label_selector.as_ref().map(|t| {
+                            self.template(at, &format!("{p}/labelSelector"), t, scope, &mut reads)
+                        }),
+                        field_selector: read.field_selector.as_ref().map(|t| {
+                            self.template(at, &format!("{p}/fieldSelector"), t, scope, &mut reads)
+                        }),
                     }
                 } else if let Some(read) = &fact.exec {
                     let p = format!("{pointer}/exec");
                     FactSource::Exec {
-                        namespace: self.template(at, &format!("{p}/namespace"), &read.namespace, scope, &mut reads),
+                        namespace: self.template(
+                            at,
+                            &format!("{p}/namespace"),
+                            &read.namespace,
+                            scope,
+                            &mut reads,
+                        ),
                         pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, &mut reads),
-                        container: read.container.as_ref().map(|t| self.template(at, &format!("{p}/container"), t, scope, &mut reads)),
-                        argv: self.argv(at, &format!("{p}/command"), &read.command, scope, &mut reads),
+                        container: read.container.as_ref().map(|t| {
+                            self.template(at, &format!("{p}/container"), t, scope, &mut reads)
+                        }),
+                        argv: self.argv(
+                            at,
+                            &format!("{p}/command"),
+                            &read.command,
+                            scope,
+                            &mut reads,
+                        ),
                         format: read.format,
                     }
                 } else if let Some(read) = &fact.command {
                     FactSource::Command {
-                        argv: self.argv(at, &format!("{pointer}/command/argv"), &read.argv, scope, &mut reads),
+                        argv: self.argv(
+                            at,
+                            &format!("{pointer}/command/argv"),
+                            &read.argv,
+                            scope,
+                            &mut reads,
+                        ),
                         format: read.format,
                     }
                 } else if let Some(read) = &fact.http {
                     let p = format!("{pointer}/http");
                     let url = self.template(at, &format!("{p}/url"), &read.url, scope, &mut reads);
-                    if url.is_literal() && !(read.url.starts_with("http://") || read.url.starts_with("https://")) {
-                        self.error_help("http-url", at, at.span(&format!("{p}/url")), format!("`{}` is not an http:// or https:// URL", read.url), None);
+                    if url.is_literal()
+                        && !(read.url.starts_with("http://") || read.url.starts_with("https://"))
+                    {
+                        self.error_help(
+                            "http-url",
+                            at,
+                            at.span(&format!("{p}/url")),
+                            format!("`{}` is not an http:// or https:// URL", read.url),
+                            None,
+                        );
                     }
                     FactSource::Http {
                         url,
                         query: read
                             .query
                             .iter()
-                            .map(|(k, v)| (k.clone(), self.template(at, &format!("{p}/query/{k}"), v, scope, &mut reads)))
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    self.template(
+                                        at,
+                                        &format!("{p}/query/{k}"),
+                                        v,
+                                        scope,
+                                        &mut reads,
+                                    ),
+                                )
+                            })
                             .collect(),
                         headers: read
                             .headers
                             .iter()
-                            .map(|(k, v)| (k.clone(), self.template(at, &format!("{p}/headers/{k}"), v, scope, &mut reads)))
+                            .map(|(k, v)| {
+                                (
+                                    k.clone(),
+                                    self.template(
+                                        at,
+                                        &format!("{p}/headers/{k}"),
+                                        v,
+                                        scope,
+                                        &mut reads,
+                                    ),
+                                )
+                            })
                             .collect(),
                         format: read.format,
                     }
                 } else {
                     let text = fact.expr.as_deref().unwrap_or_default();
-                    let expr = self.expression(at, &format!("{pointer}/expr"), text, scope, &mut reads)?;
+                    let expr =
+                        self.expression(at, &format!("{pointer}/expr"), text, scope, &mut reads)?;
                     if fact.jsonpath.is_some() {
                         self.error("fact-source", at, at.key_span(&format!("{pointer}/jsonpath")), "`jsonpath` selects from what a probe read; an `expr` fact has nothing to select from");
                     }
@@ -417,13 +547,24 @@ impl Checker<'_> {
                     "fact-source",
                     at,
                     span,
-                    format!("fact `{}` has more than one source ({})", fact.name, several.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "fact `{}` has more than one source ({})",
+                        fact.name,
+                        several
+                            .iter()
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     Some("a fact reads one thing; split it into several facts".to_owned()),
                 );
                 return None;
             }
         };
-        let jsonpath = fact.jsonpath.as_ref().and_then(|written| self.jsonpath(at, &format!("{pointer}/jsonpath"), written));
+        let jsonpath = fact
+            .jsonpath
+            .as_ref()
+            .and_then(|written| self.jsonpath(at, &format!("{pointer}/jsonpath"), written));
         reads.facts.remove(&fact.name);
         Some(FactSpec {
             name: fact.name.clone(),
@@ -505,7 +646,12 @@ impl Checker<'_> {
         for (index, param) in spec.params.iter().enumerate() {
             let pointer = format!("/spec/params/{index}");
             if param_names.contains(&param.name) {
-                self.error("duplicate-param", at, at.span(&format!("{pointer}/name")), format!("param `{}` is declared twice", param.name));
+                self.error(
+                    "duplicate-param",
+                    at,
+                    at.span(&format!("{pointer}/name")),
+                    format!("param `{}` is declared twice", param.name),
+                );
                 continue;
             }
             param_names.push(param.name.clone());
@@ -522,14 +668,20 @@ impl Checker<'_> {
         let mut local_names = Vec::new();
         for (index, fact) in spec.facts.iter().enumerate() {
             let pointer = format!("/spec/facts/{index}/name");
-            if self.check_fact_name(at, &pointer, &fact.name) && self.claim_fact_name(at, &pointer, &fact.name, &mut names) {
+            if self.check_fact_name(at, &pointer, &fact.name)
+                && self.claim_fact_name(at, &pointer, &fact.name, &mut names)
+            {
                 local_names.push(fact.name.clone());
             }
         }
         let local_only: BTreeMap<String, (Source, Span)> = names
             .iter()
             .filter(|(name, _)| {
-                local_names.iter().any(|local| local == *name || local.starts_with(&format!("{name}.")) || name.starts_with(&format!("{local}.")))
+                local_names.iter().any(|local| {
+                    local == *name
+                        || local.starts_with(&format!("{name}."))
+                        || name.starts_with(&format!("{local}."))
+                })
             })
             .map(|(name, site)| (name.clone(), site.clone()))
             .collect();
@@ -545,8 +697,15 @@ impl Checker<'_> {
             if !local_names.contains(&fact.name) {
                 continue;
             }
-            if let Some(checked) = self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope) {
-                known.insert(fact.name.clone(), KnownFact { spec: Arc::new(checked) });
+            if let Some(checked) =
+                self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
+            {
+                known.insert(
+                    fact.name.clone(),
+                    KnownFact {
+                        spec: Arc::new(checked),
+                    },
+                );
             }
         }
         let local_known: BTreeMap<String, KnownFact> = known
@@ -583,9 +742,17 @@ impl Checker<'_> {
                 }
             }
             if trigger.alert_name.trim().is_empty() {
-                self.error("trigger", at, at.span(&format!("{pointer}/alertName")), "`alertName` is empty");
+                self.error(
+                    "trigger",
+                    at,
+                    at.span(&format!("{pointer}/alertName")),
+                    "`alertName` is empty",
+                );
             }
-            let cooldown = trigger.cooldown.as_ref().and_then(|text| self.duration(at, &format!("{pointer}/cooldown"), text));
+            let cooldown = trigger
+                .cooldown
+                .as_ref()
+                .and_then(|text| self.duration(at, &format!("{pointer}/cooldown"), text));
             triggers.push(TriggerSpec {
                 alert_name: trigger.alert_name.clone(),
                 matchers,
@@ -597,8 +764,16 @@ impl Checker<'_> {
         for param in &params {
             if param.from.is_some() && triggers.is_empty() {
                 self.diagnostics.push(
-                    Diagnostic::warning("unused-from", at.source, param.span, format!("param `{}` is bound from an alert, but the runbook has no triggers", param.name))
-                        .with_help("add a trigger under `triggers:`, or drop `from:`"),
+                    Diagnostic::warning(
+                        "unused-from",
+                        at.source,
+                        param.span,
+                        format!(
+                            "param `{}` is bound from an alert, but the runbook has no triggers",
+                            param.name
+                        ),
+                    )
+                    .with_help("add a trigger under `triggers:`, or drop `from:`"),
                 );
             }
         }
@@ -607,7 +782,9 @@ impl Checker<'_> {
         let mut preconditions = Vec::new();
         for (index, precondition) in spec.preconditions.iter().enumerate() {
             let pointer = format!("/spec/preconditions/{index}/check");
-            if let Some(expr) = self.expression(at, &pointer, &precondition.check, &scope, &mut reads) {
+            if let Some(expr) =
+                self.expression(at, &pointer, &precondition.check, &scope, &mut reads)
+            {
                 preconditions.push(Check {
                     expr,
                     message: precondition.message.clone(),
@@ -618,28 +795,51 @@ impl Checker<'_> {
 
         // Steps.
         if spec.steps.is_empty() {
-            self.error_help("no-steps", at, at.key_span("/spec/steps"), "a runbook needs at least one step", Some("add a step under `steps:`".to_owned()));
+            self.error_help(
+                "no-steps",
+                at,
+                at.key_span("/spec/steps"),
+                "a runbook needs at least one step",
+                Some("add a step under `steps:`".to_owned()),
+            );
         }
-        let steps = self.check_steps(at, "/spec/steps", &spec.steps, &scope, &mut reads, calls, name, false);
+        let steps = self.check_steps(
+            at,
+            "/spec/steps",
+            &spec.steps,
+            &scope,
+            &mut reads,
+            calls,
+            name,
+            false,
+        );
 
         // Rollback.
         let rollback = match &spec.rollback {
             None => None,
-            Some(document::Rollback::Named(text)) => match NamedRollback::ALL.iter().find(|(n, _)| n == text) {
-                Some((_, named)) => Some(RollbackSpec::Named(*named)),
-                None => {
-                    self.error_help(
+            Some(document::Rollback::Named(text)) => {
+                match NamedRollback::ALL.iter().find(|(n, _)| n == text) {
+                    Some((_, named)) => Some(RollbackSpec::Named(*named)),
+                    None => {
+                        self.error_help(
                         "rollback",
                         at,
                         at.span("/spec/rollback"),
                         format!("unknown rollback action `{text}`, expected `page-oncall`, `notify-oncall`, `{{runbook: NAME}}` or a list of steps"),
                         did_you_mean(text, NamedRollback::ALL.iter().map(|(n, _)| *n)),
                     );
-                    None
+                        None
+                    }
                 }
-            },
+            }
             Some(document::Rollback::Runbook(call)) => {
-                let params = self.json_params(at, "/spec/rollback/params", &call.params, &scope, &mut reads);
+                let params = self.json_params(
+                    at,
+                    "/spec/rollback/params",
+                    &call.params,
+                    &scope,
+                    &mut reads,
+                );
                 calls.push(Call {
                     from: name.clone(),
                     to: call.runbook.clone(),
@@ -653,10 +853,35 @@ impl Checker<'_> {
                 })
             }
             Some(document::Rollback::Steps(list)) => {
-                let steps = self.check_steps(at, "/spec/rollback", list, &scope, &mut reads, calls, name, true);
+                let steps = self.check_steps(
+                    at,
+                    "/spec/rollback",
+                    list,
+                    &scope,
+                    &mut reads,
+                    calls,
+                    name,
+                    true,
+                );
                 Some(RollbackSpec::Steps(steps))
             }
         };
+
+        // Local facts nothing reads are likely a typo or left over.
+        for (index, fact) in spec.facts.iter().enumerate() {
+            let read_by_others = local_known
+                .values()
+                .any(|other| other.spec.reads.contains(&fact.name));
+            if local_names.contains(&fact.name)
+                && !reads.facts.contains(&fact.name)
+                && !read_by_others
+            {
+                self.diagnostics.push(
+                    Diagnostic::warning("unused-fact", at.source, at.span(&format!("/spec/facts/{index}/name")), format!("fact `{}` is never read", fact.name))
+                        .with_help("read it in a precondition, `when`, `verify` or a `${...}` template, or remove it"),
+                );
+            }
+        }
 
         // Every fact read, through other facts too.
         let mut facts = BTreeMap::new();
@@ -696,6 +921,17 @@ impl Checker<'_> {
         if self.diagnostics.error_count() > before {
             return None;
         }
+        if steps.len() != spec.steps.len() {
+            // Every step that fails its check says why; this guards the invariant the
+            // compiler relies on (step N of the plan is step N of the file).
+            self.error(
+                "internal",
+                at,
+                at.key_span("/spec/steps"),
+                "a step could not be checked; please report this runbook",
+            );
+            return None;
+        }
         Some(Runbook {
             name: name.clone(),
             namespace: document.metadata.namespace.clone(),
@@ -714,7 +950,12 @@ impl Checker<'_> {
         })
     }
 
-    fn check_param(&mut self, at: At<'_>, pointer: &str, param: &document::Param) -> Option<ParamSpec> {
+    fn check_param(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        param: &document::Param,
+    ) -> Option<ParamSpec> {
         let before = self.diagnostics.error_count();
         if !is_identifier(&param.name) {
             self.error_help(
@@ -729,10 +970,15 @@ impl Checker<'_> {
             let parsed = if let Some(label) = text.strip_prefix("alert.labels.") {
                 Some(AlertField::Labels(label.to_owned()))
             } else {
-                text.strip_prefix("alert.annotations.").map(|name| AlertField::Annotations(name.to_owned()))
+                text.strip_prefix("alert.annotations.")
+                    .map(|name| AlertField::Annotations(name.to_owned()))
             };
             match parsed {
-                Some(AlertField::Labels(name) | AlertField::Annotations(name)) if name.is_empty() => None,
+                Some(AlertField::Labels(name) | AlertField::Annotations(name))
+                    if name.is_empty() =>
+                {
+                    None
+                }
                 other => other,
             }
             .or_else(|| {
@@ -748,14 +994,27 @@ impl Checker<'_> {
         });
         let pattern = param.pattern.as_ref().and_then(|text| {
             if param.kind != document::ParamType::String {
-                self.error("param-pattern", at, at.key_span(&format!("{pointer}/pattern")), "`pattern` applies to string params only");
+                self.error(
+                    "param-pattern",
+                    at,
+                    at.key_span(&format!("{pointer}/pattern")),
+                    "`pattern` applies to string params only",
+                );
                 return None;
             }
             match regex::Regex::new(&format!("^(?:{text})$")) {
                 Ok(regex) => Some(regex),
                 Err(error) => {
                     let reason = error.to_string();
-                    self.error("param-pattern", at, at.span(&format!("{pointer}/pattern")), format!("invalid regex in `pattern`: {}", reason.lines().last().unwrap_or(&reason)));
+                    self.error(
+                        "param-pattern",
+                        at,
+                        at.span(&format!("{pointer}/pattern")),
+                        format!(
+                            "invalid regex in `pattern`: {}",
+                            reason.lines().last().unwrap_or(&reason)
+                        ),
+                    );
                     None
                 }
             }
@@ -764,19 +1023,36 @@ impl Checker<'_> {
         for (index, value) in param.allowed.iter().flatten().enumerate() {
             match ParamValue::from_json(param.kind, value) {
                 Ok(value) => allowed.push(value),
-                Err(message) => self.error("param-default", at, at.span(&format!("{pointer}/enum/{index}")), format!("`enum` value of param `{}`: {message}", param.name)),
+                Err(message) => self.error(
+                    "param-default",
+                    at,
+                    at.span(&format!("{pointer}/enum/{index}")),
+                    format!("`enum` value of param `{}`: {message}", param.name),
+                ),
             }
         }
-        let default = param.default.as_ref().and_then(|value| match ParamValue::from_json(param.kind, value) {
-            Ok(value) => Some(value),
-            Err(message) => {
-                self.error("param-default", at, at.span(&format!("{pointer}/default")), format!("default of param `{}`: {message}", param.name));
-                None
+        let default = param.default.as_ref().and_then(|value| {
+            match ParamValue::from_json(param.kind, value) {
+                Ok(value) => Some(value),
+                Err(message) => {
+                    self.error(
+                        "param-default",
+                        at,
+                        at.span(&format!("{pointer}/default")),
+                        format!("default of param `{}`: {message}", param.name),
+                    );
+                    None
+                }
             }
         });
         if let Some(default) = &default {
             if let Err(message) = validate_param(default, pattern.as_ref(), &allowed) {
-                self.error("param-default", at, at.span(&format!("{pointer}/default")), format!("default of param `{}`: {message}", param.name));
+                self.error(
+                    "param-default",
+                    at,
+                    at.span(&format!("{pointer}/default")),
+                    format!("default of param `{}`: {message}", param.name),
+                );
             }
         }
         if self.diagnostics.error_count() > before {
@@ -835,14 +1111,30 @@ impl Checker<'_> {
                     }
                 }
             };
-            let span = if step.id.is_some() { at.span(&format!("{pointer}/id")) } else { at.span(&pointer) };
+            let span = if step.id.is_some() {
+                at.span(&format!("{pointer}/id"))
+            } else {
+                at.span(&pointer)
+            };
             if let Some(first) = first_use.get(&id) {
                 let message = if step.id.is_some() {
-                    format!("duplicate step id `{id}` (first used at line {})", first.start.line)
+                    format!(
+                        "duplicate step id `{id}` (first used at line {})",
+                        first.start.line
+                    )
                 } else {
-                    format!("this step's default id `{id}` is already used at line {}", first.start.line)
+                    format!(
+                        "this step's default id `{id}` is already used at line {}",
+                        first.start.line
+                    )
                 };
-                self.error_help("duplicate-step-id", at, span, message, Some("give every step a unique `id`".to_owned()));
+                self.error_help(
+                    "duplicate-step-id",
+                    at,
+                    span,
+                    message,
+                    Some("give every step a unique `id`".to_owned()),
+                );
             } else {
                 first_use.insert(id.clone(), span);
             }
@@ -856,7 +1148,12 @@ impl Checker<'_> {
             let list = match &step.needs {
                 Some(list) => {
                     if rollback {
-                        self.error("rollback-needs", at, at.key_span(&format!("{pointer}/needs")), "rollback steps run in order; `needs` is not allowed there");
+                        self.error(
+                            "rollback-needs",
+                            at,
+                            at.key_span(&format!("{pointer}/needs")),
+                            "rollback steps run in order; `needs` is not allowed there",
+                        );
                     }
                     let mut valid = Vec::new();
                     for (n, need) in list.iter().enumerate() {
@@ -871,7 +1168,8 @@ impl Checker<'_> {
                                 at.span(&format!("{pointer}/needs/{n}")),
                                 format!("`needs` names unknown step `{need}`"),
                                 did_you_mean(need, ids.iter().map(String::as_str)).or_else(|| {
-                                    let mut known: Vec<&str> = ids.iter().map(String::as_str).collect();
+                                    let mut known: Vec<&str> =
+                                        ids.iter().map(String::as_str).collect();
                                     known.dedup();
                                     Some(format!("steps are: {}", known.join(", ")))
                                 }),
@@ -899,9 +1197,18 @@ impl Checker<'_> {
             let first = cycle[0];
             let index = ids.iter().position(|id| id == first).unwrap_or(0);
             in_cycle.extend(cycle.iter().map(|id| id.to_string()));
-            let path = cycle.iter().chain(std::iter::once(&first)).copied().collect::<Vec<_>>().join(" -> ");
+            let path = cycle
+                .iter()
+                .chain(std::iter::once(&first))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" -> ");
             let pointer = format!("{base}/{index}");
-            let span = if documents[index].needs.is_some() { at.key_span(&format!("{pointer}/needs")) } else { at.span(&pointer) };
+            let span = if documents[index].needs.is_some() {
+                at.key_span(&format!("{pointer}/needs"))
+            } else {
+                at.span(&pointer)
+            };
             self.error_help(
                 "cycle",
                 at,
@@ -915,9 +1222,25 @@ impl Checker<'_> {
         for (index, step) in documents.iter().enumerate() {
             let pointer = format!("{base}/{index}");
             if rollback && step.undo.is_some() {
-                self.error("rollback-undo", at, at.key_span(&format!("{pointer}/undo")), "rollback steps are not undone; `undo` is not allowed there");
+                self.error(
+                    "rollback-undo",
+                    at,
+                    at.key_span(&format!("{pointer}/undo")),
+                    "rollback steps are not undone; `undo` is not allowed there",
+                );
             }
-            if let Some(checked) = self.check_step(at, &pointer, step, index, &ids[index], &needs[index], scope, reads, calls, runbook) {
+            if let Some(checked) = self.check_step(
+                at,
+                &pointer,
+                step,
+                index,
+                &ids[index],
+                &needs[index],
+                scope,
+                reads,
+                calls,
+                runbook,
+            ) {
                 steps.push(checked);
             }
         }
@@ -939,16 +1262,26 @@ impl Checker<'_> {
         runbook: &str,
     ) -> Option<StepSpec> {
         let before = self.diagnostics.error_count();
-        let when = step.when.as_ref().and_then(|text| self.expression(at, &format!("{pointer}/when"), text, scope, reads));
+        let when = step
+            .when
+            .as_ref()
+            .and_then(|text| self.expression(at, &format!("{pointer}/when"), text, scope, reads));
         let action = self.action(at, pointer, step, scope, reads, calls, runbook, false);
         let is_verify = matches!(action, Some(Action::Verify { .. }));
         let timeout = match &step.timeout {
-            Some(text) => self.duration(at, &format!("{pointer}/timeout"), text).unwrap_or(DEFAULT_STEP_TIMEOUT),
+            Some(text) => self
+                .duration(at, &format!("{pointer}/timeout"), text)
+                .unwrap_or(DEFAULT_STEP_TIMEOUT),
             None if is_verify => DEFAULT_VERIFY_TIMEOUT,
             None => DEFAULT_STEP_TIMEOUT,
         };
         if step.interval.is_some() && !is_verify && action.is_some() {
-            self.error("interval", at, at.key_span(&format!("{pointer}/interval")), "`interval` applies to `verify` steps only");
+            self.error(
+                "interval",
+                at,
+                at.key_span(&format!("{pointer}/interval")),
+                "`interval` applies to `verify` steps only",
+            );
         }
         let retries = match &step.retries {
             None => RetrySpec::default(),
@@ -966,18 +1299,29 @@ impl Checker<'_> {
                 max_backoff: policy
                     .max_backoff
                     .as_ref()
-                    .and_then(|text| self.duration(at, &format!("{pointer}/retries/maxBackoff"), text))
+                    .and_then(|text| {
+                        self.duration(at, &format!("{pointer}/retries/maxBackoff"), text)
+                    })
                     .unwrap_or(DEFAULT_MAX_BACKOFF),
             },
         };
         let confirm = match &step.confirm {
             None | Some(Confirm::Flag(false)) => None,
-            Some(Confirm::Flag(true)) => Some(format!("Proceed with step `{id}`?")),
-            Some(Confirm::Text(text)) => Some(text.clone()),
+            Some(Confirm::Flag(true)) => {
+                Some(Template::literal(&format!("Proceed with step `{id}`?")))
+            }
+            Some(Confirm::Text(text)) => {
+                Some(self.template(at, &format!("{pointer}/confirm"), text, scope, reads))
+            }
         };
         let action = action?;
         if step.readonly && !matches!(action, Action::Run { .. } | Action::Exec { .. }) {
-            self.error("readonly", at, at.key_span(&format!("{pointer}/readonly")), "`readonly` applies to `run` and `exec` steps only");
+            self.error(
+                "readonly",
+                at,
+                at.key_span(&format!("{pointer}/readonly")),
+                "`readonly` applies to `run` and `exec` steps only",
+            );
         }
         let irreversible = match &step.irreversible {
             None | Some(Confirm::Flag(false)) => None,
@@ -986,10 +1330,23 @@ impl Checker<'_> {
         };
         let undo = match (&step.undo, irreversible) {
             (Some(_), Some(_)) => {
-                self.error("undo", at, at.key_span(&format!("{pointer}/irreversible")), "a step cannot have an `undo` and be `irreversible`");
+                self.error(
+                    "undo",
+                    at,
+                    at.key_span(&format!("{pointer}/irreversible")),
+                    "a step cannot have an `undo` and be `irreversible`",
+                );
                 UndoSpec::Missing
             }
-            (Some(undo), None) => match self.undo(at, &format!("{pointer}/undo"), undo, scope, reads, calls, runbook) {
+            (Some(undo), None) => match self.undo(
+                at,
+                &format!("{pointer}/undo"),
+                undo,
+                scope,
+                reads,
+                calls,
+                runbook,
+            ) {
                 Some(action) => UndoSpec::Declared(Box::new(action)),
                 None => UndoSpec::Missing,
             },
@@ -1063,13 +1420,27 @@ impl Checker<'_> {
                     at,
                     at.key_span(&format!("{pointer}/{field}")),
                     format!("`{field}` has no meaning in an `undo`"),
-                    Some("an undo is a single action, such as `run: [...]` or `scale: {...}`".to_owned()),
+                    Some(
+                        "an undo is a single action, such as `run: [...]` or `scale: {...}`"
+                            .to_owned(),
+                    ),
                 );
             }
         }
         let action = self.action(at, pointer, undo, scope, reads, calls, runbook, true)?;
-        if matches!(action, Action::Gate | Action::Verify { .. } | Action::Wait { .. }) {
-            self.error("undo", at, at.span(pointer), format!("`{}` cannot undo anything; give the action that reverses the step", action.keyword()));
+        if matches!(
+            action,
+            Action::Gate | Action::Verify { .. } | Action::Wait { .. }
+        ) {
+            self.error(
+                "undo",
+                at,
+                at.span(pointer),
+                format!(
+                    "`{}` cannot undo anything; give the action that reverses the step",
+                    action.keyword()
+                ),
+            );
         }
         Some(action)
     }
@@ -1094,8 +1465,19 @@ impl Checker<'_> {
                     "no-action",
                     at,
                     at.span(pointer),
-                    if in_undo { "the undo has no action".to_owned() } else { "the step has no action".to_owned() },
-                    Some(format!("give it one of {}", ACTIONS.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", "))),
+                    if in_undo {
+                        "the undo has no action".to_owned()
+                    } else {
+                        "the step has no action".to_owned()
+                    },
+                    Some(format!(
+                        "give it one of {}",
+                        ACTIONS
+                            .iter()
+                            .map(|a| format!("`{a}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
                 );
                 return None;
             }
@@ -1105,7 +1487,14 @@ impl Checker<'_> {
                     "several-actions",
                     at,
                     at.key_span(&format!("{pointer}/{}", several[1])),
-                    format!("a step does one thing, but this one has {}", several.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" and ")),
+                    format!(
+                        "a step does one thing, but this one has {}",
+                        several
+                            .iter()
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
                     Some("split it into one step per action".to_owned()),
                 );
                 return None;
@@ -1121,17 +1510,40 @@ impl Checker<'_> {
             },
             "scale" => {
                 let scale = step.scale.as_ref()?;
-                let target = self.target(at, &p, scale.api_version.as_deref(), scale.kind.as_deref().or(Some("Deployment")), &scale.name, scale.namespace.as_deref(), scope, reads)?;
+                let target = self.target(
+                    at,
+                    &p,
+                    scale.api_version.as_deref(),
+                    scale.kind.as_deref().or(Some("Deployment")),
+                    &scale.name,
+                    scale.namespace.as_deref(),
+                    scope,
+                    reads,
+                )?;
                 let replicas = match &scale.replicas {
                     document::IntOrTemplate::Int(count) if *count < 0 => {
-                        self.error("replicas", at, at.span(&format!("{p}/replicas")), format!("replicas must be zero or more, found {count}"));
+                        self.error(
+                            "replicas",
+                            at,
+                            at.span(&format!("{p}/replicas")),
+                            format!("replicas must be zero or more, found {count}"),
+                        );
                         return None;
                     }
                     document::IntOrTemplate::Int(count) => IntValue::Literal(*count),
                     document::IntOrTemplate::Template(text) => {
                         let parsed = template(self, "replicas", text, reads);
                         if parsed.is_literal() {
-                            self.error_help("replicas", at, at.span(&format!("{p}/replicas")), format!("replicas must be a number, found `{text}`"), Some("write a number, or a template such as `${params.replicas}`".to_owned()));
+                            self.error_help(
+                                "replicas",
+                                at,
+                                at.span(&format!("{p}/replicas")),
+                                format!("replicas must be a number, found `{text}`"),
+                                Some(
+                                    "write a number, or a template such as `${params.replicas}`"
+                                        .to_owned(),
+                                ),
+                            );
                             return None;
                         }
                         IntValue::Template(parsed)
@@ -1153,12 +1565,30 @@ impl Checker<'_> {
                     return None;
                 }
                 Action::Restart {
-                    target: self.target(at, &p, object.api_version.as_deref(), Some(kind), &object.name, object.namespace.as_deref(), scope, reads)?,
+                    target: self.target(
+                        at,
+                        &p,
+                        object.api_version.as_deref(),
+                        Some(kind),
+                        &object.name,
+                        object.namespace.as_deref(),
+                        scope,
+                        reads,
+                    )?,
                 }
             }
             "patch" => {
                 let patch = step.patch.as_ref()?;
-                let target = self.target(at, &p, patch.api_version.as_deref(), patch.kind.as_deref(), &patch.name, patch.namespace.as_deref(), scope, reads)?;
+                let target = self.target(
+                    at,
+                    &p,
+                    patch.api_version.as_deref(),
+                    patch.kind.as_deref(),
+                    &patch.name,
+                    patch.namespace.as_deref(),
+                    scope,
+                    reads,
+                )?;
                 match (patch.patch_type, &patch.patch) {
                     (PatchType::Json, serde_json::Value::Array(_)) => {}
                     (PatchType::Json, _) => {
@@ -1167,11 +1597,19 @@ impl Checker<'_> {
                     }
                     (_, serde_json::Value::Object(_)) => {}
                     (_, _) => {
-                        self.error_help("patch-body", at, at.span(&format!("{p}/patch")), "a merge or strategic patch is an object", Some("for a list of operations, set `type: json`".to_owned()));
+                        self.error_help(
+                            "patch-body",
+                            at,
+                            at.span(&format!("{p}/patch")),
+                            "a merge or strategic patch is an object",
+                            Some("for a list of operations, set `type: json`".to_owned()),
+                        );
                         return None;
                     }
                 }
-                if patch.patch_type == PatchType::Strategic && !is_builtin_group(&target.api_version) {
+                if patch.patch_type == PatchType::Strategic
+                    && !is_builtin_group(&target.api_version)
+                {
                     self.error_help(
                         "patch-type",
                         at,
@@ -1181,7 +1619,8 @@ impl Checker<'_> {
                     );
                     return None;
                 }
-                let body = self.json_template(at, &format!("{p}/patch"), &patch.patch, scope, reads);
+                let body =
+                    self.json_template(at, &format!("{p}/patch"), &patch.patch, scope, reads);
                 Action::Patch {
                     target,
                     patch_type: patch.patch_type,
@@ -1196,27 +1635,82 @@ impl Checker<'_> {
                     .filter(|field| manifest.get(field).is_none())
                     .collect();
                 if !manifest.is_object() || !missing.is_empty() {
-                    self.error_help("apply-manifest", at, at.span(&format!("{p}/manifest")), "the manifest must be a Kubernetes object", Some(format!("it needs {}", missing.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "))));
+                    self.error_help(
+                        "apply-manifest",
+                        at,
+                        at.span(&format!("{p}/manifest")),
+                        "the manifest must be a Kubernetes object",
+                        Some(format!(
+                            "it needs {}",
+                            missing
+                                .iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    );
                     return None;
                 }
                 Action::Apply {
-                    manifest: self.json_template(at, &format!("{p}/manifest"), manifest, scope, reads),
+                    manifest: self.json_template(
+                        at,
+                        &format!("{p}/manifest"),
+                        manifest,
+                        scope,
+                        reads,
+                    ),
                 }
             }
             "annotate" | "label" => {
-                let action = if keyword == "annotate" { step.annotate.as_ref()? } else { step.label.as_ref()? };
+                let action = if keyword == "annotate" {
+                    step.annotate.as_ref()?
+                } else {
+                    step.label.as_ref()?
+                };
                 let Some(kind) = action.kind.as_deref() else {
-                    self.error("missing-field", at, at.span(&p), format!("missing required field `kind` in {keyword}"));
+                    self.error(
+                        "missing-field",
+                        at,
+                        at.span(&p),
+                        format!("missing required field `kind` in {keyword}"),
+                    );
                     return None;
                 };
-                let target = self.target(at, &p, action.api_version.as_deref(), Some(kind), &action.name, action.namespace.as_deref(), scope, reads)?;
+                let target = self.target(
+                    at,
+                    &p,
+                    action.api_version.as_deref(),
+                    Some(kind),
+                    &action.name,
+                    action.namespace.as_deref(),
+                    scope,
+                    reads,
+                )?;
                 if action.set.is_empty() {
-                    self.error("missing-field", at, at.span(&format!("{p}/set")), format!("`set` names no keys to {keyword}"));
+                    self.error(
+                        "missing-field",
+                        at,
+                        at.span(&format!("{p}/set")),
+                        format!("`set` names no keys to {keyword}"),
+                    );
                 }
                 let set = action
                     .set
                     .iter()
-                    .map(|(key, value)| (key.clone(), value.as_ref().map(|text| self.template(at, &format!("{p}/set/{}", escape_pointer(key)), text, scope, reads))))
+                    .map(|(key, value)| {
+                        (
+                            key.clone(),
+                            value.as_ref().map(|text| {
+                                self.template(
+                                    at,
+                                    &format!("{p}/set/{}", escape_pointer(key)),
+                                    text,
+                                    scope,
+                                    reads,
+                                )
+                            }),
+                        )
+                    })
                     .collect();
                 if keyword == "annotate" {
                     Action::Annotate { target, set }
@@ -1227,7 +1721,16 @@ impl Checker<'_> {
             "delete" => {
                 let delete = step.delete.as_ref()?;
                 Action::Delete {
-                    target: self.target(at, &p, delete.api_version.as_deref(), Some(&delete.kind), &delete.name, delete.namespace.as_deref(), scope, reads)?,
+                    target: self.target(
+                        at,
+                        &p,
+                        delete.api_version.as_deref(),
+                        Some(&delete.kind),
+                        &delete.name,
+                        delete.namespace.as_deref(),
+                        scope,
+                        reads,
+                    )?,
                     propagation: delete.propagation,
                     grace_period_seconds: delete.grace_period_seconds,
                 }
@@ -1255,13 +1758,25 @@ impl Checker<'_> {
                 Action::Exec {
                     namespace: template(self, "namespace", &exec.namespace, reads),
                     pod: template(self, "pod", &exec.pod, reads),
-                    container: exec.container.as_ref().map(|text| template(self, "container", text, reads)),
+                    container: exec
+                        .container
+                        .as_ref()
+                        .map(|text| template(self, "container", text, reads)),
                     argv: self.argv(at, &format!("{p}/command"), &exec.command, scope, reads),
                 }
             }
             "wait" => {
                 let wait = step.wait.as_ref()?;
-                let target = self.target(at, &p, wait.api_version.as_deref(), Some(&wait.kind), &wait.name, wait.namespace.as_deref(), scope, reads)?;
+                let target = self.target(
+                    at,
+                    &p,
+                    wait.api_version.as_deref(),
+                    Some(&wait.kind),
+                    &wait.name,
+                    wait.namespace.as_deref(),
+                    scope,
+                    reads,
+                )?;
                 let until = match (&wait.condition, &wait.until) {
                     (Some(_), None) => None,
                     (None, Some(text)) => {
@@ -1270,7 +1785,13 @@ impl Checker<'_> {
                             params: scope.params,
                             locals: &["object"],
                         };
-                        Some(self.expression(at, &format!("{p}/until"), text, &with_object, reads)?)
+                        Some(self.expression(
+                            at,
+                            &format!("{p}/until"),
+                            text,
+                            &with_object,
+                            reads,
+                        )?)
                     }
                     _ => {
                         self.error_help("wait", at, at.span(&p), "`wait` needs exactly one of `condition` and `until`", Some("`condition: Ready` waits for a status condition; `until: object.status.readyReplicas == 3` for an expression".to_owned()));
@@ -1292,7 +1813,11 @@ impl Checker<'_> {
                     .unwrap_or(DEFAULT_VERIFY_INTERVAL),
             },
             "notify" | "page" => {
-                let message = if keyword == "notify" { step.notify.as_ref()? } else { step.page.as_ref()? };
+                let message = if keyword == "notify" {
+                    step.notify.as_ref()?
+                } else {
+                    step.page.as_ref()?
+                };
                 let spec = match message {
                     document::Message::Text(text) => MessageSpec {
                         text: self.template(at, &p, text, scope, reads),
@@ -1314,7 +1839,12 @@ impl Checker<'_> {
             "runbook" => {
                 let call = step.runbook.as_ref()?;
                 if call.name == runbook {
-                    self.error("call-cycle", at, at.span(&format!("{p}/name")), format!("runbook `{runbook}` calls itself"));
+                    self.error(
+                        "call-cycle",
+                        at,
+                        at.span(&format!("{p}/name")),
+                        format!("runbook `{runbook}` calls itself"),
+                    );
                     return None;
                 }
                 calls.push(Call {
@@ -1326,7 +1856,13 @@ impl Checker<'_> {
                 });
                 Action::Call {
                     runbook: call.name.clone(),
-                    params: self.json_params(at, &format!("{p}/params"), &call.params, scope, reads),
+                    params: self.json_params(
+                        at,
+                        &format!("{p}/params"),
+                        &call.params,
+                        scope,
+                        reads,
+                    ),
                 }
             }
             _ => return None,
@@ -1345,17 +1881,33 @@ impl Checker<'_> {
         scope: &Scope<'_>,
         reads: &mut Reads,
     ) -> Option<Target> {
-        let kind = kind?;
+        let Some(kind) = kind else {
+            self.error_help(
+                "missing-field",
+                at,
+                Span::point(at.span(pointer).start),
+                "missing required field `kind`",
+                Some("name the kind of object, such as `kind: Deployment`".to_owned()),
+            );
+            return None;
+        };
         let api_version = self.api_version(at, pointer, api_version, kind)?;
         Some(Target {
             api_version,
             kind: kind.to_owned(),
             name: self.template(at, &format!("{pointer}/name"), name, scope, reads),
-            namespace: namespace.map(|text| self.template(at, &format!("{pointer}/namespace"), text, scope, reads)),
+            namespace: namespace
+                .map(|text| self.template(at, &format!("{pointer}/namespace"), text, scope, reads)),
         })
     }
 
-    fn api_version(&mut self, at: At<'_>, pointer: &str, written: Option<&str>, kind: &str) -> Option<String> {
+    fn api_version(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        written: Option<&str>,
+        kind: &str,
+    ) -> Option<String> {
         match written {
             Some(version) => Some(version.to_owned()),
             None => match default_api_version(kind) {
@@ -1366,7 +1918,9 @@ impl Checker<'_> {
                         at,
                         at.span(&format!("{pointer}/kind")),
                         format!("kind `{kind}` is not one we know the API group of"),
-                        Some(format!("set `apiVersion` (such as `example.com/v1`) beside `kind: {kind}`")),
+                        Some(format!(
+                            "set `apiVersion` (such as `example.com/v1`) beside `kind: {kind}`"
+                        )),
                     );
                     None
                 }
@@ -1384,33 +1938,77 @@ impl Checker<'_> {
     ) -> BTreeMap<String, JsonTemplate> {
         params
             .iter()
-            .map(|(key, value)| (key.clone(), self.json_template(at, &format!("{pointer}/{}", escape_pointer(key)), value, scope, reads)))
+            .map(|(key, value)| {
+                (
+                    key.clone(),
+                    self.json_template(
+                        at,
+                        &format!("{pointer}/{}", escape_pointer(key)),
+                        value,
+                        scope,
+                        reads,
+                    ),
+                )
+            })
             .collect()
     }
 
-    fn json_template(&mut self, at: At<'_>, pointer: &str, value: &serde_json::Value, scope: &Scope<'_>, reads: &mut Reads) -> JsonTemplate {
+    fn json_template(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        value: &serde_json::Value,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> JsonTemplate {
         match value {
-            serde_json::Value::String(text) if text.contains("${") => JsonTemplate::String(self.template(at, pointer, text, scope, reads)),
+            serde_json::Value::String(text) if text.contains("${") => {
+                JsonTemplate::String(self.template(at, pointer, text, scope, reads))
+            }
             serde_json::Value::Array(items) => JsonTemplate::Array(
                 items
                     .iter()
                     .enumerate()
-                    .map(|(index, item)| self.json_template(at, &format!("{pointer}/{index}"), item, scope, reads))
+                    .map(|(index, item)| {
+                        self.json_template(at, &format!("{pointer}/{index}"), item, scope, reads)
+                    })
                     .collect(),
             ),
             serde_json::Value::Object(entries) => JsonTemplate::Object(
                 entries
                     .iter()
-                    .map(|(key, item)| (key.clone(), self.json_template(at, &format!("{pointer}/{}", escape_pointer(key)), item, scope, reads)))
+                    .map(|(key, item)| {
+                        (
+                            key.clone(),
+                            self.json_template(
+                                at,
+                                &format!("{pointer}/{}", escape_pointer(key)),
+                                item,
+                                scope,
+                                reads,
+                            ),
+                        )
+                    })
                     .collect(),
             ),
             other => JsonTemplate::Literal(other.clone()),
         }
     }
 
-    fn argv(&mut self, at: At<'_>, pointer: &str, command: &Command, scope: &Scope<'_>, reads: &mut Reads) -> Vec<Template> {
+    fn argv(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        command: &Command,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Vec<Template> {
         let words: Vec<(String, String)> = match command {
-            Command::Argv(words) => words.iter().enumerate().map(|(i, w)| (w.clone(), format!("{pointer}/{i}"))).collect(),
+            Command::Argv(words) => words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.clone(), format!("{pointer}/{i}")))
+                .collect(),
             Command::Line(line) => match shell_words::split(line) {
                 Ok(words) => words.into_iter().map(|w| (w, pointer.to_owned())).collect(),
                 Err(_) => {
@@ -1428,7 +2026,10 @@ impl Checker<'_> {
         if words.is_empty() {
             self.error("command", at, at.span(pointer), "the command is empty");
         }
-        words.iter().map(|(word, p)| self.template(at, p, word, scope, reads)).collect()
+        words
+            .iter()
+            .map(|(word, p)| self.template(at, p, word, scope, reads))
+            .collect()
     }
 
     fn duration(&mut self, at: At<'_>, pointer: &str, text: &str) -> Option<Duration> {
@@ -1449,7 +2050,14 @@ impl Checker<'_> {
         at.inside(pointer, text, line, column)
     }
 
-    fn template(&mut self, at: At<'_>, pointer: &str, text: &str, scope: &Scope<'_>, reads: &mut Reads) -> Template {
+    fn template(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        text: &str,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Template {
         match Template::parse(text) {
             Ok(template) => {
                 for part in &template.parts {
@@ -1460,26 +2068,53 @@ impl Checker<'_> {
                 }
                 template
             }
-            Err(TemplateError { message, offset, inner }) => {
+            Err(TemplateError {
+                message,
+                offset,
+                inner,
+            }) => {
                 let (span, message) = match inner {
                     Some((expression, error)) => {
                         let base = self.offset_span(at, pointer, text, offset);
                         let position = if error.line == 1 {
                             Position::new(base.start.line, base.start.column + error.column - 1)
                         } else {
-                            at.inside(pointer, &expression, error.line, error.column).start
+                            at.inside(pointer, &expression, error.line, error.column)
+                                .start
                         };
-                        (Span::point(position), format!("syntax error in `${{{expression}}}`: {}", error.message))
+                        (
+                            Span::point(position),
+                            format!("syntax error in `${{{expression}}}`: {}", error.message),
+                        )
                     }
-                    None => (self.offset_span(at, pointer, text, offset), format!("invalid template: {message}")),
+                    None => (
+                        self.offset_span(at, pointer, text, offset),
+                        format!("invalid template: {message}"),
+                    ),
                 };
-                self.error_help("expression-syntax", at, span, message, Some("write `${expression}`; to write a literal `${`, double the dollar: `$${`".to_owned()));
+                self.error_help(
+                    "expression-syntax",
+                    at,
+                    span,
+                    message,
+                    Some(
+                        "write `${expression}`; to write a literal `${`, double the dollar: `$${`"
+                            .to_owned(),
+                    ),
+                );
                 Template::literal(text)
             }
         }
     }
 
-    fn expression(&mut self, at: At<'_>, pointer: &str, text: &str, scope: &Scope<'_>, reads: &mut Reads) -> Option<Expression> {
+    fn expression(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        text: &str,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Option<Expression> {
         match Expression::compile(text) {
             Ok(expression) => {
                 if self.resolve(at, pointer, &expression, scope, reads, None) {
@@ -1490,7 +2125,12 @@ impl Checker<'_> {
             }
             Err(error) => {
                 let span = at.inside(pointer, text, error.line, error.column);
-                self.error("expression-syntax", at, span, format!("syntax error in expression: {}", error.message));
+                self.error(
+                    "expression-syntax",
+                    at,
+                    span,
+                    format!("syntax error in expression: {}", error.message),
+                );
                 None
             }
         }
@@ -1498,12 +2138,27 @@ impl Checker<'_> {
 
     /// Checks that every name `expression` reads exists; records the facts and params it reads.
     /// `base`: where the expression's first character is, for templates.
-    fn resolve(&mut self, at: At<'_>, pointer: &str, expression: &Expression, scope: &Scope<'_>, reads: &mut Reads, base: Option<Position>) -> bool {
+    fn resolve(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        expression: &Expression,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+        base: Option<Position>,
+    ) -> bool {
         let mut ok = true;
         for reference in &expression.references {
             let span = match base {
-                Some(base) if reference.line == 1 => Span::point(Position::new(base.line, base.column + reference.column - 1)),
-                _ => at.inside(pointer, &expression.source, reference.line, reference.column),
+                Some(base) if reference.line == 1 => {
+                    Span::point(Position::new(base.line, base.column + reference.column - 1))
+                }
+                _ => at.inside(
+                    pointer,
+                    &expression.source,
+                    reference.line,
+                    reference.column,
+                ),
             };
             let span = Span::on_line(span.start, reference.dotted().chars().count());
             let root = reference.path[0].as_str();
@@ -1528,7 +2183,9 @@ impl Checker<'_> {
                             at,
                             span,
                             format!("unknown param `{param}`"),
-                            did_you_mean(param, declared.iter().map(String::as_str)).or_else(|| Some(format!("declare it under `params:`: `- name: {param}`"))),
+                            did_you_mean(param, declared.iter().map(String::as_str)).or_else(
+                                || Some(format!("declare it under `params:`: `- name: {param}`")),
+                            ),
                         );
                     }
                 }
@@ -1537,7 +2194,9 @@ impl Checker<'_> {
             match resolve_fact(scope.facts, &reference.path) {
                 Ok(facts) => {
                     for fact in facts {
-                        self.fact_sites.entry(fact.clone()).or_insert_with(|| (at.source.clone(), span));
+                        self.fact_sites
+                            .entry(fact.clone())
+                            .or_insert_with(|| (at.source.clone(), span));
                         reads.facts.insert(fact);
                     }
                 }
@@ -1550,12 +2209,20 @@ impl Checker<'_> {
                         .map(|name| name.split('.').take(depth).collect::<Vec<_>>().join("."))
                         .collect();
                     let mut help = did_you_mean(&unknown, candidates.iter().map(String::as_str));
-                    if help.is_none() && depth == 1 {
-                        if scope.params.is_some_and(|declared| declared.iter().any(|p| p == root)) {
-                            help = Some(format!("params are read as `params.{root}`"));
-                        }
+                    if help.is_none()
+                        && depth == 1
+                        && scope
+                            .params
+                            .is_some_and(|declared| declared.iter().any(|p| p == root))
+                    {
+                        help = Some(format!("params are read as `params.{root}`"));
                     }
-                    let help = help.or_else(|| Some("define it under `facts:` in the runbook or in a fact library".to_owned()));
+                    let help = help.or_else(|| {
+                        Some(
+                            "define it under `facts:` in the runbook or in a fact library"
+                                .to_owned(),
+                        )
+                    });
                     let message = if depth == 1 {
                         format!("unknown name `{unknown}`: not a fact or `params`")
                     } else {
@@ -1577,8 +2244,13 @@ impl Checker<'_> {
                 None => {
                     if names.contains(&call.from.as_str()) {
                         self.diagnostics.push(
-                            Diagnostic::error("unknown-runbook", &call.source, call.span, format!("unknown runbook `{}`", call.to))
-                                .with_help_opt(did_you_mean(&call.to, names.iter().copied())),
+                            Diagnostic::error(
+                                "unknown-runbook",
+                                &call.source,
+                                call.span,
+                                format!("unknown runbook `{}`", call.to),
+                            )
+                            .with_help_opt(did_you_mean(&call.to, names.iter().copied())),
                         );
                     }
                 }
@@ -1586,8 +2258,16 @@ impl Checker<'_> {
                     for param in &call.params {
                         if target.param(param).is_none() {
                             self.diagnostics.push(
-                                Diagnostic::error("undefined-param", &call.source, call.span, format!("runbook `{}` has no param `{param}`", call.to))
-                                    .with_help_opt(did_you_mean(param, target.params.iter().map(|p| p.name.as_str()))),
+                                Diagnostic::error(
+                                    "undefined-param",
+                                    &call.source,
+                                    call.span,
+                                    format!("runbook `{}` has no param `{param}`", call.to),
+                                )
+                                .with_help_opt(did_you_mean(
+                                    param,
+                                    target.params.iter().map(|p| p.name.as_str()),
+                                )),
                             );
                         }
                     }
@@ -1595,16 +2275,31 @@ impl Checker<'_> {
             }
         }
         let mut graph = DiGraph::<&str, ()>::new();
-        let nodes: BTreeMap<&str, _> = names.iter().map(|name| (*name, graph.add_node(*name))).collect();
+        let nodes: BTreeMap<&str, _> = names
+            .iter()
+            .map(|name| (*name, graph.add_node(*name)))
+            .collect();
         for call in calls {
-            if let (Some(from), Some(to)) = (nodes.get(call.from.as_str()), nodes.get(call.to.as_str())) {
+            if let (Some(from), Some(to)) =
+                (nodes.get(call.from.as_str()), nodes.get(call.to.as_str()))
+            {
                 graph.add_edge(*from, *to, ());
             }
         }
         for cycle in cycles(&graph) {
-            let path = cycle.iter().chain(std::iter::once(&cycle[0])).copied().collect::<Vec<_>>().join(" -> ");
+            let path = cycle
+                .iter()
+                .chain(std::iter::once(&cycle[0]))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" -> ");
             if let Some(call) = calls.iter().find(|call| call.from == cycle[0]) {
-                self.diagnostics.push(Diagnostic::error("call-cycle", &call.source, call.span, format!("runbooks call each other in a cycle: {path}")));
+                self.diagnostics.push(Diagnostic::error(
+                    "call-cycle",
+                    &call.source,
+                    call.span,
+                    format!("runbooks call each other in a cycle: {path}"),
+                ));
             }
         }
     }
@@ -1614,8 +2309,8 @@ impl Checker<'_> {
 const RESERVED_ROOTS: [&str; 4] = ["params", "object", "alert", "run"];
 
 const ACTIONS: [&str; 18] = [
-    "run", "scale", "restart", "patch", "apply", "annotate", "label", "delete", "cordon", "uncordon", "drain", "exec", "wait", "verify",
-    "notify", "page", "runbook", "confirm",
+    "run", "scale", "restart", "patch", "apply", "annotate", "label", "delete", "cordon",
+    "uncordon", "drain", "exec", "wait", "verify", "notify", "page", "runbook", "confirm",
 ];
 
 fn action_keywords(step: &document::Step) -> Vec<&'static str> {
@@ -1666,13 +2361,21 @@ fn resolve_fact(facts: &BTreeSet<String>, path: &[String]) -> Result<Vec<String>
             return Ok(vec![prefix]);
         }
         let inner = format!("{prefix}.");
-        if !facts.range(inner.clone()..).next().is_some_and(|name| name.starts_with(&inner)) {
+        if !facts
+            .range(inner.clone()..)
+            .next()
+            .is_some_and(|name| name.starts_with(&inner))
+        {
             return Err(prefix);
         }
     }
     // A group such as `openbao` reads every fact under it.
     let inner = format!("{prefix}.");
-    Ok(facts.range(inner.clone()..).take_while(|name| name.starts_with(&inner)).cloned().collect())
+    Ok(facts
+        .range(inner.clone()..)
+        .take_while(|name| name.starts_with(&inner))
+        .cloned()
+        .collect())
 }
 
 /// Every elementary cycle's nodes, one per strongly connected component, in a stable order.
@@ -1683,14 +2386,20 @@ fn cycles<'a>(graph: &DiGraph<&'a str, ()>) -> Vec<Vec<&'a str>> {
         if component.len() < 2 && !self_loop {
             continue;
         }
-        let start = *component.iter().min_by_key(|index| index.index()).unwrap_or(&component[0]);
+        let start = *component
+            .iter()
+            .min_by_key(|index| index.index())
+            .unwrap_or(&component[0]);
         // Walk from `start` along edges inside the component until we come back.
         let mut path = vec![start];
         let mut seen = BTreeSet::from([start]);
         let mut current = start;
         loop {
             let mut next = None;
-            let mut neighbours: Vec<_> = graph.neighbors(current).filter(|n| component.contains(n)).collect();
+            let mut neighbours: Vec<_> = graph
+                .neighbors(current)
+                .filter(|n| component.contains(n))
+                .collect();
             neighbours.sort_by_key(|n| n.index());
             for neighbour in neighbours {
                 if neighbour == start {
@@ -1719,27 +2428,36 @@ fn cycles<'a>(graph: &DiGraph<&'a str, ()>) -> Vec<Vec<&'a str>> {
 
 fn is_identifier(text: &str) -> bool {
     let mut characters = text.chars();
-    characters.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+    characters
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && characters.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !RHAI_KEYWORDS.contains(&text)
 }
 
 const RHAI_KEYWORDS: [&str; 24] = [
-    "true", "false", "let", "const", "if", "else", "switch", "do", "while", "loop", "until", "for", "in", "break", "continue", "return",
-    "throw", "try", "catch", "fn", "private", "import", "export", "as",
+    "true", "false", "let", "const", "if", "else", "switch", "do", "while", "loop", "until", "for",
+    "in", "break", "continue", "return", "throw", "try", "catch", "fn", "private", "import",
+    "export", "as",
 ];
 
 fn is_dns_label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 63
-        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !text.starts_with('-')
         && !text.ends_with('-')
 }
 
 fn is_step_id(text: &str) -> bool {
-    text.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    text.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 fn is_builtin_group(api_version: &str) -> bool {
@@ -1754,14 +2472,28 @@ fn escape_pointer(key: &str) -> String {
 }
 
 /// Checks a bound value against a param's pattern and allowed values.
-pub fn validate_param(value: &ParamValue, pattern: Option<&regex::Regex>, allowed: &[ParamValue]) -> Result<(), String> {
+pub fn validate_param(
+    value: &ParamValue,
+    pattern: Option<&regex::Regex>,
+    allowed: &[ParamValue],
+) -> Result<(), String> {
     if let (Some(pattern), ParamValue::String(text)) = (pattern, value) {
         if !pattern.is_match(text) {
-            return Err(format!("`{text}` does not match the pattern `{}`", pattern.as_str().trim_start_matches("^(?:").trim_end_matches(")$")));
+            return Err(format!(
+                "`{text}` does not match the pattern `{}`",
+                pattern
+                    .as_str()
+                    .trim_start_matches("^(?:")
+                    .trim_end_matches(")$")
+            ));
         }
     }
     if !allowed.is_empty() && !allowed.contains(value) {
-        let shown = allowed.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ");
+        let shown = allowed
+            .iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(format!("`{value}` is not one of {shown}"));
     }
     Ok(())

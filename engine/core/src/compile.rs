@@ -62,7 +62,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn node(&self, node: &PlanNode) -> Option<NodeIndex> {
-        self.graph.node_indices().find(|index| &self.graph[*index] == node)
+        self.graph
+            .node_indices()
+            .find(|index| &self.graph[*index] == node)
     }
 
     /// The nodes an edge of `kind` leads into `node` from.
@@ -95,7 +97,11 @@ impl Plan {
 pub struct Compiler;
 
 impl Compiler {
-    pub fn compile(runbook: Arc<Runbook>, bindings: Bindings, triggered_by: Option<TriggeredBy>) -> Plan {
+    pub fn compile(
+        runbook: Arc<Runbook>,
+        bindings: Bindings,
+        triggered_by: Option<TriggeredBy>,
+    ) -> Plan {
         let mut graph = DiGraph::new();
         let fact_names: BTreeSet<String> = runbook.facts.keys().cloned().collect();
         let facts: BTreeMap<&str, NodeIndex> = runbook
@@ -110,7 +116,9 @@ impl Compiler {
                 }
             }
         }
-        let data_edges = |graph: &mut DiGraph<PlanNode, Dependency>, target: NodeIndex, read: BTreeSet<String>| {
+        let data_edges = |graph: &mut DiGraph<PlanNode, Dependency>,
+                          target: NodeIndex,
+                          read: BTreeSet<String>| {
             for fact in read {
                 if let Some(source) = facts.get(fact.as_str()) {
                     graph.add_edge(*source, target, Dependency::Data);
@@ -129,10 +137,18 @@ impl Compiler {
             })
             .collect();
 
-        let steps: Vec<NodeIndex> = runbook.steps.iter().map(|step| graph.add_node(PlanNode::Step(step.index))).collect();
+        let steps: Vec<NodeIndex> = runbook
+            .steps
+            .iter()
+            .map(|step| graph.add_node(PlanNode::Step(step.index)))
+            .collect();
         for (position, step) in runbook.steps.iter().enumerate() {
             let node = steps[position];
-            let read: BTreeSet<String> = step.expressions().into_iter().flat_map(|e| facts_read(&fact_names, e)).collect();
+            let read: BTreeSet<String> = step
+                .expressions()
+                .into_iter()
+                .flat_map(|e| facts_read(&fact_names, e))
+                .collect();
             data_edges(&mut graph, node, read);
             if step.needs.is_empty() {
                 for precondition in &preconditions {
@@ -174,7 +190,12 @@ impl Compiler {
 
         // Stages: a step's stage is one more than the latest stage of the steps it needs.
         // Walking in topological order sees every dependency before its dependants.
-        let position_of: BTreeMap<&str, usize> = runbook.steps.iter().enumerate().map(|(position, step)| (step.id.as_str(), position)).collect();
+        let position_of: BTreeMap<&str, usize> = runbook
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(position, step)| (step.id.as_str(), position))
+            .collect();
         let mut stage_of: Vec<usize> = vec![0; runbook.steps.len()];
         for node in &order {
             if let PlanNode::Step(index) = graph[*node] {
@@ -214,7 +235,14 @@ impl Compiler {
 fn stable_topological_order(graph: &DiGraph<PlanNode, Dependency>) -> Vec<NodeIndex> {
     let mut remaining: BTreeMap<NodeIndex, usize> = graph
         .node_indices()
-        .map(|node| (node, graph.edges_directed(node, petgraph::Direction::Incoming).count()))
+        .map(|node| {
+            (
+                node,
+                graph
+                    .edges_directed(node, petgraph::Direction::Incoming)
+                    .count(),
+            )
+        })
         .collect();
     let mut ready: BTreeSet<(PlanNode, NodeIndex)> = remaining
         .iter()

@@ -42,7 +42,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(code: &'static str, source: &Source, span: Span, message: impl Into<String>) -> Self {
+    pub fn error(
+        code: &'static str,
+        source: &Source,
+        span: Span,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             severity: Severity::Error,
             code,
@@ -189,7 +194,11 @@ pub fn render_text(diagnostic: &Diagnostic, excerpt: bool) -> String {
             } else {
                 1
             };
-            let available = line.chars().count().saturating_sub(span.start.column - 1).max(1);
+            let available = line
+                .chars()
+                .count()
+                .saturating_sub(span.start.column - 1)
+                .max(1);
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{gutter} | {line}");
             let _ = writeln!(
@@ -289,7 +298,10 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// `did you mean `x`?` for a help line, when there is a near candidate.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     suggest(word, candidates).map(|candidate| format!("did you mean `{candidate}`?"))
 }
 
@@ -317,7 +329,12 @@ mod tests {
     #[test]
     fn github_annotation_escapes_properties_and_data() {
         let source = SourceFile::new("dir,x/a.yaml", "x\n");
-        let d = Diagnostic::warning("missing-undo", &source, Span::point(Position::new(1, 1)), "50% done\nnext");
+        let d = Diagnostic::warning(
+            "missing-undo",
+            &source,
+            Span::point(Position::new(1, 1)),
+            "50% done\nnext",
+        );
         assert_eq!(
             render_github(&d),
             "::warning file=dir%2Cx/a.yaml,line=1,col=1,title=missing-undo::50%25 done%0Anext"

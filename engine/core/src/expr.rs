@@ -34,8 +34,11 @@ pub fn sandboxed_engine() -> &'static Engine {
             .set_allow_looping(false)
             .set_allow_shadowing(false);
         engine.disable_symbol("eval");
-        engine.on_print(|text| tracing::info!(target: "runbook::expr", text, "Expression printed."));
-        engine.on_debug(|text, _, _| tracing::debug!(target: "runbook::expr", text, "Expression debug."));
+        engine
+            .on_print(|text| tracing::info!(target: "runbook::expr", text, "Expression printed."));
+        engine.on_debug(
+            |text, _, _| tracing::debug!(target: "runbook::expr", text, "Expression debug."),
+        );
         engine
     })
 }
@@ -99,7 +102,9 @@ fn references(ast: &AST) -> Vec<Reference> {
             return true;
         };
         let (root, chain) = match expr {
-            Expr::Variable(variable, _, position) => ((variable.1.to_string(), *position), Vec::new()),
+            Expr::Variable(variable, _, position) => {
+                ((variable.1.to_string(), *position), Vec::new())
+            }
             Expr::Dot(binary, _, _) | Expr::Index(binary, _, _) => {
                 let Expr::Variable(variable, _, position) = &binary.lhs else {
                     return true;
@@ -113,7 +118,10 @@ fn references(ast: &AST) -> Vec<Reference> {
             _ => return true,
         };
         let (name, position) = root;
-        let key = (position.line().unwrap_or(1), position.position().unwrap_or(1));
+        let key = (
+            position.line().unwrap_or(1),
+            position.position().unwrap_or(1),
+        );
         let mut full = vec![name];
         full.extend(chain);
         let entry = found.entry(key).or_default();
@@ -125,7 +133,13 @@ fn references(ast: &AST) -> Vec<Reference> {
     // Closure parameters (`|pod| pod.ready`) are locals, not facts or params.
     let locals: Vec<String> = ast
         .iter_functions()
-        .flat_map(|function| function.params.iter().map(|param| param.to_string()).collect::<Vec<_>>())
+        .flat_map(|function| {
+            function
+                .params
+                .iter()
+                .map(|param| param.to_string())
+                .collect::<Vec<_>>()
+        })
         .collect();
     found
         .into_iter()
@@ -189,7 +203,9 @@ impl Template {
     }
 
     pub fn is_literal(&self) -> bool {
-        self.parts.iter().all(|part| matches!(part, TemplatePart::Text(_)))
+        self.parts
+            .iter()
+            .all(|part| matches!(part, TemplatePart::Text(_)))
     }
 
     pub fn expressions(&self) -> impl Iterator<Item = &Expression> {
@@ -293,7 +309,10 @@ mod tests {
 
     #[test]
     fn finds_dotted_references() {
-        assert_eq!(paths("openbao.status.sealed == false"), ["openbao.status.sealed"]);
+        assert_eq!(
+            paths("openbao.status.sealed == false"),
+            ["openbao.status.sealed"]
+        );
         assert_eq!(
             paths("a.b.c > 1 && params.replicas < x.items[0].count"),
             ["a.b.c", "params.replicas", "x.items"]
@@ -320,9 +339,13 @@ mod tests {
     #[test]
     fn runaway_evaluation_is_stopped() {
         let engine = sandboxed_engine();
-        let ast = Expression::compile("\"x\".pad(100000000, 'y')").expect("compiles").ast;
+        let ast = Expression::compile("\"x\".pad(100000000, 'y')")
+            .expect("compiles")
+            .ast;
         assert!(engine.eval_ast::<rhai::Dynamic>(&ast).is_err());
-        let ast = Expression::compile("range(0, 100000000).reduce(|sum, v| sum + v, 0)").expect("compiles").ast;
+        let ast = Expression::compile("range(0, 100000000).reduce(|sum, v| sum + v, 0)")
+            .expect("compiles")
+            .ast;
         assert!(engine.eval_ast::<rhai::Dynamic>(&ast).is_err());
     }
 
@@ -330,7 +353,9 @@ mod tests {
     fn templates_split_text_and_holes() {
         let template = Template::parse("deploy/${params.name}-x $${literal}").expect("parses");
         assert_eq!(template.parts.len(), 3);
-        assert!(matches!(&template.parts[1], TemplatePart::Expr(e, 9) if e.source == "params.name"));
+        assert!(
+            matches!(&template.parts[1], TemplatePart::Expr(e, 9) if e.source == "params.name")
+        );
         assert!(matches!(&template.parts[2], TemplatePart::Text(t) if t == "-x ${literal}"));
         assert!(Template::parse("plain").expect("parses").is_literal());
         assert_eq!(Template::parse("a ${b").expect_err("fails").offset, 2);

@@ -40,7 +40,9 @@ impl<T> Loaded<T> {
 
     /// The span of the key holding `pointer`, falling back to the value's span.
     pub fn key_span(&self, pointer: &str) -> Span {
-        self.root.key_span(pointer).unwrap_or_else(|| self.span(pointer))
+        self.root
+            .key_span(pointer)
+            .unwrap_or_else(|| self.span(pointer))
     }
 
     pub fn node(&self, pointer: &str) -> Option<&Node> {
@@ -60,13 +62,22 @@ pub struct Workspace {
 fn is_skipped(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     name.starts_with('.')
-        || [".scenario.yaml", ".scenario.yml", ".test.yaml", ".test.yml", ".alert.json"]
-            .iter()
-            .any(|suffix| name.ends_with(suffix))
+        || [
+            ".scenario.yaml",
+            ".scenario.yml",
+            ".test.yaml",
+            ".test.yml",
+            ".alert.json",
+        ]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
 }
 
 fn is_yaml(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 pub struct Loader {
@@ -106,7 +117,9 @@ impl Loader {
                     Ok(text) => self.load_text(file, text, &mut workspace, diagnostics),
                     Err(_) => diagnostics.push(file_error(file, "the file is not valid UTF-8")),
                 },
-                Err(error) => diagnostics.push(file_error(file, &format!("cannot read the file: {error}"))),
+                Err(error) => {
+                    diagnostics.push(file_error(file, &format!("cannot read the file: {error}")))
+                }
             }
         }
         workspace.files = files;
@@ -114,14 +127,26 @@ impl Loader {
     }
 
     /// Loads one file's text (also used by tests and by `--alert`-free in-memory callers).
-    pub fn load_text(&self, path: &Path, text: String, workspace: &mut Workspace, diagnostics: &mut Diagnostics) {
+    pub fn load_text(
+        &self,
+        path: &Path,
+        text: String,
+        workspace: &mut Workspace,
+        diagnostics: &mut Diagnostics,
+    ) {
         let source = SourceFile::new(path, text);
         for document in yaml::parse(&source, diagnostics) {
             self.load_document(document.root, &source, workspace, diagnostics);
         }
     }
 
-    fn load_document(&self, root: Node, source: &Source, workspace: &mut Workspace, diagnostics: &mut Diagnostics) {
+    fn load_document(
+        &self,
+        root: Node,
+        source: &Source,
+        workspace: &mut Workspace,
+        diagnostics: &mut Diagnostics,
+    ) {
         if matches!(root.value, Value::Null) {
             return; // An empty document, such as a trailing `---`.
         }
@@ -130,7 +155,10 @@ impl Loader {
                 "wrong-type",
                 source,
                 root.span,
-                format!("expected a mapping with `apiVersion`, `kind`, `metadata` and `spec`, found {}", root.describe()),
+                format!(
+                    "expected a mapping with `apiVersion`, `kind`, `metadata` and `spec`, found {}",
+                    root.describe()
+                ),
             ));
             return;
         }
@@ -142,28 +170,44 @@ impl Loader {
             Some(other) => {
                 let at = kind_node.map_or(root.span, |n| n.span);
                 diagnostics.push(
-                    Diagnostic::error("unknown-kind", source, at, format!("unknown kind `{other}`, expected `Runbook` or `FactLibrary`"))
-                        .with_help_opt(did_you_mean(other, ["Runbook", "FactLibrary"])),
+                    Diagnostic::error(
+                        "unknown-kind",
+                        source,
+                        at,
+                        format!("unknown kind `{other}`, expected `Runbook` or `FactLibrary`"),
+                    )
+                    .with_help_opt(did_you_mean(other, ["Runbook", "FactLibrary"])),
                 );
                 return;
             }
             None => {
                 let at = kind_node.map_or(Span::point(root.span.start), |n| n.span);
-                diagnostics.push(
-                    Diagnostic::error("missing-field", source, at, "missing required field `kind` (a string: `Runbook` or `FactLibrary`)"),
-                );
+                diagnostics.push(Diagnostic::error(
+                    "missing-field",
+                    source,
+                    at,
+                    "missing required field `kind` (a string: `Runbook` or `FactLibrary`)",
+                ));
                 return;
             }
         };
         if let Some(node) = root.get("apiVersion") {
             if let Some(text) = node.as_str() {
-                let valid = text
-                    .split_once('/')
-                    .is_some_and(|(group, version)| version == API_VERSION && group.contains('.') && !group.contains(' '));
+                let valid = text.split_once('/').is_some_and(|(group, version)| {
+                    version == API_VERSION && group.contains('.') && !group.contains(' ')
+                });
                 if !valid {
                     diagnostics.push(
-                        Diagnostic::error("api-version", source, node.span, format!("unsupported apiVersion `{text}`"))
-                            .with_help(format!("use `<group>/{API_VERSION}`, for example `{}/{API_VERSION}`", crate::document::API_GROUP)),
+                        Diagnostic::error(
+                            "api-version",
+                            source,
+                            node.span,
+                            format!("unsupported apiVersion `{text}`"),
+                        )
+                        .with_help(format!(
+                            "use `<group>/{API_VERSION}`, for example `{}/{API_VERSION}`",
+                            crate::document::API_GROUP
+                        )),
                     );
                 }
             }
@@ -182,7 +226,9 @@ impl Loader {
         let quiet = !bad.is_empty();
         match definition {
             "RunbookDocument" => {
-                if let Some(document) = deserialize::<RunbookDocument>(json, &root, source, diagnostics, quiet) {
+                if let Some(document) =
+                    deserialize::<RunbookDocument>(json, &root, source, diagnostics, quiet)
+                {
                     workspace.runbooks.push(Loaded {
                         document,
                         root,
@@ -192,7 +238,9 @@ impl Loader {
                 }
             }
             _ => {
-                if let Some(document) = deserialize::<FactLibraryDocument>(json, &root, source, diagnostics, quiet) {
+                if let Some(document) =
+                    deserialize::<FactLibraryDocument>(json, &root, source, diagnostics, quiet)
+                {
                     workspace.libraries.push(Loaded {
                         document,
                         root,
@@ -240,7 +288,12 @@ fn deserialize<T: serde::de::DeserializeOwned>(
                 pointer.push_str(&segment.to_string());
             }
             let span = root.pointer(&pointer).map_or(root.span, |node| node.span);
-            diagnostics.push(Diagnostic::error("invalid-value", source, span, error.inner().to_string()));
+            diagnostics.push(Diagnostic::error(
+                "invalid-value",
+                source,
+                span,
+                error.inner().to_string(),
+            ));
             None
         }
     }

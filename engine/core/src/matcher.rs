@@ -89,10 +89,15 @@ impl Matcher {
             rest.to_owned()
         };
         let regex = match op {
-            Op::Regex | Op::NotRegex => Some(Regex::new(&format!("^(?:{value})$")).map_err(|error| MatcherError {
-                message: format!("invalid regex: {}", error.to_string().lines().last().unwrap_or("")),
-                offset: value_offset,
-            })?),
+            Op::Regex | Op::NotRegex => Some(Regex::new(&format!("^(?:{value})$")).map_err(
+                |error| MatcherError {
+                    message: format!(
+                        "invalid regex: {}",
+                        error.to_string().lines().last().unwrap_or("")
+                    ),
+                    offset: value_offset,
+                },
+            )?),
             _ => None,
         };
         Ok(Self {
@@ -130,7 +135,10 @@ fn unquote(quoted: &str) -> Result<String, String> {
                 return if characters.as_str().trim().is_empty() {
                     Ok(out)
                 } else {
-                    Err(format!("unexpected `{}` after the closing quote", characters.as_str().trim()))
+                    Err(format!(
+                        "unexpected `{}` after the closing quote",
+                        characters.as_str().trim()
+                    ))
                 };
             }
             '\\' => match characters.next() {
@@ -151,7 +159,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -163,7 +174,10 @@ mod tests {
         assert!(m.matches(&labels(&[])));
         let m = Matcher::parse(r#"namespace =~ "team-.*""#).expect("parses");
         assert!(m.matches(&labels(&[("namespace", "team-a")])));
-        assert!(!m.matches(&labels(&[("namespace", "xteam-a")])), "regexes are anchored");
+        assert!(
+            !m.matches(&labels(&[("namespace", "xteam-a")])),
+            "regexes are anchored"
+        );
         let m = Matcher::parse(r#"pod!~"debug-.+""#).expect("parses");
         assert!(m.matches(&labels(&[("pod", "api-1")])));
     }
@@ -176,7 +190,12 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        assert_eq!(Matcher::parse("severity critical").expect_err("fails").offset, 9);
+        assert_eq!(
+            Matcher::parse("severity critical")
+                .expect_err("fails")
+                .offset,
+            9
+        );
         assert_eq!(Matcher::parse(r#"ns=~"(a""#).expect_err("fails").offset, 4);
         assert!(Matcher::parse(r#"ns="open"#).is_err());
         assert!(Matcher::parse("=x").is_err());

@@ -23,7 +23,10 @@ pub fn template(plan: &Plan, template: &Template) -> String {
             TemplatePart::Expr(expression, _) => {
                 let only_params = expression.references.iter().all(|r| r.path[0] == "params");
                 let secret = expression.references.iter().any(|r| {
-                    r.path.get(1).and_then(|name| plan.runbook.param(name)).is_some_and(|p| p.secret)
+                    r.path
+                        .get(1)
+                        .and_then(|name| plan.runbook.param(name))
+                        .is_some_and(|p| p.secret)
                 });
                 if secret {
                     out.push_str(SECRET);
@@ -32,7 +35,9 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                 let value = only_params.then(|| {
                     let mut scope = rhai::Scope::new();
                     scope.push_constant("params", plan.bindings.to_rhai());
-                    sandboxed_engine().eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &expression.ast).ok()
+                    sandboxed_engine()
+                        .eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &expression.ast)
+                        .ok()
                 });
                 match value.flatten() {
                     Some(value) if !value.is_unit() => out.push_str(&value.to_string()),
@@ -55,8 +60,15 @@ fn json_template(plan: &Plan, value: &JsonTemplate) -> Json {
     match value {
         JsonTemplate::Literal(value) => value.clone(),
         JsonTemplate::String(text) => Json::String(template(plan, text)),
-        JsonTemplate::Array(items) => Json::Array(items.iter().map(|item| json_template(plan, item)).collect()),
-        JsonTemplate::Object(entries) => Json::Object(entries.iter().map(|(k, v)| (k.clone(), json_template(plan, v))).collect()),
+        JsonTemplate::Array(items) => {
+            Json::Array(items.iter().map(|item| json_template(plan, item)).collect())
+        }
+        JsonTemplate::Object(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), json_template(plan, v)))
+                .collect(),
+        ),
     }
 }
 
@@ -68,7 +80,10 @@ fn object(plan: &Plan, target: &Target) -> String {
     }
 }
 
-fn metadata_changes(plan: &Plan, set: &std::collections::BTreeMap<String, Option<Template>>) -> String {
+fn metadata_changes(
+    plan: &Plan,
+    set: &std::collections::BTreeMap<String, Option<Template>>,
+) -> String {
     set.iter()
         .map(|(key, value)| match value {
             Some(value) => format!("{key}={}", template(plan, value)),
@@ -215,14 +230,26 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
             argv: words,
             ..
         } => {
-            let container = container.as_ref().map(|c| format!(" (container {})", template(plan, c))).unwrap_or_default();
-            format!("exec in pod {}/{}{container}: {}", template(plan, namespace), template(plan, pod), argv(plan, words))
+            let container = container
+                .as_ref()
+                .map(|c| format!(" (container {})", template(plan, c)))
+                .unwrap_or_default();
+            format!(
+                "exec in pod {}/{}{container}: {}",
+                template(plan, namespace),
+                template(plan, pod),
+                argv(plan, words)
+            )
         }
         FactSource::Command { argv: words, .. } => format!("command: {}", argv(plan, words)),
         FactSource::Http { url, query, .. } => {
             let mut text = format!("http GET {}", template(plan, url));
             if !query.is_empty() {
-                let query = query.iter().map(|(k, v)| format!("{k}={}", template(plan, v))).collect::<Vec<_>>().join("&");
+                let query = query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", template(plan, v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
                 let _ = write!(text, "?{query}");
             }
             text
@@ -266,7 +293,11 @@ fn retries_summary(retries: &RetrySpec) -> String {
         format!(
             "{} {} (backoff {} doubling, at most {})",
             retries.retries,
-            if retries.retries == 1 { "retry" } else { "retries" },
+            if retries.retries == 1 {
+                "retry"
+            } else {
+                "retries"
+            },
             format_duration(retries.backoff),
             format_duration(retries.max_backoff)
         )
@@ -274,13 +305,26 @@ fn retries_summary(retries: &RetrySpec) -> String {
 }
 
 fn stage_of(plan: &Plan, position: usize) -> usize {
-    plan.stages.iter().position(|stage| stage.contains(&position)).unwrap_or(0) + 1
+    plan.stages
+        .iter()
+        .position(|stage| stage.contains(&position))
+        .unwrap_or(0)
+        + 1
 }
 
 fn trigger_summary(trigger: &TriggerSpec) -> String {
     let mut text = trigger.alert_name.clone();
     if !trigger.matchers.is_empty() {
-        let _ = write!(text, "{{{}}}", trigger.matchers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        let _ = write!(
+            text,
+            "{{{}}}",
+            trigger
+                .matchers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if let Some(cooldown) = trigger.cooldown {
         let _ = write!(text, " (cooldown {})", format_duration(cooldown));
@@ -299,11 +343,19 @@ fn rollback_summary(plan: &Plan) -> String {
             if params.is_empty() {
                 format!("run runbook {name}")
             } else {
-                let bound = params.iter().map(|(k, v)| format!("{k}={}", json_scalar(&json_template(plan, v)))).collect::<Vec<_>>().join(" ");
+                let bound = params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", json_scalar(&json_template(plan, v))))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 format!("run runbook {name} with {bound}")
             }
         }
-        Some(RollbackSpec::Steps(steps)) => format!("{} step{}", steps.len(), if steps.len() == 1 { "" } else { "s" }),
+        Some(RollbackSpec::Steps(steps)) => format!(
+            "{} step{}",
+            steps.len(),
+            if steps.len() == 1 { "" } else { "s" }
+        ),
     }
 }
 
@@ -316,11 +368,22 @@ fn step_details(plan: &Plan, step: &StepSpec) -> Vec<String> {
         lines.push(format!("only when: {}", when.source.trim()));
     }
     if let Some(prompt) = &step.confirm {
-        lines.push(format!("gate: asks \"{prompt}\" first (--yes approves)"));
+        lines.push(format!(
+            "gate: asks \"{}\" first (--yes approves)",
+            template(plan, prompt)
+        ));
     }
     match &step.action {
-        Action::Verify { interval, .. } => lines.push(format!("poll every {}, timeout {}", format_duration(*interval), format_duration(step.timeout))),
-        _ => lines.push(format!("timeout {}, {}", format_duration(step.timeout), retries_summary(&step.retries))),
+        Action::Verify { interval, .. } => lines.push(format!(
+            "poll every {}, timeout {}",
+            format_duration(*interval),
+            format_duration(step.timeout)
+        )),
+        _ => lines.push(format!(
+            "timeout {}, {}",
+            format_duration(step.timeout),
+            retries_summary(&step.retries)
+        )),
     }
     if let Action::Patch { body, .. } = &step.action {
         lines.push(format!("patch body: {}", json_template(plan, body)));
@@ -354,22 +417,49 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(out, "  trigger: alert {}", trigger_summary(trigger));
     }
     if let Some(triggered) = &plan.triggered_by {
-        let _ = writeln!(out, "  triggered by: firing alert {} (fingerprint {})", triggered.alert.name(), if triggered.alert.fingerprint.is_empty() { "none" } else { &triggered.alert.fingerprint });
+        let _ = writeln!(
+            out,
+            "  triggered by: firing alert {} (fingerprint {})",
+            triggered.alert.name(),
+            if triggered.alert.fingerprint.is_empty() {
+                "none"
+            } else {
+                &triggered.alert.fingerprint
+            }
+        );
     }
     if !runbook.params.is_empty() {
         let _ = writeln!(out, "\nParams:");
         for param in &runbook.params {
-            let _ = writeln!(out, "  {} = {} ({})", param.name, param_value(plan, param), origin_word(plan, &param.name));
+            let _ = writeln!(
+                out,
+                "  {} = {} ({})",
+                param.name,
+                param_value(plan, param),
+                origin_word(plan, &param.name)
+            );
         }
     }
     if !runbook.facts.is_empty() {
-        let _ = writeln!(out, "\nFacts (read when first needed, read again after any change):");
+        let _ = writeln!(
+            out,
+            "\nFacts (read when first needed, read again after any change):"
+        );
         for fact in runbook.facts.values() {
-            let _ = writeln!(out, "  {}: {}  [{}]", fact.name, fact_summary(plan, fact), origin(fact));
+            let _ = writeln!(
+                out,
+                "  {}: {}  [{}]",
+                fact.name,
+                fact_summary(plan, fact),
+                origin(fact)
+            );
         }
     }
     if !runbook.preconditions.is_empty() {
-        let _ = writeln!(out, "\nPreconditions (all must hold, or the run stops having changed nothing):");
+        let _ = writeln!(
+            out,
+            "\nPreconditions (all must hold, or the run stops having changed nothing):"
+        );
         for (index, check) in runbook.preconditions.iter().enumerate() {
             let _ = writeln!(out, "  {}. {}", index + 1, check.expr.source.trim());
             if let Some(message) = &check.message {
@@ -380,15 +470,33 @@ pub fn plan_text(plan: &Plan) -> String {
     let _ = writeln!(out, "\nSteps:");
     for (stage_index, stage) in plan.stages.iter().enumerate() {
         if stage.len() > 1 {
-            let ids: Vec<&str> = stage.iter().map(|p| runbook.steps[*p].id.as_str()).collect();
-            let _ = writeln!(out, "  stage {} (in parallel: {})", stage_index + 1, ids.join(", "));
+            let ids: Vec<&str> = stage
+                .iter()
+                .map(|p| runbook.steps[*p].id.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  stage {} (in parallel: {})",
+                stage_index + 1,
+                ids.join(", ")
+            );
         } else {
             let _ = writeln!(out, "  stage {}", stage_index + 1);
         }
         for position in stage {
             let step = &runbook.steps[*position];
-            let needs = if step.needs.is_empty() { String::new() } else { format!("  (after {})", step.needs.join(", ")) };
-            let _ = writeln!(out, "    {}. {}: {}{needs}", step.index + 1, step.id, action_summary(plan, &step.action));
+            let needs = if step.needs.is_empty() {
+                String::new()
+            } else {
+                format!("  (after {})", step.needs.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "    {}. {}: {}{needs}",
+                step.index + 1,
+                step.id,
+                action_summary(plan, &step.action)
+            );
             for line in step_details(plan, step) {
                 let _ = writeln!(out, "         {line}");
             }
@@ -398,7 +506,13 @@ pub fn plan_text(plan: &Plan) -> String {
     match &runbook.rollback {
         Some(RollbackSpec::Steps(steps)) => {
             for step in steps {
-                let _ = writeln!(out, "  {}. {}: {}", step.index + 1, step.id, action_summary(plan, &step.action));
+                let _ = writeln!(
+                    out,
+                    "  {}. {}: {}",
+                    step.index + 1,
+                    step.id,
+                    action_summary(plan, &step.action)
+                );
             }
         }
         _ => {
@@ -414,7 +528,11 @@ fn md_cell(text: &str) -> String {
 
 fn md_code(text: &str) -> String {
     let fence = if text.contains('`') { "``" } else { "`" };
-    let pad = if text.starts_with('`') || text.ends_with('`') { " " } else { "" };
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
     format!("{fence}{pad}{}{pad}{fence}", md_cell(text))
 }
 
@@ -427,19 +545,34 @@ pub fn plan_markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "> {}\n", description.replace('\n', " "));
     }
     let _ = writeln!(out, "| | |\n|---|---|");
-    let _ = writeln!(out, "| File | {} |", md_code(&runbook.source.path().display().to_string()));
+    let _ = writeln!(
+        out,
+        "| File | {} |",
+        md_code(&runbook.source.path().display().to_string())
+    );
     if let Some(owner) = &runbook.owner {
         let _ = writeln!(out, "| Owner | {} |", md_cell(owner));
     }
     if !runbook.triggers.is_empty() {
-        let triggers = runbook.triggers.iter().map(|t| md_code(&trigger_summary(t))).collect::<Vec<_>>().join("<br>");
+        let triggers = runbook
+            .triggers
+            .iter()
+            .map(|t| md_code(&trigger_summary(t)))
+            .collect::<Vec<_>>()
+            .join("<br>");
         let _ = writeln!(out, "| Triggers | {triggers} |");
     }
     if !runbook.params.is_empty() {
         let params = runbook
             .params
             .iter()
-            .map(|p| format!("{} ({})", md_code(&format!("{}={}", p.name, param_value(plan, p))), origin_word(plan, &p.name)))
+            .map(|p| {
+                format!(
+                    "{} ({})",
+                    md_code(&format!("{}={}", p.name, param_value(plan, p))),
+                    origin_word(plan, &p.name)
+                )
+            })
             .collect::<Vec<_>>()
             .join("<br>");
         let _ = writeln!(out, "| Params | {params} |");
@@ -448,7 +581,10 @@ pub fn plan_markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "| Gates | {gates} |");
     let _ = writeln!(out, "| Rollback | {} |", md_cell(&rollback_summary(plan)));
     if !runbook.preconditions.is_empty() {
-        let _ = writeln!(out, "\n**Preconditions** (all must hold; otherwise the run stops having changed nothing)\n");
+        let _ = writeln!(
+            out,
+            "\n**Preconditions** (all must hold; otherwise the run stops having changed nothing)\n"
+        );
         for (index, check) in runbook.preconditions.iter().enumerate() {
             let _ = writeln!(out, "{}. {}", index + 1, md_code(check.expr.source.trim()));
         }
@@ -459,7 +595,10 @@ pub fn plan_markdown(plan: &Plan) -> String {
     for stage in &plan.stages {
         for position in stage {
             let step = &runbook.steps[*position];
-            let gate = step.confirm.as_ref().map_or_else(|| "—".to_owned(), |prompt| format!("asks: {}", md_cell(prompt)));
+            let gate = step.confirm.as_ref().map_or_else(
+                || "—".to_owned(),
+                |prompt| format!("asks: {}", md_cell(&template(plan, prompt))),
+            );
             let undo = match step.undo {
                 UndoSpec::Missing => format!("⚠️ {}", undo_summary(plan, &step.undo)),
                 _ => undo_summary(plan, &step.undo),
@@ -480,9 +619,21 @@ pub fn plan_markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "\n<details><summary>Step details</summary>\n");
     for step in &runbook.steps {
         let _ = writeln!(out, "#### {}. `{}`\n", step.index + 1, step.id);
-        let _ = writeln!(out, "- action: {}", md_code(&action_summary(plan, &step.action)));
+        let _ = writeln!(
+            out,
+            "- action: {}",
+            md_code(&action_summary(plan, &step.action))
+        );
         if !step.needs.is_empty() {
-            let _ = writeln!(out, "- after: {}", step.needs.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                out,
+                "- after: {}",
+                step.needs
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         for line in step_details(plan, step) {
             let _ = writeln!(out, "- {}", md_cell(&line));
@@ -491,10 +642,20 @@ pub fn plan_markdown(plan: &Plan) -> String {
     }
     let _ = writeln!(out, "</details>\n");
     if !runbook.facts.is_empty() {
-        let _ = writeln!(out, "<details><summary>Facts read ({})</summary>\n", runbook.facts.len());
+        let _ = writeln!(
+            out,
+            "<details><summary>Facts read ({})</summary>\n",
+            runbook.facts.len()
+        );
         let _ = writeln!(out, "| Fact | Source | Defined in |\n|---|---|---|");
         for fact in runbook.facts.values() {
-            let _ = writeln!(out, "| `{}` | {} | {} |", fact.name, md_code(&fact_summary(plan, fact)), md_code(&origin(fact)));
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                fact.name,
+                md_code(&fact_summary(plan, fact)),
+                md_code(&origin(fact))
+            );
         }
         let _ = writeln!(out, "\n</details>\n");
     }
@@ -536,7 +697,7 @@ fn step_json(plan: &Plan, step: &StepSpec, stage: Option<usize>) -> Json {
         "when": step.when.as_ref().map(|w| w.source.trim().to_owned()),
         "timeoutSeconds": step.timeout.as_secs_f64(),
         "retries": step.retries,
-        "confirm": step.confirm,
+        "confirm": step.confirm.as_ref().map(|prompt| template(plan, prompt)),
         "mutates": step.action.mutates(step.readonly),
         "undo": undo_json(plan, &step.undo),
         "reads": plan.facts_for(&PlanNode::Step(step.index)),
@@ -555,14 +716,23 @@ pub fn plan_json(plan: &Plan) -> Json {
                 Some(value) => value.to_json(),
                 None => Json::Null,
             };
-            (p.name.clone(), json!({"value": value, "origin": origin_word(plan, &p.name), "secret": p.secret}))
+            (
+                p.name.clone(),
+                json!({"value": value, "origin": origin_word(plan, &p.name), "secret": p.secret}),
+            )
         })
         .collect();
     let rollback = match &runbook.rollback {
         None => Json::Null,
-        Some(RollbackSpec::Named(named)) => json!({"type": "named", "name": named.name(), "summary": named.describe()}),
-        Some(RollbackSpec::Runbook { name, .. }) => json!({"type": "runbook", "name": name, "summary": rollback_summary(plan)}),
-        Some(RollbackSpec::Steps(steps)) => json!({"type": "steps", "steps": steps.iter().map(|s| step_json(plan, s, None)).collect::<Vec<_>>()}),
+        Some(RollbackSpec::Named(named)) => {
+            json!({"type": "named", "name": named.name(), "summary": named.describe()})
+        }
+        Some(RollbackSpec::Runbook { name, .. }) => {
+            json!({"type": "runbook", "name": name, "summary": rollback_summary(plan)})
+        }
+        Some(RollbackSpec::Steps(steps)) => {
+            json!({"type": "steps", "steps": steps.iter().map(|s| step_json(plan, s, None)).collect::<Vec<_>>()})
+        }
     };
     json!({
         "runbook": runbook.name,
@@ -610,12 +780,22 @@ fn node_label(plan: &Plan, node: &PlanNode) -> (String, String) {
         ),
         PlanNode::Step(index) => {
             let step = &runbook.steps[*index];
-            let gate = if step.confirm.is_some() { " (gate)" } else { "" };
-            (format!("{}{gate}", step.id), truncate(&action_summary(plan, &step.action), 60))
+            let gate = if step.confirm.is_some() {
+                " (gate)"
+            } else {
+                ""
+            };
+            (
+                format!("{}{gate}", step.id),
+                truncate(&action_summary(plan, &step.action), 60),
+            )
         }
         PlanNode::Undo(index) => {
             let step = &runbook.steps[*index];
-            (format!("undo {}", step.id), truncate(&undo_summary(plan, &step.undo), 60))
+            (
+                format!("undo {}", step.id),
+                truncate(&undo_summary(plan, &step.undo), 60),
+            )
         }
         PlanNode::Rollback => ("rollback".to_owned(), truncate(&rollback_summary(plan), 60)),
     }
@@ -648,7 +828,9 @@ pub fn graph_dot(plan: &Plan) -> String {
         let shape = match node {
             PlanNode::Fact(_) => "shape=ellipse, style=filled, fillcolor=\"#eef5ff\"",
             PlanNode::Precondition(_) => "shape=diamond",
-            PlanNode::Step(position) if plan.runbook.steps[*position].confirm.is_some() => "shape=box, style=\"rounded,bold\"",
+            PlanNode::Step(position) if plan.runbook.steps[*position].confirm.is_some() => {
+                "shape=box, style=\"rounded,bold\""
+            }
             PlanNode::Step(_) => "shape=box, style=rounded",
             PlanNode::Undo(_) => "shape=box, style=\"rounded,dashed\"",
             PlanNode::Rollback => "shape=octagon",
@@ -700,8 +882,12 @@ fn mermaid_escape(text: &str) -> String {
 /// The DAG as a Mermaid flowchart.
 pub fn graph_mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart TD\n");
-    let ids: std::collections::BTreeMap<petgraph::graph::NodeIndex, String> =
-        plan.order.iter().enumerate().map(|(position, index)| (*index, format!("n{position}"))).collect();
+    let ids: std::collections::BTreeMap<petgraph::graph::NodeIndex, String> = plan
+        .order
+        .iter()
+        .enumerate()
+        .map(|(position, index)| (*index, format!("n{position}")))
+        .collect();
     for index in &plan.order {
         let node = &plan.graph[*index];
         let (title, detail) = node_label(plan, node);

@@ -110,7 +110,10 @@ pub enum ParamValue {
     Duration(Duration),
 }
 
-fn serialize_duration<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_duration<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&humantime::format_duration(*duration).to_string())
 }
 
@@ -151,7 +154,9 @@ impl ParamValue {
                 Ok(Self::Number(number.as_f64().unwrap_or_default()))
             }
             (ParamType::Boolean, serde_json::Value::Bool(value)) => Ok(Self::Boolean(*value)),
-            (ParamType::Duration, serde_json::Value::String(text)) => parse_duration(text).map(Self::Duration),
+            (ParamType::Duration, serde_json::Value::String(text)) => {
+                parse_duration(text).map(Self::Duration)
+            }
             (kind, value) => Err(format!("expected {}, found `{value}`", type_name(kind))),
         }
     }
@@ -196,8 +201,11 @@ pub fn type_name(kind: ParamType) -> &'static str {
 /// `30s`, `5m`, `1h30m`, `250ms`. Zero is refused: a zero timeout or cooldown is a mistake.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
-    let duration = humantime::parse_duration(trimmed)
-        .map_err(|_| format!("invalid duration `{text}`; use a number and a unit, such as `30s`, `5m` or `1h30m`"))?;
+    let duration = humantime::parse_duration(trimmed).map_err(|_| {
+        format!(
+            "invalid duration `{text}`; use a number and a unit, such as `30s`, `5m` or `1h30m`"
+        )
+    })?;
     if duration.is_zero() {
         return Err(format!("duration `{text}` must be more than zero"));
     }
@@ -220,7 +228,9 @@ pub struct TriggerSpec {
 impl TriggerSpec {
     /// Whether a firing alert with these labels starts this trigger.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.get("alertname").is_some_and(|name| name == &self.alert_name)
+        labels
+            .get("alertname")
+            .is_some_and(|name| name == &self.alert_name)
             && self.matchers.iter().all(|matcher| matcher.matches(labels))
     }
 }
@@ -297,8 +307,8 @@ pub struct StepSpec {
     pub when: Option<Expression>,
     pub timeout: Duration,
     pub retries: RetrySpec,
-    /// The question a gate asks, when the step has one.
-    pub confirm: Option<String>,
+    /// The question a gate asks, when the step has one (params may be interpolated).
+    pub confirm: Option<Template>,
     pub undo: UndoSpec,
     pub readonly: bool,
     pub action: Action,
@@ -309,6 +319,7 @@ impl StepSpec {
     /// Every expression this step evaluates (when, verify, templates).
     pub fn expressions(&self) -> Vec<&Expression> {
         let mut all: Vec<&Expression> = self.when.iter().collect();
+        all.extend(self.confirm.iter().flat_map(Template::expressions));
         all.extend(self.action.expressions());
         if let UndoSpec::Declared(action) = &self.undo {
             all.extend(action.expressions());
@@ -414,7 +425,10 @@ impl JsonTemplate {
             Self::Literal(_) => Vec::new(),
             Self::String(template) => template.expressions().collect(),
             Self::Array(items) => items.iter().flat_map(JsonTemplate::expressions).collect(),
-            Self::Object(entries) => entries.iter().flat_map(|(_, value)| value.expressions()).collect(),
+            Self::Object(entries) => entries
+                .iter()
+                .flat_map(|(_, value)| value.expressions())
+                .collect(),
         }
     }
 }
@@ -536,7 +550,12 @@ impl Action {
             | Self::Uncordon { .. }
             | Self::Drain { .. } => true,
             // A called runbook undoes its own steps and runs its own rollback.
-            Self::Wait { .. } | Self::Verify { .. } | Self::Gate | Self::Notify(_) | Self::Page(_) | Self::Call { .. } => false,
+            Self::Wait { .. }
+            | Self::Verify { .. }
+            | Self::Gate
+            | Self::Notify(_)
+            | Self::Page(_)
+            | Self::Call { .. } => false,
         }
     }
 
@@ -544,7 +563,9 @@ impl Action {
     pub fn native_undo(&self) -> Option<NativeUndo> {
         match self {
             Self::Scale { .. } => Some(NativeUndo::RestoreReplicas),
-            Self::Patch { patch_type, .. } if *patch_type != PatchType::Json => Some(NativeUndo::RestorePatchedFields),
+            Self::Patch { patch_type, .. } if *patch_type != PatchType::Json => {
+                Some(NativeUndo::RestorePatchedFields)
+            }
             Self::Apply { .. } => Some(NativeUndo::RestoreApplied),
             Self::Annotate { .. } | Self::Label { .. } => Some(NativeUndo::RestoreMetadata),
             Self::Cordon { .. } | Self::Drain { .. } => Some(NativeUndo::Uncordon),
@@ -555,29 +576,42 @@ impl Action {
 
     /// Every expression the action evaluates.
     pub fn expressions(&self) -> Vec<&Expression> {
-        fn templates<'a>(all: &mut Vec<&'a Expression>, items: impl IntoIterator<Item = &'a Template>) {
+        fn templates<'a>(
+            all: &mut Vec<&'a Expression>,
+            items: impl IntoIterator<Item = &'a Template>,
+        ) {
             for template in items {
                 all.extend(template.expressions());
             }
         }
         fn target<'a>(all: &mut Vec<&'a Expression>, target: &'a Target) {
-            templates(all, std::iter::once(&target.name).chain(target.namespace.iter()));
+            templates(
+                all,
+                std::iter::once(&target.name).chain(target.namespace.iter()),
+            );
         }
         let mut all = Vec::new();
         match self {
             Self::Run { argv } => templates(&mut all, argv),
-            Self::Scale { target: t, replicas } => {
+            Self::Scale {
+                target: t,
+                replicas,
+            } => {
                 target(&mut all, t);
                 if let IntValue::Template(template) = replicas {
                     templates(&mut all, [template]);
                 }
             }
             Self::Restart { target: t } | Self::Delete { target: t, .. } => target(&mut all, t),
-            Self::Wait { target: t, until, .. } => {
+            Self::Wait {
+                target: t, until, ..
+            } => {
                 target(&mut all, t);
                 all.extend(until.iter());
             }
-            Self::Patch { target: t, body, .. } => {
+            Self::Patch {
+                target: t, body, ..
+            } => {
                 target(&mut all, t);
                 all.extend(body.expressions());
             }
@@ -586,13 +620,21 @@ impl Action {
                 target(&mut all, t);
                 templates(&mut all, set.values().flatten());
             }
-            Self::Cordon { node } | Self::Uncordon { node } | Self::Drain { node, .. } => templates(&mut all, [node]),
+            Self::Cordon { node } | Self::Uncordon { node } | Self::Drain { node, .. } => {
+                templates(&mut all, [node])
+            }
             Self::Exec {
                 namespace,
                 pod,
                 container,
                 argv,
-            } => templates(&mut all, [namespace, pod].into_iter().chain(container.iter()).chain(argv.iter())),
+            } => templates(
+                &mut all,
+                [namespace, pod]
+                    .into_iter()
+                    .chain(container.iter())
+                    .chain(argv.iter()),
+            ),
             Self::Verify { expr, .. } => all.push(expr),
             Self::Gate => {}
             Self::Notify(message) | Self::Page(message) => templates(&mut all, [&message.text]),
@@ -628,8 +670,10 @@ pub enum NamedRollback {
 }
 
 impl NamedRollback {
-    pub const ALL: [(&'static str, NamedRollback); 2] =
-        [("page-oncall", Self::PageOncall), ("notify-oncall", Self::NotifyOncall)];
+    pub const ALL: [(&'static str, NamedRollback); 2] = [
+        ("page-oncall", Self::PageOncall),
+        ("notify-oncall", Self::NotifyOncall),
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -650,8 +694,18 @@ impl NamedRollback {
 /// `kind: Deployment` without `apiVersion: apps/v1`. Custom kinds not listed must say it.
 pub fn default_api_version(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "Pod" | "Service" | "ConfigMap" | "Secret" | "Node" | "Namespace" | "PersistentVolumeClaim"
-        | "PersistentVolume" | "ServiceAccount" | "Endpoints" | "Event" | "ReplicationController" => "v1",
+        "Pod"
+        | "Service"
+        | "ConfigMap"
+        | "Secret"
+        | "Node"
+        | "Namespace"
+        | "PersistentVolumeClaim"
+        | "PersistentVolume"
+        | "ServiceAccount"
+        | "Endpoints"
+        | "Event"
+        | "ReplicationController" => "v1",
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
         "Job" | "CronJob" => "batch/v1",
         "Ingress" | "NetworkPolicy" => "networking.k8s.io/v1",

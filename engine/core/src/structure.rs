@@ -18,7 +18,13 @@ use crate::yaml::{Node, Value};
 /// Checks `node` against the definition `definition` (such as `RunbookDocument`) of `schema`.
 /// Returns the JSON pointers of the nodes found wrong, so the caller can set them aside and
 /// still check the rest of the document for meaning.
-pub fn check(schema: &Json, definition: &str, node: &Node, source: &Source, diagnostics: &mut Diagnostics) -> Vec<String> {
+pub fn check(
+    schema: &Json,
+    definition: &str,
+    node: &Node,
+    source: &Source,
+    diagnostics: &mut Diagnostics,
+) -> Vec<String> {
     let mut checker = Checker {
         schema,
         source,
@@ -66,11 +72,17 @@ impl<'a> Checker<'a> {
         (schema, noun)
     }
 
-    fn error(&mut self, code: &'static str, pointer: &str, node_span: crate::source::Span, message: String, help: Option<String>) {
+    fn error(
+        &mut self,
+        code: &'static str,
+        pointer: &str,
+        node_span: crate::source::Span,
+        message: String,
+        help: Option<String>,
+    ) {
         self.bad.push(pointer.to_owned());
-        self.diagnostics.push(
-            Diagnostic::error(code, self.source, node_span, message).with_help_opt(help),
-        );
+        self.diagnostics
+            .push(Diagnostic::error(code, self.source, node_span, message).with_help_opt(help));
     }
 
     /// Checks and returns how many errors it pushed.
@@ -101,7 +113,12 @@ impl<'a> Checker<'a> {
         }
         if let Some(types) = types_of(schema) {
             if !types.iter().any(|kind| accepts(kind, node)) {
-                let expected = join_or(&types.iter().map(|kind| describe_type(kind)).collect::<Vec<_>>());
+                let expected = join_or(
+                    &types
+                        .iter()
+                        .map(|kind| describe_type(kind))
+                        .collect::<Vec<_>>(),
+                );
                 let help = if types.contains(&"string") && is_scalar(node) {
                     Some("quote the value to make it a string".to_owned())
                 } else {
@@ -121,14 +138,21 @@ impl<'a> Checker<'a> {
             let value = node.to_json();
             if !allowed.contains(&value) {
                 let names: Vec<&str> = allowed.iter().filter_map(Json::as_str).collect();
-                let shown = names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
-                let found = node.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let shown = names
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let found = node
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
                 self.error(
                     "unknown-value",
                     pointer,
                     node.span,
                     format!("unknown value `{found}` for {noun}, expected one of {shown}"),
-                    node.as_str().and_then(|text| did_you_mean(text, names.iter().copied())),
+                    node.as_str()
+                        .and_then(|text| did_you_mean(text, names.iter().copied())),
                 );
                 return;
             }
@@ -160,17 +184,41 @@ impl<'a> Checker<'a> {
             }
         });
         if let Some(minimum) = minimum.filter(|minimum| value < *minimum) {
-            self.error("out-of-range", pointer, node.span, format!("must be at least {minimum}, found {value}"), None);
+            self.error(
+                "out-of-range",
+                pointer,
+                node.span,
+                format!("must be at least {minimum}, found {value}"),
+                None,
+            );
         } else if let Some(maximum) = maximum.filter(|maximum| value > *maximum) {
-            self.error("out-of-range", pointer, node.span, format!("must be at most {maximum}, found {value}"), None);
+            self.error(
+                "out-of-range",
+                pointer,
+                node.span,
+                format!("must be at most {maximum}, found {value}"),
+                None,
+            );
         }
     }
 
-    fn check_object(&mut self, node: &Node, entries: &[crate::yaml::Entry], schema: &Json, noun: &str, pointer: &str) {
+    fn check_object(
+        &mut self,
+        node: &Node,
+        entries: &[crate::yaml::Entry],
+        schema: &Json,
+        noun: &str,
+        pointer: &str,
+    ) {
         let properties = schema.get("properties").and_then(Json::as_object);
         let additional = schema.get("additionalProperties");
+        // Required fields an unknown field was already said to be a misspelling of.
+        let mut suggested: Vec<String> = Vec::new();
         for entry in entries {
-            let entry_pointer = format!("{pointer}/{}", entry.key.replace('~', "~0").replace('/', "~1"));
+            let entry_pointer = format!(
+                "{pointer}/{}",
+                entry.key.replace('~', "~0").replace('/', "~1")
+            );
             match properties.and_then(|properties| properties.get(&entry.key)) {
                 Some(property) => {
                     let field_noun = format!("`{}`", entry.key);
@@ -181,8 +229,20 @@ impl<'a> Checker<'a> {
                         let names: Vec<&str> = properties
                             .map(|properties| properties.keys().map(String::as_str).collect())
                             .unwrap_or_default();
+                        if let Some(near) =
+                            crate::diagnostic::suggest(&entry.key, names.iter().copied())
+                        {
+                            suggested.push(near.to_owned());
+                        }
                         let help = did_you_mean(&entry.key, names.iter().copied()).or_else(|| {
-                            Some(format!("valid fields are {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")))
+                            Some(format!(
+                                "valid fields are {}",
+                                names
+                                    .iter()
+                                    .map(|n| format!("`{n}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))
                         });
                         self.error(
                             "unknown-field",
@@ -202,7 +262,9 @@ impl<'a> Checker<'a> {
         }
         if let Some(required) = schema.get("required").and_then(Json::as_array) {
             for name in required.iter().filter_map(Json::as_str) {
-                if !entries.iter().any(|entry| entry.key == name) {
+                if !entries.iter().any(|entry| entry.key == name)
+                    && !suggested.iter().any(|near| near == name)
+                {
                     self.error(
                         "missing-field",
                         pointer,
@@ -238,7 +300,10 @@ impl<'a> Checker<'a> {
                         if kind == "null" {
                             continue;
                         }
-                        let text = if kind == "object" && !branch_noun.starts_with('`') && branch_noun != noun {
+                        let text = if kind == "object"
+                            && !branch_noun.starts_with('`')
+                            && branch_noun != noun
+                        {
                             format!("a mapping ({branch_noun})")
                         } else {
                             describe_type(kind).to_owned()
@@ -252,7 +317,11 @@ impl<'a> Checker<'a> {
                     "wrong-type",
                     pointer,
                     node.span,
-                    format!("expected {}, found {}", join_or(&expected), describe_node(node)),
+                    format!(
+                        "expected {}, found {}",
+                        join_or(&expected),
+                        describe_node(node)
+                    ),
                     None,
                 );
             }
@@ -274,7 +343,10 @@ impl<'a> Checker<'a> {
                     if !scratch.has_errors() {
                         return;
                     }
-                    if best.as_ref().is_none_or(|(best, _)| scratch.error_count() < best.error_count()) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(best, _)| scratch.error_count() < best.error_count())
+                    {
                         best = Some((scratch, bad));
                     }
                 }
@@ -331,7 +403,9 @@ fn describe_node(node: &Node) -> String {
         Value::Bool(value) => format!("a boolean `{value}`"),
         Value::Int(value) => format!("an integer `{value}`"),
         Value::Float(value) => format!("a number `{value}`"),
-        Value::String(text) if text.chars().count() <= 40 && !text.contains('\n') => format!("a string `{text}`"),
+        Value::String(text) if text.chars().count() <= 40 && !text.contains('\n') => {
+            format!("a string `{text}`")
+        }
         _ => node.describe().to_owned(),
     }
 }
@@ -342,7 +416,10 @@ fn join_or(items: &[impl AsRef<str>]) -> String {
         [one] => one.as_ref().to_owned(),
         [rest @ .., last] => format!(
             "{} or {}",
-            rest.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", "),
+            rest.iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(", "),
             last.as_ref()
         ),
     }
@@ -365,7 +442,9 @@ fn singular(noun: &str) -> String {
     let bare = noun.trim_matches('`');
     match bare {
         "preconditions" => "precondition".to_owned(),
-        _ => bare.strip_suffix('s').map_or_else(|| noun.to_owned(), str::to_owned),
+        _ => bare
+            .strip_suffix('s')
+            .map_or_else(|| noun.to_owned(), str::to_owned),
     }
 }
 
@@ -379,7 +458,13 @@ mod tests {
         let mut diagnostics = Diagnostics::new();
         let documents = crate::yaml::parse(&source, &mut diagnostics);
         let schema = crate::document::json_schema();
-        check(&schema, "RunbookDocument", &documents[0].root, &source, &mut diagnostics);
+        check(
+            &schema,
+            "RunbookDocument",
+            &documents[0].root,
+            &source,
+            &mut diagnostics,
+        );
         diagnostics
             .sorted()
             .iter()
@@ -389,7 +474,10 @@ mod tests {
                     d.span.start.line,
                     d.span.start.column,
                     d.message,
-                    d.help.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+                    d.help
+                        .as_deref()
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default()
                 )
             })
             .collect()
@@ -415,18 +503,25 @@ mod tests {
     #[test]
     fn unknown_field_suggests_nearest_name() {
         let text = format!("{HEAD}spec:\n  steps:\n    - run: [a]\n      neds: [b]\n");
-        assert_eq!(problems(&text), ["7:7: unknown field `neds` in step (did you mean `needs`?)"]);
+        assert_eq!(
+            problems(&text),
+            ["7:7: unknown field `neds` in step (did you mean `needs`?)"]
+        );
     }
 
     #[test]
     fn missing_required_field() {
         let text = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {namespace: x}\nspec:\n  steps: []\n";
-        assert_eq!(problems(text), ["3:11: missing required field `name` in metadata"]);
+        assert_eq!(
+            problems(text),
+            ["3:11: missing required field `name` in metadata"]
+        );
     }
 
     #[test]
     fn wrong_type_and_negative_retries() {
-        let text = format!("{HEAD}spec:\n  tags: tag\n  steps:\n    - run: [a]\n      retries: -1\n");
+        let text =
+            format!("{HEAD}spec:\n  tags: tag\n  steps:\n    - run: [a]\n      retries: -1\n");
         assert_eq!(
             problems(&text),
             [
@@ -438,7 +533,8 @@ mod tests {
 
     #[test]
     fn enum_values_suggest() {
-        let text = format!("{HEAD}spec:\n  params:\n    - name: a\n      type: strng\n  steps: []\n");
+        let text =
+            format!("{HEAD}spec:\n  params:\n    - name: a\n      type: strng\n  steps: []\n");
         assert_eq!(
             problems(&text),
             ["7:13: unknown value `strng` for param type, expected one of `string`, `integer`, `number`, `boolean`, `duration` (did you mean `string`?)"]
@@ -448,6 +544,9 @@ mod tests {
     #[test]
     fn untagged_alternatives_name_what_fits() {
         let text = format!("{HEAD}spec:\n  steps:\n    - run: 3\n");
-        assert_eq!(problems(&text), ["6:12: expected a string or a list, found an integer `3`"]);
+        assert_eq!(
+            problems(&text),
+            ["6:12: expected a string or a list, found an integer `3`"]
+        );
     }
 }

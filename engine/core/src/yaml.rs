@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use saphyr::Scalar;
-use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span as YamlSpan, SpannedEventReceiver, Tag};
+use saphyr_parser::{
+    Event, Marker, Parser, ScalarStyle, Span as YamlSpan, SpannedEventReceiver, Tag,
+};
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::source::{Position, Source, Span};
@@ -124,7 +126,9 @@ impl Node {
             Value::Null => Json::Null,
             Value::Bool(value) => Json::Bool(*value),
             Value::Int(value) => Json::from(*value),
-            Value::Float(value) => serde_json::Number::from_f64(*value).map_or(Json::Null, Json::Number),
+            Value::Float(value) => {
+                serde_json::Number::from_f64(*value).map_or(Json::Null, Json::Number)
+            }
             Value::String(value) => Json::String(value.clone()),
             Value::Seq(items) => Json::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => Json::Object(
@@ -236,13 +240,20 @@ impl Builder {
         true
     }
 
-    fn scalar(&mut self, text: Cow<'_, str>, style: ScalarStyle, tag: Option<Cow<'_, Tag>>, at: Span) -> Option<Node> {
+    fn scalar(
+        &mut self,
+        text: Cow<'_, str>,
+        style: ScalarStyle,
+        tag: Option<Cow<'_, Tag>>,
+        at: Span,
+    ) -> Option<Node> {
         let node_style = match style {
             ScalarStyle::Plain => Style::Plain,
             ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
             _ => Style::Block,
         };
-        let Some(scalar) = Scalar::parse_from_cow_and_metadata(text.clone(), style, tag.as_ref()) else {
+        let Some(scalar) = Scalar::parse_from_cow_and_metadata(text.clone(), style, tag.as_ref())
+        else {
             self.fail(at, "yaml-tag", format!("`{text}` does not fit its tag"));
             return None;
         };
@@ -252,7 +263,11 @@ impl Builder {
             Scalar::Integer(value) => Value::Int(value),
             Scalar::FloatingPoint(value) => {
                 if !value.is_finite() {
-                    self.fail(at, "yaml-number", format!("`{text}` is not a finite number"));
+                    self.fail(
+                        at,
+                        "yaml-number",
+                        format!("`{text}` is not a finite number"),
+                    );
                     return None;
                 }
                 Value::Float(value.into_inner())
@@ -287,7 +302,11 @@ impl Builder {
                         Value::Null => "null".to_owned(),
                         Value::Seq(_) | Value::Map(_) => {
                             let at = node.span;
-                            self.fail(at, "yaml-key", "mapping keys must be plain strings".to_owned());
+                            self.fail(
+                                at,
+                                "yaml-key",
+                                "mapping keys must be plain strings".to_owned(),
+                            );
                             return;
                         }
                     };
@@ -297,8 +316,12 @@ impl Builder {
                             first.key_span.start.line
                         );
                         let at = node.span;
-                        self.diagnostics
-                            .push(Diagnostic::error("duplicate-key", &self.source, at, message));
+                        self.diagnostics.push(Diagnostic::error(
+                            "duplicate-key",
+                            &self.source,
+                            at,
+                            message,
+                        ));
                     }
                     *pending_key = Some((key, node.span));
                 }
@@ -331,33 +354,42 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if self.stack.len() >= MAX_DEPTH {
-                    self.fail(at, "yaml-too-deep", format!("collections nest deeper than {MAX_DEPTH} levels"));
+                    self.fail(
+                        at,
+                        "yaml-too-deep",
+                        format!("collections nest deeper than {MAX_DEPTH} levels"),
+                    );
                     return;
                 }
                 if !self.count(1, at) {
                     return;
                 }
-                self.stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq {
-                        start: at.start,
-                        anchor,
-                        items: Vec::new(),
-                    }
-                } else {
-                    Frame::Map {
-                        start: at.start,
-                        anchor,
-                        entries: Vec::new(),
-                        pending_key: None,
-                    }
-                });
+                self.stack
+                    .push(if matches!(event, Event::SequenceStart(..)) {
+                        Frame::Seq {
+                            start: at.start,
+                            anchor,
+                            items: Vec::new(),
+                        }
+                    } else {
+                        Frame::Map {
+                            start: at.start,
+                            anchor,
+                            entries: Vec::new(),
+                            pending_key: None,
+                        }
+                    });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let Some(frame) = self.stack.pop() else {
                     return;
                 };
                 let (node, anchor) = match frame {
-                    Frame::Seq { start, anchor, items } => (
+                    Frame::Seq {
+                        start,
+                        anchor,
+                        items,
+                    } => (
                         Node {
                             value: Value::Seq(items),
                             span: Span::new(start, at.end),
@@ -424,7 +456,12 @@ mod tests {
         let messages = diagnostics
             .sorted()
             .iter()
-            .map(|d| format!("{}:{}: {}", d.span.start.line, d.span.start.column, d.message))
+            .map(|d| {
+                format!(
+                    "{}:{}: {}",
+                    d.span.start.line, d.span.start.column, d.message
+                )
+            })
             .collect();
         (documents, messages)
     }
@@ -434,7 +471,10 @@ mod tests {
         let (documents, messages) = parse_one("a:\n  b: [1, 'x']\n");
         assert!(messages.is_empty());
         let root = &documents[0].root;
-        assert_eq!(root.key_span("/a/b").map(|s| s.start), Some(Position::new(2, 3)));
+        assert_eq!(
+            root.key_span("/a/b").map(|s| s.start),
+            Some(Position::new(2, 3))
+        );
         let item = root.pointer("/a/b/1").expect("item");
         assert_eq!(item.span.start, Position::new(2, 10));
         assert_eq!(item.style, Style::Quoted);
@@ -462,7 +502,10 @@ mod tests {
     fn duplicate_keys_are_reported_and_the_first_kept() {
         let (documents, messages) = parse_one("a: 1\nb: 2\na: 3\n");
         assert_eq!(messages, ["3:1: duplicate key `a` (first given at line 1)"]);
-        assert_eq!(documents[0].root.to_json(), serde_json::json!({"a": 1, "b": 2}));
+        assert_eq!(
+            documents[0].root.to_json(),
+            serde_json::json!({"a": 1, "b": 2})
+        );
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! Golden tests: what a user sees, snapshotted under `tests/golden/` and reviewed like code.
+//!
+//! - `tests/golden/diagnostics/`: a corpus of broken runbooks, each aimed at one check, and
+//!   the exact `runbook validate` output (with caret excerpts) and exit code for each.
+//! - `tests/golden/plans/`: `plan` (text, markdown) and `graph` (dot, mermaid) for every
+//!   runbook in `runbooks/`.
+//!
+//! To accept changed output: `INSTA_UPDATE=always cargo test --test golden`, then review the
+//! diff of `tests/golden/` before committing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// Runs `runbook` from the repository root, returning exit code, stdout and stderr.
+fn runbook(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("RUNBOOK_DIR")
+        .env("RUNBOOK_LOG", "off")
+        .output()
+        .expect("runbook runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn golden_settings(folder: &str) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(root().join("tests/golden").join(folder));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings
+}
+
+/// The corpus: every `*.yaml` file and every folder directly under
+/// `tests/golden/diagnostics/cases/`, in name order.
+fn corpus() -> Vec<String> {
+    let folder = root().join("tests/golden/diagnostics/cases");
+    let mut cases: Vec<String> = std::fs::read_dir(&folder)
+        .expect("corpus folder")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".yaml") || !name.contains('.'))
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn broken_runbooks_get_precise_diagnostics() {
+    let cases = corpus();
+    assert!(
+        cases.len() >= 40,
+        "the corpus must hold at least 40 broken runbooks, found {}",
+        cases.len()
+    );
+    let settings = golden_settings("diagnostics");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let path = format!("tests/golden/diagnostics/cases/{case}");
+        let (code, stdout, stderr) = runbook(&["validate", "--excerpt", "always", &path]);
+        // Every case is broken on purpose: validate must refuse it, and never panic.
+        if code != 2 {
+            failures.push(format!("{case}: exit {code}, expected 2"));
+        }
+        if stderr.contains("panicked") {
+            failures.push(format!("{case}: panicked"));
+        }
+        let name = case.trim_end_matches(".yaml");
+        let shown =
+            format!("$ runbook validate --excerpt always {path}\nexit: {code}\n{stdout}{stderr}");
+        settings.bind(|| {
+            if std::panic::catch_unwind(|| insta::assert_snapshot!(name, shown)).is_err() {
+                failures.push(format!(
+                    "{case}: output differs from tests/golden/diagnostics/{name}.snap"
+                ));
+            }
+        });
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The names of the runbooks shipped in `runbooks/`.
+fn shipped_runbooks() -> Vec<String> {
+    let (code, stdout, stderr) = runbook(&["list", "--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let items: Vec<serde_json::Value> = serde_json::from_str(&stdout).expect("list --format json");
+    let mut names: Vec<String> = items
+        .iter()
+        .filter_map(|item| item["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn plans_and_graphs_of_shipped_runbooks() {
+    let names = shipped_runbooks();
+    assert!(names.contains(&"openbao-sealed".to_owned()));
+    let settings = golden_settings("plans");
+    let mut failures = Vec::new();
+    for name in &names {
+        for (command, format) in [
+            ("plan", "text"),
+            ("plan", "markdown"),
+            ("graph", "dot"),
+            ("graph", "mermaid"),
+        ] {
+            let (code, stdout, stderr) = runbook(&[command, name, "--format", format]);
+            if code != 0 {
+                failures.push(format!(
+                    "{command} {name} --format {format}: exit {code}: {stderr}"
+                ));
+                continue;
+            }
+            let snapshot = format!("{command}-{format}@{name}");
+            settings.bind(|| {
+                if std::panic::catch_unwind(|| insta::assert_snapshot!(snapshot, stdout)).is_err() {
+                    failures.push(format!(
+                        "{command} {name} --format {format}: output differs from its golden file"
+                    ));
+                }
+            });
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A fixture that uses every action, param type and fact source, in every output format.
+#[test]
+fn every_action_renders_in_every_format() {
+    let path = "tests/golden/fixtures/every-action.yaml";
+    let (code, _, stderr) = runbook(&["validate", "--deny-warnings", path]);
+    assert_eq!(code, 0, "{stderr}");
+    let settings = golden_settings("plans");
+    let mut failures = Vec::new();
+    for (command, format) in [
+        ("plan", "text"),
+        ("plan", "markdown"),
+        ("plan", "json"),
+        ("graph", "dot"),
+        ("graph", "mermaid"),
+    ] {
+        let (code, stdout, stderr) =
+            runbook(&[command, path, "--set", "node=worker-3", "--format", format]);
+        if code != 0 {
+            failures.push(format!(
+                "{command} --format {format}: exit {code}: {stderr}"
+            ));
+            continue;
+        }
+        let snapshot = format!("{command}-{format}@every-action");
+        settings.bind(|| {
+            if std::panic::catch_unwind(|| insta::assert_snapshot!(snapshot, stdout)).is_err() {
+                failures.push(format!(
+                    "{command} --format {format}: output differs from its golden file"
+                ));
+            }
+        });
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
