@@ -32,9 +32,11 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
         fact_sites: BTreeMap::new(),
     };
     let library_facts = checker.check_libraries(&workspace.libraries);
-    let mut runbooks = Vec::new();
+    // Names first (cheap, and file order decides which duplicate is reported), then each
+    // runbook on its own: they are independent, so they are checked on every core and merged
+    // in file order, which keeps the output identical to a sequential check.
     let mut names: HashMap<String, (Source, Span)> = HashMap::new();
-    let mut calls = Vec::new();
+    let mut unique = Vec::new();
     for loaded in &workspace.runbooks {
         let at = At::of(loaded);
         let name = &loaded.document.metadata.name;
@@ -59,13 +61,33 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
             name.clone(),
             (loaded.source.clone(), at.span("/metadata/name")),
         );
-        let before = checker.diagnostics.len();
-        let runbook = checker.check_runbook(loaded, &library_facts, &mut calls);
-        checker.drop_cascades(before, loaded);
-        // A document whose structure was damaged is checked for meaning, but never compiled.
-        if let Some(runbook) = runbook.filter(|_| loaded.damaged.is_empty()) {
-            runbooks.push(Arc::new(runbook));
-        }
+        unique.push(loaded);
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, unique.len().max(1));
+    let chunk = unique.len().div_ceil(workers).max(1);
+    let library = &library_facts;
+    let parts: Vec<CheckedPart> = std::thread::scope(|scope| {
+        let handles: Vec<_> = unique
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || check_runbooks(part, library)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut runbooks = Vec::new();
+    let mut calls = Vec::new();
+    for (part_runbooks, part_diagnostics, part_calls) in parts {
+        runbooks.extend(part_runbooks);
+        checker.diagnostics.extend(part_diagnostics);
+        calls.extend(part_calls);
     }
     let catalog = Catalog {
         runbooks,
@@ -76,6 +98,32 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
     };
     checker.check_calls(&catalog, &calls);
     catalog
+}
+
+/// What one worker of [`check`] found.
+type CheckedPart = (Vec<Arc<Runbook>>, Diagnostics, Vec<Call>);
+
+fn check_runbooks(
+    part: &[&Loaded<document::RunbookDocument>],
+    library: &BTreeMap<String, KnownFact>,
+) -> CheckedPart {
+    let mut diagnostics = Diagnostics::new();
+    let mut calls = Vec::new();
+    let mut runbooks = Vec::new();
+    let mut checker = Checker {
+        diagnostics: &mut diagnostics,
+        fact_sites: BTreeMap::new(),
+    };
+    for loaded in part {
+        let before = checker.diagnostics.len();
+        let runbook = checker.check_runbook(loaded, library, &mut calls);
+        checker.drop_cascades(before, loaded);
+        // A document whose structure was damaged is checked for meaning, but never compiled.
+        if let Some(runbook) = runbook.filter(|_| loaded.damaged.is_empty()) {
+            runbooks.push(Arc::new(runbook));
+        }
+    }
+    (runbooks, diagnostics, calls)
 }
 
 /// Positions inside one document.
@@ -1002,18 +1050,14 @@ impl Checker<'_> {
                 );
                 return None;
             }
-            match regex::Regex::new(&format!("^(?:{text})$")) {
-                Ok(regex) => Some(regex),
-                Err(error) => {
-                    let reason = error.to_string();
+            match crate::pattern::Pattern::anchored(text) {
+                Ok(pattern) => Some(pattern),
+                Err(reason) => {
                     self.error(
                         "param-pattern",
                         at,
                         at.span(&format!("{pointer}/pattern")),
-                        format!(
-                            "invalid regex in `pattern`: {}",
-                            reason.lines().last().unwrap_or(&reason)
-                        ),
+                        format!("invalid regex in `pattern`: {reason}"),
                     );
                     None
                 }
@@ -2474,7 +2518,7 @@ fn escape_pointer(key: &str) -> String {
 /// Checks a bound value against a param's pattern and allowed values.
 pub fn validate_param(
     value: &ParamValue,
-    pattern: Option<&regex::Regex>,
+    pattern: Option<&crate::pattern::Pattern>,
     allowed: &[ParamValue],
 ) -> Result<(), String> {
     if let (Some(pattern), ParamValue::String(text)) = (pattern, value) {

@@ -20,6 +20,7 @@ pub mod document;
 pub mod expr;
 pub mod loader;
 pub mod matcher;
+pub mod pattern;
 pub mod render;
 pub mod runbook;
 pub mod source;

@@ -110,11 +110,43 @@ impl Loader {
         }
         files.sort();
         files.dedup();
+        // Files are independent: load them on every core, then merge in file order so the
+        // result is the same as a sequential load.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, files.len().max(1));
+        let chunk = files.len().div_ceil(workers).max(1);
+        let parts: Vec<(Workspace, Diagnostics)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || self.load_files(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
         let mut workspace = Workspace::default();
-        for file in &files {
+        for (part, part_diagnostics) in parts {
+            workspace.runbooks.extend(part.runbooks);
+            workspace.libraries.extend(part.libraries);
+            diagnostics.extend(part_diagnostics);
+        }
+        workspace.files = files;
+        workspace
+    }
+
+    fn load_files(&self, files: &[PathBuf]) -> (Workspace, Diagnostics) {
+        let mut workspace = Workspace::default();
+        let mut diagnostics = Diagnostics::new();
+        for file in files {
             match std::fs::read(file) {
                 Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => self.load_text(file, text, &mut workspace, diagnostics),
+                    Ok(text) => self.load_text(file, text, &mut workspace, &mut diagnostics),
                     Err(_) => diagnostics.push(file_error(file, "the file is not valid UTF-8")),
                 },
                 Err(error) => {
@@ -122,8 +154,7 @@ impl Loader {
                 }
             }
         }
-        workspace.files = files;
-        workspace
+        (workspace, diagnostics)
     }
 
     /// Loads one file's text (also used by tests and by `--alert`-free in-memory callers).

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use regex::Regex;
+use crate::pattern::Pattern;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -32,7 +32,7 @@ pub struct Matcher {
     pub name: String,
     pub op: Op,
     pub value: String,
-    regex: Option<Regex>,
+    regex: Option<Pattern>,
 }
 
 /// Why a matcher did not parse, and the character offset in its text where.
@@ -89,15 +89,12 @@ impl Matcher {
             rest.to_owned()
         };
         let regex = match op {
-            Op::Regex | Op::NotRegex => Some(Regex::new(&format!("^(?:{value})$")).map_err(
-                |error| MatcherError {
-                    message: format!(
-                        "invalid regex: {}",
-                        error.to_string().lines().last().unwrap_or("")
-                    ),
+            Op::Regex | Op::NotRegex => {
+                Some(Pattern::anchored(&value).map_err(|reason| MatcherError {
+                    message: format!("invalid regex: {reason}"),
                     offset: value_offset,
-                },
-            )?),
+                })?)
+            }
             _ => None,
         };
         Ok(Self {

@@ -76,7 +76,7 @@ pub struct ParamSpec {
     pub from: Option<AlertField>,
     pub required: bool,
     pub secret: bool,
-    pub pattern: Option<regex::Regex>,
+    pub pattern: Option<crate::pattern::Pattern>,
     pub allowed: Vec<ParamValue>,
     pub span: Span,
 }
