@@ -570,3 +570,30 @@ fn readme_example_validates() {
         out.stdout
     );
 }
+
+/// A `${...}` with spaces inside a string-form command stays one argument (found by the
+/// diagnostics corpus review: the command used to be split inside the hole).
+#[test]
+fn string_commands_keep_template_holes_whole() {
+    let text = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: bump
+spec:
+  params:
+    - name: replicas
+      type: integer
+      default: 3
+  steps:
+    - run: kubectl scale deploy/api --replicas=${params.replicas + 1} -n "team a"
+      irreversible: demo
+"#;
+    let dir = folder(&[("bump.yaml", text)]);
+    let out = runbook_in(dir.path(), &["plan", "bump", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON plan");
+    assert_eq!(
+        plan["steps"][0]["action"]["summary"],
+        "run kubectl scale deploy/api --replicas=4 -n 'team a'"
+    );
+}

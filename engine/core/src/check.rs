@@ -89,7 +89,7 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
         checker.diagnostics.extend(part_diagnostics);
         calls.extend(part_calls);
     }
-    let catalog = Catalog {
+    let mut catalog = Catalog {
         runbooks,
         library_facts: library_facts
             .into_iter()
@@ -97,6 +97,17 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
             .collect(),
     };
     checker.check_calls(&catalog, &calls);
+    // A file with any error (a duplicate key, a bad apiVersion, a call to a runbook that does
+    // not exist) yields no runbook to plan or run.
+    let broken: BTreeSet<std::path::PathBuf> = checker
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == crate::diagnostic::Severity::Error)
+        .map(|d| d.path().to_path_buf())
+        .collect();
+    catalog
+        .runbooks
+        .retain(|runbook| !broken.contains(runbook.source.path()));
     catalog
 }
 
@@ -165,18 +176,33 @@ impl<'a> At<'a> {
     fn inside(&self, pointer: &str, text: &str, line: usize, column: usize) -> Span {
         let node_span = self.span(pointer);
         let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
-        let lead = line_text.chars().take_while(|c| c.is_whitespace()).count();
-        let needle = line_text.trim();
         let lines = text.lines().count() + 2;
-        match self.source.find_after(needle, node_span.start, lines) {
-            Some(found) => {
-                let column = (found.column + column.saturating_sub(1))
-                    .saturating_sub(lead)
-                    .max(1);
-                Span::point(Position::new(found.line, column))
+        let characters: Vec<char> = line_text.chars().collect();
+        let target = column.saturating_sub(1).min(characters.len());
+        // Candidates: the whole line; then short pieces right at and right before the column,
+        // which still match when quoting, escapes or folding changed the rest of the line.
+        let lead = characters.iter().take_while(|c| c.is_whitespace()).count();
+        let mut candidates: Vec<(String, usize)> =
+            vec![(line_text.trim().to_owned(), target.saturating_sub(lead))];
+        for width in [12, 6, 3] {
+            let after: String = characters[target..(target + width).min(characters.len())]
+                .iter()
+                .collect();
+            if !after.trim().is_empty() && after.chars().count() == width {
+                candidates.push((after, 0));
             }
-            None => Span::point(node_span.start),
+            let start = target.saturating_sub(width);
+            let before: String = characters[start..target].iter().collect();
+            if before.chars().count() == width && !before.trim().is_empty() {
+                candidates.push((before, width));
+            }
         }
+        for (needle, offset) in candidates {
+            if let Some(found) = self.source.find_after(&needle, node_span.start, lines) {
+                return Span::point(Position::new(found.line, found.column + offset));
+            }
+        }
+        Span::point(node_span.start)
     }
 
     /// Whether a `# runbook:allow CODE reason` comment on the line of `span` or the line
@@ -281,9 +307,10 @@ impl Checker<'_> {
             let library_name = &loaded.document.metadata.name;
             if let Some((source, span)) = library_names.get(library_name) {
                 let message = format!(
-                    "fact library `{library_name}` is already defined at {}:{}",
+                    "fact library `{library_name}` is already defined at {}:{}:{}",
                     source.path().display(),
-                    span.start.line
+                    span.start.line,
+                    span.start.column
                 );
                 self.error("duplicate-library", at, at.span("/metadata/name"), message);
             } else {
@@ -920,7 +947,8 @@ impl Checker<'_> {
             let read_by_others = local_known
                 .values()
                 .any(|other| other.spec.reads.contains(&fact.name));
-            if local_names.contains(&fact.name)
+            if self.diagnostics.error_count() == before
+                && local_names.contains(&fact.name)
                 && !reads.facts.contains(&fact.name)
                 && !read_by_others
             {
@@ -934,11 +962,21 @@ impl Checker<'_> {
         // Every fact read, through other facts too.
         let mut facts = BTreeMap::new();
         let mut pending: Vec<String> = reads.facts.iter().cloned().collect();
+        let mut via: BTreeMap<String, String> = BTreeMap::new();
         while let Some(fact_name) = pending.pop() {
             if facts.contains_key(&fact_name) {
                 continue;
             }
             if let Some(fact) = known.get(&fact_name) {
+                // A fact read through another is reported where the first one is read.
+                if let Some(site) = self.fact_sites.get(&fact_name).cloned() {
+                    for read in &fact.spec.reads {
+                        self.fact_sites
+                            .entry(read.clone())
+                            .or_insert_with(|| site.clone());
+                        via.entry(read.clone()).or_insert_with(|| fact_name.clone());
+                    }
+                }
                 pending.extend(fact.spec.reads.iter().cloned());
                 for param in &fact.spec.params {
                     if !param_names.contains(param) {
@@ -953,9 +991,10 @@ impl Checker<'_> {
                                 &source,
                                 span,
                                 format!(
-                                    "fact `{fact_name}` ({}:{}) reads `params.{param}`, which this runbook does not declare",
+                                    "fact `{fact_name}` ({}:{}){} reads `params.{param}`, which this runbook does not declare",
                                     fact.spec.origin.path().display(),
-                                    fact.spec.span.start.line
+                                    fact.spec.span.start.line,
+                                    via.get(&fact_name).map(|reader| format!(", read through `{reader}`,")).unwrap_or_default(),
                                 ),
                             )
                             .with_help(format!("declare it under `params:`: `- name: {param}`")),
@@ -1253,13 +1292,35 @@ impl Checker<'_> {
             } else {
                 at.span(&pointer)
             };
-            self.error_help(
-                "cycle",
-                at,
-                span,
-                format!("steps depend on each other in a cycle: {path}"),
-                Some("a step without `needs` waits for the step before it; break the cycle by changing one `needs`".to_owned()),
-            );
+            let (message, help) = if cycle.len() == 1 {
+                (
+                    format!("step `{first}` needs itself"),
+                    "remove it from its own `needs`".to_owned(),
+                )
+            } else {
+                // Say which links come from file order rather than a written `needs`.
+                let implicit: Vec<String> = cycle
+                    .iter()
+                    .zip(cycle.iter().skip(1).chain(std::iter::once(&first)))
+                    .filter(|(step, _)| {
+                        ids.iter()
+                            .position(|id| id == *step)
+                            .is_some_and(|position| documents[position].needs.is_none())
+                    })
+                    .map(|(step, dependency)| {
+                        format!("`{step}` waits for `{dependency}` because it has no `needs`")
+                    })
+                    .collect();
+                let mut message = format!("steps depend on each other in a cycle: {path}");
+                if !implicit.is_empty() {
+                    message.push_str(&format!(" ({})", implicit.join("; ")));
+                }
+                (
+                    message,
+                    "break the cycle by changing one `needs`".to_owned(),
+                )
+            };
+            self.error_help("cycle", at, span, message, Some(help));
         }
 
         let mut steps = Vec::new();
@@ -1518,6 +1579,7 @@ impl Checker<'_> {
                         "give it one of {}",
                         ACTIONS
                             .iter()
+                            .filter(|action| !(in_undo && **action == "confirm"))
                             .map(|a| format!("`{a}`"))
                             .collect::<Vec<_>>()
                             .join(", ")
@@ -2053,7 +2115,7 @@ impl Checker<'_> {
                 .enumerate()
                 .map(|(i, w)| (w.clone(), format!("{pointer}/{i}")))
                 .collect(),
-            Command::Line(line) => match shell_words::split(line) {
+            Command::Line(line) => match crate::expr::split_command(line) {
                 Ok(words) => words.into_iter().map(|w| (w, pointer.to_owned())).collect(),
                 Err(_) => {
                     self.error_help(
@@ -2261,12 +2323,17 @@ impl Checker<'_> {
                     {
                         help = Some(format!("params are read as `params.{root}`"));
                     }
+                    if root == "alert" && depth == 1 {
+                        help = Some("alert labels reach expressions through params: declare a param with `from: alert.labels.NAME` and read `params.NAME`".to_owned());
+                    }
                     let help = help.or_else(|| {
                         Some(
                             "define it under `facts:` in the runbook or in a fact library"
                                 .to_owned(),
                         )
                     });
+                    // Underline just the part that names nothing.
+                    let span = Span::on_line(span.start, unknown.chars().count());
                     let message = if depth == 1 {
                         format!("unknown name `{unknown}`: not a fact or `params`")
                     } else {
@@ -2350,7 +2417,7 @@ impl Checker<'_> {
 }
 
 /// Names the engine binds in every expression.
-const RESERVED_ROOTS: [&str; 4] = ["params", "object", "alert", "run"];
+const RESERVED_ROOTS: [&str; 2] = ["params", "object"];
 
 const ACTIONS: [&str; 18] = [
     "run", "scale", "restart", "patch", "apply", "annotate", "label", "delete", "cordon",

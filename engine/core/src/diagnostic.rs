@@ -291,7 +291,13 @@ pub fn render_github(diagnostic: &Diagnostic) -> String {
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
+        .map(|candidate| {
+            // Short words score low on Jaro-Winkler even for one-letter slips (`rn`/`run`).
+            let one_edit =
+                word.chars().count() >= 2 && strsim::damerau_levenshtein(word, candidate) <= 1;
+            let score = strsim::jaro_winkler(word, candidate);
+            (if one_edit { score.max(0.8) } else { score }, candidate)
+        })
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, candidate)| candidate)
@@ -345,5 +351,7 @@ mod tests {
     fn suggests_only_near_names() {
         assert_eq!(suggest("neds", ["needs", "when", "timeout"]), Some("needs"));
         assert_eq!(suggest("zzzz", ["needs", "when"]), None);
+        assert_eq!(suggest("rn", ["id", "run", "readonly"]), Some("run"));
+        assert_eq!(suggest("rn", ["id", "run", "readonly"]), Some("run"));
     }
 }

@@ -265,6 +265,65 @@ impl Template {
     }
 }
 
+/// Splits a command line into argv the way a shell would split words (quotes respected), but
+/// keeps every `${...}` hole whole, so `--replicas=${params.replicas + 1}` stays one argument.
+/// Nothing is ever run by a shell.
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    // Swap each hole for a placeholder without spaces or quotes, split, then put them back.
+    let characters: Vec<char> = line.chars().collect();
+    let mut protected = String::new();
+    let mut holes: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < characters.len() {
+        if characters[index..].starts_with(&['$', '$', '{']) {
+            protected.push_str("$${");
+            index += 3;
+        } else if characters[index..].starts_with(&['$', '{']) {
+            match closing_brace(&characters, index + 2) {
+                Some(end) => {
+                    holes.push(characters[index..=end].iter().collect());
+                    protected.push_str(&format!("\u{e000}{}\u{e001}", holes.len() - 1));
+                    index = end + 1;
+                }
+                None => {
+                    protected.extend(&characters[index..]);
+                    break;
+                }
+            }
+        } else {
+            protected.push(characters[index]);
+            index += 1;
+        }
+    }
+    let words = shell_words::split(&protected).map_err(|_| "a quote is never closed".to_owned())?;
+    Ok(words
+        .into_iter()
+        .map(|word| {
+            let mut restored = String::new();
+            let mut rest = word.as_str();
+            while let Some(start) = rest.find('\u{e000}') {
+                restored.push_str(&rest[..start]);
+                let after = &rest[start + '\u{e000}'.len_utf8()..];
+                match after
+                    .find('\u{e001}')
+                    .and_then(|end| Some((after[..end].parse::<usize>().ok()?, end)))
+                {
+                    Some((hole, end)) if hole < holes.len() => {
+                        restored.push_str(&holes[hole]);
+                        rest = &after[end + '\u{e001}'.len_utf8()..];
+                    }
+                    _ => {
+                        restored.push('\u{e000}');
+                        rest = after;
+                    }
+                }
+            }
+            restored.push_str(rest);
+            restored
+        })
+        .collect())
+}
+
 /// The index of the `}` that closes a hole opened just before `start`, skipping braces inside
 /// string literals and nested map literals.
 fn closing_brace(characters: &[char], start: usize) -> Option<usize> {
@@ -347,6 +406,36 @@ mod tests {
             .expect("compiles")
             .ast;
         assert!(engine.eval_ast::<rhai::Dynamic>(&ast).is_err());
+    }
+
+    #[test]
+    fn command_lines_split_into_argv_keeping_holes_whole() {
+        assert_eq!(
+            split_command(
+                "kubectl scale deploy/api --replicas=${params.replicas + 1} -n '${params.ns}'"
+            )
+            .expect("splits"),
+            [
+                "kubectl",
+                "scale",
+                "deploy/api",
+                "--replicas=${params.replicas + 1}",
+                "-n",
+                "${params.ns}"
+            ]
+        );
+        assert_eq!(
+            split_command("echo \"a b\" ${ #{k: \"x y\"}.k }").expect("splits"),
+            ["echo", "a b", "${ #{k: \"x y\"}.k }"]
+        );
+        assert_eq!(
+            split_command("echo 'unclosed").expect_err("fails"),
+            "a quote is never closed"
+        );
+        assert_eq!(
+            split_command("echo ${unclosed").expect("splits"),
+            ["echo", "${unclosed"]
+        );
     }
 
     #[test]

@@ -58,6 +58,12 @@ impl Matcher {
         }
         let rest = body[name_end..].trim_start();
         let op_offset = trimmed_start + body.len() - rest.len();
+        if rest.starts_with("==") {
+            return Err(MatcherError {
+                message: "`==` is not a matcher operator; use `=` (or `=~` for a regex)".to_owned(),
+                offset: op_offset,
+            });
+        }
         let (op, rest) = if let Some(rest) = rest.strip_prefix("=~") {
             (Op::Regex, rest)
         } else if let Some(rest) = rest.strip_prefix("!~") {
@@ -196,5 +202,7 @@ mod tests {
         assert_eq!(Matcher::parse(r#"ns=~"(a""#).expect_err("fails").offset, 4);
         assert!(Matcher::parse(r#"ns="open"#).is_err());
         assert!(Matcher::parse("=x").is_err());
+        let error = Matcher::parse(r#"severity=="critical""#).expect_err("fails");
+        assert_eq!((error.offset, error.message.starts_with("`==`")), (8, true));
     }
 }

@@ -52,8 +52,25 @@ pub fn template(plan: &Plan, template: &Template) -> String {
 }
 
 fn argv(plan: &Plan, argv: &[Template]) -> String {
-    let words: Vec<String> = argv.iter().map(|word| template(plan, word)).collect();
-    shell_words::join(words)
+    argv.iter()
+        .map(|word| shell_quote(&template(plan, word)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Quotes a word for display only where a shell would need it, so a command reads the way an
+/// engineer would type it (`-format=json`, not `'-format=json'`). Commands are never run
+/// through a shell; this is how they are shown.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,^".contains(c) || !c.is_ascii());
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 fn json_template(plan: &Plan, value: &JsonTemplate) -> Json {
@@ -913,4 +930,18 @@ pub fn graph_mermaid(plan: &Plan) -> String {
         let _ = writeln!(out, "  {} {arrow} {}", ids[&source], ids[&target]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quotes_only_what_a_shell_would_need() {
+        assert_eq!(shell_quote("-format=json"), "-format=json");
+        assert_eq!(shell_quote("team a"), "'team a'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$(id)"), "'$(id)'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -113,8 +113,14 @@ impl<'a> Checker<'a> {
         }
         if let Some(types) = types_of(schema) {
             if !types.iter().any(|kind| accepts(kind, node)) {
+                // `null` is how optional fields are typed; "or null" would only distract.
+                let shown: Vec<&str> = types
+                    .iter()
+                    .copied()
+                    .filter(|kind| *kind != "null" || types.len() == 1)
+                    .collect();
                 let expected = join_or(
-                    &types
+                    &shown
                         .iter()
                         .map(|kind| describe_type(kind))
                         .collect::<Vec<_>>(),
@@ -547,6 +553,11 @@ mod tests {
         assert_eq!(
             problems(&text),
             ["6:12: expected a string or a list, found an integer `3`"]
+        );
+        let text = format!("{HEAD}spec:\n  steps:\n    - run: [a]\n      needs: a\n");
+        assert_eq!(
+            problems(&text),
+            ["7:14: expected a list, found a string `a`"]
         );
     }
 }

@@ -163,12 +163,21 @@ pub fn parse(source: &Source, diagnostics: &mut Diagnostics) -> Vec<YamlDocument
     let mut parser = Parser::new_from_str(source.text());
     if let Err(error) = parser.load(&mut builder, true) {
         let position = position(error.marker());
-        builder.diagnostics.push(Diagnostic::error(
-            "yaml-syntax",
-            source,
-            Span::point(position),
-            format!("invalid YAML: {}", error.info()),
-        ));
+        // The parser often trips a line away from a tab used for indentation; point at the tab.
+        let tab = (position.line.saturating_sub(1)..=position.line + 1).find_map(|line| {
+            let text = source.line(line)?;
+            let indent: String = text.chars().take_while(|c| c.is_whitespace()).collect();
+            indent
+                .find('\t')
+                .map(|column| Position::new(line, indent[..column].chars().count() + 1))
+        });
+        let message = format!("invalid YAML: {}", error.info());
+        let diagnostic = match tab {
+            Some(at) => Diagnostic::error("yaml-syntax", source, Span::point(at), message)
+                .with_help("YAML does not allow tabs for indentation; indent with spaces"),
+            None => Diagnostic::error("yaml-syntax", source, Span::point(position), message),
+        };
+        builder.diagnostics.push(diagnostic);
         builder.failed = true;
     }
     let failed = builder.failed;
