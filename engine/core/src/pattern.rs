@@ -17,7 +17,7 @@ impl Pattern {
     /// Compiles `written` anchored at both ends, as Alertmanager anchors its regexes.
     pub fn anchored(written: &str) -> Result<Self, String> {
         let regex = Regex::builder()
-            .configure(Config::new().dfa(false))
+            .configure(Config::new().dfa(false).onepass(false))
             .build(&format!("^(?:{written})$"))
             .map_err(|error| {
                 // A syntax error's last line says what is wrong ("unclosed group").
