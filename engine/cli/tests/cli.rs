@@ -597,3 +597,66 @@ spec:
         "run kubectl scale deploy/api --replicas=4 -n 'team a'"
     );
 }
+
+#[test]
+fn runbook_dir_comes_from_the_environment() {
+    let dir = folder(&[("scale.yaml", SCALE)]);
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["list"])
+        .current_dir(std::env::temp_dir())
+        .env("RUNBOOK_DIR", dir.path().join("runbooks"))
+        .env("RUNBOOK_LOG", "off")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("scale-api"));
+}
+
+/// Mermaid has no validator we can run offline, so check what breaks a Mermaid parser: every
+/// edge joins declared nodes, and labels carry no raw quote, bracket or pipe.
+#[test]
+fn graph_mermaid_is_well_formed() {
+    let out = runbook(&[
+        "graph",
+        "tests/golden/fixtures/every-action.yaml",
+        "--set",
+        "node=w1",
+        "--format",
+        "mermaid",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("flowchart TD"));
+    let mut declared = std::collections::BTreeSet::new();
+    let mut edges = 0;
+    for line in lines {
+        let line = line.trim();
+        let id: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let rest = &line[id.len()..];
+        if rest.starts_with(' ') {
+            let target = rest.split_whitespace().last().expect("edge target");
+            assert!(
+                declared.contains(&id) && declared.contains(target),
+                "edge to an undeclared node: {line}"
+            );
+            edges += 1;
+        } else {
+            let label_start = rest.find('"').expect("quoted label") + 1;
+            let label_end = rest.rfind('"').expect("closing quote");
+            let label = &rest[label_start..label_end];
+            assert!(
+                !label.contains(['"', '<', '>', '|', '`']),
+                "unescaped label: {line}"
+            );
+            declared.insert(id);
+        }
+    }
+    assert!(
+        declared.len() > 20 && edges > 20,
+        "{} nodes, {edges} edges",
+        declared.len()
+    );
+}

@@ -266,3 +266,151 @@ fn stable_topological_order(graph: &DiGraph<PlanNode, Dependency>) -> Vec<NodeIn
     }
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::diagnostic::Diagnostics;
+    use crate::loader::{Loader, Workspace};
+
+    fn plan(text: &str) -> Plan {
+        let mut diagnostics = Diagnostics::new();
+        let mut workspace = Workspace::default();
+        Loader::new().load_text(
+            Path::new("t.yaml"),
+            text.to_owned(),
+            &mut workspace,
+            &mut diagnostics,
+        );
+        let catalog = crate::check::check(&workspace, &mut diagnostics);
+        assert!(
+            !diagnostics.has_errors(),
+            "{:?}",
+            diagnostics
+                .sorted()
+                .iter()
+                .map(|d| &d.message)
+                .collect::<Vec<_>>()
+        );
+        let runbook = catalog.runbooks[0].clone();
+        let (bindings, _) = crate::bind::bind(&runbook, &[], None);
+        Compiler::compile(runbook, bindings, None)
+    }
+
+    fn edges(plan: &Plan, kind: Dependency) -> Vec<String> {
+        let name = |node: &PlanNode| match node {
+            PlanNode::Fact(name) => format!("fact:{name}"),
+            PlanNode::Precondition(index) => format!("pre:{index}"),
+            PlanNode::Step(index) => format!("step:{}", plan.runbook.steps[*index].id),
+            PlanNode::Undo(index) => format!("undo:{}", plan.runbook.steps[*index].id),
+            PlanNode::Rollback => "rollback".to_owned(),
+        };
+        let mut found: Vec<String> = plan
+            .graph
+            .edge_indices()
+            .filter(|edge| plan.graph[*edge] == kind)
+            .filter_map(|edge| plan.graph.edge_endpoints(edge))
+            .map(|(source, target)| {
+                format!(
+                    "{} -> {}",
+                    name(&plan.graph[source]),
+                    name(&plan.graph[target])
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    const RUNBOOK: &str = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: t}
+spec:
+  facts:
+    - {name: app.deploy, kubernetes: {kind: Deployment, name: app, namespace: x}}
+    - {name: app.ready, expr: app.deploy.status.readyReplicas > 0}
+    - {name: other.thing, kubernetes: {kind: Node}}
+  preconditions:
+    - check: app.ready
+  steps:
+    - {id: a, scale: {name: app, namespace: x, replicas: 2}}
+    - {id: b, needs: [], run: [echo], readonly: true}
+    - {id: c, needs: [a, b], verify: app.deploy.status.replicas == 2}
+    - {id: d, when: other.thing.items.len() > 0, cordon: {node: n1}}
+  rollback: page-oncall
+";
+
+    #[test]
+    fn dependencies_follow_needs_file_order_and_preconditions() {
+        let plan = plan(RUNBOOK);
+        assert_eq!(
+            edges(&plan, Dependency::Order),
+            [
+                "pre:0 -> step:a",
+                "pre:0 -> step:b",
+                "step:a -> step:c",
+                "step:b -> step:c",
+                "step:c -> step:d"
+            ]
+        );
+        assert_eq!(plan.stages, [vec![0, 1], vec![2], vec![3]]);
+    }
+
+    #[test]
+    fn expressions_depend_on_the_facts_they_read() {
+        let plan = plan(RUNBOOK);
+        assert_eq!(
+            edges(&plan, Dependency::Data),
+            [
+                "fact:app.deploy -> fact:app.ready",
+                "fact:app.deploy -> step:c",
+                "fact:app.ready -> pre:0",
+                "fact:other.thing -> step:d"
+            ]
+        );
+    }
+
+    #[test]
+    fn undos_and_rollback_form_the_compensation_path() {
+        let plan = plan(RUNBOOK);
+        assert_eq!(
+            edges(&plan, Dependency::Compensation),
+            [
+                "step:a -> undo:a",
+                "step:d -> undo:d",
+                "undo:a -> rollback",
+                "undo:d -> rollback"
+            ]
+        );
+    }
+
+    #[test]
+    fn order_is_topological_and_stable() {
+        let plan = plan(RUNBOOK);
+        let position = |node: &PlanNode| {
+            plan.order
+                .iter()
+                .position(|index| &plan.graph[*index] == node)
+                .expect("in order")
+        };
+        for edge in plan.graph.edge_indices() {
+            let (source, target) = plan.graph.edge_endpoints(edge).expect("edge");
+            assert!(position(&plan.graph[source]) < position(&plan.graph[target]));
+        }
+        assert_eq!(plan.order.len(), plan.graph.node_count());
+        let again = super::tests::plan(RUNBOOK);
+        assert_eq!(
+            plan.order
+                .iter()
+                .map(|i| plan.graph[*i].clone())
+                .collect::<Vec<_>>(),
+            again
+                .order
+                .iter()
+                .map(|i| again.graph[*i].clone())
+                .collect::<Vec<_>>()
+        );
+    }
+}
