@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // Run outcomes (1, 3, 4, 5) are produced by `runbook run`, which lands with the executor.
 pub enum Exit {
     /// 0: the command or run succeeded.
     Succeeded = 0,
@@ -17,6 +16,20 @@ pub enum Exit {
     Stopped = 4,
     /// 5: an undo or the rollback failed; a human must act.
     RollbackFailed = 5,
+}
+
+impl Exit {
+    /// The exit for a run's documented code.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => Self::Succeeded,
+            1 => Self::RolledBack,
+            3 => Self::PreconditionFailed,
+            4 => Self::Stopped,
+            5 => Self::RollbackFailed,
+            _ => Self::Invalid,
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {

@@ -1,6 +1,7 @@
 //! The `runbook` command line: thin commands over the one compiler in `runbook-core`.
 
 mod exit;
+mod world;
 
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
@@ -79,6 +80,50 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Run a runbook: preconditions, steps and verify; on failure, undo and roll back.
+    Run {
+        /// A runbook name (`metadata.name`) or a path to a runbook file.
+        name: String,
+        /// Bind a param: `--set namespace=openbao`.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        /// Bind params from the first firing alert in an Alertmanager webhook payload.
+        #[arg(long, value_name = "FILE")]
+        alert: Option<PathBuf>,
+        /// Read live, validate every change server-side, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Approve every confirmation gate.
+        #[arg(long)]
+        yes: bool,
+        /// Run against a simulated cluster loaded from a scenario file.
+        #[arg(long, value_name = "SCENARIO")]
+        simulate: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// The namespace for objects whose runbook names none.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// Steps that may run at once.
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+    },
+    /// The runs recorded in the state dir, newest last.
+    Runs {
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// One run's journal.
+    Show {
+        run_id: String,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// The JSON Schema for runbooks and fact libraries.
     Schema,
     /// Shell completions.
@@ -112,6 +157,12 @@ enum PlanFormat {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum GraphFormat {
     Dot,
@@ -142,6 +193,38 @@ fn main() -> ExitCode {
             format,
         } => plan(&cli.dir, &name, &sets, alert.as_deref(), format),
         Command::Graph { name, sets, format } => graph(&cli.dir, &name, &sets, format),
+        Command::Run {
+            name,
+            sets,
+            alert,
+            dry_run,
+            yes,
+            simulate,
+            output,
+            state_dir,
+            namespace,
+            parallelism,
+        } => run(
+            &cli.dir,
+            RunArgs {
+                name,
+                sets,
+                alert,
+                dry_run,
+                yes,
+                simulate,
+                output,
+                state_dir,
+                namespace,
+                parallelism,
+            },
+        ),
+        Command::Runs { state_dir } => runs(state_dir.as_deref()),
+        Command::Show {
+            run_id,
+            state_dir,
+            output,
+        } => show(&run_id, state_dir.as_deref(), output),
         Command::Schema => schema(),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -533,5 +616,262 @@ fn schema() -> anyhow::Result<Exit> {
         "{}",
         serde_json::to_string_pretty(&runbook_core::document::json_schema())?
     );
+    Ok(Exit::Succeeded)
+}
+
+struct RunArgs {
+    name: String,
+    sets: Vec<String>,
+    alert: Option<PathBuf>,
+    dry_run: bool,
+    yes: bool,
+    simulate: Option<PathBuf>,
+    output: OutputFormat,
+    state_dir: Option<PathBuf>,
+    namespace: String,
+    parallelism: usize,
+}
+
+fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
+    use runbook_core::effects::{Answer, Effects, FixedAnswer, Prompter, Reporter, SystemClock};
+    use sha2::Digest as _;
+
+    let plan = match build_plan(dir, &args.name, &args.sets, args.alert.as_deref(), false)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    let Some(scenario_path) = args.simulate.as_deref() else {
+        anyhow::bail!(
+            "runbook `{}`: this build has no live-cluster connection yet; run it against a simulated cluster with --simulate SCENARIO",
+            plan.runbook.name
+        );
+    };
+    let scenario = match runbook_core::sim::load_scenario(scenario_path) {
+        Ok(scenario) => scenario,
+        Err(diagnostics) => {
+            print_diagnostics(diagnostics, DiagnosticFormat::Text, When::Auto)?;
+            eprintln!("error: scenario {} is invalid", scenario_path.display());
+            return Ok(Exit::Invalid);
+        }
+    };
+    let world = Arc::new(runbook_core::sim::SimWorld::new(&scenario));
+
+    let state_dir = world::state_dir(args.state_dir.as_deref());
+    let run_id = world::new_run_id(&plan.runbook.name);
+    let params = serde_json::to_string(&plan.bindings.values).unwrap_or_default();
+    let target = format!(
+        "{}-{}",
+        plan.runbook.name,
+        hex(&sha2::Sha256::digest(params.as_bytes())[..6])
+    );
+    // A dry-run changes nothing, so it needs no lock and never blocks a real run.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        match world::RunLock::acquire(&state_dir, &target, &run_id) {
+            Ok(lock) => Some(lock),
+            Err(holder) => {
+                eprintln!(
+                    "error: runbook `{}` with these params is already running: {holder}",
+                    plan.runbook.name
+                );
+                return Ok(Exit::Stopped);
+            }
+        }
+    };
+    let journal = Arc::new(
+        runbook_core::journal::Journal::create(&state_dir, &run_id)
+            .with_context(|| format!("cannot create the journal in {}", state_dir.display()))?,
+    );
+    let reporter: Arc<dyn Reporter> = match args.output {
+        OutputFormat::Json => Arc::new(world::JsonLines),
+        OutputFormat::Text if std::io::stderr().is_terminal() => Arc::new(world::Progress::new()),
+        OutputFormat::Text => Arc::new(world::PlainLines),
+    };
+    let prompter: Arc<dyn Prompter> = if args.yes {
+        Arc::new(FixedAnswer(Answer::Yes))
+    } else {
+        Arc::new(world::TerminalPrompter {
+            lock: std::sync::Mutex::new(()),
+        })
+    };
+    let text = std::fs::read(plan.runbook.source.path()).unwrap_or_default();
+    let digest = hex(&sha2::Sha256::digest(&text));
+    let effects = Effects {
+        cluster: world.clone(),
+        processes: world.clone(),
+        http: world.clone(),
+        notifier: world.clone(),
+        prompter,
+        clock: Arc::new(SystemClock),
+        reporter,
+        observer: Some(world.clone()),
+    };
+    let catalog = Arc::new(runbook_core::load_catalog(&[dir.to_path_buf()]).0);
+    let options = runbook_core::exec::RunOptions {
+        run_id: run_id.clone(),
+        dry_run: args.dry_run,
+        yes: args.yes,
+        parallelism: args.parallelism,
+        namespace: args.namespace,
+        journal: Some(journal.clone()),
+        catalog: Some(catalog),
+        digest,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(runbook_core::exec::execute(
+        Arc::new(plan),
+        effects,
+        options,
+    ));
+    if args.output == OutputFormat::Text {
+        eprint!("{}", summary(&report, journal.path()));
+    }
+    Ok(Exit::from_code(report.exit_code()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The end-of-run summary: each step's outcome and time, what was undone, and, loudly, what a
+/// human must fix.
+fn summary(report: &runbook_core::exec::RunReport, journal: &Path) -> String {
+    use runbook_core::exec::StepStatus;
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "\nSummary of run {}", report.run_id);
+    let width = report.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
+    for step in &report.steps {
+        let (status, detail) = match &step.status {
+            StepStatus::Succeeded => ("succeeded", String::new()),
+            StepStatus::Failed(error) => ("FAILED", format!(" — {error}")),
+            StepStatus::Skipped(reason) => ("skipped", format!(" — {reason}")),
+            StepStatus::DryRun(note) => ("dry-run", format!(" — {note}")),
+            StepStatus::NotRun => ("not run", String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:<9}  {:>7}  {}{detail}",
+            step.id,
+            status,
+            format!("{:.1}s", step.duration.as_secs_f64()),
+            step.summary
+        );
+    }
+    for undo in &report.undos {
+        let _ = writeln!(
+            out,
+            "  undo {}: {} — {}",
+            undo.step,
+            if undo.result.is_ok() {
+                "done"
+            } else {
+                "FAILED"
+            },
+            match &undo.result {
+                Ok(()) => undo.summary.clone(),
+                Err(error) => format!("{}: {error}", undo.summary),
+            }
+        );
+    }
+    if let Some(rollback) = &report.rollback {
+        let _ = writeln!(
+            out,
+            "  rollback: {}",
+            match rollback {
+                Ok(()) => "done".to_owned(),
+                Err(error) => format!("FAILED: {error}"),
+            }
+        );
+    }
+    if !report.must_fix.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n!!! A HUMAN MUST ACT: the system may be left half-changed"
+        );
+        for line in &report.must_fix {
+            let _ = writeln!(out, "!!!   {line}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nOutcome: {:?} (exit {}): {}\nJournal: {}",
+        report.outcome,
+        report.exit_code(),
+        report.message,
+        journal.display()
+    );
+    out
+}
+
+fn runs(state_dir: Option<&Path>) -> anyhow::Result<Exit> {
+    let dir = world::state_dir(state_dir).join("runs");
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    paths.sort();
+    if paths.is_empty() {
+        eprintln!("no runs recorded in {}", dir.display());
+        return Ok(Exit::Succeeded);
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "RUN  OUTCOME  STARTED")?;
+    for path in paths {
+        let id = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let records = runbook_core::journal::read(&path).unwrap_or_default();
+        let started = records.first().map(|r| r.time.clone()).unwrap_or_default();
+        let outcome = records
+            .iter()
+            .rev()
+            .find_map(|r| match &r.event {
+                runbook_core::journal::Event::RunFinished { outcome, .. } => {
+                    Some(format!("{outcome:?}"))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| "unfinished".to_owned());
+        writeln!(stdout, "{id}  {outcome}  {started}")?;
+    }
+    Ok(Exit::Succeeded)
+}
+
+fn show(run_id: &str, state_dir: Option<&Path>, output: OutputFormat) -> anyhow::Result<Exit> {
+    let path = world::state_dir(state_dir)
+        .join("runs")
+        .join(format!("{run_id}.jsonl"));
+    if !path.is_file() {
+        anyhow::bail!(
+            "no run `{run_id}` in {} (see `runbook runs`)",
+            path.parent()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        );
+    }
+    let records = runbook_core::journal::read(&path).map_err(anyhow::Error::msg)?;
+    let mut stdout = std::io::stdout().lock();
+    for record in &records {
+        match output {
+            OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(record)?)?,
+            OutputFormat::Text => {
+                if let Some(text) = world::describe(&record.event) {
+                    writeln!(stdout, "{} {text}", record.time)?;
+                }
+            }
+        }
+    }
     Ok(Exit::Succeeded)
 }

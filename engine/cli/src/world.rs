@@ -1,0 +1,318 @@
+//! The real world, as the CLI wires it into the executor: local processes, the terminal
+//! prompt, progress output, and the run lock.
+
+use std::io::{BufRead as _, IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use runbook_core::effects::{Answer, Prompter, Reporter};
+use runbook_core::journal::{Event, Record, StepResult};
+
+/// Asks y/N on the terminal; no terminal means nobody can be asked.
+pub struct TerminalPrompter {
+    pub lock: Mutex<()>,
+}
+
+#[async_trait]
+impl Prompter for TerminalPrompter {
+    async fn confirm(&self, step: &str, question: &str, detail: &str) -> Answer {
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            return Answer::NoTerminal;
+        }
+        let step = step.to_owned();
+        let question = question.to_owned();
+        let detail = detail.to_owned();
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokio::task::block_in_place(move || {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\n  step {step}: {detail}\n? {question} [y/N] ");
+            let _ = stderr.flush();
+            let mut line = String::new();
+            match std::io::stdin().lock().read_line(&mut line) {
+                Ok(_) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") => Answer::Yes,
+                _ => Answer::No,
+            }
+        })
+    }
+}
+
+/// `--output json`: every journal record as a JSON line on stdout.
+pub struct JsonLines;
+
+impl Reporter for JsonLines {
+    fn record(&self, record: &Record) {
+        if let Ok(line) = serde_json::to_string(record) {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+        }
+    }
+}
+
+/// One line per event, for logs and pipes.
+pub struct PlainLines;
+
+impl Reporter for PlainLines {
+    fn record(&self, record: &Record) {
+        if let Some(text) = describe(&record.event) {
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "{} {text}", record.time);
+        }
+    }
+}
+
+/// What a person wants to read about an event, if anything.
+pub fn describe(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::RunStarted {
+            runbook, dry_run, ..
+        } => format!(
+            "run of {runbook} started{}",
+            if *dry_run {
+                " (dry-run: nothing will change)"
+            } else {
+                ""
+            }
+        ),
+        Event::FactRead { fact, value } => format!("read {fact} = {value}"),
+        Event::FactFailed { fact, error } => format!("could not read {fact}: {error}"),
+        Event::PreconditionChecked {
+            check, held, error, ..
+        } => match error {
+            Some(error) => format!("precondition {check}: could not be evaluated: {error}"),
+            None => format!(
+                "precondition {check}: {}",
+                if *held { "holds" } else { "DOES NOT HOLD" }
+            ),
+        },
+        Event::StepStarted { step, summary, .. } => format!("step {step} started: {summary}"),
+        Event::StepSkipped { step, reason } => format!("step {step} skipped: {reason}"),
+        Event::StepIntent { .. } => return None,
+        Event::StepAttemptFailed {
+            step,
+            attempt,
+            error,
+            retry_in_ms,
+        } => format!(
+            "step {step} attempt {attempt} failed: {error}{}",
+            retry_in_ms
+                .map(|ms| format!(
+                    "; retrying in {}",
+                    humantime::format_duration(Duration::from_millis(ms))
+                ))
+                .unwrap_or_default()
+        ),
+        Event::VerifyPolled { step, poll, held } => format!(
+            "step {step} verify poll {poll}: {}",
+            if *held { "true" } else { "not yet" }
+        ),
+        Event::GateAnswered {
+            step,
+            question,
+            answer,
+            by,
+        } => format!("gate of step {step} (\"{question}\"): {answer} (by {by})"),
+        Event::StepFinished {
+            step,
+            result,
+            output,
+            error,
+            ..
+        } => {
+            let result = match result {
+                StepResult::Succeeded => "succeeded",
+                StepResult::Failed => "FAILED",
+                StepResult::DryRun => "checked (dry-run)",
+                StepResult::NotRun => "not run",
+            };
+            let detail = error
+                .as_ref()
+                .or(output.as_ref())
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            format!("step {step} {result}{detail}")
+        }
+        Event::UndoStarted { step, summary } => format!("undoing step {step}: {summary}"),
+        Event::UndoFinished {
+            step,
+            succeeded,
+            error,
+        } => match error {
+            Some(error) => format!("UNDO OF STEP {step} FAILED: {error}"),
+            None => format!(
+                "undo of step {step} {}",
+                if *succeeded { "succeeded" } else { "failed" }
+            ),
+        },
+        Event::RollbackStarted { summary } => format!("rollback: {summary}"),
+        Event::RollbackFinished { succeeded, error } => match error {
+            Some(error) => format!("ROLLBACK FAILED: {error}"),
+            None => format!(
+                "rollback {}",
+                if *succeeded { "succeeded" } else { "failed" }
+            ),
+        },
+        Event::RunFinished {
+            outcome,
+            exit_code,
+            message,
+        } => format!("run finished: {outcome:?} (exit {exit_code}): {message}"),
+    })
+}
+
+/// On a terminal: a spinner per running step with its elapsed time and verify polls, and a
+/// line for everything else.
+pub struct Progress {
+    bars: indicatif::MultiProgress,
+    running: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self {
+            bars: indicatif::MultiProgress::new(),
+            running: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl Reporter for Progress {
+    fn record(&self, record: &Record) {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &record.event {
+            Event::StepStarted { step, summary, .. } => {
+                let bar = self.bars.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed:>4}] {prefix}: {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(step.clone());
+                bar.set_message(summary.clone());
+                bar.enable_steady_tick(Duration::from_millis(120));
+                running.insert(step.clone(), bar);
+            }
+            Event::VerifyPolled { step, poll, held } => {
+                if let Some(bar) = running.get(step) {
+                    bar.set_message(format!(
+                        "verify poll {poll}: {}",
+                        if *held { "true" } else { "not yet" }
+                    ));
+                }
+            }
+            Event::StepFinished { step, .. } | Event::StepSkipped { step, .. } => {
+                if let Some(bar) = running.remove(step) {
+                    bar.finish_and_clear();
+                }
+                if let Some(text) = describe(&record.event) {
+                    let _ = self.bars.println(text);
+                }
+            }
+            event => {
+                if let Some(text) = describe(event) {
+                    let _ = self.bars.println(text);
+                }
+            }
+        }
+    }
+}
+
+/// Where runs keep their journals and locks: `--state-dir`, `RUNBOOK_STATE_DIR`,
+/// `$XDG_STATE_HOME/runbook`, or `~/.local/state/runbook`.
+pub fn state_dir(given: Option<&Path>) -> PathBuf {
+    if let Some(dir) = given {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("runbook");
+    }
+    std::env::var_os("HOME").map_or_else(
+        || PathBuf::from(".runbook-state"),
+        |home| PathBuf::from(home).join(".local/state/runbook"),
+    )
+}
+
+/// A run id that sorts by time: `20261122T043000Z-openbao-sealed-3f2a`.
+pub fn new_run_id(runbook: &str) -> String {
+    let now = std::time::SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(['-', ':'], "");
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{stamp}-{runbook}-{salt:04x}")
+}
+
+/// One run at a time per runbook and bound params: an exclusive lock on a file in the state
+/// dir, which the operating system releases when the process dies.
+pub struct RunLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub fn acquire(state_dir: &Path, target: &str, holder: &str) -> Result<Self, String> {
+        let dir = state_dir.join("locks");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let name: String = target
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{name}.lock"));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(_) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(format!(
+                    "another run holds {} ({})",
+                    path.display(),
+                    holder.trim()
+                ));
+            }
+        }
+        let _ = file.set_len(0);
+        let _ = writeln!(
+            file,
+            "run {holder}, pid {}, started {}",
+            std::process::id(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        );
+        let _ = file.flush();
+        Ok(Self { _file: file, path })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // The lock itself goes with the file handle; clear the holder line so a stale one is
+        // never shown.
+        let _ = std::fs::write(&self.path, "");
+    }
+}

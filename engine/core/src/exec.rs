@@ -1,0 +1,1907 @@
+//! The executor: drives a compiled [`Plan`] through the [`Effects`] boundary.
+//!
+//! Order of a run: journal the start; check every precondition (any that fails ends the run,
+//! having changed nothing); run steps in DAG order, independent ones in parallel up to a
+//! bound, each with its `when`, `timeout` and `retries`; ask at confirmation gates. When a
+//! step fails for good: start nothing new, let steps in flight finish, undo every completed
+//! step in reverse order of completion (native actions from the state they captured before
+//! acting), then the rollback. Every event is journaled (intent before each mutation) and
+//! reported. Facts are read lazily, cached for the run, and forgotten after any mutation.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rhai::Dynamic;
+use serde_json::{json, Value as Json};
+
+use crate::check::facts_read;
+use crate::compile::Plan;
+use crate::document::{OutputFormat, PatchType};
+use crate::effects::*;
+use crate::expr::{sandboxed_engine, Expression, Template, TemplatePart};
+use crate::journal::{timestamp, Event, Journal, Outcome, Record, StepResult};
+use crate::redact::Redactor;
+use crate::runbook::*;
+
+/// How often `wait` re-reads its object.
+const WAIT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a fact's probe (exec, command, HTTP) may take.
+const FACT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub run_id: String,
+    pub dry_run: bool,
+    /// Approve every gate (`--yes`).
+    pub yes: bool,
+    /// Steps run at once, at most.
+    pub parallelism: usize,
+    /// The namespace for objects whose runbook names none (`--namespace`, or the context's).
+    pub namespace: String,
+    pub journal: Option<Arc<Journal>>,
+    /// Runbooks that `runbook:` steps and runbook rollbacks may call.
+    pub catalog: Option<Arc<Catalog>>,
+    /// The runbook file's SHA-256, for the journal.
+    pub digest: String,
+}
+
+/// What happened, for the summary and the exit code.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub run_id: String,
+    pub outcome: Outcome,
+    pub message: String,
+    pub steps: Vec<StepReport>,
+    pub undos: Vec<UndoReport>,
+    pub rollback: Option<Result<(), String>>,
+    /// What a human must look at: undos and rollbacks that failed, changes with no undo.
+    pub must_fix: Vec<String>,
+}
+
+impl RunReport {
+    pub fn exit_code(&self) -> u8 {
+        self.outcome.exit_code()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    Succeeded,
+    Failed(String),
+    Skipped(String),
+    DryRun(String),
+    NotRun,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub id: String,
+    pub summary: String,
+    pub status: StepStatus,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct UndoReport {
+    pub step: String,
+    pub summary: String,
+    pub result: Result<(), String>,
+}
+
+/// What a completed step needs for its undo, captured before it acted.
+#[derive(Clone, Debug)]
+enum UndoState {
+    Replicas {
+        key: ObjectKey,
+        previous: i64,
+    },
+    MergePatch {
+        key: ObjectKey,
+        inverse: Json,
+    },
+    Applied {
+        key: ObjectKey,
+        previous: Option<Json>,
+    },
+    Unschedulable {
+        node: String,
+        previous: bool,
+    },
+    Declared(Box<Action>),
+}
+
+impl UndoState {
+    fn describe(&self) -> String {
+        match self {
+            Self::Replicas { key, previous } => format!("scale {key} back to {previous} replicas"),
+            Self::MergePatch { key, inverse } => format!("merge patch {key} with {inverse}"),
+            Self::Applied {
+                key,
+                previous: None,
+            } => format!("delete {key}, which the apply created"),
+            Self::Applied {
+                key,
+                previous: Some(_),
+            } => format!("apply the previous {key}"),
+            Self::Unschedulable { node, previous } => {
+                if *previous {
+                    format!("cordon node {node} again")
+                } else {
+                    format!("uncordon node {node}")
+                }
+            }
+            Self::Declared(_) => "the declared undo".to_owned(),
+        }
+    }
+
+    fn to_json(&self) -> Json {
+        match self {
+            Self::Replicas { key, previous } => {
+                json!({"object": key.to_string(), "previousReplicas": previous})
+            }
+            Self::MergePatch { key, inverse } => {
+                json!({"object": key.to_string(), "inversePatch": inverse})
+            }
+            Self::Applied { key, previous } => {
+                json!({"object": key.to_string(), "existedBefore": previous.is_some()})
+            }
+            Self::Unschedulable { node, previous } => {
+                json!({"node": node, "previousUnschedulable": previous})
+            }
+            Self::Declared(_) => json!({"declared": true}),
+        }
+    }
+}
+
+/// How one step ended.
+enum Finished {
+    Done {
+        output: Option<String>,
+        undo: Option<UndoState>,
+    },
+    Skipped(String),
+    DryRun(String),
+    Failed(String),
+}
+
+struct Run {
+    plan: Arc<Plan>,
+    effects: Effects,
+    options: RunOptions,
+    redactor: Redactor,
+    facts: tokio::sync::Mutex<HashMap<String, Json>>,
+    fact_names: BTreeSet<String>,
+    params: rhai::Map,
+    journal_error: Mutex<Option<String>>,
+}
+
+/// Runs `plan` to the end and reports how it went.
+pub async fn execute(plan: Arc<Plan>, effects: Effects, options: RunOptions) -> RunReport {
+    let redactor = Redactor::new();
+    for param in &plan.runbook.params {
+        if param.secret {
+            if let Some(value) = plan.bindings.values.get(&param.name) {
+                redactor.add(&value.to_string());
+            }
+        }
+    }
+    let run = Arc::new(Run {
+        fact_names: plan.runbook.facts.keys().cloned().collect(),
+        params: plan.bindings.to_rhai(),
+        plan,
+        effects,
+        options,
+        redactor,
+        facts: tokio::sync::Mutex::new(HashMap::new()),
+        journal_error: Mutex::new(None),
+    });
+    run.execute().await
+}
+
+/// [`execute`] behind a boxed `Send` future: a runbook that calls another runs a plan inside
+/// a plan, and the compiler needs the recursion to have a named type.
+fn execute_boxed(
+    plan: Arc<Plan>,
+    effects: Effects,
+    options: RunOptions,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = RunReport> + Send>> {
+    Box::pin(execute(plan, effects, options))
+}
+
+impl Run {
+    fn runbook(&self) -> &Runbook {
+        &self.plan.runbook
+    }
+
+    /// Journals and reports one event, redacted. A journal that cannot be written stops the
+    /// run before its next mutation.
+    fn emit(&self, event: Event) {
+        let record = Record {
+            time: timestamp(self.effects.clock.now()),
+            run: self.options.run_id.clone(),
+            event,
+        };
+        let text = serde_json::to_string(&record).unwrap_or_default();
+        let redacted = self.redactor.redact(&text);
+        let record: Record = serde_json::from_str(&redacted).unwrap_or(record);
+        if let Some(journal) = &self.options.journal {
+            if let Err(error) = journal.append(&record) {
+                let mut slot = self
+                    .journal_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                slot.get_or_insert_with(|| {
+                    format!(
+                        "cannot write the journal {}: {error}",
+                        journal.path().display()
+                    )
+                });
+            }
+        }
+        self.effects.reporter.record(&record);
+    }
+
+    fn journal_broken(&self) -> Option<String> {
+        self.journal_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn dry(&self) -> DryRun {
+        if self.options.dry_run {
+            DryRun::Server
+        } else {
+            DryRun::No
+        }
+    }
+
+    async fn execute(self: Arc<Self>) -> RunReport {
+        let runbook = self.plan.runbook.clone();
+        let params: serde_json::Map<String, Json> = runbook
+            .params
+            .iter()
+            .filter_map(|param| {
+                let value = self.plan.bindings.values.get(&param.name)?;
+                Some((
+                    param.name.clone(),
+                    if param.secret {
+                        json!(crate::redact::REDACTED)
+                    } else {
+                        value.to_json()
+                    },
+                ))
+            })
+            .collect();
+        self.emit(Event::RunStarted {
+            runbook: runbook.name.clone(),
+            file: runbook.source.path().display().to_string(),
+            digest: self.options.digest.clone(),
+            params: Json::Object(params),
+            trigger: self.plan.triggered_by.as_ref().map(|t| {
+                json!({"alert": t.alert.name(), "fingerprint": t.alert.fingerprint, "labels": t.alert.labels})
+            }),
+            dry_run: self.options.dry_run,
+        });
+        let mut report = RunReport {
+            run_id: self.options.run_id.clone(),
+            outcome: Outcome::Succeeded,
+            message: String::new(),
+            steps: runbook
+                .steps
+                .iter()
+                .map(|step| StepReport {
+                    id: step.id.clone(),
+                    summary: crate::render::action_summary(&self.plan, &step.action),
+                    status: StepStatus::NotRun,
+                    duration: Duration::ZERO,
+                })
+                .collect(),
+            undos: Vec::new(),
+            rollback: None,
+            must_fix: Vec::new(),
+        };
+
+        // Preconditions: all of them, so the journal says which held and which did not.
+        let mut failed_checks = Vec::new();
+        for (index, check) in runbook.preconditions.iter().enumerate() {
+            let result = self.eval_bool(&check.expr, None).await;
+            let (held, error) = match result {
+                Ok(held) => (held, None),
+                Err(error) => (false, Some(error)),
+            };
+            self.emit(Event::PreconditionChecked {
+                index,
+                check: check.expr.source.trim().to_owned(),
+                held,
+                error: error.clone(),
+            });
+            if !held {
+                let why = error
+                    .map(|e| format!(" ({e})"))
+                    .or_else(|| check.message.as_ref().map(|m| format!(": {m}")))
+                    .unwrap_or_default();
+                failed_checks.push(format!("`{}`{why}", check.expr.source.trim()));
+            }
+        }
+        if !failed_checks.is_empty() {
+            return self.finish(
+                report,
+                Outcome::PreconditionFailed,
+                format!(
+                    "precondition did not hold: {}; nothing was changed",
+                    failed_checks.join("; ")
+                ),
+            );
+        }
+
+        // Steps.
+        let count = runbook.steps.len();
+        let mut state: Vec<Option<bool>> = vec![None; count]; // Some(true): done or skipped
+        let mut started = vec![false; count];
+        let mut completed: Vec<(usize, Option<UndoState>)> = Vec::new();
+        let mut failure: Option<String> = None;
+        let mut stop: Option<String> = None;
+        let mut running = tokio::task::JoinSet::new();
+        let parallelism = self.options.parallelism.max(1);
+        loop {
+            if failure.is_none() && stop.is_none() {
+                let waiting: Vec<usize> =
+                    (0..count).filter(|position| !started[*position]).collect();
+                for position in waiting {
+                    if running.len() >= parallelism {
+                        break;
+                    }
+                    let step = &runbook.steps[position];
+                    let ready = step.needs.iter().all(|need| {
+                        runbook
+                            .steps
+                            .iter()
+                            .position(|s| &s.id == need)
+                            .is_some_and(|dependency| state[dependency] == Some(true))
+                    });
+                    if !ready {
+                        continue;
+                    }
+                    if let Some(message) = self.journal_broken() {
+                        failure = Some(message);
+                        break;
+                    }
+                    if step.confirm.is_some() {
+                        if let Err(reason) = self.gate(step).await {
+                            stop = Some(reason);
+                            break;
+                        }
+                    }
+                    started[position] = true;
+                    let run = self.clone();
+                    running.spawn(async move {
+                        let started_at = tokio::time::Instant::now();
+                        let finished = run.run_step(position).await;
+                        (position, finished, started_at.elapsed())
+                    });
+                }
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (position, finished, elapsed) = match joined {
+                Ok(result) => result,
+                Err(error) => {
+                    failure.get_or_insert_with(|| format!("a step task failed: {error}"));
+                    continue;
+                }
+            };
+            let step = &runbook.steps[position];
+            report.steps[position].duration = elapsed;
+            match finished {
+                Finished::Done { output, undo } => {
+                    state[position] = Some(true);
+                    report.steps[position].status = StepStatus::Succeeded;
+                    completed.push((position, undo));
+                    self.finish_step(step, StepResult::Succeeded, output, None, elapsed);
+                }
+                Finished::Skipped(reason) => {
+                    state[position] = Some(true);
+                    report.steps[position].status = StepStatus::Skipped(reason);
+                }
+                Finished::DryRun(output) => {
+                    state[position] = Some(true);
+                    report.steps[position].status = StepStatus::DryRun(output.clone());
+                    self.finish_step(step, StepResult::DryRun, Some(output), None, elapsed);
+                }
+                Finished::Failed(error) => {
+                    state[position] = Some(false);
+                    report.steps[position].status = StepStatus::Failed(error.clone());
+                    self.finish_step(step, StepResult::Failed, None, Some(error.clone()), elapsed);
+                    // A failed mutation may have half-happened: what it read is stale.
+                    if step.action.mutates(step.readonly) {
+                        self.facts.lock().await.clear();
+                    }
+                    failure.get_or_insert_with(|| format!("step `{}` failed: {error}", step.id));
+                }
+            }
+        }
+
+        if let Some(reason) = stop {
+            let done: Vec<&str> = completed
+                .iter()
+                .map(|(p, _)| runbook.steps[*p].id.as_str())
+                .collect();
+            let done = if done.is_empty() {
+                "no step had run".to_owned()
+            } else {
+                format!("completed: {}", done.join(", "))
+            };
+            return self.finish(
+                report,
+                Outcome::Stopped,
+                format!("{reason}; {done}; nothing was undone"),
+            );
+        }
+        let Some(failure) = failure else {
+            let message = if self.options.dry_run {
+                "dry-run: the run would proceed; nothing was changed".to_owned()
+            } else {
+                "all steps succeeded".to_owned()
+            };
+            return self.finish(report, Outcome::Succeeded, message);
+        };
+        if self.options.dry_run {
+            return self.finish(
+                report,
+                Outcome::Failed,
+                format!("dry-run: {failure}; nothing was changed"),
+            );
+        }
+
+        // Undo completed steps, newest first.
+        let mut compensation_failed = false;
+        for (position, undo) in completed.iter().rev() {
+            let step = &runbook.steps[*position];
+            match (&step.undo, undo) {
+                (UndoSpec::Missing, _) if step.action.mutates(step.readonly) => {
+                    report.must_fix.push(format!(
+                        "step `{}` ({}) changed the system and has no undo: check it by hand",
+                        step.id, report.steps[*position].summary
+                    ));
+                }
+                (_, Some(state)) => {
+                    let summary = match state {
+                        UndoState::Declared(action) => {
+                            crate::render::action_summary(&self.plan, action)
+                        }
+                        other => other.describe(),
+                    };
+                    self.emit(Event::UndoStarted {
+                        step: step.id.clone(),
+                        summary: summary.clone(),
+                    });
+                    let result = self.undo(state).await;
+                    self.facts.lock().await.clear();
+                    self.emit(Event::UndoFinished {
+                        step: step.id.clone(),
+                        succeeded: result.is_ok(),
+                        error: result.as_ref().err().cloned(),
+                    });
+                    if let Err(error) = &result {
+                        compensation_failed = true;
+                        report.must_fix.push(format!(
+                            "undo of step `{}` failed ({summary}): {error}",
+                            step.id
+                        ));
+                    }
+                    report.undos.push(UndoReport {
+                        step: step.id.clone(),
+                        summary,
+                        result,
+                    });
+                }
+                _ => {}
+            }
+        }
+
+        // Then the rollback.
+        if let Some(rollback) = &runbook.rollback {
+            let summary = rollback_summary(rollback);
+            self.emit(Event::RollbackStarted {
+                summary: summary.clone(),
+            });
+            let result = self.rollback(rollback, &failure, &report).await;
+            self.emit(Event::RollbackFinished {
+                succeeded: result.is_ok(),
+                error: result.as_ref().err().cloned(),
+            });
+            if let Err(error) = &result {
+                compensation_failed = true;
+                report
+                    .must_fix
+                    .push(format!("rollback ({summary}) failed: {error}"));
+            }
+            report.rollback = Some(result);
+        }
+        if compensation_failed {
+            self.finish(
+                report,
+                Outcome::RollbackFailed,
+                format!("{failure}; the undo or rollback failed: a human must act"),
+            )
+        } else {
+            self.finish(
+                report,
+                Outcome::RolledBack,
+                format!("{failure}; completed steps were undone and the rollback ran"),
+            )
+        }
+    }
+
+    fn finish(&self, mut report: RunReport, outcome: Outcome, message: String) -> RunReport {
+        report.outcome = outcome;
+        report.message = self.redactor.redact(&message);
+        report.must_fix = report
+            .must_fix
+            .iter()
+            .map(|line| self.redactor.redact(line))
+            .collect();
+        self.emit(Event::RunFinished {
+            outcome,
+            exit_code: outcome.exit_code(),
+            message: report.message.clone(),
+        });
+        report
+    }
+
+    fn finish_step(
+        &self,
+        step: &StepSpec,
+        result: StepResult,
+        output: Option<String>,
+        error: Option<String>,
+        elapsed: Duration,
+    ) {
+        self.emit(Event::StepFinished {
+            step: step.id.clone(),
+            result,
+            output,
+            error,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        });
+        if let Some(observer) = &self.effects.observer {
+            observer.step_finished(&step.id, matches!(result, StepResult::Succeeded));
+        }
+    }
+
+    /// Asks at a gate. `Err` stops the run.
+    async fn gate(&self, step: &StepSpec) -> Result<(), String> {
+        let question = match &step.confirm {
+            Some(template) => self
+                .render(template, None)
+                .await
+                .unwrap_or_else(|_| template.source.clone()),
+            None => return Ok(()),
+        };
+        let detail = crate::render::action_summary(&self.plan, &step.action);
+        let (answer, by) = if self.options.dry_run {
+            ("not asked (dry-run)", "dry-run")
+        } else if self.options.yes {
+            ("yes", "--yes")
+        } else {
+            match self
+                .effects
+                .prompter
+                .confirm(&step.id, &question, &detail)
+                .await
+            {
+                Answer::Yes => ("yes", "terminal"),
+                Answer::No => ("no", "terminal"),
+                Answer::NoTerminal => ("not asked (no terminal)", "none"),
+            }
+        };
+        self.emit(Event::GateAnswered {
+            step: step.id.clone(),
+            question: question.clone(),
+            answer: answer.to_owned(),
+            by: by.to_owned(),
+        });
+        match answer {
+            "no" => Err(format!("stopped at the gate of step `{}`: the answer was no", step.id)),
+            "not asked (no terminal)" => Err(format!(
+                "stopped before the gate of step `{}` (\"{question}\"): there is no terminal to ask; run with --yes to approve every gate",
+                step.id
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn run_step(self: Arc<Self>, position: usize) -> Finished {
+        let step = &self.plan.runbook.steps[position];
+        let summary = match self.render_action_summary(&step.action).await {
+            Ok(summary) => summary,
+            Err(_) => crate::render::action_summary(&self.plan, &step.action),
+        };
+        self.emit(Event::StepStarted {
+            step: step.id.clone(),
+            action: step.action.keyword().to_owned(),
+            summary,
+        });
+        if let Some(when) = &step.when {
+            match self.eval_bool(when, None).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!("`when: {}` was false", when.source.trim());
+                    self.emit(Event::StepSkipped {
+                        step: step.id.clone(),
+                        reason: reason.clone(),
+                    });
+                    return Finished::Skipped(reason);
+                }
+                Err(error) => {
+                    return Finished::Failed(format!("`when` could not be evaluated: {error}"))
+                }
+            }
+        }
+        let mut attempt = 0;
+        let mut backoff = step.retries.backoff;
+        loop {
+            attempt += 1;
+            let outcome = match tokio::time::timeout(step.timeout, self.perform(step, attempt))
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    Finished::Failed(format!("timed out after {}", format_duration(step.timeout)))
+                }
+            };
+            if step.action.mutates(step.readonly) && !self.options.dry_run {
+                // Whatever the outcome, the world may have changed.
+                self.facts.lock().await.clear();
+            }
+            match outcome {
+                Finished::Failed(error)
+                    if attempt <= step.retries.retries && !self.options.dry_run =>
+                {
+                    self.emit(Event::StepAttemptFailed {
+                        step: step.id.clone(),
+                        attempt,
+                        error,
+                        retry_in_ms: Some(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX)),
+                    });
+                    self.effects.clock.sleep(backoff).await;
+                    backoff = (backoff * 2).min(step.retries.max_backoff);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Does the step's action once.
+    async fn perform(&self, step: &StepSpec, attempt: u32) -> Finished {
+        match self.perform_action(step, &step.action, attempt).await {
+            Ok(finished) => finished,
+            Err(error) => Finished::Failed(error),
+        }
+    }
+
+    fn intent(
+        &self,
+        step: &StepSpec,
+        attempt: u32,
+        mutation: String,
+        undo: Option<&UndoState>,
+    ) -> Result<(), String> {
+        if self.options.dry_run {
+            return Ok(());
+        }
+        self.emit(Event::StepIntent {
+            step: step.id.clone(),
+            attempt,
+            mutation,
+            undo_state: undo.map(UndoState::to_json),
+        });
+        match self.journal_broken() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    fn undo_for(&self, step: &StepSpec, native: Option<UndoState>) -> Option<UndoState> {
+        match &step.undo {
+            UndoSpec::Declared(action) => Some(UndoState::Declared(action.clone())),
+            UndoSpec::Native(_) => native,
+            _ => None,
+        }
+    }
+
+    async fn perform_action(
+        &self,
+        step: &StepSpec,
+        action: &Action,
+        attempt: u32,
+    ) -> Result<Finished, String> {
+        let dry = self.dry();
+        let done =
+            |output: Option<String>, undo: Option<UndoState>| Finished::Done { output, undo };
+        match action {
+            Action::Run { argv } => {
+                let argv = self.render_all(argv).await?;
+                let shown = shell_words::join(&argv);
+                if self.options.dry_run && !step.readonly {
+                    return Ok(Finished::DryRun(format!("would run: {shown}")));
+                }
+                if !step.readonly {
+                    self.intent(
+                        step,
+                        attempt,
+                        format!("run {shown}"),
+                        self.undo_for(step, None).as_ref(),
+                    )?;
+                }
+                let output = self
+                    .effects
+                    .processes
+                    .run(&argv, step.timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                command_result(output, self.options.dry_run && step.readonly).map(|(out, _)| {
+                    if self.options.dry_run {
+                        Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
+                    } else {
+                        done(out, self.undo_for(step, None))
+                    }
+                })
+            }
+            Action::Exec {
+                namespace,
+                pod,
+                container,
+                argv,
+            } => {
+                let pod = PodRef {
+                    namespace: self.render(namespace, None).await?,
+                    pod: self.render(pod, None).await?,
+                    container: match container {
+                        Some(c) => Some(self.render(c, None).await?),
+                        None => None,
+                    },
+                };
+                let argv = self.render_all(argv).await?;
+                let shown = format!(
+                    "exec in pod {}/{}: {}",
+                    pod.namespace,
+                    pod.pod,
+                    shell_words::join(&argv)
+                );
+                if self.options.dry_run && !step.readonly {
+                    return Ok(Finished::DryRun(format!("would {shown}")));
+                }
+                if !step.readonly {
+                    self.intent(step, attempt, shown, self.undo_for(step, None).as_ref())?;
+                }
+                let output = self
+                    .effects
+                    .cluster
+                    .exec(&pod, &argv, step.timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                command_result(output, false).map(|(out, _)| {
+                    if self.options.dry_run {
+                        Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
+                    } else {
+                        done(out, self.undo_for(step, None))
+                    }
+                })
+            }
+            Action::Scale { target, replicas } => {
+                let key = self.key(target).await?;
+                let count = match replicas {
+                    IntValue::Literal(count) => *count,
+                    IntValue::Template(template) => {
+                        let text = self.render(template, None).await?;
+                        text.trim()
+                            .parse::<i64>()
+                            .ok()
+                            .filter(|n| *n >= 0)
+                            .ok_or_else(|| format!("replicas `{text}` is not a count"))?
+                    }
+                };
+                let current = self
+                    .effects
+                    .cluster
+                    .get(&key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let previous = current
+                    .pointer("/spec/replicas")
+                    .and_then(Json::as_i64)
+                    .unwrap_or(1);
+                let undo = self.undo_for(
+                    step,
+                    Some(UndoState::Replicas {
+                        key: key.clone(),
+                        previous,
+                    }),
+                );
+                self.intent(
+                    step,
+                    attempt,
+                    format!("scale {key} from {previous} to {count} replicas"),
+                    undo.as_ref(),
+                )?;
+                self.effects
+                    .cluster
+                    .scale(&key, count, dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(self.native_done(format!("{key}: replicas {previous} -> {count}"), undo))
+            }
+            Action::Restart { target } => {
+                let key = self.key(target).await?;
+                let undo = self.undo_for(step, None);
+                self.intent(
+                    step,
+                    attempt,
+                    format!("rollout restart {key}"),
+                    undo.as_ref(),
+                )?;
+                self.effects
+                    .cluster
+                    .restart(&key, self.effects.clock.now(), dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(self.native_done(format!("{key}: restarted"), undo))
+            }
+            Action::Patch {
+                target,
+                patch_type,
+                body,
+            } => {
+                let key = self.key(target).await?;
+                let body = self.render_json(body).await?;
+                let native = if *patch_type == PatchType::Json {
+                    None
+                } else {
+                    let current = self
+                        .effects
+                        .cluster
+                        .get(&key)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Some(UndoState::MergePatch {
+                        key: key.clone(),
+                        inverse: inverse_merge_patch(&current, &body),
+                    })
+                };
+                let undo = self.undo_for(step, native);
+                self.intent(
+                    step,
+                    attempt,
+                    format!("patch {key} with {body}"),
+                    undo.as_ref(),
+                )?;
+                let after = self
+                    .effects
+                    .cluster
+                    .patch(&key, *patch_type, &body, dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let changed = changed_fields(&body, &after);
+                Ok(self.native_done(format!("{key}: {changed}"), undo))
+            }
+            Action::Apply { manifest } => {
+                let manifest = self.render_json(manifest).await?;
+                let key = manifest_key(&manifest, &self.options.namespace)?;
+                let previous = match self.effects.cluster.get(&key).await {
+                    Ok(object) => Some(object),
+                    Err(EffectError::NotFound(_)) => None,
+                    Err(error) => return Err(error.to_string()),
+                };
+                let existed = previous.is_some();
+                let undo = self.undo_for(
+                    step,
+                    Some(UndoState::Applied {
+                        key: key.clone(),
+                        previous,
+                    }),
+                );
+                self.intent(step, attempt, format!("apply {key}"), undo.as_ref())?;
+                self.effects
+                    .cluster
+                    .apply(&manifest, dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(self.native_done(
+                    format!("{key}: {}", if existed { "updated" } else { "created" }),
+                    undo,
+                ))
+            }
+            Action::Annotate { target, set } | Action::Label { target, set } => {
+                let key = self.key(target).await?;
+                let field = if matches!(action, Action::Annotate { .. }) {
+                    "annotations"
+                } else {
+                    "labels"
+                };
+                let mut values = serde_json::Map::new();
+                for (name, value) in set {
+                    values.insert(
+                        name.clone(),
+                        match value {
+                            Some(template) => Json::String(self.render(template, None).await?),
+                            None => Json::Null,
+                        },
+                    );
+                }
+                let body = json!({"metadata": {field: values}});
+                let current = self
+                    .effects
+                    .cluster
+                    .get(&key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let undo = self.undo_for(
+                    step,
+                    Some(UndoState::MergePatch {
+                        key: key.clone(),
+                        inverse: inverse_merge_patch(&current, &body),
+                    }),
+                );
+                self.intent(
+                    step,
+                    attempt,
+                    format!("set {field} of {key}: {}", Json::Object(values.clone())),
+                    undo.as_ref(),
+                )?;
+                self.effects
+                    .cluster
+                    .patch(&key, PatchType::Merge, &body, dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(self.native_done(format!("{key}: {field} set"), undo))
+            }
+            Action::Delete {
+                target,
+                propagation,
+                grace_period_seconds,
+            } => {
+                let key = self.key(target).await?;
+                let undo = self.undo_for(step, None);
+                self.intent(step, attempt, format!("delete {key}"), undo.as_ref())?;
+                self.effects
+                    .cluster
+                    .delete(&key, *propagation, *grace_period_seconds, dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(self.native_done(format!("{key}: deleted"), undo))
+            }
+            Action::Cordon { node } | Action::Uncordon { node } => {
+                let node = self.render(node, None).await?;
+                let wanted = matches!(action, Action::Cordon { .. });
+                let previous = self.node_unschedulable(&node).await?;
+                let undo = self.undo_for(
+                    step,
+                    Some(UndoState::Unschedulable {
+                        node: node.clone(),
+                        previous,
+                    }),
+                );
+                let verb = if wanted { "cordon" } else { "uncordon" };
+                self.intent(step, attempt, format!("{verb} node {node}"), undo.as_ref())?;
+                self.effects
+                    .cluster
+                    .set_unschedulable(&node, wanted, dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(self.native_done(
+                    format!("node {node}: unschedulable {previous} -> {wanted}"),
+                    undo,
+                ))
+            }
+            Action::Drain {
+                node,
+                delete_empty_dir_data,
+                eviction_timeout,
+            } => {
+                let node = self.render(node, None).await?;
+                let previous = self.node_unschedulable(&node).await?;
+                let undo = self.undo_for(
+                    step,
+                    Some(UndoState::Unschedulable {
+                        node: node.clone(),
+                        previous,
+                    }),
+                );
+                self.intent(step, attempt, format!("drain node {node}"), undo.as_ref())?;
+                let options = DrainOptions {
+                    delete_empty_dir_data: *delete_empty_dir_data,
+                    eviction_timeout: *eviction_timeout,
+                };
+                let drained = self
+                    .effects
+                    .cluster
+                    .drain(&node, &options, dry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(self.native_done(
+                    format!(
+                        "node {node}: evicted {} pod(s), skipped {}",
+                        drained.evicted.len(),
+                        drained.skipped.len()
+                    ),
+                    undo,
+                ))
+            }
+            Action::Wait {
+                target,
+                condition,
+                until,
+            } => {
+                let key = self.key(target).await?;
+                let mut polls = 0u32;
+                loop {
+                    polls += 1;
+                    let object = self
+                        .effects
+                        .cluster
+                        .get(&key)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let held = match (condition, until) {
+                        (Some(condition), _) => has_condition(&object, condition),
+                        (_, Some(until)) => self.eval_bool(until, Some(&object)).await?,
+                        _ => true,
+                    };
+                    if held {
+                        return Ok(if self.options.dry_run {
+                            Finished::DryRun(format!("{key} already holds"))
+                        } else {
+                            done(Some(format!("{key} held after {polls} check(s)")), None)
+                        });
+                    }
+                    if self.options.dry_run {
+                        return Ok(Finished::DryRun(format!(
+                            "{key} does not hold yet; the run would wait"
+                        )));
+                    }
+                    self.effects.clock.sleep(WAIT_INTERVAL).await;
+                }
+            }
+            Action::Verify { expr, interval } => {
+                let mut poll = 0u32;
+                loop {
+                    poll += 1;
+                    self.forget_facts_of(expr).await;
+                    let held = self.eval_bool(expr, None).await;
+                    let held = match held {
+                        Ok(held) => held,
+                        Err(error) if self.options.dry_run => {
+                            return Ok(Finished::DryRun(format!("cannot evaluate yet: {error}")))
+                        }
+                        Err(error) => {
+                            self.emit(Event::VerifyPolled {
+                                step: step.id.clone(),
+                                poll,
+                                held: false,
+                            });
+                            tracing::debug!(step = %step.id, %error, "Verify could not be evaluated; polling again.");
+                            self.effects.clock.sleep(*interval).await;
+                            continue;
+                        }
+                    };
+                    self.emit(Event::VerifyPolled {
+                        step: step.id.clone(),
+                        poll,
+                        held,
+                    });
+                    if self.options.dry_run {
+                        return Ok(Finished::DryRun(format!(
+                            "`{}` is {held} now",
+                            expr.source.trim()
+                        )));
+                    }
+                    if held {
+                        return Ok(done(Some(format!("true after {poll} poll(s)")), None));
+                    }
+                    self.effects.clock.sleep(*interval).await;
+                }
+            }
+            Action::Gate => Ok(done(None, None)),
+            Action::Notify(message) | Action::Page(message) => {
+                let notification = Notification {
+                    kind: if matches!(action, Action::Page(_)) {
+                        NotificationKind::Page
+                    } else {
+                        NotificationKind::Notify
+                    },
+                    message: self
+                        .redactor
+                        .redact(&self.render(&message.text, None).await?),
+                    channel: message.channel.clone(),
+                    severity: message.severity.clone(),
+                };
+                if self.options.dry_run {
+                    return Ok(Finished::DryRun(format!(
+                        "would send: {}",
+                        notification.message
+                    )));
+                }
+                self.effects
+                    .notifier
+                    .send(&notification)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(done(Some(format!("sent: {}", notification.message)), None))
+            }
+            Action::Call { runbook, params } => {
+                let mut sets = Vec::new();
+                for (name, value) in params {
+                    let value = self.render_json(value).await?;
+                    sets.push((
+                        name.clone(),
+                        match value {
+                            Json::String(text) => text,
+                            other => other.to_string(),
+                        },
+                    ));
+                }
+                let outcome = self.call(runbook, &sets).await?;
+                if self.options.dry_run {
+                    Ok(Finished::DryRun(outcome))
+                } else {
+                    Ok(done(Some(outcome), None))
+                }
+            }
+        }
+    }
+
+    fn native_done(&self, output: String, undo: Option<UndoState>) -> Finished {
+        if self.options.dry_run {
+            Finished::DryRun(format!("server accepted (dry-run): {output}"))
+        } else {
+            Finished::Done {
+                output: Some(output),
+                undo,
+            }
+        }
+    }
+
+    async fn node_unschedulable(&self, node: &str) -> Result<bool, String> {
+        let key = ObjectKey {
+            api_version: "v1".to_owned(),
+            kind: "Node".to_owned(),
+            namespace: None,
+            name: node.to_owned(),
+        };
+        let object = self
+            .effects
+            .cluster
+            .get(&key)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(object
+            .pointer("/spec/unschedulable")
+            .and_then(Json::as_bool)
+            .unwrap_or(false))
+    }
+
+    /// Runs another runbook to completion as part of this one.
+    async fn call(&self, name: &str, sets: &[(String, String)]) -> Result<String, String> {
+        let catalog = self
+            .options
+            .catalog
+            .clone()
+            .ok_or_else(|| format!("runbook `{name}` cannot be called: no catalog"))?;
+        let runbook = catalog
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("unknown runbook `{name}`"))?;
+        let (bindings, errors) = crate::bind::bind(&runbook, sets, None);
+        if let Some(error) = errors.first() {
+            return Err(format!("runbook `{name}`: {error}"));
+        }
+        let plan = Arc::new(crate::compile::Compiler::compile(runbook, bindings, None));
+        let mut options = self.options.clone();
+        options.run_id = format!("{}.{name}", self.options.run_id);
+        let report = execute_boxed(plan, self.effects.clone(), options).await;
+        match report.outcome {
+            Outcome::Succeeded => Ok(format!("runbook `{name}` succeeded")),
+            other => Err(format!(
+                "runbook `{name}` ended {other:?}: {}",
+                report.message
+            )),
+        }
+    }
+
+    async fn undo(&self, state: &UndoState) -> Result<(), String> {
+        let cluster = &self.effects.cluster;
+        match state {
+            UndoState::Replicas { key, previous } => cluster
+                .scale(key, *previous, DryRun::No)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            UndoState::MergePatch { key, inverse } => cluster
+                .patch(key, PatchType::Merge, inverse, DryRun::No)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            UndoState::Applied {
+                key,
+                previous: None,
+            } => cluster
+                .delete(key, None, None, DryRun::No)
+                .await
+                .map_err(|e| e.to_string()),
+            UndoState::Applied {
+                previous: Some(previous),
+                ..
+            } => {
+                let mut previous = previous.clone();
+                if let Some(metadata) = previous.get_mut("metadata").and_then(Json::as_object_mut) {
+                    for field in [
+                        "resourceVersion",
+                        "managedFields",
+                        "uid",
+                        "creationTimestamp",
+                        "generation",
+                    ] {
+                        metadata.remove(field);
+                    }
+                }
+                if let Some(object) = previous.as_object_mut() {
+                    object.remove("status");
+                }
+                cluster
+                    .apply(&previous, DryRun::No)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            UndoState::Unschedulable { node, previous } => cluster
+                .set_unschedulable(node, *previous, DryRun::No)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            UndoState::Declared(action) => {
+                let step = self.synthetic_step("undo", action);
+                match Box::pin(self.perform_action(&step, action, 1)).await? {
+                    Finished::Failed(error) => Err(error),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn synthetic_step(&self, id: &str, action: &Action) -> StepSpec {
+        StepSpec {
+            index: usize::MAX,
+            id: id.to_owned(),
+            name: None,
+            needs: Vec::new(),
+            when: None,
+            timeout: DEFAULT_STEP_TIMEOUT,
+            retries: RetrySpec::default(),
+            confirm: None,
+            undo: UndoSpec::NotNeeded,
+            readonly: false,
+            action: action.clone(),
+            span: Default::default(),
+        }
+    }
+
+    async fn rollback(
+        &self,
+        rollback: &RollbackSpec,
+        failure: &str,
+        report: &RunReport,
+    ) -> Result<(), String> {
+        match rollback {
+            RollbackSpec::Named(named) => {
+                let undone = report
+                    .undos
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{}: {}",
+                            u.step,
+                            if u.result.is_ok() {
+                                "undone"
+                            } else {
+                                "UNDO FAILED"
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let message = self.redactor.redact(&format!(
+                    "runbook {} (run {}) failed: {failure}. Undos: {}.",
+                    self.runbook().name,
+                    self.options.run_id,
+                    if undone.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        undone
+                    }
+                ));
+                let notification = Notification {
+                    kind: match named {
+                        NamedRollback::PageOncall => NotificationKind::Page,
+                        NamedRollback::NotifyOncall => NotificationKind::Notify,
+                    },
+                    message,
+                    channel: None,
+                    severity: Some("critical".to_owned()),
+                };
+                self.effects
+                    .notifier
+                    .send(&notification)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            RollbackSpec::Runbook { name, params } => {
+                let mut sets = Vec::new();
+                for (param, value) in params {
+                    let value = self.render_json(value).await?;
+                    sets.push((
+                        param.clone(),
+                        match value {
+                            Json::String(text) => text,
+                            other => other.to_string(),
+                        },
+                    ));
+                }
+                self.call(name, &sets).await.map(drop)
+            }
+            RollbackSpec::Steps(steps) => {
+                for step in steps {
+                    match Box::pin(self.perform_action(step, &step.action, 1)).await? {
+                        Finished::Failed(error) => {
+                            return Err(format!("rollback step `{}`: {error}", step.id))
+                        }
+                        _ => continue,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ----- facts and expressions ----------------------------------------------------------
+
+    async fn key(&self, target: &Target) -> Result<ObjectKey, String> {
+        let namespace = if is_cluster_scoped(&target.kind) {
+            None
+        } else {
+            Some(match &target.namespace {
+                Some(namespace) => self.render(namespace, None).await?,
+                None => self.options.namespace.clone(),
+            })
+        };
+        Ok(ObjectKey {
+            api_version: target.api_version.clone(),
+            kind: target.kind.clone(),
+            namespace,
+            name: self.render(&target.name, None).await?,
+        })
+    }
+
+    /// Forgets the facts `expression` reads (and what they read), so they are read again.
+    async fn forget_facts_of(&self, expression: &Expression) {
+        let mut names: Vec<String> = facts_read(&self.fact_names, expression)
+            .into_iter()
+            .collect();
+        let mut cache = self.facts.lock().await;
+        while let Some(name) = names.pop() {
+            cache.remove(&name);
+            if let Some(fact) = self.runbook().facts.get(&name) {
+                names.extend(fact.reads.iter().cloned());
+            }
+        }
+    }
+
+    /// The value of a fact: from the cache, or read now (and journaled).
+    async fn fact(&self, name: &str) -> Result<Json, String> {
+        if let Some(value) = self.facts.lock().await.get(name) {
+            return Ok(value.clone());
+        }
+        let fact = self
+            .runbook()
+            .facts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("unknown fact `{name}`"))?;
+        let result = Box::pin(self.read_fact(&fact)).await;
+        match result {
+            Ok(value) => {
+                if fact.secret {
+                    self.redactor.add_json(&value, false);
+                }
+                let mut shown = if fact.secret {
+                    crate::redact::REDACTED.to_owned()
+                } else {
+                    value.to_string()
+                };
+                if shown.chars().count() > 300 {
+                    shown = format!("{}…", shown.chars().take(299).collect::<String>());
+                }
+                self.emit(Event::FactRead {
+                    fact: name.to_owned(),
+                    value: shown,
+                });
+                self.facts
+                    .lock()
+                    .await
+                    .insert(name.to_owned(), value.clone());
+                Ok(value)
+            }
+            Err(error) => {
+                self.emit(Event::FactFailed {
+                    fact: name.to_owned(),
+                    error: error.clone(),
+                });
+                Err(format!("fact `{name}`: {error}"))
+            }
+        }
+    }
+
+    async fn read_fact(&self, fact: &FactSpec) -> Result<Json, String> {
+        let raw = match &fact.source {
+            FactSource::Kubernetes {
+                api_version,
+                kind,
+                name,
+                namespace,
+                label_selector,
+                field_selector,
+            } => {
+                let namespace = if is_cluster_scoped(kind) {
+                    None
+                } else {
+                    match namespace {
+                        Some(namespace) => Some(self.render(namespace, None).await?),
+                        None if name.is_some() => Some(self.options.namespace.clone()),
+                        None => None,
+                    }
+                };
+                let value = match name {
+                    Some(name) => {
+                        let key = ObjectKey {
+                            api_version: api_version.clone(),
+                            kind: kind.clone(),
+                            namespace,
+                            name: self.render(name, None).await?,
+                        };
+                        self.effects
+                            .cluster
+                            .get(&key)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    }
+                    None => {
+                        let query = ListQuery {
+                            api_version: api_version.clone(),
+                            kind: kind.clone(),
+                            namespace,
+                            label_selector: match label_selector {
+                                Some(t) => Some(self.render(t, None).await?),
+                                None => None,
+                            },
+                            field_selector: match field_selector {
+                                Some(t) => Some(self.render(t, None).await?),
+                                None => None,
+                            },
+                        };
+                        self.effects
+                            .cluster
+                            .list(&query)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    }
+                };
+                if kind == "Secret" {
+                    // Everything in a Secret is secret, in its base64 and decoded forms.
+                    if let Some(data) = value.get("data") {
+                        self.redactor.add_json(data, true);
+                    }
+                    if let Some(items) = value.get("items").and_then(Json::as_array) {
+                        for item in items {
+                            if let Some(data) = item.get("data") {
+                                self.redactor.add_json(data, true);
+                            }
+                        }
+                    }
+                }
+                value
+            }
+            FactSource::Exec {
+                namespace,
+                pod,
+                container,
+                argv,
+                format,
+            } => {
+                let pod = PodRef {
+                    namespace: self.render(namespace, None).await?,
+                    pod: self.render(pod, None).await?,
+                    container: match container {
+                        Some(c) => Some(self.render(c, None).await?),
+                        None => None,
+                    },
+                };
+                let argv = self.render_all(argv).await?;
+                let output = self
+                    .effects
+                    .cluster
+                    .exec(&pod, &argv, FACT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse_output(&output, *format)?
+            }
+            FactSource::Command { argv, format } => {
+                let argv = self.render_all(argv).await?;
+                let output = self
+                    .effects
+                    .processes
+                    .run(&argv, FACT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse_output(&output, *format)?
+            }
+            FactSource::Http {
+                url,
+                query,
+                headers,
+                format,
+            } => {
+                let url = self.render(url, None).await?;
+                let mut rendered_query = BTreeMap::new();
+                for (k, v) in query {
+                    rendered_query.insert(k.clone(), self.render(v, None).await?);
+                }
+                let mut rendered_headers = BTreeMap::new();
+                for (k, v) in headers {
+                    rendered_headers.insert(k.clone(), self.render(v, None).await?);
+                }
+                let response = self
+                    .effects
+                    .http
+                    .get(&url, &rendered_query, &rendered_headers)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !(200..300).contains(&response.status) {
+                    return Err(format!("GET {url} answered {}", response.status));
+                }
+                match format {
+                    OutputFormat::Json => serde_json::from_str(&response.body)
+                        .map_err(|e| format!("GET {url}: the body is not JSON: {e}"))?,
+                    OutputFormat::Text => Json::String(response.body.trim().to_owned()),
+                }
+            }
+            FactSource::Expr(expression) => {
+                let value = self.eval(expression, None).await?;
+                rhai::serde::from_dynamic::<Json>(&value).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(match &fact.jsonpath {
+            Some(selection) => select(&raw, &selection.query)?,
+            None => raw,
+        })
+    }
+
+    /// Builds the scope an expression needs (its facts, params, and `object` for `wait`).
+    async fn scope(
+        &self,
+        expression: &Expression,
+        object: Option<&Json>,
+    ) -> Result<rhai::Scope<'static>, String> {
+        let mut roots: BTreeMap<String, Json> = BTreeMap::new();
+        for name in facts_read(&self.fact_names, expression) {
+            let value = self.fact(&name).await?;
+            insert_dotted(&mut roots, &name, value);
+        }
+        let mut scope = rhai::Scope::new();
+        for (root, value) in roots {
+            let dynamic = rhai::serde::to_dynamic(&value).map_err(|e| e.to_string())?;
+            scope.push_constant_dynamic(root, dynamic);
+        }
+        scope.push_constant("params", self.params.clone());
+        if let Some(object) = object {
+            scope.push_constant_dynamic(
+                "object",
+                rhai::serde::to_dynamic(object).map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(scope)
+    }
+
+    async fn eval(
+        &self,
+        expression: &Expression,
+        object: Option<&Json>,
+    ) -> Result<Dynamic, String> {
+        let mut scope = self.scope(expression, object).await?;
+        sandboxed_engine()
+            .eval_ast_with_scope::<Dynamic>(&mut scope, &expression.ast)
+            .map_err(|error| format!("`{}`: {}", expression.source.trim(), error))
+    }
+
+    async fn eval_bool(
+        &self,
+        expression: &Expression,
+        object: Option<&Json>,
+    ) -> Result<bool, String> {
+        let value = self.eval(expression, object).await?;
+        value.as_bool().map_err(|kind| {
+            format!(
+                "`{}` gave {kind} `{value}`, not true or false",
+                expression.source.trim()
+            )
+        })
+    }
+
+    async fn render(&self, template: &Template, object: Option<&Json>) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &template.parts {
+            match part {
+                TemplatePart::Text(text) => out.push_str(text),
+                TemplatePart::Expr(expression, _) => {
+                    let value = self.eval(expression, object).await?;
+                    if value.is_string() {
+                        out.push_str(&value.to_string());
+                    } else {
+                        let json =
+                            rhai::serde::from_dynamic::<Json>(&value).map_err(|e| e.to_string())?;
+                        out.push_str(&match json {
+                            Json::String(text) => text,
+                            other => other.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn render_all(&self, templates: &[Template]) -> Result<Vec<String>, String> {
+        let mut out = Vec::with_capacity(templates.len());
+        for template in templates {
+            out.push(self.render(template, None).await?);
+        }
+        Ok(out)
+    }
+
+    async fn render_json(&self, value: &JsonTemplate) -> Result<Json, String> {
+        Ok(match value {
+            JsonTemplate::Literal(value) => value.clone(),
+            JsonTemplate::String(template) => Json::String(self.render(template, None).await?),
+            JsonTemplate::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    out.push(Box::pin(self.render_json(item)).await?);
+                }
+                Json::Array(out)
+            }
+            JsonTemplate::Object(entries) => {
+                let mut out = serde_json::Map::new();
+                for (key, item) in entries {
+                    out.insert(key.clone(), Box::pin(self.render_json(item)).await?);
+                }
+                Json::Object(out)
+            }
+        })
+    }
+
+    async fn render_action_summary(&self, action: &Action) -> Result<String, String> {
+        // Params are already substituted by the plan renderer; facts in templates are shown as
+        // written there, which is what the journal should say before anything is read.
+        Ok(crate::render::action_summary(&self.plan, action))
+    }
+}
+
+fn rollback_summary(rollback: &RollbackSpec) -> String {
+    match rollback {
+        RollbackSpec::Named(named) => named.name().to_owned(),
+        RollbackSpec::Runbook { name, .. } => format!("runbook {name}"),
+        RollbackSpec::Steps(steps) => format!("{} rollback step(s)", steps.len()),
+    }
+}
+
+/// A process result: success with its last line of output, or a failure saying why.
+fn command_result(output: CommandOutput, _dry: bool) -> Result<(Option<String>, i32), String> {
+    if output.exit_code != 0 {
+        let detail = last_line(&output.stderr)
+            .or_else(|| last_line(&output.stdout))
+            .unwrap_or_default();
+        return Err(format!(
+            "exited with status {}{}",
+            output.exit_code,
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        ));
+    }
+    Ok((last_line(&output.stdout), output.exit_code))
+}
+
+fn last_line(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())?
+        .trim();
+    Some(if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(199).collect::<String>())
+    } else {
+        line.to_owned()
+    })
+}
+
+/// A probe's output as a value. JSON output is used whatever the exit status (`bao status`
+/// exits 2 when sealed, and says so in JSON); otherwise a non-zero status is an error.
+fn parse_output(output: &CommandOutput, format: OutputFormat) -> Result<Json, String> {
+    match format {
+        OutputFormat::Json => match serde_json::from_str::<Json>(&output.stdout) {
+            Ok(value) => Ok(value),
+            Err(error) if output.exit_code == 0 => Err(format!("the output is not JSON: {error}")),
+            Err(_) => Err(command_result(output.clone(), false)
+                .err()
+                .unwrap_or_default()),
+        },
+        OutputFormat::Text => {
+            if output.exit_code != 0 {
+                return Err(command_result(output.clone(), false)
+                    .err()
+                    .unwrap_or_default());
+            }
+            Ok(Json::String(output.stdout.trim().to_owned()))
+        }
+    }
+}
+
+/// Applies a JSONPath selection as kubectl does: one match is the value, none is null, and a
+/// query that can match many (wildcards, filters, slices, recursion) is always a list.
+fn select(value: &Json, query: &str) -> Result<Json, String> {
+    use jsonpath_rust::JsonPath;
+    let found = value
+        .query(query)
+        .map_err(|e| format!("JSONPath `{query}`: {e}"))?;
+    let many = query.contains('*')
+        || query.contains("..")
+        || query.contains("?(")
+        || query.contains('?')
+        || query.contains(':')
+        || query.contains(',');
+    Ok(if many {
+        Json::Array(found.into_iter().cloned().collect())
+    } else {
+        found.first().map_or(Json::Null, |v| (*v).clone())
+    })
+}
+
+/// Puts `value` at a dotted path in nested maps (`openbao.status` -> {openbao: {status: v}}).
+fn insert_dotted(roots: &mut BTreeMap<String, Json>, name: &str, value: Json) {
+    let mut parts = name.split('.');
+    let Some(root) = parts.next() else {
+        return;
+    };
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        roots.insert(root.to_owned(), value);
+        return;
+    }
+    let mut node = roots.entry(root.to_owned()).or_insert_with(|| json!({}));
+    for (index, part) in rest.iter().enumerate() {
+        if !node.is_object() {
+            *node = json!({});
+        }
+        let Some(map) = node.as_object_mut() else {
+            return;
+        };
+        if index + 1 == rest.len() {
+            map.insert((*part).to_owned(), value);
+            return;
+        }
+        node = map.entry((*part).to_owned()).or_insert_with(|| json!({}));
+    }
+}
+
+/// The merge patch that puts back what `patch` changes in `current`.
+pub fn inverse_merge_patch(current: &Json, patch: &Json) -> Json {
+    match patch {
+        Json::Object(entries) => {
+            let mut inverse = serde_json::Map::new();
+            for (key, value) in entries {
+                let before = current.get(key);
+                let restored = match (before, value) {
+                    (Some(before @ Json::Object(_)), Json::Object(_)) => {
+                        inverse_merge_patch(before, value)
+                    }
+                    (Some(before), _) => before.clone(),
+                    (None, _) => Json::Null,
+                };
+                inverse.insert(key.clone(), restored);
+            }
+            Json::Object(inverse)
+        }
+        _ => current.clone(),
+    }
+}
+
+/// The leaf fields a patch sets, with their values after, for the journal.
+fn changed_fields(patch: &Json, after: &Json) -> String {
+    fn walk(patch: &Json, after: &Json, path: &mut Vec<String>, out: &mut Vec<String>) {
+        match patch {
+            Json::Object(entries) => {
+                for (key, value) in entries {
+                    path.push(key.clone());
+                    walk(value, after.get(key).unwrap_or(&Json::Null), path, out);
+                    path.pop();
+                }
+            }
+            _ => out.push(format!(".{} = {}", path.join("."), after)),
+        }
+    }
+    let mut out = Vec::new();
+    walk(patch, after, &mut Vec::new(), &mut out);
+    if out.is_empty() {
+        "patched".to_owned()
+    } else {
+        out.join(", ")
+    }
+}
+
+fn has_condition(object: &Json, condition: &str) -> bool {
+    object
+        .pointer("/status/conditions")
+        .and_then(Json::as_array)
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.get("type").and_then(Json::as_str) == Some(condition)
+                    && c.get("status").and_then(Json::as_str) == Some("True")
+            })
+        })
+}
+
+fn manifest_key(manifest: &Json, namespace: &str) -> Result<ObjectKey, String> {
+    let field = |pointer: &str| {
+        manifest
+            .pointer(pointer)
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+    };
+    let kind = field("/kind").ok_or("the manifest has no kind")?;
+    Ok(ObjectKey {
+        api_version: field("/apiVersion").ok_or("the manifest has no apiVersion")?,
+        namespace: if is_cluster_scoped(&kind) {
+            None
+        } else {
+            Some(field("/metadata/namespace").unwrap_or_else(|| namespace.to_owned()))
+        },
+        name: field("/metadata/name").ok_or("the manifest has no metadata.name")?,
+        kind,
+    })
+}
+
+/// Kinds that live outside namespaces.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Node"
+            | "Namespace"
+            | "PersistentVolume"
+            | "StorageClass"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CustomResourceDefinition"
+            | "ClusterIssuer"
+            | "ClusterPolicy"
+            | "ClusterSecretStore"
+            | "ClusterPolicyReport"
+            | "PriorityClass"
+            | "ValidatingWebhookConfiguration"
+            | "MutatingWebhookConfiguration"
+    )
+}

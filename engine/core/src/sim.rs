@@ -1,0 +1,756 @@
+//! The simulated world: a Kubernetes API server held in memory, and scripted answers for pod
+//! exec, local commands and HTTP, all loaded from a scenario file (`kind: Scenario`).
+//!
+//! [`SimWorld`] implements the effects traits ([`Cluster`], [`Processes`], [`Http`],
+//! [`Notifier`]) and [`StepObserver`], so the executor runs against it exactly as it runs
+//! against a live cluster. Writes change state the way the API server would (scale sets
+//! `spec.replicas`, cordon sets `spec.unschedulable`, patches merge, drain evicts through
+//! PodDisruptionBudgets, every write moves `resourceVersion`, a server dry-run changes nothing),
+//! so verify steps observe real consequences. A simple controller model brings workload status
+//! to the desired replica count at once, unless the object is annotated
+//! `sim.runbook.dev/stuck: "true"`.
+//!
+//! Scripted answers change as the run goes on: among a script's responses the last one whose
+//! `after` holds answers, where `after: {step: ID}` holds once that step finished successfully
+//! (the executor says so through [`StepObserver`]) and `after: {calls: N}` once the script has
+//! answered N calls. Faults make chosen cluster calls fail.
+//!
+//! Everything that happened is kept for tests: [`SimWorld::mutations`],
+//! [`SimWorld::calls`], [`SimWorld::notifications`] and the objects themselves.
+
+mod scenario;
+mod selector;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+
+pub use scenario::{
+    argv, load_scenario, parse_scenario, scenario_schema, After, CommandScript, ErrorKind,
+    ExecScript, Fault, FaultVerb, HttpAnswer, HttpScript, ProcessResponse, Scenario, ScenarioKind,
+    ScenarioSpec,
+};
+pub use store::{is_cluster_scoped, STUCK_ANNOTATION};
+
+use crate::document::{PatchType, Propagation};
+use crate::effects::{
+    Clock, Cluster, CommandOutput, DrainOptions, DrainReport, DryRun, EffectError, EffectResult,
+    Effects, Http, HttpResponse, ListQuery, Notification, Notifier, ObjectKey, PodRef, Processes,
+    Prompter, Reporter, StepObserver,
+};
+use store::{group_of, Store, StoreKey};
+
+/// One write the simulated cluster applied (server dry-runs are not recorded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mutation {
+    /// `scale`, `restart`, `patch`, `apply`, `delete`, `cordon`, `uncordon` or `drain`.
+    pub verb: String,
+    /// `Deployment shop/api`, `Node n1`.
+    pub target: String,
+    /// What changed, in a few words: `replicas 3 -> 5`, `merge {"spec":{"suspend":true}}`,
+    /// `unschedulable true`, `evicted shop/api-0`.
+    pub detail: String,
+}
+
+impl Mutation {
+    fn new(verb: &str, key: &StoreKey, detail: String) -> Self {
+        Self {
+            verb: verb.to_owned(),
+            target: key.display(),
+            detail,
+        }
+    }
+}
+
+/// The simulated cluster and everything around it. Thread-safe; share it in an [`Arc`].
+pub struct SimWorld {
+    state: Mutex<State>,
+}
+
+struct Script<M, R> {
+    matcher: M,
+    responses: Vec<R>,
+    answered: u32,
+}
+
+struct ExecMatch {
+    namespace: String,
+    pod: String,
+    container: Option<String>,
+    argv: Vec<String>,
+}
+
+struct HttpMatch {
+    url: String,
+    query: Option<BTreeMap<String, String>>,
+}
+
+struct FaultState {
+    fault: Fault,
+    /// Matching calls so far (server dry-runs not counted).
+    seen: u32,
+    /// Calls failed so far.
+    fired: u32,
+}
+
+/// What a cluster call is about, for faults.
+struct Call<'a> {
+    verb: FaultVerb,
+    kind: &'a str,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+}
+
+struct State {
+    store: Store,
+    finished: BTreeSet<String>,
+    exec: Vec<Script<ExecMatch, ProcessResponse>>,
+    commands: Vec<Script<Vec<String>, ProcessResponse>>,
+    http: Vec<Script<HttpMatch, HttpAnswer>>,
+    faults: Vec<FaultState>,
+    mutations: Vec<Mutation>,
+    notifications: Vec<Notification>,
+    calls: Vec<String>,
+}
+
+trait Conditional {
+    fn after(&self) -> Option<&After>;
+}
+
+impl Conditional for ProcessResponse {
+    fn after(&self) -> Option<&After> {
+        self.after.as_ref()
+    }
+}
+
+impl Conditional for HttpAnswer {
+    fn after(&self) -> Option<&After> {
+        self.after.as_ref()
+    }
+}
+
+fn holds(after: Option<&After>, finished: &BTreeSet<String>, calls: u32) -> bool {
+    after.is_none_or(|after| {
+        after
+            .step
+            .as_ref()
+            .is_none_or(|step| finished.contains(step))
+            && after.calls.is_none_or(|count| calls >= count)
+    })
+}
+
+impl<M, R: Conditional + Clone> Script<M, R> {
+    /// The answer in effect: the last response whose `after` holds. Counts the call.
+    fn answer(&mut self, finished: &BTreeSet<String>) -> Option<R> {
+        let answered = self.answered;
+        let response = self
+            .responses
+            .iter()
+            .rev()
+            .find(|response| holds(response.after(), finished, answered))
+            .cloned()?;
+        self.answered += 1;
+        Some(response)
+    }
+}
+
+fn script_argv(command: &crate::document::Command) -> Vec<String> {
+    argv(command).unwrap_or_else(|_| match command {
+        crate::document::Command::Line(line) => vec![line.clone()],
+        crate::document::Command::Argv(argv) => argv.clone(),
+    })
+}
+
+fn process_output(response: ProcessResponse, what: &str) -> EffectResult<CommandOutput> {
+    match response.error {
+        Some(kind) => Err(kind.error(
+            response
+                .message
+                .unwrap_or_else(|| format!("scripted failure for {what}")),
+        )),
+        None => Ok(CommandOutput {
+            exit_code: response.exit_code,
+            stdout: response.stdout,
+            stderr: response.stderr,
+        }),
+    }
+}
+
+fn none_in_effect(what: &str) -> EffectError {
+    EffectError::NotFound(format!(
+        "the scripted answers for {what} have none in effect yet (each has an `after` that does not hold); add a response without `after`"
+    ))
+}
+
+/// An argv as a short line: words quoted only when they need it to read back.
+fn shown(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !matches!(c, '\'' | '"' | '\\'));
+            if plain {
+                word.clone()
+            } else {
+                shell_words::quote(word).into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn flow_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_default()
+}
+
+impl State {
+    /// The first active fault matching `call`, as its error. Server dry-runs fail too while a
+    /// fault is active, but only real calls count towards `times` and `after: {calls}`.
+    fn check_fault(&mut self, call: &Call<'_>, count: bool) -> EffectResult<()> {
+        let mut failure = None;
+        for state in &mut self.faults {
+            let fault = &state.fault;
+            let matches = fault.verb == call.verb
+                && fault.kind.as_deref().is_none_or(|kind| kind == call.kind)
+                && fault
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| Some(ns) == call.namespace)
+                && fault
+                    .name
+                    .as_deref()
+                    .is_none_or(|name| Some(name) == call.name);
+            if !matches {
+                continue;
+            }
+            let seen = state.seen;
+            if count {
+                state.seen += 1;
+            }
+            let active = holds(fault.after.as_ref(), &self.finished, seen)
+                && fault.times.is_none_or(|times| state.fired < times);
+            if active && failure.is_none() {
+                if count {
+                    state.fired += 1;
+                }
+                let target = match (call.namespace, call.name) {
+                    (Some(ns), Some(name)) => format!("{} {ns}/{name}", call.kind),
+                    (None, Some(name)) => format!("{} {name}", call.kind),
+                    (Some(ns), None) => format!("{} in {ns}", call.kind),
+                    (None, None) => call.kind.to_owned(),
+                };
+                let message = fault
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("injected fault: {} {target}", call.verb.as_str()));
+                failure = Some(fault.error.error(message));
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+impl SimWorld {
+    pub fn new(scenario: &Scenario) -> Self {
+        let spec = &scenario.spec;
+        let mut store = Store::default();
+        for object in &spec.objects {
+            store.load(Json::Object(object.clone()));
+        }
+        let exec = spec
+            .exec
+            .iter()
+            .map(|script| {
+                let (namespace, pod) = script
+                    .pod
+                    .split_once('/')
+                    .unwrap_or(("default", script.pod.as_str()));
+                Script {
+                    matcher: ExecMatch {
+                        namespace: namespace.to_owned(),
+                        pod: pod.to_owned(),
+                        container: script.container.clone(),
+                        argv: script_argv(&script.command),
+                    },
+                    responses: script.responses.clone(),
+                    answered: 0,
+                }
+            })
+            .collect();
+        let commands = spec
+            .commands
+            .iter()
+            .map(|script| Script {
+                matcher: script_argv(&script.argv),
+                responses: script.responses.clone(),
+                answered: 0,
+            })
+            .collect();
+        let http = spec
+            .http
+            .iter()
+            .map(|script| Script {
+                matcher: HttpMatch {
+                    url: script.url.clone(),
+                    query: script.query.clone(),
+                },
+                responses: script.responses.clone(),
+                answered: 0,
+            })
+            .collect();
+        let faults = spec
+            .faults
+            .iter()
+            .map(|fault| FaultState {
+                fault: fault.clone(),
+                seen: 0,
+                fired: 0,
+            })
+            .collect();
+        Self {
+            state: Mutex::new(State {
+                store,
+                finished: BTreeSet::new(),
+                exec,
+                commands,
+                http,
+                faults,
+                mutations: Vec::new(),
+                notifications: Vec::new(),
+                calls: Vec::new(),
+            }),
+        }
+    }
+
+    /// The executor's effects, with this world as cluster, processes, HTTP, notifier and step
+    /// observer.
+    pub fn effects(
+        self: &Arc<Self>,
+        prompter: Arc<dyn Prompter>,
+        clock: Arc<dyn Clock>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Effects {
+        Effects {
+            cluster: self.clone(),
+            processes: self.clone(),
+            http: self.clone(),
+            notifier: self.clone(),
+            prompter,
+            clock,
+            reporter,
+            observer: Some(self.clone()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every applied write, in order.
+    pub fn mutations(&self) -> Vec<Mutation> {
+        self.lock().mutations.clone()
+    }
+
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.lock().notifications.clone()
+    }
+
+    /// The object as stored (apiVersion as loaded or created), if it exists.
+    pub fn object(&self, key: &ObjectKey) -> Option<Json> {
+        self.lock().store.objects.get(&StoreKey::of(key)).cloned()
+    }
+
+    /// Every object, sorted by group, kind, namespace and name.
+    pub fn objects(&self) -> Vec<Json> {
+        self.lock().store.objects.values().cloned().collect()
+    }
+
+    /// Every exec, command and HTTP call, in order: `exec ns/pod -c container -- argv`,
+    /// `run argv`, `http GET url?query`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// The steps the executor reported as finished successfully.
+    pub fn finished_steps(&self) -> Vec<String> {
+        self.lock().finished.iter().cloned().collect()
+    }
+
+    /// The last resourceVersion handed out.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().store.revision()
+    }
+
+    /// Runs a write on the store, or, for a server dry-run, on a copy of it.
+    fn write<T>(
+        &self,
+        call: Call<'_>,
+        dry_run: DryRun,
+        op: impl FnOnce(&mut Store, &mut Vec<Mutation>, bool) -> EffectResult<T>,
+    ) -> EffectResult<T> {
+        let mut state = self.lock();
+        let dry = dry_run.is_dry();
+        state.check_fault(&call, !dry)?;
+        if dry {
+            let mut scratch = state.store.clone();
+            op(&mut scratch, &mut Vec::new(), true)
+        } else {
+            let State {
+                store, mutations, ..
+            } = &mut *state;
+            op(store, mutations, false)
+        }
+    }
+}
+
+fn key_call<'a>(verb: FaultVerb, key: &'a StoreKey) -> Call<'a> {
+    Call {
+        verb,
+        kind: &key.kind,
+        namespace: key.namespace.as_deref(),
+        name: Some(&key.name),
+    }
+}
+
+/// The object as the caller asked for it: under the apiVersion of the request.
+fn as_requested(mut object: Json, api_version: &str) -> Json {
+    if !api_version.is_empty() {
+        object["apiVersion"] = json!(api_version);
+    }
+    object
+}
+
+#[async_trait]
+impl Cluster for SimWorld {
+    async fn get(&self, key: &ObjectKey) -> EffectResult<Json> {
+        let store_key = StoreKey::of(key);
+        let mut state = self.lock();
+        state.check_fault(&key_call(FaultVerb::Get, &store_key), true)?;
+        let object = state.store.get(&store_key)?.clone();
+        Ok(as_requested(object, &key.api_version))
+    }
+
+    async fn list(&self, query: &ListQuery) -> EffectResult<Json> {
+        let mut state = self.lock();
+        state.check_fault(
+            &Call {
+                verb: FaultVerb::List,
+                kind: &query.kind,
+                namespace: query.namespace.as_deref(),
+                name: None,
+            },
+            true,
+        )?;
+        let labels = match &query.label_selector {
+            Some(text) => selector::parse_labels(text).map_err(EffectError::Invalid)?,
+            None => Vec::new(),
+        };
+        let fields = match &query.field_selector {
+            Some(text) => {
+                selector::parse_fields(&query.kind, text).map_err(EffectError::Invalid)?
+            }
+            None => Vec::new(),
+        };
+        let group = group_of(&query.api_version);
+        let namespace = query
+            .namespace
+            .as_deref()
+            .filter(|_| !is_cluster_scoped(&query.kind));
+        let items: Vec<Json> = state
+            .store
+            .objects
+            .iter()
+            .filter(|(key, object)| {
+                key.group == group
+                    && key.kind == query.kind
+                    && namespace.is_none_or(|ns| key.namespace.as_deref() == Some(ns))
+                    && labels.iter().all(|requirement| {
+                        requirement
+                            .matches(object.pointer("/metadata/labels").and_then(Json::as_object))
+                    })
+                    && fields.iter().all(|requirement| requirement.matches(object))
+            })
+            .map(|(_, object)| as_requested(object.clone(), &query.api_version))
+            .collect();
+        Ok(json!({
+            "apiVersion": query.api_version,
+            "kind": format!("{}List", query.kind),
+            "metadata": {"resourceVersion": state.store.revision().to_string()},
+            "items": items,
+        }))
+    }
+
+    async fn scale(&self, key: &ObjectKey, replicas: i64, dry_run: DryRun) -> EffectResult<Json> {
+        let store_key = StoreKey::of(key);
+        self.write(
+            key_call(FaultVerb::Scale, &store_key),
+            dry_run,
+            |store, log, dry| store.scale(&store_key, replicas, dry, log),
+        )
+    }
+
+    async fn restart(
+        &self,
+        key: &ObjectKey,
+        at: SystemTime,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let store_key = StoreKey::of(key);
+        let at = humantime::format_rfc3339_seconds(at).to_string();
+        self.write(
+            key_call(FaultVerb::Restart, &store_key),
+            dry_run,
+            |store, log, dry| store.restart(&store_key, &at, dry, log),
+        )
+    }
+
+    async fn patch(
+        &self,
+        key: &ObjectKey,
+        patch_type: PatchType,
+        body: &Json,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let store_key = StoreKey::of(key);
+        self.write(
+            key_call(FaultVerb::Patch, &store_key),
+            dry_run,
+            |store, log, dry| store.patch(&store_key, patch_type, body, dry, log),
+        )
+    }
+
+    async fn apply(&self, manifest: &Json, dry_run: DryRun) -> EffectResult<Json> {
+        let text = |pointer: &str| manifest.pointer(pointer).and_then(Json::as_str);
+        let kind = text("/kind").unwrap_or("");
+        let key = StoreKey::new(
+            text("/apiVersion").unwrap_or(""),
+            kind,
+            text("/metadata/namespace"),
+            text("/metadata/name").unwrap_or(""),
+        );
+        self.write(
+            key_call(FaultVerb::Apply, &key),
+            dry_run,
+            |store, log, dry| store.apply(manifest, dry, log),
+        )
+    }
+
+    async fn delete(
+        &self,
+        key: &ObjectKey,
+        propagation: Option<Propagation>,
+        _grace_period_seconds: Option<u32>,
+        dry_run: DryRun,
+    ) -> EffectResult<()> {
+        let store_key = StoreKey::of(key);
+        let orphan = propagation == Some(Propagation::Orphan);
+        self.write(
+            key_call(FaultVerb::Delete, &store_key),
+            dry_run,
+            |store, log, _| store.delete(&store_key, orphan, log),
+        )
+    }
+
+    async fn set_unschedulable(
+        &self,
+        node: &str,
+        unschedulable: bool,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let verb = if unschedulable {
+            FaultVerb::Cordon
+        } else {
+            FaultVerb::Uncordon
+        };
+        let call = Call {
+            verb,
+            kind: "Node",
+            namespace: None,
+            name: Some(node),
+        };
+        self.write(call, dry_run, |store, log, dry| {
+            store.set_unschedulable(node, unschedulable, dry, log)
+        })
+    }
+
+    async fn drain(
+        &self,
+        node: &str,
+        options: &DrainOptions,
+        dry_run: DryRun,
+    ) -> EffectResult<DrainReport> {
+        let call = Call {
+            verb: FaultVerb::Drain,
+            kind: "Node",
+            namespace: None,
+            name: Some(node),
+        };
+        self.write(call, dry_run, |store, log, dry| {
+            store.drain(node, options, dry, log)
+        })
+    }
+
+    async fn exec(
+        &self,
+        pod: &PodRef,
+        argv: &[String],
+        _timeout: Duration,
+    ) -> EffectResult<CommandOutput> {
+        let mut state = self.lock();
+        let container = pod
+            .container
+            .as_ref()
+            .map(|c| format!(" -c {c}"))
+            .unwrap_or_default();
+        let shown = shown(argv);
+        state.calls.push(format!(
+            "exec {}/{}{container} -- {shown}",
+            pod.namespace, pod.pod
+        ));
+        state.check_fault(
+            &Call {
+                verb: FaultVerb::Exec,
+                kind: "Pod",
+                namespace: Some(&pod.namespace),
+                name: Some(&pod.pod),
+            },
+            true,
+        )?;
+        let State { exec, finished, .. } = &mut *state;
+        let what = format!(
+            "exec in pod {}/{}{container}: {shown}",
+            pod.namespace, pod.pod
+        );
+        let script = exec.iter_mut().find(|script| {
+            let matcher = &script.matcher;
+            matcher.namespace == pod.namespace
+                && matcher.pod == pod.pod
+                && matcher.argv == argv
+                && match (&matcher.container, &pod.container) {
+                    (Some(expected), Some(given)) => expected == given,
+                    _ => true,
+                }
+        });
+        let Some(script) = script else {
+            let container = pod
+                .container
+                .as_ref()
+                .map(|c| format!(", container: {c}"))
+                .unwrap_or_default();
+            return Err(EffectError::NotFound(format!(
+                "no scripted answer matches {what} (argv {}); add one to the scenario's spec.exec: {{pod: {}/{}{container}, command: {}, responses: [{{exitCode: 0, stdout: \"...\"}}]}}",
+                flow_list(argv),
+                pod.namespace,
+                pod.pod,
+                flow_list(argv)
+            )));
+        };
+        let response = script
+            .answer(finished)
+            .ok_or_else(|| none_in_effect(&what))?;
+        process_output(response, &what)
+    }
+}
+
+#[async_trait]
+impl Processes for SimWorld {
+    async fn run(&self, argv: &[String], _timeout: Duration) -> EffectResult<CommandOutput> {
+        let mut state = self.lock();
+        let shown = shown(argv);
+        state.calls.push(format!("run {shown}"));
+        let State {
+            commands, finished, ..
+        } = &mut *state;
+        let what = format!("command `{shown}`");
+        let Some(script) = commands.iter_mut().find(|script| script.matcher == argv) else {
+            return Err(EffectError::NotFound(format!(
+                "no scripted answer matches {what} (argv {}); add one to the scenario's spec.commands: {{argv: {}, responses: [{{exitCode: 0, stdout: \"...\"}}]}}",
+                flow_list(argv),
+                flow_list(argv)
+            )));
+        };
+        let response = script
+            .answer(finished)
+            .ok_or_else(|| none_in_effect(&what))?;
+        process_output(response, &what)
+    }
+}
+
+#[async_trait]
+impl Http for SimWorld {
+    async fn get(
+        &self,
+        url: &str,
+        query: &BTreeMap<String, String>,
+        _headers: &BTreeMap<String, String>,
+    ) -> EffectResult<HttpResponse> {
+        let mut state = self.lock();
+        let shown = if query.is_empty() {
+            url.to_owned()
+        } else {
+            let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{url}?{}", pairs.join("&"))
+        };
+        state.calls.push(format!("http GET {shown}"));
+        let State { http, finished, .. } = &mut *state;
+        let what = format!("GET {shown}");
+        let script = http.iter_mut().find(|script| {
+            script.matcher.url == url && script.matcher.query.as_ref().is_none_or(|q| q == query)
+        });
+        let Some(script) = script else {
+            let query_yaml = if query.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", query: {}",
+                    serde_json::to_string(query).unwrap_or_default()
+                )
+            };
+            return Err(EffectError::NotFound(format!(
+                "no scripted answer matches {what}; add one to the scenario's spec.http: {{url: {url}{query_yaml}, responses: [{{status: 200, body: \"...\"}}]}}"
+            )));
+        };
+        let response = script
+            .answer(finished)
+            .ok_or_else(|| none_in_effect(&what))?;
+        match response.error {
+            Some(kind) => Err(kind.error(
+                response
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("scripted failure for {what}")),
+            )),
+            None => Ok(HttpResponse {
+                status: response.status,
+                body: response.body_text(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for SimWorld {
+    async fn send(&self, notification: &Notification) -> EffectResult<()> {
+        self.lock().notifications.push(notification.clone());
+        Ok(())
+    }
+}
+
+impl StepObserver for SimWorld {
+    fn step_finished(&self, step: &str, succeeded: bool) {
+        if succeeded {
+            self.lock().finished.insert(step.to_owned());
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! The scenario document (`kind: Scenario`): the objects of a simulated cluster and scripted
+//! answers for everything else the executor may ask (pod exec, local commands, HTTP), plus
+//! faults to inject into cluster calls.
+//!
+//! Parsed like runbooks are: `yaml::parse` keeps positions, the structure check walks the JSON
+//! Schema generated from these types (every unknown field, wrong type and missing field, each
+//! at `file:line:col`), serde builds the typed document, and a last pass checks what the schema
+//! cannot say (objects need `apiVersion`, `kind` and `metadata.name`; `pod` is
+//! `namespace/name`; no two scripts answer the same call).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::document::{Command, Metadata, API_GROUP, API_VERSION};
+use crate::effects::EffectError;
+use crate::source::{Position, Source, SourceFile, Span};
+use crate::yaml::{self, Node, Value};
+
+/// A simulated world for `runbook test` and the test suite.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scenario {
+    /// `<group>/v1alpha1`, for example `runbook.dev/v1alpha1`.
+    pub api_version: String,
+    pub kind: ScenarioKind,
+    pub metadata: Metadata,
+    pub spec: ScenarioSpec,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ScenarioKind {
+    Scenario,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScenarioSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Kubernetes objects of any kind, as they would be read from the API server. Each needs
+    /// `apiVersion`, `kind` and `metadata.name`; namespaced kinds without `metadata.namespace`
+    /// land in `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<serde_json::Map<String, Json>>,
+    /// Scripted answers for commands run in pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<ExecScript>,
+    /// Scripted answers for local commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandScript>,
+    /// Scripted answers for HTTP GETs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpScript>,
+    /// Errors to return from cluster calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
+}
+
+/// Answers for one command in one pod, matched on the pod, the container (when given) and the
+/// exact argv.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExecScript {
+    /// `namespace/name`.
+    pub pod: String,
+    /// Without it, a call for any container of the pod matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// An argv list, or a line split as runbook commands are.
+    pub command: Command,
+    /// The last one whose `after` holds answers.
+    pub responses: Vec<ProcessResponse>,
+}
+
+/// Answers for one local command, matched on the exact argv.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommandScript {
+    /// An argv list, or a line split as runbook commands are.
+    pub argv: Command,
+    /// The last one whose `after` holds answers.
+    pub responses: Vec<ProcessResponse>,
+}
+
+/// Answers for HTTP GETs of one URL, matched on the URL and, when `query` is given, on exactly
+/// those query parameters.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpScript {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<BTreeMap<String, String>>,
+    /// The last one whose `after` holds answers.
+    pub responses: Vec<HttpAnswer>,
+}
+
+/// What a command (in a pod, or local) answers.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProcessResponse {
+    /// When this answer starts to apply; without it, always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<After>,
+    #[serde(default)]
+    pub exit_code: i32,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+    /// Fail the call instead of answering (the pod or process could not be reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorKind>,
+    /// The error's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What an HTTP GET answers.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpAnswer {
+    /// When this answer starts to apply; without it, always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<After>,
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    /// The body: text, or YAML that is sent as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Json>,
+    /// Fail the call instead of answering (the server could not be reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorKind>,
+    /// The error's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+impl HttpAnswer {
+    /// The body as sent: text as it is, anything else as JSON.
+    pub fn body_text(&self) -> String {
+        match &self.body {
+            None | Some(Json::Null) => String::new(),
+            Some(Json::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+        }
+    }
+}
+
+/// When an answer or a fault applies. With both fields, both must hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct After {
+    /// From when this step has finished successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// From when the script (or, for a fault, its filter) has already seen this many calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<u32>,
+}
+
+/// A cluster call that fails.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fault {
+    pub verb: FaultVerb,
+    /// Only calls for this kind (`Node` for cordon, uncordon and drain; `Pod` for exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only calls for this object (the node, or the pod for exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub error: ErrorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Only the first this many matching calls fail; default every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<After>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultVerb {
+    Scale,
+    Restart,
+    Patch,
+    Apply,
+    Delete,
+    Cordon,
+    Uncordon,
+    Drain,
+    Exec,
+    Get,
+    List,
+}
+
+impl FaultVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scale => "scale",
+            Self::Restart => "restart",
+            Self::Patch => "patch",
+            Self::Apply => "apply",
+            Self::Delete => "delete",
+            Self::Cordon => "cordon",
+            Self::Uncordon => "uncordon",
+            Self::Drain => "drain",
+            Self::Exec => "exec",
+            Self::Get => "get",
+            Self::List => "list",
+        }
+    }
+}
+
+/// The kinds of [`EffectError`], as scenarios name them.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    NotFound,
+    Conflict,
+    Invalid,
+    Forbidden,
+    Blocked,
+    Unavailable,
+    Other,
+}
+
+impl ErrorKind {
+    pub fn error(self, message: impl Into<String>) -> EffectError {
+        let message = message.into();
+        match self {
+            Self::NotFound => EffectError::NotFound(message),
+            Self::Conflict => EffectError::Conflict(message),
+            Self::Invalid => EffectError::Invalid(message),
+            Self::Forbidden => EffectError::Forbidden(message),
+            Self::Blocked => EffectError::Blocked(message),
+            Self::Unavailable => EffectError::Unavailable(message),
+            Self::Other => EffectError::Other(message),
+        }
+    }
+}
+
+/// The argv of a scripted command: a list as it is, a line split as runbook commands are.
+pub fn argv(command: &Command) -> Result<Vec<String>, String> {
+    match command {
+        Command::Argv(argv) => Ok(argv.clone()),
+        Command::Line(line) => crate::expr::split_command(line),
+    }
+}
+
+/// The JSON Schema of scenario files (draft-07, like [`crate::document::json_schema`]); the
+/// scenario itself is `#/definitions/Scenario`.
+pub fn scenario_schema() -> Json {
+    let mut generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let reference = generator.subschema_for::<Scenario>().to_value();
+    let definitions = generator.take_definitions(true);
+    serde_json::json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": format!("https://{API_GROUP}/schemas/scenario.schema.json"),
+        "title": "scenario",
+        "allOf": [reference],
+        "definitions": definitions,
+    })
+}
+
+fn schema() -> &'static Json {
+    static SCHEMA: OnceLock<Json> = OnceLock::new();
+    SCHEMA.get_or_init(scenario_schema)
+}
+
+/// Reads and parses a scenario file.
+pub fn load_scenario(path: &Path) -> Result<Scenario, Diagnostics> {
+    let fail = |message: String| {
+        let source = SourceFile::new(path, String::new());
+        let mut diagnostics = Diagnostics::new();
+        diagnostics.push(Diagnostic::error(
+            "io",
+            &source,
+            Span::point(Position::new(1, 1)),
+            message,
+        ));
+        diagnostics
+    };
+    let bytes =
+        std::fs::read(path).map_err(|error| fail(format!("cannot read the file: {error}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| fail("the file is not valid UTF-8".into()))?;
+    parse_scenario(path, &text)
+}
+
+/// Parses a scenario, reporting every problem with its position.
+pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Diagnostics> {
+    let source = SourceFile::new(path, text);
+    let mut diagnostics = Diagnostics::new();
+    let documents: Vec<_> = yaml::parse(&source, &mut diagnostics)
+        .into_iter()
+        .filter(|document| !matches!(document.root.value, Value::Null))
+        .collect();
+    let Some(first) = documents.first() else {
+        if !diagnostics.has_errors() {
+            diagnostics.push(Diagnostic::error(
+                "empty",
+                &source,
+                Span::point(Position::new(1, 1)),
+                "the file holds no scenario",
+            ));
+        }
+        return Err(diagnostics);
+    };
+    for extra in &documents[1..] {
+        diagnostics.push(Diagnostic::error(
+            "extra-document",
+            &source,
+            Span::point(extra.root.span.start),
+            "a scenario file holds one document; this is another",
+        ));
+    }
+    let root = &first.root;
+    if !matches!(root.value, Value::Map(_)) {
+        diagnostics.push(Diagnostic::error(
+            "wrong-type",
+            &source,
+            root.span,
+            format!(
+                "expected a mapping with `apiVersion`, `kind`, `metadata` and `spec`, found {}",
+                root.describe()
+            ),
+        ));
+        return Err(diagnostics);
+    }
+    check_api_version(root, &source, &mut diagnostics);
+    let bad = crate::structure::check(schema(), "Scenario", root, &source, &mut diagnostics);
+    check_objects(root, &source, &mut diagnostics);
+    let mut json = root.to_json();
+    for pointer in &bad {
+        if !prune(&mut json, pointer) {
+            return Err(diagnostics);
+        }
+    }
+    // The checks of meaning run item by item, so an item the structure check refused does not
+    // hide the problems of the others.
+    Checker {
+        root,
+        source: &source,
+        diagnostics: &mut diagnostics,
+    }
+    .check(&json);
+    match serde_path_to_error::deserialize::<_, Scenario>(json) {
+        Ok(scenario) if !diagnostics.has_errors() => Ok(scenario),
+        Ok(_) => Err(diagnostics),
+        Err(error) => {
+            // With fields set aside, serde may refuse the rest; the structure check said why.
+            if bad.is_empty() {
+                let mut pointer = String::new();
+                for segment in error.path().iter() {
+                    pointer.push('/');
+                    pointer.push_str(&segment.to_string());
+                }
+                diagnostics.push(Diagnostic::error(
+                    "invalid-value",
+                    &source,
+                    span_at(root, &pointer),
+                    error.inner().to_string(),
+                ));
+            }
+            Err(diagnostics)
+        }
+    }
+}
+
+/// The items of the list `/spec/{field}` that deserialize, with their indexes.
+fn items<T: serde::de::DeserializeOwned>(json: &Json, field: &str) -> Vec<(usize, T)> {
+    json.pointer(&format!("/spec/{field}"))
+        .and_then(Json::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, item)| {
+                    serde_json::from_value(item.clone())
+                        .ok()
+                        .map(|item| (index, item))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn check_api_version(root: &Node, source: &Source, diagnostics: &mut Diagnostics) {
+    let Some(node) = root.get("apiVersion") else {
+        return;
+    };
+    let Some(text) = node.as_str() else {
+        return;
+    };
+    let valid = text.split_once('/').is_some_and(|(group, version)| {
+        version == API_VERSION && group.contains('.') && !group.contains(' ')
+    });
+    if !valid {
+        diagnostics.push(
+            Diagnostic::error(
+                "api-version",
+                source,
+                node.span,
+                format!("unsupported apiVersion `{text}`"),
+            )
+            .with_help(format!(
+                "use `<group>/{API_VERSION}`, for example `{API_GROUP}/{API_VERSION}`"
+            )),
+        );
+    }
+}
+
+/// Every object needs `apiVersion`, `kind` and `metadata.name` (strings), and no two may be
+/// the same object.
+fn check_objects(root: &Node, source: &Source, diagnostics: &mut Diagnostics) {
+    let Some(Node {
+        value: Value::Seq(objects),
+        ..
+    }) = root.pointer("/spec/objects")
+    else {
+        return;
+    };
+    let mut seen: BTreeMap<super::store::StoreKey, usize> = BTreeMap::new();
+    for object in objects {
+        if !matches!(object.value, Value::Map(_)) {
+            continue; // The structure check reported it.
+        }
+        let mut fields = Vec::new();
+        for (pointer, name) in [
+            ("/apiVersion", "apiVersion"),
+            ("/kind", "kind"),
+            ("/metadata/name", "metadata.name"),
+        ] {
+            match object.pointer(pointer) {
+                Some(node) => match node.as_str() {
+                    Some(text) if !text.trim().is_empty() => fields.push(text.to_owned()),
+                    _ => diagnostics.push(Diagnostic::error(
+                        "wrong-type",
+                        source,
+                        node.span,
+                        format!(
+                            "`{name}` must be a non-empty string, found {}",
+                            node.describe()
+                        ),
+                    )),
+                },
+                None => {
+                    let at = if pointer.starts_with("/metadata/") {
+                        object.get("metadata").unwrap_or(object)
+                    } else {
+                        object
+                    };
+                    diagnostics.push(Diagnostic::error(
+                        "missing-field",
+                        source,
+                        Span::point(at.span.start),
+                        format!("missing required field `{name}` in object"),
+                    ));
+                }
+            }
+        }
+        if let Some(namespace) = object.pointer("/metadata/namespace") {
+            if namespace.as_str().is_none() {
+                diagnostics.push(Diagnostic::error(
+                    "wrong-type",
+                    source,
+                    namespace.span,
+                    format!(
+                        "`metadata.namespace` must be a string, found {}",
+                        namespace.describe()
+                    ),
+                ));
+            }
+        }
+        if let [api_version, kind, name] = fields.as_slice() {
+            let namespace = object.pointer("/metadata/namespace").and_then(Node::as_str);
+            let key = super::store::StoreKey::new(api_version, kind, namespace, name);
+            if let Some(first) = seen.get(&key) {
+                diagnostics.push(Diagnostic::error(
+                    "duplicate-object",
+                    source,
+                    Span::point(object.span.start),
+                    format!(
+                        "duplicate object `{}` (first given at line {first})",
+                        key.display()
+                    ),
+                ));
+            } else {
+                seen.insert(key, object.span.start.line);
+            }
+        }
+    }
+}
+
+struct Checker<'a> {
+    root: &'a Node,
+    source: &'a Source,
+    diagnostics: &'a mut Diagnostics,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, code: &'static str, pointer: &str, message: String) {
+        let span = span_at(self.root, pointer);
+        self.diagnostics
+            .push(Diagnostic::error(code, self.source, span, message));
+    }
+
+    fn check(&mut self, json: &Json) {
+        let mut first: BTreeMap<String, usize> = BTreeMap::new();
+        for (index, script) in items::<ExecScript>(json, "exec") {
+            let pointer = format!("/spec/exec/{index}");
+            let valid_pod = script
+                .pod
+                .split_once('/')
+                .is_some_and(|(ns, pod)| !ns.is_empty() && !pod.is_empty() && !pod.contains('/'));
+            if !valid_pod {
+                self.error(
+                    "invalid-value",
+                    &format!("{pointer}/pod"),
+                    format!("`pod` must be `namespace/name`, found `{}`", script.pod),
+                );
+            }
+            let identity = self.argv(&script.command, &format!("{pointer}/command"));
+            if let Some(argv) = identity {
+                let id = format!("exec {} {:?} {argv:?}", script.pod, script.container);
+                self.duplicate(
+                    &mut first,
+                    id,
+                    &pointer,
+                    "exec script for this pod and command",
+                );
+            }
+            self.process_responses(&script.responses, &pointer);
+        }
+        for (index, script) in items::<CommandScript>(json, "commands") {
+            let pointer = format!("/spec/commands/{index}");
+            if let Some(argv) = self.argv(&script.argv, &format!("{pointer}/argv")) {
+                let id = format!("command {argv:?}");
+                self.duplicate(&mut first, id, &pointer, "command script for this argv");
+            }
+            self.process_responses(&script.responses, &pointer);
+        }
+        for (index, script) in items::<HttpScript>(json, "http") {
+            let pointer = format!("/spec/http/{index}");
+            if script.url.trim().is_empty() {
+                self.error(
+                    "invalid-value",
+                    &format!("{pointer}/url"),
+                    "`url` is empty".into(),
+                );
+            }
+            let id = format!("http {} {:?}", script.url, script.query);
+            self.duplicate(
+                &mut first,
+                id,
+                &pointer,
+                "http script for this url and query",
+            );
+            if script.responses.is_empty() {
+                self.no_responses(&pointer);
+            }
+            for (number, response) in script.responses.iter().enumerate() {
+                let at = format!("{pointer}/responses/{number}");
+                self.after(response.after.as_ref(), &at);
+                let answered = response.status != 200 || response.body.is_some();
+                self.error_fields(response.error, response.message.is_some(), answered, &at);
+            }
+        }
+        for (index, fault) in items::<Fault>(json, "faults") {
+            let pointer = format!("/spec/faults/{index}");
+            self.after(fault.after.as_ref(), &pointer);
+            if fault.times == Some(0) {
+                self.error(
+                    "invalid-value",
+                    &format!("{pointer}/times"),
+                    "`times: 0` never fails; remove the fault or give at least 1".into(),
+                );
+            }
+        }
+    }
+
+    fn argv(&mut self, command: &Command, pointer: &str) -> Option<Vec<String>> {
+        match argv(command) {
+            Ok(argv) if argv.is_empty() => {
+                self.error("invalid-value", pointer, "the command is empty".into());
+                None
+            }
+            Ok(argv) => Some(argv),
+            Err(error) => {
+                self.error(
+                    "invalid-value",
+                    pointer,
+                    format!("cannot split the command: {error}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn duplicate(
+        &mut self,
+        first: &mut BTreeMap<String, usize>,
+        id: String,
+        pointer: &str,
+        what: &str,
+    ) {
+        let line = span_at(self.root, pointer).start.line;
+        match first.get(&id) {
+            Some(earlier) => self.error(
+                "duplicate-script",
+                pointer,
+                format!("a second {what} (the first is at line {earlier}); merge their responses"),
+            ),
+            None => {
+                first.insert(id, line);
+            }
+        }
+    }
+
+    fn no_responses(&mut self, pointer: &str) {
+        self.error(
+            "invalid-value",
+            &format!("{pointer}/responses"),
+            "a script needs at least one response".into(),
+        );
+    }
+
+    fn process_responses(&mut self, responses: &[ProcessResponse], pointer: &str) {
+        if responses.is_empty() {
+            self.no_responses(pointer);
+        }
+        for (number, response) in responses.iter().enumerate() {
+            let at = format!("{pointer}/responses/{number}");
+            self.after(response.after.as_ref(), &at);
+            let answered = response.exit_code != 0
+                || !response.stdout.is_empty()
+                || !response.stderr.is_empty();
+            self.error_fields(response.error, response.message.is_some(), answered, &at);
+        }
+    }
+
+    fn error_fields(
+        &mut self,
+        error: Option<ErrorKind>,
+        message: bool,
+        answered: bool,
+        pointer: &str,
+    ) {
+        if error.is_some() && answered {
+            self.error(
+                "conflicting-fields",
+                &format!("{pointer}/error"),
+                "a response with `error` fails the call, so it cannot also give output".into(),
+            );
+        }
+        if error.is_none() && message {
+            self.error(
+                "conflicting-fields",
+                &format!("{pointer}/message"),
+                "`message` goes with `error`".into(),
+            );
+        }
+    }
+
+    fn after(&mut self, after: Option<&After>, pointer: &str) {
+        if let Some(after) = after {
+            if after.step.is_none() && after.calls.is_none() {
+                self.error(
+                    "invalid-value",
+                    &format!("{pointer}/after"),
+                    "`after` needs `step` (a step id) or `calls` (a count)".into(),
+                );
+            }
+        }
+    }
+}
+
+/// The span of the node at `pointer`, or of its nearest ancestor that exists.
+fn span_at(root: &Node, pointer: &str) -> Span {
+    let mut pointer = pointer;
+    loop {
+        if let Some(node) = root.pointer(pointer) {
+            return node.span;
+        }
+        match pointer.rsplit_once('/') {
+            Some((parent, _)) => pointer = parent,
+            None => return root.span,
+        }
+    }
+}
+
+/// Removes the field holding `pointer` (or, inside a list, the field holding the list).
+fn prune(json: &mut Json, pointer: &str) -> bool {
+    let mut pointer = pointer.to_owned();
+    loop {
+        let Some((parent, key)) = pointer.rsplit_once('/') else {
+            return false;
+        };
+        let (parent, key) = (parent.to_owned(), key.replace("~1", "/").replace("~0", "~"));
+        match json.pointer_mut(&parent) {
+            Some(Json::Object(map)) => {
+                map.shift_remove(&key);
+                return true;
+            }
+            Some(Json::Array(_)) => pointer = parent,
+            _ => return false,
+        }
+    }
+}

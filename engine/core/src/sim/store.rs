@@ -1,0 +1,991 @@
+//! The simulated API server's object store and the writes it accepts.
+//!
+//! Every write goes through [`Store::commit`]: identity fields may not change, a
+//! `resourceVersion` in the new object is a precondition, `metadata.generation` moves when
+//! `spec` does, a simple controller brings workload status to the desired state (unless the
+//! object is annotated `sim.runbook.dev/stuck: "true"`), and a new `resourceVersion` is taken
+//! from one counter. A server dry-run runs the same code on a copy of the store and keeps the
+//! old `resourceVersion`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value as Json};
+
+use super::selector::selector_matches;
+use super::Mutation;
+use crate::effects::{DrainOptions, DrainReport, EffectError, EffectResult};
+
+/// The annotation that keeps the controller model away from an object.
+pub const STUCK_ANNOTATION: &str = "sim.runbook.dev/stuck";
+
+const CLUSTER_SCOPED: &[&str] = &[
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterIssuer",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ComponentStatus",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PriorityClass",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+];
+
+/// Whether objects of `kind` live outside namespaces.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    CLUSTER_SCOPED.contains(&kind)
+}
+
+/// The API group of an apiVersion: `apps/v1` -> `apps`, `v1` -> `` (the core group).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
+}
+
+/// Where an object is stored: the API server serves one object under every version of its
+/// group, so the version is not part of the key. Namespaced kinds without a namespace are in
+/// `default`; cluster-scoped kinds ignore any namespace given.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StoreKey {
+    pub group: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl StoreKey {
+    pub fn new(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Self {
+        let namespace = if is_cluster_scoped(kind) {
+            None
+        } else {
+            Some(
+                namespace
+                    .filter(|ns| !ns.is_empty())
+                    .unwrap_or("default")
+                    .to_owned(),
+            )
+        };
+        Self {
+            group: group_of(api_version).to_owned(),
+            kind: kind.to_owned(),
+            namespace,
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn of(key: &crate::effects::ObjectKey) -> Self {
+        Self::new(
+            &key.api_version,
+            &key.kind,
+            key.namespace.as_deref(),
+            &key.name,
+        )
+    }
+
+    /// The key of an object, if it has `apiVersion`, `kind` and `metadata.name`.
+    pub fn of_object(object: &Json) -> Option<Self> {
+        Some(Self::new(
+            object.get("apiVersion")?.as_str()?,
+            object.get("kind")?.as_str()?,
+            object.pointer("/metadata/namespace").and_then(Json::as_str),
+            object.pointer("/metadata/name")?.as_str()?,
+        ))
+    }
+
+    /// `Deployment shop/api`, `Node n1`: how mutations name their target.
+    pub fn display(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{} {namespace}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+
+    /// `deployments.apps "api" not found in namespace "shop"`, as the API server says it.
+    pub fn not_found(&self) -> EffectError {
+        let resource = plural(&self.kind);
+        let resource = if self.group.is_empty() {
+            resource
+        } else {
+            format!("{resource}.{}", self.group)
+        };
+        EffectError::NotFound(match &self.namespace {
+            Some(namespace) => {
+                format!(
+                    "{resource} \"{}\" not found in namespace \"{namespace}\"",
+                    self.name
+                )
+            }
+            None => format!("{resource} \"{}\" not found", self.name),
+        })
+    }
+}
+
+/// The resource name of a kind: `Deployment` -> `deployments`, `NetworkPolicy` ->
+/// `networkpolicies`, `Ingress` -> `ingresses`.
+fn plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if lower == "endpoints" {
+        lower
+    } else if lower.ends_with('s') || lower.ends_with('x') || lower.ends_with("ch") {
+        format!("{lower}es")
+    } else if let Some(stem) = lower
+        .strip_suffix('y')
+        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']))
+    {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+/// What the store holds: the objects, and the counters for resource versions and uids.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub objects: BTreeMap<StoreKey, Json>,
+    revision: u64,
+    uids: u64,
+}
+
+fn metadata_mut(object: &mut Json) -> &mut Map<String, Json> {
+    if !object.get("metadata").is_some_and(Json::is_object) {
+        object["metadata"] = json!({});
+    }
+    match object.get_mut("metadata") {
+        Some(Json::Object(metadata)) => metadata,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+fn generation(object: &Json) -> i64 {
+    object
+        .pointer("/metadata/generation")
+        .and_then(Json::as_i64)
+        .unwrap_or(1)
+}
+
+pub fn is_stuck(object: &Json) -> bool {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|annotations| annotations.get(STUCK_ANNOTATION))
+        .and_then(Json::as_str)
+        == Some("true")
+}
+
+fn compact(value: &Json) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 200 {
+        format!("{}...", text.chars().take(200).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// The `kubectl` rules for drain: which pods are left alone.
+fn skip_reason(pod: &Json) -> Option<&'static str> {
+    let daemon = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Json::as_array)
+        .is_some_and(|owners| {
+            owners
+                .iter()
+                .any(|owner| owner.get("kind").and_then(Json::as_str) == Some("DaemonSet"))
+        });
+    if daemon {
+        return Some("DaemonSet");
+    }
+    let mirror = pod
+        .pointer("/metadata/annotations")
+        .and_then(|annotations| annotations.get("kubernetes.io/config.mirror"))
+        .is_some();
+    mirror.then_some("mirror")
+}
+
+fn uses_empty_dir(pod: &Json) -> bool {
+    pod.pointer("/spec/volumes")
+        .and_then(Json::as_array)
+        .is_some_and(|volumes| {
+            volumes
+                .iter()
+                .any(|volume| volume.get("emptyDir").is_some())
+        })
+}
+
+fn pod_name(key: &StoreKey) -> String {
+    format!("{}/{}", key.namespace.as_deref().unwrap_or(""), key.name)
+}
+
+impl Store {
+    pub fn next_revision(&mut self) -> String {
+        self.revision += 1;
+        self.revision.to_string()
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn next_uid(&mut self) -> String {
+        self.uids += 1;
+        format!("00000000-0000-4000-8000-{:012x}", self.uids)
+    }
+
+    /// Adds a scenario object as the API server would hold it: namespace defaulted, a uid,
+    /// `generation` 1 for objects with a spec, and a fresh `resourceVersion`.
+    pub fn load(&mut self, mut object: Json) {
+        let Some(key) = StoreKey::of_object(&object) else {
+            return;
+        };
+        let has_spec = object.get("spec").is_some();
+        let uid = self.next_uid();
+        let revision = self.next_revision();
+        let metadata = metadata_mut(&mut object);
+        match &key.namespace {
+            Some(namespace) => {
+                metadata.insert("namespace".into(), json!(namespace));
+            }
+            None => {
+                metadata.shift_remove("namespace");
+            }
+        }
+        metadata.entry("uid").or_insert_with(|| json!(uid));
+        if has_spec {
+            metadata.entry("generation").or_insert_with(|| json!(1));
+        }
+        metadata.insert("resourceVersion".into(), json!(revision));
+        self.objects.insert(key, object);
+    }
+
+    pub fn get(&self, key: &StoreKey) -> EffectResult<&Json> {
+        self.objects.get(key).ok_or_else(|| key.not_found())
+    }
+
+    /// Stores `new` in place of the object at `key` (`None` for a create) and returns it.
+    /// `reconcile` runs the controller model even when `spec` did not change (scale does).
+    fn commit(
+        &mut self,
+        key: &StoreKey,
+        mut new: Json,
+        dry: bool,
+        reconcile: bool,
+    ) -> EffectResult<Json> {
+        let old = self.objects.get(key).cloned();
+        let spec_changed = match &old {
+            Some(old) => {
+                self.check_identity(key, old, &mut new)?;
+                let changed = old.get("spec") != new.get("spec");
+                let generation = generation(old) + i64::from(changed);
+                if new.get("spec").is_some() || old.pointer("/metadata/generation").is_some() {
+                    metadata_mut(&mut new).insert("generation".into(), json!(generation));
+                }
+                changed
+            }
+            None => {
+                let has_spec = new.get("spec").is_some();
+                let metadata = metadata_mut(&mut new);
+                metadata.shift_remove("resourceVersion");
+                if has_spec {
+                    metadata.insert("generation".into(), json!(1));
+                }
+                if !dry {
+                    let uid = self.next_uid();
+                    metadata_mut(&mut new).insert("uid".into(), json!(uid));
+                }
+                true
+            }
+        };
+        if dry {
+            return Ok(new);
+        }
+        if spec_changed || reconcile {
+            reconcile_status(&mut new);
+        }
+        if old.as_ref() == Some(&new) {
+            return Ok(new); // A no-op write keeps its resourceVersion.
+        }
+        let revision = self.next_revision();
+        metadata_mut(&mut new).insert("resourceVersion".into(), json!(revision));
+        self.objects.insert(key.clone(), new.clone());
+        Ok(new)
+    }
+
+    /// The name, namespace, kind, group and uid of an object cannot change; a
+    /// `resourceVersion` in the new object must be the current one.
+    fn check_identity(&self, key: &StoreKey, old: &Json, new: &mut Json) -> EffectResult<()> {
+        let Some(new_key) = StoreKey::of_object(new) else {
+            return Err(EffectError::Invalid(format!(
+                "{}: apiVersion, kind and metadata.name are required",
+                key.display()
+            )));
+        };
+        if &new_key != key {
+            return Err(EffectError::Invalid(format!(
+                "{}: the object's identity cannot change (to {})",
+                key.display(),
+                new_key.display()
+            )));
+        }
+        let uid = |object: &Json| object.pointer("/metadata/uid").cloned();
+        if uid(new).is_some() && uid(new) != uid(old) {
+            return Err(EffectError::Invalid(format!(
+                "{}: metadata.uid: field is immutable",
+                key.display()
+            )));
+        }
+        let current = old.pointer("/metadata/resourceVersion").cloned();
+        match new.pointer("/metadata/resourceVersion") {
+            Some(given) if Some(given) != current.as_ref() => {
+                return Err(EffectError::Conflict(format!(
+                    "Operation cannot be fulfilled on {}: the object has been modified; please apply your changes to the latest version and try again (resourceVersion {} is not the current {})",
+                    key.display(),
+                    given,
+                    current.unwrap_or(Json::Null)
+                )));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(current) = current {
+                    metadata_mut(new).insert("resourceVersion".into(), current);
+                }
+            }
+        }
+        // The apiVersion stays as stored; the caller may have asked through another version.
+        if let Some(api_version) = old.get("apiVersion") {
+            new["apiVersion"] = api_version.clone();
+        }
+        Ok(())
+    }
+
+    pub fn scale(
+        &mut self,
+        key: &StoreKey,
+        replicas: i64,
+        dry: bool,
+        log: &mut Vec<Mutation>,
+    ) -> EffectResult<Json> {
+        if !matches!(
+            key.kind.as_str(),
+            "Deployment" | "StatefulSet" | "ReplicaSet"
+        ) {
+            return Err(EffectError::Invalid(format!(
+                "{} has no scale subresource (only Deployment, StatefulSet and ReplicaSet do)",
+                key.display()
+            )));
+        }
+        if replicas < 0 {
+            return Err(EffectError::Invalid(format!(
+                "{}: spec.replicas: must be greater than or equal to 0, found {replicas}",
+                key.display()
+            )));
+        }
+        let mut object = self.get(key)?.clone();
+        let before = object
+            .pointer("/spec/replicas")
+            .and_then(Json::as_i64)
+            .unwrap_or(1);
+        ensure_object(&mut object, "spec").insert("replicas".into(), json!(replicas));
+        let after = self.commit(key, object, dry, true)?;
+        log.push(Mutation::new(
+            "scale",
+            key,
+            format!("replicas {before} -> {replicas}"),
+        ));
+        Ok(after)
+    }
+
+    pub fn restart(
+        &mut self,
+        key: &StoreKey,
+        at: &str,
+        dry: bool,
+        log: &mut Vec<Mutation>,
+    ) -> EffectResult<Json> {
+        if !matches!(
+            key.kind.as_str(),
+            "Deployment" | "StatefulSet" | "DaemonSet"
+        ) {
+            return Err(EffectError::Invalid(format!(
+                "{}: rollout restart works on Deployment, StatefulSet and DaemonSet only",
+                key.display()
+            )));
+        }
+        let mut object = self.get(key)?.clone();
+        let spec = ensure_object(&mut object, "spec");
+        let template = ensure_field(spec, "template");
+        let metadata = ensure_field(template, "metadata");
+        let annotations = ensure_field(metadata, "annotations");
+        annotations.insert("kubectl.kubernetes.io/restartedAt".into(), json!(at));
+        let after = self.commit(key, object, dry, false)?;
+        log.push(Mutation::new("restart", key, format!("restartedAt {at}")));
+        Ok(after)
+    }
+
+    pub fn patch(
+        &mut self,
+        key: &StoreKey,
+        patch_type: crate::document::PatchType,
+        body: &Json,
+        dry: bool,
+        log: &mut Vec<Mutation>,
+    ) -> EffectResult<Json> {
+        use crate::document::PatchType;
+        let mut object = self.get(key)?.clone();
+        let name = match patch_type {
+            PatchType::Merge => {
+                require_object(key, body, "a merge patch")?;
+                json_patch::merge(&mut object, body);
+                "merge"
+            }
+            PatchType::Strategic => {
+                require_object(key, body, "a strategic merge patch")?;
+                strategic_merge(&mut object, body);
+                "strategic"
+            }
+            PatchType::Json => {
+                let operations: json_patch::Patch =
+                    serde_json::from_value(body.clone()).map_err(|error| {
+                        EffectError::Invalid(format!(
+                            "{}: not a JSON patch (a list of operations): {error}",
+                            key.display()
+                        ))
+                    })?;
+                json_patch::patch(&mut object, &operations).map_err(|error| {
+                    EffectError::Invalid(format!(
+                        "{}: the JSON patch does not apply: {error}",
+                        key.display()
+                    ))
+                })?;
+                "json"
+            }
+        };
+        let after = self.commit(key, object, dry, false)?;
+        log.push(Mutation::new(
+            "patch",
+            key,
+            format!("{name} {}", compact(body)),
+        ));
+        Ok(after)
+    }
+
+    /// Server-side apply, approximated: create when absent, else merge the manifest into the
+    /// object (lists of named items merged by name). `status` in the manifest is ignored, as
+    /// the status subresource would.
+    pub fn apply(
+        &mut self,
+        manifest: &Json,
+        dry: bool,
+        log: &mut Vec<Mutation>,
+    ) -> EffectResult<Json> {
+        let Some(fields) = manifest.as_object() else {
+            return Err(EffectError::Invalid(
+                "the manifest to apply must be an object".into(),
+            ));
+        };
+        for (pointer, name) in [
+            ("/apiVersion", "apiVersion"),
+            ("/kind", "kind"),
+            ("/metadata/name", "metadata.name"),
+        ] {
+            let given = manifest.pointer(pointer).and_then(Json::as_str);
+            if given.is_none_or(str::is_empty) {
+                return Err(EffectError::Invalid(format!(
+                    "the manifest to apply has no {name}"
+                )));
+            }
+        }
+        let Some(key) = StoreKey::of_object(manifest) else {
+            return Err(EffectError::Invalid("the manifest has no name".into()));
+        };
+        let mut manifest = Json::Object(fields.clone());
+        if let Some(fields) = manifest.as_object_mut() {
+            fields.shift_remove("status");
+        }
+        let namespace = key.namespace.clone();
+        {
+            let metadata = metadata_mut(&mut manifest);
+            match namespace {
+                Some(namespace) => {
+                    metadata.insert("namespace".into(), json!(namespace));
+                }
+                None => {
+                    metadata.shift_remove("namespace");
+                }
+            }
+        }
+        let (object, detail) = match self.objects.get(&key) {
+            None => (manifest.clone(), "created"),
+            Some(existing) => {
+                let mut object = existing.clone();
+                strategic_merge(&mut object, &manifest);
+                (object, "configured")
+            }
+        };
+        let before = self.objects.get(&key).cloned();
+        let after = self.commit(&key, object, dry, false)?;
+        let detail = if before.as_ref() == Some(&after) {
+            "unchanged"
+        } else {
+            detail
+        };
+        log.push(Mutation::new("apply", &key, detail.to_owned()));
+        Ok(after)
+    }
+
+    /// Deletes the object and, unless `orphan`, its dependents (by `ownerReferences`).
+    pub fn delete(
+        &mut self,
+        key: &StoreKey,
+        orphan: bool,
+        log: &mut Vec<Mutation>,
+    ) -> EffectResult<()> {
+        let object = self.get(key)?.clone();
+        self.objects.remove(key);
+        log.push(Mutation::new("delete", key, "deleted".to_owned()));
+        if orphan {
+            return Ok(());
+        }
+        let mut owners = vec![(key.clone(), object)];
+        while let Some((owner_key, owner)) = owners.pop() {
+            let uid = owner.pointer("/metadata/uid").and_then(Json::as_str);
+            let dependents: Vec<StoreKey> = self
+                .objects
+                .iter()
+                .filter(|(dependent_key, dependent)| {
+                    (owner_key.namespace.is_none()
+                        || dependent_key.namespace == owner_key.namespace)
+                        && dependent
+                            .pointer("/metadata/ownerReferences")
+                            .and_then(Json::as_array)
+                            .is_some_and(|references| {
+                                references.iter().any(|reference| {
+                                    let field =
+                                        |name: &str| reference.get(name).and_then(Json::as_str);
+                                    match (field("uid"), uid) {
+                                        (Some(theirs), Some(ours)) => theirs == ours,
+                                        _ => {
+                                            field("kind") == Some(owner_key.kind.as_str())
+                                                && field("name") == Some(owner_key.name.as_str())
+                                        }
+                                    }
+                                })
+                            })
+                })
+                .map(|(dependent_key, _)| dependent_key.clone())
+                .collect();
+            for dependent_key in dependents {
+                if let Some(dependent) = self.objects.remove(&dependent_key) {
+                    log.push(Mutation::new(
+                        "delete",
+                        &dependent_key,
+                        format!("garbage-collected (owner {})", owner_key.display()),
+                    ));
+                    owners.push((dependent_key, dependent));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn set_unschedulable(
+        &mut self,
+        node: &str,
+        unschedulable: bool,
+        dry: bool,
+        log: &mut Vec<Mutation>,
+    ) -> EffectResult<Json> {
+        let key = StoreKey::new("v1", "Node", None, node);
+        let mut object = self.get(&key)?.clone();
+        let spec = ensure_object(&mut object, "spec");
+        if unschedulable {
+            spec.insert("unschedulable".into(), json!(true));
+        } else {
+            spec.shift_remove("unschedulable");
+        }
+        let after = self.commit(&key, object, dry, false)?;
+        let verb = if unschedulable { "cordon" } else { "uncordon" };
+        log.push(Mutation::new(
+            verb,
+            &key,
+            format!("unschedulable {unschedulable}"),
+        ));
+        Ok(after)
+    }
+
+    /// `kubectl drain`: cordon; refuse (before evicting anything) if a pod to evict uses
+    /// emptyDir and that was not allowed; then evict pod by pod through the PDBs. A PDB that
+    /// allows no disruption stops the drain with [`EffectError::Blocked`]; pods evicted by then
+    /// stay evicted.
+    pub fn drain(
+        &mut self,
+        node: &str,
+        options: &DrainOptions,
+        dry: bool,
+        log: &mut Vec<Mutation>,
+    ) -> EffectResult<DrainReport> {
+        self.set_unschedulable(node, true, dry, log)?;
+        let node_key = StoreKey::new("v1", "Node", None, node);
+        let mut report = DrainReport::default();
+        let mut evict = Vec::new();
+        for (key, pod) in &self.objects {
+            if key.group.is_empty()
+                && key.kind == "Pod"
+                && pod.pointer("/spec/nodeName").and_then(Json::as_str) == Some(node)
+            {
+                if skip_reason(pod).is_some() {
+                    report.skipped.push(pod_name(key));
+                } else {
+                    evict.push(key.clone());
+                }
+            }
+        }
+        if !options.delete_empty_dir_data {
+            let local: Vec<String> = evict
+                .iter()
+                .filter(|key| self.objects.get(key).is_some_and(uses_empty_dir))
+                .map(pod_name)
+                .collect();
+            if !local.is_empty() {
+                return Err(EffectError::Invalid(format!(
+                    "cannot drain node {node}: pods with local storage (use deleteEmptyDirData to evict them anyway, their emptyDir data is lost): {}",
+                    local.join(", ")
+                )));
+            }
+        }
+        for pod_key in evict {
+            let Some(pod) = self.objects.get(&pod_key).cloned() else {
+                continue;
+            };
+            let finished = matches!(
+                pod.pointer("/status/phase").and_then(Json::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            if !finished {
+                self.check_budget(&pod_key, &pod, dry)?;
+            }
+            self.objects.remove(&pod_key);
+            let name = pod_name(&pod_key);
+            log.push(Mutation::new("drain", &node_key, format!("evicted {name}")));
+            report.evicted.push(name);
+        }
+        Ok(report)
+    }
+
+    /// The Eviction API's PodDisruptionBudget check; takes one disruption when allowed.
+    fn check_budget(&mut self, pod_key: &StoreKey, pod: &Json, dry: bool) -> EffectResult<()> {
+        let labels = pod.pointer("/metadata/labels").and_then(Json::as_object);
+        let budgets: Vec<StoreKey> = self
+            .objects
+            .iter()
+            .filter(|(key, budget)| {
+                key.kind == "PodDisruptionBudget"
+                    && key.namespace == pod_key.namespace
+                    && selector_matches(budget.pointer("/spec/selector"), labels)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let budget_key = match budgets.as_slice() {
+            [] => return Ok(()),
+            [one] => one.clone(),
+            _ => {
+                return Err(EffectError::Other(format!(
+                    "cannot evict pod {}: it has more than one PodDisruptionBudget ({}), which the eviction subresource does not support",
+                    pod_name(pod_key),
+                    budgets.iter().map(|key| key.name.as_str()).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
+        let budget = self.objects.get(&budget_key).cloned().unwrap_or(Json::Null);
+        let stored = budget
+            .pointer("/status/disruptionsAllowed")
+            .and_then(Json::as_i64);
+        let allowed = stored.unwrap_or_else(|| self.computed_disruptions(&budget_key, &budget));
+        if allowed <= 0 {
+            return Err(EffectError::Blocked(format!(
+                "cannot evict pod {} as it would violate the pod's disruption budget: PodDisruptionBudget {} allows {} disruptions",
+                pod_name(pod_key),
+                pod_name(&budget_key),
+                allowed.max(0)
+            )));
+        }
+        if let Some(stored) = stored {
+            let mut budget = budget;
+            ensure_object(&mut budget, "status")
+                .insert("disruptionsAllowed".into(), json!(stored - 1));
+            if !dry {
+                let revision = self.next_revision();
+                metadata_mut(&mut budget).insert("resourceVersion".into(), json!(revision));
+            }
+            self.objects.insert(budget_key, budget);
+        }
+        Ok(())
+    }
+
+    /// What the disruption controller would compute for a PDB without status: healthy pods
+    /// minus `minAvailable`, or `maxUnavailable` minus unhealthy pods.
+    fn computed_disruptions(&self, budget_key: &StoreKey, budget: &Json) -> i64 {
+        let selector = budget.pointer("/spec/selector");
+        let pods: Vec<&Json> = self
+            .objects
+            .iter()
+            .filter(|(key, pod)| {
+                key.kind == "Pod"
+                    && key.group.is_empty()
+                    && key.namespace == budget_key.namespace
+                    && selector_matches(
+                        selector,
+                        pod.pointer("/metadata/labels").and_then(Json::as_object),
+                    )
+            })
+            .map(|(_, pod)| pod)
+            .collect();
+        let expected = pods.len() as i64;
+        let healthy = pods
+            .iter()
+            .filter(|pod| {
+                matches!(
+                    pod.pointer("/status/phase").and_then(Json::as_str),
+                    None | Some("Running")
+                )
+            })
+            .count() as i64;
+        let amount = |value: &Json| -> Option<i64> {
+            match value {
+                Json::Number(number) => number.as_i64(),
+                Json::String(text) => {
+                    let percent: i64 = text.strip_suffix('%')?.trim().parse().ok()?;
+                    Some((percent * expected + 99) / 100)
+                }
+                _ => None,
+            }
+        };
+        let allowed = if let Some(minimum) = budget.pointer("/spec/minAvailable").and_then(amount) {
+            healthy - minimum
+        } else if let Some(maximum) = budget.pointer("/spec/maxUnavailable").and_then(amount) {
+            maximum - (expected - healthy)
+        } else {
+            healthy
+        };
+        allowed.max(0)
+    }
+}
+
+fn require_object(key: &StoreKey, body: &Json, what: &str) -> EffectResult<()> {
+    if body.is_object() {
+        Ok(())
+    } else {
+        Err(EffectError::Invalid(format!(
+            "{}: {what} must be an object",
+            key.display()
+        )))
+    }
+}
+
+/// The object under `field`, made one if it is missing or not an object.
+fn ensure_object<'a>(parent: &'a mut Json, field: &str) -> &'a mut Map<String, Json> {
+    if !parent.get(field).is_some_and(Json::is_object) {
+        parent[field] = json!({});
+    }
+    match parent.get_mut(field) {
+        Some(Json::Object(map)) => map,
+        _ => unreachable!("the field was just made an object"),
+    }
+}
+
+/// The object under `field` of a map, made one if it is missing or not an object.
+fn ensure_field<'a>(parent: &'a mut Map<String, Json>, field: &str) -> &'a mut Map<String, Json> {
+    let entry = parent.entry(field.to_owned()).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    match entry {
+        Json::Object(map) => map,
+        _ => unreachable!("the field was just made an object"),
+    }
+}
+
+/// The controller model: a workload reaches what its spec asks for at once, unless stuck.
+fn reconcile_status(object: &mut Json) {
+    if is_stuck(object) {
+        return;
+    }
+    let generation = object
+        .pointer("/metadata/generation")
+        .and_then(Json::as_i64);
+    let kind = object
+        .get("kind")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let replicas = object
+        .pointer("/spec/replicas")
+        .and_then(Json::as_i64)
+        .unwrap_or(1);
+    let counts: &[&str] = match kind.as_str() {
+        "Deployment" | "ReplicaSet" => &[
+            "replicas",
+            "readyReplicas",
+            "availableReplicas",
+            "updatedReplicas",
+        ],
+        "StatefulSet" => &[
+            "replicas",
+            "readyReplicas",
+            "availableReplicas",
+            "updatedReplicas",
+            "currentReplicas",
+        ],
+        "DaemonSet" => &[
+            "currentNumberScheduled",
+            "numberReady",
+            "numberAvailable",
+            "updatedNumberScheduled",
+        ],
+        _ => return,
+    };
+    let desired = if kind == "DaemonSet" {
+        object
+            .pointer("/status/desiredNumberScheduled")
+            .and_then(Json::as_i64)
+            .unwrap_or(0)
+    } else {
+        replicas
+    };
+    let status = ensure_object(object, "status");
+    for field in counts {
+        // The API server leaves zero counts out (`omitempty`).
+        if desired == 0 {
+            status.shift_remove(*field);
+        } else {
+            status.insert((*field).to_owned(), json!(desired));
+        }
+    }
+    if let Some(generation) = generation {
+        status.insert("observedGeneration".into(), json!(generation));
+    }
+    if kind == "Deployment" {
+        let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+        if !conditions.is_array() {
+            *conditions = json!([]);
+        }
+        if let Some(conditions) = conditions.as_array_mut() {
+            for (kind, reason) in [
+                ("Available", "MinimumReplicasAvailable"),
+                ("Progressing", "NewReplicaSetAvailable"),
+            ] {
+                let condition = json!({"type": kind, "status": "True", "reason": reason});
+                match conditions
+                    .iter_mut()
+                    .find(|c| c.get("type").and_then(Json::as_str) == Some(kind))
+                {
+                    Some(existing) => {
+                        existing["status"] = json!("True");
+                        existing["reason"] = json!(reason);
+                    }
+                    None => conditions.push(condition),
+                }
+            }
+        }
+    }
+}
+
+/// A strategic merge patch, approximated: a JSON merge patch, except that lists whose items
+/// are all objects with a `name` (containers, env, volumes, ports) are merged item by item on
+/// `name`, and `$patch: delete` in such an item removes it. Other `$` directives are ignored.
+pub fn strategic_merge(target: &mut Json, patch: &Json) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if fields.get("$patch").and_then(Json::as_str) == Some("replace") {
+        let mut replacement = patch.clone();
+        strip_directives(&mut replacement);
+        *target = replacement;
+        return;
+    }
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Some(object) = target.as_object_mut() else {
+        return;
+    };
+    for (key, value) in fields {
+        if key.starts_with('$') {
+            continue;
+        }
+        match value {
+            Json::Null => {
+                object.shift_remove(key);
+            }
+            Json::Array(items) if is_named_list(items) => {
+                let existing = object.entry(key.clone()).or_insert_with(|| json!([]));
+                let named_target = existing.as_array().is_some_and(|list| is_named_list(list));
+                if !named_target {
+                    *existing = json!([]);
+                }
+                if let Some(list) = existing.as_array_mut() {
+                    merge_named(list, items);
+                }
+            }
+            Json::Object(_) => {
+                let entry = object.entry(key.clone()).or_insert(Json::Null);
+                strategic_merge(entry, value);
+            }
+            _ => {
+                let mut value = value.clone();
+                strip_directives(&mut value);
+                object.insert(key.clone(), value);
+            }
+        }
+    }
+}
+
+fn is_named_list(items: &[Json]) -> bool {
+    !items.is_empty()
+        && items
+            .iter()
+            .all(|item| item.get("name").is_some_and(Json::is_string))
+}
+
+fn merge_named(list: &mut Vec<Json>, items: &[Json]) {
+    for item in items {
+        let name = item.get("name");
+        let position = list
+            .iter()
+            .position(|existing| existing.get("name") == name);
+        let delete = item.get("$patch").and_then(Json::as_str) == Some("delete");
+        match (position, delete) {
+            (Some(index), true) => {
+                list.remove(index);
+            }
+            (None, true) => {}
+            (Some(index), false) => strategic_merge(&mut list[index], item),
+            (None, false) => {
+                let mut item = item.clone();
+                strip_directives(&mut item);
+                list.push(item);
+            }
+        }
+    }
+}
+
+fn strip_directives(value: &mut Json) {
+    match value {
+        Json::Object(fields) => {
+            fields.retain(|key, _| !key.starts_with('$'));
+            fields.values_mut().for_each(strip_directives);
+            // Nulls in new content mean nothing to add.
+            fields.retain(|_, value| !value.is_null());
+        }
+        Json::Array(items) => items.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
