@@ -111,6 +111,11 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         parallelism: usize,
     },
+    /// Run scenario tests (`*.test.yaml`) against the simulated cluster.
+    Test {
+        /// Test files or folders (default: the runbooks folder).
+        paths: Vec<PathBuf>,
+    },
     /// The runs recorded in the state dir, newest last.
     Runs {
         #[arg(long, value_name = "DIR")]
@@ -219,6 +224,7 @@ fn main() -> ExitCode {
                 parallelism,
             },
         ),
+        Command::Test { paths } => test(&cli.dir, paths),
         Command::Runs { state_dir } => runs(state_dir.as_deref()),
         Command::Show {
             run_id,
@@ -874,4 +880,72 @@ fn show(run_id: &str, state_dir: Option<&Path>, output: OutputFormat) -> anyhow:
         }
     }
     Ok(Exit::Succeeded)
+}
+
+/// `runbook test`: every case of every test file, each on a paused clock so retries and verify
+/// polls take no real time. Ends with `N passed, N failed`; exit 0 only if all passed.
+fn test(dir: &Path, paths: Vec<PathBuf>) -> anyhow::Result<Exit> {
+    let paths = if paths.is_empty() {
+        vec![dir.to_path_buf()]
+    } else {
+        paths
+    };
+    for path in &paths {
+        if !path.exists() {
+            anyhow::bail!("{}: no such file or folder", path.display());
+        }
+    }
+    let (catalog, diagnostics, _) = load_dir(dir)?;
+    note_broken_files(&diagnostics);
+    let catalog = Arc::new(catalog);
+    let files = runbook_core::testing::find_test_files(&paths);
+    if files.is_empty() {
+        anyhow::bail!(
+            "no test files (*.test.yaml) under {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let (mut passed, mut failed) = (0usize, 0usize);
+    let mut invalid = false;
+    let mut stdout = std::io::stdout().lock();
+    for path in files {
+        let file = match runbook_core::testing::load_test_file(&path) {
+            Ok(file) => file,
+            Err(diagnostics) => {
+                print_diagnostics(diagnostics, DiagnosticFormat::Text, When::Auto)?;
+                invalid = true;
+                continue;
+            }
+        };
+        for case in &file.document.spec.cases {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .context("cannot start the async runtime")?;
+            let result = runtime.block_on(runbook_core::testing::run_case(&catalog, &file, case));
+            if result.failures.is_empty() {
+                passed += 1;
+                writeln!(stdout, "PASS {} :: {}", path.display(), case.name)?;
+            } else {
+                failed += 1;
+                writeln!(stdout, "FAIL {} :: {}", path.display(), case.name)?;
+                for failure in &result.failures {
+                    writeln!(stdout, "     {}", failure.replace('\n', "\n     "))?;
+                }
+            }
+        }
+    }
+    writeln!(stdout, "{passed} passed, {failed} failed")?;
+    Ok(if invalid {
+        Exit::Invalid
+    } else if failed > 0 {
+        Exit::RolledBack
+    } else {
+        Exit::Succeeded
+    })
 }

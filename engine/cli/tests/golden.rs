@@ -170,3 +170,64 @@ fn every_action_renders_in_every_format() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `runbook test runbooks/` is part of the test suite: every shipped runbook's scenario tests
+/// pass, and the run prints the closing `N passed, N failed` line.
+#[test]
+fn shipped_scenario_tests_pass() {
+    let (code, stdout, stderr) = runbook(&["test", "runbooks/"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{stdout}");
+    let passed: usize = last
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed >= 6, "{stdout}");
+}
+
+/// The event trace of every scenario case of every shipped runbook, as the journal records it
+/// (times come from a fixed test clock, so they are stable).
+#[test]
+fn scenario_event_traces() {
+    let root = root();
+    let (catalog, diagnostics, _) = runbook_core::load_catalog(&[root.join("runbooks")]);
+    assert!(!diagnostics.has_errors());
+    let catalog = std::sync::Arc::new(catalog);
+    let settings = golden_settings("traces");
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for path in runbook_core::testing::find_test_files(&[root.join("runbooks")]) {
+        let file = runbook_core::testing::load_test_file(&path).expect("valid test file");
+        for case in &file.document.spec.cases {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            let result = runtime.block_on(runbook_core::testing::run_case(&catalog, &file, case));
+            let trace: String = result
+                .trace
+                .iter()
+                .map(|record| format!("{}\n", serde_json::to_string(record).expect("JSON")))
+                .collect::<String>()
+                // The checkout's location differs between machines.
+                .replace(&format!("{}/", root.display()), "");
+            let name = format!(
+                "{}@{}",
+                file.document.spec.runbook,
+                case.name.replace(' ', "-")
+            );
+            count += 1;
+            settings.bind(|| {
+                let snapshot = name.clone();
+                if std::panic::catch_unwind(|| insta::assert_snapshot!(snapshot, trace)).is_err() {
+                    failures.push(format!("{name}: trace differs from its golden file"));
+                }
+            });
+        }
+    }
+    assert!(count >= 6);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -30,6 +30,7 @@ pub mod runbook;
 pub mod sim;
 pub mod source;
 pub mod structure;
+pub mod testing;
 pub mod yaml;
 
 use std::path::PathBuf;

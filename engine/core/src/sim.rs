@@ -742,7 +742,21 @@ impl Http for SimWorld {
 #[async_trait]
 impl Notifier for SimWorld {
     async fn send(&self, notification: &Notification) -> EffectResult<()> {
-        self.lock().notifications.push(notification.clone());
+        let mut state = self.lock();
+        let verb = match notification.kind {
+            crate::effects::NotificationKind::Notify => FaultVerb::Notify,
+            crate::effects::NotificationKind::Page => FaultVerb::Page,
+        };
+        state.check_fault(
+            &Call {
+                verb,
+                kind: "Notification",
+                namespace: None,
+                name: notification.channel.as_deref(),
+            },
+            true,
+        )?;
+        state.notifications.push(notification.clone());
         Ok(())
     }
 }

@@ -205,6 +205,10 @@ pub enum FaultVerb {
     Exec,
     Get,
     List,
+    /// A notification (`notify` steps, `notify-oncall`).
+    Notify,
+    /// A page (`page` steps, `page-oncall`).
+    Page,
 }
 
 impl FaultVerb {
@@ -221,6 +225,8 @@ impl FaultVerb {
             Self::Exec => "exec",
             Self::Get => "get",
             Self::List => "list",
+            Self::Notify => "notify",
+            Self::Page => "page",
         }
     }
 }

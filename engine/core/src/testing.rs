@@ -1,0 +1,487 @@
+//! `runbook test`: scenario tests for runbooks.
+//!
+//! A test file (`*.test.yaml`, beside the runbooks) names a runbook and a scenario, and lists
+//! cases: params or an alert, gate answers, extra scripted answers or faults, and what must
+//! happen: the outcome, each step's result, the ordered mutations the simulated cluster saw
+//! (undos included), the undos, and notifications. Cases run against the simulated cluster on a
+//! paused clock (the caller's runtime), so retries and verify polls take no real time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::document::Metadata;
+use crate::effects::{Answer, Prompter, Reporter, ScenarioClock};
+use crate::exec::{RunOptions, RunReport, StepStatus};
+use crate::journal::{Outcome, Record};
+use crate::runbook::Catalog;
+use crate::sim::{CommandScript, ExecScript, Fault, Scenario, SimWorld};
+use crate::source::{Position, SourceFile, Span};
+
+/// The wall time every test run starts at, so traces are the same on every machine.
+pub const TEST_EPOCH: Duration = Duration::from_secs(1_767_225_600); // 2026-01-01T00:00:00Z
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunbookTestDocument {
+    pub api_version: String,
+    pub kind: RunbookTestKind,
+    pub metadata: Metadata,
+    pub spec: RunbookTestSpec,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum RunbookTestKind {
+    RunbookTest,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunbookTestSpec {
+    /// The runbook under test (`metadata.name`).
+    pub runbook: String,
+    /// The scenario file, relative to this file.
+    pub scenario: String,
+    pub cases: Vec<TestCase>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TestCase {
+    pub name: String,
+    /// Params, as `--set` would give them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// An Alertmanager payload file, relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    /// Approve every gate (`--yes`).
+    #[serde(default)]
+    pub yes: bool,
+    /// Answers at gates, by step id; a gate not listed finds no terminal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub answers: BTreeMap<String, GateAnswer>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Another scenario file for this case, relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// Extra faults for this case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
+    /// Extra exec answers, taking precedence over the scenario's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<ExecScript>,
+    /// Extra command answers, taking precedence over the scenario's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandScript>,
+    pub expect: Expectation,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GateAnswer {
+    Yes,
+    No,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Expectation {
+    pub outcome: Outcome,
+    /// Each listed step's result.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, ExpectedStep>,
+    /// Every write the cluster saw, in order, as `verb target: detail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutations: Option<Vec<String>>,
+    /// The steps undone, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone: Option<Vec<String>>,
+    /// Notifications sent, in order, as `page: TEXT` or `notify: TEXT` (TEXT is a substring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<String>>,
+    /// A substring of the run's final message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectedStep {
+    Succeeded,
+    Failed,
+    Skipped,
+    DryRun,
+    NotRun,
+}
+
+/// A loaded test file.
+#[derive(Clone, Debug)]
+pub struct TestFile {
+    pub path: PathBuf,
+    pub document: RunbookTestDocument,
+}
+
+/// One case's result.
+#[derive(Debug)]
+pub struct CaseResult {
+    pub name: String,
+    /// Why it failed; empty when it passed.
+    pub failures: Vec<String>,
+    /// Every journal record of the run, for golden traces.
+    pub trace: Vec<Record>,
+    pub report: Option<RunReport>,
+}
+
+pub fn test_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    generator
+        .into_root_schema_for::<RunbookTestDocument>()
+        .to_value()
+}
+
+/// Finds `*.test.yaml` files under `paths` (files are taken as they are).
+pub fn find_test_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut files);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Reads a test file, reporting every problem with its position.
+pub fn load_test_file(path: &Path) -> Result<TestFile, Diagnostics> {
+    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(test_schema);
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        let mut diagnostics = Diagnostics::new();
+        let source = SourceFile::new(path, String::new());
+        diagnostics.push(Diagnostic::error(
+            "io",
+            &source,
+            Span::point(Position::new(1, 1)),
+            format!("cannot read the file: {error}"),
+        ));
+        diagnostics
+    })?;
+    let source = SourceFile::new(path, text);
+    let mut diagnostics = Diagnostics::new();
+    let documents = crate::yaml::parse(&source, &mut diagnostics);
+    let Some(document) = documents
+        .into_iter()
+        .find(|d| !matches!(d.root.value, crate::yaml::Value::Null))
+    else {
+        if !diagnostics.has_errors() {
+            diagnostics.push(Diagnostic::error(
+                "empty",
+                &source,
+                Span::point(Position::new(1, 1)),
+                "the file holds no test",
+            ));
+        }
+        return Err(diagnostics);
+    };
+    crate::structure::check(
+        schema,
+        "RunbookTestDocument",
+        &document.root,
+        &source,
+        &mut diagnostics,
+    );
+    if diagnostics.has_errors() {
+        return Err(diagnostics);
+    }
+    match serde_path_to_error::deserialize::<_, RunbookTestDocument>(document.root.to_json()) {
+        Ok(parsed) => Ok(TestFile {
+            path: path.to_path_buf(),
+            document: parsed,
+        }),
+        Err(error) => {
+            let pointer: String = error
+                .path()
+                .iter()
+                .map(|segment| format!("/{segment}"))
+                .collect();
+            let span = document
+                .root
+                .pointer(&pointer)
+                .map_or(document.root.span, |node| node.span);
+            diagnostics.push(Diagnostic::error(
+                "invalid-value",
+                &source,
+                span,
+                error.inner().to_string(),
+            ));
+            Err(diagnostics)
+        }
+    }
+}
+
+/// Gate answers from the test case.
+struct CaseAnswers {
+    yes: bool,
+    answers: BTreeMap<String, GateAnswer>,
+}
+
+#[async_trait]
+impl Prompter for CaseAnswers {
+    async fn confirm(&self, step: &str, _question: &str, _detail: &str) -> Answer {
+        match self.answers.get(step) {
+            Some(GateAnswer::Yes) => Answer::Yes,
+            Some(GateAnswer::No) => Answer::No,
+            None if self.yes => Answer::Yes,
+            None => Answer::NoTerminal,
+        }
+    }
+}
+
+/// Keeps every record for the trace.
+#[derive(Default)]
+pub struct Collect(pub Mutex<Vec<Record>>);
+
+impl Reporter for Collect {
+    fn record(&self, record: &Record) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record.clone());
+    }
+}
+
+/// Runs one case. Call it on a runtime whose clock is paused.
+pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) -> CaseResult {
+    let mut result = CaseResult {
+        name: case.name.clone(),
+        failures: Vec::new(),
+        trace: Vec::new(),
+        report: None,
+    };
+    let base = file.path.parent().unwrap_or(Path::new("."));
+    let spec = &file.document.spec;
+    let Some(runbook) = catalog.get(&spec.runbook).cloned() else {
+        result.failures.push(format!(
+            "no valid runbook named `{}` (run `runbook validate`)",
+            spec.runbook
+        ));
+        return result;
+    };
+    let scenario_path = base.join(case.scenario.as_deref().unwrap_or(&spec.scenario));
+    let mut scenario: Scenario = match crate::sim::load_scenario(&scenario_path) {
+        Ok(scenario) => scenario,
+        Err(diagnostics) => {
+            for diagnostic in diagnostics.sorted() {
+                result.failures.push(
+                    crate::diagnostic::render_text(&diagnostic, false)
+                        .trim_end()
+                        .to_owned(),
+                );
+            }
+            return result;
+        }
+    };
+    scenario.spec.faults.extend(case.faults.iter().cloned());
+    scenario.spec.exec.splice(0..0, case.exec.iter().cloned());
+    scenario
+        .spec
+        .commands
+        .splice(0..0, case.commands.iter().cloned());
+    let world = Arc::new(SimWorld::new(&scenario));
+
+    let mut triggered_by = None;
+    if let Some(alert) = &case.alert {
+        let path = base.join(alert);
+        let payload = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::alert::WebhookPayload::parse(&text).map_err(|e| e.to_string()));
+        match payload {
+            Ok(payload) => match crate::alert::first_match(&runbook, &payload) {
+                Some((trigger, alert)) => {
+                    triggered_by = Some(crate::compile::TriggeredBy {
+                        trigger,
+                        alert: alert.clone(),
+                    })
+                }
+                None => {
+                    result.failures.push(format!(
+                        "no firing alert in {} matches a trigger",
+                        path.display()
+                    ));
+                    return result;
+                }
+            },
+            Err(error) => {
+                result.failures.push(format!("{}: {error}", path.display()));
+                return result;
+            }
+        }
+    }
+    let sets: Vec<(String, String)> = case
+        .set
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (bindings, errors) =
+        crate::bind::bind(&runbook, &sets, triggered_by.as_ref().map(|t| &t.alert));
+    if !errors.is_empty() {
+        result
+            .failures
+            .extend(errors.iter().map(ToString::to_string));
+        return result;
+    }
+    let plan = Arc::new(crate::compile::Compiler::compile(
+        runbook,
+        bindings,
+        triggered_by,
+    ));
+    let collect = Arc::new(Collect::default());
+    let effects = world.effects(
+        Arc::new(CaseAnswers {
+            yes: case.yes,
+            answers: case.answers.clone(),
+        }),
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH + TEST_EPOCH)),
+        collect.clone(),
+    );
+    let options = RunOptions {
+        run_id: format!("test-{}", slug(&case.name)),
+        dry_run: case.dry_run,
+        yes: case.yes,
+        parallelism: 4,
+        namespace: "default".to_owned(),
+        journal: None,
+        catalog: Some(catalog.clone()),
+        digest: String::new(),
+    };
+    let report = crate::exec::execute(plan, effects, options).await;
+    result.trace = std::mem::take(
+        &mut *collect
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+
+    let expect = &case.expect;
+    if report.outcome != expect.outcome {
+        result.failures.push(format!(
+            "outcome: expected {:?}, got {:?} ({})",
+            expect.outcome, report.outcome, report.message
+        ));
+    }
+    for (id, expected) in &expect.steps {
+        match report.steps.iter().find(|step| &step.id == id) {
+            None => result.failures.push(format!("step `{id}`: no such step")),
+            Some(step) => {
+                let actual = match &step.status {
+                    StepStatus::Succeeded => ExpectedStep::Succeeded,
+                    StepStatus::Failed(_) => ExpectedStep::Failed,
+                    StepStatus::Skipped(_) => ExpectedStep::Skipped,
+                    StepStatus::DryRun(_) => ExpectedStep::DryRun,
+                    StepStatus::NotRun => ExpectedStep::NotRun,
+                };
+                if actual != *expected {
+                    result.failures.push(format!(
+                        "step `{id}`: expected {expected:?}, got {:?}",
+                        step.status
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(expected) = &expect.mutations {
+        let actual: Vec<String> = world
+            .mutations()
+            .iter()
+            .map(|m| format!("{} {}: {}", m.verb, m.target, m.detail))
+            .collect();
+        if &actual != expected {
+            result.failures.push(format!(
+                "mutations:\n    expected: {expected:?}\n    got:      {actual:?}"
+            ));
+        }
+    }
+    if let Some(expected) = &expect.undone {
+        let actual: Vec<String> = report.undos.iter().map(|undo| undo.step.clone()).collect();
+        if &actual != expected {
+            result
+                .failures
+                .push(format!("undone: expected {expected:?}, got {actual:?}"));
+        }
+    }
+    if let Some(expected) = &expect.notifications {
+        let actual: Vec<String> = world
+            .notifications()
+            .iter()
+            .map(|n| {
+                format!(
+                    "{}: {}",
+                    serde_json::to_value(n.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    n.message
+                )
+            })
+            .collect();
+        let matches = actual.len() == expected.len()
+            && actual.iter().zip(expected).all(|(got, want)| {
+                let (want_kind, want_text) = want.split_once(": ").unwrap_or((want, ""));
+                got.starts_with(&format!("{want_kind}: ")) && got.contains(want_text)
+            });
+        if !matches {
+            result.failures.push(format!(
+                "notifications:\n    expected: {expected:?}\n    got:      {actual:?}"
+            ));
+        }
+    }
+    if let Some(expected) = &expect.message {
+        if !report.message.contains(expected.as_str()) {
+            result.failures.push(format!(
+                "message: expected it to contain {expected:?}, got {:?}",
+                report.message
+            ));
+        }
+    }
+    result.report = Some(report);
+    result
+}
+
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for character in text.chars() {
+        if character.is_ascii_alphanumeric() {
+            out.push(character.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
