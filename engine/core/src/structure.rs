@@ -140,7 +140,12 @@ impl<'a> Checker<'a> {
                 return;
             }
         }
-        if let Some(allowed) = schema.get("enum").and_then(Json::as_array) {
+        let single = schema.get("const").map(|value| vec![value.clone()]);
+        if let Some(allowed) = schema
+            .get("enum")
+            .and_then(Json::as_array)
+            .or(single.as_ref())
+        {
             let value = node.to_json();
             if !allowed.contains(&value) {
                 let names: Vec<&str> = allowed.iter().filter_map(Json::as_str).collect();
@@ -291,6 +296,17 @@ impl<'a> Checker<'a> {
             .iter()
             .map(|branch| self.resolve(branch, noun.to_owned()))
             .collect();
+        // An enum whose variants are documented comes as `oneOf` of `const`s: treat it as the
+        // enum it is, so the message lists the values and suggests the nearest.
+        let constants: Option<Vec<Json>> = resolved
+            .iter()
+            .map(|(branch, _)| branch.get("const").cloned())
+            .collect();
+        if let Some(constants) = constants.filter(|c| !c.is_empty()) {
+            let as_enum = serde_json::json!({ "enum": constants });
+            self.check_inner(node, &as_enum, noun, pointer);
+            return;
+        }
         let fitting: Vec<&(&Json, String)> = resolved
             .iter()
             .filter(|(branch, _)| match types_of(branch) {
