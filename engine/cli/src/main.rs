@@ -674,7 +674,7 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let _lock = if args.dry_run {
         None
     } else {
-        match world::RunLock::acquire(&state_dir, &target, &run_id) {
+        match runbook_core::lock::RunLock::acquire(&state_dir, &target, &run_id) {
             Ok(lock) => Some(lock),
             Err(holder) => {
                 eprintln!(

@@ -22,6 +22,7 @@ pub mod exec;
 pub mod expr;
 pub mod journal;
 pub mod loader;
+pub mod lock;
 pub mod matcher;
 pub mod pattern;
 pub mod redact;

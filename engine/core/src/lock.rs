@@ -1,0 +1,95 @@
+//! The run lock: one run at a time per runbook and bound params.
+//!
+//! Locally it is an exclusive lock on a file in the state dir, which the operating system
+//! releases when the process dies, however it dies; the file names the holder so a second run
+//! can say who has it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One run at a time per runbook and bound params: an exclusive lock on a file in the state
+/// dir, which the operating system releases when the process dies.
+pub struct RunLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub fn acquire(state_dir: &Path, target: &str, holder: &str) -> Result<Self, String> {
+        let dir = state_dir.join("locks");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let name: String = target
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("{name}.lock"));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(_) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(format!(
+                    "another run holds {} ({})",
+                    path.display(),
+                    holder.trim()
+                ));
+            }
+        }
+        let _ = file.set_len(0);
+        let _ = writeln!(
+            file,
+            "run {holder}, pid {}, started {}",
+            std::process::id(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        );
+        let _ = file.flush();
+        Ok(Self { _file: file, path })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // The lock itself goes with the file handle; clear the holder line so a stale one is
+        // never shown.
+        let _ = std::fs::write(&self.path, "");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_is_refused_naming_the_holder_until_the_first_ends() {
+        let dir = std::env::temp_dir().join(format!("runbook-lock-test-{}", std::process::id()));
+        let first = RunLock::acquire(&dir, "openbao-sealed-abc", "run-1")
+            .expect("first run takes the lock");
+        let refused = RunLock::acquire(&dir, "openbao-sealed-abc", "run-2")
+            .err()
+            .expect("second run refused");
+        assert!(refused.contains("run run-1, pid"), "{refused}");
+        assert!(
+            RunLock::acquire(&dir, "openbao-sealed-other-params", "run-3").is_ok(),
+            "other params are another target"
+        );
+        drop(first);
+        assert!(
+            RunLock::acquire(&dir, "openbao-sealed-abc", "run-4").is_ok(),
+            "released when the holder ends"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

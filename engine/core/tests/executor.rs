@@ -1,0 +1,679 @@
+//! The executor against the simulated cluster, on a paused clock: what an on-call engineer
+//! relies on when a run goes wrong.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use runbook_core::effects::{Answer, FixedAnswer, ObjectKey, ScenarioClock};
+use runbook_core::exec::{execute, RunOptions, RunReport, StepStatus};
+use runbook_core::journal::{Event, Journal, Outcome, Record};
+use runbook_core::sim::SimWorld;
+use runbook_core::testing::Collect;
+
+const SCENARIO: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Scenario
+metadata: {name: shop}
+spec:
+  objects:
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: api, namespace: shop}
+      spec: {replicas: 2}
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: worker, namespace: shop}
+      spec: {replicas: 1}
+    - apiVersion: v1
+      kind: Node
+      metadata: {name: node-1}
+      spec: {}
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: api-0, namespace: shop, labels: {app: api}}
+      spec: {nodeName: node-1}
+    - apiVersion: v1
+      kind: Secret
+      metadata: {name: db, namespace: shop}
+      data: {password: c3VwZXItc2VjcmV0LXB3}
+  exec:
+    - pod: shop/api-0
+      command: [app, status]
+      responses:
+        - stdout: '{"healthy": false}'
+        - after: {step: fix}
+          stdout: '{"healthy": true}'
+  commands:
+    - argv: [deploy-tool, rollout]
+      responses:
+        - stdout: "token=abcd1234efgh rolled out"
+"#;
+
+struct Harness {
+    world: Arc<SimWorld>,
+    collect: Arc<Collect>,
+    report: RunReport,
+}
+
+fn paused<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+fn runbook(
+    text: &str,
+) -> (
+    Arc<runbook_core::runbook::Catalog>,
+    Arc<runbook_core::runbook::Runbook>,
+) {
+    let mut diagnostics = runbook_core::diagnostic::Diagnostics::new();
+    let mut workspace = runbook_core::loader::Workspace::default();
+    runbook_core::loader::Loader::new().load_text(
+        Path::new("t.yaml"),
+        text.to_owned(),
+        &mut workspace,
+        &mut diagnostics,
+    );
+    let catalog = runbook_core::check::check(&workspace, &mut diagnostics);
+    let errors: Vec<String> = diagnostics
+        .sorted()
+        .iter()
+        .filter(|d| d.severity == runbook_core::diagnostic::Severity::Error)
+        .map(|d| d.message.clone())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let runbook = catalog.runbooks[0].clone();
+    (Arc::new(catalog), runbook)
+}
+
+fn run_with(
+    text: &str,
+    extra_scenario: &str,
+    answer: Answer,
+    dry_run: bool,
+    sets: &[(&str, &str)],
+    journal: Option<Arc<Journal>>,
+) -> Harness {
+    let (catalog, runbook) = runbook(text);
+    let scenario = runbook_core::sim::parse_scenario(
+        Path::new("t.scenario.yaml"),
+        &format!("{SCENARIO}{extra_scenario}"),
+    )
+    .unwrap_or_else(|d| {
+        panic!(
+            "{:?}",
+            d.sorted()
+                .iter()
+                .map(|d| d.message.clone())
+                .collect::<Vec<_>>()
+        )
+    });
+    let world = Arc::new(SimWorld::new(&scenario));
+    let sets: Vec<(String, String)> = sets
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (bindings, errors) = runbook_core::bind::bind(&runbook, &sets, None);
+    assert!(errors.is_empty(), "{errors:?}");
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let collect = Arc::new(Collect::default());
+    let effects = world.effects(
+        Arc::new(FixedAnswer(answer)),
+        Arc::new(ScenarioClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+        )),
+        collect.clone(),
+    );
+    let options = RunOptions {
+        run_id: "test".to_owned(),
+        dry_run,
+        yes: false,
+        parallelism: 4,
+        namespace: "shop".to_owned(),
+        journal,
+        catalog: Some(catalog),
+        digest: String::new(),
+    };
+    let report = paused(execute(plan, effects, options));
+    Harness {
+        world,
+        collect,
+        report,
+    }
+}
+
+fn run(text: &str, extra_scenario: &str) -> Harness {
+    run_with(text, extra_scenario, Answer::Yes, false, &[], None)
+}
+
+fn head(name: &str, steps: &str) -> String {
+    format!("apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: {name}}}\nspec:\n  steps:\n{steps}")
+}
+
+fn replicas(world: &SimWorld, name: &str) -> i64 {
+    let key = ObjectKey {
+        api_version: "apps/v1".to_owned(),
+        kind: "Deployment".to_owned(),
+        namespace: Some("shop".to_owned()),
+        name: name.to_owned(),
+    };
+    world
+        .object(&key)
+        .and_then(|o| {
+            o.pointer("/spec/replicas")
+                .and_then(serde_json::Value::as_i64)
+        })
+        .expect("replicas")
+}
+
+fn events(collect: &Collect) -> Vec<Record> {
+    collect.0.lock().expect("records").clone()
+}
+
+fn status(report: &RunReport, id: &str) -> StepStatus {
+    report
+        .steps
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| s.status.clone())
+        .expect("step")
+}
+
+#[test]
+fn a_failure_in_one_branch_undoes_every_completed_step_newest_first() {
+    let text = head(
+        "branches",
+        "    - {id: scale-api, needs: [], scale: {name: api, replicas: 5}}
+    - {id: mark-worker, needs: [], annotate: {kind: Deployment, name: worker, set: {maintenance: 'on'}}}
+    - {id: scale-worker, needs: [mark-worker], scale: {name: worker, replicas: 3}}
+    - {id: after, needs: [scale-api, scale-worker], verify: 'true'}
+",
+    );
+    let faults = "  faults:\n    - {verb: scale, kind: Deployment, name: worker, error: unavailable, message: connection refused}\n";
+    let h = run(&text, faults);
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    assert_eq!(h.report.exit_code(), 1);
+    assert_eq!(status(&h.report, "scale-api"), StepStatus::Succeeded);
+    assert!(
+        matches!(status(&h.report, "scale-worker"), StepStatus::Failed(e) if e.contains("connection refused"))
+    );
+    assert_eq!(status(&h.report, "after"), StepStatus::NotRun);
+    let undone: Vec<&str> = h.report.undos.iter().map(|u| u.step.as_str()).collect();
+    assert_eq!(undone.len(), 2);
+    assert_eq!(
+        undone[0], "mark-worker",
+        "the step that completed last is undone first"
+    );
+    assert_eq!(undone[1], "scale-api");
+    assert_eq!(
+        replicas(&h.world, "api"),
+        2,
+        "scaled back to the count seen before"
+    );
+    let worker = h
+        .world
+        .object(&ObjectKey {
+            api_version: "apps/v1".to_owned(),
+            kind: "Deployment".to_owned(),
+            namespace: Some("shop".to_owned()),
+            name: "worker".to_owned(),
+        })
+        .expect("worker");
+    assert!(
+        worker
+            .pointer("/metadata/annotations/maintenance")
+            .is_none(),
+        "the added annotation is removed: {worker}"
+    );
+}
+
+#[test]
+fn retries_back_off_doubling_up_to_the_cap_on_the_clock() {
+    let text = head(
+        "retries",
+        "    - id: scale-api
+      scale: {name: api, replicas: 4}
+      retries: {attempts: 3, backoff: 2s, maxBackoff: 3s}
+",
+    );
+    let faults = "  faults:\n    - {verb: scale, name: api, error: conflict, message: the object has been modified, times: 2}\n";
+    let started = std::time::Instant::now();
+    let h = run(&text, faults);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no real sleeping"
+    );
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let retries: Vec<(u32, Option<u64>)> = events(&h.collect)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepAttemptFailed {
+                attempt,
+                retry_in_ms,
+                ..
+            } => Some((*attempt, *retry_in_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        retries,
+        [(1, Some(2000)), (2, Some(3000))],
+        "2s, then doubled but capped at 3s"
+    );
+    let finished = events(&h.collect)
+        .last()
+        .map(|r| r.time.clone())
+        .expect("records");
+    assert_eq!(
+        finished, "2026-01-01T00:00:05.000Z",
+        "5 s of simulated backoff"
+    );
+    assert_eq!(replicas(&h.world, "api"), 4);
+}
+
+#[test]
+fn retries_exhausted_fail_the_step() {
+    let text = head(
+        "exhausted",
+        "    - {id: scale-api, scale: {name: api, replicas: 4}, retries: 1}\n",
+    );
+    let faults =
+        "  faults:\n    - {verb: scale, name: api, error: unavailable, message: apiserver down}\n";
+    let h = run(&text, faults);
+    assert_eq!(h.report.outcome, Outcome::RolledBack);
+    assert!(
+        matches!(status(&h.report, "scale-api"), StepStatus::Failed(e) if e.contains("apiserver down"))
+    );
+}
+
+const GATED: &str = "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - id: drain
+      confirm: Drain node-1?
+      drain: {node: node-1}
+    - {id: done, notify: finished}
+";
+
+#[test]
+fn a_refused_gate_stops_the_run_and_undoes_nothing() {
+    let h = run_with(&head("gated", GATED), "", Answer::No, false, &[], None);
+    assert_eq!(h.report.outcome, Outcome::Stopped);
+    assert_eq!(h.report.exit_code(), 4);
+    assert!(
+        h.report.message.contains("the answer was no"),
+        "{}",
+        h.report.message
+    );
+    assert!(h.report.undos.is_empty());
+    assert_eq!(
+        replicas(&h.world, "api"),
+        5,
+        "what was done stays done; the human decides"
+    );
+    assert_eq!(status(&h.report, "drain"), StepStatus::NotRun);
+    let answered = events(&h.collect).iter().any(|r| matches!(&r.event, Event::GateAnswered { answer, by, .. } if answer == "no" && by == "terminal"));
+    assert!(answered, "the answer is journaled");
+}
+
+#[test]
+fn with_no_terminal_and_no_yes_the_run_stops_before_the_gate_and_says_how_to_approve() {
+    let h = run_with(
+        &head("gated", GATED),
+        "",
+        Answer::NoTerminal,
+        false,
+        &[],
+        None,
+    );
+    assert_eq!(h.report.outcome, Outcome::Stopped);
+    assert!(h.report.message.contains("--yes"), "{}", h.report.message);
+    let started_drain = events(&h.collect)
+        .iter()
+        .any(|r| matches!(&r.event, Event::StepStarted { step, .. } if step == "drain"));
+    assert!(!started_drain);
+    assert!(h
+        .world
+        .mutations()
+        .iter()
+        .all(|m| m.verb != "drain" && m.verb != "cordon"));
+}
+
+#[test]
+fn dry_run_changes_nothing_and_leaves_every_resource_version() {
+    let text = head(
+        "everything",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: restart-worker, restart: {name: worker}, irreversible: true}
+    - {id: patch-api, patch: {kind: Deployment, name: api, patch: {spec: {paused: true}}}}
+    - {id: label-api, label: {kind: Deployment, name: api, set: {tier: web}}}
+    - {id: cordon, cordon: {node: node-1}}
+    - {id: drain, drain: {node: node-1}}
+    - id: apply-pdb
+      apply:
+        manifest: {apiVersion: policy/v1, kind: PodDisruptionBudget, metadata: {name: api, namespace: shop}, spec: {minAvailable: 1}}
+    - {id: delete-worker, delete: {kind: Deployment, name: worker}, irreversible: true}
+    - {id: rollout, run: [deploy-tool, rollout], irreversible: true}
+",
+    );
+    let before = run_with(&text, "", Answer::Yes, true, &[], None);
+    let initial = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), SCENARIO)
+        .expect("scenario");
+    let untouched = SimWorld::new(&initial).objects();
+    assert_eq!(
+        before.report.outcome,
+        Outcome::Succeeded,
+        "{}",
+        before.report.message
+    );
+    assert!(before.world.mutations().is_empty());
+    assert_eq!(
+        before.world.objects(),
+        untouched,
+        "every object, resourceVersion included, is unchanged"
+    );
+    for step in &before.report.steps {
+        assert!(
+            matches!(step.status, StepStatus::DryRun(_)),
+            "{}: {:?}",
+            step.id,
+            step.status
+        );
+    }
+    assert!(
+        !before
+            .world
+            .calls()
+            .iter()
+            .any(|c| c.contains("deploy-tool")),
+        "process steps are shown, not run"
+    );
+}
+
+#[test]
+fn dry_run_reports_a_step_the_server_would_refuse() {
+    let text = head(
+        "refused",
+        "    - {id: scale-gone, scale: {name: gone, replicas: 1}}\n",
+    );
+    let h = run_with(&text, "", Answer::Yes, true, &[], None);
+    assert_eq!(h.report.outcome, Outcome::Failed);
+    assert_eq!(h.report.exit_code(), 1);
+    assert!(h.report.undos.is_empty());
+}
+
+#[test]
+fn the_intent_is_journaled_before_each_mutation() {
+    let dir = tempfile_dir("intent");
+    let journal = Arc::new(Journal::create(&dir, "run-1").expect("journal"));
+    let text = head("intent", "    - {id: scale-api, scale: {name: api, replicas: 3}}\n    - {id: cordon, cordon: {node: node-1}}\n");
+    let h = run_with(&text, "", Answer::Yes, false, &[], Some(journal.clone()));
+    assert_eq!(h.report.outcome, Outcome::Succeeded);
+    let records = runbook_core::journal::read(journal.path()).expect("read");
+    let position = |wanted: &dyn Fn(&Event) -> bool| {
+        records
+            .iter()
+            .position(|r| wanted(&r.event))
+            .expect("event")
+    };
+    for step in ["scale-api", "cordon"] {
+        let intent = position(&|e| matches!(e, Event::StepIntent { step: s, .. } if s == step));
+        let finished = position(&|e| matches!(e, Event::StepFinished { step: s, .. } if s == step));
+        assert!(intent < finished);
+    }
+    let intent = records
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::StepIntent {
+                step, undo_state, ..
+            } if step == "scale-api" => undo_state.clone(),
+            _ => None,
+        })
+        .expect("undo state captured before acting");
+    assert_eq!(intent["previousReplicas"], 2);
+    assert!(matches!(
+        records.first().map(|r| &r.event),
+        Some(Event::RunStarted { .. })
+    ));
+    assert!(matches!(
+        records.last().map(|r| &r.event),
+        Some(Event::RunFinished {
+            outcome: Outcome::Succeeded,
+            exit_code: 0,
+            ..
+        })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn secrets_are_redacted_in_the_journal_the_events_and_notifications() {
+    let dir = tempfile_dir("secrets");
+    let journal = Arc::new(Journal::create(&dir, "run-1").expect("journal"));
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: secrets}
+spec:
+  params:
+    - {name: api_token, secret: true}
+  facts:
+    - {name: db.secret, kubernetes: {kind: Secret, name: db, namespace: shop}}
+  preconditions:
+    - check: db.secret.data.password != \"\"
+  steps:
+    - {id: rollout, run: [deploy-tool, rollout], irreversible: demo}
+    - {id: tell, notify: 'deployed with ${params.api_token}; db pw super-secret-pw'}
+";
+    let h = run_with(
+        text,
+        "",
+        Answer::Yes,
+        false,
+        &[("api_token", "tkn-0123456789")],
+        Some(journal.clone()),
+    );
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let written = std::fs::read_to_string(journal.path()).expect("journal");
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    let sent: String = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    for (place, text) in [
+        ("journal", &written),
+        ("events", &shown),
+        ("notifications", &sent),
+    ] {
+        for secret in [
+            "tkn-0123456789",
+            "super-secret-pw",
+            "c3VwZXItc2VjcmV0LXB3",
+            "abcd1234efgh",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into the {place}: {text}"
+            );
+        }
+    }
+    assert!(sent.contains("<redacted>"), "{sent}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_undo_exits_5_and_says_what_a_human_must_fix() {
+    let text = format!(
+        "{}  rollback: page-oncall\n",
+        head("undo-fails", "    - {id: scale-api, scale: {name: api, replicas: 5}}\n    - {id: broken, scale: {name: missing, replicas: 1}}\n")
+    );
+    let faults = "  faults:\n    - {verb: scale, name: api, error: forbidden, message: RBAC denies scale, after: {step: scale-api}}\n";
+    let h = run(&text, faults);
+    assert_eq!(h.report.outcome, Outcome::RollbackFailed);
+    assert_eq!(h.report.exit_code(), 5);
+    assert!(
+        h.report
+            .must_fix
+            .iter()
+            .any(|line| line.contains("undo of step `scale-api` failed")
+                && line.contains("RBAC denies scale")),
+        "{:?}",
+        h.report.must_fix
+    );
+    assert_eq!(replicas(&h.world, "api"), 5, "the undo really did fail");
+    assert_eq!(h.world.notifications().len(), 1, "the rollback still pages");
+}
+
+#[test]
+fn a_completed_change_without_undo_is_named_for_a_human() {
+    let text = head(
+        "no-undo",
+        "    # runbook:allow missing-undo -- for the test
+    - {id: rollout, run: [deploy-tool, rollout]}
+    - {id: broken, scale: {name: missing, replicas: 1}}
+",
+    );
+    let h = run(&text, "");
+    assert_eq!(h.report.outcome, Outcome::RolledBack);
+    assert!(
+        h.report.must_fix.is_empty(),
+        "an irreversible step is by design: {:?}",
+        h.report.must_fix
+    );
+    let text = text.replace("    # runbook:allow missing-undo -- for the test\n", "");
+    let (_, runbook) = runbook(&text);
+    assert!(matches!(
+        runbook.steps[0].undo,
+        runbook_core::runbook::UndoSpec::Missing
+    ));
+    let h = run(&text, "");
+    assert!(
+        h.report
+            .must_fix
+            .iter()
+            .any(|line| line.contains("step `rollout`") && line.contains("has no undo")),
+        "{:?}",
+        h.report.must_fix
+    );
+}
+
+#[test]
+fn when_false_skips_the_step_and_the_steps_after_still_run() {
+    let text = head("when", "    - {id: maybe, when: 'false', scale: {name: api, replicas: 9}}\n    - {id: next, scale: {name: worker, replicas: 2}}\n");
+    let h = run(&text, "");
+    assert_eq!(h.report.outcome, Outcome::Succeeded);
+    assert!(matches!(status(&h.report, "maybe"), StepStatus::Skipped(_)));
+    assert_eq!(replicas(&h.world, "api"), 2);
+    assert_eq!(replicas(&h.world, "worker"), 2);
+}
+
+#[test]
+fn facts_are_read_once_and_again_after_a_change() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: facts}
+spec:
+  facts:
+    - {name: app.status, exec: {namespace: shop, pod: api-0, command: [app, status]}}
+  preconditions:
+    - check: app.status.healthy == false
+    - check: '!app.status.healthy'
+  steps:
+    - {id: fix, scale: {name: api, replicas: 3}}
+    - verify: app.status.healthy
+";
+    let h = run(text, "");
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let reads = h
+        .world
+        .calls()
+        .iter()
+        .filter(|c| c.contains("app status"))
+        .count();
+    assert_eq!(
+        reads,
+        2,
+        "once for both preconditions, once more after the change: {:?}",
+        h.world.calls()
+    );
+}
+
+#[test]
+fn verify_polls_until_true_reading_facts_each_time() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: poll}
+spec:
+  facts:
+    - {name: app.status, exec: {namespace: shop, pod: api-0, command: [app, status]}}
+  steps:
+    - {id: fix, run: [deploy-tool, rollout], irreversible: demo}
+    - {id: check, verify: app.status.healthy, interval: 10s}
+";
+    let extra = "    - pod: shop/api-0\n      command: [app, status]\n      responses:\n        - stdout: '{\"healthy\": false}'\n        - {after: {calls: 3}, stdout: '{\"healthy\": true}'}\n";
+    let scenario = SCENARIO.replace("  exec:\n", &format!("  exec:\n{extra}"));
+    let h = {
+        let (catalog, runbook) = runbook(text);
+        let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario.replace(
+            "    - pod: shop/api-0\n      command: [app, status]\n      responses:\n        - stdout: '{\"healthy\": false}'\n        - after: {step: fix}\n          stdout: '{\"healthy\": true}'\n",
+            "",
+        ))
+        .unwrap_or_else(|d| panic!("{:?}", d.sorted().iter().map(|d| d.message.clone()).collect::<Vec<_>>()));
+        let world = Arc::new(SimWorld::new(&scenario));
+        let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
+        let plan = Arc::new(runbook_core::compile::Compiler::compile(
+            runbook, bindings, None,
+        ));
+        let collect = Arc::new(Collect::default());
+        let effects = world.effects(
+            Arc::new(FixedAnswer(Answer::Yes)),
+            Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+            collect.clone(),
+        );
+        let options = RunOptions {
+            run_id: "t".to_owned(),
+            dry_run: false,
+            yes: true,
+            parallelism: 1,
+            namespace: "shop".to_owned(),
+            journal: None,
+            catalog: Some(catalog),
+            digest: String::new(),
+        };
+        let report = paused(execute(plan, effects, options));
+        Harness {
+            world,
+            collect,
+            report,
+        }
+    };
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let polls: Vec<bool> = events(&h.collect)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::VerifyPolled { held, .. } => Some(*held),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(polls, [false, false, false, true]);
+    assert!(matches!(status(&h.report, "check"), StepStatus::Succeeded));
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("runbook-executor-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
