@@ -660,3 +660,217 @@ fn graph_mermaid_is_well_formed() {
         declared.len()
     );
 }
+
+fn state() -> tempfile::TempDir {
+    tempfile::tempdir().expect("state dir")
+}
+
+#[test]
+fn run_the_seed_end_to_end_against_the_simulator() {
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let out = runbook(&[
+        "run",
+        "openbao-sealed",
+        "--simulate",
+        "runbooks/openbao-sealed.scenario.yaml",
+        "--yes",
+        "--state-dir",
+        state_dir,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for expected in [
+        "precondition spire.server.healthy: holds",
+        "precondition openbao.unseal.shamir.shares.available: holds",
+        "step run-1 succeeded: Unseal complete",
+        "step verify-2 verify poll 1: true",
+        "read openbao.unseal.shares = <redacted>",
+        "Outcome: Succeeded (exit 0): all steps succeeded",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "missing {expected:?} in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        !out.stderr.contains("c2ltdWxhdGVk"),
+        "the Secret's data never shows"
+    );
+
+    // The run is recorded, and `show` replays it.
+    let out = runbook(&["runs", "--state-dir", state_dir]);
+    assert_eq!(out.code, 0);
+    let line = out.stdout.lines().nth(1).expect("one run");
+    assert!(
+        line.contains("-openbao-sealed-") && line.contains("Succeeded"),
+        "{}",
+        out.stdout
+    );
+    let run_id = line.split_whitespace().next().expect("id");
+    let out = runbook(&["show", run_id, "--state-dir", state_dir, "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(
+        events.first().map(|e| e["event"].clone()),
+        Some(serde_json::json!("run-started"))
+    );
+    assert_eq!(
+        events.last().map(|e| e["outcome"].clone()),
+        Some(serde_json::json!("succeeded"))
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "step-intent" && e["step"] == "run-1"));
+    let out = runbook(&["show", "no-such-run", "--state-dir", state_dir]);
+    assert_eq!(out.code, 2);
+}
+
+#[test]
+fn run_output_json_prints_the_journal_events() {
+    let state = state();
+    let out = runbook(&[
+        "run",
+        "openbao-sealed",
+        "--simulate",
+        "runbooks/openbao-sealed.scenario.yaml",
+        "--dry-run",
+        "--output",
+        "json",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(events[0]["dryRun"], true);
+    let finished = events.last().expect("events");
+    assert_eq!(finished["event"], "run-finished");
+    assert_eq!(
+        finished["message"],
+        "dry-run: the run would proceed; nothing was changed"
+    );
+}
+
+/// A scenario where SPIRE is down: the precondition fails and nothing changes (exit 3).
+#[test]
+fn run_exit_codes_follow_the_outcome() {
+    let dir = tempfile::tempdir().expect("dir");
+    let scenario = std::fs::read_to_string(root().join("runbooks/openbao-sealed.scenario.yaml"))
+        .expect("scenario")
+        .replace("        readyReplicas: 1\n", "        readyReplicas: 0\n");
+    let path = dir.path().join("spire-down.scenario.yaml");
+    std::fs::write(&path, scenario).expect("write");
+    let state = state();
+    let out = runbook(&[
+        "run",
+        "openbao-sealed",
+        "--simulate",
+        path.to_str().expect("utf-8"),
+        "--yes",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("precondition spire.server.healthy: DOES NOT HOLD"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+}
+
+#[test]
+fn run_needs_a_cluster_or_a_scenario() {
+    let out = runbook(&["run", "openbao-sealed"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--simulate SCENARIO"), "{}", out.stderr);
+    let out = runbook(&[
+        "run",
+        "openbao-sealed",
+        "--simulate",
+        "runbooks/openbao-sealed.yaml",
+    ]);
+    assert_eq!(out.code, 2, "a runbook is not a scenario");
+    assert!(
+        out.stderr
+            .contains("scenario runbooks/openbao-sealed.yaml is invalid"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_second_run_of_the_same_runbook_and_params_is_refused_naming_the_holder() {
+    use sha2::Digest as _;
+    let state = state();
+    let digest = sha2::Sha256::digest(b"{}");
+    let target = format!(
+        "openbao-sealed-{}",
+        digest[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let _held =
+        runbook_core::lock::RunLock::acquire(state.path(), &target, "the-first-run").expect("lock");
+    let out = runbook(&[
+        "run",
+        "openbao-sealed",
+        "--simulate",
+        "runbooks/openbao-sealed.scenario.yaml",
+        "--yes",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("already running") && out.stderr.contains("the-first-run"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn runbook_test_reports_failures_and_exits_nonzero() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::copy(
+        root().join("runbooks/openbao-sealed.scenario.yaml"),
+        dir.path().join("openbao-sealed.scenario.yaml"),
+    )
+    .expect("copy");
+    let test = std::fs::read_to_string(root().join("runbooks/openbao-sealed.test.yaml"))
+        .expect("test")
+        .replacen(
+            "steps: {run-1: succeeded, verify-2: succeeded}",
+            "steps: {run-1: succeeded, verify-2: failed}",
+            1,
+        );
+    std::fs::write(dir.path().join("openbao-sealed.test.yaml"), test).expect("write");
+    let out = runbook(&["test", dir.path().to_str().expect("utf-8")]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("FAIL") && out.stdout.contains(":: unseals and verifies"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("step `verify-2`: expected Failed, got Succeeded"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.trim_end().ends_with("5 passed, 1 failed"),
+        "{}",
+        out.stdout
+    );
+}

@@ -337,10 +337,26 @@ impl Run {
             );
         }
 
-        // Steps.
+        // Steps. Each step waits for a count of unfinished dependencies; a finished (or
+        // skipped) step releases its dependants into the ready set, taken in file order.
         let count = runbook.steps.len();
-        let mut state: Vec<Option<bool>> = vec![None; count]; // Some(true): done or skipped
-        let mut started = vec![false; count];
+        let position_of: HashMap<&str, usize> = runbook
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(p, s)| (s.id.as_str(), p))
+            .collect();
+        let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); count];
+        let mut remaining: Vec<usize> = vec![0; count];
+        for (position, step) in runbook.steps.iter().enumerate() {
+            for need in &step.needs {
+                if let Some(dependency) = position_of.get(need.as_str()) {
+                    dependants[*dependency].push(position);
+                    remaining[position] += 1;
+                }
+            }
+        }
+        let mut ready: BTreeSet<usize> = (0..count).filter(|p| remaining[*p] == 0).collect();
         let mut completed: Vec<(usize, Option<UndoState>)> = Vec::new();
         let mut failure: Option<String> = None;
         let mut stop: Option<String> = None;
@@ -348,23 +364,11 @@ impl Run {
         let parallelism = self.options.parallelism.max(1);
         loop {
             if failure.is_none() && stop.is_none() {
-                let waiting: Vec<usize> =
-                    (0..count).filter(|position| !started[*position]).collect();
-                for position in waiting {
-                    if running.len() >= parallelism {
+                while running.len() < parallelism {
+                    let Some(position) = ready.pop_first() else {
                         break;
-                    }
+                    };
                     let step = &runbook.steps[position];
-                    let ready = step.needs.iter().all(|need| {
-                        runbook
-                            .steps
-                            .iter()
-                            .position(|s| &s.id == need)
-                            .is_some_and(|dependency| state[dependency] == Some(true))
-                    });
-                    if !ready {
-                        continue;
-                    }
                     if let Some(message) = self.journal_broken() {
                         failure = Some(message);
                         break;
@@ -375,7 +379,6 @@ impl Run {
                             break;
                         }
                     }
-                    started[position] = true;
                     let run = self.clone();
                     running.spawn(async move {
                         let started_at = tokio::time::Instant::now();
@@ -398,22 +401,21 @@ impl Run {
             report.steps[position].duration = elapsed;
             match finished {
                 Finished::Done { output, undo } => {
-                    state[position] = Some(true);
+                    release(&dependants[position], &mut remaining, &mut ready);
                     report.steps[position].status = StepStatus::Succeeded;
                     completed.push((position, undo));
                     self.finish_step(step, StepResult::Succeeded, output, None, elapsed);
                 }
                 Finished::Skipped(reason) => {
-                    state[position] = Some(true);
+                    release(&dependants[position], &mut remaining, &mut ready);
                     report.steps[position].status = StepStatus::Skipped(reason);
                 }
                 Finished::DryRun(output) => {
-                    state[position] = Some(true);
+                    release(&dependants[position], &mut remaining, &mut ready);
                     report.steps[position].status = StepStatus::DryRun(output.clone());
                     self.finish_step(step, StepResult::DryRun, Some(output), None, elapsed);
                 }
                 Finished::Failed(error) => {
-                    state[position] = Some(false);
                     report.steps[position].status = StepStatus::Failed(error.clone());
                     self.finish_step(step, StepResult::Failed, None, Some(error.clone()), elapsed);
                     // A failed mutation may have half-happened: what it read is stale.
@@ -1696,6 +1698,16 @@ impl Run {
         // Params are already substituted by the plan renderer; facts in templates are shown as
         // written there, which is what the journal should say before anything is read.
         Ok(crate::render::action_summary(&self.plan, action))
+    }
+}
+
+/// A step finished: its dependants have one dependency fewer to wait for.
+fn release(dependants: &[usize], remaining: &mut [usize], ready: &mut BTreeSet<usize>) {
+    for dependant in dependants {
+        remaining[*dependant] -= 1;
+        if remaining[*dependant] == 0 {
+            ready.insert(*dependant);
+        }
     }
 }
 
