@@ -714,6 +714,7 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         observer: Some(world.clone()),
     };
     let catalog = Arc::new(runbook_core::load_catalog(&[dir.to_path_buf()]).0);
+    let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
     let options = runbook_core::exec::RunOptions {
         run_id: run_id.clone(),
         dry_run: args.dry_run,
@@ -723,17 +724,30 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         journal: Some(journal.clone()),
         catalog: Some(catalog),
         digest,
+        interrupt: Some(interrupt.clone()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(runbook_core::exec::execute(
-        Arc::new(plan),
-        effects,
-        options,
-    ));
+    let report = runtime.block_on(async {
+        // The first Ctrl-C stops scheduling and asks whether to roll back; a second one ends
+        // the process at once (the journal says where it stood; `runbook show` reads it).
+        let signal = interrupt.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\ninterrupted: letting running steps stop; press Ctrl-C again to quit at once"
+                );
+                signal.raise();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        runbook_core::exec::execute(Arc::new(plan), effects, options).await
+    });
     if args.output == OutputFormat::Text {
         eprint!("{}", summary(&report, journal.path()));
     }

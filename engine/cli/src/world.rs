@@ -136,6 +136,14 @@ pub fn describe(event: &Event) -> Option<String> {
                 .unwrap_or_default();
             format!("step {step} {result}{detail}")
         }
+        Event::Interrupted { roll_back, by } => format!(
+            "interrupted: {} (by {by})",
+            if *roll_back {
+                "rolling back"
+            } else {
+                "leaving completed steps as they are"
+            }
+        ),
         Event::UndoStarted { step, summary } => format!("undoing step {step}: {summary}"),
         Event::UndoFinished {
             step,

@@ -874,3 +874,81 @@ fn runbook_test_reports_failures_and_exits_nonzero() {
         out.stdout
     );
 }
+
+/// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
+/// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
+#[test]
+fn sigint_stops_the_run_and_journals_the_choice() {
+    let runbook_text = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: slow
+spec:
+  steps:
+    - {id: scale-api, scale: {name: api, namespace: shop, replicas: 3}}
+    - {id: wait, verify: "false", interval: 1s, timeout: 1h}
+"#;
+    let scenario = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 1}}\n";
+    let dir = folder(&[("slow.yaml", runbook_text)]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), scenario).expect("write");
+    let state = state();
+    let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args([
+            "run",
+            "slow",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .current_dir(dir.path())
+        .env("RUNBOOK_LOG", "off")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runbook starts");
+    // Wait until the verify is polling, then interrupt.
+    let journal_dir = state.path().join("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let polling = std::fs::read_dir(&journal_dir)
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(|entry| entry.ok())
+            .and_then(|entry| std::fs::read_to_string(entry.path()).ok())
+            .is_some_and(|text| text.contains("verify-polled"));
+        if polling {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached its verify"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("runbook ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: leaving completed steps as they are"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was undone"), "{stderr}");
+    let journal = std::fs::read_dir(&journal_dir)
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a journal")
+        .path();
+    let text = std::fs::read_to_string(journal).expect("journal");
+    assert!(
+        text.contains(r#""event":"interrupted","rollBack":false"#),
+        "{text}"
+    );
+}

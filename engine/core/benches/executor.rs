@@ -184,5 +184,6 @@ fn options(
         journal,
         catalog: Some(catalog.clone()),
         digest: String::new(),
+        interrupt: None,
     }
 }

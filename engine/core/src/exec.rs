@@ -45,6 +45,36 @@ pub struct RunOptions {
     pub catalog: Option<Arc<Catalog>>,
     /// The runbook file's SHA-256, for the journal.
     pub digest: String,
+    /// Raised by Ctrl-C: stop scheduling, cancel what is in flight, ask whether to roll back.
+    pub interrupt: Option<Arc<Interrupt>>,
+}
+
+/// A Ctrl-C, delivered to a running executor.
+#[derive(Default)]
+pub struct Interrupt {
+    raised: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Interrupt {
+    pub fn raise(&self) {
+        self.raised.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// What happened, for the summary and the exit code.
@@ -361,9 +391,11 @@ impl Run {
         let mut failure: Option<String> = None;
         let mut stop: Option<String> = None;
         let mut running = tokio::task::JoinSet::new();
+        let mut in_flight: BTreeSet<usize> = BTreeSet::new();
+        let mut interrupted: Option<()> = None;
         let parallelism = self.options.parallelism.max(1);
         loop {
-            if failure.is_none() && stop.is_none() {
+            if failure.is_none() && stop.is_none() && interrupted.is_none() {
                 while running.len() < parallelism {
                     let Some(position) = ready.pop_first() else {
                         break;
@@ -380,6 +412,7 @@ impl Run {
                         }
                     }
                     let run = self.clone();
+                    in_flight.insert(position);
                     running.spawn(async move {
                         let started_at = tokio::time::Instant::now();
                         let finished = run.run_step(position).await;
@@ -387,7 +420,40 @@ impl Run {
                     });
                 }
             }
-            let Some(joined) = running.join_next().await else {
+            if running.is_empty() {
+                break;
+            }
+            let interrupt = self.options.interrupt.clone();
+            let already = interrupted.is_some();
+            let interruption = async {
+                match &interrupt {
+                    Some(interrupt) if !already => interrupt.wait().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let joined = tokio::select! {
+                joined = running.join_next() => joined,
+                () = interruption => {
+                    // Stop scheduling and cancel what is in flight; a step cancelled after its
+                    // intent was journaled may have half-happened.
+                    running.abort_all();
+                    while running.join_next().await.is_some() {}
+                    for position in std::mem::take(&mut in_flight) {
+                        let step = &runbook.steps[position];
+                        report.steps[position].status = StepStatus::Failed("interrupted".to_owned());
+                        self.finish_step(step, StepResult::Failed, None, Some("interrupted by Ctrl-C".to_owned()), Duration::ZERO);
+                        if step.action.mutates(step.readonly) && !self.options.dry_run {
+                            report.must_fix.push(format!(
+                                "step `{}` ({}) was interrupted while running: check whether it took effect",
+                                step.id, report.steps[position].summary
+                            ));
+                        }
+                    }
+                    interrupted = Some(());
+                    continue;
+                }
+            };
+            let Some(joined) = joined else {
                 break;
             };
             let (position, finished, elapsed) = match joined {
@@ -397,6 +463,7 @@ impl Run {
                     continue;
                 }
             };
+            in_flight.remove(&position);
             let step = &runbook.steps[position];
             report.steps[position].duration = elapsed;
             match finished {
@@ -427,7 +494,45 @@ impl Run {
             }
         }
 
-        if let Some(reason) = stop {
+        if interrupted.is_some() {
+            let done: Vec<&str> = completed
+                .iter()
+                .map(|(p, _)| runbook.steps[*p].id.as_str())
+                .collect();
+            let detail = if done.is_empty() {
+                "no step had completed".to_owned()
+            } else {
+                format!("completed: {}", done.join(", "))
+            };
+            let answer = if self.options.dry_run || completed.is_empty() {
+                Answer::No
+            } else {
+                self.effects
+                    .prompter
+                    .confirm(
+                        "interrupt",
+                        "Interrupted. Undo the completed steps and roll back?",
+                        &detail,
+                    )
+                    .await
+            };
+            let roll_back = answer == Answer::Yes;
+            self.emit(Event::Interrupted {
+                roll_back,
+                by: match answer {
+                    Answer::NoTerminal => "none (no terminal: nothing undone)".to_owned(),
+                    _ => "terminal".to_owned(),
+                },
+            });
+            if !roll_back {
+                return self.finish(
+                    report,
+                    Outcome::Stopped,
+                    format!("interrupted; {detail}; nothing was undone (`runbook show {}` has the journal)", self.options.run_id),
+                );
+            }
+            failure = Some("interrupted by Ctrl-C".to_owned());
+        } else if let Some(reason) = stop {
             let done: Vec<&str> = completed
                 .iter()
                 .map(|(p, _)| runbook.steps[*p].id.as_str())
@@ -443,7 +548,7 @@ impl Run {
                 format!("{reason}; {done}; nothing was undone"),
             );
         }
-        let Some(failure) = failure else {
+        let Some(failure) = failure.clone() else {
             let message = if self.options.dry_run {
                 "dry-run: the run would proceed; nothing was changed".to_owned()
             } else {
@@ -529,6 +634,12 @@ impl Run {
                 report,
                 Outcome::RollbackFailed,
                 format!("{failure}; the undo or rollback failed: a human must act"),
+            )
+        } else if interrupted.is_some() {
+            self.finish(
+                report,
+                Outcome::Stopped,
+                format!("{failure}; completed steps were undone and the rollback ran"),
             )
         } else {
             self.finish(

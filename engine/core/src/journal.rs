@@ -102,6 +102,9 @@ pub enum Event {
         error: Option<String>,
         duration_ms: u64,
     },
+    /// Ctrl-C: scheduling stopped; what the human chose.
+    #[serde(rename_all = "camelCase")]
+    Interrupted { roll_back: bool, by: String },
     #[serde(rename_all = "camelCase")]
     UndoStarted { step: String, summary: String },
     #[serde(rename_all = "camelCase")]

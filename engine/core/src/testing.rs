@@ -380,6 +380,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
         journal: None,
         catalog: Some(catalog.clone()),
         digest: String::new(),
+        interrupt: None,
     };
     let report = crate::exec::execute(plan, effects, options).await;
     result.trace = std::mem::take(

@@ -139,6 +139,7 @@ fn run_with(
         journal,
         catalog: Some(catalog),
         digest: String::new(),
+        interrupt: None,
     };
     let report = paused(execute(plan, effects, options));
     Harness {
@@ -652,6 +653,7 @@ spec:
             journal: None,
             catalog: Some(catalog),
             digest: String::new(),
+            interrupt: None,
         };
         let report = paused(execute(plan, effects, options));
         Harness {
@@ -676,4 +678,99 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("runbook-executor-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+fn interrupted_run(answer: Answer) -> Harness {
+    let text = head(
+        "interrupt",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: wait-forever, verify: 'false', timeout: 1h}
+    - {id: never, scale: {name: worker, replicas: 9}}
+",
+    );
+    let (catalog, runbook) = runbook(&text);
+    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), SCENARIO)
+        .expect("scenario");
+    let world = Arc::new(SimWorld::new(&scenario));
+    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let collect = Arc::new(Collect::default());
+    let effects = world.effects(
+        Arc::new(FixedAnswer(answer)),
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+        collect.clone(),
+    );
+    let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
+    let options = RunOptions {
+        run_id: "t".to_owned(),
+        dry_run: false,
+        yes: false,
+        parallelism: 4,
+        namespace: "shop".to_owned(),
+        journal: None,
+        catalog: Some(catalog),
+        digest: String::new(),
+        interrupt: Some(interrupt.clone()),
+    };
+    let report = paused(async move {
+        let run = tokio::spawn(execute(plan, effects, options));
+        // Ctrl-C a minute into the verify.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        interrupt.raise();
+        run.await.expect("run")
+    });
+    Harness {
+        world,
+        collect,
+        report,
+    }
+}
+
+#[test]
+fn ctrl_c_stops_scheduling_asks_and_rolls_back_when_told_to() {
+    let h = interrupted_run(Answer::Yes);
+    assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
+    assert_eq!(h.report.exit_code(), 4);
+    assert_eq!(
+        status(&h.report, "never"),
+        StepStatus::NotRun,
+        "nothing new starts"
+    );
+    assert!(
+        matches!(status(&h.report, "wait-forever"), StepStatus::Failed(e) if e == "interrupted")
+    );
+    assert_eq!(
+        h.report
+            .undos
+            .iter()
+            .map(|u| u.step.as_str())
+            .collect::<Vec<_>>(),
+        ["scale-api"]
+    );
+    assert_eq!(replicas(&h.world, "api"), 2);
+    let choice = events(&h.collect).iter().find_map(|r| match &r.event {
+        Event::Interrupted { roll_back, .. } => Some(*roll_back),
+        _ => None,
+    });
+    assert_eq!(choice, Some(true), "the choice is journaled");
+}
+
+#[test]
+fn ctrl_c_without_rollback_leaves_completed_steps_and_says_so() {
+    let h = interrupted_run(Answer::No);
+    assert_eq!(h.report.outcome, Outcome::Stopped);
+    assert!(h.report.undos.is_empty());
+    assert_eq!(replicas(&h.world, "api"), 5);
+    assert!(
+        h.report.message.contains("nothing was undone"),
+        "{}",
+        h.report.message
+    );
+    let choice = events(&h.collect).iter().find_map(|r| match &r.event {
+        Event::Interrupted { roll_back, .. } => Some(*roll_back),
+        _ => None,
+    });
+    assert_eq!(choice, Some(false));
 }
