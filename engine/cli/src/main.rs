@@ -116,6 +116,34 @@ enum Command {
         /// Test files or folders (default: the runbooks folder).
         paths: Vec<PathBuf>,
     },
+    /// Go on with a run that was killed, from its journal (or roll it back).
+    Resume {
+        run_id: String,
+        /// Undo the completed steps and roll back instead of going on.
+        #[arg(long)]
+        rollback: bool,
+        /// A step that was running when the run stopped did take effect.
+        #[arg(long, value_name = "STEP")]
+        assume_done: Vec<String>,
+        /// A step that was running when the run stopped did not take effect: run it again.
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
+        /// Params the journal could not keep (secrets).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_name = "SCENARIO")]
+        simulate: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+    },
     /// The runs recorded in the state dir, newest last.
     Runs {
         #[arg(long, value_name = "DIR")]
@@ -225,6 +253,39 @@ fn main() -> ExitCode {
             },
         ),
         Command::Test { paths } => test(&cli.dir, paths),
+        Command::Resume {
+            run_id,
+            rollback,
+            assume_done,
+            rerun,
+            sets,
+            yes,
+            simulate,
+            output,
+            state_dir,
+            namespace,
+            parallelism,
+        } => resume(
+            &cli.dir,
+            &run_id,
+            ResumeArgs {
+                rollback,
+                assume_done,
+                rerun,
+            },
+            RunArgs {
+                name: String::new(),
+                sets,
+                alert: None,
+                dry_run: false,
+                yes,
+                simulate,
+                output,
+                state_dir,
+                namespace,
+                parallelism,
+            },
+        ),
         Command::Runs { state_dir } => runs(state_dir.as_deref()),
         Command::Show {
             run_id,
@@ -639,13 +700,28 @@ struct RunArgs {
 }
 
 fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
-    use runbook_core::effects::{Answer, Effects, FixedAnswer, Prompter, Reporter, SystemClock};
-    use sha2::Digest as _;
-
     let plan = match build_plan(dir, &args.name, &args.sets, args.alert.as_deref(), false)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
+    let state_dir = world::state_dir(args.state_dir.as_deref());
+    let run_id = world::new_run_id(&plan.runbook.name);
+    drive(dir, plan, &args, &state_dir, &run_id, None)
+}
+
+/// Runs a plan: the world (simulated for now), the lock, the journal, progress, Ctrl-C, and
+/// the summary. Shared by `run` and `resume`.
+fn drive(
+    dir: &Path,
+    plan: runbook_core::compile::Plan,
+    args: &RunArgs,
+    state_dir: &Path,
+    run_id: &str,
+    resume: Option<runbook_core::exec::Resume>,
+) -> anyhow::Result<Exit> {
+    use runbook_core::effects::{Answer, Effects, FixedAnswer, Prompter, Reporter, SystemClock};
+    use sha2::Digest as _;
+
     let Some(scenario_path) = args.simulate.as_deref() else {
         anyhow::bail!(
             "runbook `{}`: this build has no live-cluster connection yet; run it against a simulated cluster with --simulate SCENARIO",
@@ -662,8 +738,6 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     };
     let world = Arc::new(runbook_core::sim::SimWorld::new(&scenario));
 
-    let state_dir = world::state_dir(args.state_dir.as_deref());
-    let run_id = world::new_run_id(&plan.runbook.name);
     let params = serde_json::to_string(&plan.bindings.values).unwrap_or_default();
     let target = format!(
         "{}-{}",
@@ -674,7 +748,7 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let _lock = if args.dry_run {
         None
     } else {
-        match runbook_core::lock::RunLock::acquire(&state_dir, &target, &run_id) {
+        match runbook_core::lock::RunLock::acquire(state_dir, &target, run_id) {
             Ok(lock) => Some(lock),
             Err(holder) => {
                 eprintln!(
@@ -685,10 +759,15 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
             }
         }
     };
-    let journal = Arc::new(
-        runbook_core::journal::Journal::create(&state_dir, &run_id)
-            .with_context(|| format!("cannot create the journal in {}", state_dir.display()))?,
-    );
+    let journal = if resume.is_some() {
+        let path = state_dir.join("runs").join(format!("{run_id}.jsonl"));
+        runbook_core::journal::Journal::open(&path)
+            .with_context(|| format!("cannot append to the journal {}", path.display()))?
+    } else {
+        runbook_core::journal::Journal::create(state_dir, run_id)
+            .with_context(|| format!("cannot create the journal in {}", state_dir.display()))?
+    };
+    let journal = Arc::new(journal);
     let reporter: Arc<dyn Reporter> = match args.output {
         OutputFormat::Json => Arc::new(world::JsonLines),
         OutputFormat::Text if std::io::stderr().is_terminal() => Arc::new(world::Progress::new()),
@@ -716,15 +795,16 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let catalog = Arc::new(runbook_core::load_catalog(&[dir.to_path_buf()]).0);
     let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
     let options = runbook_core::exec::RunOptions {
-        run_id: run_id.clone(),
+        run_id: run_id.to_owned(),
         dry_run: args.dry_run,
         yes: args.yes,
         parallelism: args.parallelism,
-        namespace: args.namespace,
+        namespace: args.namespace.clone(),
         journal: Some(journal.clone()),
         catalog: Some(catalog),
         digest,
         interrupt: Some(interrupt.clone()),
+        resume,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -752,6 +832,109 @@ fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
         eprint!("{}", summary(&report, journal.path()));
     }
     Ok(Exit::from_code(report.exit_code()))
+}
+
+/// `runbook resume RUN_ID`: goes on with a run that was killed, from its journal. Steps whose
+/// intent was journaled but not their result are unknown: the human says whether they took
+/// effect (`--assume-done`, `--rerun`, or at the prompt); they are never repeated blindly.
+fn resume(
+    dir: &Path,
+    run_id: &str,
+    resume_args: ResumeArgs,
+    args: RunArgs,
+) -> anyhow::Result<Exit> {
+    use sha2::Digest as _;
+    let state_dir = world::state_dir(args.state_dir.as_deref());
+    let path = state_dir.join("runs").join(format!("{run_id}.jsonl"));
+    if !path.is_file() {
+        anyhow::bail!(
+            "no run `{run_id}` in {} (see `runbook runs`)",
+            state_dir.join("runs").display()
+        );
+    }
+    let records = runbook_core::journal::read(&path).map_err(anyhow::Error::msg)?;
+    let state = runbook_core::resume::analyze(&records)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(outcome) = state.finished {
+        anyhow::bail!("run `{run_id}` already finished ({outcome:?}); there is nothing to resume");
+    }
+    if state.dry_run {
+        anyhow::bail!("run `{run_id}` was a dry-run, which changes nothing; run it again instead");
+    }
+    // The params it ran with (secret ones were never written down: pass them with --set).
+    let mut sets: Vec<String> = state
+        .params
+        .iter()
+        .filter(|(_, value)| value.as_str() != Some(runbook_core::redact::REDACTED))
+        .map(|(name, value)| {
+            format!(
+                "{name}={}",
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            )
+        })
+        .collect();
+    sets.extend(args.sets.iter().cloned());
+    let plan = match build_plan(dir, &state.runbook, &sets, None, false)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    let text = std::fs::read(plan.runbook.source.path()).unwrap_or_default();
+    let digest = hex(&sha2::Sha256::digest(&text));
+    if !state.digest.is_empty() && digest != state.digest {
+        anyhow::bail!(
+            "runbook `{}` changed since run `{run_id}` started ({} then, {} now); resume needs the runbook as it was",
+            state.runbook,
+            &state.digest[..12.min(state.digest.len())],
+            &digest[..12]
+        );
+    }
+    let mut completed = state.completed.clone();
+    for unknown in &state.unknown {
+        let done = if resume_args.assume_done.contains(&unknown.step) {
+            true
+        } else if resume_args.rerun.contains(&unknown.step) {
+            false
+        } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            eprint!(
+                "step {} was about to {} when the run stopped; it may or may not have taken effect.\n? Did it take effect? [y = treat as done / N = run it again] ",
+                unknown.step, unknown.mutation
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            matches!(line.trim().to_lowercase().as_str(), "y" | "yes")
+        } else {
+            eprintln!(
+                "error: step `{}` was about to {} when the run stopped, and may or may not have taken effect. Check it, then resume with --assume-done {} or --rerun {} (or --rollback)",
+                unknown.step, unknown.mutation, unknown.step, unknown.step
+            );
+            return Ok(Exit::Stopped);
+        };
+        if done {
+            completed.push((unknown.step.clone(), unknown.undo.clone()));
+        }
+    }
+    let mut roll_back = resume_args.rollback;
+    if let Some(failure) = &state.failed {
+        if !roll_back {
+            eprintln!("note: the run was already failing ({failure}); resuming finishes its undo and rollback");
+        }
+        roll_back = true;
+    }
+    let resume = runbook_core::exec::Resume {
+        completed,
+        skipped: state.skipped.clone(),
+        undone: state.undone.clone(),
+        roll_back,
+    };
+    drive(dir, plan, &args, &state_dir, run_id, Some(resume))
+}
+
+struct ResumeArgs {
+    rollback: bool,
+    assume_done: Vec<String>,
+    rerun: Vec<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {

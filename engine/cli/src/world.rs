@@ -78,6 +78,18 @@ pub fn describe(event: &Event) -> Option<String> {
                 ""
             }
         ),
+        Event::RunResumed {
+            completed,
+            roll_back,
+        } => format!(
+            "run resumed{}; done before: {}",
+            if *roll_back { " to roll back" } else { "" },
+            if completed.is_empty() {
+                "nothing".to_owned()
+            } else {
+                completed.join(", ")
+            }
+        ),
         Event::FactRead { fact, value } => format!("read {fact} = {value}"),
         Event::FactFailed { fact, error } => format!("could not read {fact}: {error}"),
         Event::PreconditionChecked {

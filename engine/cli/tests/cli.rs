@@ -952,3 +952,278 @@ spec:
         "{text}"
     );
 }
+
+const MAINTENANCE: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: maint
+spec:
+  steps:
+    - {id: cordon, cordon: {node: node-1}}
+    - {id: scale-api, scale: {name: api, namespace: shop, replicas: 3}}
+    - {id: check, verify: "true"}
+"#;
+
+const MAINTENANCE_WORLD: &str = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: v1, kind: Node, metadata: {name: node-1}, spec: {}}\n    - {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 1}}\n";
+
+/// Runs `maint`, then cuts its journal off right after the intent of `scale-api`, which is
+/// what a kill between the intent and the result leaves behind. Returns the run id.
+fn killed_run(dir: &Path, state: &Path) -> String {
+    std::fs::write(dir.join("shop.scenario.yaml"), MAINTENANCE_WORLD).expect("write");
+    let out = runbook_in(
+        dir,
+        &[
+            "run",
+            "maint",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let journal = std::fs::read_dir(state.join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("journal")
+        .path();
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let cut = text
+        .find(r#""event":"step-intent","step":"scale-api""#)
+        .expect("the intent of scale-api");
+    let end = cut + text[cut..].find('\n').expect("line end") + 1;
+    std::fs::write(&journal, &text[..end]).expect("truncate");
+    journal
+        .file_stem()
+        .expect("id")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn resumed_events(state: &Path, run_id: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(state.join("runs").join(format!("{run_id}.jsonl")))
+        .expect("journal");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let resumed = events
+        .iter()
+        .position(|e| e["event"] == "run-resumed")
+        .expect("a run-resumed record");
+    events[resumed..].to_vec()
+}
+
+#[test]
+fn resume_never_repeats_an_unknown_step_blindly() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let state_dir = state.path().to_str().expect("utf-8");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state_dir,
+        ],
+    );
+    assert_eq!(
+        out.code, 4,
+        "nobody to ask, no decision given: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "step `scale-api` was about to scale Deployment shop/api from 1 to 3 replicas"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("--assume-done scale-api or --rerun scale-api"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn resume_goes_on_after_a_step_that_took_effect() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = resumed_events(state.path(), &run_id);
+    assert_eq!(
+        events[0]["completed"],
+        serde_json::json!(["cordon", "scale-api"])
+    );
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step-started")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(started, ["check"], "done steps are not run again");
+    assert_eq!(
+        events.last().map(|e| e["outcome"].clone()),
+        Some(serde_json::json!("succeeded"))
+    );
+}
+
+#[test]
+fn resume_reruns_a_step_that_did_not_take_effect() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--rerun",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = resumed_events(state.path(), &run_id);
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "step-started")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(started, ["scale-api", "check"]);
+}
+
+#[test]
+fn resume_rollback_undoes_from_the_journaled_state() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    // The world as the kill left it: cordoned and scaled.
+    let after = MAINTENANCE_WORLD
+        .replace("spec: {}", "spec: {unschedulable: true}")
+        .replace("spec: {replicas: 1}", "spec: {replicas: 3}");
+    std::fs::write(dir.path().join("after.scenario.yaml"), after).expect("write");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--rollback",
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "after.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let events = resumed_events(state.path(), &run_id);
+    let undone: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "undo-finished" && e["succeeded"] == true)
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(undone, ["scale-api", "cordon"], "newest first");
+    assert!(
+        out.stderr
+            .contains("scale Deployment shop/api back to 1 replicas"),
+        "from the state journaled before the kill: {}",
+        out.stderr
+    );
+    assert!(!events.iter().any(|e| e["event"] == "step-started"));
+}
+
+#[test]
+fn resume_refuses_a_changed_runbook_and_a_finished_run() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let run_id = killed_run(dir.path(), state.path());
+    std::fs::write(
+        dir.path().join("runbooks/maint.yaml"),
+        MAINTENANCE.replace("replicas: 3", "replicas: 4"),
+    )
+    .expect("edit");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--rerun",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state_dir,
+        ],
+    );
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("changed since run"), "{}", out.stderr);
+
+    let other = tempfile::tempdir().expect("state dir");
+    std::fs::write(dir.path().join("runbooks/maint.yaml"), MAINTENANCE).expect("restore");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "run",
+            "maint",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            other.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0);
+    let finished = std::fs::read_dir(other.path().join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("journal")
+        .path();
+    let id = finished
+        .file_stem()
+        .expect("id")
+        .to_string_lossy()
+        .into_owned();
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &id,
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            other.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("already finished (Succeeded)"),
+        "{}",
+        out.stderr
+    );
+}

@@ -185,5 +185,6 @@ fn options(
         catalog: Some(catalog.clone()),
         digest: String::new(),
         interrupt: None,
+        resume: None,
     }
 }

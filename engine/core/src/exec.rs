@@ -47,6 +47,21 @@ pub struct RunOptions {
     pub digest: String,
     /// Raised by Ctrl-C: stop scheduling, cancel what is in flight, ask whether to roll back.
     pub interrupt: Option<Arc<Interrupt>>,
+    /// Going on with a run that was killed (`runbook resume`).
+    pub resume: Option<Resume>,
+}
+
+/// Where a resumed run stands, from its journal (and a human, for steps that may or may not
+/// have taken effect).
+#[derive(Clone, Debug, Default)]
+pub struct Resume {
+    /// Steps that are done, in completion order, with their journaled undo state.
+    pub completed: Vec<(String, Option<UndoRecord>)>,
+    pub skipped: Vec<String>,
+    /// Steps already undone before the run stopped.
+    pub undone: Vec<String>,
+    /// Undo and roll back instead of going on.
+    pub roll_back: bool,
 }
 
 /// A Ctrl-C, delivered to a running executor.
@@ -166,23 +181,77 @@ impl UndoState {
         }
     }
 
-    fn to_json(&self) -> Json {
+    /// What the journal keeps, so a resumed run can undo this step after a crash. A declared
+    /// undo is an action of the runbook, found again from the plan.
+    fn record(&self) -> UndoRecord {
         match self {
-            Self::Replicas { key, previous } => {
-                json!({"object": key.to_string(), "previousReplicas": previous})
-            }
-            Self::MergePatch { key, inverse } => {
-                json!({"object": key.to_string(), "inversePatch": inverse})
-            }
-            Self::Applied { key, previous } => {
-                json!({"object": key.to_string(), "existedBefore": previous.is_some()})
-            }
-            Self::Unschedulable { node, previous } => {
-                json!({"node": node, "previousUnschedulable": previous})
-            }
-            Self::Declared(_) => json!({"declared": true}),
+            Self::Replicas { key, previous } => UndoRecord::Replicas {
+                key: key.clone(),
+                previous: *previous,
+            },
+            Self::MergePatch { key, inverse } => UndoRecord::MergePatch {
+                key: key.clone(),
+                inverse: inverse.clone(),
+            },
+            Self::Applied { key, previous } => UndoRecord::Applied {
+                key: key.clone(),
+                previous: previous.clone(),
+            },
+            Self::Unschedulable { node, previous } => UndoRecord::Unschedulable {
+                node: node.clone(),
+                previous: *previous,
+            },
+            Self::Declared(_) => UndoRecord::Declared,
         }
     }
+
+    fn from_record(record: &UndoRecord, step: &StepSpec) -> Option<Self> {
+        Some(match record {
+            UndoRecord::Replicas { key, previous } => Self::Replicas {
+                key: key.clone(),
+                previous: *previous,
+            },
+            UndoRecord::MergePatch { key, inverse } => Self::MergePatch {
+                key: key.clone(),
+                inverse: inverse.clone(),
+            },
+            UndoRecord::Applied { key, previous } => Self::Applied {
+                key: key.clone(),
+                previous: previous.clone(),
+            },
+            UndoRecord::Unschedulable { node, previous } => Self::Unschedulable {
+                node: node.clone(),
+                previous: *previous,
+            },
+            UndoRecord::Declared => match &step.undo {
+                UndoSpec::Declared(action) => Self::Declared(action.clone()),
+                _ => return None,
+            },
+        })
+    }
+}
+
+/// The undo state of a step as the journal records it (in the step's intent).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum UndoRecord {
+    Replicas {
+        key: ObjectKey,
+        previous: i64,
+    },
+    MergePatch {
+        key: ObjectKey,
+        inverse: Json,
+    },
+    Applied {
+        key: ObjectKey,
+        previous: Option<Json>,
+    },
+    Unschedulable {
+        node: String,
+        previous: bool,
+    },
+    Declared,
 }
 
 /// How one step ended.
@@ -305,16 +374,23 @@ impl Run {
                 ))
             })
             .collect();
-        self.emit(Event::RunStarted {
-            runbook: runbook.name.clone(),
-            file: runbook.source.path().display().to_string(),
-            digest: self.options.digest.clone(),
-            params: Json::Object(params),
-            trigger: self.plan.triggered_by.as_ref().map(|t| {
-                json!({"alert": t.alert.name(), "fingerprint": t.alert.fingerprint, "labels": t.alert.labels})
-            }),
-            dry_run: self.options.dry_run,
-        });
+        if let Some(resume) = &self.options.resume {
+            self.emit(Event::RunResumed {
+                completed: resume.completed.iter().map(|(id, _)| id.clone()).collect(),
+                roll_back: resume.roll_back,
+            });
+        } else {
+            self.emit(Event::RunStarted {
+                runbook: runbook.name.clone(),
+                file: runbook.source.path().display().to_string(),
+                digest: self.options.digest.clone(),
+                params: Json::Object(params),
+                trigger: self.plan.triggered_by.as_ref().map(|t| {
+                    json!({"alert": t.alert.name(), "fingerprint": t.alert.fingerprint, "labels": t.alert.labels})
+                }),
+                dry_run: self.options.dry_run,
+            });
+        }
         let mut report = RunReport {
             run_id: self.options.run_id.clone(),
             outcome: Outcome::Succeeded,
@@ -336,7 +412,13 @@ impl Run {
 
         // Preconditions: all of them, so the journal says which held and which did not.
         let mut failed_checks = Vec::new();
-        for (index, check) in runbook.preconditions.iter().enumerate() {
+        // A resumed run has changed things already; its preconditions held when it started.
+        let preconditions: &[Check] = if self.options.resume.is_some() {
+            &[]
+        } else {
+            &runbook.preconditions
+        };
+        for (index, check) in preconditions.iter().enumerate() {
             let result = self.eval_bool(&check.expr, None).await;
             let (held, error) = match result {
                 Ok(held) => (held, None),
@@ -389,6 +471,43 @@ impl Run {
         let mut ready: BTreeSet<usize> = (0..count).filter(|p| remaining[*p] == 0).collect();
         let mut completed: Vec<(usize, Option<UndoState>)> = Vec::new();
         let mut failure: Option<String> = None;
+        if let Some(resume) = &self.options.resume {
+            let done = resume
+                .completed
+                .iter()
+                .map(|(id, _)| id)
+                .chain(resume.skipped.iter());
+            for id in done {
+                if let Some(position) = position_of.get(id.as_str()).copied() {
+                    ready.remove(&position);
+                    release(&dependants[position], &mut remaining, &mut ready);
+                    report.steps[position].status = if resume.skipped.contains(id) {
+                        StepStatus::Skipped("skipped before the run was resumed".to_owned())
+                    } else {
+                        StepStatus::Succeeded
+                    };
+                }
+            }
+            for (id, record) in &resume.completed {
+                if resume.undone.contains(id) {
+                    continue;
+                }
+                if let Some(position) = position_of.get(id.as_str()).copied() {
+                    let step = &runbook.steps[position];
+                    let undo = record
+                        .as_ref()
+                        .and_then(|record| UndoState::from_record(record, step))
+                        .or_else(|| match &step.undo {
+                            UndoSpec::Declared(action) => Some(UndoState::Declared(action.clone())),
+                            _ => None,
+                        });
+                    completed.push((position, undo));
+                }
+            }
+            if resume.roll_back {
+                failure = Some("rolled back on request when the run was resumed".to_owned());
+            }
+        }
         let mut stop: Option<String> = None;
         let mut running = tokio::task::JoinSet::new();
         let mut in_flight: BTreeSet<usize> = BTreeSet::new();
@@ -811,7 +930,7 @@ impl Run {
             step: step.id.clone(),
             attempt,
             mutation,
-            undo_state: undo.map(UndoState::to_json),
+            undo_state: undo.and_then(|state| serde_json::to_value(state.record()).ok()),
         });
         match self.journal_broken() {
             Some(error) => Err(error),

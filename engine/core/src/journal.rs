@@ -42,6 +42,13 @@ pub enum Event {
         trigger: Option<Json>,
         dry_run: bool,
     },
+    /// `runbook resume`: the run goes on from its journal.
+    #[serde(rename_all = "camelCase")]
+    RunResumed {
+        /// Steps taken as done (journaled, or confirmed by a human).
+        completed: Vec<String>,
+        roll_back: bool,
+    },
     #[serde(rename_all = "camelCase")]
     FactRead {
         fact: String,
@@ -136,6 +143,7 @@ impl Event {
         matches!(
             self,
             Self::RunStarted { .. }
+                | Self::RunResumed { .. }
                 | Self::StepIntent { .. }
                 | Self::GateAnswered { .. }
                 | Self::RunFinished { .. }

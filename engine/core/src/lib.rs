@@ -27,6 +27,7 @@ pub mod matcher;
 pub mod pattern;
 pub mod redact;
 pub mod render;
+pub mod resume;
 pub mod runbook;
 pub mod sim;
 pub mod source;

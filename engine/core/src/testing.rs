@@ -381,6 +381,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
         catalog: Some(catalog.clone()),
         digest: String::new(),
         interrupt: None,
+        resume: None,
     };
     let report = crate::exec::execute(plan, effects, options).await;
     result.trace = std::mem::take(

@@ -140,6 +140,7 @@ fn run_with(
         catalog: Some(catalog),
         digest: String::new(),
         interrupt: None,
+        resume: None,
     };
     let report = paused(execute(plan, effects, options));
     Harness {
@@ -440,7 +441,9 @@ fn the_intent_is_journaled_before_each_mutation() {
             _ => None,
         })
         .expect("undo state captured before acting");
-    assert_eq!(intent["previousReplicas"], 2);
+    assert_eq!(intent["kind"], "replicas");
+    assert_eq!(intent["previous"], 2);
+    assert_eq!(intent["key"]["name"], "api");
     assert!(matches!(
         records.first().map(|r| &r.event),
         Some(Event::RunStarted { .. })
@@ -654,6 +657,7 @@ spec:
             catalog: Some(catalog),
             digest: String::new(),
             interrupt: None,
+            resume: None,
         };
         let report = paused(execute(plan, effects, options));
         Harness {
@@ -713,6 +717,7 @@ fn interrupted_run(answer: Answer) -> Harness {
         catalog: Some(catalog),
         digest: String::new(),
         interrupt: Some(interrupt.clone()),
+        resume: None,
     };
     let report = paused(async move {
         let run = tokio::spawn(execute(plan, effects, options));

@@ -1,0 +1,211 @@
+//! Resuming a killed run: what its journal says happened.
+//!
+//! A step with a journaled result is done (or skipped). A step whose intent to mutate was
+//! journaled but whose result was not may or may not have taken effect: it is *unknown*, and
+//! the caller must find out (ask, or be told) before the run goes on; it is never repeated
+//! blindly. A step that started without an intent changed nothing and simply runs again.
+
+use serde_json::{Map, Value as Json};
+
+use crate::exec::UndoRecord;
+use crate::journal::{Event, Outcome, Record, StepResult};
+
+/// A step that may or may not have taken effect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unknown {
+    pub step: String,
+    /// What it was about to do.
+    pub mutation: String,
+    pub undo: Option<UndoRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JournalState {
+    pub run_id: String,
+    pub runbook: String,
+    pub digest: String,
+    pub params: Map<String, Json>,
+    pub dry_run: bool,
+    /// How the run ended, if it did.
+    pub finished: Option<Outcome>,
+    /// Steps that succeeded, in completion order, with the undo state from their last intent.
+    pub completed: Vec<(String, Option<UndoRecord>)>,
+    pub skipped: Vec<String>,
+    pub unknown: Vec<Unknown>,
+    /// A step that failed before the run stopped: the run was already failing.
+    pub failed: Option<String>,
+    /// Steps whose undo already succeeded.
+    pub undone: Vec<String>,
+}
+
+/// Reads the state of a run from its journal records.
+pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
+    let mut state = JournalState::default();
+    let mut started = false;
+    let mut intents: Vec<(String, String, Option<UndoRecord>)> = Vec::new();
+    for record in records {
+        match &record.event {
+            Event::RunStarted {
+                runbook,
+                digest,
+                params,
+                dry_run,
+                ..
+            } => {
+                started = true;
+                state.run_id = record.run.clone();
+                state.runbook = runbook.clone();
+                state.digest = digest.clone();
+                state.params = params.as_object().cloned().unwrap_or_default();
+                state.dry_run = *dry_run;
+            }
+            Event::StepIntent {
+                step,
+                mutation,
+                undo_state,
+                ..
+            } => {
+                let undo = undo_state
+                    .as_ref()
+                    .and_then(|value| serde_json::from_value(value.clone()).ok());
+                intents.retain(|(id, _, _)| id != step);
+                intents.push((step.clone(), mutation.clone(), undo));
+            }
+            Event::StepSkipped { step, .. } => state.skipped.push(step.clone()),
+            Event::StepFinished {
+                step,
+                result,
+                error,
+                ..
+            } => {
+                let intent = intents
+                    .iter()
+                    .position(|(id, _, _)| id == step)
+                    .map(|index| intents.remove(index));
+                match result {
+                    StepResult::Succeeded => state
+                        .completed
+                        .push((step.clone(), intent.and_then(|(_, _, undo)| undo))),
+                    StepResult::Failed => {
+                        state.failed.get_or_insert_with(|| {
+                            format!(
+                                "step `{step}` failed: {}",
+                                error.clone().unwrap_or_default()
+                            )
+                        });
+                    }
+                    StepResult::DryRun | StepResult::NotRun => {}
+                }
+            }
+            Event::UndoFinished {
+                step,
+                succeeded: true,
+                ..
+            } => state.undone.push(step.clone()),
+            Event::RunFinished { outcome, .. } => state.finished = Some(*outcome),
+            _ => {}
+        }
+    }
+    if !started {
+        return Err("the journal has no run-started record".to_owned());
+    }
+    state.unknown = intents
+        .into_iter()
+        .map(|(step, mutation, undo)| Unknown {
+            step,
+            mutation,
+            undo,
+        })
+        .collect();
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event: Event) -> Record {
+        Record {
+            time: "2026-01-01T00:00:00.000Z".to_owned(),
+            run: "r".to_owned(),
+            event,
+        }
+    }
+
+    fn started() -> Record {
+        record(Event::RunStarted {
+            runbook: "rb".to_owned(),
+            file: "rb.yaml".to_owned(),
+            digest: "d".to_owned(),
+            params: serde_json::json!({"namespace": "shop"}),
+            trigger: None,
+            dry_run: false,
+        })
+    }
+
+    fn intent(step: &str) -> Record {
+        record(Event::StepIntent {
+            step: step.to_owned(),
+            attempt: 1,
+            mutation: format!("do {step}"),
+            undo_state: Some(
+                serde_json::json!({"kind": "unschedulable", "node": "n1", "previous": false}),
+            ),
+        })
+    }
+
+    fn finished(step: &str, result: StepResult) -> Record {
+        record(Event::StepFinished {
+            step: step.to_owned(),
+            result,
+            output: None,
+            error: None,
+            duration_ms: 1,
+        })
+    }
+
+    #[test]
+    fn a_step_killed_between_intent_and_result_is_unknown() {
+        let records = [
+            started(),
+            intent("a"),
+            finished("a", StepResult::Succeeded),
+            intent("b"),
+        ];
+        let state = analyze(&records).expect("analyzed");
+        assert_eq!(state.runbook, "rb");
+        assert_eq!(state.params["namespace"], "shop");
+        assert_eq!(
+            state.completed,
+            [(
+                "a".to_owned(),
+                Some(UndoRecord::Unschedulable {
+                    node: "n1".to_owned(),
+                    previous: false
+                })
+            )]
+        );
+        assert_eq!(state.unknown.len(), 1);
+        assert_eq!(state.unknown[0].step, "b");
+        assert_eq!(state.unknown[0].mutation, "do b");
+        assert!(state.finished.is_none() && state.failed.is_none());
+    }
+
+    #[test]
+    fn a_retried_step_that_then_succeeded_is_done_not_unknown() {
+        let records = [
+            started(),
+            intent("a"),
+            intent("a"),
+            finished("a", StepResult::Succeeded),
+        ];
+        let state = analyze(&records).expect("analyzed");
+        assert!(state.unknown.is_empty());
+        assert_eq!(state.completed.len(), 1);
+    }
+
+    #[test]
+    fn a_journal_without_a_start_is_refused() {
+        assert!(analyze(&[intent("a")]).is_err());
+    }
+}
