@@ -183,6 +183,67 @@ pub trait Cluster: Send + Sync {
         argv: &[String],
         timeout: Duration,
     ) -> EffectResult<CommandOutput>;
+
+    /// Sets (or, with `None`, removes) annotations: a merge patch of `metadata.annotations`.
+    async fn annotate(
+        &self,
+        key: &ObjectKey,
+        set: &BTreeMap<String, Option<String>>,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        self.patch(
+            key,
+            PatchType::Merge,
+            &metadata_patch("annotations", set),
+            dry_run,
+        )
+        .await
+    }
+
+    /// Sets (or, with `None`, removes) labels: a merge patch of `metadata.labels`.
+    async fn label(
+        &self,
+        key: &ObjectKey,
+        set: &BTreeMap<String, Option<String>>,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        self.patch(
+            key,
+            PatchType::Merge,
+            &metadata_patch("labels", set),
+            dry_run,
+        )
+        .await
+    }
+
+    /// Waits until `ready` holds for the object, re-reading it every `interval`; returns the
+    /// object that satisfied it. The caller bounds it with the step's timeout. The live
+    /// cluster overrides this with a watch instead of polling.
+    async fn wait(
+        &self,
+        key: &ObjectKey,
+        ready: &WaitCondition,
+        interval: Duration,
+    ) -> EffectResult<Json> {
+        loop {
+            let object = self.get(key).await?;
+            if ready(&object).map_err(EffectError::Invalid)? {
+                return Ok(object);
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// What `Cluster::wait` waits for: true when the object is ready; an error stops the wait.
+pub type WaitCondition = dyn Fn(&Json) -> Result<bool, String> + Send + Sync;
+
+fn metadata_patch(field: &str, set: &BTreeMap<String, Option<String>>) -> Json {
+    let values: serde_json::Map<String, Json> = set
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone().map_or(Json::Null, Json::String)))
+        .collect();
+    serde_json::json!({"metadata": {field: values}})
 }
 
 /// Local processes: argv only, never a shell.

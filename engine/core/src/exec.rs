@@ -1150,22 +1150,23 @@ impl Run {
             }
             Action::Annotate { target, set } | Action::Label { target, set } => {
                 let key = self.key(target).await?;
-                let field = if matches!(action, Action::Annotate { .. }) {
-                    "annotations"
-                } else {
-                    "labels"
-                };
-                let mut values = serde_json::Map::new();
+                let annotate = matches!(action, Action::Annotate { .. });
+                let field = if annotate { "annotations" } else { "labels" };
+                let mut values = BTreeMap::new();
                 for (name, value) in set {
                     values.insert(
                         name.clone(),
                         match value {
-                            Some(template) => Json::String(self.render(template, None).await?),
-                            None => Json::Null,
+                            Some(template) => Some(self.render(template, None).await?),
+                            None => None,
                         },
                     );
                 }
-                let body = json!({"metadata": {field: values}});
+                let shown: serde_json::Map<String, Json> = values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().map_or(Json::Null, Json::String)))
+                    .collect();
+                let body = json!({"metadata": {field: shown.clone()}});
                 let current = self
                     .effects
                     .cluster
@@ -1182,14 +1183,16 @@ impl Run {
                 self.intent(
                     step,
                     attempt,
-                    format!("set {field} of {key}: {}", Json::Object(values.clone())),
+                    format!("set {field} of {key}: {}", Json::Object(shown)),
                     undo.as_ref(),
                 )?;
-                self.effects
-                    .cluster
-                    .patch(&key, PatchType::Merge, &body, dry)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let cluster = &self.effects.cluster;
+                if annotate {
+                    cluster.annotate(&key, &values, dry).await
+                } else {
+                    cluster.label(&key, &values, dry).await
+                }
+                .map_err(|e| e.to_string())?;
                 Ok(self.native_done(format!("{key}: {field} set"), undo))
             }
             Action::Delete {
@@ -1270,34 +1273,54 @@ impl Run {
                 until,
             } => {
                 let key = self.key(target).await?;
-                let mut polls = 0u32;
-                loop {
-                    polls += 1;
+                // The facts and params an `until` reads are read once; only `object` changes.
+                let base = match until {
+                    Some(until) => Some((self.scope(until, None).await?, until.ast.clone())),
+                    None => None,
+                };
+                let condition = condition.clone();
+                let ready = move |object: &Json| -> Result<bool, String> {
+                    match (&condition, &base) {
+                        (Some(condition), _) => Ok(has_condition(object, condition)),
+                        (None, Some((scope, ast))) => {
+                            let mut scope = scope.clone();
+                            scope.push_constant_dynamic(
+                                "object",
+                                rhai::serde::to_dynamic(object).map_err(|e| e.to_string())?,
+                            );
+                            // A field the controller has not reported yet (no `status`) means
+                            // "not yet", as in `verify`; the step's timeout bounds the wait.
+                            match sandboxed_engine().eval_ast_with_scope::<bool>(&mut scope, ast) {
+                                Ok(held) => Ok(held),
+                                Err(error) => {
+                                    tracing::debug!(%error, "Wait condition not evaluable yet.");
+                                    Ok(false)
+                                }
+                            }
+                        }
+                        (None, None) => Ok(true),
+                    }
+                };
+                if self.options.dry_run {
                     let object = self
                         .effects
                         .cluster
                         .get(&key)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let held = match (condition, until) {
-                        (Some(condition), _) => has_condition(&object, condition),
-                        (_, Some(until)) => self.eval_bool(until, Some(&object)).await?,
-                        _ => true,
-                    };
-                    if held {
-                        return Ok(if self.options.dry_run {
-                            Finished::DryRun(format!("{key} already holds"))
-                        } else {
-                            done(Some(format!("{key} held after {polls} check(s)")), None)
-                        });
-                    }
-                    if self.options.dry_run {
-                        return Ok(Finished::DryRun(format!(
-                            "{key} does not hold yet; the run would wait"
-                        )));
-                    }
-                    self.effects.clock.sleep(WAIT_INTERVAL).await;
+                    let held = ready(&object)?;
+                    return Ok(Finished::DryRun(if held {
+                        format!("{key} already holds")
+                    } else {
+                        format!("{key} does not hold yet; the run would wait")
+                    }));
                 }
+                self.effects
+                    .cluster
+                    .wait(&key, &ready, WAIT_INTERVAL)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(done(Some(format!("{key} holds")), None))
             }
             Action::Verify { expr, interval } => {
                 let mut poll = 0u32;

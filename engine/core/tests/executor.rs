@@ -779,3 +779,65 @@ fn ctrl_c_without_rollback_leaves_completed_steps_and_says_so() {
     });
     assert_eq!(choice, Some(false));
 }
+
+#[test]
+fn wait_follows_the_object_until_its_condition_or_expression_holds() {
+    let text = head(
+        "waits",
+        "    - {id: scale-api, scale: {name: api, replicas: 4}}
+    - {id: ready, wait: {kind: Deployment, name: api, until: 'object.status.readyReplicas == 4'}}
+    - {id: available, wait: {kind: Deployment, name: api, condition: Available}}
+",
+    );
+    let h = run(&text, "");
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert_eq!(status(&h.report, "ready"), StepStatus::Succeeded);
+    assert_eq!(status(&h.report, "available"), StepStatus::Succeeded);
+}
+
+#[test]
+fn a_wait_that_never_holds_times_out_and_the_run_rolls_back() {
+    let text = head(
+        "stuck",
+        "    - {id: scale-worker, scale: {name: worker, replicas: 3}}
+    - {id: ready, wait: {kind: Deployment, name: worker, until: 'object.status.readyReplicas == 3'}, timeout: 3m}
+",
+    );
+    let stuck = SCENARIO.replace(
+        "      metadata: {name: worker, namespace: shop}",
+        "      metadata: {name: worker, namespace: shop, annotations: {sim.runbook.dev/stuck: \"true\"}}",
+    );
+    let (catalog, runbook) = runbook(&text);
+    let scenario =
+        runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &stuck).expect("scenario");
+    let world = Arc::new(SimWorld::new(&scenario));
+    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let effects = world.effects(
+        Arc::new(FixedAnswer(Answer::Yes)),
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+        Arc::new(Collect::default()),
+    );
+    let options = RunOptions {
+        run_id: "t".to_owned(),
+        dry_run: false,
+        yes: true,
+        parallelism: 1,
+        namespace: "shop".to_owned(),
+        journal: None,
+        catalog: Some(catalog),
+        digest: String::new(),
+        interrupt: None,
+        resume: None,
+    };
+    let report = paused(execute(plan, effects, options));
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    let ready = status(&report, "ready");
+    assert!(
+        matches!(&ready, StepStatus::Failed(e) if e == "timed out after 3m"),
+        "{ready:?}"
+    );
+    assert_eq!(replicas(&world, "worker"), 1, "the scale was undone");
+}
