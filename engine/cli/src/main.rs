@@ -38,6 +38,32 @@ struct Cli {
     command: Command,
 }
 
+/// How `run` and `resume` run: params, approvals, the world, output and state.
+#[derive(clap::Args, Debug)]
+struct Execution {
+    /// Bind a param: `--set namespace=openbao` (for `resume`: params the journal could not keep,
+    /// such as secrets).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    sets: Vec<String>,
+    /// Approve every confirmation gate.
+    #[arg(long)]
+    yes: bool,
+    /// Run against a simulated cluster loaded from a scenario file.
+    #[arg(long, value_name = "SCENARIO")]
+    simulate: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The namespace for objects whose runbook names none.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Steps that may run at once.
+    #[arg(long, default_value_t = 4)]
+    parallelism: usize,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Check runbooks and fact libraries; report every problem with file:line:col.
@@ -84,32 +110,14 @@ enum Command {
     Run {
         /// A runbook name (`metadata.name`) or a path to a runbook file.
         name: String,
-        /// Bind a param: `--set namespace=openbao`.
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        sets: Vec<String>,
         /// Bind params from the first firing alert in an Alertmanager webhook payload.
         #[arg(long, value_name = "FILE")]
         alert: Option<PathBuf>,
         /// Read live, validate every change server-side, change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Approve every confirmation gate.
-        #[arg(long)]
-        yes: bool,
-        /// Run against a simulated cluster loaded from a scenario file.
-        #[arg(long, value_name = "SCENARIO")]
-        simulate: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-        /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
-        /// The namespace for objects whose runbook names none.
-        #[arg(long, short = 'n', default_value = "default")]
-        namespace: String,
-        /// Steps that may run at once.
-        #[arg(long, default_value_t = 4)]
-        parallelism: usize,
+        #[command(flatten)]
+        execution: Execution,
     },
     /// Run scenario tests (`*.test.yaml`) against the simulated cluster.
     Test {
@@ -128,21 +136,8 @@ enum Command {
         /// A step that was running when the run stopped did not take effect: run it again.
         #[arg(long, value_name = "STEP")]
         rerun: Vec<String>,
-        /// Params the journal could not keep (secrets).
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        sets: Vec<String>,
-        #[arg(long)]
-        yes: bool,
-        #[arg(long, value_name = "SCENARIO")]
-        simulate: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
-        #[arg(long, short = 'n', default_value = "default")]
-        namespace: String,
-        #[arg(long, default_value_t = 4)]
-        parallelism: usize,
+        #[command(flatten)]
+        execution: Execution,
     },
     /// The runs recorded in the state dir, newest last.
     Runs {
@@ -228,28 +223,16 @@ fn main() -> ExitCode {
         Command::Graph { name, sets, format } => graph(&cli.dir, &name, &sets, format),
         Command::Run {
             name,
-            sets,
             alert,
             dry_run,
-            yes,
-            simulate,
-            output,
-            state_dir,
-            namespace,
-            parallelism,
+            execution,
         } => run(
             &cli.dir,
             RunArgs {
                 name,
-                sets,
                 alert,
                 dry_run,
-                yes,
-                simulate,
-                output,
-                state_dir,
-                namespace,
-                parallelism,
+                execution,
             },
         ),
         Command::Test { paths } => test(&cli.dir, paths),
@@ -258,13 +241,7 @@ fn main() -> ExitCode {
             rollback,
             assume_done,
             rerun,
-            sets,
-            yes,
-            simulate,
-            output,
-            state_dir,
-            namespace,
-            parallelism,
+            execution,
         } => resume(
             &cli.dir,
             &run_id,
@@ -275,15 +252,9 @@ fn main() -> ExitCode {
             },
             RunArgs {
                 name: String::new(),
-                sets,
                 alert: None,
                 dry_run: false,
-                yes,
-                simulate,
-                output,
-                state_dir,
-                namespace,
-                parallelism,
+                execution,
             },
         ),
         Command::Runs { state_dir } => runs(state_dir.as_deref()),
@@ -688,23 +659,23 @@ fn schema() -> anyhow::Result<Exit> {
 
 struct RunArgs {
     name: String,
-    sets: Vec<String>,
     alert: Option<PathBuf>,
     dry_run: bool,
-    yes: bool,
-    simulate: Option<PathBuf>,
-    output: OutputFormat,
-    state_dir: Option<PathBuf>,
-    namespace: String,
-    parallelism: usize,
+    execution: Execution,
 }
 
 fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
-    let plan = match build_plan(dir, &args.name, &args.sets, args.alert.as_deref(), false)? {
+    let plan = match build_plan(
+        dir,
+        &args.name,
+        &args.execution.sets,
+        args.alert.as_deref(),
+        false,
+    )? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    let state_dir = world::state_dir(args.state_dir.as_deref());
+    let state_dir = world::state_dir(args.execution.state_dir.as_deref());
     let run_id = world::new_run_id(&plan.runbook.name);
     drive(dir, plan, &args, &state_dir, &run_id, None)
 }
@@ -722,7 +693,7 @@ fn drive(
     use runbook_core::effects::{Answer, Effects, FixedAnswer, Prompter, Reporter, SystemClock};
     use sha2::Digest as _;
 
-    let Some(scenario_path) = args.simulate.as_deref() else {
+    let Some(scenario_path) = args.execution.simulate.as_deref() else {
         anyhow::bail!(
             "runbook `{}`: this build has no live-cluster connection yet; run it against a simulated cluster with --simulate SCENARIO",
             plan.runbook.name
@@ -768,12 +739,12 @@ fn drive(
             .with_context(|| format!("cannot create the journal in {}", state_dir.display()))?
     };
     let journal = Arc::new(journal);
-    let reporter: Arc<dyn Reporter> = match args.output {
+    let reporter: Arc<dyn Reporter> = match args.execution.output {
         OutputFormat::Json => Arc::new(world::JsonLines),
         OutputFormat::Text if std::io::stderr().is_terminal() => Arc::new(world::Progress::new()),
         OutputFormat::Text => Arc::new(world::PlainLines),
     };
-    let prompter: Arc<dyn Prompter> = if args.yes {
+    let prompter: Arc<dyn Prompter> = if args.execution.yes {
         Arc::new(FixedAnswer(Answer::Yes))
     } else {
         Arc::new(world::TerminalPrompter {
@@ -797,9 +768,9 @@ fn drive(
     let options = runbook_core::exec::RunOptions {
         run_id: run_id.to_owned(),
         dry_run: args.dry_run,
-        yes: args.yes,
-        parallelism: args.parallelism,
-        namespace: args.namespace.clone(),
+        yes: args.execution.yes,
+        parallelism: args.execution.parallelism,
+        namespace: args.execution.namespace.clone(),
         journal: Some(journal.clone()),
         catalog: Some(catalog),
         digest,
@@ -828,7 +799,7 @@ fn drive(
         });
         runbook_core::exec::execute(Arc::new(plan), effects, options).await
     });
-    if args.output == OutputFormat::Text {
+    if args.execution.output == OutputFormat::Text {
         eprint!("{}", summary(&report, journal.path()));
     }
     Ok(Exit::from_code(report.exit_code()))
@@ -844,7 +815,7 @@ fn resume(
     args: RunArgs,
 ) -> anyhow::Result<Exit> {
     use sha2::Digest as _;
-    let state_dir = world::state_dir(args.state_dir.as_deref());
+    let state_dir = world::state_dir(args.execution.state_dir.as_deref());
     let path = state_dir.join("runs").join(format!("{run_id}.jsonl"));
     if !path.is_file() {
         anyhow::bail!(
@@ -875,7 +846,7 @@ fn resume(
             )
         })
         .collect();
-    sets.extend(args.sets.iter().cloned());
+    sets.extend(args.execution.sets.iter().cloned());
     let plan = match build_plan(dir, &state.runbook, &sets, None, false)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),

@@ -135,49 +135,43 @@ pub struct UndoReport {
     pub result: Result<(), String>,
 }
 
-/// What a completed step needs for its undo, captured before it acted.
+/// What a completed step needs for its undo, captured before it acted: a native action's
+/// inverse (exactly what the journal records), or the runbook's declared undo.
 #[derive(Clone, Debug)]
 enum UndoState {
-    Replicas {
-        key: ObjectKey,
-        previous: i64,
-    },
-    MergePatch {
-        key: ObjectKey,
-        inverse: Json,
-    },
-    Applied {
-        key: ObjectKey,
-        previous: Option<Json>,
-    },
-    Unschedulable {
-        node: String,
-        previous: bool,
-    },
+    /// Never `UndoRecord::Declared`.
+    Native(UndoRecord),
     Declared(Box<Action>),
 }
 
 impl UndoState {
     fn describe(&self) -> String {
         match self {
-            Self::Replicas { key, previous } => format!("scale {key} back to {previous} replicas"),
-            Self::MergePatch { key, inverse } => format!("merge patch {key} with {inverse}"),
-            Self::Applied {
+            Self::Native(UndoRecord::Replicas { key, previous }) => {
+                format!("scale {key} back to {previous} replicas")
+            }
+            Self::Native(UndoRecord::MergePatch { key, inverse }) => {
+                format!("merge patch {key} with {inverse}")
+            }
+            Self::Native(UndoRecord::Applied {
                 key,
                 previous: None,
-            } => format!("delete {key}, which the apply created"),
-            Self::Applied {
+            }) => format!("delete {key}, which the apply created"),
+            Self::Native(UndoRecord::Applied {
                 key,
                 previous: Some(_),
-            } => format!("apply the previous {key}"),
-            Self::Unschedulable { node, previous } => {
-                if *previous {
-                    format!("cordon node {node} again")
-                } else {
-                    format!("uncordon node {node}")
-                }
+            }) => format!("apply the previous {key}"),
+            Self::Native(UndoRecord::Unschedulable {
+                node,
+                previous: true,
+            }) => format!("cordon node {node} again"),
+            Self::Native(UndoRecord::Unschedulable {
+                node,
+                previous: false,
+            }) => format!("uncordon node {node}"),
+            Self::Native(UndoRecord::Declared) | Self::Declared(_) => {
+                "the declared undo".to_owned()
             }
-            Self::Declared(_) => "the declared undo".to_owned(),
         }
     }
 
@@ -185,49 +179,19 @@ impl UndoState {
     /// undo is an action of the runbook, found again from the plan.
     fn record(&self) -> UndoRecord {
         match self {
-            Self::Replicas { key, previous } => UndoRecord::Replicas {
-                key: key.clone(),
-                previous: *previous,
-            },
-            Self::MergePatch { key, inverse } => UndoRecord::MergePatch {
-                key: key.clone(),
-                inverse: inverse.clone(),
-            },
-            Self::Applied { key, previous } => UndoRecord::Applied {
-                key: key.clone(),
-                previous: previous.clone(),
-            },
-            Self::Unschedulable { node, previous } => UndoRecord::Unschedulable {
-                node: node.clone(),
-                previous: *previous,
-            },
+            Self::Native(record) => record.clone(),
             Self::Declared(_) => UndoRecord::Declared,
         }
     }
 
     fn from_record(record: &UndoRecord, step: &StepSpec) -> Option<Self> {
-        Some(match record {
-            UndoRecord::Replicas { key, previous } => Self::Replicas {
-                key: key.clone(),
-                previous: *previous,
-            },
-            UndoRecord::MergePatch { key, inverse } => Self::MergePatch {
-                key: key.clone(),
-                inverse: inverse.clone(),
-            },
-            UndoRecord::Applied { key, previous } => Self::Applied {
-                key: key.clone(),
-                previous: previous.clone(),
-            },
-            UndoRecord::Unschedulable { node, previous } => Self::Unschedulable {
-                node: node.clone(),
-                previous: *previous,
-            },
-            UndoRecord::Declared => match &step.undo {
-                UndoSpec::Declared(action) => Self::Declared(action.clone()),
-                _ => return None,
-            },
-        })
+        match (record, &step.undo) {
+            (UndoRecord::Declared, UndoSpec::Declared(action)) => {
+                Some(Self::Declared(action.clone()))
+            }
+            (UndoRecord::Declared, _) => None,
+            (record, _) => Some(Self::Native(record.clone())),
+        }
     }
 }
 
@@ -1050,10 +1014,10 @@ impl Run {
                     .unwrap_or(1);
                 let undo = self.undo_for(
                     step,
-                    Some(UndoState::Replicas {
+                    Some(UndoState::Native(UndoRecord::Replicas {
                         key: key.clone(),
                         previous,
-                    }),
+                    })),
                 );
                 self.intent(
                     step,
@@ -1100,10 +1064,10 @@ impl Run {
                         .get(&key)
                         .await
                         .map_err(|e| e.to_string())?;
-                    Some(UndoState::MergePatch {
+                    Some(UndoState::Native(UndoRecord::MergePatch {
                         key: key.clone(),
                         inverse: inverse_merge_patch(&current, &body),
-                    })
+                    }))
                 };
                 let undo = self.undo_for(step, native);
                 self.intent(
@@ -1132,10 +1096,10 @@ impl Run {
                 let existed = previous.is_some();
                 let undo = self.undo_for(
                     step,
-                    Some(UndoState::Applied {
+                    Some(UndoState::Native(UndoRecord::Applied {
                         key: key.clone(),
                         previous,
-                    }),
+                    })),
                 );
                 self.intent(step, attempt, format!("apply {key}"), undo.as_ref())?;
                 self.effects
@@ -1175,10 +1139,10 @@ impl Run {
                     .map_err(|e| e.to_string())?;
                 let undo = self.undo_for(
                     step,
-                    Some(UndoState::MergePatch {
+                    Some(UndoState::Native(UndoRecord::MergePatch {
                         key: key.clone(),
                         inverse: inverse_merge_patch(&current, &body),
-                    }),
+                    })),
                 );
                 self.intent(
                     step,
@@ -1216,10 +1180,10 @@ impl Run {
                 let previous = self.node_unschedulable(&node).await?;
                 let undo = self.undo_for(
                     step,
-                    Some(UndoState::Unschedulable {
+                    Some(UndoState::Native(UndoRecord::Unschedulable {
                         node: node.clone(),
                         previous,
-                    }),
+                    })),
                 );
                 let verb = if wanted { "cordon" } else { "uncordon" };
                 self.intent(step, attempt, format!("{verb} node {node}"), undo.as_ref())?;
@@ -1242,10 +1206,10 @@ impl Run {
                 let previous = self.node_unschedulable(&node).await?;
                 let undo = self.undo_for(
                     step,
-                    Some(UndoState::Unschedulable {
+                    Some(UndoState::Native(UndoRecord::Unschedulable {
                         node: node.clone(),
                         previous,
-                    }),
+                    })),
                 );
                 self.intent(step, attempt, format!("drain node {node}"), undo.as_ref())?;
                 let options = DrainOptions {
@@ -1471,27 +1435,27 @@ impl Run {
     async fn undo(&self, state: &UndoState) -> Result<(), String> {
         let cluster = &self.effects.cluster;
         match state {
-            UndoState::Replicas { key, previous } => cluster
+            UndoState::Native(UndoRecord::Replicas { key, previous }) => cluster
                 .scale(key, *previous, DryRun::No)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            UndoState::MergePatch { key, inverse } => cluster
+            UndoState::Native(UndoRecord::MergePatch { key, inverse }) => cluster
                 .patch(key, PatchType::Merge, inverse, DryRun::No)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            UndoState::Applied {
+            UndoState::Native(UndoRecord::Applied {
                 key,
                 previous: None,
-            } => cluster
+            }) => cluster
                 .delete(key, None, None, DryRun::No)
                 .await
                 .map_err(|e| e.to_string()),
-            UndoState::Applied {
+            UndoState::Native(UndoRecord::Applied {
                 previous: Some(previous),
                 ..
-            } => {
+            }) => {
                 let mut previous = previous.clone();
                 if let Some(metadata) = previous.get_mut("metadata").and_then(Json::as_object_mut) {
                     for field in [
@@ -1513,11 +1477,12 @@ impl Run {
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
-            UndoState::Unschedulable { node, previous } => cluster
+            UndoState::Native(UndoRecord::Unschedulable { node, previous }) => cluster
                 .set_unschedulable(node, *previous, DryRun::No)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            UndoState::Native(UndoRecord::Declared) => Err("no undo state was recorded".to_owned()),
             UndoState::Declared(action) => {
                 let step = self.synthetic_step("undo", action);
                 match Box::pin(self.perform_action(&step, action, 1)).await? {
