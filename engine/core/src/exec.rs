@@ -235,6 +235,14 @@ struct Run {
     options: RunOptions,
     redactor: Redactor,
     facts: tokio::sync::Mutex<HashMap<String, Json>>,
+    /// Bumped whenever the cache is cleared, so a read that began before a change is not
+    /// cached after it.
+    fact_generation: std::sync::atomic::AtomicU64,
+    /// The undo state of each step as captured before its first attempt: a retry must not
+    /// capture the half-changed state left by the attempt before it.
+    captured: Mutex<HashMap<String, UndoState>>,
+    /// Steps whose intent to mutate was journaled.
+    intended: Mutex<BTreeSet<String>>,
     fact_names: BTreeSet<String>,
     params: rhai::Map,
     journal_error: Mutex<Option<String>>,
@@ -258,6 +266,9 @@ pub async fn execute(plan: Arc<Plan>, effects: Effects, options: RunOptions) -> 
         options,
         redactor,
         facts: tokio::sync::Mutex::new(HashMap::new()),
+        fact_generation: std::sync::atomic::AtomicU64::new(0),
+        captured: Mutex::new(HashMap::new()),
+        intended: Mutex::new(BTreeSet::new()),
         journal_error: Mutex::new(None),
     });
     run.execute().await
@@ -281,14 +292,20 @@ impl Run {
     /// Journals and reports one event, redacted. A journal that cannot be written stops the
     /// run before its next mutation.
     fn emit(&self, event: Event) {
+        // Redact each string value of the event, never the serialized line: keys such as
+        // `token` in an undo state must not trigger the credential patterns, and a secret's
+        // JSON escaping must not hide it. There is no unredacted fallback.
+        let value = serde_json::to_value(&event).unwrap_or(Json::Null);
+        let redacted = self.redact_value(value, false);
+        let Ok(event) = serde_json::from_value::<Event>(redacted) else {
+            tracing::error!("An event could not be redacted; it is not recorded.");
+            return;
+        };
         let record = Record {
             time: timestamp(self.effects.clock.now()),
             run: self.options.run_id.clone(),
             event,
         };
-        let text = serde_json::to_string(&record).unwrap_or_default();
-        let redacted = self.redactor.redact(&text);
-        let record: Record = serde_json::from_str(&redacted).unwrap_or(record);
         if let Some(journal) = &self.options.journal {
             if let Err(error) = journal.append(&record) {
                 let mut slot = self
@@ -304,6 +321,35 @@ impl Run {
             }
         }
         self.effects.reporter.record(&record);
+    }
+
+    /// Redacts every string in a JSON value. Inside an undo state (values the run may write
+    /// back to the cluster) only known secrets are removed, and the free-text credential
+    /// patterns are not applied.
+    fn redact_value(&self, value: Json, in_undo_state: bool) -> Json {
+        match value {
+            Json::String(text) => Json::String(if in_undo_state {
+                self.redactor.redact_known(&text)
+            } else {
+                self.redactor.redact(&text)
+            }),
+            Json::Array(items) => Json::Array(
+                items
+                    .into_iter()
+                    .map(|item| self.redact_value(item, in_undo_state))
+                    .collect(),
+            ),
+            Json::Object(entries) => Json::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, item)| {
+                        let inside = in_undo_state || key == "undoState";
+                        (key, self.redact_value(item, inside))
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 
     fn journal_broken(&self) -> Option<String> {
@@ -434,22 +480,42 @@ impl Run {
         }
         let mut ready: BTreeSet<usize> = (0..count).filter(|p| remaining[*p] == 0).collect();
         let mut completed: Vec<(usize, Option<UndoState>)> = Vec::new();
+        // Failed steps whose intent was journaled: undone only if the object really changed.
+        let mut partial: BTreeSet<usize> = BTreeSet::new();
         let mut failure: Option<String> = None;
         if let Some(resume) = &self.options.resume {
-            let done = resume
+            // Every done step first; then what is left waits only on steps not done.
+            let mut done = vec![false; count];
+            for id in resume
                 .completed
                 .iter()
                 .map(|(id, _)| id)
-                .chain(resume.skipped.iter());
-            for id in done {
+                .chain(resume.skipped.iter())
+            {
                 if let Some(position) = position_of.get(id.as_str()).copied() {
-                    ready.remove(&position);
-                    release(&dependants[position], &mut remaining, &mut ready);
+                    done[position] = true;
                     report.steps[position].status = if resume.skipped.contains(id) {
                         StepStatus::Skipped("skipped before the run was resumed".to_owned())
                     } else {
                         StepStatus::Succeeded
                     };
+                }
+            }
+            for (position, step) in runbook.steps.iter().enumerate() {
+                remaining[position] = step
+                    .needs
+                    .iter()
+                    .filter_map(|need| position_of.get(need.as_str()))
+                    .filter(|dependency| !done[**dependency])
+                    .count();
+            }
+            ready = (0..count)
+                .filter(|p| !done[*p] && remaining[*p] == 0)
+                .collect();
+            // Dependants of done steps were counted out above; they must not be released again.
+            for (position, is_done) in done.iter().enumerate() {
+                if *is_done {
+                    dependants[position].clear();
                 }
             }
             for (id, record) in &resume.completed {
@@ -488,9 +554,40 @@ impl Run {
                         failure = Some(message);
                         break;
                     }
+                    if self
+                        .options
+                        .interrupt
+                        .as_ref()
+                        .is_some_and(|interrupt| interrupt.is_raised())
+                    {
+                        ready.insert(position);
+                        break;
+                    }
                     if step.confirm.is_some() {
+                        // A step its `when` skips asks nobody.
+                        if let Some(when) = &step.when {
+                            if let Ok(false) = self.eval_bool(when, None).await {
+                                let reason = format!("`when: {}` was false", when.source.trim());
+                                self.emit(Event::StepSkipped {
+                                    step: step.id.clone(),
+                                    reason: reason.clone(),
+                                });
+                                report.steps[position].status = StepStatus::Skipped(reason);
+                                release(&dependants[position], &mut remaining, &mut ready);
+                                continue;
+                            }
+                        }
                         if let Err(reason) = self.gate(step).await {
                             stop = Some(reason);
+                            break;
+                        }
+                        if self
+                            .options
+                            .interrupt
+                            .as_ref()
+                            .is_some_and(|interrupt| interrupt.is_raised())
+                        {
+                            ready.insert(position);
                             break;
                         }
                     }
@@ -515,7 +612,7 @@ impl Run {
                 }
             };
             let joined = tokio::select! {
-                joined = running.join_next() => joined,
+                biased;
                 () = interruption => {
                     // Stop scheduling and cancel what is in flight; a step cancelled after its
                     // intent was journaled may have half-happened.
@@ -535,6 +632,7 @@ impl Run {
                     interrupted = Some(());
                     continue;
                 }
+                joined = running.join_next() => joined,
             };
             let Some(joined) = joined else {
                 break;
@@ -568,9 +666,35 @@ impl Run {
                 Finished::Failed(error) => {
                     report.steps[position].status = StepStatus::Failed(error.clone());
                     self.finish_step(step, StepResult::Failed, None, Some(error.clone()), elapsed);
-                    // A failed mutation may have half-happened: what it read is stale.
+                    // A failed mutation may have half-happened: what it read is stale, and
+                    // once its intent was journaled, part of it may have taken effect (a drain
+                    // that cordoned and evicted some pods). A native undo restores the state
+                    // captured before it acted, so it is safe to apply; anything else is named.
                     if step.action.mutates(step.readonly) {
-                        self.facts.lock().await.clear();
+                        self.forget_all_facts().await;
+                        let intended = self
+                            .intended
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .contains(&step.id);
+                        let captured = self
+                            .captured
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get(&step.id)
+                            .cloned();
+                        if intended && !self.options.dry_run {
+                            match captured {
+                                Some(state @ UndoState::Native(_)) => {
+                                    partial.insert(position);
+                                    completed.push((position, Some(state)));
+                                }
+                                _ => report.must_fix.push(format!(
+                                    "step `{}` ({}) failed after it began to change the system: check whether part of it took effect",
+                                    step.id, report.steps[position].summary
+                                )),
+                            }
+                        }
                     }
                     failure.get_or_insert_with(|| format!("step `{}` failed: {error}", step.id));
                 }
@@ -602,9 +726,16 @@ impl Run {
             let roll_back = answer == Answer::Yes;
             self.emit(Event::Interrupted {
                 roll_back,
-                by: match answer {
-                    Answer::NoTerminal => "none (no terminal: nothing undone)".to_owned(),
-                    _ => "terminal".to_owned(),
+                by: if self.options.dry_run {
+                    "dry-run (nothing to undo)".to_owned()
+                } else if completed.is_empty() {
+                    "nothing to undo".to_owned()
+                } else if self.options.yes {
+                    "--yes".to_owned()
+                } else if answer == Answer::NoTerminal {
+                    "none (no terminal: nothing undone)".to_owned()
+                } else {
+                    "terminal".to_owned()
                 },
             });
             if !roll_back {
@@ -615,7 +746,7 @@ impl Run {
                 );
             }
             failure = Some("interrupted by Ctrl-C".to_owned());
-        } else if let Some(reason) = stop {
+        } else if let Some(reason) = stop.filter(|_| failure.is_none()) {
             let done: Vec<&str> = completed
                 .iter()
                 .map(|(p, _)| runbook.steps[*p].id.as_str())
@@ -652,6 +783,18 @@ impl Run {
         for (position, undo) in completed.iter().rev() {
             let step = &runbook.steps[*position];
             match (&step.undo, undo) {
+                (_, None) if matches!(step.action, Action::Call { .. }) => {
+                    report.must_fix.push(format!(
+                        "step `{}` ({}) ran another runbook, which this run does not undo: check it, and roll that run back if needed",
+                        step.id, report.steps[*position].summary
+                    ));
+                }
+                (UndoSpec::Native(_), None) => {
+                    report.must_fix.push(format!(
+                        "step `{}` ({}) has no recorded undo state (it held secrets, or was lost): restore it by hand",
+                        step.id, report.steps[*position].summary
+                    ));
+                }
                 (UndoSpec::Missing, _) if step.action.mutates(step.readonly) => {
                     report.must_fix.push(format!(
                         "step `{}` ({}) changed the system and has no undo: check it by hand",
@@ -659,6 +802,19 @@ impl Run {
                     ));
                 }
                 (_, Some(state)) => {
+                    if partial.contains(position) {
+                        match self.unchanged(state).await {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            Err(error) => {
+                                report.must_fix.push(format!(
+                                    "step `{}` ({}) failed, and whether it changed anything cannot be checked: {error}",
+                                    step.id, report.steps[*position].summary
+                                ));
+                                continue;
+                            }
+                        }
+                    }
                     let summary = match state {
                         UndoState::Declared(action) => {
                             crate::render::action_summary(&self.plan, action)
@@ -670,7 +826,7 @@ impl Run {
                         summary: summary.clone(),
                     });
                     let result = self.undo(state).await;
-                    self.facts.lock().await.clear();
+                    self.forget_all_facts().await;
                     self.emit(Event::UndoFinished {
                         step: step.id.clone(),
                         succeeded: result.is_ok(),
@@ -734,13 +890,28 @@ impl Run {
     }
 
     fn finish(&self, mut report: RunReport, outcome: Outcome, message: String) -> RunReport {
+        // The report is printed as the summary: nothing in it may carry a secret.
+        let redact = |text: &str| self.redactor.redact(text);
         report.outcome = outcome;
-        report.message = self.redactor.redact(&message);
-        report.must_fix = report
-            .must_fix
-            .iter()
-            .map(|line| self.redactor.redact(line))
-            .collect();
+        report.message = redact(&message);
+        report.must_fix = report.must_fix.iter().map(|line| redact(line)).collect();
+        for step in &mut report.steps {
+            step.summary = redact(&step.summary);
+            step.status = match &step.status {
+                StepStatus::Failed(error) => StepStatus::Failed(redact(error)),
+                StepStatus::Skipped(reason) => StepStatus::Skipped(redact(reason)),
+                StepStatus::DryRun(note) => StepStatus::DryRun(redact(note)),
+                other => other.clone(),
+            };
+        }
+        for undo in &mut report.undos {
+            undo.summary = redact(&undo.summary);
+            undo.result = undo.result.clone().map_err(|error| redact(&error));
+        }
+        report.rollback = report
+            .rollback
+            .clone()
+            .map(|result| result.map_err(|error| redact(&error)));
         self.emit(Event::RunFinished {
             outcome,
             exit_code: outcome.exit_code(),
@@ -850,9 +1021,11 @@ impl Run {
                     Finished::Failed(format!("timed out after {}", format_duration(step.timeout)))
                 }
             };
-            if step.action.mutates(step.readonly) && !self.options.dry_run {
+            if (step.action.mutates(step.readonly) || matches!(step.action, Action::Call { .. }))
+                && !self.options.dry_run
+            {
                 // Whatever the outcome, the world may have changed.
-                self.facts.lock().await.clear();
+                self.forget_all_facts().await;
             }
             match outcome {
                 Finished::Failed(error)
@@ -890,6 +1063,10 @@ impl Run {
         if self.options.dry_run {
             return Ok(());
         }
+        self.intended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(step.id.clone());
         self.emit(Event::StepIntent {
             step: step.id.clone(),
             attempt,
@@ -903,11 +1080,68 @@ impl Run {
     }
 
     fn undo_for(&self, step: &StepSpec, native: Option<UndoState>) -> Option<UndoState> {
-        match &step.undo {
+        let mut captured = self
+            .captured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(first) = captured.get(&step.id) {
+            return Some(first.clone());
+        }
+        let state = match &step.undo {
             UndoSpec::Declared(action) => Some(UndoState::Declared(action.clone())),
             UndoSpec::Native(_) => native,
             _ => None,
+        };
+        if let (Some(state), false) = (&state, self.options.dry_run) {
+            captured.insert(step.id.clone(), state.clone());
         }
+        state
+    }
+
+    /// Whether the object a native undo would restore is still as it was before the step
+    /// acted (so a failed step changed nothing and there is nothing to undo).
+    async fn unchanged(&self, state: &UndoState) -> Result<bool, String> {
+        let cluster = &self.effects.cluster;
+        let UndoState::Native(record) = state else {
+            return Ok(false);
+        };
+        match record {
+            UndoRecord::Replicas { key, previous } => {
+                let object = cluster.get(key).await.map_err(|e| e.to_string())?;
+                Ok(object
+                    .pointer("/spec/replicas")
+                    .and_then(Json::as_i64)
+                    .unwrap_or(1)
+                    == *previous)
+            }
+            UndoRecord::MergePatch { key, inverse } => {
+                let object = cluster.get(key).await.map_err(|e| e.to_string())?;
+                let mut restored = object.clone();
+                json_patch::merge(&mut restored, inverse);
+                Ok(restored == object)
+            }
+            UndoRecord::Applied {
+                key,
+                previous: None,
+            } => match cluster.get(key).await {
+                Err(EffectError::NotFound(_)) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(error) => Err(error.to_string()),
+            },
+            UndoRecord::Applied { .. } => Ok(false),
+            UndoRecord::Unschedulable { node, previous } => {
+                Ok(self.node_unschedulable(node).await? == *previous)
+            }
+            UndoRecord::Declared => Ok(false),
+        }
+    }
+
+    /// Forgets every cached fact (after anything that may have changed the world).
+    async fn forget_all_facts(&self) {
+        let mut cache = self.facts.lock().await;
+        self.fact_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
     }
 
     async fn perform_action(
@@ -940,6 +1174,11 @@ impl Run {
                     .run(&argv, step.timeout)
                     .await
                     .map_err(|e| e.to_string())?;
+                let output = CommandOutput {
+                    stdout: self.redactor.redact(&output.stdout),
+                    stderr: self.redactor.redact(&output.stderr),
+                    ..output
+                };
                 command_result(output, self.options.dry_run && step.readonly).map(|(out, _)| {
                     if self.options.dry_run {
                         Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
@@ -981,6 +1220,11 @@ impl Run {
                     .exec(&pod, &argv, step.timeout)
                     .await
                     .map_err(|e| e.to_string())?;
+                let output = CommandOutput {
+                    stdout: self.redactor.redact(&output.stdout),
+                    stderr: self.redactor.redact(&output.stderr),
+                    ..output
+                };
                 command_result(output, false).map(|(out, _)| {
                     if self.options.dry_run {
                         Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
@@ -1064,6 +1308,7 @@ impl Run {
                         .get(&key)
                         .await
                         .map_err(|e| e.to_string())?;
+                    self.remember_secret_object(&current);
                     Some(UndoState::Native(UndoRecord::MergePatch {
                         key: key.clone(),
                         inverse: inverse_merge_patch(&current, &body),
@@ -1088,8 +1333,19 @@ impl Run {
             Action::Apply { manifest } => {
                 let manifest = self.render_json(manifest).await?;
                 let key = manifest_key(&manifest, &self.options.namespace)?;
+                if key.kind == "Secret" {
+                    if let Some(data) = manifest.get("data") {
+                        self.redactor.add_json(data, true);
+                    }
+                    if let Some(data) = manifest.get("stringData") {
+                        self.redactor.add_json(data, false);
+                    }
+                }
                 let previous = match self.effects.cluster.get(&key).await {
-                    Ok(object) => Some(object),
+                    Ok(object) => {
+                        self.remember_secret_object(&object);
+                        Some(object)
+                    }
                     Err(EffectError::NotFound(_)) => None,
                     Err(error) => return Err(error.to_string()),
                 };
@@ -1374,6 +1630,18 @@ impl Run {
         }
     }
 
+    /// Everything in a Secret is secret, in its base64 and decoded forms.
+    fn remember_secret_object(&self, object: &Json) {
+        if object.get("kind").and_then(Json::as_str) == Some("Secret") {
+            if let Some(data) = object.get("data") {
+                self.redactor.add_json(data, true);
+            }
+            if let Some(data) = object.get("stringData") {
+                self.redactor.add_json(data, false);
+            }
+        }
+    }
+
     fn native_done(&self, output: String, undo: Option<UndoState>) -> Finished {
         if self.options.dry_run {
             Finished::DryRun(format!("server accepted (dry-run): {output}"))
@@ -1422,6 +1690,8 @@ impl Run {
         let plan = Arc::new(crate::compile::Compiler::compile(runbook, bindings, None));
         let mut options = self.options.clone();
         options.run_id = format!("{}.{name}", self.options.run_id);
+        options.resume = None;
+        options.digest = String::new();
         let report = execute_boxed(plan, self.effects.clone(), options).await;
         match report.outcome {
             Outcome::Succeeded => Ok(format!("runbook `{name}` succeeded")),
@@ -1485,9 +1755,15 @@ impl Run {
             UndoState::Native(UndoRecord::Declared) => Err("no undo state was recorded".to_owned()),
             UndoState::Declared(action) => {
                 let step = self.synthetic_step("undo", action);
-                match Box::pin(self.perform_action(&step, action, 1)).await? {
-                    Finished::Failed(error) => Err(error),
-                    _ => Ok(()),
+                match tokio::time::timeout(
+                    step.timeout,
+                    Box::pin(self.perform_action(&step, action, 1)),
+                )
+                .await
+                {
+                    Err(_) => Err(format!("timed out after {}", format_duration(step.timeout))),
+                    Ok(Err(error)) | Ok(Ok(Finished::Failed(error))) => Err(error),
+                    Ok(Ok(_)) => Ok(()),
                 }
             }
         }
@@ -1575,11 +1851,31 @@ impl Run {
             }
             RollbackSpec::Steps(steps) => {
                 for step in steps {
-                    match Box::pin(self.perform_action(step, &step.action, 1)).await? {
-                        Finished::Failed(error) => {
+                    if let Some(when) = &step.when {
+                        if !self.eval_bool(when, None).await? {
+                            continue;
+                        }
+                    }
+                    let performed = tokio::time::timeout(
+                        step.timeout,
+                        Box::pin(self.perform_action(step, &step.action, 1)),
+                    )
+                    .await;
+                    match performed {
+                        Err(_) => {
+                            return Err(format!(
+                                "rollback step `{}` timed out after {}",
+                                step.id,
+                                format_duration(step.timeout)
+                            ))
+                        }
+                        Ok(Err(error)) => {
                             return Err(format!("rollback step `{}`: {error}", step.id))
                         }
-                        _ => continue,
+                        Ok(Ok(Finished::Failed(error))) => {
+                            return Err(format!("rollback step `{}`: {error}", step.id))
+                        }
+                        Ok(Ok(_)) => continue,
                     }
                 }
                 Ok(())
@@ -1631,16 +1927,20 @@ impl Run {
             .get(name)
             .cloned()
             .ok_or_else(|| format!("unknown fact `{name}`"))?;
+        let generation = self
+            .fact_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
         let result = Box::pin(self.read_fact(&fact)).await;
         match result {
             Ok(value) => {
                 if fact.secret {
                     self.redactor.add_json(&value, false);
                 }
+                // Redact before shortening, so a secret is never cut in half at the boundary.
                 let mut shown = if fact.secret {
                     crate::redact::REDACTED.to_owned()
                 } else {
-                    value.to_string()
+                    self.redactor.redact(&value.to_string())
                 };
                 if shown.chars().count() > 300 {
                     shown = format!("{}…", shown.chars().take(299).collect::<String>());
@@ -1649,10 +1949,14 @@ impl Run {
                     fact: name.to_owned(),
                     value: shown,
                 });
-                self.facts
-                    .lock()
-                    .await
-                    .insert(name.to_owned(), value.clone());
+                let mut cache = self.facts.lock().await;
+                if self
+                    .fact_generation
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == generation
+                {
+                    cache.insert(name.to_owned(), value.clone());
+                }
                 Ok(value)
             }
             Err(error) => {
@@ -2050,6 +2354,9 @@ pub fn inverse_merge_patch(current: &Json, patch: &Json) -> Json {
                         inverse_merge_patch(before, value)
                     }
                     (Some(before), _) => before.clone(),
+                    // An absent map: put back "absent" for each key the patch sets, not a null
+                    // for the whole map (which would delete what others add to it later).
+                    (None, Json::Object(_)) => inverse_merge_patch(&json!({}), value),
                     (None, _) => Json::Null,
                 };
                 inverse.insert(key.clone(), restored);

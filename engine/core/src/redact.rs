@@ -92,19 +92,23 @@ impl Redactor {
         }
     }
 
-    pub fn redact(&self, text: &str) -> String {
+    /// Removes only the known secret values (no credential patterns).
+    pub fn redact_known(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        {
-            let known = self
-                .known
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for secret in known.iter() {
-                if out.contains(secret.as_str()) {
-                    out = out.replace(secret.as_str(), REDACTED);
-                }
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for secret in known.iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), REDACTED);
             }
         }
+        out
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let out = self.redact_known(text);
         let mut result = String::with_capacity(out.len());
         let mut last = 0;
         for found in self.tokens.find_iter(&out) {

@@ -43,7 +43,16 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
     let mut state = JournalState::default();
     let mut started = false;
     let mut intents: Vec<(String, String, Option<UndoRecord>)> = Vec::new();
-    for record in records {
+    // A runbook called as a step writes into the same journal under its own run id
+    // (`parent.child`): only the parent's records describe the run being resumed.
+    let own = records.iter().find_map(|record| match record.event {
+        Event::RunStarted { .. } => Some(record.run.clone()),
+        _ => None,
+    });
+    for record in records
+        .iter()
+        .filter(|record| Some(&record.run) == own.as_ref())
+    {
         match &record.event {
             Event::RunStarted {
                 runbook,
@@ -65,8 +74,11 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 undo_state,
                 ..
             } => {
+                // An undo state that held a secret was redacted in the journal: writing it back
+                // would put the placeholder into the cluster, so it is not used.
                 let undo = undo_state
                     .as_ref()
+                    .filter(|value| !value.to_string().contains(crate::redact::REDACTED))
                     .and_then(|value| serde_json::from_value(value.clone()).ok());
                 intents.retain(|(id, _, _)| id != step);
                 intents.push((step.clone(), mutation.clone(), undo));
