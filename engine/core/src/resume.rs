@@ -221,3 +221,55 @@ mod tests {
         assert!(analyze(&[intent("a")]).is_err());
     }
 }
+
+#[cfg(test)]
+mod nested {
+    use super::*;
+
+    #[test]
+    fn a_called_runbooks_records_do_not_count_for_the_parent() {
+        let record = |run: &str, event: Event| Record {
+            time: "t".to_owned(),
+            run: run.to_owned(),
+            event,
+        };
+        let records = [
+            record(
+                "p",
+                Event::RunStarted {
+                    runbook: "parent".to_owned(),
+                    file: "p.yaml".to_owned(),
+                    digest: "d".to_owned(),
+                    params: serde_json::json!({}),
+                    trigger: None,
+                    dry_run: false,
+                },
+            ),
+            record(
+                "p.child",
+                Event::RunStarted {
+                    runbook: "child".to_owned(),
+                    file: "c.yaml".to_owned(),
+                    digest: String::new(),
+                    params: serde_json::json!({}),
+                    trigger: None,
+                    dry_run: false,
+                },
+            ),
+            record(
+                "p.child",
+                Event::RunFinished {
+                    outcome: Outcome::Succeeded,
+                    exit_code: 0,
+                    message: String::new(),
+                },
+            ),
+        ];
+        let state = analyze(&records).expect("analyzed");
+        assert_eq!(state.runbook, "parent");
+        assert_eq!(
+            state.finished, None,
+            "the child finishing does not finish the parent"
+        );
+    }
+}

@@ -841,3 +841,231 @@ fn a_wait_that_never_holds_times_out_and_the_run_rolls_back() {
     );
     assert_eq!(replicas(&world, "worker"), 1, "the scale was undone");
 }
+
+// Regression tests from the executor safety review.
+
+#[test]
+fn a_failure_while_a_gate_stops_the_run_still_undoes_and_rolls_back() {
+    let text = format!(
+        "{}  rollback: page-oncall\n",
+        head(
+            "gate-and-failure",
+            "    - {id: c, scale: {name: api, replicas: 5}}
+    - {id: f, needs: [c], scale: {name: missing, replicas: 1}}
+    - {id: g, needs: [c], confirm: Go on?, scale: {name: worker, replicas: 2}}
+",
+        )
+    );
+    let h = run_with(&text, "", Answer::NoTerminal, false, &[], None);
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    assert_eq!(replicas(&h.world, "api"), 2, "the completed step is undone");
+    assert_eq!(h.world.notifications().len(), 1, "and on-call is paged");
+}
+
+#[test]
+fn a_gated_step_that_when_skips_asks_nobody() {
+    let text = head("gate-when", "    - {id: big, when: 'false', confirm: Really?, scale: {name: api, replicas: 9}}\n    - {id: after, scale: {name: worker, replicas: 2}}\n");
+    let h = run_with(&text, "", Answer::NoTerminal, false, &[], None);
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert!(matches!(status(&h.report, "big"), StepStatus::Skipped(_)));
+    assert!(!events(&h.collect)
+        .iter()
+        .any(|r| matches!(r.event, Event::GateAnswered { .. })));
+}
+
+#[test]
+fn undo_state_keeps_values_under_credential_named_keys_and_secrets_never_leak() {
+    let dir = tempfile_dir("undo-redaction");
+    let journal = Arc::new(Journal::create(&dir, "run-1").expect("journal"));
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: cm}
+spec:
+  params:
+    - {name: pw, secret: true}
+  steps:
+    - {id: set, patch: {kind: ConfigMap, name: settings, patch: {data: {token: rotated}}}}
+    - {id: boom, run: [fail-tool], irreversible: demo}
+";
+    let extra = "    - {apiVersion: v1, kind: ConfigMap, metadata: {name: settings, namespace: shop}, data: {token: previous-value}}\n";
+    let scenario_extra = format!("  commands:\n    - argv: [fail-tool]\n      responses: [{{exitCode: 1, stderr: 'auth failed for Hu\"nt\\er2: Authorization: Bearer abcdefgh12345678xyz'}}]\n");
+    let (catalog, runbook) = runbook(text);
+    let scenario = SCENARIO
+        .replace("  exec:\n", &format!("    {}  exec:\n", extra.trim_start()))
+        .replace(
+            "  commands:\n    - argv: [deploy-tool, rollout]",
+            &format!(
+                "{}    - argv: [deploy-tool, rollout]",
+                scenario_extra.trim_end_matches('\n').to_owned() + "\n"
+            ),
+        );
+    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario)
+        .unwrap_or_else(|d| {
+            panic!(
+                "{:?}",
+                d.sorted()
+                    .iter()
+                    .map(|d| d.message.clone())
+                    .collect::<Vec<_>>()
+            )
+        });
+    let world = Arc::new(SimWorld::new(&scenario));
+    let (bindings, errors) = runbook_core::bind::bind(
+        &runbook,
+        &[("pw".to_owned(), "Hu\"nt\\er2".to_owned())],
+        None,
+    );
+    assert!(errors.is_empty());
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let collect = Arc::new(Collect::default());
+    let effects = world.effects(
+        Arc::new(FixedAnswer(Answer::Yes)),
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+        collect.clone(),
+    );
+    let options = RunOptions {
+        run_id: "run-1".to_owned(),
+        dry_run: false,
+        yes: true,
+        parallelism: 1,
+        namespace: "shop".to_owned(),
+        journal: Some(journal.clone()),
+        catalog: Some(catalog),
+        digest: String::new(),
+        interrupt: None,
+        resume: None,
+    };
+    let report = paused(execute(plan, effects, options));
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    let records = runbook_core::journal::read(journal.path()).expect("journal");
+    let undo_state = records
+        .iter()
+        .find_map(|r| match &r.event {
+            Event::StepIntent {
+                step, undo_state, ..
+            } if step == "set" => undo_state.clone(),
+            _ => None,
+        })
+        .expect("undo state");
+    assert_eq!(
+        undo_state["inverse"]["data"]["token"], "previous-value",
+        "the value to restore is kept: {undo_state}"
+    );
+    let written = std::fs::read_to_string(journal.path()).expect("journal text");
+    let summary = format!("{:?}", report);
+    for (place, text) in [("journal", &written), ("report", &summary)] {
+        assert!(
+            !text.contains("abcdefgh12345678xyz"),
+            "bearer token leaked into the {place}"
+        );
+        assert!(
+            !text.contains("nt\\\\er2") && !text.contains("Hu\\\"nt"),
+            "a secret with quotes leaked into the {place}: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_drain_that_fails_midway_is_undone_because_it_cordoned() {
+    let text = format!(
+        "{}  rollback: notify-oncall\n",
+        head("drain", "    - {id: drain, drain: {node: node-1}}\n")
+    );
+    let pdb = "    - {apiVersion: policy/v1, kind: PodDisruptionBudget, metadata: {name: api, namespace: shop}, spec: {selector: {matchLabels: {app: api}}}, status: {disruptionsAllowed: 0}}\n";
+    let scenario = SCENARIO.replace("  exec:\n", &format!("{pdb}  exec:\n"));
+    let (catalog, runbook) = runbook(&text);
+    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario)
+        .expect("scenario");
+    let world = Arc::new(SimWorld::new(&scenario));
+    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let effects = world.effects(
+        Arc::new(FixedAnswer(Answer::Yes)),
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+        Arc::new(Collect::default()),
+    );
+    let options = RunOptions {
+        run_id: "t".to_owned(),
+        dry_run: false,
+        yes: true,
+        parallelism: 1,
+        namespace: "shop".to_owned(),
+        journal: None,
+        catalog: Some(catalog),
+        digest: String::new(),
+        interrupt: None,
+        resume: None,
+    };
+    let report = paused(execute(plan, effects, options));
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    let node = world
+        .object(&ObjectKey {
+            api_version: "v1".to_owned(),
+            kind: "Node".to_owned(),
+            namespace: None,
+            name: "node-1".to_owned(),
+        })
+        .expect("node");
+    assert_ne!(
+        node.pointer("/spec/unschedulable"),
+        Some(&serde_json::json!(true)),
+        "the cordon the failed drain left is undone: {node}"
+    );
+}
+
+#[test]
+fn resume_with_a_skipped_dependency_never_reruns_a_done_step() {
+    let text = head("resume-skip", "    - {id: s, when: 'false', scale: {name: worker, replicas: 7}}\n    - {id: c, needs: [s], scale: {name: api, replicas: 4}}\n    - {id: d, needs: [c], scale: {name: worker, replicas: 3}}\n");
+    let (catalog, runbook) = runbook(&text);
+    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), SCENARIO)
+        .expect("scenario");
+    let world = Arc::new(SimWorld::new(&scenario));
+    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let collect = Arc::new(Collect::default());
+    let effects = world.effects(
+        Arc::new(FixedAnswer(Answer::Yes)),
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+        collect.clone(),
+    );
+    let options = RunOptions {
+        run_id: "t".to_owned(),
+        dry_run: false,
+        yes: true,
+        parallelism: 2,
+        namespace: "shop".to_owned(),
+        journal: None,
+        catalog: Some(catalog),
+        digest: String::new(),
+        interrupt: None,
+        resume: Some(runbook_core::exec::Resume {
+            completed: vec![("c".to_owned(), None)],
+            skipped: vec!["s".to_owned()],
+            undone: Vec::new(),
+            roll_back: false,
+        }),
+    };
+    let report = paused(execute(plan, effects, options));
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let started: Vec<String> = events(&collect)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepStarted { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["d"]);
+    assert_eq!(replicas(&world, "api"), 2, "c was not run again here");
+}
