@@ -893,7 +893,7 @@ spec:
     - {id: boom, run: [fail-tool], irreversible: demo}
 ";
     let extra = "    - {apiVersion: v1, kind: ConfigMap, metadata: {name: settings, namespace: shop}, data: {token: previous-value}}\n";
-    let scenario_extra = format!("  commands:\n    - argv: [fail-tool]\n      responses: [{{exitCode: 1, stderr: 'auth failed for Hu\"nt\\er2: Authorization: Bearer abcdefgh12345678xyz'}}]\n");
+    let scenario_extra = "  commands:\n    - argv: [fail-tool]\n      responses: [{exitCode: 1, stderr: 'auth failed for Hu\"nt\\er2: Authorization: Bearer abcdefgh12345678xyz'}]\n".to_owned();
     let (catalog, runbook) = runbook(text);
     let scenario = SCENARIO
         .replace("  exec:\n", &format!("    {}  exec:\n", extra.trim_start()))
