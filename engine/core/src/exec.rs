@@ -1193,14 +1193,7 @@ impl Run {
                 container,
                 argv,
             } => {
-                let pod = PodRef {
-                    namespace: self.render(namespace, None).await?,
-                    pod: self.render(pod, None).await?,
-                    container: match container {
-                        Some(c) => Some(self.render(c, None).await?),
-                        None => None,
-                    },
-                };
+                let pod = self.pod_ref(namespace, pod, container.as_ref()).await?;
                 let argv = self.render_all(argv).await?;
                 let shown = format!(
                     "exec in pod {}/{}: {}",
@@ -2007,14 +2000,8 @@ impl Run {
                             api_version: api_version.clone(),
                             kind: kind.clone(),
                             namespace,
-                            label_selector: match label_selector {
-                                Some(t) => Some(self.render(t, None).await?),
-                                None => None,
-                            },
-                            field_selector: match field_selector {
-                                Some(t) => Some(self.render(t, None).await?),
-                                None => None,
-                            },
+                            label_selector: self.render_opt(label_selector.as_ref()).await?,
+                            field_selector: self.render_opt(field_selector.as_ref()).await?,
                         };
                         self.effects
                             .cluster
@@ -2045,14 +2032,7 @@ impl Run {
                 argv,
                 format,
             } => {
-                let pod = PodRef {
-                    namespace: self.render(namespace, None).await?,
-                    pod: self.render(pod, None).await?,
-                    container: match container {
-                        Some(c) => Some(self.render(c, None).await?),
-                        None => None,
-                    },
-                };
+                let pod = self.pod_ref(namespace, pod, container.as_ref()).await?;
                 let argv = self.render_all(argv).await?;
                 let output = self
                     .effects
@@ -2185,6 +2165,26 @@ impl Run {
             }
         }
         Ok(out)
+    }
+
+    async fn render_opt(&self, template: Option<&Template>) -> Result<Option<String>, String> {
+        match template {
+            Some(template) => self.render(template, None).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn pod_ref(
+        &self,
+        namespace: &Template,
+        pod: &Template,
+        container: Option<&Template>,
+    ) -> Result<PodRef, String> {
+        Ok(PodRef {
+            namespace: self.render(namespace, None).await?,
+            pod: self.render(pod, None).await?,
+            container: self.render_opt(container).await?,
+        })
     }
 
     async fn render_all(&self, templates: &[Template]) -> Result<Vec<String>, String> {

@@ -647,18 +647,7 @@ spec:
             Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
             collect.clone(),
         );
-        let options = RunOptions {
-            run_id: "t".to_owned(),
-            dry_run: false,
-            yes: true,
-            parallelism: 1,
-            namespace: "shop".to_owned(),
-            journal: None,
-            catalog: Some(catalog),
-            digest: String::new(),
-            interrupt: None,
-            resume: None,
-        };
+        let options = options("t", 1, true, catalog);
         let report = paused(execute(plan, effects, options));
         Harness {
             world,
@@ -708,16 +697,8 @@ fn interrupted_run(answer: Answer) -> Harness {
     );
     let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
     let options = RunOptions {
-        run_id: "t".to_owned(),
-        dry_run: false,
-        yes: false,
-        parallelism: 4,
-        namespace: "shop".to_owned(),
-        journal: None,
-        catalog: Some(catalog),
-        digest: String::new(),
         interrupt: Some(interrupt.clone()),
-        resume: None,
+        ..options("t", 4, false, catalog)
     };
     let report = paused(async move {
         let run = tokio::spawn(execute(plan, effects, options));
@@ -820,18 +801,7 @@ fn a_wait_that_never_holds_times_out_and_the_run_rolls_back() {
         Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
         Arc::new(Collect::default()),
     );
-    let options = RunOptions {
-        run_id: "t".to_owned(),
-        dry_run: false,
-        yes: true,
-        parallelism: 1,
-        namespace: "shop".to_owned(),
-        journal: None,
-        catalog: Some(catalog),
-        digest: String::new(),
-        interrupt: None,
-        resume: None,
-    };
+    let options = options("t", 1, true, catalog);
     let report = paused(execute(plan, effects, options));
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
     let ready = status(&report, "ready");
@@ -931,16 +901,8 @@ spec:
         collect.clone(),
     );
     let options = RunOptions {
-        run_id: "run-1".to_owned(),
-        dry_run: false,
-        yes: true,
-        parallelism: 1,
-        namespace: "shop".to_owned(),
         journal: Some(journal.clone()),
-        catalog: Some(catalog),
-        digest: String::new(),
-        interrupt: None,
-        resume: None,
+        ..options("run-1", 1, true, catalog)
     };
     let report = paused(execute(plan, effects, options));
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
@@ -994,18 +956,7 @@ fn a_drain_that_fails_midway_is_undone_because_it_cordoned() {
         Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
         Arc::new(Collect::default()),
     );
-    let options = RunOptions {
-        run_id: "t".to_owned(),
-        dry_run: false,
-        yes: true,
-        parallelism: 1,
-        namespace: "shop".to_owned(),
-        journal: None,
-        catalog: Some(catalog),
-        digest: String::new(),
-        interrupt: None,
-        resume: None,
-    };
+    let options = options("t", 1, true, catalog);
     let report = paused(execute(plan, effects, options));
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
     let node = world
@@ -1068,4 +1019,25 @@ fn resume_with_a_skipped_dependency_never_reruns_a_done_step() {
         .collect();
     assert_eq!(started, ["d"]);
     assert_eq!(replicas(&world, "api"), 2, "c was not run again here");
+}
+
+/// Options for a test run in namespace `shop`, without journal, interrupt or resume.
+fn options(
+    run_id: &str,
+    parallelism: usize,
+    yes: bool,
+    catalog: Arc<runbook_core::runbook::Catalog>,
+) -> RunOptions {
+    RunOptions {
+        run_id: run_id.to_owned(),
+        dry_run: false,
+        yes,
+        parallelism,
+        namespace: "shop".to_owned(),
+        journal: None,
+        catalog: Some(catalog),
+        digest: String::new(),
+        interrupt: None,
+        resume: None,
+    }
 }
