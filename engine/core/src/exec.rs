@@ -352,6 +352,14 @@ impl Run {
         }
     }
 
+    /// Whether Ctrl-C has been pressed: no new step may start.
+    fn interrupted(&self) -> bool {
+        self.options
+            .interrupt
+            .as_ref()
+            .is_some_and(|interrupt| interrupt.is_raised())
+    }
+
     fn journal_broken(&self) -> Option<String> {
         self.journal_error
             .lock()
@@ -554,12 +562,7 @@ impl Run {
                         failure = Some(message);
                         break;
                     }
-                    if self
-                        .options
-                        .interrupt
-                        .as_ref()
-                        .is_some_and(|interrupt| interrupt.is_raised())
-                    {
+                    if self.interrupted() {
                         ready.insert(position);
                         break;
                     }
@@ -581,12 +584,7 @@ impl Run {
                             stop = Some(reason);
                             break;
                         }
-                        if self
-                            .options
-                            .interrupt
-                            .as_ref()
-                            .is_some_and(|interrupt| interrupt.is_raised())
-                        {
+                        if self.interrupted() {
                             ready.insert(position);
                             break;
                         }
