@@ -293,6 +293,9 @@ pub enum Answer {
     No,
     /// Nobody can be asked (no terminal).
     NoTerminal,
+    /// Left unanswered: the run is draining (a server shutting down) and stops at this gate,
+    /// to be asked again when it is resumed.
+    Paused,
 }
 
 /// Asks a human at a confirmation gate.
@@ -301,6 +304,17 @@ pub trait Prompter: Send + Sync {
     /// `step` is the step's id, `question` the gate's question, and `detail` what will happen
     /// if approved.
     async fn confirm(&self, step: &str, question: &str, detail: &str) -> Answer;
+
+    /// Whether `confirm` for this step will wait for an approval from elsewhere (an unattended
+    /// run): the executor journals the pause before it asks.
+    fn pauses(&self, _step: &str) -> bool {
+        false
+    }
+
+    /// Who answered the last `confirm` for this step, for the journal.
+    fn answered_by(&self, _step: &str) -> String {
+        "terminal".to_owned()
+    }
 }
 
 /// Wall time for the journal, and sleeping (retries, verify polls). Tests use tokio's paused

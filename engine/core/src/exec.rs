@@ -64,17 +64,50 @@ pub struct Resume {
     pub roll_back: bool,
 }
 
-/// A Ctrl-C, delivered to a running executor.
+/// A Ctrl-C, delivered to a running executor; or a drain (a server shutting down).
 #[derive(Default)]
 pub struct Interrupt {
     raised: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
+    /// Why the run is draining: no new step starts, steps in flight finish, and the run stops
+    /// where it is, resumable, without undoing anything.
+    draining: std::sync::Mutex<Option<String>>,
 }
 
 impl Interrupt {
     pub fn raise(&self) {
         self.raised.store(true, std::sync::atomic::Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    /// Stops the run gently: steps in flight finish, no new one starts, a gate that is waiting
+    /// is left unanswered, and the journal records `by` as the reason. Nothing is undone:
+    /// `runbook resume` goes on from there.
+    pub fn drain(&self, by: &str) {
+        self.draining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(|| by.to_owned());
+        self.notify.notify_waiters();
+    }
+
+    /// Why the run is draining, if it is.
+    pub fn draining(&self) -> Option<String> {
+        self.draining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Resolves once the run is asked to drain (or interrupted).
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.draining().is_some() || self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_raised(&self) -> bool {
@@ -90,6 +123,14 @@ impl Interrupt {
             notified.await;
         }
     }
+}
+
+/// Why the run may not pass a gate.
+enum GateRefused {
+    /// Refused, or nobody to ask: the run stops.
+    Stop(String),
+    /// Left unanswered while the run drains.
+    Paused,
 }
 
 /// What happened, for the summary and the exit code.
@@ -360,6 +401,14 @@ impl Run {
             .is_some_and(|interrupt| interrupt.is_raised())
     }
 
+    /// Why the run is draining (no new step may start), if it is.
+    fn draining(&self) -> Option<String> {
+        self.options
+            .interrupt
+            .as_ref()
+            .and_then(|interrupt| interrupt.draining())
+    }
+
     fn journal_broken(&self) -> Option<String> {
         self.journal_error
             .lock()
@@ -562,7 +611,7 @@ impl Run {
                         failure = Some(message);
                         break;
                     }
-                    if self.interrupted() {
+                    if self.interrupted() || self.draining().is_some() {
                         ready.insert(position);
                         break;
                     }
@@ -580,11 +629,18 @@ impl Run {
                                 continue;
                             }
                         }
-                        if let Err(reason) = self.gate(step).await {
-                            stop = Some(reason);
-                            break;
+                        match self.gate(step).await {
+                            Ok(()) => {}
+                            Err(GateRefused::Stop(reason)) => {
+                                stop = Some(reason);
+                                break;
+                            }
+                            Err(GateRefused::Paused) => {
+                                ready.insert(position);
+                                break;
+                            }
                         }
-                        if self.interrupted() {
+                        if self.interrupted() || self.draining().is_some() {
                             ready.insert(position);
                             break;
                         }
@@ -699,6 +755,38 @@ impl Run {
             }
         }
 
+        // Ctrl-C while nothing was in flight (at a gate, between steps) stopped the scheduling
+        // above without going through the cancellation branch.
+        if interrupted.is_none() && self.interrupted() && !ready.is_empty() {
+            interrupted = Some(());
+        }
+        let drained = self
+            .draining()
+            .filter(|_| interrupted.is_none() && failure.is_none() && !ready.is_empty());
+        if let Some(by) = drained {
+            // Stopped where it stood, to be resumed: nothing is undone.
+            let done: Vec<&str> = completed
+                .iter()
+                .map(|(p, _)| runbook.steps[*p].id.as_str())
+                .collect();
+            let detail = if done.is_empty() {
+                "no step had completed".to_owned()
+            } else {
+                format!("completed: {}", done.join(", "))
+            };
+            self.emit(Event::Interrupted {
+                roll_back: false,
+                by: by.clone(),
+            });
+            return self.finish(
+                report,
+                Outcome::Stopped,
+                format!(
+                    "paused ({by}); {detail}; nothing was undone; `runbook resume {}` goes on from here",
+                    self.options.run_id
+                ),
+            );
+        }
         if interrupted.is_some() {
             let done: Vec<&str> = completed
                 .iter()
@@ -709,7 +797,8 @@ impl Run {
             } else {
                 format!("completed: {}", done.join(", "))
             };
-            let answer = if self.options.dry_run || completed.is_empty() {
+            let draining = self.draining();
+            let answer = if self.options.dry_run || completed.is_empty() || draining.is_some() {
                 Answer::No
             } else {
                 self.effects
@@ -724,7 +813,9 @@ impl Run {
             let roll_back = answer == Answer::Yes;
             self.emit(Event::Interrupted {
                 roll_back,
-                by: if self.options.dry_run {
+                by: if let Some(by) = draining {
+                    format!("{by}; steps in flight cancelled")
+                } else if self.options.dry_run {
                     "dry-run (nothing to undo)".to_owned()
                 } else if completed.is_empty() {
                     "nothing to undo".to_owned()
@@ -939,7 +1030,7 @@ impl Run {
     }
 
     /// Asks at a gate. `Err` stops the run.
-    async fn gate(&self, step: &StepSpec) -> Result<(), String> {
+    async fn gate(&self, step: &StepSpec) -> Result<(), GateRefused> {
         let question = match &step.confirm {
             Some(template) => self
                 .render(template, None)
@@ -949,33 +1040,43 @@ impl Run {
         };
         let detail = crate::render::action_summary(&self.plan, &step.action);
         let (answer, by) = if self.options.dry_run {
-            ("not asked (dry-run)", "dry-run")
+            ("not asked (dry-run)", "dry-run".to_owned())
         } else if self.options.yes {
-            ("yes", "--yes")
+            ("yes", "--yes".to_owned())
         } else {
-            match self
-                .effects
-                .prompter
-                .confirm(&step.id, &question, &detail)
-                .await
-            {
-                Answer::Yes => ("yes", "terminal"),
-                Answer::No => ("no", "terminal"),
-                Answer::NoTerminal => ("not asked (no terminal)", "none"),
+            let prompter = &self.effects.prompter;
+            if prompter.pauses(&step.id) {
+                // Nobody is at a terminal: the run waits for an approval from elsewhere.
+                self.emit(Event::GatePaused {
+                    step: step.id.clone(),
+                    question: question.clone(),
+                });
+            }
+            let answer = prompter.confirm(&step.id, &question, &detail).await;
+            let by = prompter.answered_by(&step.id);
+            match answer {
+                Answer::Yes => ("yes", by),
+                Answer::No => ("no", by),
+                Answer::NoTerminal => ("not asked (no terminal)", "none".to_owned()),
+                // Left unanswered: the run drains and a resume asks again.
+                Answer::Paused => return Err(GateRefused::Paused),
             }
         };
         self.emit(Event::GateAnswered {
             step: step.id.clone(),
             question: question.clone(),
             answer: answer.to_owned(),
-            by: by.to_owned(),
+            by,
         });
         match answer {
-            "no" => Err(format!("stopped at the gate of step `{}`: the answer was no", step.id)),
-            "not asked (no terminal)" => Err(format!(
+            "no" => Err(GateRefused::Stop(format!(
+                "stopped at the gate of step `{}`: the answer was no",
+                step.id
+            ))),
+            "not asked (no terminal)" => Err(GateRefused::Stop(format!(
                 "stopped before the gate of step `{}` (\"{question}\"): there is no terminal to ask; run with --yes to approve every gate",
                 step.id
-            )),
+            ))),
             _ => Ok(()),
         }
     }

@@ -92,6 +92,9 @@ pub enum Event {
     },
     #[serde(rename_all = "camelCase")]
     VerifyPolled { step: String, poll: u32, held: bool },
+    /// An unattended run waits at a gate for an approval (`runbook approve`).
+    #[serde(rename_all = "camelCase")]
+    GatePaused { step: String, question: String },
     #[serde(rename_all = "camelCase")]
     GateAnswered {
         step: String,
@@ -129,6 +132,10 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The alert that started the run was resolved while the run was going on (recorded by
+    /// `runbook serve`; the run is not stopped by it).
+    #[serde(rename_all = "camelCase")]
+    AlertResolved { alert: String, fingerprint: String },
     #[serde(rename_all = "camelCase")]
     RunFinished {
         outcome: Outcome,
@@ -145,6 +152,7 @@ impl Event {
             Self::RunStarted { .. }
                 | Self::RunResumed { .. }
                 | Self::StepIntent { .. }
+                | Self::GatePaused { .. }
                 | Self::GateAnswered { .. }
                 | Self::RunFinished { .. }
         )

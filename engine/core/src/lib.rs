@@ -11,6 +11,7 @@
 //! going, so one pass shows them all. This crate has no Kubernetes client, no terminal code
 //! and no async runtime: the CLI wires those in.
 
+pub mod admission;
 pub mod alert;
 pub mod bind;
 pub mod check;

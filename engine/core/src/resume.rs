@@ -114,7 +114,11 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 succeeded: true,
                 ..
             } => state.undone.push(step.clone()),
-            Event::RunFinished { outcome, .. } => state.finished = Some(*outcome),
+            // A stopped run (a refused gate, a declined Ctrl-C rollback, a server's drain)
+            // left its completed steps in place: it can be resumed or rolled back.
+            Event::RunFinished { outcome, .. } => {
+                state.finished = (*outcome != Outcome::Stopped).then_some(*outcome);
+            }
             _ => {}
         }
     }

@@ -1041,3 +1041,178 @@ fn options(
         resume: None,
     }
 }
+
+/// A prompter that does something to the run's interrupt when asked, then answers.
+struct Meddler {
+    interrupt: Arc<runbook_core::exec::Interrupt>,
+    drain: bool,
+    answer: Answer,
+}
+
+#[async_trait::async_trait]
+impl runbook_core::effects::Prompter for Meddler {
+    async fn confirm(&self, _step: &str, _question: &str, _detail: &str) -> Answer {
+        if self.drain {
+            self.interrupt.drain("test shutdown");
+        } else {
+            self.interrupt.raise();
+        }
+        self.answer
+    }
+
+    fn pauses(&self, _step: &str) -> bool {
+        self.drain
+    }
+}
+
+/// Runs `text` on the shop scenario (with `scenario_edit` applied) and an interrupt that the
+/// prompter may use, or that is drained `drain_at` into the run.
+fn run_interruptible(
+    text: &str,
+    scenario_edit: (&str, &str),
+    prompter: impl Fn(Arc<runbook_core::exec::Interrupt>) -> Option<Meddler>,
+    drain_at: Option<Duration>,
+) -> Harness {
+    let (catalog, runbook) = runbook(text);
+    let scenario = SCENARIO.replace(scenario_edit.0, scenario_edit.1);
+    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario)
+        .expect("scenario");
+    let world = Arc::new(SimWorld::new(&scenario));
+    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let collect = Arc::new(Collect::default());
+    let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
+    let prompter: Arc<dyn runbook_core::effects::Prompter> = match prompter(interrupt.clone()) {
+        Some(meddler) => Arc::new(meddler),
+        None => Arc::new(FixedAnswer(Answer::Yes)),
+    };
+    let effects = world.effects(
+        prompter,
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+        collect.clone(),
+    );
+    let options = RunOptions {
+        interrupt: Some(interrupt.clone()),
+        ..options("t", 4, false, catalog)
+    };
+    let report = paused(async move {
+        let run = tokio::spawn(execute(plan, effects, options));
+        if let Some(at) = drain_at {
+            tokio::time::sleep(at).await;
+            interrupt.drain("test shutdown");
+        }
+        run.await.expect("run")
+    });
+    Harness {
+        world,
+        collect,
+        report,
+    }
+}
+
+fn interrupted_by(collect: &Collect) -> Option<(bool, String)> {
+    events(collect).iter().find_map(|r| match &r.event {
+        Event::Interrupted { roll_back, by } => Some((*roll_back, by.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_drain_lets_the_step_in_flight_finish_starts_no_other_and_undoes_nothing() {
+    let text = head(
+        "drain",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: check, verify: app.status.healthy, interval: 10s, timeout: 10m}
+    - {id: never, scale: {name: worker, replicas: 9}}
+  facts:
+    - {name: app.status, exec: {namespace: shop, pod: api-0, command: [app, status]}}
+",
+    );
+    // Healthy from the fourth poll on (30 s in); the drain comes 15 s in.
+    let h = run_interruptible(
+        &text,
+        ("after: {step: fix}", "after: {calls: 3}"),
+        |_| None,
+        Some(Duration::from_secs(15)),
+    );
+    assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
+    assert_eq!(status(&h.report, "check"), StepStatus::Succeeded);
+    assert_eq!(status(&h.report, "never"), StepStatus::NotRun);
+    assert!(h.report.undos.is_empty());
+    assert_eq!(replicas(&h.world, "api"), 5, "nothing is undone");
+    assert_eq!(replicas(&h.world, "worker"), 1);
+    assert_eq!(
+        interrupted_by(&h.collect),
+        Some((false, "test shutdown".to_owned()))
+    );
+    assert!(
+        h.report.message.contains("runbook resume t"),
+        "{}",
+        h.report.message
+    );
+}
+
+#[test]
+fn a_drain_at_a_gate_leaves_it_unanswered_and_the_run_paused() {
+    let text = head(
+        "gate-drain",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: scale-worker, confirm: Scale the workers?, scale: {name: worker, replicas: 9}}
+",
+    );
+    let h = run_interruptible(
+        &text,
+        ("", ""),
+        |interrupt| {
+            Some(Meddler {
+                interrupt,
+                drain: true,
+                answer: Answer::Paused,
+            })
+        },
+        None,
+    );
+    assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
+    assert_eq!(status(&h.report, "scale-worker"), StepStatus::NotRun);
+    assert_eq!(replicas(&h.world, "api"), 5);
+    assert_eq!(replicas(&h.world, "worker"), 1);
+    let records = events(&h.collect);
+    assert!(records
+        .iter()
+        .any(|r| matches!(&r.event, Event::GatePaused { step, .. } if step == "scale-worker")));
+    assert!(!records
+        .iter()
+        .any(|r| matches!(r.event, Event::GateAnswered { .. })));
+    assert_eq!(
+        interrupted_by(&h.collect),
+        Some((false, "test shutdown".to_owned()))
+    );
+}
+
+#[test]
+fn ctrl_c_at_a_gate_stops_the_run_instead_of_calling_it_a_success() {
+    let text = head(
+        "gate-ctrl-c",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: scale-worker, confirm: Scale the workers?, scale: {name: worker, replicas: 9}}
+",
+    );
+    let h = run_interruptible(
+        &text,
+        ("", ""),
+        |interrupt| {
+            Some(Meddler {
+                interrupt,
+                drain: false,
+                // Ctrl-C while the question was on screen, then `y`.
+                answer: Answer::Yes,
+            })
+        },
+        None,
+    );
+    assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
+    assert_eq!(status(&h.report, "scale-worker"), StepStatus::NotRun);
+    assert_eq!(replicas(&h.world, "worker"), 1);
+}
