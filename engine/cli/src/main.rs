@@ -1,6 +1,8 @@
 //! The `runbook` command line: thin commands over the one compiler in `runbook-core`.
 
+mod client;
 mod exit;
+mod serve;
 mod world;
 
 use std::io::{IsTerminal, Write as _};
@@ -152,6 +154,70 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Serve Alertmanager webhooks: matching alerts start their runbooks.
+    Serve {
+        /// The address to listen on (port 0 picks a free one; the log says which).
+        #[arg(long, default_value = "127.0.0.1:9095", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// A file holding the bearer token every endpoint but /healthz requires (default: one
+        /// is made and kept in STATE_DIR/serve.token).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Run against a simulated cluster loaded from a scenario file.
+        #[arg(long, value_name = "SCENARIO")]
+        simulate: Option<PathBuf>,
+        /// The namespace for objects whose runbook names none.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// Runs executed at the same time.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Steps of one run executed at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+        /// Runs waiting for a worker; when full, new alerts get 503 with Retry-After.
+        #[arg(long, default_value_t = 256)]
+        queue: usize,
+        /// Runs one runbook may start per --run-cap-window.
+        #[arg(long, default_value_t = 10)]
+        run_cap: usize,
+        #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+        run_cap_window: std::time::Duration,
+        /// Retry-After of a 503.
+        #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        retry_after: std::time::Duration,
+        /// On SIGTERM, how long runs in flight may take to finish their current steps.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+        shutdown_grace: std::time::Duration,
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
+    /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
+    Approve {
+        run_id: String,
+        /// Refuse instead: the run stops there, nothing undone.
+        #[arg(long)]
+        deny: bool,
+        /// The step whose gate is meant (refused if the run waits elsewhere).
+        #[arg(long, value_name = "STEP")]
+        step: Option<String>,
+        /// The server's address.
+        #[arg(
+            long,
+            env = "RUNBOOK_SERVER",
+            default_value = "http://127.0.0.1:9095",
+            value_name = "URL"
+        )]
+        server: String,
+        /// The bearer token's file (default: STATE_DIR/serve.token).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// The JSON Schema for runbooks and fact libraries.
     Schema,
     /// Shell completions.
@@ -191,6 +257,17 @@ enum OutputFormat {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as 30s or 1h: {e}"))
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum GraphFormat {
     Dot,
@@ -198,14 +275,17 @@ enum GraphFormat {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` sets up its own (structured) logs.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = match cli.command {
         Command::Validate {
             paths,
@@ -263,6 +343,53 @@ fn main() -> ExitCode {
             state_dir,
             output,
         } => show(&run_id, state_dir.as_deref(), output),
+        Command::Serve {
+            listen,
+            token_file,
+            state_dir,
+            simulate,
+            namespace,
+            workers,
+            parallelism,
+            queue,
+            run_cap,
+            run_cap_window,
+            retry_after,
+            shutdown_grace,
+            log_format,
+        } => serve::serve(
+            &cli.dir,
+            serve::ServeArgs {
+                listen,
+                token_file,
+                state_dir: world::state_dir(state_dir.as_deref()),
+                simulate,
+                namespace,
+                workers,
+                parallelism,
+                queue,
+                run_cap,
+                run_cap_window,
+                retry_after,
+                shutdown_grace,
+                json_logs: log_format == LogFormat::Json,
+            },
+        ),
+        Command::Approve {
+            run_id,
+            deny,
+            step,
+            server,
+            token_file,
+            state_dir,
+        } => client::approve(
+            &server,
+            &run_id,
+            !deny,
+            step.as_deref(),
+            token_file.as_deref(),
+            &world::state_dir(state_dir.as_deref()),
+        ),
         Command::Schema => schema(),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -709,12 +836,7 @@ fn drive(
     };
     let world = Arc::new(runbook_core::sim::SimWorld::new(&scenario));
 
-    let params = serde_json::to_string(&plan.bindings.values).unwrap_or_default();
-    let target = format!(
-        "{}-{}",
-        plan.runbook.name,
-        hex(&sha2::Sha256::digest(params.as_bytes())[..6])
-    );
+    let target = lock_target(&plan.runbook, &plan.bindings);
     // A dry-run changes nothing, so it needs no lock and never blocks a real run.
     let _lock = if args.dry_run {
         None
@@ -906,6 +1028,17 @@ struct ResumeArgs {
     rollback: bool,
     assume_done: Vec<String>,
     rerun: Vec<String>,
+}
+
+/// What the run lock (and `serve`'s de-duplication) is keyed on: the runbook and its params.
+fn lock_target(runbook: &Runbook, bindings: &runbook_core::bind::Bindings) -> String {
+    use sha2::Digest as _;
+    let params = serde_json::to_string(&bindings.values).unwrap_or_default();
+    format!(
+        "{}-{}",
+        runbook.name,
+        hex(&sha2::Sha256::digest(params.as_bytes())[..6])
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {

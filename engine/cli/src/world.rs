@@ -122,12 +122,18 @@ pub fn describe(event: &Event) -> Option<String> {
             "step {step} verify poll {poll}: {}",
             if *held { "true" } else { "not yet" }
         ),
+        Event::GatePaused { step, question } => {
+            format!("gate of step {step} (\"{question}\"): waiting for `runbook approve` (paused)")
+        }
         Event::GateAnswered {
             step,
             question,
             answer,
             by,
         } => format!("gate of step {step} (\"{question}\"): {answer} (by {by})"),
+        Event::AlertResolved { alert, fingerprint } => {
+            format!("alert {alert} ({fingerprint}) resolved while the run goes on")
+        }
         Event::StepFinished {
             step,
             result,

@@ -1,0 +1,194 @@
+//! Prometheus metrics of `runbook serve`, in the OpenMetrics text format Prometheus scrapes.
+//!
+//! The `prometheus-client` crate (the Prometheus project's own Rust client) does the encoding
+//! and keeps each counter a lock-free atomic, so counting adds nothing measurable to intake.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunbookLabel {
+    pub runbook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub runbook: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub runbook: String,
+    pub outcome: String,
+}
+
+type HistogramFamily = Family<RunbookLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.1 s to about 7 hours.
+    Histogram::new(exponential_buckets(0.1, 3.0, 12))
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook requests by HTTP status: every payload is accounted for here.
+    pub payloads: Family<CodeLabel, Counter>,
+    /// Alerts in accepted payloads, by status (firing, resolved).
+    pub alerts_received: Family<StatusLabel, Counter>,
+    /// Firing alerts that matched a trigger, by runbook.
+    pub alerts_matched: Family<RunbookLabel, Counter>,
+    /// Firing alerts that matched no trigger.
+    pub alerts_unmatched: Counter,
+    /// Matched alerts that joined a run already queued or running, or fell in its cooldown.
+    pub alerts_deduplicated: Family<ReasonLabels, Counter>,
+    /// Matched alerts refused: a label failed its param's validation, the runbook's run cap,
+    /// a full queue, or a run already going on outside the server.
+    pub alerts_rejected: Family<ReasonLabels, Counter>,
+    /// Resolved alerts that cancelled a queued run or were recorded against a running one.
+    pub alerts_resolved: Family<ReasonLabels, Counter>,
+    pub runs_started: Family<RunbookLabel, Counter>,
+    /// Finished runs by outcome (succeeded, rolled-back, failed, ...).
+    pub runs_finished: Family<OutcomeLabels, Counter>,
+    /// Queued runs that never started (cancelled by a resolved alert, or dropped at shutdown).
+    pub runs_cancelled: Family<ReasonLabels, Counter>,
+    pub queue_depth: Gauge,
+    pub runs_running: Gauge,
+    pub runs_waiting_approval: Gauge,
+    pub run_duration: HistogramFamily,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("runbook");
+        let payloads = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests received, by HTTP status",
+            payloads.clone(),
+        );
+        let alerts_received = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "alerts_received",
+            "Alerts in accepted webhook payloads, by status",
+            alerts_received.clone(),
+        );
+        let alerts_matched = Family::<RunbookLabel, Counter>::default();
+        registry.register(
+            "alerts_matched",
+            "Firing alerts that matched a runbook's trigger",
+            alerts_matched.clone(),
+        );
+        let alerts_unmatched = Counter::default();
+        registry.register(
+            "alerts_unmatched",
+            "Firing alerts that matched no trigger",
+            alerts_unmatched.clone(),
+        );
+        let alerts_deduplicated = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "alerts_deduplicated",
+            "Matched alerts that joined a queued or running run, or fell within its cooldown",
+            alerts_deduplicated.clone(),
+        );
+        let alerts_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "alerts_rejected",
+            "Matched alerts that started no run: invalid label, run cap, full queue, or a run outside the server",
+            alerts_rejected.clone(),
+        );
+        let alerts_resolved = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "alerts_resolved",
+            "Resolved alerts, by what they did to the run they belong to",
+            alerts_resolved.clone(),
+        );
+        let runs_started = Family::<RunbookLabel, Counter>::default();
+        registry.register("runs_started", "Runs started", runs_started.clone());
+        let runs_finished = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "runs_finished",
+            "Runs finished, by outcome",
+            runs_finished.clone(),
+        );
+        let runs_cancelled = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "runs_cancelled",
+            "Queued runs that never started",
+            runs_cancelled.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Runs waiting for a worker",
+            queue_depth.clone(),
+        );
+        let runs_running = Gauge::default();
+        registry.register("runs_running", "Runs in progress", runs_running.clone());
+        let runs_waiting_approval = Gauge::default();
+        registry.register(
+            "runs_waiting_approval",
+            "Runs paused at a confirmation gate, waiting for `runbook approve`",
+            runs_waiting_approval.clone(),
+        );
+        let run_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "run_duration_seconds",
+            "How long runs took, from start to outcome",
+            run_duration.clone(),
+        );
+        Self {
+            registry,
+            payloads,
+            alerts_received,
+            alerts_matched,
+            alerts_unmatched,
+            alerts_deduplicated,
+            alerts_rejected,
+            alerts_resolved,
+            runs_started,
+            runs_finished,
+            runs_cancelled,
+            queue_depth,
+            runs_running,
+            runs_waiting_approval,
+            run_duration,
+        }
+    }
+
+    /// The text Prometheus scrapes.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+pub fn runbook(name: &str) -> RunbookLabel {
+    RunbookLabel {
+        runbook: name.to_owned(),
+    }
+}
+
+pub fn reason(runbook: &str, reason: &str) -> ReasonLabels {
+    ReasonLabels {
+        runbook: runbook.to_owned(),
+        reason: reason.to_owned(),
+    }
+}

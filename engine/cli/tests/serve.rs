@@ -1,0 +1,801 @@
+//! `runbook serve` from the outside: real HTTP requests on loopback against the binary, running
+//! the fixture runbooks in `tests/fixtures/serve/` against a simulated cluster. The requests are
+//! written by hand on a `TcpStream`, so what goes over the wire is exactly what the test says.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+
+const TOKEN: &str = "test-token-4f1c9a";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve")
+}
+
+struct Server {
+    child: Child,
+    address: String,
+    state: tempfile::TempDir,
+    token_file: PathBuf,
+    logs: Arc<Mutex<Vec<Json>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `runbook serve` on a free port and waits for its "listening" log line.
+fn start(extra: &[&str]) -> Server {
+    let state = tempfile::tempdir().expect("tempdir");
+    let token_file = state.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(fixtures().join("runbooks"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--simulate")
+        .arg(fixtures().join("world.scenario.yaml"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn runbook serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let parsed: Json = serde_json::from_str(&line)
+                .unwrap_or_else(|_| json!({ "message": line, "unstructured": true }));
+            if parsed["message"] == "listening" {
+                let _ = tx.send(parsed["address"].as_str().unwrap_or_default().to_owned());
+            }
+            sink.lock().unwrap().push(parsed);
+        }
+    });
+    let address = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(address) => address,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the server did not start: {:?}", logs.lock().unwrap());
+        }
+    };
+    Server {
+        child,
+        address,
+        state,
+        token_file,
+        logs,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Json {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+}
+
+impl Server {
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(&self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.address,
+            body.len()
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        // The server may answer (413, 401) before reading a large body; a reset then is fine.
+        let _ = stream.write_all(body);
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (headers, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+        let status = headers
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {headers}"));
+        Reply {
+            status,
+            headers: headers.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+
+    fn post_alerts(&self, payload: &Json) -> Reply {
+        self.request(
+            "POST",
+            "/api/v1/alerts",
+            Some(TOKEN),
+            payload.to_string().as_bytes(),
+        )
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, Some(TOKEN), b"")
+    }
+
+    /// Polls a run until `done` holds (20 s at most).
+    fn wait_run(&self, id: &str, what: &str, done: impl Fn(&Json) -> bool) -> Json {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let run = self.get(&format!("/api/v1/runs/{id}")).json();
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never became {what}: {run:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_finished(&self, id: &str) -> Json {
+        self.wait_run(id, "finished", |run| {
+            run["state"] == "finished" || run["state"] == "cancelled"
+        })
+    }
+
+    /// One sample of `/metrics`, 0 when absent.
+    fn metric(&self, sample: &str) -> f64 {
+        let text = self.get("/metrics").body;
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    fn logs(&self) -> Vec<Json> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Whether a log line satisfying `wanted` arrives within 10 s (the reader thread may lag).
+    fn logged(&self, wanted: impl Fn(&Json) -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.logs().iter().any(&wanted) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn journal(&self, run: &str) -> Vec<Json> {
+        let path = self.state.path().join("runs").join(format!("{run}.jsonl"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("journal line"))
+            .collect()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// An Alertmanager webhook payload (version 4) of `alerts`: (status, labels, annotations).
+fn payload(group: &str, alerts: &[(&str, Json, Json)]) -> Json {
+    let alerts: Vec<Json> = alerts
+        .iter()
+        .map(|(status, labels, annotations)| {
+            let fingerprint = format!(
+                "{:016x}",
+                labels.to_string().bytes().fold(0xcbf29ce484222325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+                })
+            );
+            json!({
+                "status": status,
+                "labels": labels,
+                "annotations": annotations,
+                "startsAt": "2026-11-22T03:00:00Z",
+                "endsAt": if *status == "resolved" { "2026-11-22T03:10:00Z" } else { "0001-01-01T00:00:00Z" },
+                "generatorURL": "http://prometheus:9090/graph",
+                "fingerprint": fingerprint,
+            })
+        })
+        .collect();
+    let status = if alerts.iter().any(|a| a["status"] == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
+    json!({
+        "version": "4",
+        "groupKey": format!("{{}}:{{group=\"{group}\"}}"),
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "runbook",
+        "groupLabels": {"group": group},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts,
+    })
+}
+
+fn api_down(deployment: &str) -> Json {
+    json!({"alertname": "ApiDown", "severity": "critical", "namespace": "shop", "deployment": deployment})
+}
+
+fn results(reply: &Reply) -> Vec<Json> {
+    reply.json()["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_firing_alert_starts_its_runbook_with_params_from_labels() {
+    let server = start(&[]);
+    let reply = server.post_alerts(&payload("a", &[("firing", api_down("api"), json!({}))]));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let results = results(&reply);
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0]["runbook"], "restart-api");
+    assert_eq!(results[0]["decision"], "queued");
+    let id = results[0]["run"].as_str().expect("run id").to_owned();
+
+    let run = server.wait_finished(&id);
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    assert_eq!(
+        run["params"],
+        json!({"namespace": "shop", "deployment": "api"})
+    );
+    // The journal says what was done, to which object.
+    let events = server.journal(&id);
+    assert_eq!(events[0]["event"], "run-started");
+    assert_eq!(events[0]["trigger"]["alert"], "ApiDown");
+    assert_eq!(events[0]["trigger"]["labels"]["deployment"], "api");
+    assert!(
+        events.iter().any(|e| e["event"] == "step-finished"
+            && e["step"] == "restart"
+            && e["result"] == "succeeded"),
+        "{events:#?}"
+    );
+    let started = events
+        .iter()
+        .find(|e| e["event"] == "step-started" && e["step"] == "restart")
+        .expect("restart started");
+    assert!(
+        started["summary"].as_str().unwrap().contains("shop/api"),
+        "{started}"
+    );
+    // The API shows the same events; the structured log carries the run id.
+    let shown = server.get(&format!("/api/v1/runs/{id}")).json();
+    assert_eq!(shown["events"].as_array().unwrap().len(), events.len());
+    let listed = server.get("/api/v1/runs").json();
+    assert_eq!(listed["runs"][0]["id"], id.as_str());
+    assert!(server.logged(|l| l["message"] == "run finished" && l["run_id"] == id.as_str()));
+    assert_eq!(
+        server.metric("runbook_runs_finished_total{runbook=\"restart-api\",outcome=\"succeeded\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("runbook_alerts_matched_total{runbook=\"restart-api\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn alerts_that_match_no_trigger_start_nothing() {
+    let server = start(&[]);
+    let reply = server.post_alerts(&payload(
+        "b",
+        &[
+            // Another alert name.
+            ("firing", json!({"alertname": "DiskFull", "severity": "critical"}), json!({})),
+            // The right name, but the matcher `severity=~"critical|page"` (anchored) fails.
+            (
+                "firing",
+                json!({"alertname": "ApiDown", "severity": "critical-ish", "namespace": "shop", "deployment": "api"}),
+                json!({}),
+            ),
+        ],
+    ));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert_eq!(reply.json()["alerts"], 2);
+    assert!(results(&reply).is_empty(), "{}", reply.body);
+    assert_eq!(server.metric("runbook_alerts_unmatched_total"), 2.0);
+    assert_eq!(server.get("/api/v1/runs").json()["runs"], json!([]));
+    assert!(!server.state.path().join("runs").exists());
+}
+
+#[test]
+fn duplicates_join_the_running_run_and_cooldown_holds_off_a_second() {
+    let server = start(&[]);
+    // The same alert in one payload twice, and in another group: one run.
+    let first = server.post_alerts(&payload(
+        "g1",
+        &[
+            ("firing", api_down("api"), json!({})),
+            ("firing", api_down("api"), json!({})),
+        ],
+    ));
+    assert_eq!(first.status, 202);
+    let results1 = results(&first);
+    assert_eq!(results1[0]["decision"], "queued");
+    assert_eq!(results1[1]["decision"], "duplicate", "{results1:?}");
+    let id = results1[0]["run"].as_str().unwrap().to_owned();
+    assert_eq!(results1[1]["run"], id.as_str());
+    let other_group = server.post_alerts(&payload("g2", &[("firing", api_down("api"), json!({}))]));
+    let decision = results(&other_group)[0]["decision"].clone();
+    assert!(
+        decision == "duplicate" || decision == "cooldown",
+        "{}",
+        other_group.body
+    );
+    assert_eq!(results(&other_group)[0]["run"], id.as_str());
+    server.wait_finished(&id);
+
+    // Finished, but within the trigger's 10m cooldown: still no second run.
+    let again = server.post_alerts(&payload("g1", &[("firing", api_down("api"), json!({}))]));
+    let result = &results(&again)[0];
+    assert_eq!(result["decision"], "cooldown", "{result}");
+    assert_eq!(result["run"], id.as_str());
+    assert!(result["reason"].as_str().unwrap().contains("cooldown"));
+
+    // Other params are another run.
+    let web = server.post_alerts(&payload("g1", &[("firing", api_down("web"), json!({}))]));
+    let web_result = &results(&web)[0];
+    assert_eq!(web_result["decision"], "queued");
+    server.wait_finished(web_result["run"].as_str().unwrap());
+
+    assert_eq!(
+        server.metric("runbook_runs_started_total{runbook=\"restart-api\"}"),
+        2.0
+    );
+    assert_eq!(
+        server.metric(
+            "runbook_alerts_deduplicated_total{runbook=\"restart-api\",reason=\"in-progress\"}"
+        ) + server.metric(
+            "runbook_alerts_deduplicated_total{runbook=\"restart-api\",reason=\"cooldown\"}"
+        ),
+        3.0
+    );
+    // The run lists every alert that asked for it.
+    let run = server.get(&format!("/api/v1/runs/{id}")).json();
+    assert_eq!(run["alerts"].as_array().unwrap().len(), 4, "{run:#}");
+}
+
+fn shard(name: &str) -> Json {
+    json!({"alertname": "ShardBacklog", "shard": name})
+}
+
+#[test]
+fn a_full_queue_pushes_back_and_a_resolved_alert_cancels_its_queued_run() {
+    let server = start(&["--workers", "1", "--queue", "1", "--retry-after", "15s"]);
+    let a = server.post_alerts(&payload("s", &[("firing", shard("a"), json!({}))]));
+    let run_a = results(&a)[0]["run"].as_str().unwrap().to_owned();
+    // The one worker is busy with shard a for about two seconds.
+    server.wait_run(&run_a, "running", |run| run["state"] == "running");
+    let b = server.post_alerts(&payload("s", &[("firing", shard("b"), json!({}))]));
+    assert_eq!(b.status, 202);
+    let run_b = results(&b)[0]["run"].as_str().unwrap().to_owned();
+    assert_eq!(
+        server.get(&format!("/api/v1/runs/{run_b}")).json()["state"],
+        "queued"
+    );
+    assert_eq!(server.metric("runbook_queue_depth"), 1.0);
+
+    let c = server.post_alerts(&payload("s", &[("firing", shard("c"), json!({}))]));
+    assert_eq!(c.status, 503, "{}", c.body);
+    assert_eq!(c.header("retry-after").as_deref(), Some("15"));
+    assert_eq!(results(&c)[0]["decision"], "queue-full");
+
+    // Shard b's alert resolves before its run starts: the run is cancelled.
+    let resolved = server.post_alerts(&payload("s", &[("resolved", shard("b"), json!({}))]));
+    assert_eq!(resolved.status, 202);
+    let result = &results(&resolved)[0];
+    assert_eq!(result["decision"], "cancelled", "{result}");
+    assert_eq!(result["run"], run_b.as_str());
+    let cancelled = server.get(&format!("/api/v1/runs/{run_b}")).json();
+    assert_eq!(cancelled["state"], "cancelled");
+    assert!(cancelled["message"].as_str().unwrap().contains("resolved"));
+    assert_eq!(server.metric("runbook_queue_depth"), 0.0);
+
+    // Shard a's alert resolves while its run goes on: recorded, not stopped.
+    let resolved_a = server.post_alerts(&payload("s", &[("resolved", shard("a"), json!({}))]));
+    assert_eq!(results(&resolved_a)[0]["decision"], "recorded");
+    let run = server.wait_finished(&run_a);
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    let events = server.journal(&run_a);
+    assert!(
+        events.iter().any(|e| e["event"] == "alert-resolved"),
+        "{events:#?}"
+    );
+    assert!(!server
+        .state
+        .path()
+        .join("runs")
+        .join(format!("{run_b}.jsonl"))
+        .exists());
+    assert_eq!(
+        server.metric("runbook_webhook_requests_total{code=\"503\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("runbook_runs_cancelled_total{runbook=\"slow-shard\",reason=\"resolved\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn every_endpoint_but_healthz_needs_the_token() {
+    let server = start(&[]);
+    let body = payload("x", &[("firing", api_down("api"), json!({}))]).to_string();
+    for (method, path) in [
+        ("POST", "/api/v1/alerts"),
+        ("GET", "/api/v1/runs"),
+        ("GET", "/api/v1/runs/some-run"),
+        ("POST", "/api/v1/runs/some-run/approve"),
+        ("GET", "/metrics"),
+    ] {
+        let missing = server.request(method, path, None, body.as_bytes());
+        assert_eq!(missing.status, 401, "{method} {path} without a token");
+        assert!(missing.header("www-authenticate").is_some());
+        let wrong = server.request(method, path, Some("test-token-4f1c9b"), body.as_bytes());
+        assert_eq!(wrong.status, 401, "{method} {path} with a wrong token");
+        let prefix = server.request(method, path, Some("test-token"), body.as_bytes());
+        assert_eq!(
+            prefix.status, 401,
+            "{method} {path} with a prefix of the token"
+        );
+    }
+    let health = server.request("GET", "/healthz", None, b"");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body, "ok\n");
+    // Nothing was started by the refused requests.
+    assert_eq!(server.get("/api/v1/runs").json()["runs"], json!([]));
+    assert_eq!(
+        server.metric("runbook_webhook_requests_total{code=\"401\"}"),
+        3.0
+    );
+}
+
+#[test]
+fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
+    let server = start(&[]);
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let reply = server.request("POST", "/api/v1/alerts", Some(TOKEN), &big);
+    assert_eq!(reply.status, 413, "{}", reply.body);
+
+    let malformed = server.request(
+        "POST",
+        "/api/v1/alerts",
+        Some(TOKEN),
+        b"{\"version\": \"4\",",
+    );
+    assert_eq!(malformed.status, 400);
+    let reason = malformed.json()["error"].as_str().unwrap().to_owned();
+    assert!(reason.contains("line 1 column"), "{reason}");
+
+    let mut old = payload("x", &[("firing", api_down("api"), json!({}))]);
+    old["version"] = json!("3");
+    let reply = server.post_alerts(&old);
+    assert_eq!(reply.status, 400);
+    assert!(reply.json()["error"].as_str().unwrap().contains("version"));
+
+    let wrong_shape = server.request(
+        "POST",
+        "/api/v1/alerts",
+        Some(TOKEN),
+        b"{\"version\":\"4\",\"alerts\":{}}",
+    );
+    assert_eq!(wrong_shape.status, 400, "{}", wrong_shape.body);
+
+    assert_eq!(server.get("/api/v1/runs").json()["runs"], json!([]));
+    assert_eq!(
+        server.metric("runbook_webhook_requests_total{code=\"400\"}"),
+        3.0
+    );
+    assert_eq!(
+        server.metric("runbook_webhook_requests_total{code=\"413\"}"),
+        1.0
+    );
+    // The server is still up and serving.
+    let ok = server.post_alerts(&payload("x", &[("firing", api_down("api"), json!({}))]));
+    assert_eq!(ok.status, 202);
+}
+
+const HOSTILE: [&str; 4] = ["x; rm -rf /", "$(id)", "`reboot`", "line one\nline two"];
+
+#[test]
+fn a_hostile_label_is_refused_by_its_params_pattern() {
+    let server = start(&[]);
+    for value in HOSTILE {
+        let reply = server.post_alerts(&payload("h", &[("firing", api_down(value), json!({}))]));
+        assert_eq!(reply.status, 202);
+        let result = &results(&reply)[0];
+        assert_eq!(result["decision"], "rejected", "{value:?}: {result}");
+        assert!(
+            result["reason"].as_str().unwrap().contains("deployment"),
+            "{result}"
+        );
+        assert!(result.get("run").is_none());
+    }
+    assert_eq!(server.get("/api/v1/runs").json()["runs"], json!([]));
+    assert_eq!(
+        server.metric(
+            "runbook_alerts_rejected_total{runbook=\"restart-api\",reason=\"invalid-params\"}"
+        ),
+        4.0
+    );
+    assert!(server.logged(|l| l["level"] == "WARN"
+        && l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("deployment"))));
+}
+
+#[test]
+fn a_hostile_annotation_reaches_a_command_as_one_argv_element() {
+    let server = start(&[]);
+    for (n, value) in HOSTILE.iter().enumerate() {
+        let reply = server.post_alerts(&payload(
+            &format!("n{n}"),
+            &[(
+                "firing",
+                json!({"alertname": "IncidentNote", "n": n.to_string()}),
+                json!({"summary": value}),
+            )],
+        ));
+        let result = &results(&reply)[0];
+        assert_eq!(result["decision"], "queued", "{result}");
+        let id = result["run"].as_str().unwrap().to_owned();
+        let run = server.wait_finished(&id);
+        // The simulated command answers only to exactly [incident-log, --summary, VALUE].
+        assert_eq!(run["outcome"], "succeeded", "{value:?}: {run:#}");
+        let events = server.journal(&id);
+        let finished = events
+            .iter()
+            .find(|e| e["event"] == "step-finished" && e["step"] == "record")
+            .expect("record finished");
+        assert_eq!(finished["output"], format!("recorded {}", n + 1));
+    }
+}
+
+fn overloaded(name: &str, deployment: &str) -> Json {
+    json!({"alertname": name, "deployment": deployment})
+}
+
+#[test]
+fn a_gate_pauses_until_approved_over_http_or_by_runbook_approve() {
+    let server = start(&[]);
+    let reply = server.post_alerts(&payload(
+        "o",
+        &[("firing", overloaded("ApiOverloaded", "api"), json!({}))],
+    ));
+    let id = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+    let waiting = server.wait_run(&id, "waiting at its gate", |run| {
+        run["state"] == "waiting-approval"
+    });
+    assert_eq!(waiting["gate"]["step"], "scale");
+    assert_eq!(
+        waiting["gate"]["question"],
+        "Scale api in shop to 3 replicas?"
+    );
+    let events = server.journal(&id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "gate-paused" && e["step"] == "scale"),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e["event"] == "step-started"));
+    assert_eq!(server.metric("runbook_runs_waiting_approval"), 1.0);
+
+    // The wrong step is refused; so is approving a run that does not wait.
+    let wrong = server.request(
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        Some(TOKEN),
+        br#"{"step": "other"}"#,
+    );
+    assert_eq!(wrong.status, 409, "{}", wrong.body);
+
+    // `runbook approve` goes through the same endpoint with the same token.
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["approve", &id, "--server"])
+        .arg(format!("http://{}", server.address))
+        .arg("--token-file")
+        .arg(&server.token_file)
+        .output()
+        .expect("runbook approve");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("gate of step scale answered yes"));
+    let run = server.wait_finished(&id);
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    let events = server.journal(&id);
+    let answered = events
+        .iter()
+        .find(|e| e["event"] == "gate-answered")
+        .expect("gate answered");
+    assert_eq!(answered["answer"], "yes");
+    assert!(answered["by"]
+        .as_str()
+        .unwrap()
+        .starts_with("approve: runbook approve"));
+    let again = server.request(
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        Some(TOKEN),
+        b"",
+    );
+    assert_eq!(again.status, 409);
+    let unknown = server.request("POST", "/api/v1/runs/no-such-run/approve", Some(TOKEN), b"");
+    assert_eq!(unknown.status, 404);
+
+    // Refused over HTTP: the run stops at the gate, nothing is changed.
+    let reply = server.post_alerts(&payload(
+        "o",
+        &[("firing", overloaded("ApiOverloaded", "web"), json!({}))],
+    ));
+    let denied = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+    server.wait_run(&denied, "waiting", |run| run["state"] == "waiting-approval");
+    let no = server.request(
+        "POST",
+        &format!("/api/v1/runs/{denied}/approve"),
+        Some(TOKEN),
+        br#"{"approve": false, "step": "scale", "by": "alice"}"#,
+    );
+    assert_eq!(no.status, 200, "{}", no.body);
+    let run = server.wait_finished(&denied);
+    assert_eq!(run["outcome"], "stopped", "{run:#}");
+    assert!(!server
+        .journal(&denied)
+        .iter()
+        .any(|e| e["event"] == "step-started"));
+
+    // `autoApprove: true` on the trigger: no pause.
+    let reply = server.post_alerts(&payload(
+        "o",
+        &[(
+            "firing",
+            overloaded("ApiOverloadedAuto", "worker"),
+            json!({}),
+        )],
+    ));
+    let auto = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+    let run = server.wait_finished(&auto);
+    assert_eq!(run["outcome"], "succeeded");
+    let events = server.journal(&auto);
+    assert!(!events.iter().any(|e| e["event"] == "gate-paused"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "gate-answered" && e["by"] == "autoApprove (trigger)"));
+}
+
+#[test]
+fn sigterm_lets_runs_finish_their_step_pause_them_and_stop() {
+    let mut server = start(&[]);
+    let slow = server.post_alerts(&payload("s", &[("firing", shard("a"), json!({}))]));
+    let slow_id = results(&slow)[0]["run"].as_str().unwrap().to_owned();
+    let gated = server.post_alerts(&payload(
+        "o",
+        &[("firing", overloaded("ApiOverloaded", "api"), json!({}))],
+    ));
+    let gated_id = results(&gated)[0]["run"].as_str().unwrap().to_owned();
+    server.wait_run(&gated_id, "waiting", |run| {
+        run["state"] == "waiting-approval"
+    });
+    server.wait_run(&slow_id, "in its verify step", |run| {
+        run["state"] == "running"
+            && run["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["event"] == "step-started"))
+    });
+
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+
+    // The slow run finished the step it was in, and started no other.
+    let events = server.journal(&slow_id);
+    let finished: Vec<&Json> = events
+        .iter()
+        .filter(|e| e["event"] == "step-finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{events:#?}");
+    assert_eq!(finished[0]["step"], "wait-drained");
+    assert_eq!(finished[0]["result"], "succeeded");
+    let interrupted = events
+        .iter()
+        .find(|e| e["event"] == "interrupted")
+        .expect("interrupted");
+    assert_eq!(interrupted["rollBack"], false);
+    assert_eq!(interrupted["by"], "server shutdown (SIGTERM)");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "run-finished");
+    assert_eq!(last["outcome"], "stopped");
+    assert!(last["message"].as_str().unwrap().contains("runbook resume"));
+
+    // The gated run was paused at its gate, unanswered.
+    let events = server.journal(&gated_id);
+    assert!(events.iter().any(|e| e["event"] == "interrupted"));
+    assert!(!events.iter().any(|e| e["event"] == "gate-answered"));
+    assert_eq!(events.last().unwrap()["outcome"], "stopped");
+    assert!(server.logged(|l| l["message"] == "stopped" && l["signal"] == "SIGTERM"));
+
+    // `runbook resume` goes on from where the slow run stopped.
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(fixtures().join("runbooks"))
+        .args(["resume", &slow_id, "--yes", "--state-dir"])
+        .arg(server.state.path())
+        .arg("--simulate")
+        .arg(fixtures().join("world.scenario.yaml"))
+        .output()
+        .expect("runbook resume");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let events = server.journal(&slow_id);
+    assert!(events.iter().any(|e| e["event"] == "step-finished"
+        && e["step"] == "scale-down"
+        && e["result"] == "succeeded"));
+    assert!(!events
+        .iter()
+        .skip_while(|e| e["event"] != "run-resumed")
+        .any(|e| e["event"] == "step-started" && e["step"] == "wait-drained"));
+}
