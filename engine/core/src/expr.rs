@@ -7,7 +7,7 @@
 //! compiled; the names they read (`openbao.status.sealed`, `params.namespace`) are pulled out
 //! of the AST so the checker can tell the author about facts and params that do not exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use rhai::{ASTNode, Engine, Expr, OptimizationLevel, AST};
@@ -94,10 +94,49 @@ impl Expression {
     }
 }
 
-/// Every variable read and the chain of properties after it (`a.b.c` -> `[a, b, c]`).
+/// Every variable read and the chain of properties after it (`a.b.c` -> `[a, b, c]`), in the
+/// expression and in the closures it holds.
+///
+/// A closure is compiled into a function whose parameters are the variables it captures
+/// followed by the ones it declares (`|pod| pod.ready == want.ready` becomes
+/// `fn anon(want, pod)`, created by `curry(Fn("anon"), want)`). Inside a closure, only the
+/// declared parameters are locals: a captured `want.ready` is a read of the fact. Outside
+/// every closure, nothing is local, so a closure parameter named like a fact root does not
+/// hide that fact elsewhere in the expression.
 fn references(ast: &AST) -> Vec<Reference> {
-    let mut found: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
+    // How many leading parameters of each closure are captured variables.
+    let mut captured: BTreeMap<String, usize> = BTreeMap::new();
     ast.walk(&mut |path: &[ASTNode]| {
+        let call = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, _))) => Some(call),
+            Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, _))) => Some(call),
+            _ => None,
+        };
+        if let Some(call) = call {
+            if call.name.as_str() == "curry" {
+                if let Some(Expr::DynamicConstant(value, _)) = call.args.first() {
+                    if let Some(pointer) = value.read_lock::<rhai::FnPtr>() {
+                        captured.insert(pointer.fn_name().to_owned(), call.args.len() - 1);
+                    }
+                }
+            }
+        }
+        true
+    });
+    let declared: BTreeSet<String> = ast
+        .iter_fn_def()
+        .flat_map(|function| {
+            let skip = captured.get(function.name.as_str()).copied().unwrap_or(0);
+            function
+                .params
+                .iter()
+                .skip(skip)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut found: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
+    let mut record = |path: &[ASTNode], locals: &BTreeSet<String>| {
         let Some(ASTNode::Expr(expr)) = path.last() else {
             return true;
         };
@@ -118,6 +157,9 @@ fn references(ast: &AST) -> Vec<Reference> {
             _ => return true,
         };
         let (name, position) = root;
+        if locals.contains(&name) {
+            return true;
+        }
         let key = (
             position.line().unwrap_or(1),
             position.position().unwrap_or(1),
@@ -129,21 +171,21 @@ fn references(ast: &AST) -> Vec<Reference> {
             *entry = full;
         }
         true
-    });
-    // Closure parameters (`|pod| pod.ready`) are locals, not facts or params.
-    let locals: Vec<String> = ast
-        .iter_functions()
-        .flat_map(|function| {
-            function
-                .params
-                .iter()
-                .map(|param| param.to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    };
+    // The expression itself, where nothing is local; then every node again, closure bodies
+    // included, where the closures' declared params are locals. (rhai names no type for a
+    // function body outside the crate, so the second walk is over the whole AST; it can only
+    // add references.) A captured variable is passed to `curry` at the position where the
+    // closure reads it, so its longest chain (`want.name`) is the one kept.
+    let outside = BTreeSet::new();
+    for statement in ast.statements() {
+        statement.walk(&mut Vec::new(), &mut |path: &[ASTNode]| {
+            record(path, &outside)
+        });
+    }
+    ast.walk(&mut |path: &[ASTNode]| record(path, &declared));
     found
         .into_iter()
-        .filter(|(_, path)| !locals.contains(&path[0]))
         .map(|((line, column), path)| Reference { path, line, column })
         .collect()
 }
@@ -379,6 +421,42 @@ mod tests {
         assert_eq!(paths("spire.server.healthy"), ["spire.server.healthy"]);
         assert_eq!(paths("flux.list.len() > 0"), ["flux.list"]);
         assert_eq!(paths("x.items.filter(|p| p.ready).len() > 0"), ["x.items"]);
+    }
+
+    #[test]
+    fn a_closure_reads_the_facts_it_captures_and_hides_only_its_own_params() {
+        // `want.name` is captured by the closure: a read of the fact, not a local.
+        let mut found = paths("l.items.filter(|x| x.n == want.name).len() > 0");
+        found.sort();
+        assert_eq!(found, ["l.items", "want.name"]);
+        // A closure param named like a fact root hides it inside the closure only.
+        let mut found =
+            paths("platform.namespaces.filter(|platform| platform.ready).len() == platform.total");
+        found.sort();
+        assert_eq!(found, ["platform.namespaces", "platform.total"]);
+        // Closures in closures: the outer param is local to the inner one too.
+        let found =
+            paths("a.items.filter(|x| x.pods.some(|p| p.node == x.node && p.zone == z.zone))");
+        assert_eq!(found, ["a.items", "z.zone"]);
+    }
+
+    #[test]
+    fn a_captured_fact_is_in_scope_when_the_closure_runs() {
+        let expression =
+            Expression::compile("l.filter(|x| x == want.name).len()").expect("compiles");
+        let engine = sandboxed_engine();
+        let mut scope = rhai::Scope::new();
+        scope.push_constant(
+            "l",
+            rhai::Array::from([rhai::Dynamic::from("a"), rhai::Dynamic::from("b")]),
+        );
+        let mut want = rhai::Map::new();
+        want.insert("name".into(), rhai::Dynamic::from("b"));
+        scope.push_constant("want", want);
+        let count: i64 = engine
+            .eval_ast_with_scope(&mut scope, &expression.ast)
+            .expect("evaluates");
+        assert_eq!(count, 1);
     }
 
     #[test]
