@@ -116,6 +116,8 @@ struct State {
     commands: Vec<Script<Vec<String>, ProcessResponse>>,
     http: Vec<Script<HttpMatch, HttpAnswer>>,
     faults: Vec<FaultState>,
+    /// The scenario's controller changes, and whether each has happened.
+    changes: Vec<(scenario::Change, bool)>,
     mutations: Vec<Mutation>,
     notifications: Vec<Notification>,
     calls: Vec<String>,
@@ -324,6 +326,7 @@ impl SimWorld {
                 commands,
                 http,
                 faults,
+                changes: spec.changes.iter().map(|c| (c.clone(), false)).collect(),
                 mutations: Vec::new(),
                 notifications: Vec::new(),
                 calls: Vec::new(),
@@ -764,7 +767,20 @@ impl Notifier for SimWorld {
 impl StepObserver for SimWorld {
     fn step_finished(&self, step: &str, succeeded: bool) {
         if succeeded {
-            self.lock().finished.insert(step.to_owned());
+            let mut state = self.lock();
+            state.finished.insert(step.to_owned());
+            let due: Vec<scenario::Change> = state
+                .changes
+                .iter_mut()
+                .filter(|(change, applied)| !*applied && change.after.step == step)
+                .map(|(change, applied)| {
+                    *applied = true;
+                    change.clone()
+                })
+                .collect();
+            for change in due {
+                state.store.controller_change(&change.object, change.delete);
+            }
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct TestCase {
     /// Extra command answers, taking precedence over the scenario's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<CommandScript>,
+    /// Extra HTTP answers, taking precedence over the scenario's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<crate::sim::HttpScript>,
     pub expect: Expectation,
 }
 
@@ -94,7 +97,13 @@ pub enum GateAnswer {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Expectation {
-    pub outcome: Outcome,
+    /// How the run ends. Give this or `refused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The params are refused before anything runs (a hostile alert label, a value that
+    /// fails its pattern): a substring of the refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// Each listed step's result.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub steps: BTreeMap<String, ExpectedStep>,
@@ -314,6 +323,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
         .spec
         .commands
         .splice(0..0, case.commands.iter().cloned());
+    scenario.spec.http.splice(0..0, case.http.iter().cloned());
     let world = Arc::new(SimWorld::new(&scenario));
 
     let mut triggered_by = None;
@@ -351,12 +361,43 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
         .collect();
     let (bindings, errors) =
         crate::bind::bind(&runbook, &sets, triggered_by.as_ref().map(|t| &t.alert));
-    if !errors.is_empty() {
+    let refusal = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    match (&case.expect.refused, errors.is_empty()) {
+        (Some(expected), false) => {
+            if !refusal.contains(expected.as_str()) {
+                result.failures.push(format!(
+                    "refused: expected a refusal containing {expected:?}, got: {refusal}"
+                ));
+            }
+            if !world.mutations().is_empty() || !world.notifications().is_empty() {
+                result
+                    .failures
+                    .push("refused params must change nothing".to_owned());
+            }
+            return result;
+        }
+        (Some(expected), true) => {
+            result.failures.push(format!(
+                "refused: expected the params to be refused ({expected:?}), but they bound"
+            ));
+            return result;
+        }
+        (None, false) => {
+            result.failures.push(refusal);
+            return result;
+        }
+        (None, true) => {}
+    }
+    let Some(expected_outcome) = case.expect.outcome else {
         result
             .failures
-            .extend(errors.iter().map(ToString::to_string));
+            .push("`expect` needs `outcome` (or `refused`)".to_owned());
         return result;
-    }
+    };
     let plan = Arc::new(crate::compile::Compiler::compile(
         runbook,
         bindings,
@@ -392,10 +433,10 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
     );
 
     let expect = &case.expect;
-    if report.outcome != expect.outcome {
+    if report.outcome != expected_outcome {
         result.failures.push(format!(
             "outcome: expected {:?}, got {:?} ({})",
-            expect.outcome, report.outcome, report.message
+            expected_outcome, report.outcome, report.message
         ));
     }
     for (id, expected) in &expect.steps {

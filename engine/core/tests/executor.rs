@@ -1216,3 +1216,55 @@ fn ctrl_c_at_a_gate_stops_the_run_instead_of_calling_it_a_success() {
     assert_eq!(status(&h.report, "scale-worker"), StepStatus::NotRun);
     assert_eq!(replicas(&h.world, "worker"), 1);
 }
+
+#[test]
+fn a_scenario_change_happens_once_its_step_has_run_and_is_not_a_mutation() {
+    let text = head(
+        "controller",
+        "    - {id: reconcile, annotate: {kind: Deployment, name: worker, set: {reconcile.example/requestedAt: now}}}
+    - {id: ready, verify: worker.status.ready == true, timeout: 1m}
+  facts:
+    - {name: worker.status, kubernetes: {kind: Deployment, name: worker}, jsonpath: '{.status}'}
+",
+    );
+    let changes = "  changes:
+    - after: {step: reconcile}
+      object:
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: worker, namespace: shop}
+        status: {ready: true}
+    - after: {step: reconcile}
+      delete: true
+      object: {apiVersion: v1, kind: Secret, metadata: {name: db, namespace: shop}}
+";
+    let before = run(
+        &text.replace("{id: reconcile, annotate", "{id: other, annotate"),
+        changes,
+    );
+    assert_eq!(
+        before.report.outcome,
+        Outcome::RolledBack,
+        "nothing changes before its step"
+    );
+    let h = run(&text, changes);
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let mutations: Vec<String> = h
+        .world
+        .mutations()
+        .iter()
+        .map(|m| format!("{} {}", m.verb, m.target))
+        .collect();
+    assert_eq!(
+        mutations,
+        ["patch Deployment shop/worker"],
+        "the controller's changes are not the run's"
+    );
+    let secret = ObjectKey {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        namespace: Some("shop".into()),
+        name: "db".into(),
+    };
+    assert!(h.world.object(&secret).is_none(), "deleted by the change");
+}

@@ -60,6 +60,32 @@ pub struct ScenarioSpec {
     /// Errors to return from cluster calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// What the cluster's controllers do on their own once a step of the run has succeeded
+    /// (Flux marking a HelmRelease Ready after a reconcile, cert-manager issuing a new
+    /// Secret): each change is applied once, and is not one of the run's mutations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+/// A change the cluster makes by itself after a step.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Change {
+    /// The step after whose success the change happens.
+    pub after: ChangeAfter,
+    /// The object, with `apiVersion`, `kind` and `metadata.name` (and `metadata.namespace`):
+    /// merged into the stored object as a JSON merge patch (`null` removes a field), or
+    /// created if there is none.
+    pub object: serde_json::Map<String, Json>,
+    /// Delete the object instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChangeAfter {
+    pub step: String,
 }
 
 /// Answers for one command in one pod, matched on the pod, the container (when given) and the
@@ -583,6 +609,16 @@ impl Checker<'_> {
                 self.after(response.after.as_ref(), &at);
                 let answered = response.status != 200 || response.body.is_some();
                 self.error_fields(response.error, response.message.is_some(), answered, &at);
+            }
+        }
+        for (index, change) in items::<Change>(json, "changes") {
+            let pointer = format!("/spec/changes/{index}/object");
+            if super::store::StoreKey::of_object(&Json::Object(change.object.clone())).is_none() {
+                self.error(
+                    "missing-field",
+                    &pointer,
+                    "a change's `object` needs `apiVersion`, `kind` and `metadata.name`, to say which object changes".into(),
+                );
             }
         }
         for (index, fault) in items::<Fault>(json, "faults") {

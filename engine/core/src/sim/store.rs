@@ -265,6 +265,33 @@ impl Store {
         self.objects.insert(key, object);
     }
 
+    /// A change a controller makes on its own (a scenario's `changes`): merged into the
+    /// object as a JSON merge patch, or the object is created, or deleted. A new
+    /// `resourceVersion` either way; not one of the run's mutations.
+    pub fn controller_change(&mut self, object: &serde_json::Map<String, Json>, delete: bool) {
+        let object = Json::Object(object.clone());
+        let Some(key) = StoreKey::of_object(&object) else {
+            return;
+        };
+        if delete {
+            self.objects.remove(&key);
+            return;
+        }
+        match self.objects.get(&key).cloned() {
+            Some(mut current) => {
+                let mut patch = object;
+                if let Some(metadata) = patch.get_mut("metadata").and_then(Json::as_object_mut) {
+                    metadata.shift_remove("namespace");
+                }
+                json_patch::merge(&mut current, &patch);
+                let revision = self.next_revision();
+                metadata_mut(&mut current).insert("resourceVersion".into(), json!(revision));
+                self.objects.insert(key, current);
+            }
+            None => self.load(object),
+        }
+    }
+
     pub fn get(&self, key: &StoreKey) -> EffectResult<&Json> {
         self.objects.get(key).ok_or_else(|| key.not_found())
     }
