@@ -231,3 +231,78 @@ fn scenario_event_traces() {
     assert!(count >= 6);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The runbook library (issue 6): at least 30 runbooks, every one with at least two scenario
+/// test cases and a row in `runbooks/README.md`; every alert of the SRE handbook's
+/// alert-to-action table that acts on the platform triggers a runbook that verifies.
+#[test]
+fn the_runbook_library_covers_the_guides() {
+    let root = root();
+    let (catalog, diagnostics, _) = runbook_core::load_catalog(&[root.join("runbooks")]);
+    assert!(!diagnostics.has_errors());
+    assert!(
+        catalog.runbooks.len() >= 30,
+        "{} runbooks",
+        catalog.runbooks.len()
+    );
+    let mut cases: std::collections::BTreeMap<String, usize> = Default::default();
+    for path in runbook_core::testing::find_test_files(&[root.join("runbooks")]) {
+        let file = runbook_core::testing::load_test_file(&path).expect("valid test file");
+        *cases.entry(file.document.spec.runbook.clone()).or_default() +=
+            file.document.spec.cases.len();
+    }
+    let table = std::fs::read_to_string(root.join("runbooks/README.md")).expect("README");
+    let mut problems = Vec::new();
+    for runbook in &catalog.runbooks {
+        let name = &runbook.name;
+        let count = cases.get(name).copied().unwrap_or(0);
+        if count < 2 {
+            problems.push(format!(
+                "{name}: {count} scenario test case(s), want at least 2"
+            ));
+        }
+        if !table.contains(&format!("[`{name}`]({name}.yaml)")) {
+            problems.push(format!("{name}: no row in runbooks/README.md"));
+        }
+    }
+    for alert in [
+        "HighMemoryUsage",
+        "PodCrashLoopBackOff",
+        "HighErrorRate",
+        "DatabaseConnectionExhausted",
+        "CertificateExpiringSoon",
+        "HighLatency",
+        "OpenBaoSealed",
+        "JetstreamLagHigh",
+        "VLLMHighLatency",
+        "VLLMOOMKilled",
+        "GPUUtilizationLow",
+        "GPUMemoryExhausted",
+        "MilvusQuerySlow",
+        "EmbeddingQueueBacklog",
+        "RAGRetrievalEmpty",
+        "LLMGatewayQuotaExhausted",
+    ] {
+        let triggered: Vec<_> = catalog
+            .runbooks
+            .iter()
+            .filter(|r| r.triggers.iter().any(|t| t.alert_name == alert))
+            .collect();
+        if triggered.is_empty() {
+            problems.push(format!("no runbook is triggered by {alert}"));
+        }
+        for runbook in triggered {
+            if !runbook
+                .steps
+                .iter()
+                .any(|step| step.action.keyword() == "verify")
+            {
+                problems.push(format!(
+                    "{} (triggered by {alert}) has no verify step",
+                    runbook.name
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
