@@ -89,10 +89,10 @@ fn payloads() -> Vec<(Bytes, usize)> {
     out
 }
 
-async fn connect(
-    address: &str,
-) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+async fn connect(address: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -109,7 +109,12 @@ async fn get(address: &str, path: &str) -> String {
         .body(Full::new(Bytes::new()))
         .expect("request");
     let response = sender.send_request(request).await.expect("GET");
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     String::from_utf8_lossy(&body).into_owned()
 }
 

@@ -1217,12 +1217,14 @@ async fn approve(
     } else {
         match serde_json::from_slice(&body) {
             Ok(request) => request,
-            Err(e) => return error(
-                StatusCode::BAD_REQUEST,
-                format!(
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
                     "the body must be {{\"approve\": true|false, \"step\": ID, \"by\": NAME}}: {e}"
                 ),
-            ),
+                )
+            }
         }
     };
     let yes = request.approve.unwrap_or(true);
