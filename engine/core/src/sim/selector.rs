@@ -258,8 +258,14 @@ pub(super) fn parse_fields(kind: &str, text: &str) -> Result<Vec<FieldRequiremen
 
 impl FieldRequirement {
     pub(super) fn matches(&self, object: &Json) -> bool {
+        // The API server's field names are not always the object's: a Job's
+        // `status.successful` is its `.status.succeeded` (0 when unset).
+        let path = match self.path.as_str() {
+            "status.successful" => "status.succeeded",
+            other => other,
+        };
         let mut node = Some(object);
-        for segment in self.path.split('.') {
+        for segment in path.split('.') {
             node = node.and_then(|n| n.get(segment));
         }
         let found = match node {
@@ -275,8 +281,25 @@ impl FieldRequirement {
             {
                 "false".to_owned()
             }
+            None | Some(Json::Null) if path == "status.succeeded" => "0".to_owned(),
             _ => String::new(),
         };
         (found == self.value) != self.negated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_successful_field_is_its_succeeded_count() {
+        let done = serde_json::json!({"kind": "Job", "status": {"succeeded": 1}});
+        let running = serde_json::json!({"kind": "Job", "status": {"active": 1}});
+        let selector = parse_fields("Job", "status.successful=1").expect("supported");
+        assert!(selector[0].matches(&done));
+        assert!(!selector[0].matches(&running));
+        let none = parse_fields("Job", "status.successful=0").expect("supported");
+        assert!(none[0].matches(&running), "unset reads as 0");
     }
 }
