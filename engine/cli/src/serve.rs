@@ -587,9 +587,7 @@ impl Server {
             }
         }
         if queued {
-            self.metrics
-                .queue_depth
-                .set(i64::try_from(lock(&self.admission).depth()).unwrap_or(i64::MAX));
+            self.update_queue_depth();
             self.wake.notify_one();
         }
         verdicts
@@ -760,9 +758,7 @@ impl Server {
         let key = crate::lock_target(runbook, &bindings);
         let cancelled = lock(&self.admission).cancel(&key);
         if let Some(queued) = cancelled {
-            self.metrics
-                .queue_depth
-                .set(i64::try_from(lock(&self.admission).depth()).unwrap_or(i64::MAX));
+            self.update_queue_depth();
             self.metrics
                 .alerts_resolved
                 .get_or_create(&metrics::reason(name, "cancelled-queued-run"))
@@ -824,6 +820,13 @@ impl Server {
             .get_or_create(&metrics::reason(name, "no-run"))
             .inc();
         verdict
+    }
+
+    fn update_queue_depth(&self) {
+        let depth = lock(&self.admission).depth();
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     fn new_run_id(&self, runbook: &str) -> String {
@@ -894,10 +897,7 @@ async fn worker(server: Arc<Server>) {
         let next = lock(&server.admission).next(Instant::now());
         match next {
             Some(queued) => {
-                server
-                    .metrics
-                    .queue_depth
-                    .set(i64::try_from(lock(&server.admission).depth()).unwrap_or(i64::MAX));
+                server.update_queue_depth();
                 execute(&server, queued).await;
             }
             None => notified.await,

@@ -760,15 +760,16 @@ impl Run {
         if interrupted.is_none() && self.interrupted() && !ready.is_empty() {
             interrupted = Some(());
         }
+        // The steps that completed, for the messages of a run that stops here.
+        let done: Vec<&str> = completed
+            .iter()
+            .map(|(p, _)| runbook.steps[*p].id.as_str())
+            .collect();
         let drained = self
             .draining()
             .filter(|_| interrupted.is_none() && failure.is_none() && !ready.is_empty());
         if let Some(by) = drained {
             // Stopped where it stood, to be resumed: nothing is undone.
-            let done: Vec<&str> = completed
-                .iter()
-                .map(|(p, _)| runbook.steps[*p].id.as_str())
-                .collect();
             let detail = if done.is_empty() {
                 "no step had completed".to_owned()
             } else {
@@ -788,10 +789,6 @@ impl Run {
             );
         }
         if interrupted.is_some() {
-            let done: Vec<&str> = completed
-                .iter()
-                .map(|(p, _)| runbook.steps[*p].id.as_str())
-                .collect();
             let detail = if done.is_empty() {
                 "no step had completed".to_owned()
             } else {
@@ -836,10 +833,6 @@ impl Run {
             }
             failure = Some("interrupted by Ctrl-C".to_owned());
         } else if let Some(reason) = stop.filter(|_| failure.is_none()) {
-            let done: Vec<&str> = completed
-                .iter()
-                .map(|(p, _)| runbook.steps[*p].id.as_str())
-                .collect();
             let done = if done.is_empty() {
                 "no step had run".to_owned()
             } else {
