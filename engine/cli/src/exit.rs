@@ -16,6 +16,8 @@ pub enum Exit {
     Stopped = 4,
     /// 5: an undo or the rollback failed; a human must act.
     RollbackFailed = 5,
+    /// 6: the cluster could not be reached, or refused the credentials; nothing ran.
+    Unreachable = 6,
 }
 
 impl Exit {
@@ -27,6 +29,7 @@ impl Exit {
             3 => Self::PreconditionFailed,
             4 => Self::Stopped,
             5 => Self::RollbackFailed,
+            6 => Self::Unreachable,
             _ => Self::Invalid,
         }
     }

@@ -2,6 +2,7 @@
 
 mod client;
 mod exit;
+mod live;
 mod serve;
 mod world;
 
@@ -58,12 +59,15 @@ struct Execution {
     /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// The namespace for objects whose runbook names none.
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
+    /// The namespace for objects whose runbook names none (default: the kubeconfig
+    /// context's, else `default`).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
     /// Steps that may run at once.
     #[arg(long, default_value_t = 4)]
     parallelism: usize,
+    #[command(flatten)]
+    cluster: live::ClusterArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,9 +173,12 @@ enum Command {
         /// Run against a simulated cluster loaded from a scenario file.
         #[arg(long, value_name = "SCENARIO")]
         simulate: Option<PathBuf>,
-        /// The namespace for objects whose runbook names none.
-        #[arg(long, short = 'n', default_value = "default")]
-        namespace: String,
+        /// The namespace for objects whose runbook names none (default: the kubeconfig
+        /// context's, else `default`).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[command(flatten)]
+        cluster: live::ClusterArgs,
         /// Runs executed at the same time.
         #[arg(long, default_value_t = 4)]
         workers: usize,
@@ -349,6 +356,7 @@ fn main() -> ExitCode {
             state_dir,
             simulate,
             namespace,
+            cluster,
             workers,
             parallelism,
             queue,
@@ -365,6 +373,7 @@ fn main() -> ExitCode {
                 state_dir: world::state_dir(state_dir.as_deref()),
                 simulate,
                 namespace,
+                cluster,
                 workers,
                 parallelism,
                 queue,
@@ -820,28 +829,65 @@ fn drive(
     use runbook_core::effects::{Answer, Effects, FixedAnswer, Prompter, Reporter, SystemClock};
     use sha2::Digest as _;
 
-    let Some(scenario_path) = args.execution.simulate.as_deref() else {
-        anyhow::bail!(
-            "runbook `{}`: this build has no live-cluster connection yet; run it against a simulated cluster with --simulate SCENARIO",
-            plan.runbook.name
-        );
-    };
-    let scenario = match runbook_core::sim::load_scenario(scenario_path) {
-        Ok(scenario) => scenario,
-        Err(diagnostics) => {
-            print_diagnostics(diagnostics, DiagnosticFormat::Text, When::Auto)?;
-            eprintln!("error: scenario {} is invalid", scenario_path.display());
-            return Ok(Exit::Invalid);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let world = match args.execution.simulate.as_deref() {
+        Some(scenario_path) => {
+            let scenario = match runbook_core::sim::load_scenario(scenario_path) {
+                Ok(scenario) => scenario,
+                Err(diagnostics) => {
+                    print_diagnostics(diagnostics, DiagnosticFormat::Text, When::Auto)?;
+                    eprintln!("error: scenario {} is invalid", scenario_path.display());
+                    return Ok(Exit::Invalid);
+                }
+            };
+            live::World::simulated(
+                Arc::new(runbook_core::sim::SimWorld::new(&scenario)),
+                args.execution.namespace.clone(),
+            )
         }
+        None => match runtime.block_on(live::World::live(
+            &args.execution.cluster,
+            args.execution.namespace.clone(),
+        )) {
+            Ok(world) => world,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Ok(Exit::Unreachable);
+            }
+        },
     };
-    let world = Arc::new(runbook_core::sim::SimWorld::new(&scenario));
+    if let Some(live) = &world.live {
+        if args.execution.output == OutputFormat::Text {
+            eprintln!(
+                "cluster: {}, Kubernetes {}, namespace {}{}",
+                live.connection.describe(),
+                live.connection.version,
+                world.namespace,
+                if args.dry_run {
+                    " (dry-run: every change is sent with dryRun=All)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
 
     let target = lock_target(&plan.runbook, &plan.bindings);
     // A dry-run changes nothing, so it needs no lock and never blocks a real run.
-    let _lock = if args.dry_run {
+    let lock = if args.dry_run {
         None
     } else {
-        match runbook_core::lock::RunLock::acquire(state_dir, &target, run_id) {
+        match runtime.block_on(live::Lock::acquire(
+            &world,
+            &args.execution.cluster,
+            state_dir,
+            &target,
+            run_id,
+        )) {
             Ok(lock) => Some(lock),
             Err(holder) => {
                 eprintln!(
@@ -876,14 +922,14 @@ fn drive(
     let text = std::fs::read(plan.runbook.source.path()).unwrap_or_default();
     let digest = hex(&sha2::Sha256::digest(&text));
     let effects = Effects {
-        cluster: world.clone(),
-        processes: world.clone(),
-        http: world.clone(),
-        notifier: world.clone(),
+        cluster: world.cluster.clone(),
+        processes: world.processes.clone(),
+        http: world.http.clone(),
+        notifier: world.notifier.clone(),
         prompter,
         clock: Arc::new(SystemClock),
         reporter,
-        observer: Some(world.clone()),
+        observer: world.observer.clone(),
     };
     let catalog = Arc::new(runbook_core::load_catalog(&[dir.to_path_buf()]).0);
     let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
@@ -892,19 +938,33 @@ fn drive(
         dry_run: args.dry_run,
         yes: args.execution.yes,
         parallelism: args.execution.parallelism,
-        namespace: args.execution.namespace.clone(),
+        namespace: world.namespace.clone(),
         journal: Some(journal.clone()),
         catalog: Some(catalog),
         digest,
         interrupt: Some(interrupt.clone()),
         resume,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let lost = lock.as_ref().and_then(live::Lock::lost_signal);
     let report = runtime.block_on(async {
+        // A run lock lost mid-run (its Lease taken over or not renewable) means another run
+        // may start: finish the steps in flight, start no more, stop resumable.
+        if let Some((flag, notify)) = lost {
+            let signal = interrupt.clone();
+            tokio::spawn(async move {
+                loop {
+                    let notified = notify.notified();
+                    if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    notified.await;
+                }
+                eprintln!(
+                    "\nerror: the run lock (Lease) was lost; stopping after the steps in flight"
+                );
+                signal.drain("run lock lost");
+            });
+        }
         // The first Ctrl-C stops scheduling and asks whether to roll back; a second one ends
         // the process at once (the journal says where it stood; `runbook show` reads it).
         let signal = interrupt.clone();
@@ -919,7 +979,11 @@ fn drive(
                 }
             }
         });
-        runbook_core::exec::execute(Arc::new(plan), effects, options).await
+        let report = runbook_core::exec::execute(Arc::new(plan), effects, options).await;
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        report
     });
     if args.execution.output == OutputFormat::Text {
         eprint!("{}", summary(&report, journal.path()));

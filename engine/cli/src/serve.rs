@@ -48,7 +48,8 @@ pub struct ServeArgs {
     pub token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub simulate: Option<PathBuf>,
-    pub namespace: String,
+    pub namespace: Option<String>,
+    pub cluster: crate::live::ClusterArgs,
     pub workers: usize,
     pub parallelism: usize,
     pub queue: usize,
@@ -124,8 +125,8 @@ struct Server {
     triggered: Vec<Arc<Runbook>>,
     token_digest: [u8; 32],
     state_dir: PathBuf,
-    world: Arc<runbook_core::sim::SimWorld>,
-    namespace: String,
+    world: crate::live::World,
+    cluster_args: crate::live::ClusterArgs,
     parallelism: usize,
     retry_after: Duration,
     admission: Mutex<Admission<Job>>,
@@ -163,22 +164,51 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Invalid);
     }
-    let Some(scenario_path) = args.simulate.as_deref() else {
-        anyhow::bail!(
-            "this build has no live-cluster connection yet; serve against a simulated cluster with --simulate SCENARIO"
-        );
-    };
-    let scenario = match runbook_core::sim::load_scenario(scenario_path) {
-        Ok(scenario) => scenario,
-        Err(diagnostics) => {
-            crate::print_diagnostics(
-                diagnostics,
-                crate::DiagnosticFormat::Text,
-                crate::When::Auto,
-            )?;
-            eprintln!("error: scenario {} is invalid", scenario_path.display());
-            return Ok(Exit::Invalid);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let world = match args.simulate.as_deref() {
+        Some(scenario_path) => {
+            let scenario = match runbook_core::sim::load_scenario(scenario_path) {
+                Ok(scenario) => scenario,
+                Err(diagnostics) => {
+                    crate::print_diagnostics(
+                        diagnostics,
+                        crate::DiagnosticFormat::Text,
+                        crate::When::Auto,
+                    )?;
+                    eprintln!("error: scenario {} is invalid", scenario_path.display());
+                    return Ok(Exit::Invalid);
+                }
+            };
+            crate::live::World::simulated(
+                Arc::new(runbook_core::sim::SimWorld::new(&scenario)),
+                args.namespace.clone(),
+            )
         }
+        None => match runtime.block_on(crate::live::World::live(
+            &args.cluster,
+            args.namespace.clone(),
+        )) {
+            Ok(world) => {
+                if let Some(live) = &world.live {
+                    tracing::info!(
+                        cluster = %live.connection.describe(),
+                        version = %live.connection.version,
+                        namespace = %world.namespace,
+                        "connected to the cluster"
+                    );
+                }
+                world
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot connect to the cluster");
+                eprintln!("error: {error}");
+                return Ok(Exit::Unreachable);
+            }
+        },
     };
     let token = load_token(args.token_file.as_deref(), &args.state_dir)?;
     let triggered: Vec<Arc<Runbook>> = catalog
@@ -192,8 +222,8 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         triggered,
         token_digest: digest(token.as_bytes()),
         state_dir: args.state_dir.clone(),
-        world: Arc::new(runbook_core::sim::SimWorld::new(&scenario)),
-        namespace: args.namespace.clone(),
+        world,
+        cluster_args: args.cluster.clone(),
         parallelism: args.parallelism,
         retry_after: args.retry_after,
         admission: Mutex::new(Admission::new(Limits {
@@ -208,11 +238,6 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         metrics: Metrics::new(),
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     runtime.block_on(run_server(server, &args))?;
     Ok(Exit::Succeeded)
 }
@@ -924,8 +949,16 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         }
     };
     // The same lock as `runbook run`: a run started by hand with the same params wins.
-    let _lock = match runbook_core::lock::RunLock::acquire(&server.state_dir, &key, &run_id) {
-        Ok(lock) => lock,
+    let held = match crate::live::Lock::acquire(
+        &server.world,
+        &server.cluster_args,
+        &server.state_dir,
+        &key,
+        &run_id,
+    )
+    .await
+    {
+        Ok(held) => held,
         Err(holder) => {
             server
                 .metrics
@@ -975,10 +1008,10 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     let digest = crate::hex(&digest(&text));
     let plan = Compiler::compile(job.runbook.clone(), job.bindings, Some(job.triggered_by));
     let effects = Effects {
-        cluster: server.world.clone(),
-        processes: server.world.clone(),
-        http: server.world.clone(),
-        notifier: server.world.clone(),
+        cluster: server.world.cluster.clone(),
+        processes: server.world.processes.clone(),
+        http: server.world.http.clone(),
+        notifier: server.world.notifier.clone(),
         prompter: Arc::new(ServerPrompter {
             run: run_id.clone(),
             server: server.clone(),
@@ -988,22 +1021,42 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         }),
         clock: Arc::new(SystemClock),
         reporter: Arc::new(LogReporter),
-        observer: Some(server.world.clone()),
+        observer: server.world.observer.clone(),
     };
     let options = RunOptions {
         run_id: run_id.clone(),
         dry_run: false,
         yes: false,
         parallelism: server.parallelism,
-        namespace: server.namespace.clone(),
+        namespace: server.world.namespace.clone(),
         journal: Some(journal),
         catalog: Some(server.catalog.clone()),
         digest,
-        interrupt: Some(interrupt),
+        interrupt: Some(interrupt.clone()),
         resume: None,
     };
+    let interrupt_for_lock = interrupt;
     let started = Instant::now();
+    let watcher = held.lost_signal().map(|(flag, notify)| {
+        let interrupt = interrupt_for_lock.clone();
+        let run = run_id.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = notify.notified();
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                notified.await;
+            }
+            tracing::error!(run_id = %run, "the run lock (Lease) was lost; stopping after the steps in flight");
+            interrupt.drain("run lock lost");
+        })
+    });
     let report = runbook_core::exec::execute(Arc::new(plan), effects, options).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    held.release().await;
     let outcome = report.outcome;
     let outcome_label = serde_json::to_value(outcome)
         .ok()

@@ -788,11 +788,38 @@ fn run_exit_codes_follow_the_outcome() {
     assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
 }
 
+/// `runbook` with no cluster configured: an empty HOME, no KUBECONFIG, not in a pod.
+fn runbook_without_cluster(home: &Path, args: &[&str], kubeconfig: Option<&Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command
+        .args(args)
+        .current_dir(root())
+        .env_remove("RUNBOOK_DIR")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home)
+        .env("RUNBOOK_STATE_DIR", home.join("state"))
+        .env("RUNBOOK_LOG", "off");
+    if let Some(path) = kubeconfig {
+        command.env("KUBECONFIG", path);
+    }
+    let output = command.output().expect("runbook runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 #[test]
 fn run_needs_a_cluster_or_a_scenario() {
-    let out = runbook(&["run", "openbao-sealed"]);
-    assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("--simulate SCENARIO"), "{}", out.stderr);
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = runbook_without_cluster(home.path(), &["run", "openbao-sealed"], None);
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: no cluster to connect to: KUBECONFIG is unset, ~/.kube/config does not exist, and this is not a pod; point KUBECONFIG at a kubeconfig, or run against a simulated cluster with --simulate SCENARIO"
+    );
     let out = runbook(&[
         "run",
         "openbao-sealed",
@@ -803,6 +830,59 @@ fn run_needs_a_cluster_or_a_scenario() {
     assert!(
         out.stderr
             .contains("scenario runbooks/openbao-sealed.yaml is invalid"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_is_one_line_naming_the_context_and_server() {
+    // A port nobody listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let home = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = home.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: dev\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: me\n  user: {{token: abc}}\ncontexts:\n- name: dev\n  context: {{cluster: dev, user: me, namespace: shop}}\n- name: prod\n  context: {{cluster: dev, user: me}}\n"
+        ),
+    )
+    .expect("write");
+    let out = runbook_without_cluster(
+        home.path(),
+        &["run", "openbao-sealed", "--yes", "--request-timeout", "5s"],
+        Some(&kubeconfig),
+    );
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.trim().lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line, not a stack of causes: {}",
+        out.stderr
+    );
+    assert!(
+        lines[0].starts_with(&format!(
+            "error: cannot reach the Kubernetes API server (context dev, server http://127.0.0.1:{port}): "
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(lines[0].contains("refused"), "{}", out.stderr);
+
+    let out = runbook_without_cluster(
+        home.path(),
+        &["run", "openbao-sealed", "--context", "staging"],
+        Some(&kubeconfig),
+    );
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("has no context `staging` (it has: dev, prod)"),
         "{}",
         out.stderr
     );

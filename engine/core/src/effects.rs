@@ -184,6 +184,16 @@ pub trait Cluster: Send + Sync {
         timeout: Duration,
     ) -> EffectResult<CommandOutput>;
 
+    /// A container's log, as `kubectl logs [--tail N] [-c CONTAINER]` prints it: the last
+    /// `tail_lines` lines (all with `None`).
+    async fn logs(&self, pod: &PodRef, tail_lines: Option<u32>) -> EffectResult<String> {
+        let _ = tail_lines;
+        Err(EffectError::Other(format!(
+            "this cluster cannot read the logs of pod {}/{}",
+            pod.namespace, pod.pod
+        )))
+    }
+
     /// Sets (or, with `None`, removes) annotations: a merge patch of `metadata.annotations`.
     async fn annotate(
         &self,

@@ -18,6 +18,7 @@ pub mod check;
 pub mod compile;
 pub mod diagnostic;
 pub mod document;
+pub mod drain;
 pub mod effects;
 pub mod exec;
 pub mod expr;

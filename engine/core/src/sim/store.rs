@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::selector::selector_matches;
 use super::Mutation;
+use crate::drain::{skip_reason, uses_empty_dir};
 use crate::effects::{DrainOptions, DrainReport, EffectError, EffectResult};
 
 /// The annotation that keeps the controller model away from an object.
@@ -191,35 +192,6 @@ fn compact(value: &Json) -> String {
 }
 
 /// The `kubectl` rules for drain: which pods are left alone.
-fn skip_reason(pod: &Json) -> Option<&'static str> {
-    let daemon = pod
-        .pointer("/metadata/ownerReferences")
-        .and_then(Json::as_array)
-        .is_some_and(|owners| {
-            owners
-                .iter()
-                .any(|owner| owner.get("kind").and_then(Json::as_str) == Some("DaemonSet"))
-        });
-    if daemon {
-        return Some("DaemonSet");
-    }
-    let mirror = pod
-        .pointer("/metadata/annotations")
-        .and_then(|annotations| annotations.get("kubernetes.io/config.mirror"))
-        .is_some();
-    mirror.then_some("mirror")
-}
-
-fn uses_empty_dir(pod: &Json) -> bool {
-    pod.pointer("/spec/volumes")
-        .and_then(Json::as_array)
-        .is_some_and(|volumes| {
-            volumes
-                .iter()
-                .any(|volume| volume.get("emptyDir").is_some())
-        })
-}
-
 fn pod_name(key: &StoreKey) -> String {
     format!("{}/{}", key.namespace.as_deref().unwrap_or(""), key.name)
 }

@@ -1,0 +1,334 @@
+//! The world a run acts on: the simulated cluster of a scenario, or the live cluster with real
+//! processes, HTTP and notifications; and the run lock that goes with it (a file in the state
+//! dir, or a Lease in the cluster).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http_body_util::BodyExt as _;
+use runbook_core::effects::{
+    Cluster, EffectError, EffectResult, Http, HttpResponse, LocalProcesses, Notification,
+    NotificationKind, Notifier, Processes, StepObserver,
+};
+
+/// How to reach the live cluster (`run`, `resume`, `serve` without `--simulate`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// The kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config; in a pod with
+    /// neither, its service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The longest one API call may take; failed calls are retried a few times.
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+    /// The run lock: a file in the state dir, or a coordination.k8s.io Lease in the cluster
+    /// (auto: a Lease when running in a pod, else a file).
+    #[arg(long, value_enum, default_value_t = LockKind::Auto)]
+    pub lock: LockKind,
+    /// Where the run lock's Lease lives (default: the run's namespace).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub lock_namespace: Option<String>,
+    /// Also POST every notify and page step, as JSON, to this URL (they are always printed
+    /// and journaled).
+    #[arg(long, value_name = "URL")]
+    pub notify_webhook: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    Auto,
+    File,
+    Lease,
+}
+
+/// Everything outside the process a run may touch.
+pub struct World {
+    pub cluster: Arc<dyn Cluster>,
+    pub processes: Arc<dyn Processes>,
+    pub http: Arc<dyn Http>,
+    pub notifier: Arc<dyn Notifier>,
+    pub observer: Option<Arc<dyn StepObserver>>,
+    /// The namespace for objects a runbook names none for.
+    pub namespace: String,
+    pub live: Option<Live>,
+}
+
+/// The live side: what the Lease lock needs, and what to tell the user.
+pub struct Live {
+    pub connection: runbook_kube::Connection,
+    pub transport: runbook_kube::transport::Transport,
+}
+
+impl World {
+    pub fn simulated(world: Arc<runbook_core::sim::SimWorld>, namespace: Option<String>) -> Self {
+        Self {
+            cluster: world.clone(),
+            processes: world.clone(),
+            http: world.clone(),
+            notifier: world.clone(),
+            observer: Some(world),
+            namespace: namespace.unwrap_or_else(|| "default".to_owned()),
+            live: None,
+        }
+    }
+
+    /// Connects to the live cluster; the error is one line, ready to print.
+    pub async fn live(args: &ClusterArgs, namespace: Option<String>) -> Result<Self, String> {
+        let policy = runbook_kube::Policy {
+            call_timeout: args.request_timeout,
+            ..runbook_kube::Policy::default()
+        };
+        let connection = runbook_kube::connect(&runbook_kube::ConnectOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+            namespace,
+            policy: policy.clone(),
+        })
+        .await?;
+        let cluster = runbook_kube::KubeCluster::new(
+            connection.client.clone(),
+            runbook_kube::KubeOptions {
+                policy,
+                namespace: connection.namespace.clone(),
+                ..runbook_kube::KubeOptions::default()
+            },
+        );
+        let transport = cluster.transport().clone();
+        let web = WebClient::new().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        Ok(Self {
+            cluster: Arc::new(cluster),
+            processes: Arc::new(LocalProcesses),
+            http: Arc::new(web.clone()),
+            notifier: Arc::new(PrintedNotifier {
+                webhook: args.notify_webhook.clone(),
+                web,
+            }),
+            observer: None,
+            namespace: connection.namespace.clone(),
+            live: Some(Live {
+                connection,
+                transport,
+            }),
+        })
+    }
+}
+
+/// The run lock, held until dropped (or released).
+pub enum Lock {
+    /// Held until dropped: the operating system releases the file lock with the handle.
+    File {
+        _held: runbook_core::lock::RunLock,
+    },
+    Lease(Box<runbook_kube::lease::LeaseLock>),
+}
+
+impl Lock {
+    /// Takes the lock for `target`; the error says who holds it.
+    pub async fn acquire(
+        world: &World,
+        args: &ClusterArgs,
+        state_dir: &Path,
+        target: &str,
+        run_id: &str,
+    ) -> Result<Self, String> {
+        let lease = match (args.lock, &world.live) {
+            (LockKind::File, _) => false,
+            (LockKind::Lease, Some(_)) => true,
+            (LockKind::Lease, None) => {
+                return Err(
+                    "--lock lease needs the live cluster (it cannot be used with --simulate)"
+                        .to_owned(),
+                )
+            }
+            (LockKind::Auto, Some(live)) => live.connection.in_cluster,
+            (LockKind::Auto, None) => false,
+        };
+        let Some(live) = world.live.as_ref().filter(|_| lease) else {
+            return runbook_core::lock::RunLock::acquire(state_dir, target, run_id)
+                .map(|held| Lock::File { _held: held });
+        };
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let spec = runbook_kube::lease::LeaseSpec {
+            namespace: args
+                .lock_namespace
+                .clone()
+                .unwrap_or_else(|| world.namespace.clone()),
+            name: runbook_kube::lease::lease_name(target),
+            holder: format!("{host}/{}/{run_id}", std::process::id()),
+            duration: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+        };
+        runbook_kube::lease::LeaseLock::acquire(live.transport.clone(), spec)
+            .await
+            .map(|lease| Lock::Lease(Box::new(lease)))
+            .map_err(|e| e.to_string())
+    }
+
+    /// When a Lease is lost mid-run (taken over, or not renewable), the run should stop.
+    pub fn lost_signal(
+        &self,
+    ) -> Option<(Arc<std::sync::atomic::AtomicBool>, Arc<tokio::sync::Notify>)> {
+        match self {
+            Lock::File { .. } => None,
+            Lock::Lease(lease) => Some(lease.lost_signal()),
+        }
+    }
+
+    pub async fn release(self) {
+        if let Lock::Lease(lease) = self {
+            if let Err(error) = lease.release().await {
+                tracing::warn!(%error, "Cannot release the run lock.");
+                eprintln!("warning: {error}; it expires on its own");
+            }
+        }
+    }
+}
+
+/// Plain HTTP(S) for facts (a Prometheus query) and the notification webhook: one pooled
+/// client, TLS by rustls with the system's roots.
+#[derive(Clone)]
+pub struct WebClient {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    timeout: Duration,
+}
+
+impl WebClient {
+    pub fn new() -> std::io::Result<Self> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        Ok(Self {
+            client,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    async fn send(
+        &self,
+        request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> EffectResult<HttpResponse> {
+        let uri = request.uri().clone();
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                EffectError::Unavailable(format!(
+                    "{uri}: {}",
+                    runbook_kube::transport::root_cause(&e)
+                ))
+            })?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| EffectError::Unavailable(format!("{uri}: {e}")))?
+                .to_bytes();
+            Ok(HttpResponse {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| {
+                EffectError::Unavailable(format!(
+                    "{uri}: no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ))
+            })?
+    }
+}
+
+#[async_trait]
+impl Http for WebClient {
+    async fn get(
+        &self,
+        url: &str,
+        query: &BTreeMap<String, String>,
+        headers: &BTreeMap<String, String>,
+    ) -> EffectResult<HttpResponse> {
+        let mut full = url.to_owned();
+        if !query.is_empty() {
+            let mut serializer = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in query {
+                serializer.append_pair(name, value);
+            }
+            full.push(if url.contains('?') { '&' } else { '?' });
+            full.push_str(&serializer.finish());
+        }
+        let mut builder = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(&full);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .map_err(|e| EffectError::Invalid(format!("{url}: {e}")))?;
+        self.send(request).await
+    }
+}
+
+/// Notifications on the terminal (stderr), and to a webhook when one is given.
+pub struct PrintedNotifier {
+    webhook: Option<String>,
+    web: WebClient,
+}
+
+#[async_trait]
+impl Notifier for PrintedNotifier {
+    async fn send(&self, notification: &Notification) -> EffectResult<()> {
+        let label = match notification.kind {
+            NotificationKind::Notify => "notify".to_owned(),
+            NotificationKind::Page => format!(
+                "PAGE{}",
+                notification
+                    .severity
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            ),
+        };
+        let channel = notification
+            .channel
+            .as_ref()
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
+        eprintln!("[{label}{channel}] {}", notification.message);
+        let Some(url) = &self.webhook else {
+            return Ok(());
+        };
+        let body = serde_json::to_vec(notification).unwrap_or_default();
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| EffectError::Invalid(format!("--notify-webhook {url}: {e}")))?;
+        let response = self.web.send(request).await?;
+        if (200..300).contains(&response.status) {
+            Ok(())
+        } else {
+            Err(EffectError::Unavailable(format!(
+                "--notify-webhook {url} answered HTTP {}",
+                response.status
+            )))
+        }
+    }
+}

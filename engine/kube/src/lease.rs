@@ -1,0 +1,368 @@
+//! The run lock held in the cluster: a `coordination.k8s.io/v1` Lease per runbook and bound
+//! params, so runs from several machines or `serve` replicas exclude each other.
+//!
+//! - Acquire: create the Lease; if it exists, take it only when it is free (no holder) or
+//!   expired (`renewTime + leaseDurationSeconds` has passed), with an update that carries the
+//!   `resourceVersion` read, so two takers cannot both win.
+//! - Hold: a task renews `renewTime` every `renew_every`; if the Lease is taken by someone
+//!   else, or cannot be renewed before it would expire, the lock reports itself lost.
+//! - Release: delete the Lease, on the precondition that it is still the version we wrote.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::Method;
+use runbook_core::effects::EffectError;
+use serde_json::{json, Value as Json};
+use tokio::sync::{Mutex, Notify};
+
+use crate::transport::{Call, Transport};
+
+#[derive(Clone, Debug)]
+pub struct LeaseSpec {
+    pub namespace: String,
+    /// The Lease's name (see [`lease_name`]).
+    pub name: String,
+    /// Who holds it: `host/pid/run-id`.
+    pub holder: String,
+    pub duration: Duration,
+    pub renew_every: Duration,
+}
+
+/// A Lease name for a lock target: `runbook-` and the target, lowercased, with anything a
+/// Kubernetes name cannot hold replaced by `-`.
+pub fn lease_name(target: &str) -> String {
+    let mut name: String = format!("runbook-{target}")
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_owned()
+}
+
+/// Why the lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "Lease {namespace}/{name} is held by {holder} (renewed {renewed}, expires in {expires_in})"
+    )]
+    Held {
+        namespace: String,
+        name: String,
+        holder: String,
+        renewed: String,
+        expires_in: String,
+    },
+    #[error("Lease {0}")]
+    Api(String),
+}
+
+/// A held Lease; renewed until released or dropped.
+pub struct LeaseLock {
+    transport: Transport,
+    spec: LeaseSpec,
+    /// The Lease as we last wrote it.
+    current: Arc<Mutex<Json>>,
+    lost: Arc<AtomicBool>,
+    lost_notify: Arc<Notify>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+fn micro_time(at: SystemTime) -> String {
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
+fn lease_path(spec: &LeaseSpec) -> String {
+    format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{}/leases",
+        spec.namespace
+    )
+}
+
+impl LeaseLock {
+    pub async fn acquire(transport: Transport, spec: LeaseSpec) -> Result<Self, LeaseError> {
+        let collection = lease_path(&spec);
+        let path = format!("{collection}/{}", spec.name);
+        let what = format!("{}/{}", spec.namespace, spec.name);
+        let api = |e: EffectError| LeaseError::Api(format!("{what}: {e}"));
+        let seconds = spec.duration.as_secs().max(1);
+        let mut taken = None;
+        for _ in 0..3 {
+            let now = SystemTime::now();
+            let existing = match transport
+                .json(&Call::new(
+                    Method::GET,
+                    path.clone(),
+                    format!("get Lease {what}"),
+                ))
+                .await
+            {
+                Ok(lease) => Some(lease),
+                Err(EffectError::NotFound(_)) => None,
+                Err(error) => return Err(api(error)),
+            };
+            let Some(mut lease) = existing else {
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {
+                        "name": spec.name,
+                        "namespace": spec.namespace,
+                        "labels": {"app.kubernetes.io/managed-by": "runbook"},
+                    },
+                    "spec": {
+                        "holderIdentity": spec.holder,
+                        "leaseDurationSeconds": seconds,
+                        "acquireTime": micro_time(now),
+                        "renewTime": micro_time(now),
+                        "leaseTransitions": 0,
+                    },
+                });
+                let call = Call::new(
+                    Method::POST,
+                    collection.clone(),
+                    format!("create Lease {what}"),
+                )
+                .json("application/json", &lease);
+                match transport.json(&call).await {
+                    Ok(created) => {
+                        taken = Some(created);
+                        break;
+                    }
+                    // Someone created it between our read and our create: read again.
+                    Err(EffectError::Conflict(_)) => continue,
+                    Err(error) => return Err(api(error)),
+                }
+            };
+            let field = |name: &str| lease.pointer(&format!("/spec/{name}")).cloned();
+            let holder = field("holderIdentity")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let renewed = field("renewTime").and_then(|v| {
+                v.as_str()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            });
+            let duration = field("leaseDurationSeconds")
+                .and_then(|v| v.as_u64())
+                .map_or(spec.duration, Duration::from_secs);
+            let expires = renewed.map(|renewed| renewed + duration);
+            let free = holder.is_empty()
+                || holder == spec.holder
+                || expires.is_none_or(|expires| expires <= now);
+            if !free {
+                let expires_in = expires
+                    .and_then(|e| e.duration_since(now).ok())
+                    .map(|d| {
+                        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+                    })
+                    .unwrap_or_default();
+                return Err(LeaseError::Held {
+                    namespace: spec.namespace.clone(),
+                    name: spec.name.clone(),
+                    holder,
+                    renewed: field("renewTime")
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    expires_in,
+                });
+            }
+            // Take it over: the update carries the resourceVersion we read, so if another
+            // taker got there first the server answers 409 and we read again.
+            let transitions = field("leaseTransitions")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            lease["spec"] = json!({
+                "holderIdentity": spec.holder,
+                "leaseDurationSeconds": seconds,
+                "acquireTime": micro_time(now),
+                "renewTime": micro_time(now),
+                "leaseTransitions": if holder == spec.holder || holder.is_empty() { transitions } else { transitions + 1 },
+            });
+            if !holder.is_empty() && holder != spec.holder {
+                tracing::warn!(lease = %what, previous = %holder, "Taking over an expired Lease.");
+            }
+            let call = Call::new(Method::PUT, path.clone(), format!("take over Lease {what}"))
+                .json("application/json", &lease)
+                .retry(crate::transport::Retry::Never);
+            match transport.json(&call).await {
+                Ok(updated) => {
+                    taken = Some(updated);
+                    break;
+                }
+                Err(EffectError::Conflict(_)) => continue,
+                Err(error) => return Err(api(error)),
+            }
+        }
+        let Some(lease) = taken else {
+            return Err(LeaseError::Api(format!(
+                "{what}: others kept changing it; try again"
+            )));
+        };
+        let current = Arc::new(Mutex::new(lease));
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_notify = Arc::new(Notify::new());
+        let renewal = tokio::spawn(renew(
+            transport.clone(),
+            spec.clone(),
+            current.clone(),
+            lost.clone(),
+            lost_notify.clone(),
+        ));
+        Ok(Self {
+            transport,
+            spec,
+            current,
+            lost,
+            lost_notify,
+            renewal,
+        })
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the lock is lost (taken by another holder, or not renewed in time).
+    pub async fn lost(&self) {
+        loop {
+            let notified = self.lost_notify.notified();
+            if self.is_lost() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A handle that resolves when the lock is lost, for a task that outlives the borrow.
+    pub fn lost_signal(&self) -> (Arc<AtomicBool>, Arc<Notify>) {
+        (self.lost.clone(), self.lost_notify.clone())
+    }
+
+    pub fn spec(&self) -> &LeaseSpec {
+        &self.spec
+    }
+
+    /// Stops renewing and deletes the Lease if it is still ours.
+    pub async fn release(self) -> Result<(), String> {
+        self.renewal.abort();
+        if self.is_lost() {
+            return Ok(());
+        }
+        let version = self
+            .current
+            .lock()
+            .await
+            .pointer("/metadata/resourceVersion")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        let mut options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
+        if let Some(version) = version {
+            options["preconditions"] = json!({"resourceVersion": version});
+        }
+        let what = format!("{}/{}", self.spec.namespace, self.spec.name);
+        let call = Call::new(
+            Method::DELETE,
+            format!("{}/{}", lease_path(&self.spec), self.spec.name),
+            format!("release Lease {what}"),
+        )
+        .json("application/json", &options);
+        match self.transport.send(&call).await {
+            Ok(_) | Err(EffectError::NotFound(_)) => Ok(()),
+            // Taken over since our last renewal: it is not ours to delete.
+            Err(EffectError::Conflict(_)) => Ok(()),
+            Err(error) => Err(format!("cannot release Lease {what}: {error}")),
+        }
+    }
+}
+
+impl Drop for LeaseLock {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+async fn renew(
+    transport: Transport,
+    spec: LeaseSpec,
+    current: Arc<Mutex<Json>>,
+    lost: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+) {
+    let path = format!("{}/{}", lease_path(&spec), spec.name);
+    let what = format!("{}/{}", spec.namespace, spec.name);
+    let mut last_renewed = tokio::time::Instant::now();
+    let give_up = |reason: String| {
+        tracing::error!(lease = %what, %reason, "Run lock lost.");
+        lost.store(true, Ordering::SeqCst);
+        notify.notify_waiters();
+    };
+    loop {
+        tokio::time::sleep(spec.renew_every).await;
+        let mut lease = current.lock().await.clone();
+        lease["spec"]["renewTime"] = json!(micro_time(SystemTime::now()));
+        let call = Call::new(Method::PUT, path.clone(), format!("renew Lease {what}"))
+            .json("application/json", &lease)
+            .retry(crate::transport::Retry::Never);
+        match transport.json(&call).await {
+            Ok(updated) => {
+                *current.lock().await = updated;
+                last_renewed = tokio::time::Instant::now();
+                continue;
+            }
+            Err(EffectError::Conflict(_)) => {
+                // Changed under us: still ours? Then renew from the new version.
+                match transport
+                    .json(&Call::new(
+                        Method::GET,
+                        path.clone(),
+                        format!("get Lease {what}"),
+                    ))
+                    .await
+                {
+                    Ok(fresh)
+                        if fresh.pointer("/spec/holderIdentity").and_then(Json::as_str)
+                            == Some(spec.holder.as_str()) =>
+                    {
+                        *current.lock().await = fresh;
+                        continue;
+                    }
+                    Ok(fresh) => {
+                        let holder = fresh
+                            .pointer("/spec/holderIdentity")
+                            .and_then(Json::as_str)
+                            .unwrap_or("nobody");
+                        give_up(format!("taken over by {holder}"));
+                        return;
+                    }
+                    Err(EffectError::NotFound(_)) => {
+                        give_up("deleted by someone else".to_owned());
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(lease = %what, %error, "Cannot renew the run lock.")
+                    }
+                }
+            }
+            Err(EffectError::NotFound(_)) => {
+                give_up("deleted by someone else".to_owned());
+                return;
+            }
+            Err(error) => tracing::warn!(lease = %what, %error, "Cannot renew the run lock."),
+        }
+        if last_renewed.elapsed() >= spec.duration {
+            give_up(format!(
+                "not renewed for {}",
+                humantime::format_duration(spec.duration)
+            ));
+            return;
+        }
+    }
+}

@@ -1,0 +1,929 @@
+//! The live cluster: [`KubeCluster`] implements the executor's [`Cluster`] boundary against a
+//! real API server through `kube`'s client, with the same semantics as the simulated cluster
+//! and as kubectl.
+//!
+//! - Every kind is reached through discovery, so custom resources work like built-ins.
+//! - Every write carries `dryRun=All` in a dry-run, so admission webhooks, validation and RBAC
+//!   run and nothing is persisted.
+//! - Every call has a timeout; 429, 5xx and lost connections are retried with back-off, and a
+//!   409 conflict after re-reading, a bounded number of times ([`transport`]).
+//! - `wait` watches the object instead of polling; `drain` evicts through the Eviction API.
+//!
+//! [`connect`] builds the client from a kubeconfig or the pod's service account, and
+//! [`lease`] is the run lock held in the cluster.
+
+pub mod connect;
+mod discovery;
+pub mod lease;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use http::Method;
+use http_body_util::BodyExt as _;
+use runbook_core::document::{PatchType, Propagation};
+use runbook_core::effects::{
+    Cluster, CommandOutput, DrainOptions, DrainReport, DryRun, EffectError, EffectResult,
+    ListQuery, ObjectKey, PodRef, WaitCondition,
+};
+use serde_json::{json, Value as Json};
+
+pub use connect::{connect, ConnectOptions, Connection};
+use discovery::{Discovery, Resource};
+pub use transport::Policy;
+use transport::{Call, Retry, Transport};
+
+/// Our field manager for server-side apply (and the manager of our other writes).
+pub const FIELD_MANAGER: &str = "runbook";
+
+const MERGE: &str = "application/merge-patch+json";
+const STRATEGIC: &str = "application/strategic-merge-patch+json";
+const JSON_PATCH: &str = "application/json-patch+json";
+const APPLY: &str = "application/apply-patch+yaml";
+const JSON: &str = "application/json";
+
+/// How the live cluster behaves, beyond the connection.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    pub policy: Policy,
+    /// The namespace for namespaced objects that name none (an applied manifest without
+    /// `metadata.namespace`).
+    pub namespace: String,
+    /// How long to wait between eviction attempts a PodDisruptionBudget refuses (kubectl: 5s),
+    /// and between checks that an evicted pod is gone.
+    pub eviction_retry: Duration,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            namespace: "default".to_owned(),
+            eviction_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The Kubernetes API as the executor needs it.
+pub struct KubeCluster {
+    transport: Transport,
+    discovery: Discovery,
+    options: KubeOptions,
+}
+
+impl KubeCluster {
+    pub fn new(client: kube::Client, options: KubeOptions) -> Self {
+        Self {
+            transport: Transport::new(client, options.policy.clone()),
+            discovery: Discovery::default(),
+            options,
+        }
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    async fn resource(&self, api_version: &str, kind: &str) -> EffectResult<Resource> {
+        self.discovery
+            .resolve(&self.transport, api_version, kind)
+            .await
+    }
+
+    /// The object's URL, with its names checked to be path segments.
+    async fn object_path(&self, key: &ObjectKey) -> EffectResult<(Resource, String)> {
+        let resource = self.resource(&key.api_version, &key.kind).await?;
+        let namespace = match (resource.namespaced, key.namespace.as_deref()) {
+            (true, Some(namespace)) => Some(segment(namespace, "namespace")?),
+            (true, None) => Some(segment(&self.options.namespace, "namespace")?),
+            (false, _) => None,
+        };
+        let path = format!(
+            "{}/{}",
+            resource.collection(namespace),
+            segment(&key.name, "name")?
+        );
+        Ok((resource, path))
+    }
+
+    async fn read(&self, key: &ObjectKey) -> EffectResult<Json> {
+        let (_, path) = self.object_path(key).await?;
+        self.transport
+            .json(&Call::new(Method::GET, path, format!("get {key}")))
+            .await
+    }
+
+    async fn patch_path(
+        &self,
+        key: &ObjectKey,
+        path: String,
+        content_type: &'static str,
+        body: &Json,
+        dry_run: DryRun,
+        what: String,
+    ) -> EffectResult<Json> {
+        let retry = if content_type == JSON_PATCH {
+            Retry::Once
+        } else {
+            Retry::Idempotent
+        };
+        let call = Call::new(
+            Method::PATCH,
+            with_query(&path, &write_query(dry_run, &[])),
+            what,
+        )
+        .json(content_type, body)
+        .retry(retry);
+        // A 409 means the object moved under us: read it again (which also tells whether it
+        // is still there) before sending the change again.
+        self.transport
+            .json_rereading(&call, || async {
+                let _ = self.read(key).await;
+            })
+            .await
+    }
+
+    /// Evicts one pod, retrying while a PodDisruptionBudget refuses (429) until `deadline`.
+    async fn evict(
+        &self,
+        namespace: &str,
+        pod: &str,
+        dry_run: DryRun,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> EffectResult<()> {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}/eviction",
+            segment(namespace, "namespace")?,
+            segment(pod, "pod")?
+        );
+        let body = json!({
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": namespace},
+        });
+        let call = Call::new(
+            Method::POST,
+            with_query(&path, &write_query(dry_run, &[])),
+            format!("evict pod {namespace}/{pod}"),
+        )
+        .json(JSON, &body)
+        .retry(Retry::Never);
+        let mut transient = 0;
+        loop {
+            match self.transport.attempt(&call).await {
+                Ok(_) => return Ok(()),
+                // Gone already: nothing left to evict.
+                Err(failure) if failure.status == Some(404) => return Ok(()),
+                Err(failure) if failure.status == Some(429) => {
+                    if tokio::time::Instant::now() + self.options.eviction_retry > deadline {
+                        return Err(EffectError::Blocked(format!(
+                            "evict pod {namespace}/{pod}: still refused after {}: {}",
+                            humantime::format_duration(timeout),
+                            failure.message
+                        )));
+                    }
+                    tracing::info!(pod = %format!("{namespace}/{pod}"), message = %failure.message, "Eviction refused for now; retrying.");
+                    tokio::time::sleep(self.options.eviction_retry).await;
+                }
+                Err(failure)
+                    if failure.status.is_none_or(|s| s >= 500)
+                        && transient + 1 < self.options.policy.attempts =>
+                {
+                    transient += 1;
+                    tokio::time::sleep(self.options.policy.backoff).await;
+                }
+                Err(failure) => return Err(failure.into_error(&call.what, transient + 1)),
+            }
+        }
+    }
+
+    /// Waits until the evicted pod is gone (or replaced by one with another uid).
+    async fn gone(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        deadline: tokio::time::Instant,
+    ) -> EffectResult<()> {
+        let key = ObjectKey {
+            api_version: "v1".to_owned(),
+            kind: "Pod".to_owned(),
+            namespace: Some(namespace.to_owned()),
+            name: pod.to_owned(),
+        };
+        loop {
+            match self.read(&key).await {
+                Err(EffectError::NotFound(_)) => return Ok(()),
+                Ok(object)
+                    if object.pointer("/metadata/uid").and_then(Json::as_str) != Some(uid) =>
+                {
+                    return Ok(())
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EffectError::Unavailable(format!(
+                    "pod {namespace}/{pod} was evicted but is still terminating"
+                )));
+            }
+            tokio::time::sleep(self.options.eviction_retry.min(Duration::from_secs(1))).await;
+        }
+    }
+
+    /// Watches one object from `resource_version`; returns the object once `ready` holds, or
+    /// `None` when the watch ended (timeout, 410 Gone, a dropped connection) and the caller
+    /// should read again and watch anew.
+    async fn watch_until(
+        &self,
+        key: &ObjectKey,
+        resource_version: &str,
+        ready: &WaitCondition,
+    ) -> EffectResult<Option<Json>> {
+        let (resource, _) = self.object_path(key).await?;
+        let namespace = match (resource.namespaced, key.namespace.as_deref()) {
+            (true, Some(namespace)) => Some(namespace),
+            (true, None) => Some(self.options.namespace.as_str()),
+            (false, _) => None,
+        };
+        let query = [
+            ("watch", "true".to_owned()),
+            ("fieldSelector", format!("metadata.name={}", key.name)),
+            ("resourceVersion", resource_version.to_owned()),
+            ("allowWatchBookmarks", "true".to_owned()),
+            ("timeoutSeconds", "60".to_owned()),
+        ];
+        let uri = with_query(&resource.collection(namespace), &query);
+        let request = http::Request::builder()
+            .method(Method::GET)
+            .uri(&uri)
+            .header(http::header::ACCEPT, JSON)
+            .body(kube::client::Body::empty())
+            .map_err(|e| EffectError::Other(format!("watch {key}: {e}")))?;
+        let response = tokio::time::timeout(
+            self.options.policy.call_timeout,
+            self.transport.client().send(request),
+        )
+        .await
+        .map_err(|_| EffectError::Unavailable(format!("watch {key}: no answer")))?
+        .map_err(|e| {
+            EffectError::Unavailable(format!("watch {key}: {}", transport::root_cause(&e)))
+        })?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            return Err(EffectError::Other(format!(
+                "watch {key}: the API server answered HTTP {status}"
+            )));
+        }
+        let mut body = response.into_body().into_data_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        // The server ends the watch after timeoutSeconds; a silent connection is given a
+        // little longer before it is read again.
+        let idle = Duration::from_secs(75);
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Some(Err(error))) => {
+                    tracing::debug!(%key, error = %transport::root_cause(&error), "Watch dropped.");
+                    return Ok(None);
+                }
+                Ok(None) | Err(_) => return Ok(None),
+            };
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let Ok(event) = serde_json::from_slice::<Json>(&line) else {
+                    continue;
+                };
+                match event.get("type").and_then(Json::as_str) {
+                    Some("ADDED" | "MODIFIED") => {
+                        let object = event.get("object").cloned().unwrap_or(Json::Null);
+                        if ready(&object).map_err(EffectError::Invalid)? {
+                            return Ok(Some(object));
+                        }
+                    }
+                    // 410 Gone (the version is too old) and other errors: read again.
+                    Some("ERROR") => return Ok(None),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for KubeCluster {
+    async fn get(&self, key: &ObjectKey) -> EffectResult<Json> {
+        self.read(key).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> EffectResult<Json> {
+        let resource = self.resource(&query.api_version, &query.kind).await?;
+        let namespace = match &query.namespace {
+            Some(namespace) => Some(segment(namespace, "namespace")?),
+            None => None,
+        };
+        let mut params = Vec::new();
+        if let Some(selector) = &query.label_selector {
+            params.push(("labelSelector", selector.clone()));
+        }
+        if let Some(selector) = &query.field_selector {
+            params.push(("fieldSelector", selector.clone()));
+        }
+        let uri = with_query(&resource.collection(namespace), &params);
+        let what = match namespace {
+            Some(namespace) => format!("list {} in {namespace}", query.kind),
+            None => format!("list {}", query.kind),
+        };
+        let mut list = self
+            .transport
+            .json(&Call::new(Method::GET, uri, what))
+            .await?;
+        // The API server leaves kind and apiVersion off list items; put them back so a fact
+        // reads the same as a get (and as the simulated cluster).
+        if let Some(items) = list.get_mut("items").and_then(Json::as_array_mut) {
+            for item in items {
+                if let Some(object) = item.as_object_mut() {
+                    object
+                        .entry("apiVersion")
+                        .or_insert_with(|| json!(query.api_version));
+                    object.entry("kind").or_insert_with(|| json!(query.kind));
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    async fn scale(&self, key: &ObjectKey, replicas: i64, dry_run: DryRun) -> EffectResult<Json> {
+        let (resource, path) = self.object_path(key).await?;
+        if !resource.subresources.iter().any(|s| s == "scale") {
+            return Err(EffectError::Invalid(format!(
+                "{key} cannot be scaled: the API server has no scale subresource for {}",
+                resource.plural
+            )));
+        }
+        self.patch_path(
+            key,
+            format!("{path}/scale"),
+            MERGE,
+            &json!({"spec": {"replicas": replicas}}),
+            dry_run,
+            format!("scale {key} to {replicas}"),
+        )
+        .await
+    }
+
+    async fn restart(
+        &self,
+        key: &ObjectKey,
+        at: SystemTime,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let (resource, path) = self.object_path(key).await?;
+        // As `kubectl rollout restart`: a strategic merge patch of the pod template's
+        // annotation (custom resources take a merge patch).
+        let content_type = if matches!(resource.api_version.as_str(), "apps/v1" | "v1" | "batch/v1")
+        {
+            STRATEGIC
+        } else {
+            MERGE
+        };
+        let body = json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": humantime::format_rfc3339_seconds(at).to_string()
+        }}}}});
+        self.patch_path(
+            key,
+            path,
+            content_type,
+            &body,
+            dry_run,
+            format!("restart {key}"),
+        )
+        .await
+    }
+
+    async fn patch(
+        &self,
+        key: &ObjectKey,
+        patch_type: PatchType,
+        body: &Json,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let (_, path) = self.object_path(key).await?;
+        let content_type = match patch_type {
+            PatchType::Merge => MERGE,
+            PatchType::Strategic => STRATEGIC,
+            PatchType::Json => JSON_PATCH,
+        };
+        self.patch_path(
+            key,
+            path,
+            content_type,
+            body,
+            dry_run,
+            format!("patch {key}"),
+        )
+        .await
+    }
+
+    async fn apply(&self, manifest: &Json, dry_run: DryRun) -> EffectResult<Json> {
+        let text = |pointer: &str| manifest.pointer(pointer).and_then(Json::as_str);
+        let (Some(api_version), Some(kind), Some(name)) =
+            (text("/apiVersion"), text("/kind"), text("/metadata/name"))
+        else {
+            return Err(EffectError::Invalid(
+                "apply: the manifest needs apiVersion, kind and metadata.name".to_owned(),
+            ));
+        };
+        let resource = self.resource(api_version, kind).await?;
+        let mut manifest = manifest.clone();
+        let namespace = if resource.namespaced {
+            let namespace = text("/metadata/namespace")
+                .unwrap_or(&self.options.namespace)
+                .to_owned();
+            manifest["metadata"]["namespace"] = json!(namespace);
+            Some(namespace)
+        } else {
+            None
+        };
+        let key = ObjectKey {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: namespace.clone(),
+            name: name.to_owned(),
+        };
+        let (_, path) = self.object_path(&key).await?;
+        // Server-side apply under our own field manager. No force: a field another manager
+        // owns is a conflict to report, not to take over silently (as `kubectl apply
+        // --server-side` without `--force-conflicts`).
+        let query = write_query(
+            dry_run,
+            &[
+                ("fieldManager", FIELD_MANAGER.to_owned()),
+                ("force", "false".to_owned()),
+            ],
+        );
+        let call = Call::new(
+            Method::PATCH,
+            with_query(&path, &query),
+            format!("apply {key}"),
+        )
+        .json(APPLY, &manifest);
+        self.transport.json(&call).await
+    }
+
+    async fn delete(
+        &self,
+        key: &ObjectKey,
+        propagation: Option<Propagation>,
+        grace_period_seconds: Option<u32>,
+        dry_run: DryRun,
+    ) -> EffectResult<()> {
+        let (_, path) = self.object_path(key).await?;
+        let mut options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
+        if let Some(propagation) = propagation {
+            options["propagationPolicy"] = json!(match propagation {
+                Propagation::Foreground => "Foreground",
+                Propagation::Background => "Background",
+                Propagation::Orphan => "Orphan",
+            });
+        }
+        if let Some(seconds) = grace_period_seconds {
+            options["gracePeriodSeconds"] = json!(seconds);
+        }
+        if dry_run.is_dry() {
+            options["dryRun"] = json!(["All"]);
+        }
+        let call = Call::new(
+            Method::DELETE,
+            with_query(&path, &write_query(dry_run, &[])),
+            format!("delete {key}"),
+        )
+        .json(JSON, &options);
+        self.transport.send(&call).await.map(drop)
+    }
+
+    async fn set_unschedulable(
+        &self,
+        node: &str,
+        unschedulable: bool,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let node = segment(node, "node")?;
+        // As kubectl: cordon sets the field; uncordon removes it.
+        let value = if unschedulable {
+            json!(true)
+        } else {
+            Json::Null
+        };
+        let key = node_key(node);
+        let verb = if unschedulable { "cordon" } else { "uncordon" };
+        self.patch_path(
+            &key,
+            format!("/api/v1/nodes/{node}"),
+            STRATEGIC,
+            &json!({"spec": {"unschedulable": value}}),
+            dry_run,
+            format!("{verb} node {node}"),
+        )
+        .await
+    }
+
+    async fn drain(
+        &self,
+        node: &str,
+        options: &DrainOptions,
+        dry_run: DryRun,
+    ) -> EffectResult<DrainReport> {
+        let node = segment(node, "node")?.to_owned();
+        self.set_unschedulable(&node, true, dry_run).await?;
+        let pods = self
+            .list(&ListQuery {
+                api_version: "v1".to_owned(),
+                kind: "Pod".to_owned(),
+                namespace: None,
+                label_selector: None,
+                field_selector: Some(format!("spec.nodeName={node}")),
+            })
+            .await?;
+        let mut report = DrainReport::default();
+        let mut evict = Vec::new();
+        for pod in pods
+            .get("items")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = |pointer: &str| {
+                pod.pointer(pointer)
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
+            if runbook_core::drain::skip_reason(pod).is_some() {
+                report.skipped.push(format!("{namespace}/{name}"));
+            } else {
+                evict.push((
+                    namespace,
+                    name,
+                    text("/metadata/uid"),
+                    runbook_core::drain::uses_empty_dir(pod),
+                ));
+            }
+        }
+        if !options.delete_empty_dir_data {
+            let local: Vec<String> = evict
+                .iter()
+                .filter(|(.., empty_dir)| *empty_dir)
+                .map(|(namespace, name, ..)| format!("{namespace}/{name}"))
+                .collect();
+            if !local.is_empty() {
+                return Err(EffectError::Invalid(format!(
+                    "cannot drain node {node}: pods with local storage (use deleteEmptyDirData to evict them anyway, their emptyDir data is lost): {}",
+                    local.join(", ")
+                )));
+            }
+        }
+        let timeout = options.eviction_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Evict every pod at once, as kubectl does, each waiting out its own budget.
+        let results =
+            futures::future::join_all(evict.iter().map(|(namespace, name, uid, _)| async move {
+                self.evict(namespace, name, dry_run, deadline, timeout)
+                    .await?;
+                if !dry_run.is_dry() {
+                    self.gone(namespace, name, uid, deadline).await?;
+                }
+                Ok::<_, EffectError>(format!("{namespace}/{name}"))
+            }))
+            .await;
+        let mut failures = Vec::new();
+        for result in results {
+            match result {
+                Ok(name) => report.evicted.push(name),
+                Err(error) => failures.push(error),
+            }
+        }
+        if let Some(first) = failures.first() {
+            let evicted = if report.evicted.is_empty() {
+                String::new()
+            } else {
+                format!(" (evicted: {})", report.evicted.join(", "))
+            };
+            let message = format!(
+                "drain node {node}: {} pod(s) not evicted{evicted}: {}",
+                failures.len(),
+                failures
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            return Err(match first {
+                EffectError::Blocked(_) => EffectError::Blocked(message),
+                EffectError::Forbidden(_) => EffectError::Forbidden(message),
+                _ => EffectError::Unavailable(message),
+            });
+        }
+        Ok(report)
+    }
+
+    async fn exec(
+        &self,
+        pod: &PodRef,
+        argv: &[String],
+        timeout: Duration,
+    ) -> EffectResult<CommandOutput> {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::AttachParams;
+        use tokio::io::AsyncReadExt as _;
+
+        let namespace = segment(&pod.namespace, "namespace")?;
+        let name = segment(&pod.pod, "pod")?;
+        let what = format!("exec in pod {namespace}/{name}");
+        let api: kube::Api<Pod> = kube::Api::namespaced(self.transport.client().clone(), namespace);
+        let mut params = AttachParams::default()
+            .stdout(true)
+            .stderr(true)
+            .stdin(false);
+        if let Some(container) = &pod.container {
+            params = params.container(container.clone());
+        }
+        let run = async {
+            let mut process = api
+                .exec(name, argv.to_vec(), &params)
+                .await
+                .map_err(|e| kube_error(&what, e))?;
+            let status = process.take_status();
+            let mut stdout = process.stdout();
+            let mut stderr = process.stderr();
+            let read_out = async {
+                let mut text = Vec::new();
+                if let Some(out) = stdout.as_mut() {
+                    let _ = out.read_to_end(&mut text).await;
+                }
+                text
+            };
+            let read_err = async {
+                let mut text = Vec::new();
+                if let Some(err) = stderr.as_mut() {
+                    let _ = err.read_to_end(&mut text).await;
+                }
+                text
+            };
+            let (out, err) = tokio::join!(read_out, read_err);
+            let status = match status {
+                Some(status) => status.await,
+                None => None,
+            };
+            let _ = process.join().await;
+            Ok::<_, EffectError>(CommandOutput {
+                exit_code: exit_code(status.as_ref(), &what)?,
+                stdout: String::from_utf8_lossy(&out).into_owned(),
+                stderr: String::from_utf8_lossy(&err).into_owned(),
+            })
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| {
+            EffectError::Unavailable(format!(
+                "{what}: no exit within {}",
+                humantime::format_duration(timeout)
+            ))
+        })?
+    }
+
+    async fn logs(&self, pod: &PodRef, tail_lines: Option<u32>) -> EffectResult<String> {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}/log",
+            segment(&pod.namespace, "namespace")?,
+            segment(&pod.pod, "pod")?
+        );
+        let mut query = Vec::new();
+        if let Some(container) = &pod.container {
+            query.push(("container", container.clone()));
+        }
+        if let Some(lines) = tail_lines {
+            query.push(("tailLines", lines.to_string()));
+        }
+        let body = self
+            .transport
+            .send(&Call::new(
+                Method::GET,
+                with_query(&path, &query),
+                format!("logs of pod {}/{}", pod.namespace, pod.pod),
+            ))
+            .await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn annotate(
+        &self,
+        key: &ObjectKey,
+        set: &BTreeMap<String, Option<String>>,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let (_, path) = self.object_path(key).await?;
+        self.patch_path(
+            key,
+            path,
+            MERGE,
+            &metadata_patch("annotations", set),
+            dry_run,
+            format!("annotate {key}"),
+        )
+        .await
+    }
+
+    async fn label(
+        &self,
+        key: &ObjectKey,
+        set: &BTreeMap<String, Option<String>>,
+        dry_run: DryRun,
+    ) -> EffectResult<Json> {
+        let (_, path) = self.object_path(key).await?;
+        self.patch_path(
+            key,
+            path,
+            MERGE,
+            &metadata_patch("labels", set),
+            dry_run,
+            format!("label {key}"),
+        )
+        .await
+    }
+
+    /// Reads the object, then watches it from that version until `ready` holds; a watch that
+    /// ends is opened again from a fresh read. If the watch itself is refused (no `watch`
+    /// permission), it falls back to reading every `interval`. The caller's timeout bounds it.
+    async fn wait(
+        &self,
+        key: &ObjectKey,
+        ready: &WaitCondition,
+        interval: Duration,
+    ) -> EffectResult<Json> {
+        loop {
+            let object = self.read(key).await?;
+            if ready(&object).map_err(EffectError::Invalid)? {
+                return Ok(object);
+            }
+            let version = object
+                .pointer("/metadata/resourceVersion")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            match self.watch_until(key, &version, ready).await {
+                Ok(Some(object)) => return Ok(object),
+                Ok(None) => {}
+                Err(EffectError::Invalid(message)) => return Err(EffectError::Invalid(message)),
+                Err(error) => {
+                    tracing::debug!(%key, %error, "Cannot watch; polling instead.");
+                    tokio::time::sleep(interval).await;
+                }
+            }
+        }
+    }
+}
+
+fn node_key(node: &str) -> ObjectKey {
+    ObjectKey {
+        api_version: "v1".to_owned(),
+        kind: "Node".to_owned(),
+        namespace: None,
+        name: node.to_owned(),
+    }
+}
+
+fn metadata_patch(field: &str, set: &BTreeMap<String, Option<String>>) -> Json {
+    let values: serde_json::Map<String, Json> = set
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone().map_or(Json::Null, Json::String)))
+        .collect();
+    json!({"metadata": {field: values}})
+}
+
+/// `dryRun=All` on a dry-run write, then the other parameters.
+fn write_query(dry_run: DryRun, rest: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if dry_run.is_dry() {
+        query.push(("dryRun", "All".to_owned()));
+    }
+    query.extend(rest.iter().cloned());
+    query
+}
+
+fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in query {
+        serializer.append_pair(name, value);
+    }
+    format!("{path}?{}", serializer.finish())
+}
+
+/// A name that goes into a URL path: one segment, nothing that could reach another path.
+/// Kubernetes names are DNS labels or subdomains, so this refuses nothing real.
+fn segment<'a>(value: &'a str, what: &str) -> EffectResult<&'a str> {
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value != "."
+        && value != ".."
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+    if valid {
+        Ok(value)
+    } else {
+        Err(EffectError::Invalid(format!(
+            "{what} `{value}` is not a Kubernetes name (lowercase letters, digits, `-` and `.`)"
+        )))
+    }
+}
+
+/// The exit status in the exec protocol's last message: `Success`, or a failure whose cause
+/// `ExitCode` carries the number.
+fn exit_code(
+    status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+    what: &str,
+) -> EffectResult<i32> {
+    let Some(status) = status else {
+        return Err(EffectError::Unavailable(format!(
+            "{what}: the connection ended without an exit status"
+        )));
+    };
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let code = status
+        .details
+        .as_ref()
+        .and_then(|d| d.causes.as_ref())
+        .and_then(|causes| {
+            causes
+                .iter()
+                .find(|c| c.reason.as_deref() == Some("ExitCode"))
+                .and_then(|c| c.message.as_deref())
+                .and_then(|m| m.parse::<i32>().ok())
+        });
+    match code {
+        Some(code) => Ok(code),
+        None => Err(EffectError::Other(format!(
+            "{what}: {}",
+            status.message.as_deref().unwrap_or("failed")
+        ))),
+    }
+}
+
+/// A `kube` error as ours: the API server's status when there is one, else the root cause.
+fn kube_error(what: &str, error: kube::Error) -> EffectError {
+    match error {
+        kube::Error::Api(status) => {
+            let message = format!("{what}: {} (HTTP {})", status.message, status.code);
+            match status.code {
+                404 => EffectError::NotFound(message),
+                409 => EffectError::Conflict(message),
+                400 | 422 => EffectError::Invalid(message),
+                401 | 403 => EffectError::Forbidden(message),
+                429 => EffectError::Blocked(message),
+                _ => EffectError::Unavailable(message),
+            }
+        }
+        other => EffectError::Unavailable(format!("{what}: {}", transport::root_cause(&other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_leave_their_path_segment_are_refused() {
+        assert!(segment("api-7d9f.x", "name").is_ok());
+        for bad in ["", "..", "a/b", "a?watch=true", "a%2Fb", "a b"] {
+            assert!(
+                matches!(segment(bad, "name"), Err(EffectError::Invalid(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn queries_are_encoded() {
+        assert_eq!(
+            with_query(
+                "/api/v1/pods",
+                &[("labelSelector", "app in (a,b),tier!=db".to_owned())]
+            ),
+            "/api/v1/pods?labelSelector=app+in+%28a%2Cb%29%2Ctier%21%3Ddb"
+        );
+        assert_eq!(
+            with_query("/x", &write_query(DryRun::Server, &[])),
+            "/x?dryRun=All"
+        );
+    }
+}
