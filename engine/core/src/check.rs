@@ -478,6 +478,7 @@ impl Checker<'_> {
         let sources: Vec<&str> = [
             ("kubernetes", fact.kubernetes.is_some()),
             ("exec", fact.exec.is_some()),
+            ("logs", fact.logs.is_some()),
             ("command", fact.command.is_some()),
             ("http", fact.http.is_some()),
             ("expr", fact.expr.is_some()),
@@ -495,7 +496,7 @@ impl Checker<'_> {
                     span,
                     format!("fact `{}` has no source", fact.name),
                     Some(
-                        "give it one of `kubernetes`, `exec`, `command`, `http` or `expr`"
+                        "give it one of `kubernetes`, `exec`, `logs`, `command`, `http` or `expr`"
                             .to_owned(),
                     ),
                 );
@@ -544,6 +545,23 @@ impl Checker<'_> {
                             scope,
                             &mut reads,
                         ),
+                        format: read.format,
+                    }
+                } else if let Some(read) = &fact.logs {
+                    let p = format!("{pointer}/logs");
+                    FactSource::Logs {
+                        namespace: self.template(
+                            at,
+                            &format!("{p}/namespace"),
+                            &read.namespace,
+                            scope,
+                            &mut reads,
+                        ),
+                        pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, &mut reads),
+                        container: read.container.as_ref().map(|t| {
+                            self.template(at, &format!("{p}/container"), t, scope, &mut reads)
+                        }),
+                        tail: read.tail.map(std::num::NonZeroU32::get),
                         format: read.format,
                     }
                 } else if let Some(read) = &fact.command {
@@ -2718,6 +2736,79 @@ spec:
         );
         assert!(catalog.get("good").is_some());
         assert!(catalog.get("bad").is_none());
+    }
+
+    #[test]
+    fn logs_facts_read_templates_a_tail_and_a_format() {
+        let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  params:
+    - {name: namespace, default: shop}
+  facts:
+    - {name: api.pod, kubernetes: {kind: Pod, name: api-0, namespace: shop}}
+    - name: api.log
+      logs:
+        namespace: ${params.namespace}
+        pod: ${api.pod.metadata.name}
+        container: server
+        tail: 200
+        format: lines
+  preconditions:
+    - check: '!api.log.contains(\"panic: \")'
+  steps:
+    - {verify: 'true'}
+";
+        let (catalog, messages) = check_text(&[("r.yaml", runbook)]);
+        assert!(messages.is_empty(), "{messages:?}");
+        let runbook = catalog.get("r").expect("checked");
+        let fact = &runbook.facts["api.log"];
+        assert!(
+            matches!(
+                &fact.source,
+                FactSource::Logs {
+                    container: Some(_),
+                    tail: Some(200),
+                    format: crate::document::LogFormat::Lines,
+                    ..
+                }
+            ),
+            "{:?}",
+            fact.source
+        );
+        assert_eq!(fact.reads, ["api.pod"]);
+        assert_eq!(fact.params, ["namespace"]);
+    }
+
+    #[test]
+    fn logs_facts_with_a_bad_tail_or_no_pod_are_pointed_at() {
+        let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  facts:
+    - {name: a, logs: {namespace: shop, pod: api-0, tail: -1}}
+    - {name: b, logs: {namespace: shop, pod: api-0, tail: many}}
+    - {name: c, logs: {namespace: shop, pod: api-0, tail: 0}}
+    - {name: d, logs: {namespace: shop, container: server}}
+    - {name: e, logs: {namespace: shop, pod: api-0, format: line}}
+    - {name: f, logs: {namespace: shop, pod: api-0}, exec: {namespace: shop, pod: api-0, command: [ls]}}
+  steps:
+    - {verify: 'true'}
+";
+        let (_, messages) = check_text(&[("r.yaml", runbook)]);
+        assert_eq!(
+            messages,
+            [
+                "r.yaml:6:59: must be at least 1, found -1",
+                "r.yaml:7:59: expected an integer, found a string `many`",
+                "r.yaml:8:59: must be at least 1, found 0",
+                "r.yaml:9:23: missing required field `pod` in logs read",
+                "r.yaml:10:61: unknown value `line` for log format, expected one of `text`, `lines`, `json`",
+                "r.yaml:11:7: fact `f` has more than one source (`exec`, `logs`)",
+            ]
+        );
     }
 
     #[test]

@@ -387,6 +387,44 @@ spec:
     }
 
     #[test]
+    fn a_logs_fact_is_planned_like_any_probe_and_shown_with_its_pod_and_tail() {
+        let plan = plan("apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: t}
+spec:
+  params:
+    - {name: namespace, default: shop}
+  facts:
+    - {name: api.pod, kubernetes: {kind: Pod, name: api-0, namespace: shop}}
+    - name: api.log
+      logs: {namespace: '${params.namespace}', pod: '${api.pod.metadata.name}', container: server, tail: 200}
+    - {name: api.last, logs: {namespace: shop, pod: api-0, tail: 1, format: json}}
+    - {name: api.whole, logs: {namespace: shop, pod: api-0, format: lines}}
+  preconditions:
+    - check: '!api.log.contains(\"panic\") && api.last.len() < 2 && api.whole.len() > 0'
+  steps:
+    - {id: a, verify: 'true'}
+");
+        assert_eq!(
+            edges(&plan, Dependency::Data),
+            [
+                "fact:api.last -> pre:0",
+                "fact:api.log -> pre:0",
+                "fact:api.pod -> fact:api.log",
+                "fact:api.whole -> pre:0"
+            ]
+        );
+        let text = crate::render::plan_text(&plan);
+        for line in [
+            "api.log: last 200 lines of the log of pod shop/${api.pod.metadata.name} (container server)",
+            "api.last: last line of the log of pod shop/api-0",
+            "api.whole: log of pod shop/api-0",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
+
+    #[test]
     fn order_is_topological_and_stable() {
         let plan = plan(RUNBOOK);
         let position = |node: &PlanNode| {

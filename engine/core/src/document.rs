@@ -156,8 +156,8 @@ pub struct Trigger {
     pub auto_approve: bool,
 }
 
-/// A named probe of the world. Exactly one source: `kubernetes`, `exec`, `command`, `http`, or
-/// `expr` (derived from other facts).
+/// A named probe of the world. Exactly one source: `kubernetes`, `exec`, `logs`, `command`,
+/// `http`, or `expr` (derived from other facts).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Fact {
@@ -169,6 +169,8 @@ pub struct Fact {
     pub kubernetes: Option<KubernetesRead>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecRead>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsRead>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandRead>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +215,37 @@ pub struct ExecRead {
     pub command: Command,
     #[serde(default)]
     pub format: OutputFormat,
+}
+
+/// A container's log, as `kubectl logs [--tail N] [-c CONTAINER]` prints it, parsed per
+/// `format`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogsRead {
+    pub namespace: String,
+    pub pod: String,
+    /// Needed when the pod has more than one container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Only the last this many lines; without it, the whole log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<std::num::NonZeroU32>,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How a log becomes a value. Unlike the `format` of `exec`, `command` and `http` reads, it
+/// defaults to text, and JSON comes one value a line (structured logging).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// The log as one string, without its final newline.
+    #[default]
+    Text,
+    /// A list of strings, one a line.
+    Lines,
+    /// A list of values, each non-empty line parsed as JSON.
+    Json,
 }
 
 /// A local command; its standard output is parsed per `format`.

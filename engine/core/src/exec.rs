@@ -17,7 +17,7 @@ use serde_json::{json, Value as Json};
 
 use crate::check::facts_read;
 use crate::compile::Plan;
-use crate::document::{OutputFormat, PatchType};
+use crate::document::{LogFormat, OutputFormat, PatchType};
 use crate::effects::*;
 use crate::expr::{sandboxed_engine, Expression, Template, TemplatePart};
 use crate::journal::{timestamp, Event, Journal, Outcome, Record, StepResult};
@@ -2134,6 +2134,22 @@ impl Run {
                     .map_err(|e| e.to_string())?;
                 parse_output(&output, *format)?
             }
+            FactSource::Logs {
+                namespace,
+                pod,
+                container,
+                tail,
+                format,
+            } => {
+                let pod = self.pod_ref(namespace, pod, container.as_ref()).await?;
+                let log = self
+                    .effects
+                    .cluster
+                    .logs(&pod, *tail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse_log(&log, *format)?
+            }
             FactSource::Command { argv, format } => {
                 let argv = self.render_all(argv).await?;
                 let output = self
@@ -2384,6 +2400,28 @@ fn parse_output(output: &CommandOutput, format: OutputFormat) -> Result<Json, St
             }
             Ok(Json::String(output.stdout.trim().to_owned()))
         }
+    }
+}
+
+/// A log as a value: one string, its lines, or one JSON value a line (blank lines skipped).
+fn parse_log(log: &str, format: LogFormat) -> Result<Json, String> {
+    match format {
+        LogFormat::Text => Ok(Json::String(log.trim_end().to_owned())),
+        LogFormat::Lines => Ok(Json::Array(
+            log.lines()
+                .map(|line| Json::String(line.to_owned()))
+                .collect(),
+        )),
+        LogFormat::Json => log
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(index, line)| {
+                serde_json::from_str::<Json>(line)
+                    .map_err(|error| format!("line {} of the log is not JSON: {error}", index + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Json::Array),
     }
 }
 

@@ -258,6 +258,28 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
                 argv(plan, words)
             )
         }
+        FactSource::Logs {
+            namespace,
+            pod,
+            container,
+            tail,
+            ..
+        } => {
+            let container = container
+                .as_ref()
+                .map(|c| format!(" (container {})", template(plan, c)))
+                .unwrap_or_default();
+            let lines = match tail {
+                Some(1) => "last line of the log".to_owned(),
+                Some(count) => format!("last {count} lines of the log"),
+                None => "log".to_owned(),
+            };
+            format!(
+                "{lines} of pod {}/{}{container}",
+                template(plan, namespace),
+                template(plan, pod)
+            )
+        }
         FactSource::Command { argv: words, .. } => format!("command: {}", argv(plan, words)),
         FactSource::Http { url, query, .. } => {
             let mut text = format!("http GET {}", template(plan, url));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::document::{OutputFormat, ParamType, PatchType, Propagation};
+use crate::document::{LogFormat, OutputFormat, ParamType, PatchType, Propagation};
 use crate::expr::{Expression, Template};
 use crate::matcher::Matcher;
 use crate::source::{Source, Span};
@@ -274,6 +274,14 @@ pub enum FactSource {
         container: Option<Template>,
         argv: Vec<Template>,
         format: OutputFormat,
+    },
+    Logs {
+        namespace: Template,
+        pod: Template,
+        container: Option<Template>,
+        /// Only the last this many lines (at least 1); `None` reads the whole log.
+        tail: Option<u32>,
+        format: LogFormat,
     },
     Command {
         argv: Vec<Template>,

@@ -1,5 +1,5 @@
 //! The simulated world: a Kubernetes API server held in memory, and scripted answers for pod
-//! exec, local commands and HTTP, all loaded from a scenario file (`kind: Scenario`).
+//! exec, pod logs, local commands and HTTP, all loaded from a scenario file (`kind: Scenario`).
 //!
 //! [`SimWorld`] implements the effects traits ([`Cluster`], [`Processes`], [`Http`],
 //! [`Notifier`]) and [`StepObserver`], so the executor runs against it exactly as it runs
@@ -35,8 +35,8 @@ use serde_json::{json, Value as Json};
 
 pub use scenario::{
     argv, load_scenario, parse_scenario, scenario_schema, After, CommandScript, ErrorKind,
-    ExecScript, Fault, FaultVerb, HttpAnswer, HttpScript, ProcessResponse, Scenario, ScenarioKind,
-    ScenarioSpec,
+    ExecScript, Fault, FaultVerb, HttpAnswer, HttpScript, LogResponse, LogsScript, ProcessResponse,
+    Scenario, ScenarioKind, ScenarioSpec,
 };
 pub use store::{is_cluster_scoped, STUCK_ANNOTATION};
 
@@ -88,6 +88,12 @@ struct ExecMatch {
     argv: Vec<String>,
 }
 
+struct LogsMatch {
+    namespace: String,
+    pod: String,
+    container: Option<String>,
+}
+
 struct HttpMatch {
     url: String,
     query: Option<BTreeMap<String, String>>,
@@ -113,6 +119,7 @@ struct State {
     store: Store,
     finished: BTreeSet<String>,
     exec: Vec<Script<ExecMatch, ProcessResponse>>,
+    logs: Vec<Script<LogsMatch, LogResponse>>,
     commands: Vec<Script<Vec<String>, ProcessResponse>>,
     http: Vec<Script<HttpMatch, HttpAnswer>>,
     faults: Vec<FaultState>,
@@ -128,6 +135,12 @@ trait Conditional {
 }
 
 impl Conditional for ProcessResponse {
+    fn after(&self) -> Option<&After> {
+        self.after.as_ref()
+    }
+}
+
+impl Conditional for LogResponse {
     fn after(&self) -> Option<&After> {
         self.after.as_ref()
     }
@@ -162,6 +175,33 @@ impl<M, R: Conditional + Clone> Script<M, R> {
         self.answered += 1;
         Some(response)
     }
+}
+
+/// A script's `namespace/name` (checked when the scenario was parsed).
+fn script_pod(pod: &str) -> (String, String) {
+    let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
+    (namespace.to_owned(), name.to_owned())
+}
+
+/// Whether a script for `expected` (none: any) answers a call for `given` (none: the pod's
+/// only or default container).
+fn container_matches(expected: Option<&String>, given: Option<&String>) -> bool {
+    match (expected, given) {
+        (Some(expected), Some(given)) => expected == given,
+        _ => true,
+    }
+}
+
+/// The last `count` lines of a log, as `kubectl logs --tail` gives them.
+fn tail(log: &str, count: Option<u32>) -> String {
+    let Some(count) = count else {
+        return log.to_owned();
+    };
+    let lines: Vec<&str> = log.split_inclusive('\n').collect();
+    let first = lines
+        .len()
+        .saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
+    lines[first..].concat()
 }
 
 fn script_argv(command: &crate::document::Command) -> Vec<String> {
@@ -272,16 +312,29 @@ impl SimWorld {
             .exec
             .iter()
             .map(|script| {
-                let (namespace, pod) = script
-                    .pod
-                    .split_once('/')
-                    .unwrap_or(("default", script.pod.as_str()));
+                let (namespace, pod) = script_pod(&script.pod);
                 Script {
                     matcher: ExecMatch {
-                        namespace: namespace.to_owned(),
-                        pod: pod.to_owned(),
+                        namespace,
+                        pod,
                         container: script.container.clone(),
                         argv: script_argv(&script.command),
+                    },
+                    responses: script.responses.clone(),
+                    answered: 0,
+                }
+            })
+            .collect();
+        let logs = spec
+            .logs
+            .iter()
+            .map(|script| {
+                let (namespace, pod) = script_pod(&script.pod);
+                Script {
+                    matcher: LogsMatch {
+                        namespace,
+                        pod,
+                        container: script.container.clone(),
                     },
                     responses: script.responses.clone(),
                     answered: 0,
@@ -323,6 +376,7 @@ impl SimWorld {
                 store,
                 finished: BTreeSet::new(),
                 exec,
+                logs,
                 commands,
                 http,
                 faults,
@@ -379,8 +433,8 @@ impl SimWorld {
         self.lock().store.objects.values().cloned().collect()
     }
 
-    /// Every exec, command and HTTP call, in order: `exec ns/pod -c container -- argv`,
-    /// `run argv`, `http GET url?query`.
+    /// Every exec, log, command and HTTP call, in order: `exec ns/pod -c container -- argv`,
+    /// `logs ns/pod -c container --tail N`, `run argv`, `http GET url?query`.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
@@ -640,10 +694,7 @@ impl Cluster for SimWorld {
             matcher.namespace == pod.namespace
                 && matcher.pod == pod.pod
                 && matcher.argv == argv
-                && match (&matcher.container, &pod.container) {
-                    (Some(expected), Some(given)) => expected == given,
-                    _ => true,
-                }
+                && container_matches(matcher.container.as_ref(), pod.container.as_ref())
         });
         let Some(script) = script else {
             let container = pod
@@ -663,6 +714,61 @@ impl Cluster for SimWorld {
             .answer(finished)
             .ok_or_else(|| none_in_effect(&what))?;
         process_output(response, &what)
+    }
+
+    async fn logs(&self, pod: &PodRef, tail_lines: Option<u32>) -> EffectResult<String> {
+        let mut state = self.lock();
+        let container = pod
+            .container
+            .as_ref()
+            .map(|c| format!(" -c {c}"))
+            .unwrap_or_default();
+        let tail_flag = tail_lines
+            .map(|count| format!(" --tail {count}"))
+            .unwrap_or_default();
+        state.calls.push(format!(
+            "logs {}/{}{container}{tail_flag}",
+            pod.namespace, pod.pod
+        ));
+        state.check_fault(
+            &Call {
+                verb: FaultVerb::Logs,
+                kind: "Pod",
+                namespace: Some(&pod.namespace),
+                name: Some(&pod.pod),
+            },
+            true,
+        )?;
+        let State { logs, finished, .. } = &mut *state;
+        let what = format!("the log of pod {}/{}{container}", pod.namespace, pod.pod);
+        let script = logs.iter_mut().find(|script| {
+            let matcher = &script.matcher;
+            matcher.namespace == pod.namespace
+                && matcher.pod == pod.pod
+                && container_matches(matcher.container.as_ref(), pod.container.as_ref())
+        });
+        let Some(script) = script else {
+            let container = pod
+                .container
+                .as_ref()
+                .map(|c| format!(", container: {c}"))
+                .unwrap_or_default();
+            return Err(EffectError::NotFound(format!(
+                "no scripted answer matches {what}; add one to the scenario's spec.logs: {{pod: {}/{}{container}, responses: [{{text: \"...\"}}]}}",
+                pod.namespace, pod.pod
+            )));
+        };
+        let response = script
+            .answer(finished)
+            .ok_or_else(|| none_in_effect(&what))?;
+        match response.error {
+            Some(kind) => Err(kind.error(
+                response
+                    .message
+                    .unwrap_or_else(|| format!("scripted failure for {what}")),
+            )),
+            None => Ok(tail(&response.text, tail_lines)),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::effects::{Answer, Prompter, Reporter, ScenarioClock};
 use crate::exec::{RunOptions, RunReport, StepStatus};
 use crate::journal::{Outcome, Record};
 use crate::runbook::Catalog;
-use crate::sim::{CommandScript, ExecScript, Fault, Scenario, SimWorld};
+use crate::sim::{CommandScript, ExecScript, Fault, LogsScript, Scenario, SimWorld};
 use crate::source::{Position, SourceFile, Span};
 
 /// The wall time every test run starts at, so traces are the same on every machine.
@@ -78,6 +78,9 @@ pub struct TestCase {
     /// Extra exec answers, taking precedence over the scenario's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<ExecScript>,
+    /// Extra container logs, taking precedence over the scenario's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogsScript>,
     /// Extra command answers, taking precedence over the scenario's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<CommandScript>,
@@ -319,6 +322,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
     };
     scenario.spec.faults.extend(case.faults.iter().cloned());
     scenario.spec.exec.splice(0..0, case.exec.iter().cloned());
+    scenario.spec.logs.splice(0..0, case.logs.iter().cloned());
     scenario
         .spec
         .commands

@@ -1268,3 +1268,170 @@ fn a_scenario_change_happens_once_its_step_has_run_and_is_not_a_mutation() {
     };
     assert!(h.world.object(&secret).is_none(), "deleted by the change");
 }
+
+const API_LOGS: &str = r#"  logs:
+    - pod: shop/api-0
+      container: server
+      responses:
+        - text: "panic: an old one\nrecovered\nserving\n"
+    - pod: shop/api-1
+      responses:
+        - text: "starting\npanic: assignment to entry in nil map\n"
+    - pod: shop/events-0
+      responses:
+        - text: "{\"level\": \"info\", \"msg\": \"up\"}\n\n{\"level\": \"error\", \"msg\": \"db down\"}\n"
+    - pod: shop/plain-0
+      responses:
+        - text: "not json\n"
+    - pod: shop/vault-0
+      responses:
+        - text: "unsealing\nunsealed with key Zm9vYmFyYmF6cXV4\n"
+    - pod: shop/issuer-0
+      responses:
+        - text: "token=abcd1234efgh issued\n"
+"#;
+
+#[test]
+fn a_logs_fact_gates_the_run_on_the_last_lines_of_the_log() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: logs}
+spec:
+  params:
+    - {name: pod, default: api-0}
+  facts:
+    - name: api.log
+      logs: {namespace: shop, pod: '${params.pod}', container: server, tail: 2}
+  preconditions:
+    - check: '!api.log.contains(\"panic\")'
+      message: the api is panicking
+  steps:
+    - {id: fix, scale: {name: api, replicas: 3}}
+";
+    let h = run(text, API_LOGS);
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert_eq!(replicas(&h.world, "api"), 3);
+    assert!(
+        h.world
+            .calls()
+            .contains(&"logs shop/api-0 -c server --tail 2".to_owned()),
+        "the panic is older than the last two lines: {:?}",
+        h.world.calls()
+    );
+
+    let h = run_with(
+        text,
+        API_LOGS,
+        Answer::Yes,
+        false,
+        &[("pod", "api-1")],
+        None,
+    );
+    assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
+    assert_eq!(h.report.exit_code(), 3);
+    assert!(
+        h.report.message.contains("the api is panicking"),
+        "{}",
+        h.report.message
+    );
+    assert_eq!(replicas(&h.world, "api"), 2, "nothing was changed");
+}
+
+#[test]
+fn log_formats_give_lines_or_one_json_value_a_line() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: formats}
+spec:
+  facts:
+    - {name: events.lines, logs: {namespace: shop, pod: events-0, format: lines}}
+    - {name: events.parsed, logs: {namespace: shop, pod: events-0, format: json}}
+    - {name: events.text, logs: {namespace: shop, pod: events-0}}
+  preconditions:
+    - check: events.lines.len() == 3 && events.lines[1] == \"\"
+    - check: events.parsed.len() == 2 && events.parsed[1].level == \"error\"
+    - check: events.text.ends_with(\"db down\\\"}\")
+  steps:
+    - {verify: 'true'}
+";
+    let h = run(text, API_LOGS);
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+
+    let plain = text.replace("pod: events-0, format: json", "pod: plain-0, format: json");
+    let h = run(&plain, API_LOGS);
+    assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
+    assert!(
+        h.report
+            .message
+            .contains("fact `events.parsed`: line 1 of the log is not JSON"),
+        "{}",
+        h.report.message
+    );
+}
+
+#[test]
+fn a_log_that_cannot_be_read_fails_its_check_and_says_what_to_script() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: missing}
+spec:
+  facts:
+    - {name: api.log, logs: {namespace: shop, pod: api-7}}
+  preconditions:
+    - check: '!api.log.contains(\"panic\")'
+  steps:
+    - {id: fix, scale: {name: api, replicas: 3}}
+";
+    let h = run(text, API_LOGS);
+    assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
+    assert!(
+        h.report.message.contains("fact `api.log`: not found:")
+            && h.report.message.contains("spec.logs: {pod: shop/api-7"),
+        "{}",
+        h.report.message
+    );
+    assert_eq!(replicas(&h.world, "api"), 2);
+    let failed = events(&h.collect)
+        .iter()
+        .any(|r| matches!(&r.event, Event::FactFailed { fact, .. } if fact == "api.log"));
+    assert!(failed, "the failed read is journaled");
+}
+
+#[test]
+fn a_secret_log_and_credentials_in_a_log_never_reach_the_journal_or_a_notification() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: secret-log}
+spec:
+  facts:
+    - {name: vault.log, logs: {namespace: shop, pod: vault-0}, secret: true}
+    - {name: vault.lines, logs: {namespace: shop, pod: vault-0, format: lines}, secret: true}
+    - {name: issuer.log, logs: {namespace: shop, pod: issuer-0}}
+  preconditions:
+    - check: vault.log.contains(\"unsealed\") && vault.lines.len() == 2
+    - check: issuer.log.ends_with(\"issued\")
+  steps:
+    - {id: tell, notify: 'log was ${vault.lines[1]}; ${issuer.log}'}
+";
+    let h = run(text, API_LOGS);
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    let sent: String = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    for (place, text) in [("events", &shown), ("notifications", &sent)] {
+        for secret in ["Zm9vYmFyYmF6cXV4", "abcd1234efgh"] {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into the {place}: {text}"
+            );
+        }
+    }
+    assert!(sent.contains("<redacted>"), "{sent}");
+}

@@ -1,6 +1,6 @@
 //! The scenario document (`kind: Scenario`): the objects of a simulated cluster and scripted
-//! answers for everything else the executor may ask (pod exec, local commands, HTTP), plus
-//! faults to inject into cluster calls.
+//! answers for everything else the executor may ask (pod exec, pod logs, local commands,
+//! HTTP), plus faults to inject into cluster calls.
 //!
 //! Parsed like runbooks are: `yaml::parse` keeps positions, the structure check walks the JSON
 //! Schema generated from these types (every unknown field, wrong type and missing field, each
@@ -51,6 +51,9 @@ pub struct ScenarioSpec {
     /// Scripted answers for commands run in pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<ExecScript>,
+    /// Scripted container logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogsScript>,
     /// Scripted answers for local commands.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<CommandScript>,
@@ -102,6 +105,37 @@ pub struct ExecScript {
     pub command: Command,
     /// The last one whose `after` holds answers.
     pub responses: Vec<ProcessResponse>,
+}
+
+/// The log of one pod, matched on the pod and the container (when given).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogsScript {
+    /// `namespace/name`.
+    pub pod: String,
+    /// Without it, a read of any container of the pod matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The last one whose `after` holds answers.
+    pub responses: Vec<LogResponse>,
+}
+
+/// What a log read answers.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogResponse {
+    /// When this answer starts to apply; without it, always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<After>,
+    /// The whole log, lines ended by newlines; a read with `tail` gets its last lines.
+    #[serde(default)]
+    pub text: String,
+    /// Fail the call instead of answering (the pod or its log could not be reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorKind>,
+    /// The error's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Answers for one local command, matched on the exact argv.
@@ -199,12 +233,13 @@ pub struct After {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Fault {
     pub verb: FaultVerb,
-    /// Only calls for this kind (`Node` for cordon, uncordon and drain; `Pod` for exec).
+    /// Only calls for this kind (`Node` for cordon, uncordon and drain; `Pod` for exec and
+    /// logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Only calls for this object (the node, or the pod for exec).
+    /// Only calls for this object (the node, or the pod for exec and logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub error: ErrorKind,
@@ -229,6 +264,7 @@ pub enum FaultVerb {
     Uncordon,
     Drain,
     Exec,
+    Logs,
     Get,
     List,
     /// A notification (`notify` steps, `notify-oncall`).
@@ -249,6 +285,7 @@ impl FaultVerb {
             Self::Uncordon => "uncordon",
             Self::Drain => "drain",
             Self::Exec => "exec",
+            Self::Logs => "logs",
             Self::Get => "get",
             Self::List => "list",
             Self::Notify => "notify",
@@ -554,17 +591,7 @@ impl Checker<'_> {
         let mut first: BTreeMap<String, usize> = BTreeMap::new();
         for (index, script) in items::<ExecScript>(json, "exec") {
             let pointer = format!("/spec/exec/{index}");
-            let valid_pod = script
-                .pod
-                .split_once('/')
-                .is_some_and(|(ns, pod)| !ns.is_empty() && !pod.is_empty() && !pod.contains('/'));
-            if !valid_pod {
-                self.error(
-                    "invalid-value",
-                    &format!("{pointer}/pod"),
-                    format!("`pod` must be `namespace/name`, found `{}`", script.pod),
-                );
-            }
+            self.pod(&script.pod, &pointer);
             let identity = self.argv(&script.command, &format!("{pointer}/command"));
             if let Some(argv) = identity {
                 let id = format!("exec {} {:?} {argv:?}", script.pod, script.container);
@@ -576,6 +603,26 @@ impl Checker<'_> {
                 );
             }
             self.process_responses(&script.responses, &pointer);
+        }
+        for (index, script) in items::<LogsScript>(json, "logs") {
+            let pointer = format!("/spec/logs/{index}");
+            self.pod(&script.pod, &pointer);
+            let id = format!("logs {} {:?}", script.pod, script.container);
+            self.duplicate(
+                &mut first,
+                id,
+                &pointer,
+                "logs script for this pod and container",
+            );
+            if script.responses.is_empty() {
+                self.no_responses(&pointer);
+            }
+            for (number, response) in script.responses.iter().enumerate() {
+                let at = format!("{pointer}/responses/{number}");
+                self.after(response.after.as_ref(), &at);
+                let answered = !response.text.is_empty();
+                self.error_fields(response.error, response.message.is_some(), answered, &at);
+            }
         }
         for (index, script) in items::<CommandScript>(json, "commands") {
             let pointer = format!("/spec/commands/{index}");
@@ -631,6 +678,20 @@ impl Checker<'_> {
                     "`times: 0` never fails; remove the fault or give at least 1".into(),
                 );
             }
+        }
+    }
+
+    /// A script's `pod` must be `namespace/name`.
+    fn pod(&mut self, pod: &str, pointer: &str) {
+        let valid = pod
+            .split_once('/')
+            .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'));
+        if !valid {
+            self.error(
+                "invalid-value",
+                &format!("{pointer}/pod"),
+                format!("`pod` must be `namespace/name`, found `{pod}`"),
+            );
         }
     }
 

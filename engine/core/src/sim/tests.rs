@@ -1037,6 +1037,109 @@ async fn unmatched_calls_say_what_to_add() {
     assert!(message.contains("spec.commands"), "{message}");
 }
 
+const API_LOGS: &str = "  logs:
+    - pod: shop/api-0
+      container: server
+      responses:
+        - text: \"starting\\nlistening on :8080\\nready\\n\"
+        - after: {step: restart}
+          text: \"starting\\npanic: nil map\\n\"
+    - pod: shop/worker-0
+      responses:
+        - {error: unavailable, message: container is not running}
+";
+
+fn api_pod(container: Option<&str>) -> PodRef {
+    PodRef {
+        namespace: "shop".into(),
+        pod: "api-0".into(),
+        container: container.map(Into::into),
+    }
+}
+
+#[tokio::test]
+async fn logs_give_the_last_lines_and_change_after_a_step() {
+    let world = world(API_LOGS);
+    let whole = world.logs(&api_pod(Some("server")), None).await.unwrap();
+    assert_eq!(whole, "starting\nlistening on :8080\nready\n");
+    let last_two = world.logs(&api_pod(None), Some(2)).await.unwrap();
+    assert_eq!(last_two, "listening on :8080\nready\n");
+    let more_than_there_are = world.logs(&api_pod(None), Some(50)).await.unwrap();
+    assert_eq!(more_than_there_are, whole);
+    world.step_finished("restart", true);
+    let after = world.logs(&api_pod(Some("server")), Some(1)).await.unwrap();
+    assert_eq!(after, "panic: nil map\n");
+    assert_eq!(
+        world.calls(),
+        [
+            "logs shop/api-0 -c server",
+            "logs shop/api-0 --tail 2",
+            "logs shop/api-0 --tail 50",
+            "logs shop/api-0 -c server --tail 1",
+        ]
+    );
+    assert!(world.mutations().is_empty());
+}
+
+#[tokio::test]
+async fn logs_fail_as_scripted_and_unscripted_ones_say_what_to_add() {
+    let world = world(API_LOGS);
+    let worker = PodRef {
+        namespace: "shop".into(),
+        pod: "worker-0".into(),
+        container: None,
+    };
+    assert_eq!(
+        world.logs(&worker, None).await.unwrap_err(),
+        EffectError::Unavailable("container is not running".into())
+    );
+    let other_container = world.logs(&api_pod(Some("istio-proxy")), None).await;
+    let Err(EffectError::NotFound(message)) = &other_container else {
+        panic!("{other_container:?}");
+    };
+    assert_eq!(
+        message,
+        "no scripted answer matches the log of pod shop/api-0 -c istio-proxy; add one to the scenario's spec.logs: {pod: shop/api-0, container: istio-proxy, responses: [{text: \"...\"}]}"
+    );
+    let unknown = PodRef {
+        namespace: "shop".into(),
+        pod: "api-9".into(),
+        container: None,
+    };
+    let error = world.logs(&unknown, Some(10)).await.unwrap_err();
+    assert!(
+        matches!(&error, EffectError::NotFound(m) if m.contains("spec.logs: {pod: shop/api-9, responses:")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_logs_fault_fails_the_read_once() {
+    let world = world(&format!(
+        "{API_LOGS}  faults:\n    - {{verb: logs, name: api-0, error: forbidden, times: 1}}\n"
+    ));
+    let error = world.logs(&api_pod(None), None).await.unwrap_err();
+    assert_eq!(
+        error,
+        EffectError::Forbidden("injected fault: logs Pod shop/api-0".into())
+    );
+    assert!(world.logs(&api_pod(None), None).await.is_ok());
+}
+
+#[test]
+fn logs_scripts_are_checked_with_positions() {
+    assert_eq!(
+        problems("  logs:\n    - pod: api-0\n      responses: [{txt: x}]\n    - pod: shop/api-0\n      responses: []\n    - pod: shop/api-0\n      responses: [{text: x, error: unavailable}]\n"),
+        [
+            "t.scenario.yaml:6:12: `pod` must be `namespace/name`, found `api-0`",
+            "t.scenario.yaml:7:20: unknown field `txt` in log response (did you mean `text`?)",
+            "t.scenario.yaml:9:18: a script needs at least one response",
+            "t.scenario.yaml:10:7: a second logs script for this pod and container (the first is at line 8); merge their responses",
+            "t.scenario.yaml:11:36: a response with `error` fails the call, so it cannot also give output",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn http_answers_by_url_and_query() {
     let world = world(BAO);
@@ -1162,7 +1265,7 @@ fn scenario_errors_have_positions_and_suggestions() {
         [
             "t.scenario.yaml:8:7: a second command script for this argv (the first is at line 6); merge their responses",
             "t.scenario.yaml:9:27: `after` needs `step` (a step id) or `calls` (a count)",
-            "t.scenario.yaml:11:14: unknown value `scael` for fault verb, expected one of `scale`, `restart`, `patch`, `apply`, `delete`, `cordon`, `uncordon`, `drain`, `exec`, `get`, `list` (did you mean `scale`?)",
+            "t.scenario.yaml:11:14: unknown value `scael` for fault verb, expected one of `scale`, `restart`, `patch`, `apply`, `delete`, `cordon`, `uncordon`, `drain`, `exec`, `logs`, `get`, `list` (did you mean `scale`?)",
         ]
     );
     let text = "apiVersion: runbook/v1\nkind: Scenaro\nmetadata: {name: t}\nspec: {}\n";
