@@ -1384,21 +1384,19 @@ impl Run {
             } => {
                 let key = self.key(target).await?;
                 let body = self.render_json(body).await?;
-                let native = if *patch_type == PatchType::Json {
-                    None
-                } else {
-                    let current = self
-                        .effects
-                        .cluster
-                        .get(&key)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.remember_secret_object(&current);
-                    Some(UndoState::Native(UndoRecord::MergePatch {
+                let current = self
+                    .effects
+                    .cluster
+                    .get(&key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.remember_secret_object(&current);
+                let native = (*patch_type != PatchType::Json).then(|| {
+                    UndoState::Native(UndoRecord::MergePatch {
                         key: key.clone(),
                         inverse: inverse_merge_patch(&current, &body),
-                    }))
-                };
+                    })
+                });
                 let undo = self.undo_for(step, native);
                 self.intent(
                     step,
@@ -1406,13 +1404,15 @@ impl Run {
                     format!("patch {key} with {body}"),
                     undo.as_ref(),
                 )?;
+                // What the server did (or, in a dry-run, would do): the object it answered
+                // against the one read before.
                 let after = self
                     .effects
                     .cluster
                     .patch(&key, *patch_type, &body, dry)
                     .await
                     .map_err(|e| e.to_string())?;
-                let changed = changed_fields(&body, &after);
+                let changed = field_changes(&current, &after);
                 Ok(self.native_done(format!("{key}: {changed}"), undo))
             }
             Action::Apply { manifest } => {
@@ -2498,25 +2498,65 @@ pub fn inverse_merge_patch(current: &Json, patch: &Json) -> Json {
 }
 
 /// The leaf fields a patch sets, with their values after, for the journal.
-fn changed_fields(patch: &Json, after: &Json) -> String {
-    fn walk(patch: &Json, after: &Json, path: &mut Vec<String>, out: &mut Vec<String>) {
-        match patch {
-            Json::Object(entries) => {
-                for (key, value) in entries {
+/// The fields that differ between an object before and after a write, as
+/// `.spec.replicas: 3 -> 5`, leaving out what the server keeps for itself (resourceVersion,
+/// managedFields, generation, status).
+fn field_changes(before: &Json, after: &Json) -> String {
+    const LIMIT: usize = 12;
+    fn shown(value: Option<&Json>) -> String {
+        value.map_or_else(|| "(none)".to_owned(), ToString::to_string)
+    }
+    fn walk(
+        before: Option<&Json>,
+        after: Option<&Json>,
+        path: &mut Vec<String>,
+        out: &mut Vec<String>,
+    ) {
+        if before == after {
+            return;
+        }
+        let bookkeeping = matches!(
+            path.iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            ["status"]
+                | [
+                    "metadata",
+                    "resourceVersion"
+                        | "managedFields"
+                        | "generation"
+                        | "uid"
+                        | "creationTimestamp"
+                ]
+        );
+        if bookkeeping {
+            return;
+        }
+        match (before, after) {
+            (Some(Json::Object(old)), Some(Json::Object(new))) => {
+                let mut keys: Vec<&String> = old.keys().collect();
+                keys.extend(new.keys().filter(|key| !old.contains_key(*key)));
+                for key in keys {
                     path.push(key.clone());
-                    walk(value, after.get(key).unwrap_or(&Json::Null), path, out);
+                    walk(old.get(key), new.get(key), path, out);
                     path.pop();
                 }
             }
-            _ => out.push(format!(".{} = {}", path.join("."), after)),
+            _ => out.push(format!(
+                ".{}: {} -> {}",
+                path.join("."),
+                shown(before),
+                shown(after)
+            )),
         }
     }
     let mut out = Vec::new();
-    walk(patch, after, &mut Vec::new(), &mut out);
-    if out.is_empty() {
-        "patched".to_owned()
-    } else {
-        out.join(", ")
+    walk(Some(before), Some(after), &mut Vec::new(), &mut out);
+    match out.len() {
+        0 => "no change".to_owned(),
+        n if n > LIMIT => format!("{}, and {} more", out[..LIMIT].join(", "), n - LIMIT),
+        _ => out.join(", "),
     }
 }
 

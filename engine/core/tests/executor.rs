@@ -399,6 +399,20 @@ fn dry_run_changes_nothing_and_leaves_every_resource_version() {
             .any(|c| c.contains("deploy-tool")),
         "process steps are shown, not run"
     );
+    let patch = before
+        .report
+        .steps
+        .iter()
+        .find(|s| s.id == "patch-api")
+        .expect("patch step");
+    assert_eq!(
+        patch.status,
+        StepStatus::DryRun(
+            "server accepted (dry-run): Deployment shop/api: .spec.paused: (none) -> true"
+                .to_owned()
+        ),
+        "a dry-run patch says which fields the server would change"
+    );
 }
 
 #[test]
