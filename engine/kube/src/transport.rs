@@ -198,15 +198,26 @@ impl Transport {
         loop {
             let failure = match self.once(call).await {
                 Ok(body) => return Ok(body),
+                // A DELETE sent again after an attempt whose answer was lost finds the object
+                // gone: the first attempt did it.
+                Err(failure)
+                    if attempt > 1
+                        && call.method == Method::DELETE
+                        && failure.status == Some(404) =>
+                {
+                    return Ok(Bytes::new())
+                }
                 Err(failure) => failure,
             };
-            let again = attempt < self.policy.attempts.max(1)
-                && match call.retry {
-                    Retry::Idempotent => failure.transient() || failure.retryable_conflict(),
-                    Retry::Once => failure.status == Some(429),
-                    Retry::Never => false,
-                };
-            if !again {
+            let retryable = match call.retry {
+                Retry::Idempotent => failure.transient() || failure.retryable_conflict(),
+                Retry::Once => failure.status == Some(429),
+                Retry::Never => false,
+            };
+            if !retryable {
+                return Err(failure.into_error(&call.what, 1));
+            }
+            if attempt >= self.policy.attempts.max(1) {
                 return Err(failure.into_error(&call.what, attempt));
             }
             let wait = failure
