@@ -141,6 +141,10 @@ pub async fn connect(options: &ConnectOptions) -> Result<Connection, String> {
         Some(context) => format!("context {context}, server {server}"),
         None => format!("in-cluster service account, server {server}"),
     };
+    // Our transport retries, within a bound and only what is safe to repeat; kube's own
+    // retry layer (up to 15 tries of 429/503/504, whatever the request) would hide inside
+    // each of our attempts and repeat JSON patches and evictions.
+    config.default_retry = false;
     let client = kube::Client::try_from(config)
         .map_err(|e| format!("cannot set up a client for {whom}: {}", root_cause(&e)))?;
     // One attempt, short: a wrong server should say so in seconds, not after retries.

@@ -250,36 +250,67 @@ impl LeaseLock {
         &self.spec
     }
 
-    /// Stops renewing and deletes the Lease if it is still ours.
+    /// Stops renewing and deletes the Lease if it is still ours: the delete carries the
+    /// version we last saw, and if that moved (a renewal whose answer we never took in, or
+    /// another holder), the Lease is read again and deleted only if we still hold it.
     pub async fn release(self) -> Result<(), String> {
         self.renewal.abort();
         if self.is_lost() {
             return Ok(());
         }
-        let version = self
+        let what = format!("{}/{}", self.spec.namespace, self.spec.name);
+        let path = format!("{}/{}", lease_path(&self.spec), self.spec.name);
+        let mut version = self
             .current
             .lock()
             .await
             .pointer("/metadata/resourceVersion")
             .and_then(Json::as_str)
             .map(str::to_owned);
-        let mut options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
-        if let Some(version) = version {
-            options["preconditions"] = json!({"resourceVersion": version});
+        for _ in 0..3 {
+            let mut options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
+            if let Some(version) = &version {
+                options["preconditions"] = json!({"resourceVersion": version});
+            }
+            let call = Call::new(
+                Method::DELETE,
+                path.clone(),
+                format!("release Lease {what}"),
+            )
+            .json("application/json", &options)
+            .retry(crate::transport::Retry::NoConflict);
+            match self.transport.send(&call).await {
+                Ok(_) | Err(EffectError::NotFound(_)) => return Ok(()),
+                Err(EffectError::Conflict(_)) => {}
+                Err(error) => return Err(format!("cannot release Lease {what}: {error}")),
+            }
+            let fresh = match self
+                .transport
+                .json(&Call::new(
+                    Method::GET,
+                    path.clone(),
+                    format!("get Lease {what}"),
+                ))
+                .await
+            {
+                Ok(fresh) => fresh,
+                Err(EffectError::NotFound(_)) => return Ok(()),
+                Err(error) => return Err(format!("cannot release Lease {what}: {error}")),
+            };
+            if fresh.pointer("/spec/holderIdentity").and_then(Json::as_str)
+                != Some(self.spec.holder.as_str())
+            {
+                // Taken over since our last renewal: it is not ours to delete.
+                return Ok(());
+            }
+            version = fresh
+                .pointer("/metadata/resourceVersion")
+                .and_then(Json::as_str)
+                .map(str::to_owned);
         }
-        let what = format!("{}/{}", self.spec.namespace, self.spec.name);
-        let call = Call::new(
-            Method::DELETE,
-            format!("{}/{}", lease_path(&self.spec), self.spec.name),
-            format!("release Lease {what}"),
-        )
-        .json("application/json", &options);
-        match self.transport.send(&call).await {
-            Ok(_) | Err(EffectError::NotFound(_)) => Ok(()),
-            // Taken over since our last renewal: it is not ours to delete.
-            Err(EffectError::Conflict(_)) => Ok(()),
-            Err(error) => Err(format!("cannot release Lease {what}: {error}")),
-        }
+        Err(format!(
+            "cannot release Lease {what}: it kept changing; it expires on its own"
+        ))
     }
 }
 

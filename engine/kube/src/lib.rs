@@ -756,28 +756,48 @@ impl Cluster for KubeCluster {
         .await
     }
 
-    /// Reads the object, then watches it from that version until `ready` holds; a watch that
-    /// ends is opened again from a fresh read. If the watch itself is refused (no `watch`
-    /// permission), it falls back to reading every `interval`. The caller's timeout bounds it.
+    /// Reads the object, then watches it until `ready` holds, as `kubectl wait` does: the
+    /// read is a list of the one object, whose version (the collection's, current) a watch can
+    /// always start from; an object's own version may be older than the server's watch
+    /// window and get 410 Gone. A watch that ends is opened again from a fresh read after a
+    /// short pause; if the watch itself is refused (no `watch` permission), it reads every
+    /// `interval` instead. The caller's timeout bounds it.
     async fn wait(
         &self,
         key: &ObjectKey,
         ready: &WaitCondition,
         interval: Duration,
     ) -> EffectResult<Json> {
+        let pause = interval.min(Duration::from_secs(1));
         loop {
-            let object = self.read(key).await?;
+            let list = self
+                .list(&ListQuery {
+                    api_version: key.api_version.clone(),
+                    kind: key.kind.clone(),
+                    namespace: key.namespace.clone(),
+                    label_selector: None,
+                    field_selector: Some(format!("metadata.name={}", key.name)),
+                })
+                .await?;
+            let Some(object) = list
+                .get("items")
+                .and_then(Json::as_array)
+                .and_then(|items| items.first())
+                .cloned()
+            else {
+                return Err(EffectError::NotFound(format!("{key} does not exist")));
+            };
             if ready(&object).map_err(EffectError::Invalid)? {
                 return Ok(object);
             }
-            let version = object
+            let version = list
                 .pointer("/metadata/resourceVersion")
                 .and_then(Json::as_str)
                 .unwrap_or_default()
                 .to_owned();
             match self.watch_until(key, &version, ready).await {
                 Ok(Some(object)) => return Ok(object),
-                Ok(None) => {}
+                Ok(None) => tokio::time::sleep(pause).await,
                 Err(EffectError::Invalid(message)) => return Err(EffectError::Invalid(message)),
                 Err(error) => {
                     tracing::debug!(%key, %error, "Cannot watch; polling instead.");

@@ -40,6 +40,8 @@ pub enum Retry {
     /// Reads and writes that give the same result when repeated (gets, merge patches, scale,
     /// apply, delete): 409, 429, 5xx, timeouts and lost connections are retried.
     Idempotent,
+    /// Like `Idempotent`, but a 409 is final (a delete whose precondition failed).
+    NoConflict,
     /// Writes that must not be repeated once the server may have acted (a JSON patch that
     /// appends): only a 429, which the server sends before it acts, is retried.
     Once,
@@ -211,6 +213,7 @@ impl Transport {
             };
             let retryable = match call.retry {
                 Retry::Idempotent => failure.transient() || failure.retryable_conflict(),
+                Retry::NoConflict => failure.transient(),
                 Retry::Once => failure.status == Some(429),
                 Retry::Never => false,
             };
