@@ -3,7 +3,10 @@
 //! both against the same API server.
 //!
 //!     cargo bench -p runbook-cli --bench live_patches
-//!     KUBECTL=/path/to/kubectl ROUNDS=5 STEPS=100 cargo bench -p runbook-cli --bench live_patches
+//!     KUBECTL=/path/to/kubectl ROUNDS=5 STEPS=100 LATENCY_MS=2 cargo bench -p runbook-cli --bench live_patches
+//!
+//! `LATENCY_MS` delays every answer of the server, standing in for a real API server's own
+//! time per request (a few milliseconds for a patch on a small cluster).
 //!
 //! The server is the HTTP-level fake API server the contract tests use
 //! (`engine/kube/tests/support`), on loopback, so both sides pay the same (near zero) server
@@ -96,6 +99,8 @@ fn main() {
         .build()
         .expect("runtime");
     let fake = runtime.block_on(support::FakeApi::start());
+    let latency = Duration::from_millis(env_or("LATENCY_MS", 0));
+    fake.set_latency(latency);
     fake.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}));
     fake.insert(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -123,7 +128,10 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot run {kubectl}: {e}; set KUBECTL"));
     println!("server: fake API server on {} (loopback)", fake.url());
     println!("kubectl: {kubectl} ({version})");
-    println!("steps: {steps}, rounds: {rounds}");
+    println!(
+        "steps: {steps}, rounds: {rounds}, server latency per request: {} ms",
+        latency.as_millis()
+    );
 
     let mut runbook_times = Vec::new();
     let mut runbook_requests = 0;
@@ -165,6 +173,11 @@ fn main() {
             "the last patch landed"
         );
         runbook_requests = fake.requests().len();
+        if std::env::var_os("SHOW_REQUESTS").is_some() {
+            for request in fake.requests().iter().take(12) {
+                println!("  runbook: {}", request.line());
+            }
+        }
         runbook_times.push(elapsed);
     }
 
@@ -189,6 +202,11 @@ fn main() {
             "the last patch landed"
         );
         kubectl_requests = fake.requests().len();
+        if std::env::var_os("SHOW_REQUESTS").is_some() {
+            for request in fake.requests().iter().take(12) {
+                println!("  kubectl: {}", request.line());
+            }
+        }
         kubectl_times.push(elapsed);
     }
 

@@ -274,3 +274,145 @@ fn a_failed_verify_scales_back_to_what_it_was() {
     );
     assert_eq!(live.replicas(), 2);
 }
+
+const TRIGGERED: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: api-down
+spec:
+  description: Scale the API up when it is down.
+  params:
+    - name: namespace
+      pattern: "[a-z0-9-]+"
+      from: alert.labels.namespace
+  triggers:
+    - alertName: ApiDown
+  steps:
+    - id: scale
+      scale: {name: api, namespace: "${params.namespace}", replicas: 3}
+"#;
+
+/// Reads `runbook serve`'s JSON log lines; the address it listens on comes first.
+fn serve_live(live: &Live) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    std::fs::write(live.dir.path().join("runbooks/api-down.yaml"), TRIGGERED).expect("write");
+    std::fs::write(live.dir.path().join("token"), "serve-token\n").expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(live.dir.path().join("runbooks"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--lock",
+            "lease",
+        ])
+        .arg("--token-file")
+        .arg(live.dir.path().join("token"))
+        .arg("--state-dir")
+        .arg(live.dir.path().join("state"))
+        .arg("--kubeconfig")
+        .arg(&live.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env("HOME", live.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn runbook serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            let _ = tx.send(parsed);
+        }
+    });
+    let mut connected = false;
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("serve logs");
+        if line["message"] == "connected to the cluster" {
+            connected = true;
+        }
+        if line["message"] == "listening" {
+            assert!(connected, "the cluster is checked before listening");
+            return (child, line["address"].as_str().expect("address").to_owned());
+        }
+    }
+}
+
+fn post(address: &str, path: &str, body: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: Bearer serve-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn serve_runs_an_alerts_runbook_against_the_live_cluster_under_a_lease() {
+    let live = live();
+    let (mut child, address) = serve_live(&live);
+    let alert = json!({
+        "version": "4", "status": "firing", "receiver": "runbook", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "ApiDown", "namespace": "shop"},
+                    "annotations": {}, "startsAt": "2026-11-22T06:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prom", "fingerprint": "f1"}]
+    });
+    let answer = post(&address, "/api/v1/alerts", &alert.to_string());
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let released = |requests: &[support::Recorded]| {
+        requests
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.contains("/leases/runbook-api-down-"))
+    };
+    while !released(&live.fake.requests()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish: {:?}",
+            live.fake
+                .requests()
+                .iter()
+                .map(support::Recorded::line)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        live.replicas(),
+        3,
+        "the alert's runbook scaled the live Deployment"
+    );
+    let writes: Vec<String> = live
+        .writes()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    assert_eq!(
+        writes[0],
+        "POST /apis/coordination.k8s.io/v1/namespaces/shop/leases"
+    );
+    assert_eq!(
+        writes[1],
+        "PATCH /apis/apps/v1/namespaces/shop/deployments/api/scale"
+    );
+    assert!(writes[2].starts_with(
+        "DELETE /apis/coordination.k8s.io/v1/namespaces/shop/leases/runbook-api-down-"
+    ));
+}

@@ -715,6 +715,8 @@ struct State {
     /// By namespace, pod and argv.
     execs: BTreeMap<(String, String, Vec<String>), ExecReply>,
     uids: u64,
+    /// Added before every answer, as a real server's time would be (the benchmark's knob).
+    latency: Duration,
 }
 
 impl State {
@@ -1559,6 +1561,11 @@ contexts:
         self.lock().requests.clone()
     }
 
+    /// Delays every answer by `latency`, as a real API server's own time would.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
     pub fn clear_requests(&self) {
         self.lock().requests.clear();
     }
@@ -1630,7 +1637,13 @@ async fn handle(state: Arc<Mutex<State>>, request: axum::extract::Request) -> Re
     let body = axum::body::to_bytes(body, 64 << 20)
         .await
         .unwrap_or_default();
-    let reply = lock(&state).answer(Recorded::new(&parts, &body));
+    let (reply, latency) = {
+        let mut state = lock(&state);
+        (state.answer(Recorded::new(&parts, &body)), state.latency)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let response = Response::builder();
     match reply {
         Reply::Json {
