@@ -292,8 +292,18 @@ spec:
       scale: {name: api, namespace: "${params.namespace}", replicas: 3}
 "#;
 
-/// Reads `runbook serve`'s JSON log lines; the address it listens on comes first.
-fn serve_live(live: &Live) -> (std::process::Child, String) {
+/// A `runbook serve` process, killed and reaped however the test ends.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `runbook serve` against the fake; returns it with the address it listens on.
+fn serve_live(live: &Live) -> (Served, String) {
     use std::io::BufRead as _;
     std::fs::write(live.dir.path().join("runbooks/api-down.yaml"), TRIGGERED).expect("write");
     std::fs::write(live.dir.path().join("token"), "serve-token\n").expect("write");
@@ -323,6 +333,7 @@ fn serve_live(live: &Live) -> (std::process::Child, String) {
         .spawn()
         .expect("spawn runbook serve");
     let stderr = child.stderr.take().expect("stderr");
+    let child = Served(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
@@ -363,7 +374,7 @@ fn post(address: &str, path: &str, body: &str) -> String {
 #[test]
 fn serve_runs_an_alerts_runbook_against_the_live_cluster_under_a_lease() {
     let live = live();
-    let (mut child, address) = serve_live(&live);
+    let (served, address) = serve_live(&live);
     let alert = json!({
         "version": "4", "status": "firing", "receiver": "runbook", "groupKey": "{}:{}",
         "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
@@ -391,8 +402,7 @@ fn serve_runs_an_alerts_runbook_against_the_live_cluster_under_a_lease() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     assert_eq!(
         live.replicas(),
         3,
