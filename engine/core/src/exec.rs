@@ -1416,8 +1416,18 @@ impl Run {
                 Ok(self.native_done(format!("{key}: {changed}"), undo))
             }
             Action::Apply { manifest } => {
-                let manifest = self.render_json(manifest).await?;
+                let mut manifest = self.render_json(manifest).await?;
                 let key = manifest_key(&manifest, &self.options.namespace)?;
+                // The namespace the run's undo and reads use is the one the object goes to
+                // (the run's, when the manifest names none).
+                if let (Some(namespace), Some(metadata)) = (
+                    &key.namespace,
+                    manifest.get_mut("metadata").and_then(Json::as_object_mut),
+                ) {
+                    metadata
+                        .entry("namespace")
+                        .or_insert_with(|| Json::String(namespace.clone()));
+                }
                 if key.kind == "Secret" {
                     if let Some(data) = manifest.get("data") {
                         self.redactor.add_json(data, true);

@@ -1449,3 +1449,43 @@ spec:
     }
     assert!(sent.contains("<redacted>"), "{sent}");
 }
+
+#[test]
+fn a_manifest_without_a_namespace_is_applied_and_undone_in_the_runs_namespace() {
+    let text = head(
+        "apply-here",
+        "    - id: apply-config
+      apply:
+        manifest: {apiVersion: v1, kind: ConfigMap, metadata: {name: flags}, data: {mode: safe}}
+    - {id: check, verify: 'false', timeout: 1s}
+",
+    );
+    let h = run(&text, "");
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    let targets: Vec<(String, String)> = h
+        .world
+        .mutations()
+        .iter()
+        .map(|m| (m.verb.clone(), m.target.clone()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("apply".to_owned(), "ConfigMap shop/flags".to_owned()),
+            ("delete".to_owned(), "ConfigMap shop/flags".to_owned()),
+        ],
+        "created where the run's reads and undo look (namespace shop), then undone there"
+    );
+    assert!(
+        !h.world
+            .objects()
+            .iter()
+            .any(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "flags"),
+        "nothing left behind in any namespace"
+    );
+}
