@@ -141,7 +141,7 @@ fn a_run_scales_through_the_subresource_verifies_and_holds_a_lease_while_it_runs
         writes,
         [
             "POST /apis/coordination.k8s.io/v1/namespaces/shop/leases",
-            "PATCH /apis/apps/v1/namespaces/shop/deployments/api/scale",
+            "PATCH /apis/apps/v1/namespaces/shop/deployments/api/scale?fieldManager=runbook",
             "DELETE /apis/coordination.k8s.io/v1/namespaces/shop/leases/runbook-scale-api-c6e013609690",
         ],
         "the Lease is taken before the first write and released after the last"

@@ -4,8 +4,9 @@
 //! - Acquire: create the Lease; if it exists, take it only when it is free (no holder) or
 //!   expired (`renewTime + leaseDurationSeconds` has passed), with an update that carries the
 //!   `resourceVersion` read, so two takers cannot both win.
-//! - Hold: a task renews `renewTime` every `renew_every`; if the Lease is taken by someone
-//!   else, or cannot be renewed before it would expire, the lock reports itself lost.
+//! - Hold: a task renews `renewTime` every `renew_every` with a merge patch that carries the
+//!   version it holds; if the Lease is taken by someone else or deleted, or cannot be renewed
+//!   before it would expire, the lock reports itself lost.
 //! - Release: delete the Lease, on the precondition that it is still the version we wrote.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -337,11 +338,22 @@ async fn renew(
     };
     loop {
         tokio::time::sleep(spec.renew_every).await;
-        let mut lease = current.lock().await.clone();
-        lease["spec"]["renewTime"] = json!(micro_time(SystemTime::now()));
-        let call = Call::new(Method::PUT, path.clone(), format!("renew Lease {what}"))
-            .json("application/json", &lease)
-            .retry(crate::transport::Retry::Never);
+        // A merge patch carrying the version we hold: 409 if anyone changed the Lease since,
+        // 404 if it was deleted (a PUT would quietly create it again, and we would never
+        // learn the lock was lost).
+        let version = current
+            .lock()
+            .await
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or(Json::Null);
+        let patch = json!({
+            "metadata": {"resourceVersion": version},
+            "spec": {"holderIdentity": spec.holder, "renewTime": micro_time(SystemTime::now())},
+        });
+        let call = Call::new(Method::PATCH, path.clone(), format!("renew Lease {what}"))
+            .json("application/merge-patch+json", &patch)
+            .retry(crate::transport::Retry::NoConflict);
         match transport.json(&call).await {
             Ok(updated) => {
                 *current.lock().await = updated;

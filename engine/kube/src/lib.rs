@@ -130,9 +130,14 @@ impl KubeCluster {
         } else {
             Retry::Idempotent
         };
+        // Our own field manager on every patch, as on apply: the object's managedFields say
+        // runbook changed it, and a later apply of the same fields is not a conflict.
         let call = Call::new(
             Method::PATCH,
-            with_query(&path, &write_query(dry_run, &[])),
+            with_query(
+                &path,
+                &write_query(dry_run, &[("fieldManager", FIELD_MANAGER.to_owned())]),
+            ),
             what,
         )
         .json(content_type, body)

@@ -181,6 +181,11 @@ fn writes(api: &FakeApi) -> Vec<Recorded> {
         .collect()
 }
 
+/// The query of every PATCH but apply: writes are recorded under runbook's own field manager.
+fn field_manager() -> Vec<(String, String)> {
+    vec![("fieldManager".to_owned(), "runbook".to_owned())]
+}
+
 fn version(object: &Json) -> String {
     object["metadata"]["resourceVersion"]
         .as_str()
@@ -382,7 +387,7 @@ async fn scale_merge_patches_the_scale_subresource() {
     let patch = only(&api, "PATCH", &format!("{API}/scale"));
     assert_eq!(patch.content_type.as_deref(), Some(MERGE));
     assert_eq!(patch.body, Some(json!({"spec": {"replicas": 5}})));
-    assert!(patch.query.is_empty(), "no dryRun: {:?}", patch.query);
+    assert_eq!(patch.query, field_manager(), "no dryRun, our field manager");
     let after = stored_deployment(&api, "api");
     assert_eq!(after["spec"]["replicas"], 5);
     assert_ne!(version(&after), before);
@@ -507,7 +512,12 @@ async fn each_patch_type_is_sent_with_its_content_type() {
             (Some(JSON_PATCH), Some(&json_patch)),
         ]
     );
-    assert!(patches.iter().all(|p| p.query.is_empty()));
+    assert_eq!(patches.len(), 3, "{:#?}", lines(&api));
+    assert!(
+        patches.iter().all(|p| p.query == field_manager()),
+        "{:#?}",
+        lines(&api)
+    );
     let stored = stored_deployment(&api, "api");
     assert_eq!(stored["spec"]["paused"], true);
     assert_eq!(stored["metadata"]["labels"]["tier"], "web");
@@ -648,9 +658,9 @@ async fn a_conflict_on_a_merge_patch_reads_the_object_again_before_retrying() {
     assert_eq!(
         lines(&api),
         [
-            format!("PATCH {API}"),
+            format!("PATCH {API}?fieldManager=runbook"),
             format!("GET {API}"),
-            format!("PATCH {API}")
+            format!("PATCH {API}?fieldManager=runbook")
         ]
     );
 }
@@ -755,9 +765,14 @@ async fn annotate_and_label_merge_patch_metadata_and_null_removes() {
         .await
         .expect("label");
     let patches = sent(&api, "PATCH", API);
-    assert!(patches
-        .iter()
-        .all(|p| p.content_type.as_deref() == Some(MERGE) && p.query.is_empty()));
+    assert_eq!(patches.len(), 2, "{:#?}", lines(&api));
+    assert!(
+        patches
+            .iter()
+            .all(|p| p.content_type.as_deref() == Some(MERGE) && p.query == field_manager()),
+        "{:#?}",
+        lines(&api)
+    );
     assert_eq!(
         patches[0].body,
         Some(
@@ -876,9 +891,13 @@ async fn cordon_sets_spec_unschedulable_and_uncordon_removes_it() {
             Some(json!({"spec": {"unschedulable": null}}))
         ]
     );
-    assert!(patches
-        .iter()
-        .all(|p| p.content_type.as_deref() == Some(STRATEGIC) && p.query.is_empty()));
+    assert!(
+        patches
+            .iter()
+            .all(|p| p.content_type.as_deref() == Some(STRATEGIC) && p.query == field_manager()),
+        "{:#?}",
+        lines(&api)
+    );
 }
 
 // ----- drain ---------------------------------------------------------------------------------
@@ -933,14 +952,14 @@ async fn drain_cordons_then_evicts_every_pod_but_daemonset_and_mirror_pods() {
             .position(|l| l == line)
             .unwrap_or_else(|| panic!("{line} not sent: {requests:#?}"))
     };
-    let cordon = position("PATCH /api/v1/nodes/node-1");
+    let cordon = position("PATCH /api/v1/nodes/node-1?fieldManager=runbook");
     let list = position("GET /api/v1/pods?fieldSelector=spec.nodeName=node-1");
     let evict = position(&format!("POST {EVICT_API_0}"));
     assert!(cordon < list && list < evict, "{requests:#?}");
-    assert_eq!(
-        only(&api, "PATCH", "/api/v1/nodes/node-1").body,
-        Some(json!({"spec": {"unschedulable": true}}))
-    );
+    let cordon = only(&api, "PATCH", "/api/v1/nodes/node-1");
+    assert_eq!(cordon.content_type.as_deref(), Some(STRATEGIC));
+    assert_eq!(cordon.query, field_manager());
+    assert_eq!(cordon.body, Some(json!({"spec": {"unschedulable": true}})));
     let eviction = only(&api, "POST", EVICT_API_0);
     assert_eq!(
         eviction.body,
@@ -2092,28 +2111,63 @@ async fn the_holder_renews_and_releases_on_the_version_it_wrote() {
     )
     .await
     .expect("acquire");
+    // The version the create answered with (the first renewal is 50 ms away).
+    let created = version(&stored_lease(&api).expect("lease"));
     let path = lease_path();
     api.wait_until("two renewals", |r| {
-        r.iter().filter(|r| r.is("PUT", &path)).count() >= 2
+        r.iter().filter(|r| r.is("PATCH", &path)).count() >= 2
     })
     .await;
     // Let the client take in the answer to the renewal (the next is 50 ms away).
     tokio::time::sleep(Duration::from_millis(15)).await;
-    let renewals = sent(&api, "PUT", &path);
-    let times: Vec<&str> = renewals
+    let renewals = sent(&api, "PATCH", &path);
+    let field = |r: &Recorded, pointer: &str| {
+        r.body
+            .as_ref()
+            .and_then(|b| b.pointer(pointer))
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let versions: Vec<String> = renewals
         .iter()
-        .map(|r| {
-            r.body
-                .as_ref()
-                .and_then(|b| b["spec"]["renewTime"].as_str())
-                .unwrap_or_default()
-        })
+        .map(|r| field(r, "/metadata/resourceVersion"))
         .collect();
+    let times: Vec<String> = renewals
+        .iter()
+        .map(|r| field(r, "/spec/renewTime"))
+        .collect();
+    // Each renewal is a merge patch of the renewTime alone, on the version held: the one
+    // the create answered with, then the one each renewal answered with.
+    for (i, renewal) in renewals.iter().enumerate() {
+        assert_eq!(renewal.content_type.as_deref(), Some(MERGE));
+        assert!(renewal.query.is_empty(), "{}", renewal.line());
+        assert_eq!(
+            renewal.body,
+            Some(json!({
+                "metadata": {"resourceVersion": versions[i]},
+                "spec": {"holderIdentity": "host-a/41/run-1", "renewTime": times[i]},
+            }))
+        );
+        humantime::parse_rfc3339_weak(&times[i]).expect("renewTime is an RFC 3339 time");
+    }
+    assert_eq!(
+        versions[0], created,
+        "the first renewal carries the created version"
+    );
+    let number = |v: &str| v.parse::<u64>().expect("a numeric resourceVersion");
+    assert!(
+        number(&versions[0]) < number(&versions[1]),
+        "the second renewal carries the version the first answered with: {versions:?}"
+    );
     assert!(times[0] < times[1], "renewTime moves on: {times:?}");
-    assert!(renewals.iter().all(|r| r
-        .body
-        .as_ref()
-        .is_some_and(|b| b["spec"]["holderIdentity"] == "host-a/41/run-1")));
+    // No renewal met a conflict (which would read the Lease again) and none was a PUT.
+    let after_create: Vec<String> = lines(&api).into_iter().skip(2).collect();
+    assert!(
+        after_create.iter().all(|l| *l == format!("PATCH {path}")),
+        "{:#?}",
+        lines(&api)
+    );
     assert!(!lock.is_lost());
     let current = version(&stored_lease(&api).expect("lease"));
     lock.release().await.expect("release");
@@ -2209,13 +2263,86 @@ async fn releasing_during_a_renewal_still_deletes_the_lease() {
     .expect("acquire");
     let path = lease_path();
     // The renewal is made, but its answer has not arrived when the run ends.
-    api.fault(Fault::lose_answer("PUT", &path).times(1));
-    api.wait_until("a renewal", |r| r.iter().any(|r| r.is("PUT", &path)))
+    api.fault(Fault::lose_answer("PATCH", &path).times(1));
+    api.wait_until("a renewal", |r| r.iter().any(|r| r.is("PATCH", &path)))
         .await;
     lock.release().await.expect("release");
     assert_eq!(
         stored_lease(&api),
         None,
         "the Lease is released, not left to expire"
+    );
+    assert_eq!(
+        sent(&api, "DELETE", &path).len(),
+        2,
+        "the first DELETE's precondition failed on the renewed version: {:#?}",
+        lines(&api)
+    );
+}
+
+/// A renewal is a merge patch on the version held, not a PUT of the whole Lease: a Lease
+/// deleted by someone else answers 404 (a PUT would quietly create it again) and the lock is
+/// lost at once, not after the Lease's duration.
+#[tokio::test]
+async fn a_lease_deleted_by_someone_else_is_lost() {
+    let api = FakeApi::start().await;
+    let cluster = cluster(&api).await;
+    let lock = LeaseLock::acquire(
+        cluster.transport().clone(),
+        lease_spec("host-a/41/run-1", Duration::from_millis(50)),
+    )
+    .await
+    .expect("acquire");
+    let path = lease_path();
+    let lease = key(
+        "coordination.k8s.io/v1",
+        "Lease",
+        Some("shop"),
+        &lease_name("maintenance/api"),
+    );
+    cluster
+        .delete(&lease, None, None, DryRun::No)
+        .await
+        .expect("someone else deletes the Lease");
+    assert!(stored_lease(&api).is_none());
+    // The Lease lasts 10 s: a loss within 2 s is the renewal's 404, not an expiry.
+    tokio::time::timeout(Duration::from_secs(2), lock.lost())
+        .await
+        .expect("the loss is noticed at the next renewal");
+    assert!(lock.is_lost());
+    // Some renewals later, nothing has been sent again.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let requests = api.requests();
+    let deleted = requests
+        .iter()
+        .position(|r| r.is("DELETE", &path))
+        .expect("the DELETE is recorded");
+    let after: Vec<String> = requests[deleted + 1..].iter().map(Recorded::line).collect();
+    assert_eq!(
+        after,
+        [format!("PATCH {path}")],
+        "one renewal, answered 404, and nothing more"
+    );
+    let renewal = &requests[deleted + 1];
+    assert_eq!(renewal.content_type.as_deref(), Some(MERGE));
+    assert!(renewal
+        .body
+        .as_ref()
+        .and_then(|b| b.pointer("/metadata/resourceVersion"))
+        .is_some_and(Json::is_string));
+    assert!(
+        !requests[deleted..]
+            .iter()
+            .any(|r| r.method == "POST" || r.method == "PUT"),
+        "nothing re-creates the Lease: {:#?}",
+        lines(&api)
+    );
+    assert!(stored_lease(&api).is_none(), "the Lease stays deleted");
+    api.clear_requests();
+    lock.release().await.expect("release");
+    assert!(
+        writes(&api).is_empty(),
+        "a lost lock has nothing to release: {:#?}",
+        lines(&api)
     );
 }
