@@ -270,6 +270,21 @@ enum Finished {
     Failed(String),
 }
 
+/// A patch to send: what, how, and the body as the runbook wrote it.
+#[derive(Clone, Copy)]
+struct PatchCall<'a> {
+    key: &'a ObjectKey,
+    patch_type: PatchType,
+    body: &'a Json,
+}
+
+/// Why a patch from a known object did not go through.
+enum PatchError {
+    /// The server refused the known object's resourceVersion: it changed since.
+    Stale,
+    Failed(String),
+}
+
 struct Run {
     plan: Arc<Plan>,
     effects: Effects,
@@ -284,6 +299,10 @@ struct Run {
     captured: Mutex<HashMap<String, UndoState>>,
     /// Steps whose intent to mutate was journaled.
     intended: Mutex<BTreeSet<String>>,
+    /// Objects as this run's own last patch of each left them (the server's answer). A later
+    /// patch of the same object starts from it, carrying its resourceVersion, so the server
+    /// refuses it (409) if anything changed the object since; then it is read again.
+    written: Mutex<HashMap<ObjectKey, Json>>,
     fact_names: BTreeSet<String>,
     params: rhai::Map,
     journal_error: Mutex<Option<String>>,
@@ -310,6 +329,7 @@ pub async fn execute(plan: Arc<Plan>, effects: Effects, options: RunOptions) -> 
         fact_generation: std::sync::atomic::AtomicU64::new(0),
         captured: Mutex::new(HashMap::new()),
         intended: Mutex::new(BTreeSet::new()),
+        written: Mutex::new(HashMap::new()),
         journal_error: Mutex::new(None),
     });
     run.execute().await
@@ -1384,36 +1404,48 @@ impl Run {
             } => {
                 let key = self.key(target).await?;
                 let body = self.render_json(body).await?;
+                // The object as this run's last patch of it left it, when the server can
+                // check that it still is (a merge or strategic patch carrying its
+                // resourceVersion): one request instead of a read and a write.
+                let known = (attempt == 1
+                    && !self.options.dry_run
+                    && *patch_type != PatchType::Json
+                    && body.pointer("/metadata/resourceVersion").is_none()
+                    && !self.has_captured(step))
+                .then(|| self.written_lock().remove(&key))
+                .flatten();
+                if let Some(known) = known {
+                    let patch = PatchCall {
+                        key: &key,
+                        patch_type: *patch_type,
+                        body: &body,
+                    };
+                    match self.patch_from(step, attempt, patch, known, true).await {
+                        Err(PatchError::Stale) => {
+                            // Changed since our last write: read it and start again.
+                            self.captured_lock().remove(&step.id);
+                        }
+                        Err(PatchError::Failed(error)) => return Err(error),
+                        Ok(finished) => return Ok(finished),
+                    }
+                }
                 let current = self
                     .effects
                     .cluster
                     .get(&key)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.remember_secret_object(&current);
-                let native = (*patch_type != PatchType::Json).then(|| {
-                    UndoState::Native(UndoRecord::MergePatch {
-                        key: key.clone(),
-                        inverse: inverse_merge_patch(&current, &body),
-                    })
-                });
-                let undo = self.undo_for(step, native);
-                self.intent(
-                    step,
-                    attempt,
-                    format!("patch {key} with {body}"),
-                    undo.as_ref(),
-                )?;
-                // What the server did (or, in a dry-run, would do): the object it answered
-                // against the one read before.
-                let after = self
-                    .effects
-                    .cluster
-                    .patch(&key, *patch_type, &body, dry)
+                let patch = PatchCall {
+                    key: &key,
+                    patch_type: *patch_type,
+                    body: &body,
+                };
+                self.patch_from(step, attempt, patch, current, false)
                     .await
-                    .map_err(|e| e.to_string())?;
-                let changed = field_changes(&current, &after);
-                Ok(self.native_done(format!("{key}: {changed}"), undo))
+                    .map_err(|error| match error {
+                        PatchError::Stale => "the object kept changing".to_owned(),
+                        PatchError::Failed(error) => error,
+                    })
             }
             Action::Apply { manifest } => {
                 let mut manifest = self.render_json(manifest).await?;
@@ -1735,6 +1767,87 @@ impl Run {
                 self.redactor.add_json(data, false);
             }
         }
+    }
+
+    /// Patches `key` starting from `current`, the object before: the undo state comes from
+    /// it, and the report compares it with the server's answer. With `precondition`, the
+    /// patch carries `current`'s resourceVersion and a 409 means `current` was stale.
+    async fn patch_from(
+        &self,
+        step: &StepSpec,
+        attempt: u32,
+        patch: PatchCall<'_>,
+        current: Json,
+        precondition: bool,
+    ) -> Result<Finished, PatchError> {
+        let PatchCall {
+            key,
+            patch_type,
+            body,
+        } = patch;
+        self.remember_secret_object(&current);
+        let native = (patch_type != PatchType::Json).then(|| {
+            UndoState::Native(UndoRecord::MergePatch {
+                key: key.clone(),
+                inverse: inverse_merge_patch(&current, body),
+            })
+        });
+        let undo = self.undo_for(step, native);
+        self.intent(
+            step,
+            attempt,
+            format!("patch {key} with {body}"),
+            undo.as_ref(),
+        )
+        .map_err(PatchError::Failed)?;
+        let version = current
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .filter(|_| precondition);
+        let sent = match (&version, body) {
+            (Some(version), Json::Object(fields)) => {
+                let mut fields = fields.clone();
+                let metadata = fields.entry("metadata").or_insert_with(|| json!({}));
+                if let Some(metadata) = metadata.as_object_mut() {
+                    metadata.insert("resourceVersion".to_owned(), version.clone());
+                }
+                Json::Object(fields)
+            }
+            _ => body.clone(),
+        };
+        // What the server did (or, in a dry-run, would do): the object it answered against
+        // the one before.
+        let after = match self
+            .effects
+            .cluster
+            .patch(key, patch_type, &sent, self.dry())
+            .await
+        {
+            Ok(after) => after,
+            Err(EffectError::Conflict(_)) if version.is_some() => return Err(PatchError::Stale),
+            Err(error) => return Err(PatchError::Failed(error.to_string())),
+        };
+        let changed = field_changes(&current, &after);
+        if !self.options.dry_run && patch_type != PatchType::Json {
+            self.written_lock().insert(key.clone(), after);
+        }
+        Ok(self.native_done(format!("{key}: {changed}"), undo))
+    }
+
+    fn written_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Json>> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn captured_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UndoState>> {
+        self.captured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn has_captured(&self, step: &StepSpec) -> bool {
+        self.captured_lock().contains_key(&step.id)
     }
 
     fn native_done(&self, output: String, undo: Option<UndoState>) -> Finished {

@@ -1489,3 +1489,253 @@ fn a_manifest_without_a_namespace_is_applied_and_undone_in_the_runs_namespace() 
         "nothing left behind in any namespace"
     );
 }
+
+/// The simulated cluster, with every get and patch of a Deployment written down in order.
+struct Recording {
+    inner: Arc<SimWorld>,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn note(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait::async_trait]
+impl runbook_core::effects::Cluster for Recording {
+    async fn get(&self, key: &ObjectKey) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        if key.kind == "Deployment" {
+            self.note(format!("get {}", key.name));
+        }
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        query: &runbook_core::effects::ListQuery,
+    ) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        self.inner.list(query).await
+    }
+    async fn scale(
+        &self,
+        key: &ObjectKey,
+        replicas: i64,
+        dry_run: runbook_core::effects::DryRun,
+    ) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        self.inner.scale(key, replicas, dry_run).await
+    }
+    async fn restart(
+        &self,
+        key: &ObjectKey,
+        at: SystemTime,
+        dry_run: runbook_core::effects::DryRun,
+    ) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        self.inner.restart(key, at, dry_run).await
+    }
+    async fn patch(
+        &self,
+        key: &ObjectKey,
+        patch_type: runbook_core::document::PatchType,
+        body: &serde_json::Value,
+        dry_run: runbook_core::effects::DryRun,
+    ) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        let result = self.inner.patch(key, patch_type, body, dry_run).await;
+        self.note(format!(
+            "patch {} {body}{}",
+            key.name,
+            if result.is_err() { " -> refused" } else { "" }
+        ));
+        result
+    }
+    async fn apply(
+        &self,
+        manifest: &serde_json::Value,
+        dry_run: runbook_core::effects::DryRun,
+    ) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        self.inner.apply(manifest, dry_run).await
+    }
+    async fn delete(
+        &self,
+        key: &ObjectKey,
+        propagation: Option<runbook_core::document::Propagation>,
+        grace_period_seconds: Option<u32>,
+        dry_run: runbook_core::effects::DryRun,
+    ) -> runbook_core::effects::EffectResult<()> {
+        self.inner
+            .delete(key, propagation, grace_period_seconds, dry_run)
+            .await
+    }
+    async fn set_unschedulable(
+        &self,
+        node: &str,
+        unschedulable: bool,
+        dry_run: runbook_core::effects::DryRun,
+    ) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        self.inner
+            .set_unschedulable(node, unschedulable, dry_run)
+            .await
+    }
+    async fn drain(
+        &self,
+        node: &str,
+        options: &runbook_core::effects::DrainOptions,
+        dry_run: runbook_core::effects::DryRun,
+    ) -> runbook_core::effects::EffectResult<runbook_core::effects::DrainReport> {
+        self.inner.drain(node, options, dry_run).await
+    }
+    async fn exec(
+        &self,
+        pod: &runbook_core::effects::PodRef,
+        argv: &[String],
+        timeout: Duration,
+    ) -> runbook_core::effects::EffectResult<runbook_core::effects::CommandOutput> {
+        self.inner.exec(pod, argv, timeout).await
+    }
+}
+
+/// Runs `text` against the scenario plus `extra`, recording the Deployment gets and patches.
+fn run_recording(text: &str, extra: &str) -> (RunReport, Arc<SimWorld>, Vec<String>, Vec<Record>) {
+    let (catalog, runbook) = runbook(text);
+    let scenario = runbook_core::sim::parse_scenario(
+        Path::new("t.scenario.yaml"),
+        &format!("{SCENARIO}{extra}"),
+    )
+    .expect("scenario");
+    let world = Arc::new(SimWorld::new(&scenario));
+    let recording = Arc::new(Recording {
+        inner: world.clone(),
+        calls: std::sync::Mutex::new(Vec::new()),
+    });
+    let (bindings, errors) = runbook_core::bind::bind(&runbook, &[], None);
+    assert!(errors.is_empty(), "{errors:?}");
+    let plan = Arc::new(runbook_core::compile::Compiler::compile(
+        runbook, bindings, None,
+    ));
+    let collect = Arc::new(Collect::default());
+    let mut effects = world.effects(
+        Arc::new(FixedAnswer(Answer::Yes)),
+        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
+        collect.clone(),
+    );
+    effects.cluster = recording.clone();
+    let options = RunOptions {
+        run_id: "test".to_owned(),
+        dry_run: false,
+        yes: false,
+        parallelism: 1,
+        namespace: "shop".to_owned(),
+        journal: None,
+        catalog: Some(catalog),
+        digest: String::new(),
+        interrupt: None,
+        resume: None,
+    };
+    let report = paused(execute(plan, effects, options));
+    let calls = recording.calls.lock().unwrap().clone();
+    (report, world, calls, events(&collect))
+}
+
+const THREE_PATCHES: &str = "    - {id: pause, patch: {kind: Deployment, name: api, patch: {spec: {paused: true}}}}
+    - {id: note, patch: {kind: Deployment, name: api, patch: {metadata: {annotations: {why: incident}}}}}
+    - {id: more, patch: {kind: Deployment, name: api, patch: {spec: {replicas: 7}}}}
+    - {id: check, verify: 'false', timeout: 1s}
+";
+
+#[test]
+fn consecutive_patches_of_one_object_read_it_once_and_are_still_undone_exactly() {
+    let (report, world, calls, _) = run_recording(&head("patches", THREE_PATCHES), "");
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_eq!(calls.len(), 7, "{calls:#?}");
+    assert_eq!(calls[0], "get api", "one read, before the first patch");
+    assert_eq!(calls[1], r#"patch api {"spec":{"paused":true}}"#);
+    // The next patches start from the server's answer to the one before, and carry its
+    // resourceVersion so the server would refuse them if the object had changed since.
+    assert!(
+        calls[2].starts_with(
+            r#"patch api {"metadata":{"annotations":{"why":"incident"},"resourceVersion":""#
+        ),
+        "{calls:#?}"
+    );
+    assert!(
+        calls[3].starts_with(r#"patch api {"spec":{"replicas":7},"metadata":{"resourceVersion":""#),
+        "{calls:#?}"
+    );
+    // The undos, newest first, restore exactly what each patch found.
+    assert_eq!(
+        calls[4..],
+        [
+            r#"patch api {"spec":{"replicas":2}}"#.to_owned(),
+            r#"patch api {"metadata":{"annotations":{"why":null}}}"#.to_owned(),
+            r#"patch api {"spec":{"paused":null}}"#.to_owned(),
+        ]
+    );
+    let initial = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), SCENARIO)
+        .expect("scenario");
+    let spec = |objects: Vec<serde_json::Value>| {
+        objects
+            .into_iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "api")
+            .map(|o| {
+                // An emptied map is no map, as the API server stores it.
+                let annotations = o["metadata"]
+                    .get("annotations")
+                    .filter(|a| a.as_object().is_some_and(|a| !a.is_empty()))
+                    .cloned();
+                (o["spec"].clone(), annotations)
+            })
+    };
+    assert_eq!(
+        spec(world.objects()),
+        spec(SimWorld::new(&initial).objects()),
+        "spec and annotations as they were"
+    );
+}
+
+#[test]
+fn a_patch_whose_object_changed_since_the_last_write_reads_it_again_and_undoes_to_what_it_found() {
+    // A controller scales the Deployment once the first patch is done: the second patch's
+    // known version is stale, the server refuses it, and the object is read again.
+    let extra = "  changes:
+    - after: {step: pause}
+      object: {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 9}}
+";
+    let steps =
+        "    - {id: pause, patch: {kind: Deployment, name: api, patch: {spec: {paused: true}}}}
+    - {id: more, patch: {kind: Deployment, name: api, patch: {spec: {replicas: 7}}}}
+    - {id: check, verify: 'false', timeout: 1s}
+";
+    let (report, world, calls, records) = run_recording(&head("stale", steps), extra);
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_eq!(calls.len(), 7, "{calls:#?}");
+    assert_eq!(calls[0], "get api");
+    assert_eq!(calls[1], r#"patch api {"spec":{"paused":true}}"#);
+    assert!(
+        calls[2].starts_with(r#"patch api {"spec":{"replicas":7},"metadata":{"resourceVersion":""#)
+            && calls[2].ends_with(" -> refused"),
+        "{calls:#?}"
+    );
+    assert_eq!(calls[3], "get api", "read again after the refusal");
+    assert_eq!(calls[4], r#"patch api {"spec":{"replicas":7}}"#);
+    assert_eq!(
+        calls[5], r#"patch api {"spec":{"replicas":9}}"#,
+        "the undo restores the 9 the controller set, not the 2 the run last wrote"
+    );
+    let replicas = world
+        .objects()
+        .into_iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "api")
+        .map(|o| o["spec"]["replicas"].clone());
+    assert_eq!(replicas, Some(serde_json::json!(9)));
+    let intents: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepIntent { step, .. } if step == "more" => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        intents.len(),
+        2,
+        "the journal shows the refused intent and the one sent after reading again"
+    );
+}

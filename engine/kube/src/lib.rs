@@ -127,6 +127,9 @@ impl KubeCluster {
     ) -> EffectResult<Json> {
         let retry = if content_type == JSON_PATCH {
             Retry::Once
+        } else if body.pointer("/metadata/resourceVersion").is_some() {
+            // A precondition that failed fails every time: the caller reads again.
+            Retry::NoConflict
         } else {
             Retry::Idempotent
         };

@@ -2346,3 +2346,34 @@ async fn a_lease_deleted_by_someone_else_is_lost() {
         lines(&api)
     );
 }
+
+/// A patch that carries a resourceVersion (the executor's patch from the object its last
+/// write left) is refused with 409 when the object changed since: that is final, sent once,
+/// not retried after a re-read, so the executor reads the object and starts again.
+#[tokio::test]
+async fn a_patch_carrying_a_stale_resource_version_is_sent_once_and_is_a_conflict() {
+    let api = shop().await;
+    let cluster = cluster(&api).await;
+    let held = version(&stored_deployment(&api, "api"));
+    api.modify("apps/v1", "Deployment", Some("shop"), "api", |d| {
+        d["spec"]["replicas"] = json!(9);
+    });
+    api.clear_requests();
+    let error = cluster
+        .patch(
+            &deployment("api"),
+            PatchType::Merge,
+            &json!({"spec": {"replicas": 7}, "metadata": {"resourceVersion": held}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a stale version is refused");
+    assert!(matches!(error, EffectError::Conflict(_)), "{error:?}");
+    let patches = sent(&api, "PATCH", API);
+    assert_eq!(patches.len(), 1, "sent once: {patches:?}");
+    assert!(
+        sent(&api, "GET", API).is_empty(),
+        "no re-read: the caller does it"
+    );
+    assert_eq!(stored_deployment(&api, "api")["spec"]["replicas"], 9);
+}

@@ -438,6 +438,32 @@ impl Store {
     ) -> EffectResult<Json> {
         use crate::document::PatchType;
         let mut object = self.get(key)?.clone();
+        // As the API server: a resourceVersion in a merge or strategic patch is a
+        // precondition, and the version moves on with the write whatever it said.
+        let mut body = body.clone();
+        if patch_type != PatchType::Json {
+            let wanted = body
+                .pointer_mut("/metadata")
+                .and_then(Json::as_object_mut)
+                .and_then(|metadata| metadata.remove("resourceVersion"));
+            if let Some(wanted) = wanted {
+                if Some(&wanted) != object.pointer("/metadata/resourceVersion") {
+                    return Err(EffectError::Conflict(format!(
+                        "Operation cannot be fulfilled on {}: the object has been modified; please apply your changes to the latest version and try again",
+                        key.display()
+                    )));
+                }
+                if body["metadata"]
+                    .as_object()
+                    .is_some_and(serde_json::Map::is_empty)
+                {
+                    if let Some(fields) = body.as_object_mut() {
+                        fields.remove("metadata");
+                    }
+                }
+            }
+        }
+        let body = &body;
         let name = match patch_type {
             PatchType::Merge => {
                 require_object(key, body, "a merge patch")?;
