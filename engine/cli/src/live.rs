@@ -100,7 +100,7 @@ impl World {
             },
         );
         let transport = cluster.transport().clone();
-        let web = WebClient::new().map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        let web = WebClient::new();
         Ok(Self {
             cluster: Arc::new(cluster),
             processes: Arc::new(LocalProcesses),
@@ -193,31 +193,38 @@ impl Lock {
     }
 }
 
+type Pooled<C> = hyper_util::client::legacy::Client<C, http_body_util::Full<bytes::Bytes>>;
+
 /// Plain HTTP(S) for facts (a Prometheus query) and the notification webhook: one pooled
-/// client, TLS by rustls with the system's roots.
+/// client, TLS by rustls with the system's roots. A machine (or a distroless image) with no
+/// CA certificates still gets plain HTTP; an `https://` URL then says why it cannot be used.
 #[derive(Clone)]
 pub struct WebClient {
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        http_body_util::Full<bytes::Bytes>,
+    https: Option<
+        Pooled<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
     >,
+    http: Pooled<hyper_util::client::legacy::connect::HttpConnector>,
+    no_tls: Option<String>,
     timeout: Duration,
 }
 
 impl WebClient {
-    pub fn new() -> std::io::Result<Self> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
-        Ok(Self {
-            client,
+    pub fn new() -> Self {
+        let builder =
+            || hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+        let (https, no_tls) = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(roots) => (
+                Some(builder().build(roots.https_or_http().enable_http1().build())),
+                None,
+            ),
+            Err(error) => (None, Some(error.to_string())),
+        };
+        Self {
+            https,
+            http: builder().build(hyper_util::client::legacy::connect::HttpConnector::new()),
+            no_tls,
             timeout: Duration::from_secs(30),
-        })
+        }
     }
 
     async fn send(
@@ -226,7 +233,17 @@ impl WebClient {
     ) -> EffectResult<HttpResponse> {
         let uri = request.uri().clone();
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
+            let sent = match (&self.https, uri.scheme_str()) {
+                (Some(https), _) => https.request(request).await,
+                (None, Some("https")) => {
+                    return Err(EffectError::Unavailable(format!(
+                        "{uri}: no CA certificates to check the server with ({})",
+                        self.no_tls.as_deref().unwrap_or("none found")
+                    )))
+                }
+                (None, _) => self.http.request(request).await,
+            };
+            let response = sent.map_err(|e| {
                 EffectError::Unavailable(format!(
                     "{uri}: {}",
                     runbook_kube::transport::root_cause(&e)

@@ -426,3 +426,68 @@ fn serve_runs_an_alerts_runbook_against_the_live_cluster_under_a_lease() {
         "DELETE /apis/coordination.k8s.io/v1/namespaces/shop/leases/runbook-api-down-"
     ));
 }
+
+#[test]
+fn http_facts_and_notifications_reach_the_network_outside_the_simulator() {
+    let live = live();
+    // The fake API server doubles as the HTTP service: its /version is the fact, and it has
+    // no /hooks/runbook, so the webhook's 404 fails the notify step.
+    let text = format!(
+        r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: report-version
+spec:
+  description: Say which Kubernetes version answers.
+  facts:
+    - name: server
+      http: {{url: "{url}/version", query: {{probe: "a b"}}}}
+  preconditions:
+    - check: server.gitVersion == "{version}"
+  steps:
+    - id: tell
+      notify: "the server runs ${{server.gitVersion}}"
+"#,
+        url = live.fake.url(),
+        version = support::VERSION
+    );
+    std::fs::write(live.dir.path().join("runbooks/report-version.yaml"), text).expect("write");
+    let hook = format!("{}/hooks/runbook", live.fake.url());
+    let out = live.run(&["run", "report-version", "--yes", "--notify-webhook", &hook]);
+    assert!(
+        out.stderr
+            .contains(&format!("[notify] the server runs {}", support::VERSION)),
+        "printed on the terminal: {}",
+        out.stderr
+    );
+    assert_eq!(
+        out.code, 1,
+        "the webhook's 404 fails the step: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("--notify-webhook {hook} answered HTTP 404")),
+        "{}",
+        out.stderr
+    );
+    let requests = live.fake.requests();
+    let fact = requests
+        .iter()
+        .find(|r| r.path == "/version" && r.param("probe").is_some())
+        .expect("the http fact's GET");
+    assert_eq!(
+        fact.param("probe"),
+        Some("a b"),
+        "query encoded and decoded"
+    );
+    let posted = requests
+        .iter()
+        .find(|r| r.method == "POST" && r.path == "/hooks/runbook")
+        .expect("the webhook POST");
+    assert_eq!(posted.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        posted.body,
+        Some(json!({"kind": "notify", "message": format!("the server runs {}", support::VERSION)}))
+    );
+}
