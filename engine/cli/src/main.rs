@@ -288,7 +288,7 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off")),
             )
             .with_writer(std::io::stderr)
             .init();

@@ -799,7 +799,8 @@ fn runbook_without_cluster(home: &Path, args: &[&str], kubeconfig: Option<&Path>
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("HOME", home)
         .env("RUNBOOK_STATE_DIR", home.join("state"))
-        .env("RUNBOOK_LOG", "off");
+        // The default log level, as a user has it: nothing but our one line may show.
+        .env_remove("RUNBOOK_LOG");
     if let Some(path) = kubeconfig {
         command.env("KUBECONFIG", path);
     }
