@@ -56,6 +56,9 @@ pub struct World {
     pub observer: Option<Arc<dyn StepObserver>>,
     /// The namespace for objects a runbook names none for.
     pub namespace: String,
+    /// What runs act on, for the journal: `context prod (https://...)`, or
+    /// `simulated cluster /abs/path.scenario.yaml`.
+    pub description: String,
     pub live: Option<Live>,
 }
 
@@ -66,8 +69,16 @@ pub struct Live {
 }
 
 impl World {
-    pub fn simulated(world: Arc<runbook_core::sim::SimWorld>, namespace: Option<String>) -> Self {
+    pub fn simulated(
+        world: Arc<runbook_core::sim::SimWorld>,
+        scenario: &Path,
+        namespace: Option<String>,
+    ) -> Self {
+        let scenario = scenario
+            .canonicalize()
+            .unwrap_or_else(|_| scenario.to_path_buf());
         Self {
+            description: format!("simulated cluster {}", scenario.display()),
             cluster: world.clone(),
             processes: world.clone(),
             http: world.clone(),
@@ -111,6 +122,7 @@ impl World {
             }),
             observer: None,
             namespace: connection.namespace.clone(),
+            description: connection.describe(),
             live: Some(Live {
                 connection,
                 transport,

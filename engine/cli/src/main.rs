@@ -824,9 +824,13 @@ fn drive(
     args: &RunArgs,
     state_dir: &Path,
     run_id: &str,
-    resume: Option<runbook_core::exec::Resume>,
+    resume: Option<(runbook_core::exec::Resume, Option<String>)>,
 ) -> anyhow::Result<Exit> {
     use runbook_core::effects::{Answer, Effects, FixedAnswer, Prompter, Reporter, SystemClock};
+    let (resume, acted_on) = match resume {
+        Some((resume, acted_on)) => (Some(resume), acted_on),
+        None => (None, None),
+    };
     use sha2::Digest as _;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -846,6 +850,7 @@ fn drive(
             };
             live::World::simulated(
                 Arc::new(runbook_core::sim::SimWorld::new(&scenario)),
+                scenario_path,
                 args.execution.namespace.clone(),
             )
         }
@@ -860,6 +865,19 @@ fn drive(
             }
         },
     };
+    // A half-done run goes on where it started, never on another cluster. (A simulated
+    // cluster is a snapshot, not a place: another scenario may stand for the world as the
+    // run left it.)
+    let simulated = |what: &str| what.starts_with("simulated cluster ");
+    if let Some(acted_on) = acted_on.filter(|acted_on| {
+        *acted_on != world.description && !(simulated(acted_on) && simulated(&world.description))
+    }) {
+        eprintln!(
+            "error: run `{run_id}` acted on {acted_on}; this resume would act on {}. Resume it against the same cluster (--kubeconfig, --context, or the same --simulate scenario)",
+            world.description
+        );
+        return Ok(Exit::Invalid);
+    }
     if let Some(live) = &world.live {
         if args.execution.output == OutputFormat::Text {
             eprintln!(
@@ -944,6 +962,7 @@ fn drive(
         digest,
         interrupt: Some(interrupt.clone()),
         resume,
+        cluster: Some(world.description.clone()),
     };
     let lost = lock.as_ref().and_then(live::Lock::lost_signal);
     let report = runtime.block_on(async {
@@ -1085,7 +1104,14 @@ fn resume(
         undone: state.undone.clone(),
         roll_back,
     };
-    drive(dir, plan, &args, &state_dir, run_id, Some(resume))
+    drive(
+        dir,
+        plan,
+        &args,
+        &state_dir,
+        run_id,
+        Some((resume, state.cluster.clone())),
+    )
 }
 
 struct ResumeArgs {

@@ -185,6 +185,7 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
             };
             crate::live::World::simulated(
                 Arc::new(runbook_core::sim::SimWorld::new(&scenario)),
+                scenario_path,
                 args.namespace.clone(),
             )
         }
@@ -1034,6 +1035,7 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         digest,
         interrupt: Some(interrupt.clone()),
         resume: None,
+        cluster: Some(server.world.description.clone()),
     };
     let interrupt_for_lock = interrupt;
     let started = Instant::now();

@@ -491,3 +491,59 @@ spec:
         Some(json!({"kind": "notify", "message": format!("the server runs {}", support::VERSION)}))
     );
 }
+
+#[test]
+fn a_run_is_resumed_only_against_the_cluster_it_acted_on() {
+    let live = live();
+    let text = RUNBOOK.replace(
+        "    - id: check\n      verify: api.spec.replicas == 3\n      timeout: 2s\n",
+        "    - id: more\n      confirm: Scale to four?\n      scale: {name: api, replicas: 4}\n",
+    );
+    std::fs::write(live.dir.path().join("runbooks/scale-api.yaml"), text).expect("write");
+    // A second context on the same kubeconfig: another cluster, as far as anyone can tell.
+    let config = std::fs::read_to_string(&live.kubeconfig).expect("read");
+    std::fs::write(
+        &live.kubeconfig,
+        format!("{config}- name: prod\n  context: {{cluster: dev, user: me, namespace: shop}}\n"),
+    )
+    .expect("write");
+    // No terminal to ask: the run stops before the gate, resumable.
+    let out = live.run(&["run", "scale-api"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert_eq!(live.replicas(), 3);
+    let runs = std::fs::read_dir(live.dir.path().join("state/runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path())
+        .collect::<Vec<_>>();
+    assert_eq!(runs.len(), 1);
+    let journal = std::fs::read_to_string(&runs[0]).expect("journal");
+    assert!(
+        journal.contains(&format!(r#""cluster":"context dev ({})""#, live.fake.url())),
+        "the journal says what the run acted on: {journal}"
+    );
+    let run_id = runs[0]
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("run id")
+        .to_owned();
+
+    let out = live.run(&["resume", &run_id, "--yes", "--context", "prod"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: run `{run_id}` acted on context dev ({url}); this resume would act on context prod ({url})",
+            url = live.fake.url()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(live.replicas(), 3, "nothing done on the other cluster");
+
+    let out = live.run(&["resume", &run_id, "--yes"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        live.replicas(),
+        4,
+        "resumed where it stopped, on its own cluster"
+    );
+}

@@ -186,5 +186,6 @@ fn options(
         digest: String::new(),
         interrupt: None,
         resume: None,
+        cluster: None,
     }
 }

@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub interrupt: Option<Arc<Interrupt>>,
     /// Going on with a run that was killed (`runbook resume`).
     pub resume: Option<Resume>,
+    /// What the run acts on, for the journal: `context prod (https://...)`, or the simulated
+    /// cluster's scenario. `runbook resume` refuses to go on against another.
+    pub cluster: Option<String>,
 }
 
 /// Where a resumed run stands, from its journal (and a human, for steps that may or may not
@@ -476,6 +479,7 @@ impl Run {
                     json!({"alert": t.alert.name(), "fingerprint": t.alert.fingerprint, "labels": t.alert.labels})
                 }),
                 dry_run: self.options.dry_run,
+                cluster: self.options.cluster.clone(),
             });
         }
         let mut report = RunReport {

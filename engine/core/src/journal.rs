@@ -41,6 +41,9 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trigger: Option<Json>,
         dry_run: bool,
+        /// What the run acts on: `context prod (https://...)`, or a simulated cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cluster: Option<String>,
     },
     /// `runbook resume`: the run goes on from its journal.
     #[serde(rename_all = "camelCase")]

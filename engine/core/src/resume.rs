@@ -26,6 +26,8 @@ pub struct JournalState {
     pub digest: String,
     pub params: Map<String, Json>,
     pub dry_run: bool,
+    /// What the run acted on (`context prod (https://...)`), if the journal says.
+    pub cluster: Option<String>,
     /// How the run ended, if it did.
     pub finished: Option<Outcome>,
     /// Steps that succeeded, in completion order, with the undo state from their last intent.
@@ -59,9 +61,11 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 digest,
                 params,
                 dry_run,
+                cluster,
                 ..
             } => {
                 started = true;
+                state.cluster = cluster.clone();
                 state.run_id = record.run.clone();
                 state.runbook = runbook.clone();
                 state.digest = digest.clone();
@@ -156,6 +160,7 @@ mod tests {
             params: serde_json::json!({"namespace": "shop"}),
             trigger: None,
             dry_run: false,
+            cluster: Some("context dev (https://dev:6443)".to_owned()),
         })
     }
 
@@ -247,6 +252,7 @@ mod nested {
                     params: serde_json::json!({}),
                     trigger: None,
                     dry_run: false,
+                    cluster: None,
                 },
             ),
             record(
@@ -258,6 +264,7 @@ mod nested {
                     params: serde_json::json!({}),
                     trigger: None,
                     dry_run: false,
+                    cluster: None,
                 },
             ),
             record(

@@ -427,6 +427,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
         digest: String::new(),
         interrupt: None,
         resume: None,
+        cluster: None,
     };
     let report = crate::exec::execute(plan, effects, options).await;
     result.trace = std::mem::take(

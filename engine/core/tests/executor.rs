@@ -141,6 +141,7 @@ fn run_with(
         digest: String::new(),
         interrupt: None,
         resume: None,
+        cluster: None,
     };
     let report = paused(execute(plan, effects, options));
     Harness {
@@ -1021,6 +1022,7 @@ fn resume_with_a_skipped_dependency_never_reruns_a_done_step() {
             undone: Vec::new(),
             roll_back: false,
         }),
+        cluster: None,
     };
     let report = paused(execute(plan, effects, options));
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
@@ -1053,6 +1055,7 @@ fn options(
         digest: String::new(),
         interrupt: None,
         resume: None,
+        cluster: None,
     }
 }
 
@@ -1629,6 +1632,7 @@ fn run_recording(text: &str, extra: &str) -> (RunReport, Arc<SimWorld>, Vec<Stri
         digest: String::new(),
         interrupt: None,
         resume: None,
+        cluster: None,
     };
     let report = paused(execute(plan, effects, options));
     let calls = recording.calls.lock().unwrap().clone();

@@ -2116,6 +2116,7 @@ async fn run_runbook(
         digest: String::new(),
         interrupt: None,
         resume: None,
+        cluster: None,
     };
     let report = execute(plan, effects, options).await;
     Run { report, sent }

@@ -1577,6 +1577,7 @@ async fn run(
         digest: String::new(),
         interrupt: None,
         resume: None,
+        cluster: None,
     };
     tokio::time::timeout(Duration::from_secs(5), execute(plan, effects, options))
         .await
