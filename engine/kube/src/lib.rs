@@ -17,7 +17,6 @@ mod discovery;
 pub mod lease;
 pub mod transport;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -728,42 +727,6 @@ impl Cluster for KubeCluster {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
-    async fn annotate(
-        &self,
-        key: &ObjectKey,
-        set: &BTreeMap<String, Option<String>>,
-        dry_run: DryRun,
-    ) -> EffectResult<Json> {
-        let (_, path) = self.object_path(key).await?;
-        self.patch_path(
-            key,
-            path,
-            MERGE,
-            &metadata_patch("annotations", set),
-            dry_run,
-            format!("annotate {key}"),
-        )
-        .await
-    }
-
-    async fn label(
-        &self,
-        key: &ObjectKey,
-        set: &BTreeMap<String, Option<String>>,
-        dry_run: DryRun,
-    ) -> EffectResult<Json> {
-        let (_, path) = self.object_path(key).await?;
-        self.patch_path(
-            key,
-            path,
-            MERGE,
-            &metadata_patch("labels", set),
-            dry_run,
-            format!("label {key}"),
-        )
-        .await
-    }
-
     /// Reads the object, then watches it until `ready` holds, as `kubectl wait` does: the
     /// read is a list of the one object, whose version (the collection's, current) a watch can
     /// always start from; an object's own version may be older than the server's watch
@@ -823,14 +786,6 @@ fn node_key(node: &str) -> ObjectKey {
         namespace: None,
         name: node.to_owned(),
     }
-}
-
-fn metadata_patch(field: &str, set: &BTreeMap<String, Option<String>>) -> Json {
-    let values: serde_json::Map<String, Json> = set
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone().map_or(Json::Null, Json::String)))
-        .collect();
-    json!({"metadata": {field: values}})
 }
 
 /// `dryRun=All` on a dry-run write, then the other parameters.
