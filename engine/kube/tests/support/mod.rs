@@ -1434,6 +1434,8 @@ pub struct FakeApi {
     address: SocketAddr,
     state: Arc<Mutex<State>>,
     server: tokio::task::JoinHandle<()>,
+    /// `http`, or `https` when started with [`FakeApi::start_tls`].
+    scheme: &'static str,
 }
 
 impl Drop for FakeApi {
@@ -1468,11 +1470,59 @@ impl FakeApi {
             address,
             state,
             server,
+            scheme: "http",
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
+    }
+
+    /// The same server behind TLS, as real API servers are: `tls` holds its certificate and
+    /// whether (and how) it checks client certificates. A failed handshake closes the
+    /// connection before any request, as a real server does.
+    pub async fn start_tls(tls: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port");
+        let address = listener.local_addr().expect("the local address");
+        let state = Arc::new(Mutex::new(State {
+            version: 100,
+            ..State::default()
+        }));
+        let shared = state.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let shared = shared.clone();
+                            async move {
+                                Ok::<_, Infallible>(
+                                    handle(shared, request.map(axum::body::Body::new)).await,
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self {
+            address,
+            state,
+            server,
+            scheme: "https",
+        }
     }
 
     /// A client for this server whose default namespace is `namespace`, with `kube`'s
