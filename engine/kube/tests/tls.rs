@@ -13,7 +13,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
-use runbook_core::effects::{Cluster, ObjectKey};
+use runbook_core::effects::{Cluster, CommandOutput, ObjectKey, PodRef};
 use runbook_kube::{connect, ConnectOptions, KubeCluster, KubeOptions, Policy};
 use serde_json::json;
 use support::FakeApi;
@@ -116,6 +116,21 @@ async fn a_cluster_with_its_own_ca_and_client_certificates_is_reached_and_read()
         "metadata": {"name": "api", "namespace": "shop"},
         "spec": {"replicas": 2}
     }));
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "openbao-0", "namespace": "shop"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "openbao", "image": "openbao:2"}]}
+    }));
+    api.script_exec(
+        "shop",
+        "openbao-0",
+        &["bao", "status", "-format=json"],
+        support::ExecReply {
+            stdout: "{\"sealed\":true}\n".to_owned(),
+            stderr: String::new(),
+            exit_code: 2,
+        },
+    );
     assert!(api.url().starts_with("https://127.0.0.1:"));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let user = format!(
@@ -150,6 +165,31 @@ async fn a_cluster_with_its_own_ca_and_client_certificates_is_reached_and_read()
         .await
         .expect("read over TLS");
     assert_eq!(deployment["spec"]["replicas"], 2);
+    // Exec is a WebSocket upgrade of the same TLS connection's kind.
+    let argv: Vec<String> = ["bao", "status", "-format=json"]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    let output = cluster
+        .exec(
+            &PodRef {
+                namespace: "shop".to_owned(),
+                pod: "openbao-0".to_owned(),
+                container: None,
+            },
+            &argv,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .expect("exec over TLS");
+    assert_eq!(
+        output,
+        CommandOutput {
+            exit_code: 2,
+            stdout: "{\"sealed\":true}\n".to_owned(),
+            stderr: String::new(),
+        }
+    );
 }
 
 #[tokio::test]
