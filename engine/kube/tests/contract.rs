@@ -403,7 +403,14 @@ async fn scale_in_dry_run_asks_the_server_to_validate_only() {
         .await
         .expect("scale");
     let patch = only(&api, "PATCH", &format!("{API}/scale"));
-    assert_eq!(patch.params("dryRun"), ["All"]);
+    assert_eq!(
+        patch.query,
+        [
+            ("dryRun".to_owned(), "All".to_owned()),
+            ("fieldManager".to_owned(), "runbook".to_owned())
+        ]
+    );
+    assert_eq!(patch.body, Some(json!({"spec": {"replicas": 5}})));
     assert_eq!(api.objects(), before, "nothing stored");
 }
 
