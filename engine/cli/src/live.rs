@@ -131,6 +131,12 @@ impl World {
     }
 }
 
+pub use runbook_core::lock::LockError;
+
+/// `--lock lease` with `--simulate`: refused before anything runs.
+pub const LEASE_NEEDS_CLUSTER: &str =
+    "--lock lease needs the live cluster; it cannot be used with --simulate";
+
 /// The run lock, held until dropped (or released).
 pub enum Lock {
     /// Held until dropped: the operating system releases the file lock with the handle.
@@ -141,22 +147,19 @@ pub enum Lock {
 }
 
 impl Lock {
-    /// Takes the lock for `target`; the error says who holds it.
+    /// Takes the lock for `target`: held elsewhere (the error names the holder), or unusable.
     pub async fn acquire(
         world: &World,
         args: &ClusterArgs,
         state_dir: &Path,
         target: &str,
         run_id: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LockError> {
         let lease = match (args.lock, &world.live) {
             (LockKind::File, _) => false,
             (LockKind::Lease, Some(_)) => true,
             (LockKind::Lease, None) => {
-                return Err(
-                    "--lock lease needs the live cluster (it cannot be used with --simulate)"
-                        .to_owned(),
-                )
+                return Err(LockError::Unusable(LEASE_NEEDS_CLUSTER.to_owned()))
             }
             (LockKind::Auto, Some(live)) => live.connection.in_cluster,
             (LockKind::Auto, None) => false,
@@ -179,10 +182,13 @@ impl Lock {
             duration: Duration::from_secs(30),
             renew_every: Duration::from_secs(10),
         };
-        runbook_kube::lease::LeaseLock::acquire(live.transport.clone(), spec)
-            .await
-            .map(|lease| Lock::Lease(Box::new(lease)))
-            .map_err(|e| e.to_string())
+        match runbook_kube::lease::LeaseLock::acquire(live.transport.clone(), spec).await {
+            Ok(lease) => Ok(Lock::Lease(Box::new(lease))),
+            Err(held @ runbook_kube::lease::LeaseError::Held { .. }) => {
+                Err(LockError::Held(held.to_string()))
+            }
+            Err(error) => Err(LockError::Unusable(error.to_string())),
+        }
     }
 
     /// When a Lease is lost mid-run (taken over, or not renewable), the run should stop.

@@ -907,12 +907,20 @@ fn drive(
             run_id,
         )) {
             Ok(lock) => Some(lock),
-            Err(holder) => {
+            Err(live::LockError::Held(holder)) => {
                 eprintln!(
                     "error: runbook `{}` with these params is already running: {holder}",
                     plan.runbook.name
                 );
                 return Ok(Exit::Stopped);
+            }
+            Err(live::LockError::Unusable(why)) => {
+                eprintln!("error: cannot take the run lock: {why}");
+                return Ok(if world.live.is_some() {
+                    Exit::Unreachable
+                } else {
+                    Exit::Invalid
+                });
             }
         }
     };

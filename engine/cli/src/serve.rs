@@ -211,6 +211,10 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
             }
         },
     };
+    if args.cluster.lock == crate::live::LockKind::Lease && world.live.is_none() {
+        eprintln!("error: {}", crate::live::LEASE_NEEDS_CLUSTER);
+        return Ok(Exit::Invalid);
+    }
     let token = load_token(args.token_file.as_deref(), &args.state_dir)?;
     let triggered: Vec<Arc<Runbook>> = catalog
         .runbooks
@@ -960,7 +964,21 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     .await
     {
         Ok(held) => held,
-        Err(holder) => {
+        Err(crate::live::LockError::Unusable(why)) => {
+            server
+                .metrics
+                .alerts_rejected
+                .get_or_create(&metrics::reason(&name, "lock-unusable"))
+                .inc();
+            tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: cannot take the run lock");
+            finish(
+                RunState::Cancelled,
+                None,
+                format!("not started: cannot take the run lock: {why}"),
+            );
+            return;
+        }
+        Err(crate::live::LockError::Held(holder)) => {
             server
                 .metrics
                 .alerts_rejected

@@ -837,6 +837,30 @@ fn run_needs_a_cluster_or_a_scenario() {
 }
 
 #[test]
+fn a_lease_lock_needs_the_live_cluster() {
+    let state = state();
+    let out = runbook(&[
+        "run",
+        "openbao-sealed",
+        "--simulate",
+        "runbooks/openbao-sealed.scenario.yaml",
+        "--yes",
+        "--lock",
+        "lease",
+        "--state-dir",
+        state.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "error: cannot take the run lock: --lock lease needs the live cluster; it cannot be used with --simulate"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn an_unreachable_cluster_is_one_line_naming_the_context_and_server() {
     // A port nobody listens on: bind one, note it, close it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

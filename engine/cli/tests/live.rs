@@ -547,3 +547,24 @@ fn a_run_is_resumed_only_against_the_cluster_it_acted_on() {
         "resumed where it stopped, on its own cluster"
     );
 }
+
+#[test]
+fn a_lease_the_cluster_will_not_let_us_take_is_an_error_not_a_run_already_running() {
+    let live = live();
+    live.fake.fault(support::Fault::status(
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/shop/leases",
+        403,
+        "Forbidden",
+        "leases.coordination.k8s.io is forbidden: User \"oncall\" cannot create resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"shop\"",
+    ));
+    let out = live.run(&["run", "scale-api", "--yes", "--lock", "lease"]);
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: cannot take the run lock: Lease shop/runbook-scale-api-c6e013609690: forbidden: create Lease shop/runbook-scale-api-c6e013609690: leases.coordination.k8s.io is forbidden: User \"oncall\" cannot create resource \"leases\""),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("already running"), "{}", out.stderr);
+    assert_eq!(live.replicas(), 2, "nothing ran");
+}

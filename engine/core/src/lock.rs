@@ -14,11 +14,22 @@ pub struct RunLock {
     path: PathBuf,
 }
 
+/// Why the lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another run holds it; the message names the holder.
+    #[error("{0}")]
+    Held(String),
+    /// The lock cannot be taken at all (the state dir is not writable, the cluster refuses).
+    #[error("{0}")]
+    Unusable(String),
+}
+
 impl RunLock {
-    pub fn acquire(state_dir: &Path, target: &str, holder: &str) -> Result<Self, String> {
+    pub fn acquire(state_dir: &Path, target: &str, holder: &str) -> Result<Self, LockError> {
         let dir = state_dir.join("locks");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| LockError::Unusable(format!("cannot create {}: {e}", dir.display())))?;
         let name: String = target
             .chars()
             .map(|c| {
@@ -36,16 +47,16 @@ impl RunLock {
             .read(true)
             .write(true)
             .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(|e| LockError::Unusable(format!("cannot open {}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(_) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                return Err(format!(
+                return Err(LockError::Held(format!(
                     "another run holds {} ({})",
                     path.display(),
                     holder.trim()
-                ));
+                )));
             }
         }
         let _ = file.set_len(0);
@@ -79,7 +90,8 @@ mod tests {
             .expect("first run takes the lock");
         let refused = RunLock::acquire(&dir, "openbao-sealed-abc", "run-2")
             .err()
-            .expect("second run refused");
+            .expect("second run refused")
+            .to_string();
         assert!(refused.contains("run run-1, pid"), "{refused}");
         assert!(
             RunLock::acquire(&dir, "openbao-sealed-other-params", "run-3").is_ok(),
