@@ -132,8 +132,9 @@ impl KubeCluster {
         } else {
             Retry::Idempotent
         };
-        // Our own field manager on every patch, as on apply: the object's managedFields say
-        // runbook changed it, and a later apply of the same fields is not a conflict.
+        // Our own field manager on every patch, as on apply, so managedFields say runbook
+        // changed it. (The server keys managers by name and operation: a later apply by
+        // runbook of a field a patch set still conflicts with runbook's Update.)
         let call = Call::new(
             Method::PATCH,
             with_query(

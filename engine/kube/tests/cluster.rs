@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,7 +31,7 @@ use runbook_core::effects::{
     PodRef, SystemClock,
 };
 use runbook_core::exec::{execute, inverse_merge_patch, RunOptions, RunReport, StepStatus};
-use runbook_core::journal::Outcome;
+use runbook_core::journal::{Event, Outcome};
 use runbook_core::runbook::{Catalog, Runbook};
 use runbook_core::testing::Collect;
 use runbook_kube::lease::{lease_name, LeaseError, LeaseLock, LeaseSpec};
@@ -431,11 +432,27 @@ impl Sandbox {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        let key = cluster_key("apiextensions.k8s.io/v1", "CustomResourceDefinition", &name);
+        // A leftover of an earlier run that is still being deleted (its custom resources go
+        // first) would be deleted under this test, Established as it still is: wait it out.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.cluster.get(&key).await {
+                Ok(existing) if existing["metadata"]["deletionTimestamp"].is_string() => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "CRD {name}, left by an earlier run, is still being deleted after 60s"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok(_) | Err(EffectError::NotFound(_)) => break,
+                Err(error) => panic!("get CRD {name}: {error}"),
+            }
+        }
         self.cluster
             .apply(&definition, DryRun::No)
             .await
             .unwrap_or_else(|error| panic!("apply CRD {name}: {error}"));
-        let key = cluster_key("apiextensions.k8s.io/v1", "CustomResourceDefinition", &name);
         self.track(key.clone());
         let established =
             |object: &Json| -> Result<bool, String> { Ok(has_condition(object, "Established")) };
@@ -767,6 +784,11 @@ fn scale_sets_spec_replicas_and_scaling_back_restores_the_spec() {
             generation(&scaled) > generation(&before),
             "a new spec is a new generation"
         );
+        assert!(
+            managed_by(&scaled, FIELD_MANAGER, "Update", "scale"),
+            "the scale is recorded under runbook's field manager, through the scale subresource: {}",
+            scaled["metadata"]["managedFields"]
+        );
 
         // The undo: scale back to the count read before.
         sandbox
@@ -833,6 +855,11 @@ fn restart_stamps_the_pod_template_as_kubectl_rollout_restart_does() {
             Some("web"),
             "a strategic merge patch keeps the template's other annotations"
         );
+        assert!(
+            managed_by(&restarted, FIELD_MANAGER, "Update", ""),
+            "{}",
+            restarted["metadata"]["managedFields"]
+        );
         assert_eq!(generation(&restarted), generation(&before) + 1);
         assert_eq!(
             restarted["spec"]["template"]["spec"],
@@ -889,6 +916,11 @@ fn patches_merge_strategic_and_json_and_the_inverse_merge_patch_restores() {
         assert_eq!(patched["spec"]["paused"], true);
         assert_eq!(patched["spec"]["minReadySeconds"], 5);
         assert_eq!(patched["metadata"]["annotations"]["team"], "platform");
+        assert!(
+            managed_by(&patched, FIELD_MANAGER, "Update", ""),
+            "the patch is recorded under runbook's field manager: {}",
+            patched["metadata"]["managedFields"]
+        );
         sandbox
             .cluster
             .patch(&key, PatchType::Merge, &inverse, DryRun::No)
@@ -1027,20 +1059,10 @@ fn apply_creates_then_updates_under_the_runbook_field_manager_and_is_undone() {
             "a manifest without a namespace goes to KubeOptions.namespace"
         );
         assert_eq!(created["data"], json!({"mode": "a", "keep": "yes"}));
-        let managers: Vec<(String, String)> = created["metadata"]["managedFields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|entry| {
-                (
-                    entry["manager"].as_str().unwrap_or_default().to_owned(),
-                    entry["operation"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
         assert!(
-            managers.contains(&(FIELD_MANAGER.to_owned(), "Apply".to_owned())),
-            "{managers:?}"
+            managed_by(&created, FIELD_MANAGER, "Apply", ""),
+            "{}",
+            created["metadata"]["managedFields"]
         );
 
         // Updated: the executor keeps the object as it was for the undo.
@@ -1098,8 +1120,11 @@ fn apply_creates_then_updates_under_the_runbook_field_manager_and_is_undone() {
             "data": {"owner": "runbook"},
         });
         let conflict = sandbox.cluster.apply(&conflicting, DryRun::No).await;
+        // The server's message: `Apply failed with 1 conflict: conflict with "runbook-it"
+        // using v1: .data.owner`. The name quoted, so that `runbook` and `runbook-it` differ.
+        let other = format!("\"{SETUP_MANAGER}\"");
         assert!(
-            matches!(&conflict, Err(EffectError::Conflict(m)) if m.contains(SETUP_MANAGER)),
+            matches!(&conflict, Err(EffectError::Conflict(m)) if m.contains(&other)),
             "the conflict names the other manager: {conflict:?}"
         );
         assert_eq!(sandbox.read(&shared).await["data"]["owner"], "someone");
@@ -1115,6 +1140,50 @@ fn apply_creates_then_updates_under_the_runbook_field_manager_and_is_undone() {
             .apply(&agreeing, DryRun::No)
             .await
             .expect("apply of a value another manager set to the same");
+
+        // runbook's own patches are recorded as manager `runbook` with operation Update, and
+        // server-side apply tells managers apart by name and operation: to an apply (`runbook`,
+        // Apply), a field a runbook patch set is another manager's. Applying another value for
+        // it is a conflict naming `runbook`; applying the value the patch set is not.
+        let patched = sandbox
+            .cluster
+            .patch(
+                &shared,
+                PatchType::Merge,
+                &json!({"data": {"mode": "patched"}}),
+                DryRun::No,
+            )
+            .await
+            .expect("merge patch the shared ConfigMap");
+        assert!(
+            managed_by(&patched, FIELD_MANAGER, "Update", ""),
+            "{}",
+            patched["metadata"]["managedFields"]
+        );
+        let over_the_patch = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "shared"},
+            "data": {"owner": "someone", "mode": "applied"},
+        });
+        let conflict = sandbox.cluster.apply(&over_the_patch, DryRun::No).await;
+        let ours = format!("\"{FIELD_MANAGER}\"");
+        assert!(
+            matches!(&conflict, Err(EffectError::Conflict(m)) if m.contains(&ours)),
+            "an apply over runbook's own patch conflicts with it: {conflict:?}"
+        );
+        assert_eq!(sandbox.read(&shared).await["data"]["mode"], "patched");
+        let same_as_the_patch = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "shared"},
+            "data": {"owner": "someone", "mode": "patched"},
+        });
+        sandbox
+            .cluster
+            .apply(&same_as_the_patch, DryRun::No)
+            .await
+            .expect("apply of the value runbook's patch set");
     });
 }
 
@@ -1153,6 +1222,11 @@ fn annotate_and_label_set_and_remove_keys_and_their_inverse_restores_them() {
         assert_eq!(
             annotated["metadata"]["annotations"],
             json!({"owner": "team-b", "runbook.dev/note": "checked"})
+        );
+        assert!(
+            managed_by(&annotated, FIELD_MANAGER, "Update", ""),
+            "{}",
+            annotated["metadata"]["managedFields"]
         );
         sandbox
             .cluster
@@ -1399,6 +1473,11 @@ fn cordon_and_uncordon_a_node_and_the_undo_restores_it() {
             .await
             .expect("cordon");
         assert_eq!(cordoned["spec"]["unschedulable"], true);
+        assert!(
+            managed_by(&cordoned, FIELD_MANAGER, "Update", ""),
+            "{}",
+            cordoned["metadata"]["managedFields"]
+        );
         assert!(unschedulable(&sandbox.read(&key).await));
         sandbox
             .cluster
@@ -1701,7 +1780,7 @@ fn wait_watches_until_a_change_made_elsewhere_satisfies_it() {
             let cluster = sandbox.cluster.clone();
             let key = key.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
                 cluster
                     .patch(
                         &key,
@@ -1712,10 +1791,23 @@ fn wait_watches_until_a_change_made_elsewhere_satisfies_it() {
                     .await
             })
         };
-        let ready =
-            |object: &Json| -> Result<bool, String> { Ok(object["data"]["state"] == "ready") };
+        // How many times the condition saw the object not ready yet.
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let ready = {
+            let waiting = waiting.clone();
+            move |object: &Json| -> Result<bool, String> {
+                let ready = object["data"]["state"] == "ready";
+                if !ready {
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(ready)
+            }
+        };
         let started = Instant::now();
-        // Polling every 60s could not see the change within 20s: only the watch can.
+        // Polling every 60s could not see the change within 20s. A wait whose watch ended
+        // would see it too (it lists the object again after a 1s pause), but only after reading
+        // it not ready again: the condition sees the object not ready once (the first list),
+        // then the change, which only the watch delivers.
         let seen = tokio::time::timeout(
             Duration::from_secs(20),
             sandbox.cluster.wait(&key, &ready, Duration::from_secs(60)),
@@ -1724,7 +1816,12 @@ fn wait_watches_until_a_change_made_elsewhere_satisfies_it() {
         .expect("the watch saw the change within 20s")
         .expect("wait");
         assert_eq!(seen["data"]["state"], "ready");
-        assert!(started.elapsed() >= Duration::from_millis(1000));
+        assert!(started.elapsed() >= Duration::from_millis(2500));
+        assert_eq!(
+            waiting.load(Ordering::SeqCst),
+            1,
+            "the object was read once before the change; more means the watch ended and wait read it again"
+        );
         writer
             .await
             .expect("the writer task")
@@ -1992,8 +2089,8 @@ fn the_lease_lock_excludes_renews_releases_and_takes_over_an_expired_lease() {
         assert!(since_renewal < Duration::from_secs(60), "{lease}");
 
         // Taken over behind its back (another runner that judged it expired): the holder's
-        // next renewal conflicts, it reads the Lease again, and reports the lock lost. (A
-        // Lease deleted behind its back is not noticed: a PUT re-creates a Lease.)
+        // next renewal (a merge patch carrying the version it holds) conflicts, it reads the
+        // Lease again, and reports the lock lost.
         sandbox
             .cluster
             .patch(
@@ -2014,6 +2111,67 @@ fn the_lease_lock_excludes_renews_releases_and_takes_over_an_expired_lease() {
             second_holder,
             "releasing a lost lock leaves the new holder's Lease alone"
         );
+
+        // A change that leaves the holder as it is (a label someone adds) is no loss: the
+        // renewal that conflicts reads the Lease again and renews from its version. Release
+        // after another such change carries a version that is no longer current: the delete
+        // conflicts, and release reads the Lease again and deletes it, still ours.
+        let held = LeaseLock::acquire(transport.clone(), spec(second_holder))
+            .await
+            .expect("the holder the Lease names takes it again");
+        let touched = sandbox
+            .cluster
+            .label(
+                &key,
+                &values(&[("runbook.dev/it-touched", Some("once"))]),
+                DryRun::No,
+            )
+            .await
+            .expect("label the Lease");
+        // The renewal after the label conflicts; the one after that renews.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let later = sandbox.read(&key).await;
+        assert!(!held.is_lost(), "{later}");
+        assert_eq!(later["spec"]["holderIdentity"], second_holder);
+        assert!(
+            renew_time(&later) > renew_time(&touched),
+            "renewed after the conflict: {touched} then {later}"
+        );
+        sandbox
+            .cluster
+            .label(
+                &key,
+                &values(&[("runbook.dev/it-touched", Some("twice"))]),
+                DryRun::No,
+            )
+            .await
+            .expect("label the Lease again");
+        held.release().await.expect("release after a conflict");
+        assert!(
+            sandbox.absent(&key).await,
+            "release deletes the Lease it still holds"
+        );
+
+        // Deleted behind its back: the next renewal finds it gone (404), the lock reports
+        // itself lost, and the Lease is not created again.
+        let deleted = LeaseLock::acquire(transport.clone(), spec(first_holder))
+            .await
+            .expect("acquire a free lease");
+        sandbox
+            .cluster
+            .delete(&key, None, None, DryRun::No)
+            .await
+            .expect("delete the Lease");
+        tokio::time::timeout(Duration::from_secs(10), deleted.lost())
+            .await
+            .expect("the lock reports itself lost");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            sandbox.absent(&key).await,
+            "a lost lock does not create its Lease again"
+        );
+        deleted.release().await.expect("releasing a lost lock");
+        assert!(sandbox.absent(&key).await);
     });
 }
 
@@ -2054,6 +2212,7 @@ impl Notifier for Sent {
 struct Run {
     report: RunReport,
     sent: Arc<Sent>,
+    records: Arc<Collect>,
 }
 
 impl Run {
@@ -2064,6 +2223,20 @@ impl Run {
             .find(|s| s.id == step)
             .map(|s| s.status.clone())
             .unwrap_or_else(|| panic!("no step {step}"))
+    }
+
+    /// How many intents to mutate the step journaled: one per request it sent, and one more
+    /// when a patch's resourceVersion precondition failed and the object was read again.
+    fn intents(&self, step: &str) -> usize {
+        self.records
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(
+                |record| matches!(&record.event, Event::StepIntent { step: s, .. } if s == step),
+            )
+            .count()
     }
 
     /// For assertion messages.
@@ -2095,6 +2268,7 @@ async fn run_runbook(
         runbook, bindings, None,
     ));
     let sent = Arc::new(Sent::default());
+    let records = Arc::new(Collect::default());
     let effects = Effects {
         cluster: sandbox.cluster.clone(),
         processes: Arc::new(LocalProcesses),
@@ -2102,7 +2276,7 @@ async fn run_runbook(
         notifier: sent.clone(),
         prompter: Arc::new(FixedAnswer(answer)),
         clock: Arc::new(SystemClock),
-        reporter: Arc::new(Collect::default()),
+        reporter: records.clone(),
         observer: None,
     };
     let options = RunOptions {
@@ -2119,7 +2293,11 @@ async fn run_runbook(
         cluster: None,
     };
     let report = execute(plan, effects, options).await;
-    Run { report, sent }
+    Run {
+        report,
+        sent,
+        records,
+    }
 }
 
 /// A runbook written in the test, checked as `runbook validate` checks it.
@@ -2284,6 +2462,10 @@ fn the_flux_suspend_resume_runbook_runs_end_to_end() {
         }
         assert!(run.report.undos.is_empty());
         assert!(run.sent.0.lock().expect("sent").is_empty());
+        // The resume started from the server's answer to the suspend, carrying its
+        // resourceVersion: nothing wrote the HelmRelease in between (no Flux controller), so
+        // the server took it as it was sent, one request and one intent.
+        assert_eq!(run.intents("resume-helmrelease"), 1, "{}", run.describe());
         let release = sandbox.read(&key).await;
         assert_eq!(release["spec"]["suspend"], false, "{release}");
         let requested = release["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
@@ -2372,9 +2554,10 @@ spec:
     - {name: node, pattern: "[a-z0-9]([-a-z0-9]*[a-z0-9])?"}
   steps:
     - {id: scale, scale: {name: web, replicas: 3}}
+    - {id: patch, patch: {kind: Deployment, name: web, patch: {spec: {minReadySeconds: 7}}}}
     - {id: annotate, annotate: {kind: Deployment, name: web, set: {runbook.dev/touched: "yes", team: null}}}
     - {id: label, label: {kind: Deployment, name: web, set: {tier: null, stage: canary}}}
-    - {id: patch, patch: {kind: Deployment, name: web, patch: {spec: {minReadySeconds: 7}}}}
+    - {id: patch-again, patch: {kind: Deployment, name: web, patch: {spec: {revisionHistoryLimit: 4}}}}
     - id: create-config
       apply: {manifest: {apiVersion: v1, kind: ConfigMap, metadata: {name: created}, data: {a: "1"}}}
     - id: update-config
@@ -2405,22 +2588,31 @@ spec:
                 "cordon",
                 "update-config",
                 "create-config",
-                "patch",
+                "patch-again",
                 "label",
                 "annotate",
+                "patch",
                 "scale"
             ],
             "{}",
             run.describe()
         );
+        // The undo of create-config deletes `created` where the run's reads look, the run's
+        // namespace: the manifest names none, and the apply put it there too.
         for undo in &run.report.undos {
             assert!(undo.result.is_ok(), "{}: {:?}", undo.step, undo.result);
         }
+        // patch-again started from the answer to `patch`, with its resourceVersion as a
+        // precondition; annotate and label had changed the Deployment since, so the server
+        // refused it (409), and the executor read the Deployment again and patched from that:
+        // two intents, and an undo from what it read the second time.
+        assert_eq!(run.intents("patch"), 1, "{}", run.describe());
+        assert_eq!(run.intents("patch-again"), 2, "{}", run.describe());
 
         let after = sandbox.read(&deployment).await;
         assert_eq!(
             after["spec"], before["spec"],
-            "replicas and minReadySeconds restored"
+            "replicas, minReadySeconds and revisionHistoryLimit restored"
         );
         let annotations = &after["metadata"]["annotations"];
         assert_eq!(annotations["team"], "web");
@@ -2620,6 +2812,20 @@ fn container_images(object: &Json) -> Vec<(&str, &str)> {
             )
         })
         .collect()
+}
+
+/// Whether `object`'s managedFields have an entry of `manager` with `operation` (`Apply` or
+/// `Update`) through `subresource` (`""` for the object itself, `scale`, `status`).
+fn managed_by(object: &Json, manager: &str, operation: &str, subresource: &str) -> bool {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|entry| {
+            entry["manager"] == manager
+                && entry["operation"] == operation
+                && entry["subresource"].as_str().unwrap_or_default() == subresource
+        })
 }
 
 fn renew_time(lease: &Json) -> SystemTime {
