@@ -69,9 +69,16 @@ impl Reporter for PlainLines {
 pub fn describe(event: &Event) -> Option<String> {
     Some(match event {
         Event::RunStarted {
-            runbook, dry_run, ..
+            runbook,
+            dry_run,
+            cluster,
+            ..
         } => format!(
-            "run of {runbook} started{}",
+            "run of {runbook} started{}{}",
+            cluster
+                .as_ref()
+                .map(|cluster| format!(" on {cluster}"))
+                .unwrap_or_default(),
             if *dry_run {
                 " (dry-run: nothing will change)"
             } else {

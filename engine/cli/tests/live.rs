@@ -135,6 +135,14 @@ fn a_run_scales_through_the_subresource_verifies_and_holds_a_lease_while_it_runs
         "{}",
         out.stderr
     );
+    assert!(
+        out.stderr.contains(&format!(
+            " run of scale-api started on context dev ({})\n",
+            live.fake.url()
+        )),
+        "the run says what it acts on: {}",
+        out.stderr
+    );
     assert_eq!(live.replicas(), 3);
     let writes: Vec<String> = live.writes().iter().map(support::Recorded::line).collect();
     assert_eq!(
