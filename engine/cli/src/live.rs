@@ -192,9 +192,7 @@ impl Lock {
     }
 
     /// When a Lease is lost mid-run (taken over, or not renewable), the run should stop.
-    pub fn lost_signal(
-        &self,
-    ) -> Option<(Arc<std::sync::atomic::AtomicBool>, Arc<tokio::sync::Notify>)> {
+    pub fn lost_signal(&self) -> Option<runbook_kube::lease::LostSignal> {
         match self {
             Lock::File { .. } => None,
             Lock::Lease(lease) => Some(lease.lost_signal()),

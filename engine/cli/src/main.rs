@@ -976,16 +976,10 @@ fn drive(
     let report = runtime.block_on(async {
         // A run lock lost mid-run (its Lease taken over or not renewable) means another run
         // may start: finish the steps in flight, start no more, stop resumable.
-        if let Some((flag, notify)) = lost {
+        if let Some(lost) = lost {
             let signal = interrupt.clone();
             tokio::spawn(async move {
-                loop {
-                    let notified = notify.notified();
-                    if flag.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                    notified.await;
-                }
+                lost.wait().await;
                 eprintln!(
                     "\nerror: the run lock (Lease) was lost; stopping after the steps in flight"
                 );

@@ -1057,17 +1057,11 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     };
     let interrupt_for_lock = interrupt;
     let started = Instant::now();
-    let watcher = held.lost_signal().map(|(flag, notify)| {
+    let watcher = held.lost_signal().map(|lost| {
         let interrupt = interrupt_for_lock.clone();
         let run = run_id.clone();
         tokio::spawn(async move {
-            loop {
-                let notified = notify.notified();
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                notified.await;
-            }
+            lost.wait().await;
             tracing::error!(run_id = %run, "the run lock (Lease) was lost; stopping after the steps in flight");
             interrupt.drain("run lock lost");
         })

@@ -1196,10 +1196,7 @@ impl Run {
     }
 
     fn undo_for(&self, step: &StepSpec, native: Option<UndoState>) -> Option<UndoState> {
-        let mut captured = self
-            .captured
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut captured = self.captured_lock();
         if let Some(first) = captured.get(&step.id) {
             return Some(first.clone());
         }

@@ -152,6 +152,37 @@ pub struct CaseResult {
     pub report: Option<RunReport>,
 }
 
+/// A catalog from one runbook's text, for tests that write their runbook inline: the
+/// catalog and its first runbook, or the error messages.
+pub fn inline_runbook(
+    name: &str,
+    text: &str,
+) -> Result<(Arc<Catalog>, Arc<crate::runbook::Runbook>), Vec<String>> {
+    let mut diagnostics = Diagnostics::new();
+    let mut workspace = crate::loader::Workspace::default();
+    crate::loader::Loader::new().load_text(
+        Path::new(name),
+        text.to_owned(),
+        &mut workspace,
+        &mut diagnostics,
+    );
+    let catalog = crate::check::check(&workspace, &mut diagnostics);
+    let errors: Vec<String> = diagnostics
+        .sorted()
+        .into_iter()
+        .filter(|d| d.severity == crate::diagnostic::Severity::Error)
+        .map(|d| d.message)
+        .collect();
+    match catalog.runbooks.first() {
+        Some(runbook) if errors.is_empty() => {
+            let runbook = runbook.clone();
+            Ok((Arc::new(catalog), runbook))
+        }
+        _ if errors.is_empty() => Err(vec![format!("{name} holds no runbook")]),
+        _ => Err(errors),
+    }
+}
+
 pub fn test_schema() -> serde_json::Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
     generator

@@ -70,24 +70,8 @@ fn runbook(
     Arc<runbook_core::runbook::Catalog>,
     Arc<runbook_core::runbook::Runbook>,
 ) {
-    let mut diagnostics = runbook_core::diagnostic::Diagnostics::new();
-    let mut workspace = runbook_core::loader::Workspace::default();
-    runbook_core::loader::Loader::new().load_text(
-        Path::new("t.yaml"),
-        text.to_owned(),
-        &mut workspace,
-        &mut diagnostics,
-    );
-    let catalog = runbook_core::check::check(&workspace, &mut diagnostics);
-    let errors: Vec<String> = diagnostics
-        .sorted()
-        .iter()
-        .filter(|d| d.severity == runbook_core::diagnostic::Severity::Error)
-        .map(|d| d.message.clone())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
-    let runbook = catalog.runbooks[0].clone();
-    (Arc::new(catalog), runbook)
+    runbook_core::testing::inline_runbook("t.yaml", text)
+        .unwrap_or_else(|errors| panic!("{errors:?}"))
 }
 
 fn run_with(

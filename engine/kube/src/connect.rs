@@ -44,12 +44,6 @@ impl Connection {
     }
 }
 
-/// Whether this process runs in a pod with a service account mounted.
-pub fn in_pod() -> bool {
-    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
-        && std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists()
-}
-
 fn default_kubeconfig() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube").join("config"))
 }

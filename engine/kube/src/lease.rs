@@ -9,14 +9,13 @@
 //!   before it would expire, the lock reports itself lost.
 //! - Release: delete the Lease, on the precondition that it is still the version we wrote.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::Method;
 use runbook_core::effects::EffectError;
 use serde_json::{json, Value as Json};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{watch, Mutex};
 
 use crate::transport::{Call, Transport};
 
@@ -72,9 +71,26 @@ pub struct LeaseLock {
     spec: LeaseSpec,
     /// The Lease as we last wrote it.
     current: Arc<Mutex<Json>>,
-    lost: Arc<AtomicBool>,
-    lost_notify: Arc<Notify>,
+    lost: LostSignal,
     renewal: tokio::task::JoinHandle<()>,
+}
+
+/// Whether, and when, a held Lease was lost (taken by another holder, deleted, or not
+/// renewed in time). Cheap to clone, for a task that stops the run.
+#[derive(Clone)]
+pub struct LostSignal(watch::Receiver<bool>);
+
+impl LostSignal {
+    pub fn is_lost(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the lock is lost; never, once it has been released.
+    pub async fn wait(mut self) {
+        if self.0.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn micro_time(at: SystemTime) -> String {
@@ -208,43 +224,33 @@ impl LeaseLock {
             )));
         };
         let current = Arc::new(Mutex::new(lease));
-        let lost = Arc::new(AtomicBool::new(false));
-        let lost_notify = Arc::new(Notify::new());
+        let (lost, signal) = watch::channel(false);
         let renewal = tokio::spawn(renew(
             transport.clone(),
             spec.clone(),
             current.clone(),
-            lost.clone(),
-            lost_notify.clone(),
+            lost,
         ));
         Ok(Self {
             transport,
             spec,
             current,
-            lost,
-            lost_notify,
+            lost: LostSignal(signal),
             renewal,
         })
     }
 
     pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.lost.is_lost()
     }
 
-    /// Resolves when the lock is lost (taken by another holder, or not renewed in time).
+    /// Resolves when the lock is lost.
     pub async fn lost(&self) {
-        loop {
-            let notified = self.lost_notify.notified();
-            if self.is_lost() {
-                return;
-            }
-            notified.await;
-        }
+        self.lost.clone().wait().await;
     }
 
-    /// A handle that resolves when the lock is lost, for a task that outlives the borrow.
-    pub fn lost_signal(&self) -> (Arc<AtomicBool>, Arc<Notify>) {
-        (self.lost.clone(), self.lost_notify.clone())
+    pub fn lost_signal(&self) -> LostSignal {
+        self.lost.clone()
     }
 
     pub fn spec(&self) -> &LeaseSpec {
@@ -325,16 +331,14 @@ async fn renew(
     transport: Transport,
     spec: LeaseSpec,
     current: Arc<Mutex<Json>>,
-    lost: Arc<AtomicBool>,
-    notify: Arc<Notify>,
+    lost: watch::Sender<bool>,
 ) {
     let path = format!("{}/{}", lease_path(&spec), spec.name);
     let what = format!("{}/{}", spec.namespace, spec.name);
     let mut last_renewed = tokio::time::Instant::now();
     let give_up = |reason: String| {
         tracing::error!(lease = %what, %reason, "Run lock lost.");
-        lost.store(true, Ordering::SeqCst);
-        notify.notify_waiters();
+        lost.send_replace(true);
     };
     loop {
         tokio::time::sleep(spec.renew_every).await;

@@ -94,18 +94,25 @@ impl KubeCluster {
 
     /// The object's URL, with its names checked to be path segments.
     async fn object_path(&self, key: &ObjectKey) -> EffectResult<(Resource, String)> {
-        let resource = self.resource(&key.api_version, &key.kind).await?;
-        let namespace = match (resource.namespaced, key.namespace.as_deref()) {
-            (true, Some(namespace)) => Some(segment(namespace, "namespace")?),
-            (true, None) => Some(segment(&self.options.namespace, "namespace")?),
-            (false, _) => None,
-        };
+        let (resource, namespace) = self.located(key).await?;
         let path = format!(
             "{}/{}",
-            resource.collection(namespace),
+            resource.collection(namespace.as_deref()),
             segment(&key.name, "name")?
         );
         Ok((resource, path))
+    }
+
+    /// The key's kind and the namespace it lives in: its own, the default one for a
+    /// namespaced kind that names none, or none for a cluster-scoped kind.
+    async fn located(&self, key: &ObjectKey) -> EffectResult<(Resource, Option<String>)> {
+        let resource = self.resource(&key.api_version, &key.kind).await?;
+        let namespace = match (resource.namespaced, key.namespace.as_deref()) {
+            (true, Some(namespace)) => Some(segment(namespace, "namespace")?.to_owned()),
+            (true, None) => Some(segment(&self.options.namespace, "namespace")?.to_owned()),
+            (false, _) => None,
+        };
+        Ok((resource, namespace))
     }
 
     async fn read(&self, key: &ObjectKey) -> EffectResult<Json> {
@@ -252,12 +259,7 @@ impl KubeCluster {
         resource_version: &str,
         ready: &WaitCondition,
     ) -> EffectResult<Option<Json>> {
-        let (resource, _) = self.object_path(key).await?;
-        let namespace = match (resource.namespaced, key.namespace.as_deref()) {
-            (true, Some(namespace)) => Some(namespace),
-            (true, None) => Some(self.options.namespace.as_str()),
-            (false, _) => None,
-        };
+        let (resource, namespace) = self.located(key).await?;
         let query = [
             ("watch", "true".to_owned()),
             ("fieldSelector", format!("metadata.name={}", key.name)),
@@ -265,7 +267,7 @@ impl KubeCluster {
             ("allowWatchBookmarks", "true".to_owned()),
             ("timeoutSeconds", "60".to_owned()),
         ];
-        let uri = with_query(&resource.collection(namespace), &query);
+        let uri = with_query(&resource.collection(namespace.as_deref()), &query);
         let request = http::Request::builder()
             .method(Method::GET)
             .uri(&uri)
@@ -741,12 +743,13 @@ impl Cluster for KubeCluster {
         interval: Duration,
     ) -> EffectResult<Json> {
         let pause = interval.min(Duration::from_secs(1));
+        let (_, namespace) = self.located(key).await?;
         loop {
             let list = self
                 .list(&ListQuery {
                     api_version: key.api_version.clone(),
                     kind: key.kind.clone(),
-                    namespace: key.namespace.clone(),
+                    namespace: namespace.clone(),
                     label_selector: None,
                     field_selector: Some(format!("metadata.name={}", key.name)),
                 })
@@ -866,17 +869,7 @@ fn exit_code(
 /// A `kube` error as ours: the API server's status when there is one, else the root cause.
 fn kube_error(what: &str, error: kube::Error) -> EffectError {
     match error {
-        kube::Error::Api(status) => {
-            let message = format!("{what}: {} (HTTP {})", status.message, status.code);
-            match status.code {
-                404 => EffectError::NotFound(message),
-                409 => EffectError::Conflict(message),
-                400 | 422 => EffectError::Invalid(message),
-                401 | 403 => EffectError::Forbidden(message),
-                429 => EffectError::Blocked(message),
-                _ => EffectError::Unavailable(message),
-            }
-        }
+        kube::Error::Api(status) => transport::Failure::from_status(&status).into_error(what, 1),
         other => EffectError::Unavailable(format!("{what}: {}", transport::root_cause(&other))),
     }
 }

@@ -100,6 +100,17 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A `metav1.Status` that kube's client turned into an error (exec's upgrade).
+    pub fn from_status(status: &kube::core::Status) -> Self {
+        Self {
+            status: Some(status.code),
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+            causes: Vec::new(),
+            retry_after: None,
+        }
+    }
+
     fn transient(&self) -> bool {
         match self.status {
             None => true,
@@ -161,13 +172,7 @@ impl Transport {
 
     /// Sends a JSON call and parses the answer.
     pub async fn json(&self, call: &Call) -> EffectResult<Json> {
-        let body = self.send(call).await?;
-        serde_json::from_slice(&body).map_err(|e| {
-            EffectError::Other(format!(
-                "{}: the server's answer is not JSON: {e}",
-                call.what
-            ))
-        })
+        self.json_rereading(call, || async {}).await
     }
 
     /// Like [`Transport::json`], calling `reread` before retrying after a 409 conflict.

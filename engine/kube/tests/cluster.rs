@@ -2302,24 +2302,8 @@ async fn run_runbook(
 
 /// A runbook written in the test, checked as `runbook validate` checks it.
 fn inline_runbook(text: &str) -> (Arc<Catalog>, Arc<Runbook>) {
-    let mut diagnostics = runbook_core::diagnostic::Diagnostics::new();
-    let mut workspace = runbook_core::loader::Workspace::default();
-    runbook_core::loader::Loader::new().load_text(
-        Path::new("it.yaml"),
-        text.to_owned(),
-        &mut workspace,
-        &mut diagnostics,
-    );
-    let catalog = runbook_core::check::check(&workspace, &mut diagnostics);
-    let errors: Vec<String> = diagnostics
-        .sorted()
-        .into_iter()
-        .filter(|d| d.severity == runbook_core::diagnostic::Severity::Error)
-        .map(|d| d.message)
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
-    let runbook = catalog.runbooks[0].clone();
-    (Arc::new(catalog), runbook)
+    runbook_core::testing::inline_runbook("it.yaml", text)
+        .unwrap_or_else(|errors| panic!("{errors:?}"))
 }
 
 fn flux_crd(group: &str, version: &str, kind: &str, plural: &str) -> Json {

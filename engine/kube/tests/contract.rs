@@ -1531,23 +1531,8 @@ async fn run(
     dry_run: bool,
     observer: Option<Arc<dyn StepObserver>>,
 ) -> RunReport {
-    let mut diagnostics = runbook_core::diagnostic::Diagnostics::new();
-    let mut workspace = runbook_core::loader::Workspace::default();
-    runbook_core::loader::Loader::new().load_text(
-        Path::new("maintenance.yaml"),
-        text.to_owned(),
-        &mut workspace,
-        &mut diagnostics,
-    );
-    let catalog = runbook_core::check::check(&workspace, &mut diagnostics);
-    let errors: Vec<String> = diagnostics
-        .sorted()
-        .iter()
-        .filter(|d| d.severity == runbook_core::diagnostic::Severity::Error)
-        .map(|d| d.message.clone())
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
-    let runbook = catalog.runbooks[0].clone();
+    let (catalog, runbook) = runbook_core::testing::inline_runbook("maintenance.yaml", text)
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
     let (bindings, errors) = runbook_core::bind::bind(&runbook, &[], None);
     assert!(errors.is_empty(), "{errors:?}");
     let plan = Arc::new(runbook_core::compile::Compiler::compile(
@@ -1580,7 +1565,7 @@ async fn run(
         parallelism: 4,
         namespace: "shop".to_owned(),
         journal: None,
-        catalog: Some(Arc::new(catalog)),
+        catalog: Some(catalog),
         digest: String::new(),
         interrupt: None,
         resume: None,
