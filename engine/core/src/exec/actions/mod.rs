@@ -1,0 +1,88 @@
+//! The actions, one family a file: what each does to the world, its intent, and the undo
+//! state it captures before acting.
+
+mod apply;
+mod call;
+mod metadata;
+mod node;
+mod notify;
+mod patch;
+mod process;
+mod scale;
+mod verify;
+mod wait;
+
+pub use patch::inverse_merge_patch;
+pub(in crate::exec) use process::command_result;
+
+use super::*;
+
+/// A step that completed, with what it printed and how to undo it.
+pub(in crate::exec) fn done(output: Option<String>, undo: Option<UndoState>) -> Finished {
+    Finished::Done { output, undo }
+}
+
+impl Run {
+    /// Does `action` once, as (a part of) `step`.
+    pub(super) async fn perform_action(
+        &self,
+        step: &StepSpec,
+        action: &Action,
+        attempt: u32,
+    ) -> Result<Finished, String> {
+        match action {
+            Action::Run { argv } => self.run_process(step, attempt, argv).await,
+            Action::Exec {
+                namespace,
+                pod,
+                container,
+                argv,
+            } => {
+                self.exec_in_pod(step, attempt, namespace, pod, container.as_ref(), argv)
+                    .await
+            }
+            Action::Scale { target, replicas } => self.scale(step, attempt, target, replicas).await,
+            Action::Restart { target } => self.restart(step, attempt, target).await,
+            Action::Patch {
+                target,
+                patch_type,
+                body,
+            } => self.patch(step, attempt, target, patch_type, body).await,
+            Action::Apply { manifest } => self.apply(step, attempt, manifest).await,
+            Action::Annotate { target, set } => {
+                self.set_metadata(step, attempt, target, set, true).await
+            }
+            Action::Label { target, set } => {
+                self.set_metadata(step, attempt, target, set, false).await
+            }
+            Action::Delete {
+                target,
+                propagation,
+                grace_period_seconds,
+            } => {
+                self.delete(step, attempt, target, propagation, grace_period_seconds)
+                    .await
+            }
+            Action::Cordon { node } => self.set_unschedulable(step, attempt, node, true).await,
+            Action::Uncordon { node } => self.set_unschedulable(step, attempt, node, false).await,
+            Action::Drain {
+                node,
+                delete_empty_dir_data,
+                eviction_timeout,
+            } => {
+                self.drain(step, attempt, node, delete_empty_dir_data, eviction_timeout)
+                    .await
+            }
+            Action::Wait {
+                target,
+                condition,
+                until,
+            } => self.wait(target, condition, until).await,
+            Action::Verify { expr, interval } => self.verify(step, expr, interval).await,
+            Action::Gate => Ok(done(None, None)),
+            Action::Notify(message) => self.notify(message, false).await,
+            Action::Page(message) => self.notify(message, true).await,
+            Action::Call { runbook, params } => self.call_step(runbook, params).await,
+        }
+    }
+}

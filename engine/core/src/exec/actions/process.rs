@@ -1,0 +1,122 @@
+//! Processes: `run:` on this machine and `exec:` in a pod; their exit status and last line.
+
+use super::*;
+
+impl Run {
+    pub(in crate::exec) async fn run_process(
+        &self,
+        step: &StepSpec,
+        attempt: u32,
+        argv: &[Template],
+    ) -> Result<Finished, String> {
+        let argv = self.render_all(argv).await?;
+        let shown = shell_words::join(&argv);
+        if self.options.dry_run && !step.readonly {
+            return Ok(Finished::DryRun(format!("would run: {shown}")));
+        }
+        if !step.readonly {
+            self.intent(
+                step,
+                attempt,
+                format!("run {shown}"),
+                self.undo_for(step, None).as_ref(),
+            )?;
+        }
+        let output = self
+            .effects
+            .processes
+            .run(&argv, step.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let output = CommandOutput {
+            stdout: self.redactor.redact(&output.stdout),
+            stderr: self.redactor.redact(&output.stderr),
+            ..output
+        };
+        command_result(output, self.options.dry_run && step.readonly).map(|(out, _)| {
+            if self.options.dry_run {
+                Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
+            } else {
+                done(out, self.undo_for(step, None))
+            }
+        })
+    }
+
+    pub(in crate::exec) async fn exec_in_pod(
+        &self,
+        step: &StepSpec,
+        attempt: u32,
+        namespace: &Template,
+        pod: &Template,
+        container: Option<&Template>,
+        argv: &[Template],
+    ) -> Result<Finished, String> {
+        let pod = self.pod_ref(namespace, pod, container).await?;
+        let argv = self.render_all(argv).await?;
+        let shown = format!(
+            "exec in pod {}/{}: {}",
+            pod.namespace,
+            pod.pod,
+            shell_words::join(&argv)
+        );
+        if self.options.dry_run && !step.readonly {
+            return Ok(Finished::DryRun(format!("would {shown}")));
+        }
+        if !step.readonly {
+            self.intent(step, attempt, shown, self.undo_for(step, None).as_ref())?;
+        }
+        let output = self
+            .effects
+            .cluster
+            .exec(&pod, &argv, step.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let output = CommandOutput {
+            stdout: self.redactor.redact(&output.stdout),
+            stderr: self.redactor.redact(&output.stderr),
+            ..output
+        };
+        command_result(output, false).map(|(out, _)| {
+            if self.options.dry_run {
+                Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
+            } else {
+                done(out, self.undo_for(step, None))
+            }
+        })
+    }
+}
+
+/// A process result: success with its last line of output, or a failure saying why.
+pub(in crate::exec) fn command_result(
+    output: CommandOutput,
+    _dry: bool,
+) -> Result<(Option<String>, i32), String> {
+    if output.exit_code != 0 {
+        let detail = last_line(&output.stderr)
+            .or_else(|| last_line(&output.stdout))
+            .unwrap_or_default();
+        return Err(format!(
+            "exited with status {}{}",
+            output.exit_code,
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        ));
+    }
+    Ok((last_line(&output.stdout), output.exit_code))
+}
+
+pub(in crate::exec) fn last_line(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())?
+        .trim();
+    Some(if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(199).collect::<String>())
+    } else {
+        line.to_owned()
+    })
+}

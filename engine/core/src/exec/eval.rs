@@ -1,0 +1,206 @@
+//! Expressions and templates: the scope of facts and params, evaluation, rendering.
+
+use super::*;
+
+impl Run {
+    pub(super) async fn key(&self, target: &Target) -> Result<ObjectKey, String> {
+        let namespace = if is_cluster_scoped(&target.kind) {
+            None
+        } else {
+            Some(match &target.namespace {
+                Some(namespace) => self.render(namespace, None).await?,
+                None => self.options.namespace.clone(),
+            })
+        };
+        Ok(ObjectKey {
+            api_version: target.api_version.clone(),
+            kind: target.kind.clone(),
+            namespace,
+            name: self.render(&target.name, None).await?,
+        })
+    }
+
+    /// Builds the scope an expression needs (its facts, params, and `object` for `wait`).
+    pub(super) async fn scope(
+        &self,
+        expression: &Expression,
+        object: Option<&Json>,
+    ) -> Result<rhai::Scope<'static>, String> {
+        let mut roots: BTreeMap<String, Json> = BTreeMap::new();
+        for name in facts_read(&self.fact_names, expression) {
+            let value = self.fact(&name).await?;
+            insert_dotted(&mut roots, &name, value);
+        }
+        let mut scope = rhai::Scope::new();
+        for (root, value) in roots {
+            let dynamic = rhai::serde::to_dynamic(&value).map_err(|e| e.to_string())?;
+            scope.push_constant_dynamic(root, dynamic);
+        }
+        scope.push_constant("params", self.params.clone());
+        if let Some(object) = object {
+            scope.push_constant_dynamic(
+                "object",
+                rhai::serde::to_dynamic(object).map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(scope)
+    }
+
+    pub(super) async fn eval(
+        &self,
+        expression: &Expression,
+        object: Option<&Json>,
+    ) -> Result<Dynamic, String> {
+        let mut scope = self.scope(expression, object).await?;
+        sandboxed_engine()
+            .eval_ast_with_scope::<Dynamic>(&mut scope, &expression.ast)
+            .map_err(|error| format!("`{}`: {}", expression.source.trim(), error))
+    }
+
+    pub(super) async fn eval_bool(
+        &self,
+        expression: &Expression,
+        object: Option<&Json>,
+    ) -> Result<bool, String> {
+        let value = self.eval(expression, object).await?;
+        value.as_bool().map_err(|kind| {
+            format!(
+                "`{}` gave {kind} `{value}`, not true or false",
+                expression.source.trim()
+            )
+        })
+    }
+
+    pub(super) async fn render(
+        &self,
+        template: &Template,
+        object: Option<&Json>,
+    ) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &template.parts {
+            match part {
+                TemplatePart::Text(text) => out.push_str(text),
+                TemplatePart::Expr(expression, _) => {
+                    let value = self.eval(expression, object).await?;
+                    if value.is_string() {
+                        out.push_str(&value.to_string());
+                    } else {
+                        let json =
+                            rhai::serde::from_dynamic::<Json>(&value).map_err(|e| e.to_string())?;
+                        out.push_str(&match json {
+                            Json::String(text) => text,
+                            other => other.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn render_opt(
+        &self,
+        template: Option<&Template>,
+    ) -> Result<Option<String>, String> {
+        match template {
+            Some(template) => self.render(template, None).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn pod_ref(
+        &self,
+        namespace: &Template,
+        pod: &Template,
+        container: Option<&Template>,
+    ) -> Result<PodRef, String> {
+        Ok(PodRef {
+            namespace: self.render(namespace, None).await?,
+            pod: self.render(pod, None).await?,
+            container: self.render_opt(container).await?,
+        })
+    }
+
+    pub(super) async fn render_all(&self, templates: &[Template]) -> Result<Vec<String>, String> {
+        let mut out = Vec::with_capacity(templates.len());
+        for template in templates {
+            out.push(self.render(template, None).await?);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn render_json(&self, value: &JsonTemplate) -> Result<Json, String> {
+        Ok(match value {
+            JsonTemplate::Literal(value) => value.clone(),
+            JsonTemplate::String(template) => Json::String(self.render(template, None).await?),
+            JsonTemplate::Array(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    out.push(Box::pin(self.render_json(item)).await?);
+                }
+                Json::Array(out)
+            }
+            JsonTemplate::Object(entries) => {
+                let mut out = serde_json::Map::new();
+                for (key, item) in entries {
+                    out.insert(key.clone(), Box::pin(self.render_json(item)).await?);
+                }
+                Json::Object(out)
+            }
+        })
+    }
+
+    pub(super) async fn render_action_summary(&self, action: &Action) -> Result<String, String> {
+        // Params are already substituted by the plan renderer; facts in templates are shown as
+        // written there, which is what the journal should say before anything is read.
+        Ok(crate::render::action_summary(&self.plan, action))
+    }
+}
+
+/// Puts `value` at a dotted path in nested maps (`openbao.status` -> {openbao: {status: v}}).
+pub(super) fn insert_dotted(roots: &mut BTreeMap<String, Json>, name: &str, value: Json) {
+    let mut parts = name.split('.');
+    let Some(root) = parts.next() else {
+        return;
+    };
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() {
+        roots.insert(root.to_owned(), value);
+        return;
+    }
+    let mut node = roots.entry(root.to_owned()).or_insert_with(|| json!({}));
+    for (index, part) in rest.iter().enumerate() {
+        if !node.is_object() {
+            *node = json!({});
+        }
+        let Some(map) = node.as_object_mut() else {
+            return;
+        };
+        if index + 1 == rest.len() {
+            map.insert((*part).to_owned(), value);
+            return;
+        }
+        node = map.entry((*part).to_owned()).or_insert_with(|| json!({}));
+    }
+}
+
+/// Kinds that live outside namespaces.
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Node"
+            | "Namespace"
+            | "PersistentVolume"
+            | "StorageClass"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CustomResourceDefinition"
+            | "ClusterIssuer"
+            | "ClusterPolicy"
+            | "ClusterSecretStore"
+            | "ClusterPolicyReport"
+            | "PriorityClass"
+            | "ValidatingWebhookConfiguration"
+            | "MutatingWebhookConfiguration"
+    )
+}

@@ -1,0 +1,291 @@
+//! Facts: read lazily, cached for the run, forgotten after any mutation.
+
+use super::*;
+
+impl Run {
+    /// Forgets every cached fact (after anything that may have changed the world).
+    pub(super) async fn forget_all_facts(&self) {
+        let mut cache = self.facts.lock().await;
+        self.fact_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
+    }
+
+    /// Forgets the facts `expression` reads (and what they read), so they are read again.
+    pub(super) async fn forget_facts_of(&self, expression: &Expression) {
+        let mut names: Vec<String> = facts_read(&self.fact_names, expression)
+            .into_iter()
+            .collect();
+        let mut cache = self.facts.lock().await;
+        while let Some(name) = names.pop() {
+            cache.remove(&name);
+            if let Some(fact) = self.runbook().facts.get(&name) {
+                names.extend(fact.reads.iter().cloned());
+            }
+        }
+    }
+
+    /// The value of a fact: from the cache, or read now (and journaled).
+    pub(super) async fn fact(&self, name: &str) -> Result<Json, String> {
+        if let Some(value) = self.facts.lock().await.get(name) {
+            return Ok(value.clone());
+        }
+        let fact = self
+            .runbook()
+            .facts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("unknown fact `{name}`"))?;
+        let generation = self
+            .fact_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let result = Box::pin(self.read_fact(&fact)).await;
+        match result {
+            Ok(value) => {
+                if fact.secret {
+                    self.redactor.add_json(&value, false);
+                }
+                // Redact before shortening, so a secret is never cut in half at the boundary.
+                let mut shown = if fact.secret {
+                    crate::redact::REDACTED.to_owned()
+                } else {
+                    self.redactor.redact(&value.to_string())
+                };
+                if shown.chars().count() > 300 {
+                    shown = format!("{}…", shown.chars().take(299).collect::<String>());
+                }
+                self.emit(Event::FactRead {
+                    fact: name.to_owned(),
+                    value: shown,
+                });
+                let mut cache = self.facts.lock().await;
+                if self
+                    .fact_generation
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == generation
+                {
+                    cache.insert(name.to_owned(), value.clone());
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                self.emit(Event::FactFailed {
+                    fact: name.to_owned(),
+                    error: error.clone(),
+                });
+                Err(format!("fact `{name}`: {error}"))
+            }
+        }
+    }
+
+    pub(super) async fn read_fact(&self, fact: &FactSpec) -> Result<Json, String> {
+        let raw = match &fact.source {
+            FactSource::Kubernetes {
+                api_version,
+                kind,
+                name,
+                namespace,
+                label_selector,
+                field_selector,
+            } => {
+                let namespace = if is_cluster_scoped(kind) {
+                    None
+                } else {
+                    match namespace {
+                        Some(namespace) => Some(self.render(namespace, None).await?),
+                        None if name.is_some() => Some(self.options.namespace.clone()),
+                        None => None,
+                    }
+                };
+                let value = match name {
+                    Some(name) => {
+                        let key = ObjectKey {
+                            api_version: api_version.clone(),
+                            kind: kind.clone(),
+                            namespace,
+                            name: self.render(name, None).await?,
+                        };
+                        self.effects
+                            .cluster
+                            .get(&key)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    }
+                    None => {
+                        let query = ListQuery {
+                            api_version: api_version.clone(),
+                            kind: kind.clone(),
+                            namespace,
+                            label_selector: self.render_opt(label_selector.as_ref()).await?,
+                            field_selector: self.render_opt(field_selector.as_ref()).await?,
+                        };
+                        self.effects
+                            .cluster
+                            .list(&query)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    }
+                };
+                if kind == "Secret" {
+                    // Everything in a Secret is secret, in its base64 and decoded forms.
+                    if let Some(data) = value.get("data") {
+                        self.redactor.add_json(data, true);
+                    }
+                    if let Some(items) = value.get("items").and_then(Json::as_array) {
+                        for item in items {
+                            if let Some(data) = item.get("data") {
+                                self.redactor.add_json(data, true);
+                            }
+                        }
+                    }
+                }
+                value
+            }
+            FactSource::Exec {
+                namespace,
+                pod,
+                container,
+                argv,
+                format,
+            } => {
+                let pod = self.pod_ref(namespace, pod, container.as_ref()).await?;
+                let argv = self.render_all(argv).await?;
+                let output = self
+                    .effects
+                    .cluster
+                    .exec(&pod, &argv, FACT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse_output(&output, *format)?
+            }
+            FactSource::Logs {
+                namespace,
+                pod,
+                container,
+                tail,
+                format,
+            } => {
+                let pod = self.pod_ref(namespace, pod, container.as_ref()).await?;
+                let log = self
+                    .effects
+                    .cluster
+                    .logs(&pod, *tail)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse_log(&log, *format)?
+            }
+            FactSource::Command { argv, format } => {
+                let argv = self.render_all(argv).await?;
+                let output = self
+                    .effects
+                    .processes
+                    .run(&argv, FACT_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse_output(&output, *format)?
+            }
+            FactSource::Http {
+                url,
+                query,
+                headers,
+                format,
+            } => {
+                let url = self.render(url, None).await?;
+                let mut rendered_query = BTreeMap::new();
+                for (k, v) in query {
+                    rendered_query.insert(k.clone(), self.render(v, None).await?);
+                }
+                let mut rendered_headers = BTreeMap::new();
+                for (k, v) in headers {
+                    rendered_headers.insert(k.clone(), self.render(v, None).await?);
+                }
+                let response = self
+                    .effects
+                    .http
+                    .get(&url, &rendered_query, &rendered_headers)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !(200..300).contains(&response.status) {
+                    return Err(format!("GET {url} answered {}", response.status));
+                }
+                match format {
+                    OutputFormat::Json => serde_json::from_str(&response.body)
+                        .map_err(|e| format!("GET {url}: the body is not JSON: {e}"))?,
+                    OutputFormat::Text => Json::String(response.body.trim().to_owned()),
+                }
+            }
+            FactSource::Expr(expression) => {
+                let value = self.eval(expression, None).await?;
+                rhai::serde::from_dynamic::<Json>(&value).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(match &fact.jsonpath {
+            Some(selection) => select(&raw, &selection.query)?,
+            None => raw,
+        })
+    }
+}
+
+/// A probe's output as a value. JSON output is used whatever the exit status (`bao status`
+/// exits 2 when sealed, and says so in JSON); otherwise a non-zero status is an error.
+pub(super) fn parse_output(output: &CommandOutput, format: OutputFormat) -> Result<Json, String> {
+    match format {
+        OutputFormat::Json => match serde_json::from_str::<Json>(&output.stdout) {
+            Ok(value) => Ok(value),
+            Err(error) if output.exit_code == 0 => Err(format!("the output is not JSON: {error}")),
+            Err(_) => Err(command_result(output.clone(), false)
+                .err()
+                .unwrap_or_default()),
+        },
+        OutputFormat::Text => {
+            if output.exit_code != 0 {
+                return Err(command_result(output.clone(), false)
+                    .err()
+                    .unwrap_or_default());
+            }
+            Ok(Json::String(output.stdout.trim().to_owned()))
+        }
+    }
+}
+
+/// A log as a value: one string, its lines, or one JSON value a line (blank lines skipped).
+pub(super) fn parse_log(log: &str, format: LogFormat) -> Result<Json, String> {
+    match format {
+        LogFormat::Text => Ok(Json::String(log.trim_end().to_owned())),
+        LogFormat::Lines => Ok(Json::Array(
+            log.lines()
+                .map(|line| Json::String(line.to_owned()))
+                .collect(),
+        )),
+        LogFormat::Json => log
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(index, line)| {
+                serde_json::from_str::<Json>(line)
+                    .map_err(|error| format!("line {} of the log is not JSON: {error}", index + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Json::Array),
+    }
+}
+
+/// Applies a JSONPath selection as kubectl does: one match is the value, none is null, and a
+/// query that can match many (wildcards, filters, slices, recursion) is always a list.
+pub(super) fn select(value: &Json, query: &str) -> Result<Json, String> {
+    use jsonpath_rust::JsonPath;
+    let found = value
+        .query(query)
+        .map_err(|e| format!("JSONPath `{query}`: {e}"))?;
+    let many = query.contains('*')
+        || query.contains("..")
+        || query.contains("?(")
+        || query.contains('?')
+        || query.contains(':')
+        || query.contains(',');
+    Ok(if many {
+        Json::Array(found.into_iter().cloned().collect())
+    } else {
+        found.first().map_or(Json::Null, |v| (*v).clone())
+    })
+}

@@ -1,0 +1,104 @@
+//! What a run reports: the outcome, each step's status, the undos and the rollback, redacted.
+
+use super::*;
+
+/// What happened, for the summary and the exit code.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub run_id: String,
+    pub outcome: Outcome,
+    pub message: String,
+    pub steps: Vec<StepReport>,
+    pub undos: Vec<UndoReport>,
+    pub rollback: Option<Result<(), String>>,
+    /// What a human must look at: undos and rollbacks that failed, changes with no undo.
+    pub must_fix: Vec<String>,
+}
+
+impl RunReport {
+    pub fn exit_code(&self) -> u8 {
+        self.outcome.exit_code()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    Succeeded,
+    Failed(String),
+    Skipped(String),
+    DryRun(String),
+    NotRun,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub id: String,
+    pub summary: String,
+    pub status: StepStatus,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct UndoReport {
+    pub step: String,
+    pub summary: String,
+    pub result: Result<(), String>,
+}
+
+impl Run {
+    pub(super) fn finish(
+        &self,
+        mut report: RunReport,
+        outcome: Outcome,
+        message: String,
+    ) -> RunReport {
+        // The report is printed as the summary: nothing in it may carry a secret.
+        let redact = |text: &str| self.redactor.redact(text);
+        report.outcome = outcome;
+        report.message = redact(&message);
+        report.must_fix = report.must_fix.iter().map(|line| redact(line)).collect();
+        for step in &mut report.steps {
+            step.summary = redact(&step.summary);
+            step.status = match &step.status {
+                StepStatus::Failed(error) => StepStatus::Failed(redact(error)),
+                StepStatus::Skipped(reason) => StepStatus::Skipped(redact(reason)),
+                StepStatus::DryRun(note) => StepStatus::DryRun(redact(note)),
+                other => other.clone(),
+            };
+        }
+        for undo in &mut report.undos {
+            undo.summary = redact(&undo.summary);
+            undo.result = undo.result.clone().map_err(|error| redact(&error));
+        }
+        report.rollback = report
+            .rollback
+            .clone()
+            .map(|result| result.map_err(|error| redact(&error)));
+        self.emit(Event::RunFinished {
+            outcome,
+            exit_code: outcome.exit_code(),
+            message: report.message.clone(),
+        });
+        report
+    }
+
+    pub(super) fn finish_step(
+        &self,
+        step: &StepSpec,
+        result: StepResult,
+        output: Option<String>,
+        error: Option<String>,
+        elapsed: Duration,
+    ) {
+        self.emit(Event::StepFinished {
+            step: step.id.clone(),
+            result,
+            output,
+            error,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        });
+        if let Some(observer) = &self.effects.observer {
+            observer.step_finished(&step.id, matches!(result, StepResult::Succeeded));
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The rollback: after the undos of a failed run, the runbook's named, called or listed rollback.
+
+use super::*;
+
+impl Run {
+    pub(super) fn synthetic_step(&self, id: &str, action: &Action) -> StepSpec {
+        StepSpec {
+            index: usize::MAX,
+            id: id.to_owned(),
+            name: None,
+            needs: Vec::new(),
+            when: None,
+            timeout: DEFAULT_STEP_TIMEOUT,
+            retries: RetrySpec::default(),
+            confirm: None,
+            undo: UndoSpec::NotNeeded,
+            readonly: false,
+            action: action.clone(),
+            span: Default::default(),
+        }
+    }
+
+    pub(super) async fn rollback(
+        &self,
+        rollback: &RollbackSpec,
+        failure: &str,
+        report: &RunReport,
+    ) -> Result<(), String> {
+        match rollback {
+            RollbackSpec::Named(named) => {
+                let undone = report
+                    .undos
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{}: {}",
+                            u.step,
+                            if u.result.is_ok() {
+                                "undone"
+                            } else {
+                                "UNDO FAILED"
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let message = self.redactor.redact(&format!(
+                    "runbook {} (run {}) failed: {failure}. Undos: {}.",
+                    self.runbook().name,
+                    self.options.run_id,
+                    if undone.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        undone
+                    }
+                ));
+                let notification = Notification {
+                    kind: match named {
+                        NamedRollback::PageOncall => NotificationKind::Page,
+                        NamedRollback::NotifyOncall => NotificationKind::Notify,
+                    },
+                    message,
+                    channel: None,
+                    severity: Some("critical".to_owned()),
+                };
+                self.effects
+                    .notifier
+                    .send(&notification)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            RollbackSpec::Runbook { name, params } => {
+                let mut sets = Vec::new();
+                for (param, value) in params {
+                    let value = self.render_json(value).await?;
+                    sets.push((
+                        param.clone(),
+                        match value {
+                            Json::String(text) => text,
+                            other => other.to_string(),
+                        },
+                    ));
+                }
+                self.call(name, &sets).await.map(drop)
+            }
+            RollbackSpec::Steps(steps) => {
+                for step in steps {
+                    if let Some(when) = &step.when {
+                        if !self.eval_bool(when, None).await? {
+                            continue;
+                        }
+                    }
+                    let performed = tokio::time::timeout(
+                        step.timeout,
+                        Box::pin(self.perform_action(step, &step.action, 1)),
+                    )
+                    .await;
+                    match performed {
+                        Err(_) => {
+                            return Err(format!(
+                                "rollback step `{}` timed out after {}",
+                                step.id,
+                                format_duration(step.timeout)
+                            ))
+                        }
+                        Ok(Err(error)) => {
+                            return Err(format!("rollback step `{}`: {error}", step.id))
+                        }
+                        Ok(Ok(Finished::Failed(error))) => {
+                            return Err(format!("rollback step `{}`: {error}", step.id))
+                        }
+                        Ok(Ok(_)) => continue,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub(super) fn rollback_summary(rollback: &RollbackSpec) -> String {
+    match rollback {
+        RollbackSpec::Named(named) => named.name().to_owned(),
+        RollbackSpec::Runbook { name, .. } => format!("runbook {name}"),
+        RollbackSpec::Steps(steps) => format!("{} rollback step(s)", steps.len()),
+    }
+}

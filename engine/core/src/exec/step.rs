@@ -1,0 +1,157 @@
+//! One step's lifecycle: `when`, attempts with their timeout and back-off, intent before each
+//! mutation, and the undo state captured before the first attempt.
+
+use super::*;
+
+/// How one step ended.
+pub(super) enum Finished {
+    Done {
+        output: Option<String>,
+        undo: Option<UndoState>,
+    },
+    Skipped(String),
+    DryRun(String),
+    Failed(String),
+}
+
+impl Run {
+    pub(super) async fn run_step(self: Arc<Self>, position: usize) -> Finished {
+        let step = &self.plan.runbook.steps[position];
+        let summary = match self.render_action_summary(&step.action).await {
+            Ok(summary) => summary,
+            Err(_) => crate::render::action_summary(&self.plan, &step.action),
+        };
+        self.emit(Event::StepStarted {
+            step: step.id.clone(),
+            action: step.action.keyword().to_owned(),
+            summary,
+        });
+        if let Some(when) = &step.when {
+            match self.eval_bool(when, None).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!("`when: {}` was false", when.source.trim());
+                    self.emit(Event::StepSkipped {
+                        step: step.id.clone(),
+                        reason: reason.clone(),
+                    });
+                    return Finished::Skipped(reason);
+                }
+                Err(error) => {
+                    return Finished::Failed(format!("`when` could not be evaluated: {error}"))
+                }
+            }
+        }
+        let mut attempt = 0;
+        let mut backoff = step.retries.backoff;
+        loop {
+            attempt += 1;
+            let outcome = match tokio::time::timeout(step.timeout, self.perform(step, attempt))
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    Finished::Failed(format!("timed out after {}", format_duration(step.timeout)))
+                }
+            };
+            if (step.action.mutates(step.readonly) || matches!(step.action, Action::Call { .. }))
+                && !self.options.dry_run
+            {
+                // Whatever the outcome, the world may have changed.
+                self.forget_all_facts().await;
+            }
+            match outcome {
+                Finished::Failed(error)
+                    if attempt <= step.retries.retries && !self.options.dry_run =>
+                {
+                    self.emit(Event::StepAttemptFailed {
+                        step: step.id.clone(),
+                        attempt,
+                        error,
+                        retry_in_ms: Some(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX)),
+                    });
+                    self.effects.clock.sleep(backoff).await;
+                    backoff = (backoff * 2).min(step.retries.max_backoff);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Does the step's action once.
+    pub(super) async fn perform(&self, step: &StepSpec, attempt: u32) -> Finished {
+        match self.perform_action(step, &step.action, attempt).await {
+            Ok(finished) => finished,
+            Err(error) => Finished::Failed(error),
+        }
+    }
+
+    pub(super) fn intent(
+        &self,
+        step: &StepSpec,
+        attempt: u32,
+        mutation: String,
+        undo: Option<&UndoState>,
+    ) -> Result<(), String> {
+        if self.options.dry_run {
+            return Ok(());
+        }
+        self.intended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(step.id.clone());
+        self.emit(Event::StepIntent {
+            step: step.id.clone(),
+            attempt,
+            mutation,
+            undo_state: undo.and_then(|state| serde_json::to_value(state.record()).ok()),
+        });
+        match self.journal_broken() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn undo_for(&self, step: &StepSpec, native: Option<UndoState>) -> Option<UndoState> {
+        let mut captured = self.captured_lock();
+        if let Some(first) = captured.get(&step.id) {
+            return Some(first.clone());
+        }
+        let state = match &step.undo {
+            UndoSpec::Declared(action) => Some(UndoState::Declared(action.clone())),
+            UndoSpec::Native(_) => native,
+            _ => None,
+        };
+        if let (Some(state), false) = (&state, self.options.dry_run) {
+            captured.insert(step.id.clone(), state.clone());
+        }
+        state
+    }
+
+    pub(super) fn written_lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Json>> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn captured_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UndoState>> {
+        self.captured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn has_captured(&self, step: &StepSpec) -> bool {
+        self.captured_lock().contains_key(&step.id)
+    }
+
+    pub(super) fn native_done(&self, output: String, undo: Option<UndoState>) -> Finished {
+        if self.options.dry_run {
+            Finished::DryRun(format!("server accepted (dry-run): {output}"))
+        } else {
+            Finished::Done {
+                output: Some(output),
+                undo,
+            }
+        }
+    }
+}

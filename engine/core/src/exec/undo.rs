@@ -1,0 +1,193 @@
+//! Undo: the state a step captured before it acted, and putting it back.
+
+use super::*;
+
+/// What a completed step needs for its undo, captured before it acted: a native action's
+/// inverse (exactly what the journal records), or the runbook's declared undo.
+#[derive(Clone, Debug)]
+pub(super) enum UndoState {
+    /// Never `UndoRecord::Declared`.
+    Native(UndoRecord),
+    Declared(Box<Action>),
+}
+
+impl UndoState {
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Self::Native(UndoRecord::Replicas { key, previous }) => {
+                format!("scale {key} back to {previous} replicas")
+            }
+            Self::Native(UndoRecord::MergePatch { key, inverse }) => {
+                format!("merge patch {key} with {inverse}")
+            }
+            Self::Native(UndoRecord::Applied {
+                key,
+                previous: None,
+            }) => format!("delete {key}, which the apply created"),
+            Self::Native(UndoRecord::Applied {
+                key,
+                previous: Some(_),
+            }) => format!("apply the previous {key}"),
+            Self::Native(UndoRecord::Unschedulable {
+                node,
+                previous: true,
+            }) => format!("cordon node {node} again"),
+            Self::Native(UndoRecord::Unschedulable {
+                node,
+                previous: false,
+            }) => format!("uncordon node {node}"),
+            Self::Native(UndoRecord::Declared) | Self::Declared(_) => {
+                "the declared undo".to_owned()
+            }
+        }
+    }
+
+    /// What the journal keeps, so a resumed run can undo this step after a crash. A declared
+    /// undo is an action of the runbook, found again from the plan.
+    pub(super) fn record(&self) -> UndoRecord {
+        match self {
+            Self::Native(record) => record.clone(),
+            Self::Declared(_) => UndoRecord::Declared,
+        }
+    }
+
+    pub(super) fn from_record(record: &UndoRecord, step: &StepSpec) -> Option<Self> {
+        match (record, &step.undo) {
+            (UndoRecord::Declared, UndoSpec::Declared(action)) => {
+                Some(Self::Declared(action.clone()))
+            }
+            (UndoRecord::Declared, _) => None,
+            (record, _) => Some(Self::Native(record.clone())),
+        }
+    }
+}
+
+/// The undo state of a step as the journal records it (in the step's intent).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum UndoRecord {
+    Replicas {
+        key: ObjectKey,
+        previous: i64,
+    },
+    MergePatch {
+        key: ObjectKey,
+        inverse: Json,
+    },
+    Applied {
+        key: ObjectKey,
+        previous: Option<Json>,
+    },
+    Unschedulable {
+        node: String,
+        previous: bool,
+    },
+    Declared,
+}
+
+impl Run {
+    /// Whether the object a native undo would restore is still as it was before the step
+    /// acted (so a failed step changed nothing and there is nothing to undo).
+    pub(super) async fn unchanged(&self, state: &UndoState) -> Result<bool, String> {
+        let cluster = &self.effects.cluster;
+        let UndoState::Native(record) = state else {
+            return Ok(false);
+        };
+        match record {
+            UndoRecord::Replicas { key, previous } => {
+                let object = cluster.get(key).await.map_err(|e| e.to_string())?;
+                Ok(object
+                    .pointer("/spec/replicas")
+                    .and_then(Json::as_i64)
+                    .unwrap_or(1)
+                    == *previous)
+            }
+            UndoRecord::MergePatch { key, inverse } => {
+                let object = cluster.get(key).await.map_err(|e| e.to_string())?;
+                let mut restored = object.clone();
+                json_patch::merge(&mut restored, inverse);
+                Ok(restored == object)
+            }
+            UndoRecord::Applied {
+                key,
+                previous: None,
+            } => match cluster.get(key).await {
+                Err(EffectError::NotFound(_)) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(error) => Err(error.to_string()),
+            },
+            UndoRecord::Applied { .. } => Ok(false),
+            UndoRecord::Unschedulable { node, previous } => {
+                Ok(self.node_unschedulable(node).await? == *previous)
+            }
+            UndoRecord::Declared => Ok(false),
+        }
+    }
+
+    pub(super) async fn undo(&self, state: &UndoState) -> Result<(), String> {
+        let cluster = &self.effects.cluster;
+        match state {
+            UndoState::Native(UndoRecord::Replicas { key, previous }) => cluster
+                .scale(key, *previous, DryRun::No)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            UndoState::Native(UndoRecord::MergePatch { key, inverse }) => cluster
+                .patch(key, PatchType::Merge, inverse, DryRun::No)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            UndoState::Native(UndoRecord::Applied {
+                key,
+                previous: None,
+            }) => cluster
+                .delete(key, None, None, DryRun::No)
+                .await
+                .map_err(|e| e.to_string()),
+            UndoState::Native(UndoRecord::Applied {
+                previous: Some(previous),
+                ..
+            }) => {
+                let mut previous = previous.clone();
+                if let Some(metadata) = previous.get_mut("metadata").and_then(Json::as_object_mut) {
+                    for field in [
+                        "resourceVersion",
+                        "managedFields",
+                        "uid",
+                        "creationTimestamp",
+                        "generation",
+                    ] {
+                        metadata.remove(field);
+                    }
+                }
+                if let Some(object) = previous.as_object_mut() {
+                    object.remove("status");
+                }
+                cluster
+                    .apply(&previous, DryRun::No)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            UndoState::Native(UndoRecord::Unschedulable { node, previous }) => cluster
+                .set_unschedulable(node, *previous, DryRun::No)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            UndoState::Native(UndoRecord::Declared) => Err("no undo state was recorded".to_owned()),
+            UndoState::Declared(action) => {
+                let step = self.synthetic_step("undo", action);
+                match tokio::time::timeout(
+                    step.timeout,
+                    Box::pin(self.perform_action(&step, action, 1)),
+                )
+                .await
+                {
+                    Err(_) => Err(format!("timed out after {}", format_duration(step.timeout))),
+                    Ok(Err(error)) | Ok(Ok(Finished::Failed(error))) => Err(error),
+                    Ok(Ok(_)) => Ok(()),
+                }
+            }
+        }
+    }
+}
