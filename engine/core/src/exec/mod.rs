@@ -15,6 +15,7 @@ mod gate;
 mod interrupt;
 mod report;
 mod rollback;
+mod schedule;
 mod secrets;
 mod step;
 mod undo;
@@ -27,7 +28,7 @@ pub use undo::UndoRecord;
 use actions::command_result;
 use eval::is_cluster_scoped;
 use gate::GateRefused;
-use rollback::rollback_summary;
+use schedule::{Halt, Progress};
 use step::Finished;
 use undo::UndoState;
 
@@ -249,29 +250,59 @@ impl Run {
         }
     }
 
+    /// The outline of a run: start, preconditions, steps in the plan's order, then what the
+    /// way they ended calls for (stop, pause, or undo and roll back).
     async fn execute(self: Arc<Self>) -> RunReport {
-        let runbook = self.plan.runbook.clone();
-        let params: serde_json::Map<String, Json> = runbook
-            .params
-            .iter()
-            .filter_map(|param| {
-                let value = self.plan.bindings.values.get(&param.name)?;
-                Some((
-                    param.name.clone(),
-                    if param.secret {
-                        json!(crate::redact::REDACTED)
-                    } else {
-                        value.to_json()
-                    },
-                ))
-            })
-            .collect();
+        let mut report = self.start();
+        if let Err(message) = self.check_preconditions().await {
+            return self.finish(report, Outcome::PreconditionFailed, message);
+        }
+        let progress = self.run_steps(&mut report).await;
+        let failure = match self.conclude(&progress).await {
+            Conclusion::Finished(outcome, message) => return self.finish(report, outcome, message),
+            Conclusion::Compensate(failure) => failure,
+        };
+        let compensated = self.compensate(&mut report, &progress).await;
+        let rolled_back = self.roll_back(&mut report, &failure).await;
+        let outcome = if !(compensated && rolled_back) {
+            Outcome::RollbackFailed
+        } else if progress.halt == Some(Halt::Interrupted) {
+            Outcome::Stopped
+        } else {
+            Outcome::RolledBack
+        };
+        let message = if outcome == Outcome::RollbackFailed {
+            format!("{failure}; the undo or rollback failed: a human must act")
+        } else {
+            format!("{failure}; completed steps were undone and the rollback ran")
+        };
+        self.finish(report, outcome, message)
+    }
+
+    /// Journals the start (or the resumption) and makes the report every step starts in.
+    fn start(&self) -> RunReport {
+        let runbook = &self.plan.runbook;
         if let Some(resume) = &self.options.resume {
             self.emit(Event::RunResumed {
                 completed: resume.completed.iter().map(|(id, _)| id.clone()).collect(),
                 roll_back: resume.roll_back,
             });
         } else {
+            let params: serde_json::Map<String, Json> = runbook
+                .params
+                .iter()
+                .filter_map(|param| {
+                    let value = self.plan.bindings.values.get(&param.name)?;
+                    Some((
+                        param.name.clone(),
+                        if param.secret {
+                            json!(crate::redact::REDACTED)
+                        } else {
+                            value.to_json()
+                        },
+                    ))
+                })
+                .collect();
             self.emit(Event::RunStarted {
                 runbook: runbook.name.clone(),
                 file: runbook.source.path().display().to_string(),
@@ -284,7 +315,7 @@ impl Run {
                 cluster: self.options.cluster.clone(),
             });
         }
-        let mut report = RunReport {
+        RunReport {
             run_id: self.options.run_id.clone(),
             outcome: Outcome::Succeeded,
             message: String::new(),
@@ -301,19 +332,18 @@ impl Run {
             undos: Vec::new(),
             rollback: None,
             must_fix: Vec::new(),
-        };
+        }
+    }
 
-        // Preconditions: all of them, so the journal says which held and which did not.
+    /// Evaluates every precondition, so the journal says which held and which did not. A
+    /// resumed run has changed things already; its preconditions held when it started.
+    async fn check_preconditions(&self) -> Result<(), String> {
+        if self.options.resume.is_some() {
+            return Ok(());
+        }
         let mut failed_checks = Vec::new();
-        // A resumed run has changed things already; its preconditions held when it started.
-        let preconditions: &[Check] = if self.options.resume.is_some() {
-            &[]
-        } else {
-            &runbook.preconditions
-        };
-        for (index, check) in preconditions.iter().enumerate() {
-            let result = self.eval_bool(&check.expr, None).await;
-            let (held, error) = match result {
+        for (index, check) in self.runbook().preconditions.iter().enumerate() {
+            let (held, error) = match self.eval_bool(&check.expr, None).await {
                 Ok(held) => (held, None),
                 Err(error) => (false, Some(error)),
             };
@@ -331,479 +361,128 @@ impl Run {
                 failed_checks.push(format!("`{}`{why}", check.expr.source.trim()));
             }
         }
-        if !failed_checks.is_empty() {
-            return self.finish(
-                report,
-                Outcome::PreconditionFailed,
-                format!(
-                    "precondition did not hold: {}; nothing was changed",
-                    failed_checks.join("; ")
-                ),
-            );
+        if failed_checks.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "precondition did not hold: {}; nothing was changed",
+                failed_checks.join("; ")
+            ))
         }
+    }
 
-        // Steps. Each step waits for a count of unfinished dependencies; a finished (or
-        // skipped) step releases its dependants into the ready set, taken in file order.
-        let count = runbook.steps.len();
-        let position_of: HashMap<&str, usize> = runbook
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(p, s)| (s.id.as_str(), p))
-            .collect();
-        let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); count];
-        let mut remaining: Vec<usize> = vec![0; count];
-        for (position, step) in runbook.steps.iter().enumerate() {
-            for need in &step.needs {
-                if let Some(dependency) = position_of.get(need.as_str()) {
-                    dependants[*dependency].push(position);
-                    remaining[position] += 1;
-                }
-            }
-        }
-        let mut ready: BTreeSet<usize> = (0..count).filter(|p| remaining[*p] == 0).collect();
-        let mut completed: Vec<(usize, Option<UndoState>)> = Vec::new();
-        // Failed steps whose intent was journaled: undone only if the object really changed.
-        let mut partial: BTreeSet<usize> = BTreeSet::new();
-        let mut failure: Option<String> = None;
-        if let Some(resume) = &self.options.resume {
-            // Every done step first; then what is left waits only on steps not done.
-            let mut done = vec![false; count];
-            for id in resume
-                .completed
-                .iter()
-                .map(|(id, _)| id)
-                .chain(resume.skipped.iter())
-            {
-                if let Some(position) = position_of.get(id.as_str()).copied() {
-                    done[position] = true;
-                    report.steps[position].status = if resume.skipped.contains(id) {
-                        StepStatus::Skipped("skipped before the run was resumed".to_owned())
-                    } else {
-                        StepStatus::Succeeded
-                    };
-                }
-            }
-            for (position, step) in runbook.steps.iter().enumerate() {
-                remaining[position] = step
-                    .needs
-                    .iter()
-                    .filter_map(|need| position_of.get(need.as_str()))
-                    .filter(|dependency| !done[**dependency])
-                    .count();
-            }
-            ready = (0..count)
-                .filter(|p| !done[*p] && remaining[*p] == 0)
-                .collect();
-            // Dependants of done steps were counted out above; they must not be released again.
-            for (position, is_done) in done.iter().enumerate() {
-                if *is_done {
-                    dependants[position].clear();
-                }
-            }
-            for (id, record) in &resume.completed {
-                if resume.undone.contains(id) {
-                    continue;
-                }
-                if let Some(position) = position_of.get(id.as_str()).copied() {
-                    let step = &runbook.steps[position];
-                    let undo = record
-                        .as_ref()
-                        .and_then(|record| UndoState::from_record(record, step))
-                        .or_else(|| match &step.undo {
-                            UndoSpec::Declared(action) => Some(UndoState::Declared(action.clone())),
-                            _ => None,
-                        });
-                    completed.push((position, undo));
-                }
-            }
-            if resume.roll_back {
-                failure = Some("rolled back on request when the run was resumed".to_owned());
-            }
-        }
-        let mut stop: Option<String> = None;
-        let mut running = tokio::task::JoinSet::new();
-        let mut in_flight: BTreeSet<usize> = BTreeSet::new();
-        let mut interrupted: Option<()> = None;
-        let parallelism = self.options.parallelism.max(1);
-        loop {
-            if failure.is_none() && stop.is_none() && interrupted.is_none() {
-                while running.len() < parallelism {
-                    let Some(position) = ready.pop_first() else {
-                        break;
-                    };
-                    let step = &runbook.steps[position];
-                    if let Some(message) = self.journal_broken() {
-                        failure = Some(message);
-                        break;
-                    }
-                    if self.interrupted() || self.draining().is_some() {
-                        ready.insert(position);
-                        break;
-                    }
-                    if step.confirm.is_some() {
-                        // A step its `when` skips asks nobody.
-                        if let Some(when) = &step.when {
-                            if let Ok(false) = self.eval_bool(when, None).await {
-                                let reason = format!("`when: {}` was false", when.source.trim());
-                                self.emit(Event::StepSkipped {
-                                    step: step.id.clone(),
-                                    reason: reason.clone(),
-                                });
-                                report.steps[position].status = StepStatus::Skipped(reason);
-                                release(&dependants[position], &mut remaining, &mut ready);
-                                continue;
-                            }
-                        }
-                        match self.gate(step).await {
-                            Ok(()) => {}
-                            Err(GateRefused::Stop(reason)) => {
-                                stop = Some(reason);
-                                break;
-                            }
-                            Err(GateRefused::Paused) => {
-                                ready.insert(position);
-                                break;
-                            }
-                        }
-                        if self.interrupted() || self.draining().is_some() {
-                            ready.insert(position);
-                            break;
-                        }
-                    }
-                    let run = self.clone();
-                    in_flight.insert(position);
-                    running.spawn(async move {
-                        let started_at = tokio::time::Instant::now();
-                        let finished = run.run_step(position).await;
-                        (position, finished, started_at.elapsed())
-                    });
-                }
-            }
-            if running.is_empty() {
-                break;
-            }
-            let interrupt = self.options.interrupt.clone();
-            let already = interrupted.is_some();
-            let interruption = async {
-                match &interrupt {
-                    Some(interrupt) if !already => interrupt.wait().await,
-                    _ => std::future::pending().await,
-                }
-            };
-            let joined = tokio::select! {
-                biased;
-                () = interruption => {
-                    // Stop scheduling and cancel what is in flight; a step cancelled after its
-                    // intent was journaled may have half-happened.
-                    running.abort_all();
-                    while running.join_next().await.is_some() {}
-                    for position in std::mem::take(&mut in_flight) {
-                        let step = &runbook.steps[position];
-                        report.steps[position].status = StepStatus::Failed("interrupted".to_owned());
-                        self.finish_step(step, StepResult::Failed, None, Some("interrupted by Ctrl-C".to_owned()), Duration::ZERO);
-                        if step.action.mutates(step.readonly) && !self.options.dry_run {
-                            report.must_fix.push(format!(
-                                "step `{}` ({}) was interrupted while running: check whether it took effect",
-                                step.id, report.steps[position].summary
-                            ));
-                        }
-                    }
-                    interrupted = Some(());
-                    continue;
-                }
-                joined = running.join_next() => joined,
-            };
-            let Some(joined) = joined else {
-                break;
-            };
-            let (position, finished, elapsed) = match joined {
-                Ok(result) => result,
-                Err(error) => {
-                    failure.get_or_insert_with(|| format!("a step task failed: {error}"));
-                    continue;
-                }
-            };
-            in_flight.remove(&position);
-            let step = &runbook.steps[position];
-            report.steps[position].duration = elapsed;
-            match finished {
-                Finished::Done { output, undo } => {
-                    release(&dependants[position], &mut remaining, &mut ready);
-                    report.steps[position].status = StepStatus::Succeeded;
-                    completed.push((position, undo));
-                    self.finish_step(step, StepResult::Succeeded, output, None, elapsed);
-                }
-                Finished::Skipped(reason) => {
-                    release(&dependants[position], &mut remaining, &mut ready);
-                    report.steps[position].status = StepStatus::Skipped(reason);
-                }
-                Finished::DryRun(output) => {
-                    release(&dependants[position], &mut remaining, &mut ready);
-                    report.steps[position].status = StepStatus::DryRun(output.clone());
-                    self.finish_step(step, StepResult::DryRun, Some(output), None, elapsed);
-                }
-                Finished::Failed(error) => {
-                    report.steps[position].status = StepStatus::Failed(error.clone());
-                    self.finish_step(step, StepResult::Failed, None, Some(error.clone()), elapsed);
-                    // A failed mutation may have half-happened: what it read is stale, and
-                    // once its intent was journaled, part of it may have taken effect (a drain
-                    // that cordoned and evicted some pods). A native undo restores the state
-                    // captured before it acted, so it is safe to apply; anything else is named.
-                    if step.action.mutates(step.readonly) {
-                        self.forget_all_facts().await;
-                        let intended = self
-                            .intended
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .contains(&step.id);
-                        let captured = self
-                            .captured
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get(&step.id)
-                            .cloned();
-                        if intended && !self.options.dry_run {
-                            match captured {
-                                Some(state @ UndoState::Native(_)) => {
-                                    partial.insert(position);
-                                    completed.push((position, Some(state)));
-                                }
-                                _ => report.must_fix.push(format!(
-                                    "step `{}` ({}) failed after it began to change the system: check whether part of it took effect",
-                                    step.id, report.steps[position].summary
-                                )),
-                            }
-                        }
-                    }
-                    failure.get_or_insert_with(|| format!("step `{}` failed: {error}", step.id));
-                }
-            }
-        }
-
-        // Ctrl-C while nothing was in flight (at a gate, between steps) stopped the scheduling
-        // above without going through the cancellation branch.
-        if interrupted.is_none() && self.interrupted() && !ready.is_empty() {
-            interrupted = Some(());
-        }
-        // The steps that completed, for the messages of a run that stops here.
-        let done: Vec<&str> = completed
-            .iter()
-            .map(|(p, _)| runbook.steps[*p].id.as_str())
-            .collect();
-        let drained = self
-            .draining()
-            .filter(|_| interrupted.is_none() && failure.is_none() && !ready.is_empty());
-        if let Some(by) = drained {
-            // Stopped where it stood, to be resumed: nothing is undone.
-            let detail = if done.is_empty() {
-                "no step had completed".to_owned()
+    /// What the way the steps ended calls for. The precedence of the ways a run can halt is
+    /// [`Halt::raise`]'s; this decides, from the one that won, whether the run stops as it is
+    /// or must be undone and rolled back (with the failure to report).
+    async fn conclude(&self, progress: &Progress) -> Conclusion {
+        let done = progress.done_ids(self.runbook());
+        let completed = |none: &str| {
+            if done.is_empty() {
+                none.to_owned()
             } else {
                 format!("completed: {}", done.join(", "))
-            };
-            self.emit(Event::Interrupted {
-                roll_back: false,
-                by: by.clone(),
-            });
-            return self.finish(
-                report,
-                Outcome::Stopped,
-                format!(
-                    "paused ({by}); {detail}; nothing was undone; `runbook resume {}` goes on from here",
-                    self.options.run_id
-                ),
-            );
-        }
-        if interrupted.is_some() {
-            let detail = if done.is_empty() {
-                "no step had completed".to_owned()
-            } else {
-                format!("completed: {}", done.join(", "))
-            };
-            let draining = self.draining();
-            let answer = if self.options.dry_run || completed.is_empty() || draining.is_some() {
-                Answer::No
-            } else {
-                self.effects
-                    .prompter
-                    .confirm(
-                        "interrupt",
-                        "Interrupted. Undo the completed steps and roll back?",
-                        &detail,
-                    )
-                    .await
-            };
-            let roll_back = answer == Answer::Yes;
-            self.emit(Event::Interrupted {
-                roll_back,
-                by: if let Some(by) = draining {
-                    format!("{by}; steps in flight cancelled")
-                } else if self.options.dry_run {
-                    "dry-run (nothing to undo)".to_owned()
-                } else if completed.is_empty() {
-                    "nothing to undo".to_owned()
-                } else if self.options.yes {
-                    "--yes".to_owned()
-                } else if answer == Answer::NoTerminal {
-                    "none (no terminal: nothing undone)".to_owned()
-                } else {
-                    "terminal".to_owned()
-                },
-            });
-            if !roll_back {
-                return self.finish(
-                    report,
-                    Outcome::Stopped,
-                    format!("interrupted; {detail}; nothing was undone (`runbook show {}` has the journal)", self.options.run_id),
-                );
             }
-            failure = Some("interrupted by Ctrl-C".to_owned());
-        } else if let Some(reason) = stop.filter(|_| failure.is_none()) {
-            let done = if done.is_empty() {
-                "no step had run".to_owned()
-            } else {
-                format!("completed: {}", done.join(", "))
-            };
-            return self.finish(
-                report,
-                Outcome::Stopped,
-                format!("{reason}; {done}; nothing was undone"),
-            );
-        }
-        let Some(failure) = failure.clone() else {
-            let message = if self.options.dry_run {
-                "dry-run: the run would proceed; nothing was changed".to_owned()
-            } else {
-                "all steps succeeded".to_owned()
-            };
-            return self.finish(report, Outcome::Succeeded, message);
         };
-        if self.options.dry_run {
-            return self.finish(
-                report,
+        let draining = self.draining();
+        match &progress.halt {
+            // A drain stops the run where it stood, to be resumed: nothing is undone.
+            None | Some(Halt::Refused(_)) if draining.is_some() && progress.steps_left => {
+                let by = draining.unwrap_or_default();
+                self.emit(Event::Interrupted {
+                    roll_back: false,
+                    by: by.clone(),
+                });
+                Conclusion::Finished(
+                    Outcome::Stopped,
+                    format!(
+                        "paused ({by}); {}; nothing was undone; `runbook resume {}` goes on from here",
+                        completed("no step had completed"),
+                        self.options.run_id
+                    ),
+                )
+            }
+            Some(Halt::Interrupted) => {
+                if self
+                    .ask_to_roll_back(progress, &completed("no step had completed"))
+                    .await
+                {
+                    Conclusion::Compensate("interrupted by Ctrl-C".to_owned())
+                } else {
+                    Conclusion::Finished(
+                        Outcome::Stopped,
+                        format!(
+                            "interrupted; {}; nothing was undone (`runbook show {}` has the journal)",
+                            completed("no step had completed"),
+                            self.options.run_id
+                        ),
+                    )
+                }
+            }
+            Some(Halt::Refused(reason)) => Conclusion::Finished(
+                Outcome::Stopped,
+                format!(
+                    "{reason}; {}; nothing was undone",
+                    completed("no step had run")
+                ),
+            ),
+            None => Conclusion::Finished(
+                Outcome::Succeeded,
+                if self.options.dry_run {
+                    "dry-run: the run would proceed; nothing was changed".to_owned()
+                } else {
+                    "all steps succeeded".to_owned()
+                },
+            ),
+            Some(Halt::Failed(failure)) if self.options.dry_run => Conclusion::Finished(
                 Outcome::Failed,
                 format!("dry-run: {failure}; nothing was changed"),
-            );
+            ),
+            Some(Halt::Failed(failure)) => Conclusion::Compensate(failure.clone()),
         }
+    }
 
-        // Undo completed steps, newest first.
-        let mut compensation_failed = false;
-        for (position, undo) in completed.iter().rev() {
-            let step = &runbook.steps[*position];
-            match (&step.undo, undo) {
-                (_, None) if matches!(step.action, Action::Call { .. }) => {
-                    report.must_fix.push(format!(
-                        "step `{}` ({}) ran another runbook, which this run does not undo: check it, and roll that run back if needed",
-                        step.id, report.steps[*position].summary
-                    ));
-                }
-                (UndoSpec::Native(_), None) => {
-                    report.must_fix.push(format!(
-                        "step `{}` ({}) has no recorded undo state (it held secrets, or was lost): restore it by hand",
-                        step.id, report.steps[*position].summary
-                    ));
-                }
-                (UndoSpec::Missing, _) if step.action.mutates(step.readonly) => {
-                    report.must_fix.push(format!(
-                        "step `{}` ({}) changed the system and has no undo: check it by hand",
-                        step.id, report.steps[*position].summary
-                    ));
-                }
-                (_, Some(state)) => {
-                    if partial.contains(position) {
-                        match self.unchanged(state).await {
-                            Ok(true) => continue,
-                            Ok(false) => {}
-                            Err(error) => {
-                                report.must_fix.push(format!(
-                                    "step `{}` ({}) failed, and whether it changed anything cannot be checked: {error}",
-                                    step.id, report.steps[*position].summary
-                                ));
-                                continue;
-                            }
-                        }
-                    }
-                    let summary = match state {
-                        UndoState::Declared(action) => {
-                            crate::render::action_summary(&self.plan, action)
-                        }
-                        other => other.describe(),
-                    };
-                    self.emit(Event::UndoStarted {
-                        step: step.id.clone(),
-                        summary: summary.clone(),
-                    });
-                    let result = self.undo(state).await;
-                    self.forget_all_facts().await;
-                    self.emit(Event::UndoFinished {
-                        step: step.id.clone(),
-                        succeeded: result.is_ok(),
-                        error: result.as_ref().err().cloned(),
-                    });
-                    if let Err(error) = &result {
-                        compensation_failed = true;
-                        report.must_fix.push(format!(
-                            "undo of step `{}` failed ({summary}): {error}",
-                            step.id
-                        ));
-                    }
-                    report.undos.push(UndoReport {
-                        step: step.id.clone(),
-                        summary,
-                        result,
-                    });
-                }
-                _ => {}
-            }
-        }
-
-        // Then the rollback.
-        if let Some(rollback) = &runbook.rollback {
-            let summary = rollback_summary(rollback);
-            self.emit(Event::RollbackStarted {
-                summary: summary.clone(),
-            });
-            let result = self.rollback(rollback, &failure, &report).await;
-            self.emit(Event::RollbackFinished {
-                succeeded: result.is_ok(),
-                error: result.as_ref().err().cloned(),
-            });
-            if let Err(error) = &result {
-                compensation_failed = true;
-                report
-                    .must_fix
-                    .push(format!("rollback ({summary}) failed: {error}"));
-            }
-            report.rollback = Some(result);
-        }
-        if compensation_failed {
-            self.finish(
-                report,
-                Outcome::RollbackFailed,
-                format!("{failure}; the undo or rollback failed: a human must act"),
-            )
-        } else if interrupted.is_some() {
-            self.finish(
-                report,
-                Outcome::Stopped,
-                format!("{failure}; completed steps were undone and the rollback ran"),
-            )
+    /// After Ctrl-C: asks whether to undo the completed steps and roll back, and journals the
+    /// answer and who gave it.
+    async fn ask_to_roll_back(&self, progress: &Progress, detail: &str) -> bool {
+        let draining = self.draining();
+        let nothing_to_undo = progress.completed.is_empty();
+        let answer = if self.options.dry_run || nothing_to_undo || draining.is_some() {
+            Answer::No
         } else {
-            self.finish(
-                report,
-                Outcome::RolledBack,
-                format!("{failure}; completed steps were undone and the rollback ran"),
-            )
-        }
+            self.effects
+                .prompter
+                .confirm(
+                    "interrupt",
+                    "Interrupted. Undo the completed steps and roll back?",
+                    detail,
+                )
+                .await
+        };
+        let roll_back = answer == Answer::Yes;
+        self.emit(Event::Interrupted {
+            roll_back,
+            by: if let Some(by) = draining {
+                format!("{by}; steps in flight cancelled")
+            } else if self.options.dry_run {
+                "dry-run (nothing to undo)".to_owned()
+            } else if nothing_to_undo {
+                "nothing to undo".to_owned()
+            } else if self.options.yes {
+                "--yes".to_owned()
+            } else if answer == Answer::NoTerminal {
+                "none (no terminal: nothing undone)".to_owned()
+            } else {
+                "terminal".to_owned()
+            },
+        });
+        roll_back
     }
 }
 
-/// A step finished: its dependants have one dependency fewer to wait for.
-fn release(dependants: &[usize], remaining: &mut [usize], ready: &mut BTreeSet<usize>) {
-    for dependant in dependants {
-        remaining[*dependant] -= 1;
-        if remaining[*dependant] == 0 {
-            ready.insert(*dependant);
-        }
-    }
+/// What the way the steps ended calls for.
+enum Conclusion {
+    /// The run ends here, as it is.
+    Finished(Outcome, String),
+    /// Undo the completed steps and roll back; the failure is reported.
+    Compensate(String),
 }

@@ -3,6 +3,31 @@
 use super::*;
 
 impl Run {
+    /// After the undos, the runbook's rollback, if it has one, journaled; whether it succeeded
+    /// (or there was none).
+    pub(super) async fn roll_back(&self, report: &mut RunReport, failure: &str) -> bool {
+        let Some(rollback) = &self.runbook().rollback else {
+            return true;
+        };
+        let summary = rollback_summary(rollback);
+        self.emit(Event::RollbackStarted {
+            summary: summary.clone(),
+        });
+        let result = self.rollback(rollback, failure, report).await;
+        self.emit(Event::RollbackFinished {
+            succeeded: result.is_ok(),
+            error: result.as_ref().err().cloned(),
+        });
+        if let Err(error) = &result {
+            report
+                .must_fix
+                .push(format!("rollback ({summary}) failed: {error}"));
+        }
+        let succeeded = result.is_ok();
+        report.rollback = Some(result);
+        succeeded
+    }
+
     pub(super) fn synthetic_step(&self, id: &str, action: &Action) -> StepSpec {
         StepSpec {
             index: usize::MAX,

@@ -86,6 +86,90 @@ pub enum UndoRecord {
 }
 
 impl Run {
+    /// Undoes the completed steps, newest first: native actions from the state they captured
+    /// before acting, declared undos as written. A step that failed part-way is undone only if
+    /// its object really changed. What cannot be undone is named for a human. Whether every
+    /// undo succeeded.
+    pub(super) async fn compensate(&self, report: &mut RunReport, progress: &Progress) -> bool {
+        let mut succeeded = true;
+        for (position, undo) in progress.completed.iter().rev() {
+            let step = &self.runbook().steps[*position];
+            let summary = &report.steps[*position].summary;
+            let state = match (&step.undo, undo) {
+                (_, None) if matches!(step.action, Action::Call { .. }) => {
+                    report.must_fix.push(format!(
+                        "step `{}` ({summary}) ran another runbook, which this run does not undo: check it, and roll that run back if needed",
+                        step.id
+                    ));
+                    continue;
+                }
+                (UndoSpec::Native(_), None) => {
+                    report.must_fix.push(format!(
+                        "step `{}` ({summary}) has no recorded undo state (it held secrets, or was lost): restore it by hand",
+                        step.id
+                    ));
+                    continue;
+                }
+                (UndoSpec::Missing, _) if step.action.mutates(step.readonly) => {
+                    report.must_fix.push(format!(
+                        "step `{}` ({summary}) changed the system and has no undo: check it by hand",
+                        step.id
+                    ));
+                    continue;
+                }
+                (_, Some(state)) => state,
+                _ => continue,
+            };
+            if progress.partial.contains(position) {
+                match self.unchanged(state).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(error) => {
+                        report.must_fix.push(format!(
+                            "step `{}` ({summary}) failed, and whether it changed anything cannot be checked: {error}",
+                            step.id
+                        ));
+                        continue;
+                    }
+                }
+            }
+            succeeded &= self.undo_step(report, step, state).await;
+        }
+        succeeded
+    }
+
+    /// Undoes one step, journaled; whether it succeeded.
+    async fn undo_step(&self, report: &mut RunReport, step: &StepSpec, state: &UndoState) -> bool {
+        let summary = match state {
+            UndoState::Declared(action) => crate::render::action_summary(&self.plan, action),
+            other => other.describe(),
+        };
+        self.emit(Event::UndoStarted {
+            step: step.id.clone(),
+            summary: summary.clone(),
+        });
+        let result = self.undo(state).await;
+        self.forget_all_facts().await;
+        self.emit(Event::UndoFinished {
+            step: step.id.clone(),
+            succeeded: result.is_ok(),
+            error: result.as_ref().err().cloned(),
+        });
+        if let Err(error) = &result {
+            report.must_fix.push(format!(
+                "undo of step `{}` failed ({summary}): {error}",
+                step.id
+            ));
+        }
+        let succeeded = result.is_ok();
+        report.undos.push(UndoReport {
+            step: step.id.clone(),
+            summary,
+            result,
+        });
+        succeeded
+    }
+
     /// Whether the object a native undo would restore is still as it was before the step
     /// acted (so a failed step changed nothing and there is nothing to undo).
     pub(super) async fn unchanged(&self, state: &UndoState) -> Result<bool, String> {
