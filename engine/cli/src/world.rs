@@ -116,6 +116,7 @@ pub fn describe(event: &Event) -> Option<String> {
             attempt,
             error,
             retry_in_ms,
+            ..
         } => format!(
             "step {step} attempt {attempt} failed: {error}{}",
             retry_in_ms

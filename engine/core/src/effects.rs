@@ -116,6 +116,10 @@ pub enum EffectError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A server-side apply that conflicts with another field manager: the same every time,
+    /// until someone decides who owns the field.
+    #[error("conflict: {0}")]
+    FieldManagerConflict(String),
     /// The server refused the request as invalid (422, a patch that does not apply).
     #[error("invalid: {0}")]
     Invalid(String),
@@ -130,6 +134,33 @@ pub enum EffectError {
     /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+impl EffectError {
+    /// Whether the same request may succeed later. See `exec::StepError::retryable`.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::NotFound(_)
+            | Self::Invalid(_)
+            | Self::Forbidden(_)
+            | Self::FieldManagerConflict(_) => false,
+            Self::Conflict(_) | Self::Blocked(_) | Self::Unavailable(_) | Self::Other(_) => true,
+        }
+    }
+
+    /// The kind, as the journal and scenarios name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
+            Self::FieldManagerConflict(_) => "field-manager-conflict",
+            Self::Invalid(_) => "invalid",
+            Self::Forbidden(_) => "forbidden",
+            Self::Blocked(_) => "blocked",
+            Self::Unavailable(_) => "unavailable",
+            Self::Other(_) => "other",
+        }
+    }
 }
 
 pub type EffectResult<T> = Result<T, EffectError>;

@@ -90,6 +90,9 @@ pub enum Event {
         step: String,
         attempt: u32,
         error: String,
+        /// What kind of failure it was (`forbidden`, `timed-out`...): it decides the retry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_kind: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_in_ms: Option<u64>,
     },
@@ -113,6 +116,8 @@ pub enum Event {
         output: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_kind: Option<String>,
         duration_ms: u64,
     },
     /// Ctrl-C: scheduling stopped; what the human chose.

@@ -181,6 +181,7 @@ mod tests {
             result,
             output: None,
             error: None,
+            error_kind: None,
             duration_ms: 1,
         })
     }

@@ -138,6 +138,9 @@ impl Failure {
         };
         match self.status {
             Some(404) => EffectError::NotFound(message),
+            Some(409) if self.causes.iter().any(|c| c == "FieldManagerConflict") => {
+                EffectError::FieldManagerConflict(message)
+            }
             Some(409) => EffectError::Conflict(message),
             Some(400 | 415 | 422) => EffectError::Invalid(message),
             Some(401 | 403) => EffectError::Forbidden(message),
@@ -399,7 +402,7 @@ mod tests {
         let error = failure.into_error("apply Deployment shop/api", 1);
         assert_eq!(
             error,
-            EffectError::Conflict(
+            EffectError::FieldManagerConflict(
                 "apply Deployment shop/api: Apply failed with 1 conflict (HTTP 409)".to_owned()
             )
         );

@@ -1124,7 +1124,7 @@ fn apply_creates_then_updates_under_the_runbook_field_manager_and_is_undone() {
         // using v1: .data.owner`. The name quoted, so that `runbook` and `runbook-it` differ.
         let other = format!("\"{SETUP_MANAGER}\"");
         assert!(
-            matches!(&conflict, Err(EffectError::Conflict(m)) if m.contains(&other)),
+            matches!(&conflict, Err(EffectError::FieldManagerConflict(m)) if m.contains(&other)),
             "the conflict names the other manager: {conflict:?}"
         );
         assert_eq!(sandbox.read(&shared).await["data"]["owner"], "someone");
@@ -1169,7 +1169,7 @@ fn apply_creates_then_updates_under_the_runbook_field_manager_and_is_undone() {
         let conflict = sandbox.cluster.apply(&over_the_patch, DryRun::No).await;
         let ours = format!("\"{FIELD_MANAGER}\"");
         assert!(
-            matches!(&conflict, Err(EffectError::Conflict(m)) if m.contains(&ours)),
+            matches!(&conflict, Err(EffectError::FieldManagerConflict(m)) if m.contains(&ours)),
             "an apply over runbook's own patch conflicts with it: {conflict:?}"
         );
         assert_eq!(sandbox.read(&shared).await["data"]["mode"], "patched");

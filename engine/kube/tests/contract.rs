@@ -749,7 +749,7 @@ async fn an_apply_conflict_with_another_field_manager_is_reported_not_retried() 
         .expect_err("conflict");
     assert_eq!(
         error,
-        EffectError::Conflict("apply Deployment shop/api: Apply failed with 1 conflict: conflict with \"kubectl-edit\" using apps/v1: .spec.replicas (HTTP 409)".to_owned())
+        EffectError::FieldManagerConflict("apply Deployment shop/api: Apply failed with 1 conflict: conflict with \"kubectl-edit\" using apps/v1: .spec.replicas (HTTP 409)".to_owned())
     );
     assert_eq!(sent(&api, "PATCH", API).len(), 1);
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Run {
-    pub(super) async fn key(&self, target: &Target) -> Result<ObjectKey, String> {
+    pub(super) async fn key(&self, target: &Target) -> Result<ObjectKey, StepError> {
         let namespace = if is_cluster_scoped(&target.kind) {
             None
         } else {
@@ -25,7 +25,7 @@ impl Run {
         &self,
         expression: &Expression,
         object: Option<&Json>,
-    ) -> Result<rhai::Scope<'static>, String> {
+    ) -> Result<rhai::Scope<'static>, StepError> {
         let mut roots: BTreeMap<String, Json> = BTreeMap::new();
         for name in facts_read(&self.fact_names, expression) {
             let value = self.fact(&name).await?;
@@ -33,14 +33,14 @@ impl Run {
         }
         let mut scope = rhai::Scope::new();
         for (root, value) in roots {
-            let dynamic = rhai::serde::to_dynamic(&value).map_err(|e| e.to_string())?;
+            let dynamic = rhai::serde::to_dynamic(&value).map_err(StepError::from)?;
             scope.push_constant_dynamic(root, dynamic);
         }
         scope.push_constant("params", self.params.clone());
         if let Some(object) = object {
             scope.push_constant_dynamic(
                 "object",
-                rhai::serde::to_dynamic(object).map_err(|e| e.to_string())?,
+                rhai::serde::to_dynamic(object).map_err(StepError::from)?,
             );
         }
         Ok(scope)
@@ -50,24 +50,26 @@ impl Run {
         &self,
         expression: &Expression,
         object: Option<&Json>,
-    ) -> Result<Dynamic, String> {
+    ) -> Result<Dynamic, StepError> {
         let mut scope = self.scope(expression, object).await?;
         sandboxed_engine()
             .eval_ast_with_scope::<Dynamic>(&mut scope, &expression.ast)
-            .map_err(|error| format!("`{}`: {}", expression.source.trim(), error))
+            .map_err(|error| {
+                StepError::Expression(format!("`{}`: {}", expression.source.trim(), error))
+            })
     }
 
     pub(super) async fn eval_bool(
         &self,
         expression: &Expression,
         object: Option<&Json>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StepError> {
         let value = self.eval(expression, object).await?;
         value.as_bool().map_err(|kind| {
-            format!(
+            StepError::Expression(format!(
                 "`{}` gave {kind} `{value}`, not true or false",
                 expression.source.trim()
-            )
+            ))
         })
     }
 
@@ -75,7 +77,7 @@ impl Run {
         &self,
         template: &Template,
         object: Option<&Json>,
-    ) -> Result<String, String> {
+    ) -> Result<String, StepError> {
         let mut out = String::new();
         for part in &template.parts {
             match part {
@@ -86,7 +88,7 @@ impl Run {
                         out.push_str(&value.to_string());
                     } else {
                         let json =
-                            rhai::serde::from_dynamic::<Json>(&value).map_err(|e| e.to_string())?;
+                            rhai::serde::from_dynamic::<Json>(&value).map_err(StepError::from)?;
                         out.push_str(&match json {
                             Json::String(text) => text,
                             other => other.to_string(),
@@ -101,7 +103,7 @@ impl Run {
     pub(super) async fn render_opt(
         &self,
         template: Option<&Template>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, StepError> {
         match template {
             Some(template) => self.render(template, None).await.map(Some),
             None => Ok(None),
@@ -113,7 +115,7 @@ impl Run {
         namespace: &Template,
         pod: &Template,
         container: Option<&Template>,
-    ) -> Result<PodRef, String> {
+    ) -> Result<PodRef, StepError> {
         Ok(PodRef {
             namespace: self.render(namespace, None).await?,
             pod: self.render(pod, None).await?,
@@ -121,7 +123,10 @@ impl Run {
         })
     }
 
-    pub(super) async fn render_all(&self, templates: &[Template]) -> Result<Vec<String>, String> {
+    pub(super) async fn render_all(
+        &self,
+        templates: &[Template],
+    ) -> Result<Vec<String>, StepError> {
         let mut out = Vec::with_capacity(templates.len());
         for template in templates {
             out.push(self.render(template, None).await?);
@@ -129,7 +134,7 @@ impl Run {
         Ok(out)
     }
 
-    pub(super) async fn render_json(&self, value: &JsonTemplate) -> Result<Json, String> {
+    pub(super) async fn render_json(&self, value: &JsonTemplate) -> Result<Json, StepError> {
         Ok(match value {
             JsonTemplate::Literal(value) => value.clone(),
             JsonTemplate::String(template) => Json::String(self.render(template, None).await?),
@@ -150,7 +155,7 @@ impl Run {
         })
     }
 
-    pub(super) async fn render_action_summary(&self, action: &Action) -> Result<String, String> {
+    pub(super) async fn render_action_summary(&self, action: &Action) -> Result<String, StepError> {
         // Params are already substituted by the plan renderer; facts in templates are shown as
         // written there, which is what the journal should say before anything is read.
         Ok(crate::render::action_summary(&self.plan, action))

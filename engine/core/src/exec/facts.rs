@@ -26,7 +26,7 @@ impl Run {
     }
 
     /// The value of a fact: from the cache, or read now (and journaled).
-    pub(super) async fn fact(&self, name: &str) -> Result<Json, String> {
+    pub(super) async fn fact(&self, name: &str) -> Result<Json, StepError> {
         if let Some(value) = self.facts.lock().await.get(name) {
             return Ok(value.clone());
         }
@@ -35,7 +35,7 @@ impl Run {
             .facts
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("unknown fact `{name}`"))?;
+            .ok_or_else(|| StepError::Refused(format!("unknown fact `{name}`")))?;
         let generation = self
             .fact_generation
             .load(std::sync::atomic::Ordering::SeqCst);
@@ -71,14 +71,17 @@ impl Run {
             Err(error) => {
                 self.emit(Event::FactFailed {
                     fact: name.to_owned(),
-                    error: error.clone(),
+                    error: error.to_string(),
                 });
-                Err(format!("fact `{name}`: {error}"))
+                Err(StepError::Fact {
+                    name: name.to_owned(),
+                    error: Box::new(error),
+                })
             }
         }
     }
 
-    pub(super) async fn read_fact(&self, fact: &FactSpec) -> Result<Json, String> {
+    pub(super) async fn read_fact(&self, fact: &FactSpec) -> Result<Json, StepError> {
         let raw = match &fact.source {
             FactSource::Kubernetes {
                 api_version,
@@ -109,7 +112,7 @@ impl Run {
                             .cluster
                             .get(&key)
                             .await
-                            .map_err(|e| e.to_string())?
+                            .map_err(StepError::from)?
                     }
                     None => {
                         let query = ListQuery {
@@ -123,7 +126,7 @@ impl Run {
                             .cluster
                             .list(&query)
                             .await
-                            .map_err(|e| e.to_string())?
+                            .map_err(StepError::from)?
                     }
                 };
                 if kind == "Secret" {
@@ -155,7 +158,7 @@ impl Run {
                     .cluster
                     .exec(&pod, &argv, FACT_TIMEOUT)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StepError::from)?;
                 parse_output(&output, *format)?
             }
             FactSource::Logs {
@@ -171,7 +174,7 @@ impl Run {
                     .cluster
                     .logs(&pod, *tail)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StepError::from)?;
                 parse_log(&log, *format)?
             }
             FactSource::Command { argv, format } => {
@@ -181,7 +184,7 @@ impl Run {
                     .processes
                     .run(&argv, FACT_TIMEOUT)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StepError::from)?;
                 parse_output(&output, *format)?
             }
             FactSource::Http {
@@ -204,19 +207,23 @@ impl Run {
                     .http
                     .get(&url, &rendered_query, &rendered_headers)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(StepError::from)?;
                 if !(200..300).contains(&response.status) {
-                    return Err(format!("GET {url} answered {}", response.status));
+                    return Err(StepError::Other(format!(
+                        "GET {url} answered {}",
+                        response.status
+                    )));
                 }
                 match format {
-                    OutputFormat::Json => serde_json::from_str(&response.body)
-                        .map_err(|e| format!("GET {url}: the body is not JSON: {e}"))?,
+                    OutputFormat::Json => serde_json::from_str(&response.body).map_err(|e| {
+                        StepError::Command(format!("GET {url}: the body is not JSON: {e}"))
+                    })?,
                     OutputFormat::Text => Json::String(response.body.trim().to_owned()),
                 }
             }
             FactSource::Expr(expression) => {
                 let value = self.eval(expression, None).await?;
-                rhai::serde::from_dynamic::<Json>(&value).map_err(|e| e.to_string())?
+                rhai::serde::from_dynamic::<Json>(&value).map_err(StepError::from)?
             }
         };
         Ok(match &fact.jsonpath {
@@ -228,20 +235,21 @@ impl Run {
 
 /// A probe's output as a value. JSON output is used whatever the exit status (`bao status`
 /// exits 2 when sealed, and says so in JSON); otherwise a non-zero status is an error.
-pub(super) fn parse_output(output: &CommandOutput, format: OutputFormat) -> Result<Json, String> {
+pub(super) fn parse_output(
+    output: &CommandOutput,
+    format: OutputFormat,
+) -> Result<Json, StepError> {
     match format {
         OutputFormat::Json => match serde_json::from_str::<Json>(&output.stdout) {
             Ok(value) => Ok(value),
-            Err(error) if output.exit_code == 0 => Err(format!("the output is not JSON: {error}")),
-            Err(_) => Err(command_result(output.clone(), false)
-                .err()
-                .unwrap_or_default()),
+            Err(error) if output.exit_code == 0 => Err(StepError::Command(format!(
+                "the output is not JSON: {error}"
+            ))),
+            Err(_) => Err(command_failure(output)),
         },
         OutputFormat::Text => {
             if output.exit_code != 0 {
-                return Err(command_result(output.clone(), false)
-                    .err()
-                    .unwrap_or_default());
+                return Err(command_failure(output));
             }
             Ok(Json::String(output.stdout.trim().to_owned()))
         }
@@ -249,7 +257,7 @@ pub(super) fn parse_output(output: &CommandOutput, format: OutputFormat) -> Resu
 }
 
 /// A log as a value: one string, its lines, or one JSON value a line (blank lines skipped).
-pub(super) fn parse_log(log: &str, format: LogFormat) -> Result<Json, String> {
+pub(super) fn parse_log(log: &str, format: LogFormat) -> Result<Json, StepError> {
     match format {
         LogFormat::Text => Ok(Json::String(log.trim_end().to_owned())),
         LogFormat::Lines => Ok(Json::Array(
@@ -262,8 +270,12 @@ pub(super) fn parse_log(log: &str, format: LogFormat) -> Result<Json, String> {
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
             .map(|(index, line)| {
-                serde_json::from_str::<Json>(line)
-                    .map_err(|error| format!("line {} of the log is not JSON: {error}", index + 1))
+                serde_json::from_str::<Json>(line).map_err(|error| {
+                    StepError::Command(format!(
+                        "line {} of the log is not JSON: {error}",
+                        index + 1
+                    ))
+                })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Json::Array),
@@ -272,11 +284,11 @@ pub(super) fn parse_log(log: &str, format: LogFormat) -> Result<Json, String> {
 
 /// Applies a JSONPath selection as kubectl does: one match is the value, none is null, and a
 /// query that can match many (wildcards, filters, slices, recursion) is always a list.
-pub(super) fn select(value: &Json, query: &str) -> Result<Json, String> {
+pub(super) fn select(value: &Json, query: &str) -> Result<Json, StepError> {
     use jsonpath_rust::JsonPath;
     let found = value
         .query(query)
-        .map_err(|e| format!("JSONPath `{query}`: {e}"))?;
+        .map_err(|e| StepError::Expression(format!("JSONPath `{query}`: {e}")))?;
     let many = query.contains('*')
         || query.contains("..")
         || query.contains("?(")

@@ -9,6 +9,7 @@
 //! reported. Facts are read lazily, cached for the run, and forgotten after any mutation.
 
 mod actions;
+mod error;
 mod eval;
 mod facts;
 mod gate;
@@ -21,13 +22,14 @@ mod step;
 mod undo;
 
 pub use actions::inverse_merge_patch;
+pub use error::StepError;
 pub use interrupt::Interrupt;
 pub use report::{RunReport, StepReport, StepStatus, UndoReport};
 pub use undo::UndoRecord;
 
-use actions::command_result;
+use actions::command_failure;
 use eval::is_cluster_scoped;
-use gate::GateRefused;
+use gate::Gate;
 use schedule::{Halt, Progress};
 use step::Finished;
 use undo::UndoState;
@@ -345,7 +347,7 @@ impl Run {
         for (index, check) in self.runbook().preconditions.iter().enumerate() {
             let (held, error) = match self.eval_bool(&check.expr, None).await {
                 Ok(held) => (held, None),
-                Err(error) => (false, Some(error)),
+                Err(error) => (false, Some(error.to_string())),
             };
             self.emit(Event::PreconditionChecked {
                 index,

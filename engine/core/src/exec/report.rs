@@ -87,14 +87,15 @@ impl Run {
         step: &StepSpec,
         result: StepResult,
         output: Option<String>,
-        error: Option<String>,
+        error: Option<&StepError>,
         elapsed: Duration,
     ) {
         self.emit(Event::StepFinished {
             step: step.id.clone(),
             result,
             output,
-            error,
+            error: error.map(ToString::to_string),
+            error_kind: error.map(|error| error.kind().to_owned()),
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         });
         if let Some(observer) = &self.effects.observer {

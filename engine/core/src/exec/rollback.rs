@@ -13,7 +13,10 @@ impl Run {
         self.emit(Event::RollbackStarted {
             summary: summary.clone(),
         });
-        let result = self.rollback(rollback, failure, report).await;
+        let result = self
+            .rollback(rollback, failure, report)
+            .await
+            .map_err(|error| error.to_string());
         self.emit(Event::RollbackFinished {
             succeeded: result.is_ok(),
             error: result.as_ref().err().cloned(),
@@ -50,7 +53,7 @@ impl Run {
         rollback: &RollbackSpec,
         failure: &str,
         report: &RunReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         match rollback {
             RollbackSpec::Named(named) => {
                 let undone = report
@@ -92,7 +95,7 @@ impl Run {
                     .notifier
                     .send(&notification)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(StepError::from)
             }
             RollbackSpec::Runbook { name, params } => {
                 let mut sets = Vec::new();
@@ -122,17 +125,17 @@ impl Run {
                     .await;
                     match performed {
                         Err(_) => {
-                            return Err(format!(
+                            return Err(StepError::Other(format!(
                                 "rollback step `{}` timed out after {}",
                                 step.id,
                                 format_duration(step.timeout)
-                            ))
+                            )))
                         }
-                        Ok(Err(error)) => {
-                            return Err(format!("rollback step `{}`: {error}", step.id))
-                        }
-                        Ok(Ok(Finished::Failed(error))) => {
-                            return Err(format!("rollback step `{}`: {error}", step.id))
+                        Ok(Err(error)) | Ok(Ok(Finished::Failed(error))) => {
+                            return Err(StepError::Other(format!(
+                                "rollback step `{}`: {error}",
+                                step.id
+                            )))
                         }
                         Ok(Ok(_)) => continue,
                     }

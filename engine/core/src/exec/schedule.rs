@@ -323,10 +323,13 @@ impl Run {
                 return GatePassage::Skipped(reason);
             }
         }
-        match self.gate(step).await {
-            Ok(()) => GatePassage::Open,
-            Err(GateRefused::Stop(reason)) => GatePassage::Refused(reason),
-            Err(GateRefused::Paused) => GatePassage::Paused,
+        let gate = self.gate(step).await;
+        if gate == Gate::Paused {
+            return GatePassage::Paused;
+        }
+        match Self::refusal(&gate, step) {
+            Some(reason) => GatePassage::Refused(reason),
+            None => GatePassage::Open,
         }
     }
 
@@ -342,7 +345,7 @@ impl Run {
                 step,
                 StepResult::Failed,
                 None,
-                Some("interrupted by Ctrl-C".to_owned()),
+                Some(&StepError::Interrupted),
                 Duration::ZERO,
             );
             if step.action.mutates(step.readonly) && !self.options.dry_run {
@@ -384,8 +387,8 @@ impl Run {
                 self.finish_step(step, StepResult::DryRun, Some(output), None, elapsed);
             }
             Finished::Failed(error) => {
-                report.steps[position].status = StepStatus::Failed(error.clone());
-                self.finish_step(step, StepResult::Failed, None, Some(error.clone()), elapsed);
+                report.steps[position].status = StepStatus::Failed(error.to_string());
+                self.finish_step(step, StepResult::Failed, None, Some(&error), elapsed);
                 self.after_failed_mutation(scheduler, report, position)
                     .await;
                 Halt::raise(

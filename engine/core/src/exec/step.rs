@@ -11,7 +11,7 @@ pub(super) enum Finished {
     },
     Skipped(String),
     DryRun(String),
-    Failed(String),
+    Failed(StepError),
 }
 
 impl Run {
@@ -38,7 +38,9 @@ impl Run {
                     return Finished::Skipped(reason);
                 }
                 Err(error) => {
-                    return Finished::Failed(format!("`when` could not be evaluated: {error}"))
+                    return Finished::Failed(StepError::Expression(format!(
+                        "`when` could not be evaluated: {error}"
+                    )))
                 }
             }
         }
@@ -46,14 +48,11 @@ impl Run {
         let mut backoff = step.retries.backoff;
         loop {
             attempt += 1;
-            let outcome = match tokio::time::timeout(step.timeout, self.perform(step, attempt))
-                .await
-            {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    Finished::Failed(format!("timed out after {}", format_duration(step.timeout)))
-                }
-            };
+            let outcome =
+                match tokio::time::timeout(step.timeout, self.perform(step, attempt)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Finished::Failed(StepError::TimedOut(step.timeout)),
+                };
             if (step.action.mutates(step.readonly) || matches!(step.action, Action::Call { .. }))
                 && !self.options.dry_run
             {
@@ -61,13 +60,17 @@ impl Run {
                 self.forget_all_facts().await;
             }
             match outcome {
+                // The retry policy: only what another attempt may fix is tried again.
                 Finished::Failed(error)
-                    if attempt <= step.retries.retries && !self.options.dry_run =>
+                    if attempt <= step.retries.retries
+                        && !self.options.dry_run
+                        && error.retryable() =>
                 {
                     self.emit(Event::StepAttemptFailed {
                         step: step.id.clone(),
                         attempt,
-                        error,
+                        error: error.to_string(),
+                        error_kind: Some(error.kind().to_owned()),
                         retry_in_ms: Some(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX)),
                     });
                     self.effects.clock.sleep(backoff).await;
@@ -92,7 +95,7 @@ impl Run {
         attempt: u32,
         mutation: String,
         undo: Option<&UndoState>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         if self.options.dry_run {
             return Ok(());
         }
@@ -107,7 +110,7 @@ impl Run {
             undo_state: undo.and_then(|state| serde_json::to_value(state.record()).ok()),
         });
         match self.journal_broken() {
-            Some(error) => Err(error),
+            Some(error) => Err(StepError::Journal(error)),
             None => Ok(()),
         }
     }

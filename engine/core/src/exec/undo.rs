@@ -148,7 +148,7 @@ impl Run {
             step: step.id.clone(),
             summary: summary.clone(),
         });
-        let result = self.undo(state).await;
+        let result = self.undo(state).await.map_err(|error| error.to_string());
         self.forget_all_facts().await;
         self.emit(Event::UndoFinished {
             step: step.id.clone(),
@@ -172,14 +172,14 @@ impl Run {
 
     /// Whether the object a native undo would restore is still as it was before the step
     /// acted (so a failed step changed nothing and there is nothing to undo).
-    pub(super) async fn unchanged(&self, state: &UndoState) -> Result<bool, String> {
+    pub(super) async fn unchanged(&self, state: &UndoState) -> Result<bool, StepError> {
         let cluster = &self.effects.cluster;
         let UndoState::Native(record) = state else {
             return Ok(false);
         };
         match record {
             UndoRecord::Replicas { key, previous } => {
-                let object = cluster.get(key).await.map_err(|e| e.to_string())?;
+                let object = cluster.get(key).await.map_err(StepError::from)?;
                 Ok(object
                     .pointer("/spec/replicas")
                     .and_then(Json::as_i64)
@@ -187,7 +187,7 @@ impl Run {
                     == *previous)
             }
             UndoRecord::MergePatch { key, inverse } => {
-                let object = cluster.get(key).await.map_err(|e| e.to_string())?;
+                let object = cluster.get(key).await.map_err(StepError::from)?;
                 let mut restored = object.clone();
                 json_patch::merge(&mut restored, inverse);
                 Ok(restored == object)
@@ -198,7 +198,7 @@ impl Run {
             } => match cluster.get(key).await {
                 Err(EffectError::NotFound(_)) => Ok(true),
                 Ok(_) => Ok(false),
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err(error.into()),
             },
             UndoRecord::Applied { .. } => Ok(false),
             UndoRecord::Unschedulable { node, previous } => {
@@ -208,26 +208,26 @@ impl Run {
         }
     }
 
-    pub(super) async fn undo(&self, state: &UndoState) -> Result<(), String> {
+    pub(super) async fn undo(&self, state: &UndoState) -> Result<(), StepError> {
         let cluster = &self.effects.cluster;
         match state {
             UndoState::Native(UndoRecord::Replicas { key, previous }) => cluster
                 .scale(key, *previous, DryRun::No)
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string()),
+                .map_err(StepError::from),
             UndoState::Native(UndoRecord::MergePatch { key, inverse }) => cluster
                 .patch(key, PatchType::Merge, inverse, DryRun::No)
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string()),
+                .map_err(StepError::from),
             UndoState::Native(UndoRecord::Applied {
                 key,
                 previous: None,
             }) => cluster
                 .delete(key, None, None, DryRun::No)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(StepError::from),
             UndoState::Native(UndoRecord::Applied {
                 previous: Some(previous),
                 ..
@@ -251,14 +251,16 @@ impl Run {
                     .apply(&previous, DryRun::No)
                     .await
                     .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(StepError::from)
             }
             UndoState::Native(UndoRecord::Unschedulable { node, previous }) => cluster
                 .set_unschedulable(node, *previous, DryRun::No)
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string()),
-            UndoState::Native(UndoRecord::Declared) => Err("no undo state was recorded".to_owned()),
+                .map_err(StepError::from),
+            UndoState::Native(UndoRecord::Declared) => {
+                Err(StepError::Refused("no undo state was recorded".to_owned()))
+            }
             UndoState::Declared(action) => {
                 let step = self.synthetic_step("undo", action);
                 match tokio::time::timeout(
@@ -267,7 +269,7 @@ impl Run {
                 )
                 .await
                 {
-                    Err(_) => Err(format!("timed out after {}", format_duration(step.timeout))),
+                    Err(_) => Err(StepError::TimedOut(step.timeout)),
                     Ok(Err(error)) | Ok(Ok(Finished::Failed(error))) => Err(error),
                     Ok(Ok(_)) => Ok(()),
                 }

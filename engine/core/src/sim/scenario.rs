@@ -300,6 +300,7 @@ impl FaultVerb {
 pub enum ErrorKind {
     NotFound,
     Conflict,
+    FieldManagerConflict,
     Invalid,
     Forbidden,
     Blocked,
@@ -313,6 +314,7 @@ impl ErrorKind {
         match self {
             Self::NotFound => EffectError::NotFound(message),
             Self::Conflict => EffectError::Conflict(message),
+            Self::FieldManagerConflict => EffectError::FieldManagerConflict(message),
             Self::Invalid => EffectError::Invalid(message),
             Self::Forbidden => EffectError::Forbidden(message),
             Self::Blocked => EffectError::Blocked(message),

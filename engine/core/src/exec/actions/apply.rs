@@ -9,7 +9,7 @@ impl Run {
         step: &StepSpec,
         attempt: u32,
         manifest: &JsonTemplate,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let dry = self.dry();
         let mut manifest = self.render_json(manifest).await?;
         let key = manifest_key(&manifest, &self.options.namespace)?;
@@ -37,7 +37,7 @@ impl Run {
                 Some(object)
             }
             Err(EffectError::NotFound(_)) => None,
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(error.into()),
         };
         let existed = previous.is_some();
         let undo = self.undo_for(
@@ -52,7 +52,7 @@ impl Run {
             .cluster
             .apply(&manifest, dry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(self.native_done(
             format!("{key}: {}", if existed { "updated" } else { "created" }),
             undo,
@@ -60,22 +60,28 @@ impl Run {
     }
 }
 
-pub(in crate::exec) fn manifest_key(manifest: &Json, namespace: &str) -> Result<ObjectKey, String> {
+pub(in crate::exec) fn manifest_key(
+    manifest: &Json,
+    namespace: &str,
+) -> Result<ObjectKey, StepError> {
     let field = |pointer: &str| {
         manifest
             .pointer(pointer)
             .and_then(Json::as_str)
             .map(str::to_owned)
     };
-    let kind = field("/kind").ok_or("the manifest has no kind")?;
+    let kind =
+        field("/kind").ok_or_else(|| StepError::Refused("the manifest has no kind".to_owned()))?;
     Ok(ObjectKey {
-        api_version: field("/apiVersion").ok_or("the manifest has no apiVersion")?,
+        api_version: field("/apiVersion")
+            .ok_or_else(|| StepError::Refused("the manifest has no apiVersion".to_owned()))?,
         namespace: if is_cluster_scoped(&kind) {
             None
         } else {
             Some(field("/metadata/namespace").unwrap_or_else(|| namespace.to_owned()))
         },
-        name: field("/metadata/name").ok_or("the manifest has no metadata.name")?,
+        name: field("/metadata/name")
+            .ok_or_else(|| StepError::Refused("the manifest has no metadata.name".to_owned()))?,
         kind,
     })
 }

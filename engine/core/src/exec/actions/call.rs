@@ -7,7 +7,7 @@ impl Run {
         &self,
         runbook: &str,
         params: &BTreeMap<String, JsonTemplate>,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let mut sets = Vec::new();
         for (name, value) in params {
             let value = self.render_json(value).await?;
@@ -32,19 +32,17 @@ impl Run {
         &self,
         name: &str,
         sets: &[(String, String)],
-    ) -> Result<String, String> {
-        let catalog = self
-            .options
-            .catalog
-            .clone()
-            .ok_or_else(|| format!("runbook `{name}` cannot be called: no catalog"))?;
+    ) -> Result<String, StepError> {
+        let catalog = self.options.catalog.clone().ok_or_else(|| {
+            StepError::Refused(format!("runbook `{name}` cannot be called: no catalog"))
+        })?;
         let runbook = catalog
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("unknown runbook `{name}`"))?;
+            .ok_or_else(|| StepError::Refused(format!("unknown runbook `{name}`")))?;
         let (bindings, errors) = crate::bind::bind(&runbook, sets, None);
         if let Some(error) = errors.first() {
-            return Err(format!("runbook `{name}`: {error}"));
+            return Err(StepError::Refused(format!("runbook `{name}`: {error}")));
         }
         let plan = Arc::new(crate::compile::Compiler::compile(runbook, bindings, None));
         let mut options = self.options.clone();
@@ -54,10 +52,10 @@ impl Run {
         let report = execute_boxed(plan, self.effects.clone(), options).await;
         match report.outcome {
             Outcome::Succeeded => Ok(format!("runbook `{name}` succeeded")),
-            other => Err(format!(
+            other => Err(StepError::Other(format!(
                 "runbook `{name}` ended {other:?}: {}",
                 report.message
-            )),
+            ))),
         }
     }
 }

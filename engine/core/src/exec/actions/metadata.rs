@@ -11,7 +11,7 @@ impl Run {
         target: &Target,
         set: &BTreeMap<String, Option<Template>>,
         annotate: bool,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let dry = self.dry();
         let key = self.key(target).await?;
         let field = if annotate { "annotations" } else { "labels" };
@@ -35,7 +35,7 @@ impl Run {
             .cluster
             .get(&key)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         let undo = self.undo_for(
             step,
             Some(UndoState::Native(UndoRecord::MergePatch {
@@ -55,7 +55,7 @@ impl Run {
         } else {
             cluster.label(&key, &values, dry).await
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
         Ok(self.native_done(format!("{key}: {field} set"), undo))
     }
 
@@ -66,7 +66,7 @@ impl Run {
         target: &Target,
         propagation: &Option<Propagation>,
         grace_period_seconds: &Option<u32>,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let dry = self.dry();
         let key = self.key(target).await?;
         let undo = self.undo_for(step, None);
@@ -75,7 +75,7 @@ impl Run {
             .cluster
             .delete(&key, *propagation, *grace_period_seconds, dry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(self.native_done(format!("{key}: deleted"), undo))
     }
 }

@@ -13,7 +13,7 @@ mod verify;
 mod wait;
 
 pub use patch::inverse_merge_patch;
-pub(in crate::exec) use process::command_result;
+pub(in crate::exec) use process::command_failure;
 
 use super::*;
 
@@ -29,7 +29,7 @@ impl Run {
         step: &StepSpec,
         action: &Action,
         attempt: u32,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         match action {
             Action::Run { argv } => self.run_process(step, attempt, argv).await,
             Action::Exec {

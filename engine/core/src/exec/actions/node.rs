@@ -9,7 +9,7 @@ impl Run {
         attempt: u32,
         node: &Template,
         wanted: bool,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let dry = self.dry();
         let node = self.render(node, None).await?;
         let previous = self.node_unschedulable(&node).await?;
@@ -26,7 +26,7 @@ impl Run {
             .cluster
             .set_unschedulable(&node, wanted, dry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(self.native_done(
             format!("node {node}: unschedulable {previous} -> {wanted}"),
             undo,
@@ -40,7 +40,7 @@ impl Run {
         node: &Template,
         delete_empty_dir_data: &bool,
         eviction_timeout: &Duration,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let dry = self.dry();
         let node = self.render(node, None).await?;
         let previous = self.node_unschedulable(&node).await?;
@@ -61,7 +61,7 @@ impl Run {
             .cluster
             .drain(&node, &options, dry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(self.native_done(
             format!(
                 "node {node}: evicted {} pod(s), skipped {}",
@@ -72,7 +72,7 @@ impl Run {
         ))
     }
 
-    pub(in crate::exec) async fn node_unschedulable(&self, node: &str) -> Result<bool, String> {
+    pub(in crate::exec) async fn node_unschedulable(&self, node: &str) -> Result<bool, StepError> {
         let key = ObjectKey {
             api_version: "v1".to_owned(),
             kind: "Node".to_owned(),
@@ -84,7 +84,7 @@ impl Run {
             .cluster
             .get(&key)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(object
             .pointer("/spec/unschedulable")
             .and_then(Json::as_bool)

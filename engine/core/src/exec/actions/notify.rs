@@ -7,7 +7,7 @@ impl Run {
         &self,
         message: &MessageSpec,
         page: bool,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let notification = Notification {
             kind: if page {
                 NotificationKind::Page
@@ -30,7 +30,7 @@ impl Run {
             .notifier
             .send(&notification)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(done(Some(format!("sent: {}", notification.message)), None))
     }
 }

@@ -15,7 +15,7 @@ pub(in crate::exec) struct PatchCall<'a> {
 pub(in crate::exec) enum PatchError {
     /// The server refused the known object's resourceVersion: it changed since.
     Stale,
-    Failed(String),
+    Failed(StepError),
 }
 
 impl Run {
@@ -26,7 +26,7 @@ impl Run {
         target: &Target,
         patch_type: &PatchType,
         body: &JsonTemplate,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let key = self.key(target).await?;
         let body = self.render_json(body).await?;
         // The object as this run's last patch of it left it, when the server can
@@ -59,7 +59,7 @@ impl Run {
             .cluster
             .get(&key)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         let patch = PatchCall {
             key: &key,
             patch_type: *patch_type,
@@ -68,7 +68,7 @@ impl Run {
         self.patch_from(step, attempt, patch, current, false)
             .await
             .map_err(|error| match error {
-                PatchError::Stale => "the object kept changing".to_owned(),
+                PatchError::Stale => StepError::Other("the object kept changing".to_owned()),
                 PatchError::Failed(error) => error,
             })
     }
@@ -129,7 +129,7 @@ impl Run {
         {
             Ok(after) => after,
             Err(EffectError::Conflict(_)) if version.is_some() => return Err(PatchError::Stale),
-            Err(error) => return Err(PatchError::Failed(error.to_string())),
+            Err(error) => return Err(PatchError::Failed(error.into())),
         };
         let changed = field_changes(&current, &after);
         if !self.options.dry_run && patch_type != PatchType::Json {

@@ -8,7 +8,7 @@ impl Run {
         step: &StepSpec,
         attempt: u32,
         argv: &[Template],
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let argv = self.render_all(argv).await?;
         let shown = shell_words::join(&argv);
         if self.options.dry_run && !step.readonly {
@@ -27,13 +27,13 @@ impl Run {
             .processes
             .run(&argv, step.timeout)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         let output = CommandOutput {
             stdout: self.redactor.redact(&output.stdout),
             stderr: self.redactor.redact(&output.stderr),
             ..output
         };
-        command_result(output, self.options.dry_run && step.readonly).map(|(out, _)| {
+        command_result(&output).map(|out| {
             if self.options.dry_run {
                 Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
             } else {
@@ -50,7 +50,7 @@ impl Run {
         pod: &Template,
         container: Option<&Template>,
         argv: &[Template],
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let pod = self.pod_ref(namespace, pod, container).await?;
         let argv = self.render_all(argv).await?;
         let shown = format!(
@@ -70,13 +70,13 @@ impl Run {
             .cluster
             .exec(&pod, &argv, step.timeout)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         let output = CommandOutput {
             stdout: self.redactor.redact(&output.stdout),
             stderr: self.redactor.redact(&output.stderr),
             ..output
         };
-        command_result(output, false).map(|(out, _)| {
+        command_result(&output).map(|out| {
             if self.options.dry_run {
                 Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
             } else {
@@ -87,25 +87,27 @@ impl Run {
 }
 
 /// A process result: success with its last line of output, or a failure saying why.
-pub(in crate::exec) fn command_result(
-    output: CommandOutput,
-    _dry: bool,
-) -> Result<(Option<String>, i32), String> {
+pub(in crate::exec) fn command_result(output: &CommandOutput) -> Result<Option<String>, StepError> {
     if output.exit_code != 0 {
-        let detail = last_line(&output.stderr)
-            .or_else(|| last_line(&output.stdout))
-            .unwrap_or_default();
-        return Err(format!(
-            "exited with status {}{}",
-            output.exit_code,
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(": {detail}")
-            }
-        ));
+        return Err(command_failure(output));
     }
-    Ok((last_line(&output.stdout), output.exit_code))
+    Ok(last_line(&output.stdout))
+}
+
+/// Why a process that exited non-zero failed: its status and the last line it printed.
+pub(in crate::exec) fn command_failure(output: &CommandOutput) -> StepError {
+    let detail = last_line(&output.stderr)
+        .or_else(|| last_line(&output.stdout))
+        .unwrap_or_default();
+    StepError::Command(format!(
+        "exited with status {}{}",
+        output.exit_code,
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {detail}")
+        }
+    ))
 }
 
 pub(in crate::exec) fn last_line(text: &str) -> Option<String> {

@@ -9,7 +9,7 @@ impl Run {
         attempt: u32,
         target: &Target,
         replicas: &IntValue,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let dry = self.dry();
         let key = self.key(target).await?;
         let count = match replicas {
@@ -20,7 +20,9 @@ impl Run {
                     .parse::<i64>()
                     .ok()
                     .filter(|n| *n >= 0)
-                    .ok_or_else(|| format!("replicas `{text}` is not a count"))?
+                    .ok_or_else(|| {
+                        StepError::Refused(format!("replicas `{text}` is not a count"))
+                    })?
             }
         };
         let current = self
@@ -28,7 +30,7 @@ impl Run {
             .cluster
             .get(&key)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         let previous = current
             .pointer("/spec/replicas")
             .and_then(Json::as_i64)
@@ -50,7 +52,7 @@ impl Run {
             .cluster
             .scale(&key, count, dry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(self.native_done(format!("{key}: replicas {previous} -> {count}"), undo))
     }
 
@@ -59,7 +61,7 @@ impl Run {
         step: &StepSpec,
         attempt: u32,
         target: &Target,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let dry = self.dry();
         let key = self.key(target).await?;
         let undo = self.undo_for(step, None);
@@ -73,7 +75,7 @@ impl Run {
             .cluster
             .restart(&key, self.effects.clock.now(), dry)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(self.native_done(format!("{key}: restarted"), undo))
     }
 }

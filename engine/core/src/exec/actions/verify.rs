@@ -8,7 +8,7 @@ impl Run {
         step: &StepSpec,
         expr: &Expression,
         interval: &Duration,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let mut poll = 0u32;
         loop {
             poll += 1;

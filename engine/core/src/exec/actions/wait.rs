@@ -8,7 +8,7 @@ impl Run {
         target: &Target,
         condition: &Option<String>,
         until: &Option<Expression>,
-    ) -> Result<Finished, String> {
+    ) -> Result<Finished, StepError> {
         let key = self.key(target).await?;
         // The facts and params an `until` reads are read once; only `object` changes.
         let base = match until {
@@ -44,7 +44,7 @@ impl Run {
                 .cluster
                 .get(&key)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StepError::from)?;
             let held = ready(&object)?;
             return Ok(Finished::DryRun(if held {
                 format!("{key} already holds")
@@ -56,7 +56,7 @@ impl Run {
             .cluster
             .wait(&key, &ready, WAIT_INTERVAL)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         Ok(done(Some(format!("{key} holds")), None))
     }
 }
