@@ -831,7 +831,6 @@ fn drive(
         Some((resume, acted_on)) => (Some(resume), acted_on),
         None => (None, None),
     };
-    use sha2::Digest as _;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -945,8 +944,7 @@ fn drive(
             lock: std::sync::Mutex::new(()),
         })
     };
-    let text = std::fs::read(plan.runbook.source.path()).unwrap_or_default();
-    let digest = hex(&sha2::Sha256::digest(&text));
+    let digest = runbook_digest(&plan.runbook);
     let effects = Effects {
         cluster: world.cluster.clone(),
         processes: world.processes.clone(),
@@ -1021,7 +1019,6 @@ fn resume(
     resume_args: ResumeArgs,
     args: RunArgs,
 ) -> anyhow::Result<Exit> {
-    use sha2::Digest as _;
     let state_dir = world::state_dir(args.execution.state_dir.as_deref());
     let path = state_dir.join("runs").join(format!("{run_id}.jsonl"));
     if !path.is_file() {
@@ -1058,8 +1055,7 @@ fn resume(
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
-    let text = std::fs::read(plan.runbook.source.path()).unwrap_or_default();
-    let digest = hex(&sha2::Sha256::digest(&text));
+    let digest = runbook_digest(&plan.runbook);
     if !state.digest.is_empty() && digest != state.digest {
         anyhow::bail!(
             "runbook `{}` changed since run `{run_id}` started ({} then, {} now); resume needs the runbook as it was",
@@ -1131,6 +1127,14 @@ fn lock_target(runbook: &Runbook, bindings: &runbook_core::bind::Bindings) -> St
         runbook.name,
         hex(&sha2::Sha256::digest(params.as_bytes())[..6])
     )
+}
+
+/// What the journal records of the runbook, for `resume` to refuse a changed one: the digest
+/// of the text the loader read and compiled, never a second read of the file, which may have
+/// been edited since.
+fn runbook_digest(runbook: &Runbook) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(runbook.source.text().as_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {

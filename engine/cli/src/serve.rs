@@ -1023,8 +1023,7 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         .inc();
     server.metrics.runs_running.inc();
     tracing::info!(run_id = %run_id, runbook = %name, "run started");
-    let text = std::fs::read(job.runbook.source.path()).unwrap_or_default();
-    let digest = crate::hex(&digest(&text));
+    let digest = crate::runbook_digest(&job.runbook);
     let plan = Compiler::compile(job.runbook.clone(), job.bindings, Some(job.triggered_by));
     let effects = Effects {
         cluster: server.world.cluster.clone(),
