@@ -33,9 +33,10 @@ pub struct Execution {
     /// Approve every confirmation gate.
     #[arg(long)]
     pub yes: bool,
-    /// Run against a simulated cluster loaded from a scenario file.
-    #[arg(long, value_name = "SCENARIO")]
-    pub simulate: Option<PathBuf>,
+    /// Run against a simulated cluster loaded from a scenario file (with no file: the
+    /// runbook's own `scenarios/default.yaml`).
+    #[arg(long, value_name = "SCENARIO", num_args = 0..=1)]
+    pub simulate: Option<Option<PathBuf>>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
@@ -231,6 +232,8 @@ pub enum When {
 pub enum ListFormat {
     Text,
     Json,
+    /// The runbooks table of a library's README.
+    Markdown,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use runbook_core::compile::Plan;
 use runbook_core::effects::{Answer, FixedAnswer, Prompter, Reporter};
+use runbook_core::runbook::Runbook;
 
 use super::{build_plan, print_diagnostics};
 use crate::cli::{DiagnosticFormat, Execution, OutputFormat, When};
@@ -60,7 +61,7 @@ pub fn drive(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let world = match open_world(&runtime, &args.execution)? {
+    let world = match open_world(&runtime, &plan.runbook, &args.execution)? {
         Ok(world) => world,
         Err(exit) => return Ok(exit),
     };
@@ -192,15 +193,27 @@ pub fn drive(
     Ok(Exit::from_code(report.exit_code()))
 }
 
-/// The world of `--simulate` (a scenario) or the live cluster;
+/// The world of `--simulate` (a scenario, by default the runbook's own) or the live cluster;
 /// `Err(exit)` once the reason has been printed.
 fn open_world(
     runtime: &tokio::runtime::Runtime,
+    runbook: &Runbook,
     execution: &Execution,
 ) -> anyhow::Result<Result<World, Exit>> {
-    if let Some(scenario_path) = &execution.simulate {
+    let scenario_path = match &execution.simulate {
+        None => None,
+        Some(Some(path)) => Some(path.clone()),
+        Some(None) => match default_scenario(runbook) {
+            Ok(path) => Some(path),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(Err(Exit::Invalid));
+            }
+        },
+    };
+    if let Some(scenario_path) = scenario_path {
         return Ok(
-            match World::load_simulated(scenario_path, execution.namespace.clone()) {
+            match World::load_simulated(&scenario_path, execution.namespace.clone()) {
                 Ok(world) => Ok(world),
                 Err(diagnostics) => {
                     print_diagnostics(diagnostics, DiagnosticFormat::Text, When::Auto)?;
@@ -219,4 +232,30 @@ fn open_world(
             }
         },
     )
+}
+
+/// `--simulate` with no file: the `scenarios/default.yaml` beside a folder runbook's
+/// `runbook.yaml`. A flat runbook file has no folder of its own, so no default.
+fn default_scenario(runbook: &Runbook) -> Result<PathBuf, String> {
+    let source = runbook.source.path();
+    let folder = source.parent().unwrap_or(Path::new(""));
+    let path = folder.join("scenarios").join("default.yaml");
+    let in_own_folder = source
+        .file_name()
+        .is_some_and(|name| name == "runbook.yaml" || name == "runbook.yml");
+    if !in_own_folder {
+        return Err(format!(
+            "runbook `{}` is a flat file ({}), not a folder with scenarios/default.yaml; give a scenario with --simulate SCENARIO",
+            runbook.name,
+            source.display()
+        ));
+    }
+    if !path.is_file() {
+        return Err(format!(
+            "runbook `{}` has no default scenario: {} does not exist; add it, or give a scenario with --simulate SCENARIO",
+            runbook.name,
+            path.display()
+        ));
+    }
+    Ok(path)
 }
