@@ -66,7 +66,8 @@ impl Reporter for PlainLines {
     }
 }
 
-/// What a person wants to read about an event, if anything.
+/// What a person wants to read about an event, if anything. One arm per journal event, kept
+/// whole so that every event's wording is in one place.
 pub fn describe(event: &Event) -> Option<String> {
     Some(match event {
         Event::RunStarted {

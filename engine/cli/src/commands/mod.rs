@@ -24,7 +24,7 @@ use runbook_core::compile::{Compiler, Plan, TriggeredBy};
 use runbook_core::diagnostic::{
     did_you_mean, render_github, render_json, render_text, Diagnostics, Severity,
 };
-use runbook_core::runbook::Catalog;
+use runbook_core::runbook::{Catalog, Runbook};
 
 use crate::cli::{DiagnosticFormat, When};
 use crate::exit::Exit;
@@ -182,38 +182,7 @@ pub fn build_plan(
     for text in sets {
         parsed_sets.push(parse_set(text).map_err(anyhow::Error::msg)?);
     }
-    let mut triggered_by = None;
-    if let Some(path) = alert {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read alert payload {}", path.display()))?;
-        let payload = WebhookPayload::parse(&text).with_context(|| path.display().to_string())?;
-        match first_match(&runbook, &payload) {
-            Some((trigger, alert)) => {
-                triggered_by = Some(TriggeredBy {
-                    trigger,
-                    alert: alert.clone(),
-                })
-            }
-            None => {
-                let triggers = runbook
-                    .triggers
-                    .iter()
-                    .map(|t| t.alert_name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                anyhow::bail!(
-                    "no firing alert in {} matches a trigger of runbook `{}` (triggers: {})",
-                    path.display(),
-                    runbook.name,
-                    if triggers.is_empty() {
-                        "none"
-                    } else {
-                        &triggers
-                    }
-                );
-            }
-        }
-    }
+    let triggered_by = triggered_by(&runbook, alert)?;
     let (bindings, errors) = bind(
         &runbook,
         &parsed_sets,
@@ -232,4 +201,37 @@ pub fn build_plan(
         return Ok(Err(Exit::Invalid));
     }
     Ok(Ok(Compiler::compile(runbook, bindings, triggered_by)))
+}
+
+/// The trigger and alert of `--alert FILE`: the first firing alert of the payload that
+/// matches one of the runbook's triggers.
+fn triggered_by(runbook: &Runbook, alert: Option<&Path>) -> anyhow::Result<Option<TriggeredBy>> {
+    let Some(path) = alert else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read alert payload {}", path.display()))?;
+    let payload = WebhookPayload::parse(&text).with_context(|| path.display().to_string())?;
+    if let Some((trigger, alert)) = first_match(runbook, &payload) {
+        return Ok(Some(TriggeredBy {
+            trigger,
+            alert: alert.clone(),
+        }));
+    }
+    let triggers = runbook
+        .triggers
+        .iter()
+        .map(|t| t.alert_name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    anyhow::bail!(
+        "no firing alert in {} matches a trigger of runbook `{}` (triggers: {})",
+        path.display(),
+        runbook.name,
+        if triggers.is_empty() {
+            "none"
+        } else {
+            &triggers
+        }
+    );
 }

@@ -94,50 +94,14 @@ pub fn drive(
         }
     }
 
-    let target = lock_target(&plan.runbook, &plan.bindings);
     let mode = if resume.is_some() {
         JournalMode::Append
     } else {
         JournalMode::Create
     };
-    // A dry-run changes nothing, so it needs no lock and never blocks a real run.
-    let lock = (!args.dry_run).then_some(target.as_str());
-    let session = match runtime.block_on(RunSession::open(
-        &world,
-        &args.execution.cluster,
-        state_dir,
-        run_id,
-        lock,
-        mode,
-    )) {
+    let session = match open_session(&runtime, &world, args, state_dir, run_id, &plan, mode)? {
         Ok(session) => session,
-        Err(SessionError::Lock(LockError::Held(holder))) => {
-            eprintln!(
-                "error: runbook `{}` with these params is already running: {holder}",
-                plan.runbook.name
-            );
-            return Ok(Exit::Stopped);
-        }
-        Err(SessionError::Lock(LockError::Unusable(why))) => {
-            eprintln!("error: cannot take the run lock: {why}");
-            return Ok(if world.live.is_some() {
-                Exit::Unreachable
-            } else {
-                Exit::Invalid
-            });
-        }
-        Err(SessionError::Journal(error)) => {
-            let context = match mode {
-                JournalMode::Append => format!(
-                    "cannot append to the journal {}",
-                    journal_path(state_dir, run_id).display()
-                ),
-                JournalMode::Create => {
-                    format!("cannot create the journal in {}", state_dir.display())
-                }
-            };
-            return Err(anyhow::Error::new(error).context(context));
-        }
+        Err(exit) => return Ok(exit),
     };
     let journal = session.journal_path().to_path_buf();
     let reporter: Arc<dyn Reporter> = match args.execution.output {
@@ -191,6 +155,60 @@ pub fn drive(
         eprint!("{}", crate::terminal::summary(&report, &journal));
     }
     Ok(Exit::from_code(report.exit_code()))
+}
+
+/// Takes the run lock and opens the journal; `Err(exit)` once the reason has been printed.
+fn open_session<'w>(
+    runtime: &tokio::runtime::Runtime,
+    world: &'w World,
+    args: &RunArgs,
+    state_dir: &Path,
+    run_id: &str,
+    plan: &Plan,
+    mode: JournalMode,
+) -> anyhow::Result<Result<RunSession<'w>, Exit>> {
+    let target = lock_target(&plan.runbook, &plan.bindings);
+    // A dry-run changes nothing, so it needs no lock and never blocks a real run.
+    let lock = (!args.dry_run).then_some(target.as_str());
+    Ok(
+        match runtime.block_on(RunSession::open(
+            world,
+            &args.execution.cluster,
+            state_dir,
+            run_id,
+            lock,
+            mode,
+        )) {
+            Ok(session) => Ok(session),
+            Err(SessionError::Lock(LockError::Held(holder))) => {
+                eprintln!(
+                    "error: runbook `{}` with these params is already running: {holder}",
+                    plan.runbook.name
+                );
+                Err(Exit::Stopped)
+            }
+            Err(SessionError::Lock(LockError::Unusable(why))) => {
+                eprintln!("error: cannot take the run lock: {why}");
+                Err(if world.live.is_some() {
+                    Exit::Unreachable
+                } else {
+                    Exit::Invalid
+                })
+            }
+            Err(SessionError::Journal(error)) => {
+                let context = match mode {
+                    JournalMode::Append => format!(
+                        "cannot append to the journal {}",
+                        journal_path(state_dir, run_id).display()
+                    ),
+                    JournalMode::Create => {
+                        format!("cannot create the journal in {}", state_dir.display())
+                    }
+                };
+                return Err(anyhow::Error::new(error).context(context));
+            }
+        },
+    )
 }
 
 /// The world of `--simulate` (a scenario, by default the runbook's own) or the live cluster;

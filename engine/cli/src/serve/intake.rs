@@ -121,25 +121,7 @@ impl Server {
         // fails is refused here and never reaches a command.
         let (bindings, errors) = bind(runbook, &[], Some(alert));
         if !errors.is_empty() {
-            let reason = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            self.metrics
-                .alerts_rejected
-                .get_or_create(&metrics::reason(name, "invalid-params"))
-                .inc();
-            tracing::warn!(
-                runbook = name,
-                alert = alert.name(),
-                fingerprint = %alert.fingerprint,
-                reason = %reason,
-                "alert rejected: its labels do not bind the runbook's params"
-            );
-            verdict.decision = "rejected";
-            verdict.reason = Some(reason);
-            return verdict;
+            return self.unbound(verdict, alert, &errors);
         }
         let key = crate::session::lock_target(runbook, &bindings);
         let spec = &runbook.triggers[trigger];
@@ -178,22 +160,7 @@ impl Server {
                 lock(&self.order).push(id.clone());
                 lock(&self.runs).insert(
                     id.clone(),
-                    RunEntry {
-                        id: id.clone(),
-                        runbook: name.to_owned(),
-                        key,
-                        params,
-                        state: RunState::Queued,
-                        alerts: vec![alert_json],
-                        queued_at: SystemTime::now(),
-                        started_at: None,
-                        finished_at: None,
-                        outcome: None,
-                        message: None,
-                        journal: None,
-                        gate: None,
-                        interrupt: None,
-                    },
+                    RunEntry::queued(&id, name, key, params, alert_json),
                 );
                 verdict.run = Some(id);
             }
@@ -247,6 +214,34 @@ impl Server {
                 verdict.reason = Some("the run queue is full".to_owned());
             }
         }
+        verdict
+    }
+
+    /// The verdict on an alert whose labels do not bind the runbook's params.
+    fn unbound(
+        &self,
+        mut verdict: Verdict,
+        alert: &Alert,
+        errors: &[runbook_core::bind::BindError],
+    ) -> Verdict {
+        let reason = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.metrics
+            .alerts_rejected
+            .get_or_create(&metrics::reason(&verdict.runbook, "invalid-params"))
+            .inc();
+        tracing::warn!(
+            runbook = %verdict.runbook,
+            alert = alert.name(),
+            fingerprint = %alert.fingerprint,
+            reason = %reason,
+            "alert rejected: its labels do not bind the runbook's params"
+        );
+        verdict.decision = "rejected";
+        verdict.reason = Some(reason);
         verdict
     }
 

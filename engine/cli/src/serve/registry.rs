@@ -37,6 +37,28 @@ pub(super) struct RunEntry {
     pub(super) interrupt: Option<Arc<Interrupt>>,
 }
 
+impl RunEntry {
+    /// A run just admitted, asked for by its first alert.
+    pub(super) fn queued(id: &str, runbook: &str, key: String, params: Json, alert: Json) -> Self {
+        Self {
+            id: id.to_owned(),
+            runbook: runbook.to_owned(),
+            key,
+            params,
+            state: RunState::Queued,
+            alerts: vec![alert],
+            queued_at: SystemTime::now(),
+            started_at: None,
+            finished_at: None,
+            outcome: None,
+            message: None,
+            journal: None,
+            gate: None,
+            interrupt: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum RunState {
     Queued,

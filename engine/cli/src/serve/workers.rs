@@ -42,66 +42,8 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         runbook: name,
         item: job,
     } = queued;
-    let finish = |state: RunState, outcome: Option<Outcome>, message: String| {
-        lock(&server.admission).finished(&key, &run_id);
-        if let Some(entry) = lock(&server.runs).get_mut(&run_id) {
-            entry.state = state;
-            entry.outcome = outcome;
-            entry.message = Some(message);
-            entry.finished_at = Some(SystemTime::now());
-            entry.gate = None;
-            entry.interrupt = None;
-        }
-    };
-    // The same lock as `runbook run`: a run started by hand with the same params wins.
-    let session = match RunSession::open(
-        &server.world,
-        &server.cluster_args,
-        &server.state_dir,
-        &run_id,
-        Some(&key),
-        JournalMode::Create,
-    )
-    .await
-    {
-        Ok(session) => session,
-        Err(SessionError::Lock(LockError::Unusable(why))) => {
-            server
-                .metrics
-                .alerts_rejected
-                .get_or_create(&metrics::reason(&name, "lock-unusable"))
-                .inc();
-            tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: cannot take the run lock");
-            finish(
-                RunState::Cancelled,
-                None,
-                format!("not started: cannot take the run lock: {why}"),
-            );
-            return;
-        }
-        Err(SessionError::Lock(LockError::Held(holder))) => {
-            server
-                .metrics
-                .alerts_rejected
-                .get_or_create(&metrics::reason(&name, "running-elsewhere"))
-                .inc();
-            tracing::warn!(run_id = %run_id, runbook = %name, holder = %holder, "not started: the same runbook with the same params is already running");
-            finish(
-                RunState::Cancelled,
-                None,
-                format!("not started: the same runbook with the same params is already running ({holder})"),
-            );
-            return;
-        }
-        Err(SessionError::Journal(e)) => {
-            tracing::error!(run_id = %run_id, runbook = %name, error = %e, "cannot create the journal; the run is not started");
-            finish(
-                RunState::Cancelled,
-                None,
-                format!("not started: cannot create the journal: {e}"),
-            );
-            return;
-        }
+    let Some(session) = open_session(server, &run_id, &key, &name).await else {
+        return;
     };
     let interrupt = session.interrupt().clone();
     if let Some(entry) = lock(&server.runs).get_mut(&run_id) {
@@ -174,7 +116,102 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     for item in &report.must_fix {
         tracing::warn!(run_id = %run_id, runbook = %name, "must fix: {item}");
     }
-    finish(RunState::Finished, Some(outcome), report.message);
+    finish(
+        server,
+        &key,
+        &run_id,
+        RunState::Finished,
+        Some(outcome),
+        report.message,
+    );
+}
+
+/// Takes the run lock and creates the journal; a run that cannot have either is cancelled.
+async fn open_session<'s>(
+    server: &'s Server,
+    run_id: &str,
+    key: &str,
+    name: &str,
+) -> Option<RunSession<'s>> {
+    // The same lock as `runbook run`: a run started by hand with the same params wins.
+    match RunSession::open(
+        &server.world,
+        &server.cluster_args,
+        &server.state_dir,
+        run_id,
+        Some(key),
+        JournalMode::Create,
+    )
+    .await
+    {
+        Ok(session) => Some(session),
+        Err(SessionError::Lock(LockError::Unusable(why))) => {
+            server
+                .metrics
+                .alerts_rejected
+                .get_or_create(&metrics::reason(name, "lock-unusable"))
+                .inc();
+            tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: cannot take the run lock");
+            finish(
+                server,
+                key,
+                run_id,
+                RunState::Cancelled,
+                None,
+                format!("not started: cannot take the run lock: {why}"),
+            );
+            None
+        }
+        Err(SessionError::Lock(LockError::Held(holder))) => {
+            server
+                .metrics
+                .alerts_rejected
+                .get_or_create(&metrics::reason(name, "running-elsewhere"))
+                .inc();
+            tracing::warn!(run_id = %run_id, runbook = %name, holder = %holder, "not started: the same runbook with the same params is already running");
+            finish(
+                server,
+                key,
+                run_id,
+                RunState::Cancelled,
+                None,
+                format!("not started: the same runbook with the same params is already running ({holder})"),
+            );
+            None
+        }
+        Err(SessionError::Journal(e)) => {
+            tracing::error!(run_id = %run_id, runbook = %name, error = %e, "cannot create the journal; the run is not started");
+            finish(
+                server,
+                key,
+                run_id,
+                RunState::Cancelled,
+                None,
+                format!("not started: cannot create the journal: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// Records the end of a run (or why it never started) and frees its admission key.
+fn finish(
+    server: &Server,
+    key: &str,
+    run_id: &str,
+    state: RunState,
+    outcome: Option<Outcome>,
+    message: String,
+) {
+    lock(&server.admission).finished(key, run_id);
+    if let Some(entry) = lock(&server.runs).get_mut(run_id) {
+        entry.state = state;
+        entry.outcome = outcome;
+        entry.message = Some(message);
+        entry.finished_at = Some(SystemTime::now());
+        entry.gate = None;
+        entry.interrupt = None;
+    }
 }
 
 /// Run events go to the structured log, with the run id.
