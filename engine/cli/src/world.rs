@@ -1,291 +1,214 @@
-//! The real world, as the CLI wires it into the executor: local processes, the terminal
-//! prompt, progress output, and the run lock.
+//! The world a run acts on: the simulated cluster of a scenario, or the live cluster with real
+//! processes, HTTP and notifications; and the run lock that goes with it (a file in the state
+//! dir, or a Lease in the cluster).
 
-use std::io::{BufRead as _, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use runbook_core::effects::{Answer, Prompter, Reporter};
-use runbook_core::journal::{Event, Record, StepResult};
+use runbook_core::diagnostic::Diagnostics;
+use runbook_core::effects::{Cluster, Http, LocalProcesses, Notifier, Processes, StepObserver};
 
-/// Asks y/N on the terminal; no terminal means nobody can be asked.
-pub struct TerminalPrompter {
-    pub lock: Mutex<()>,
+use crate::web::{PrintedNotifier, WebClient};
+
+/// How to reach the live cluster (`run`, `resume`, `serve` without `--simulate`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// The kubeconfig to use (default: $KUBECONFIG, else ~/.kube/config; in a pod with
+    /// neither, its service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The longest one API call may take; failed calls are retried a few times.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+    /// The run lock: a file in the state dir, or a coordination.k8s.io Lease in the cluster
+    /// (auto: a Lease when running in a pod, else a file).
+    #[arg(long, value_enum, default_value_t = LockKind::Auto)]
+    pub lock: LockKind,
+    /// Where the run lock's Lease lives (default: the run's namespace).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub lock_namespace: Option<String>,
+    /// Also POST every notify and page step, as JSON, to this URL (they are always printed
+    /// and journaled).
+    #[arg(long, value_name = "URL")]
+    pub notify_webhook: Option<String>,
 }
 
-#[async_trait]
-impl Prompter for TerminalPrompter {
-    async fn confirm(&self, step: &str, question: &str, detail: &str) -> Answer {
-        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-            return Answer::NoTerminal;
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    Auto,
+    File,
+    Lease,
+}
+
+/// Everything outside the process a run may touch.
+pub struct World {
+    pub cluster: Arc<dyn Cluster>,
+    pub processes: Arc<dyn Processes>,
+    pub http: Arc<dyn Http>,
+    pub notifier: Arc<dyn Notifier>,
+    pub observer: Option<Arc<dyn StepObserver>>,
+    /// The namespace for objects a runbook names none for.
+    pub namespace: String,
+    /// What runs act on, for the journal: `context prod (https://...)`, or
+    /// `simulated cluster /abs/path.scenario.yaml`.
+    pub description: String,
+    pub live: Option<Live>,
+}
+
+/// The live side: what the Lease lock needs, and what to tell the user.
+pub struct Live {
+    pub connection: runbook_kube::Connection,
+    pub transport: runbook_kube::transport::Transport,
+}
+
+impl World {
+    pub fn simulated(
+        world: Arc<runbook_core::sim::SimWorld>,
+        scenario: &Path,
+        namespace: Option<String>,
+    ) -> Self {
+        let scenario = scenario
+            .canonicalize()
+            .unwrap_or_else(|_| scenario.to_path_buf());
+        Self {
+            description: format!("simulated cluster {}", scenario.display()),
+            cluster: world.clone(),
+            processes: world.clone(),
+            http: world.clone(),
+            notifier: world.clone(),
+            observer: Some(world),
+            namespace: namespace.unwrap_or_else(|| "default".to_owned()),
+            live: None,
         }
-        let step = step.to_owned();
-        let question = question.to_owned();
-        let detail = detail.to_owned();
-        let _guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tokio::task::block_in_place(move || {
-            let mut stderr = std::io::stderr().lock();
-            let _ = write!(stderr, "\n  step {step}: {detail}\n? {question} [y/N] ");
-            let _ = stderr.flush();
-            let mut line = String::new();
-            match std::io::stdin().lock().read_line(&mut line) {
-                Ok(_) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") => Answer::Yes,
-                _ => Answer::No,
-            }
+    }
+
+    /// The simulated cluster of the scenario file at `path`, or the scenario's problems.
+    pub fn load_simulated(path: &Path, namespace: Option<String>) -> Result<Self, Diagnostics> {
+        let scenario = runbook_core::sim::load_scenario(path)?;
+        Ok(Self::simulated(
+            Arc::new(runbook_core::sim::SimWorld::new(&scenario)),
+            path,
+            namespace,
+        ))
+    }
+
+    /// Connects to the live cluster; the error is one line, ready to print.
+    pub async fn live(args: &ClusterArgs, namespace: Option<String>) -> Result<Self, String> {
+        let policy = runbook_kube::Policy {
+            call_timeout: args.request_timeout,
+            ..runbook_kube::Policy::default()
+        };
+        let connection = runbook_kube::connect(&runbook_kube::ConnectOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+            namespace,
+            policy: policy.clone(),
+        })
+        .await?;
+        let cluster = runbook_kube::KubeCluster::new(
+            connection.client.clone(),
+            runbook_kube::KubeOptions {
+                policy,
+                namespace: connection.namespace.clone(),
+                ..runbook_kube::KubeOptions::default()
+            },
+        );
+        let transport = cluster.transport().clone();
+        let web = WebClient::new();
+        Ok(Self {
+            cluster: Arc::new(cluster),
+            processes: Arc::new(LocalProcesses),
+            http: Arc::new(web.clone()),
+            notifier: Arc::new(PrintedNotifier::new(args.notify_webhook.clone(), web)),
+            observer: None,
+            namespace: connection.namespace.clone(),
+            description: connection.describe(),
+            live: Some(Live {
+                connection,
+                transport,
+            }),
         })
     }
 }
 
-/// `--output json`: every journal record as a JSON line on stdout.
-pub struct JsonLines;
+pub use runbook_core::lock::LockError;
 
-impl Reporter for JsonLines {
-    fn record(&self, record: &Record) {
-        if let Ok(line) = serde_json::to_string(record) {
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{line}");
+/// `--lock lease` with `--simulate`: refused before anything runs.
+pub const LEASE_NEEDS_CLUSTER: &str =
+    "--lock lease needs the live cluster; it cannot be used with --simulate";
+
+/// The run lock, held until dropped (or released).
+pub enum Lock {
+    /// Held until dropped: the operating system releases the file lock with the handle.
+    File {
+        _held: runbook_core::lock::RunLock,
+    },
+    Lease(Box<runbook_kube::lease::LeaseLock>),
+}
+
+impl Lock {
+    /// Takes the lock for `target`: held elsewhere (the error names the holder), or unusable.
+    pub async fn acquire(
+        world: &World,
+        args: &ClusterArgs,
+        state_dir: &Path,
+        target: &str,
+        run_id: &str,
+    ) -> Result<Self, LockError> {
+        let lease = match (args.lock, &world.live) {
+            (LockKind::File, _) => false,
+            (LockKind::Lease, Some(_)) => true,
+            (LockKind::Lease, None) => {
+                return Err(LockError::Unusable(LEASE_NEEDS_CLUSTER.to_owned()))
+            }
+            (LockKind::Auto, Some(live)) => live.connection.in_cluster,
+            (LockKind::Auto, None) => false,
+        };
+        let Some(live) = world.live.as_ref().filter(|_| lease) else {
+            return runbook_core::lock::RunLock::acquire(state_dir, target, run_id)
+                .map(|held| Lock::File { _held: held });
+        };
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let spec = runbook_kube::lease::LeaseSpec {
+            namespace: args
+                .lock_namespace
+                .clone()
+                .unwrap_or_else(|| world.namespace.clone()),
+            name: runbook_kube::lease::lease_name(target),
+            holder: format!("{host}/{}/{run_id}", std::process::id()),
+            duration: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+        };
+        match runbook_kube::lease::LeaseLock::acquire(live.transport.clone(), spec).await {
+            Ok(lease) => Ok(Lock::Lease(Box::new(lease))),
+            Err(held @ runbook_kube::lease::LeaseError::Held { .. }) => {
+                Err(LockError::Held(held.to_string()))
+            }
+            Err(error) => Err(LockError::Unusable(error.to_string())),
         }
     }
-}
 
-/// One line per event, for logs and pipes.
-pub struct PlainLines;
-
-impl Reporter for PlainLines {
-    fn record(&self, record: &Record) {
-        if let Some(text) = describe(&record.event) {
-            let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "{} {text}", record.time);
+    /// When a Lease is lost mid-run (taken over, or not renewable), the run should stop.
+    pub fn lost_signal(&self) -> Option<runbook_kube::lease::LostSignal> {
+        match self {
+            Lock::File { .. } => None,
+            Lock::Lease(lease) => Some(lease.lost_signal()),
         }
     }
-}
 
-/// What a person wants to read about an event, if anything.
-pub fn describe(event: &Event) -> Option<String> {
-    Some(match event {
-        Event::RunStarted {
-            runbook,
-            dry_run,
-            cluster,
-            ..
-        } => format!(
-            "run of {runbook} started{}{}",
-            cluster
-                .as_ref()
-                .map(|cluster| format!(" on {cluster}"))
-                .unwrap_or_default(),
-            if *dry_run {
-                " (dry-run: nothing will change)"
-            } else {
-                ""
-            }
-        ),
-        Event::RunResumed {
-            completed,
-            roll_back,
-        } => format!(
-            "run resumed{}; done before: {}",
-            if *roll_back { " to roll back" } else { "" },
-            if completed.is_empty() {
-                "nothing".to_owned()
-            } else {
-                completed.join(", ")
-            }
-        ),
-        Event::FactRead { fact, value } => format!("read {fact} = {value}"),
-        Event::FactFailed { fact, error } => format!("could not read {fact}: {error}"),
-        Event::PreconditionChecked {
-            check, held, error, ..
-        } => match error {
-            Some(error) => format!("precondition {check}: could not be evaluated: {error}"),
-            None => format!(
-                "precondition {check}: {}",
-                if *held { "holds" } else { "DOES NOT HOLD" }
-            ),
-        },
-        Event::StepStarted { step, summary, .. } => format!("step {step} started: {summary}"),
-        Event::StepSkipped { step, reason } => format!("step {step} skipped: {reason}"),
-        Event::StepIntent { .. } => return None,
-        Event::StepAttemptFailed {
-            step,
-            attempt,
-            error,
-            retry_in_ms,
-            ..
-        } => format!(
-            "step {step} attempt {attempt} failed: {error}{}",
-            retry_in_ms
-                .map(|ms| format!(
-                    "; retrying in {}",
-                    humantime::format_duration(Duration::from_millis(ms))
-                ))
-                .unwrap_or_default()
-        ),
-        Event::VerifyPolled { step, poll, held } => format!(
-            "step {step} verify poll {poll}: {}",
-            if *held { "true" } else { "not yet" }
-        ),
-        Event::GatePaused { step, question } => {
-            format!("gate of step {step} (\"{question}\"): waiting for `runbook approve` (paused)")
-        }
-        Event::GateAnswered {
-            step,
-            question,
-            answer,
-            by,
-        } => format!("gate of step {step} (\"{question}\"): {answer} (by {by})"),
-        Event::AlertResolved { alert, fingerprint } => {
-            format!("alert {alert} ({fingerprint}) resolved while the run goes on")
-        }
-        Event::StepFinished {
-            step,
-            result,
-            output,
-            error,
-            ..
-        } => {
-            let result = match result {
-                StepResult::Succeeded => "succeeded",
-                StepResult::Failed => "FAILED",
-                StepResult::DryRun => "checked (dry-run)",
-                StepResult::NotRun => "not run",
-            };
-            let detail = error
-                .as_ref()
-                .or(output.as_ref())
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default();
-            format!("step {step} {result}{detail}")
-        }
-        Event::Interrupted { roll_back, by } => format!(
-            "interrupted: {} (by {by})",
-            if *roll_back {
-                "rolling back"
-            } else {
-                "leaving completed steps as they are"
-            }
-        ),
-        Event::UndoStarted { step, summary } => format!("undoing step {step}: {summary}"),
-        Event::UndoFinished {
-            step,
-            succeeded,
-            error,
-        } => match error {
-            Some(error) => format!("UNDO OF STEP {step} FAILED: {error}"),
-            None => format!(
-                "undo of step {step} {}",
-                if *succeeded { "succeeded" } else { "failed" }
-            ),
-        },
-        Event::RollbackStarted { summary } => format!("rollback: {summary}"),
-        Event::RollbackFinished { succeeded, error } => match error {
-            Some(error) => format!("ROLLBACK FAILED: {error}"),
-            None => format!(
-                "rollback {}",
-                if *succeeded { "succeeded" } else { "failed" }
-            ),
-        },
-        Event::RunFinished {
-            outcome,
-            exit_code,
-            message,
-        } => format!("run finished: {outcome:?} (exit {exit_code}): {message}"),
-    })
-}
-
-/// On a terminal: a spinner per running step with its elapsed time and verify polls, and a
-/// line for everything else.
-pub struct Progress {
-    bars: indicatif::MultiProgress,
-    running: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
-}
-
-impl Progress {
-    pub fn new() -> Self {
-        Self {
-            bars: indicatif::MultiProgress::new(),
-            running: Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-}
-
-impl Reporter for Progress {
-    fn record(&self, record: &Record) {
-        let mut running = self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match &record.event {
-            Event::StepStarted { step, summary, .. } => {
-                let bar = self.bars.add(indicatif::ProgressBar::new_spinner());
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} [{elapsed:>4}] {prefix}: {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-                );
-                bar.set_prefix(step.clone());
-                bar.set_message(summary.clone());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                running.insert(step.clone(), bar);
-            }
-            Event::VerifyPolled { step, poll, held } => {
-                if let Some(bar) = running.get(step) {
-                    bar.set_message(format!(
-                        "verify poll {poll}: {}",
-                        if *held { "true" } else { "not yet" }
-                    ));
-                }
-            }
-            Event::StepFinished { step, .. } | Event::StepSkipped { step, .. } => {
-                if let Some(bar) = running.remove(step) {
-                    bar.finish_and_clear();
-                }
-                if let Some(text) = describe(&record.event) {
-                    let _ = self.bars.println(text);
-                }
-            }
-            event => {
-                if let Some(text) = describe(event) {
-                    let _ = self.bars.println(text);
-                }
+    pub async fn release(self) {
+        if let Lock::Lease(lease) = self {
+            if let Err(error) = lease.release().await {
+                tracing::warn!(%error, "Cannot release the run lock.");
+                eprintln!("warning: {error}; it expires on its own");
             }
         }
     }
-}
-
-/// Where runs keep their journals and locks: `--state-dir`, `RUNBOOK_STATE_DIR`,
-/// `$XDG_STATE_HOME/runbook`, or `~/.local/state/runbook`.
-pub fn state_dir(given: Option<&Path>) -> PathBuf {
-    if let Some(dir) = given {
-        return dir.to_path_buf();
-    }
-    if let Some(dir) = std::env::var_os("RUNBOOK_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("runbook");
-    }
-    std::env::var_os("HOME").map_or_else(
-        || PathBuf::from(".runbook-state"),
-        |home| PathBuf::from(home).join(".local/state/runbook"),
-    )
-}
-
-/// A run id that sorts by time: `20261122T043000Z-openbao-sealed-3f2a`.
-pub fn new_run_id(runbook: &str) -> String {
-    let now = std::time::SystemTime::now();
-    let stamp = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .replace(['-', ':'], "");
-    let nanos = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
-    format!("{stamp}-{runbook}-{salt:04x}")
 }

@@ -34,12 +34,17 @@ impl Drop for Server {
 
 /// Starts `runbook serve` on a free port and waits for its "listening" log line.
 fn start(extra: &[&str]) -> Server {
+    start_in(&fixtures().join("runbooks"), extra)
+}
+
+/// `start`, serving the runbooks of `dir`.
+fn start_in(dir: &Path, extra: &[&str]) -> Server {
     let state = tempfile::tempdir().expect("tempdir");
     let token_file = state.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .arg("--dir")
-        .arg(fixtures().join("runbooks"))
+        .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .arg("--token-file")
         .arg(&token_file)
@@ -334,6 +339,45 @@ fn a_firing_alert_starts_its_runbook_with_params_from_labels() {
         server.metric("runbook_alerts_matched_total{runbook=\"restart-api\"}"),
         1.0
     );
+}
+
+/// Issue 11: the journal's runbook digest (what `resume` checks) was taken by re-reading the
+/// file when the run started, so a runbook edited after the server loaded it was journaled as
+/// the edited text although the loaded one ran.
+#[test]
+fn the_journal_digest_is_of_the_runbook_that_was_loaded_not_of_the_file_edited_since() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("restart-api.yaml");
+    std::fs::copy(fixtures().join("runbooks/restart-api.yaml"), &file).expect("copy");
+    let loaded = std::fs::read(&file).expect("read");
+    let server = start_in(dir.path(), &[]);
+    let mut edited = loaded.clone();
+    edited.extend_from_slice(b"# edited after the server loaded it\n");
+    std::fs::write(&file, &edited).expect("edit");
+
+    let reply = server.post_alerts(&payload("a", &[("firing", api_down("api"), json!({}))]));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let id = results(&reply)[0]["run"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    server.wait_finished(&id);
+    let events = server.journal(&id);
+    assert_eq!(events[0]["event"], "run-started");
+    let hex = |bytes: &[u8]| -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        events[0]["digest"],
+        hex(&loaded).as_str(),
+        "{:#}",
+        events[0]
+    );
+    assert_ne!(events[0]["digest"], hex(&edited).as_str());
 }
 
 #[test]

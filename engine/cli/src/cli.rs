@@ -1,0 +1,267 @@
+//! The command line's shape: every command, flag and help text, as clap types. The commands
+//! themselves live in `commands/`, one file each; this file only says what can be typed.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Declarative runbooks for Kubernetes operations: validate, plan and graph them.
+#[derive(Parser, Debug)]
+#[command(name = "runbook", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The runbooks folder.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNBOOK_DIR",
+        default_value = "runbooks",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How `run` and `resume` run: params, approvals, the world, output and state.
+#[derive(clap::Args, Debug)]
+pub struct Execution {
+    /// Bind a param: `--set namespace=openbao` (for `resume`: params the journal could not keep,
+    /// such as secrets).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub sets: Vec<String>,
+    /// Approve every confirmation gate.
+    #[arg(long)]
+    pub yes: bool,
+    /// Run against a simulated cluster loaded from a scenario file (with no file: the
+    /// runbook's own `scenarios/default.yaml`).
+    #[arg(long, value_name = "SCENARIO", num_args = 0..=1)]
+    pub simulate: Option<Option<PathBuf>>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The namespace for objects whose runbook names none (default: the kubeconfig
+    /// context's, else `default`).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Steps that may run at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallelism: usize,
+    #[command(flatten)]
+    pub cluster: crate::world::ClusterArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check runbooks and fact libraries; report every problem with file:line:col.
+    Validate {
+        /// Files or folders to check (default: the runbooks folder).
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
+        format: DiagnosticFormat,
+        /// Treat warnings (such as a mutating step with no undo) as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Show the source line under each problem: on a terminal (auto), always or never.
+        #[arg(long, value_enum, default_value_t = When::Auto)]
+        excerpt: When,
+    },
+    /// The catalog: every runbook with its description, triggers and file.
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// The compiled plan in execution order, with params substituted.
+    Plan {
+        /// A runbook name (`metadata.name`) or a path to a runbook file.
+        name: String,
+        /// Bind a param: `--set namespace=openbao`.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        /// Bind params from the first firing alert in an Alertmanager webhook payload.
+        #[arg(long, value_name = "FILE")]
+        alert: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// The plan's DAG, for Graphviz or Mermaid.
+    Graph {
+        /// A runbook name (`metadata.name`) or a path to a runbook file.
+        name: String,
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Run a runbook: preconditions, steps and verify; on failure, undo and roll back.
+    Run {
+        /// A runbook name (`metadata.name`) or a path to a runbook file.
+        name: String,
+        /// Bind params from the first firing alert in an Alertmanager webhook payload.
+        #[arg(long, value_name = "FILE")]
+        alert: Option<PathBuf>,
+        /// Read live, validate every change server-side, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        execution: Execution,
+    },
+    /// Run scenario tests (`*.test.yaml`) against the simulated cluster.
+    Test {
+        /// Test files or folders (default: the runbooks folder).
+        paths: Vec<PathBuf>,
+    },
+    /// Go on with a run that was killed, from its journal (or roll it back).
+    Resume {
+        run_id: String,
+        /// Undo the completed steps and roll back instead of going on.
+        #[arg(long)]
+        rollback: bool,
+        /// A step that was running when the run stopped did take effect.
+        #[arg(long, value_name = "STEP")]
+        assume_done: Vec<String>,
+        /// A step that was running when the run stopped did not take effect: run it again.
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
+        #[command(flatten)]
+        execution: Execution,
+    },
+    /// The runs recorded in the state dir, newest last.
+    Runs {
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// One run's journal.
+    Show {
+        run_id: String,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Serve Alertmanager webhooks: matching alerts start their runbooks.
+    Serve {
+        /// The address to listen on (port 0 picks a free one; the log says which).
+        #[arg(long, default_value = "127.0.0.1:9095", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// A file holding the bearer token every endpoint but /healthz requires (default: one
+        /// is made and kept in STATE_DIR/serve.token).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Run against a simulated cluster loaded from a scenario file.
+        #[arg(long, value_name = "SCENARIO")]
+        simulate: Option<PathBuf>,
+        /// The namespace for objects whose runbook names none (default: the kubeconfig
+        /// context's, else `default`).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        #[command(flatten)]
+        cluster: crate::world::ClusterArgs,
+        /// Runs executed at the same time.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Steps of one run executed at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+        /// Runs waiting for a worker; when full, new alerts get 503 with Retry-After.
+        #[arg(long, default_value_t = 256)]
+        queue: usize,
+        /// Runs one runbook may start per --run-cap-window.
+        #[arg(long, default_value_t = 10)]
+        run_cap: usize,
+        #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+        run_cap_window: std::time::Duration,
+        /// Retry-After of a 503.
+        #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        retry_after: std::time::Duration,
+        /// On SIGTERM, how long runs in flight may take to finish their current steps.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+        shutdown_grace: std::time::Duration,
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
+    /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
+    Approve {
+        run_id: String,
+        /// Refuse instead: the run stops there, nothing undone.
+        #[arg(long)]
+        deny: bool,
+        /// The step whose gate is meant (refused if the run waits elsewhere).
+        #[arg(long, value_name = "STEP")]
+        step: Option<String>,
+        /// The server's address.
+        #[arg(
+            long,
+            env = "RUNBOOK_SERVER",
+            default_value = "http://127.0.0.1:9095",
+            value_name = "URL"
+        )]
+        server: String,
+        /// The bearer token's file (default: STATE_DIR/serve.token).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// The JSON Schema for runbooks and fact libraries.
+    Schema,
+    /// Shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DiagnosticFormat {
+    Text,
+    Json,
+    Github,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum When {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ListFormat {
+    Text,
+    Json,
+    /// The runbooks table of a library's README.
+    Markdown,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration such as 30s or 1h: {e}"))
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}

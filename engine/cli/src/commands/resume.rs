@@ -1,0 +1,118 @@
+//! `runbook resume`: a killed run goes on from its journal, or rolls back. The runbook must be
+//! the one that ran (the journal keeps its digest) and the cluster the one it acted on.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+
+use super::build_plan;
+use super::run::RunArgs;
+use crate::exit::Exit;
+use crate::session::journal_path;
+
+/// `runbook resume RUN_ID`: goes on with a run that was killed, from its journal. Steps whose
+/// intent was journaled but not their result are unknown: the human says whether they took
+/// effect (`--assume-done`, `--rerun`, or at the prompt); they are never repeated blindly.
+pub fn resume(
+    dir: &Path,
+    run_id: &str,
+    resume_args: ResumeArgs,
+    args: RunArgs,
+) -> anyhow::Result<Exit> {
+    let state_dir = crate::state::state_dir(args.execution.state_dir.as_deref());
+    let path = journal_path(&state_dir, run_id);
+    if !path.is_file() {
+        anyhow::bail!(
+            "no run `{run_id}` in {} (see `runbook runs`)",
+            state_dir.join("runs").display()
+        );
+    }
+    let records = runbook_core::journal::read(&path).map_err(anyhow::Error::msg)?;
+    let state = runbook_core::resume::analyze(&records)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(outcome) = state.finished {
+        anyhow::bail!("run `{run_id}` already finished ({outcome:?}); there is nothing to resume");
+    }
+    if state.dry_run {
+        anyhow::bail!("run `{run_id}` was a dry-run, which changes nothing; run it again instead");
+    }
+    // The params it ran with (secret ones were never written down: pass them with --set).
+    let mut sets: Vec<String> = state
+        .params
+        .iter()
+        .filter(|(_, value)| value.as_str() != Some(runbook_core::redact::REDACTED))
+        .map(|(name, value)| {
+            format!(
+                "{name}={}",
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            )
+        })
+        .collect();
+    sets.extend(args.execution.sets.iter().cloned());
+    let plan = match build_plan(dir, &state.runbook, &sets, None, false)? {
+        Ok(plan) => plan,
+        Err(exit) => return Ok(exit),
+    };
+    let digest = crate::session::runbook_digest(&plan.runbook);
+    if !state.digest.is_empty() && digest != state.digest {
+        anyhow::bail!(
+            "runbook `{}` changed since run `{run_id}` started ({} then, {} now); resume needs the runbook as it was",
+            state.runbook,
+            &state.digest[..12.min(state.digest.len())],
+            &digest[..12]
+        );
+    }
+    let mut completed = state.completed.clone();
+    for unknown in &state.unknown {
+        let done = if resume_args.assume_done.contains(&unknown.step) {
+            true
+        } else if resume_args.rerun.contains(&unknown.step) {
+            false
+        } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            eprint!(
+                "step {} was about to {} when the run stopped; it may or may not have taken effect.\n? Did it take effect? [y = treat as done / N = run it again] ",
+                unknown.step, unknown.mutation
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            matches!(line.trim().to_lowercase().as_str(), "y" | "yes")
+        } else {
+            eprintln!(
+                "error: step `{}` was about to {} when the run stopped, and may or may not have taken effect. Check it, then resume with --assume-done {} or --rerun {} (or --rollback)",
+                unknown.step, unknown.mutation, unknown.step, unknown.step
+            );
+            return Ok(Exit::Stopped);
+        };
+        if done {
+            completed.push((unknown.step.clone(), unknown.undo.clone()));
+        }
+    }
+    let mut roll_back = resume_args.rollback;
+    if let Some(failure) = &state.failed {
+        if !roll_back {
+            eprintln!("note: the run was already failing ({failure}); resuming finishes its undo and rollback");
+        }
+        roll_back = true;
+    }
+    let resume = runbook_core::exec::Resume {
+        completed,
+        skipped: state.skipped.clone(),
+        undone: state.undone.clone(),
+        roll_back,
+    };
+    super::run::drive(
+        dir,
+        plan,
+        &args,
+        &state_dir,
+        run_id,
+        Some((resume, state.cluster.clone())),
+    )
+}
+
+pub struct ResumeArgs {
+    pub rollback: bool,
+    pub assume_done: Vec<String>,
+    pub rerun: Vec<String>,
+}

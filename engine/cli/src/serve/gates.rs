@@ -1,0 +1,178 @@
+//! Gates of unattended runs: approved at once when the trigger says `autoApprove: true`,
+//! otherwise the run pauses until `runbook approve` (or the HTTP call) answers, or the server
+//! drains it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use runbook_core::effects::{Answer, Prompter};
+use runbook_core::exec::Interrupt;
+use serde_json::json;
+
+use super::http::error;
+use super::registry::RunState;
+use super::{lock, Server};
+
+/// A gate waiting for `runbook approve`.
+pub(super) struct Gate {
+    pub(super) step: String,
+    pub(super) question: String,
+    pub(super) detail: String,
+    pub(super) reply: tokio::sync::oneshot::Sender<(Answer, String)>,
+}
+
+/// Gates of unattended runs: approved at once when the trigger says `autoApprove: true`,
+/// otherwise paused until `runbook approve` (or the HTTP call) answers.
+pub(super) struct ServerPrompter {
+    pub(super) run: String,
+    pub(super) server: Arc<Server>,
+    pub(super) auto_approve: bool,
+    pub(super) interrupt: Arc<Interrupt>,
+    pub(super) answered_by: Mutex<HashMap<String, String>>,
+}
+
+#[async_trait::async_trait]
+impl Prompter for ServerPrompter {
+    async fn confirm(&self, step: &str, question: &str, detail: &str) -> Answer {
+        if self.auto_approve {
+            lock(&self.answered_by).insert(step.to_owned(), "autoApprove (trigger)".to_owned());
+            return Answer::Yes;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        {
+            let mut runs = lock(&self.server.runs);
+            let Some(entry) = runs.get_mut(&self.run) else {
+                return Answer::NoTerminal;
+            };
+            entry.state = RunState::WaitingApproval;
+            entry.gate = Some(Gate {
+                step: step.to_owned(),
+                question: question.to_owned(),
+                detail: detail.to_owned(),
+                reply,
+            });
+        }
+        self.server.metrics.runs_waiting_approval.inc();
+        tracing::info!(run_id = %self.run, step, question, "paused at a gate: waiting for `runbook approve {}`", self.run);
+        let result = tokio::select! {
+            answer = answer => answer.ok(),
+            () = self.interrupt.drained() => None,
+        };
+        self.server.metrics.runs_waiting_approval.dec();
+        if let Some(entry) = lock(&self.server.runs).get_mut(&self.run) {
+            entry.gate = None;
+            if entry.state == RunState::WaitingApproval {
+                entry.state = RunState::Running;
+            }
+        }
+        match result {
+            Some((answer, by)) => {
+                lock(&self.answered_by).insert(step.to_owned(), by);
+                answer
+            }
+            None => Answer::Paused,
+        }
+    }
+
+    fn pauses(&self, _step: &str) -> bool {
+        !self.auto_approve
+    }
+
+    fn answered_by(&self, step: &str) -> String {
+        lock(&self.answered_by)
+            .get(step)
+            .cloned()
+            .unwrap_or_else(|| "approve".to_owned())
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// `false` refuses the gate (the run stops, nothing undone).
+    #[serde(default)]
+    pub(super) approve: Option<bool>,
+    /// The gate's step; when given, it must be the one the run waits at.
+    #[serde(default)]
+    pub(super) step: Option<String>,
+    /// Who approves, for the journal.
+    #[serde(default)]
+    pub(super) by: Option<String>,
+}
+
+pub(super) async fn approve(
+    State(server): State<Arc<Server>>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let request: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                    "the body must be {{\"approve\": true|false, \"step\": ID, \"by\": NAME}}: {e}"
+                ),
+                )
+            }
+        }
+    };
+    let yes = request.approve.unwrap_or(true);
+    let by: String = request
+        .by
+        .as_deref()
+        .unwrap_or("api")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    let mut runs = lock(&server.runs);
+    let Some(entry) = runs.get_mut(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no run `{id}` on this server"),
+        );
+    };
+    let Some(gate) = entry.gate.take() else {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "run `{id}` is not waiting at a gate (it is {})",
+                entry.state.as_str()
+            ),
+        );
+    };
+    if let Some(step) = &request.step {
+        if step != &gate.step {
+            let message = format!(
+                "run `{id}` waits at the gate of step `{}`, not `{step}`",
+                gate.step
+            );
+            entry.gate = Some(gate);
+            return error(StatusCode::CONFLICT, message);
+        }
+    }
+    let step = gate.step.clone();
+    let answer = if yes { Answer::Yes } else { Answer::No };
+    if gate.reply.send((answer, format!("approve: {by}"))).is_err() {
+        return error(
+            StatusCode::CONFLICT,
+            format!("run `{id}` stopped waiting at the gate of step `{step}`"),
+        );
+    }
+    entry.state = RunState::Running;
+    tracing::info!(run_id = %id, step = %step, approved = yes, by = %by, "gate answered");
+    axum::Json(json!({
+        "run": id,
+        "step": step,
+        "answer": if yes { "yes" } else { "no" },
+    }))
+    .into_response()
+}

@@ -1,0 +1,194 @@
+//! The server's HTTP face: the routes, bearer-token auth, health, metrics, and the intake
+//! endpoint that turns a webhook payload into verdicts (the matching itself is in `intake.rs`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use runbook_core::alert::WebhookPayload;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+
+use super::gates::approve;
+use super::intake::Verdict;
+use super::registry::{list_runs, show_run};
+use super::{digest, metrics, Server};
+
+/// Request bodies larger than this get 413.
+pub(super) const BODY_LIMIT: usize = 1024 * 1024;
+
+pub(super) fn router(server: Arc<Server>) -> Router {
+    let authenticated = Router::new()
+        .route("/api/v1/alerts", post(alerts))
+        // The path of the handbook's Alertmanager receivers (section 12), so a receiver can be
+        // pointed here by changing only its host.
+        .route(
+            "/api/v1/repos/{org}/{repo}/actions/dispatches",
+            post(alerts),
+        )
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{id}", get(show_run))
+        .route("/api/v1/runs/{id}/approve", post(approve))
+        .route("/metrics", get(metrics_text))
+        .route_layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(authenticated)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(server)
+}
+
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn healthz(State(server): State<Arc<Server>>) -> Response {
+    if server.stopping.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// Bearer-token auth, the token compared in constant time (as SHA-256 digests, so not even
+/// its length shows in the timing).
+async fn authenticate(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let authorized = presented
+        .is_some_and(|token| bool::from(digest(token.as_bytes()).ct_eq(&server.token_digest)));
+    if !authorized {
+        if is_intake(request.uri().path()) {
+            server
+                .metrics
+                .payloads
+                .get_or_create(&metrics::CodeLabel { code: 401 })
+                .inc();
+        }
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            if presented.is_some() {
+                "the bearer token is not the server's"
+            } else {
+                "missing `Authorization: Bearer TOKEN`"
+            },
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"runbook\""),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+fn is_intake(path: &str) -> bool {
+    path == "/api/v1/alerts" || path.ends_with("/actions/dispatches")
+}
+
+async fn alerts(
+    State(server): State<Arc<Server>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let count = |code: u16| {
+        server
+            .metrics
+            .payloads
+            .get_or_create(&metrics::CodeLabel { code })
+            .inc();
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            count(status.as_u16());
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the payload is larger than {BODY_LIMIT} bytes")
+            } else {
+                rejection.body_text()
+            };
+            return error(status, message);
+        }
+    };
+    if server.stopping.load(Ordering::SeqCst) {
+        count(503);
+        return retry_later(&server, "the server is shutting down");
+    }
+    let text = match std::str::from_utf8(&body) {
+        Ok(text) => text,
+        Err(e) => {
+            count(400);
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the payload is not UTF-8: {e}"),
+            );
+        }
+    };
+    let payload = match WebhookPayload::parse(text) {
+        Ok(payload) => payload,
+        Err(e) => {
+            count(400);
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let verdicts = server.intake(&payload);
+    let full = verdicts.iter().any(|v| v.decision == "queue-full");
+    let body = json!({
+        "alerts": payload.alerts.len(),
+        "results": verdicts.iter().map(Verdict::to_json).collect::<Vec<_>>(),
+    });
+    if full {
+        count(503);
+        let mut response = retry_later(&server, "the run queue is full");
+        if let Ok(value) = serde_json::to_string(&body) {
+            *response.body_mut() = axum::body::Body::from(value);
+        }
+        return response;
+    }
+    count(202);
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+fn retry_later(server: &Server, why: &str) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{why}; send the payload again later"),
+    );
+    let seconds = server.retry_after.as_secs().max(1).to_string();
+    if let Ok(value) = HeaderValue::from_str(&seconds) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+async fn metrics_text(State(server): State<Arc<Server>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        server.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,395 @@
+//! From a webhook payload to verdicts: each alert matched against the triggers, its labels
+//! bound to params (through their types and patterns), and admitted, refused or joined to a
+//! run by `runbook_core::admission`; a resolved alert cancels its queued run. Never waits for a
+//! run. Also the drain at shutdown, which empties the same queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use runbook_core::admission::Decision;
+use runbook_core::alert::{Alert, AlertStatus, WebhookPayload};
+use runbook_core::bind::{bind, Bindings};
+use runbook_core::compile::TriggeredBy;
+use runbook_core::journal::{Event, Journal, Record};
+use runbook_core::runbook::Runbook;
+use serde_json::{json, Value as Json};
+
+use super::registry::{RunEntry, RunState};
+use super::{lock, metrics, Server};
+
+/// What a worker needs to start a queued run.
+pub(super) struct Job {
+    pub(super) runbook: Arc<Runbook>,
+    pub(super) bindings: Bindings,
+    pub(super) triggered_by: TriggeredBy,
+    pub(super) auto_approve: bool,
+}
+
+/// What became of one alert, for the response and the logs.
+pub(super) struct Verdict {
+    pub(super) runbook: String,
+    pub(super) fingerprint: String,
+    pub(super) decision: &'static str,
+    pub(super) run: Option<String>,
+    pub(super) reason: Option<String>,
+}
+
+impl Verdict {
+    pub(super) fn to_json(&self) -> Json {
+        let mut object = json!({
+            "runbook": self.runbook,
+            "fingerprint": self.fingerprint,
+            "decision": self.decision,
+        });
+        if let Some(run) = &self.run {
+            object["run"] = json!(run);
+        }
+        if let Some(reason) = &self.reason {
+            object["reason"] = json!(reason);
+        }
+        object
+    }
+}
+
+impl Server {
+    /// Matches, binds and admits every alert of a payload. Never waits for a run.
+    pub(super) fn intake(self: &Arc<Self>, payload: &WebhookPayload) -> Vec<Verdict> {
+        let mut verdicts = Vec::new();
+        let mut queued = false;
+        for alert in &payload.alerts {
+            let status = match alert.status {
+                AlertStatus::Firing => "firing",
+                AlertStatus::Resolved => "resolved",
+            };
+            self.metrics
+                .alerts_received
+                .get_or_create(&metrics::StatusLabel {
+                    status: status.to_owned(),
+                })
+                .inc();
+            let mut matched = false;
+            for runbook in &self.triggered {
+                let Some(trigger) = runbook
+                    .triggers
+                    .iter()
+                    .position(|trigger| trigger.matches(&alert.labels))
+                else {
+                    continue;
+                };
+                matched = true;
+                let verdict = match alert.status {
+                    AlertStatus::Firing => {
+                        let verdict = self.admit(runbook, trigger, alert);
+                        queued |= verdict.decision == "queued";
+                        verdict
+                    }
+                    AlertStatus::Resolved => self.resolve(runbook, alert),
+                };
+                verdicts.push(verdict);
+            }
+            if !matched && alert.status == AlertStatus::Firing {
+                self.metrics.alerts_unmatched.inc();
+                tracing::debug!(alert = alert.name(), fingerprint = %alert.fingerprint, "no runbook's trigger matches");
+            }
+        }
+        if queued {
+            self.update_queue_depth();
+            self.wake.notify_one();
+        }
+        verdicts
+    }
+
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        runbook: &Arc<Runbook>,
+        trigger: usize,
+        alert: &Alert,
+    ) -> Verdict {
+        let name = runbook.name.as_str();
+        self.metrics
+            .alerts_matched
+            .get_or_create(&metrics::runbook(name))
+            .inc();
+        let mut verdict = Verdict {
+            runbook: name.to_owned(),
+            fingerprint: alert.fingerprint.clone(),
+            decision: "queued",
+            run: None,
+            reason: None,
+        };
+        // Labels become params only through their declared types and patterns; a value that
+        // fails is refused here and never reaches a command.
+        let (bindings, errors) = bind(runbook, &[], Some(alert));
+        if !errors.is_empty() {
+            return self.unbound(verdict, alert, &errors);
+        }
+        let key = crate::session::lock_target(runbook, &bindings);
+        let spec = &runbook.triggers[trigger];
+        let params = redacted_params(runbook, &bindings);
+        let job = Job {
+            runbook: runbook.clone(),
+            bindings,
+            triggered_by: TriggeredBy {
+                trigger,
+                alert: alert.clone(),
+            },
+            auto_approve: spec.auto_approve,
+        };
+        let mut new_id = None;
+        let decision = lock(&self.admission).admit(
+            Instant::now(),
+            &key,
+            name,
+            spec.cooldown,
+            || {
+                let id = self.new_run_id(name);
+                new_id = Some(id.clone());
+                id
+            },
+            job,
+        );
+        let alert_json = json!({
+            "alert": alert.name(),
+            "fingerprint": alert.fingerprint,
+            "status": "firing",
+        });
+        match decision {
+            Decision::Queued => {
+                let id = new_id.unwrap_or_default();
+                tracing::info!(run_id = %id, runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, "run queued");
+                lock(&self.order).push(id.clone());
+                lock(&self.runs).insert(
+                    id.clone(),
+                    RunEntry::queued(&id, name, key, params, alert_json),
+                );
+                verdict.run = Some(id);
+            }
+            Decision::Duplicate { ref run } | Decision::CoolingDown { ref run, .. } => {
+                let run = run.clone();
+                let cooling = matches!(decision, Decision::CoolingDown { .. });
+                let reason = if cooling { "cooldown" } else { "in-progress" };
+                self.metrics
+                    .alerts_deduplicated
+                    .get_or_create(&metrics::reason(name, reason))
+                    .inc();
+                if let Some(entry) = lock(&self.runs).get_mut(&run) {
+                    if entry.alerts.len() < 100 {
+                        entry.alerts.push(alert_json);
+                    }
+                }
+                verdict.decision = if cooling { "cooldown" } else { "duplicate" };
+                verdict.reason = Some(match decision {
+                    Decision::CoolingDown { remaining, .. } => format!(
+                        "run {run} started less than the trigger's cooldown ago; {} left",
+                        humantime::format_duration(Duration::from_secs(remaining.as_secs()))
+                    ),
+                    _ => format!("run {run} for the same runbook and params is queued or running"),
+                });
+                verdict.run = Some(run);
+            }
+            Decision::Capped { cap, window } => {
+                self.metrics
+                    .alerts_rejected
+                    .get_or_create(&metrics::reason(name, "run-cap"))
+                    .inc();
+                let reason = format!(
+                    "runbook {name} already started {cap} runs within {}",
+                    humantime::format_duration(window)
+                );
+                tracing::warn!(runbook = name, alert = alert.name(), reason = %reason, "alert rejected: run cap");
+                verdict.decision = "capped";
+                verdict.reason = Some(reason);
+            }
+            Decision::QueueFull => {
+                self.metrics
+                    .alerts_rejected
+                    .get_or_create(&metrics::reason(name, "queue-full"))
+                    .inc();
+                tracing::warn!(
+                    runbook = name,
+                    alert = alert.name(),
+                    "alert refused: the run queue is full"
+                );
+                verdict.decision = "queue-full";
+                verdict.reason = Some("the run queue is full".to_owned());
+            }
+        }
+        verdict
+    }
+
+    /// The verdict on an alert whose labels do not bind the runbook's params.
+    fn unbound(
+        &self,
+        mut verdict: Verdict,
+        alert: &Alert,
+        errors: &[runbook_core::bind::BindError],
+    ) -> Verdict {
+        let reason = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.metrics
+            .alerts_rejected
+            .get_or_create(&metrics::reason(&verdict.runbook, "invalid-params"))
+            .inc();
+        tracing::warn!(
+            runbook = %verdict.runbook,
+            alert = alert.name(),
+            fingerprint = %alert.fingerprint,
+            reason = %reason,
+            "alert rejected: its labels do not bind the runbook's params"
+        );
+        verdict.decision = "rejected";
+        verdict.reason = Some(reason);
+        verdict
+    }
+
+    /// A resolved alert cancels its run if it has not started, and is recorded against it if
+    /// it is going on (the run is not stopped: a remediation half done is worse than one done).
+    pub(super) fn resolve(&self, runbook: &Arc<Runbook>, alert: &Alert) -> Verdict {
+        let name = runbook.name.as_str();
+        let mut verdict = Verdict {
+            runbook: name.to_owned(),
+            fingerprint: alert.fingerprint.clone(),
+            decision: "resolved",
+            run: None,
+            reason: None,
+        };
+        let (bindings, errors) = bind(runbook, &[], Some(alert));
+        if !errors.is_empty() {
+            verdict.reason = Some("its labels bind no run".to_owned());
+            return verdict;
+        }
+        let key = crate::session::lock_target(runbook, &bindings);
+        let cancelled = lock(&self.admission).cancel(&key);
+        if let Some(queued) = cancelled {
+            self.update_queue_depth();
+            self.metrics
+                .alerts_resolved
+                .get_or_create(&metrics::reason(name, "cancelled-queued-run"))
+                .inc();
+            self.metrics
+                .runs_cancelled
+                .get_or_create(&metrics::reason(name, "resolved"))
+                .inc();
+            if let Some(entry) = lock(&self.runs).get_mut(&queued.run) {
+                entry.state = RunState::Cancelled;
+                entry.finished_at = Some(SystemTime::now());
+                entry.message = Some("its alert resolved before it started".to_owned());
+                entry.alerts.push(json!({
+                    "alert": alert.name(), "fingerprint": alert.fingerprint, "status": "resolved",
+                }));
+            }
+            tracing::info!(run_id = %queued.run, runbook = name, fingerprint = %alert.fingerprint, "queued run cancelled: its alert resolved");
+            verdict.decision = "cancelled";
+            verdict.run = Some(queued.run);
+            return verdict;
+        }
+        let active = lock(&self.admission).active(&key).map(str::to_owned);
+        if let Some(run) = active {
+            let journal = {
+                let mut runs = lock(&self.runs);
+                runs.get_mut(&run).and_then(|entry| {
+                    entry.alerts.push(json!({
+                        "alert": alert.name(), "fingerprint": alert.fingerprint, "status": "resolved",
+                    }));
+                    entry.journal.clone()
+                })
+            };
+            if let Some(path) = journal {
+                let appended = Journal::open(&path).and_then(|journal| {
+                    journal.append(&Record {
+                        time: runbook_core::journal::timestamp(SystemTime::now()),
+                        run: run.clone(),
+                        event: Event::AlertResolved {
+                            alert: alert.name().to_owned(),
+                            fingerprint: alert.fingerprint.clone(),
+                        },
+                    })
+                });
+                if let Err(e) = appended {
+                    tracing::warn!(run_id = %run, error = %e, "cannot journal the resolved alert");
+                }
+            }
+            self.metrics
+                .alerts_resolved
+                .get_or_create(&metrics::reason(name, "recorded-on-running-run"))
+                .inc();
+            tracing::info!(run_id = %run, runbook = name, fingerprint = %alert.fingerprint, "alert resolved while its run goes on; recorded");
+            verdict.decision = "recorded";
+            verdict.run = Some(run);
+            return verdict;
+        }
+        self.metrics
+            .alerts_resolved
+            .get_or_create(&metrics::reason(name, "no-run"))
+            .inc();
+        verdict
+    }
+
+    pub(super) fn update_queue_depth(&self) {
+        let depth = lock(&self.admission).depth();
+        self.metrics
+            .queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    pub(super) fn new_run_id(&self, runbook: &str) -> String {
+        let runs = lock(&self.runs);
+        loop {
+            let id = crate::state::new_run_id(runbook);
+            let taken = runs.contains_key(&id)
+                || self
+                    .state_dir
+                    .join("runs")
+                    .join(format!("{id}.jsonl"))
+                    .exists();
+            if !taken {
+                return id;
+            }
+        }
+    }
+
+    /// Stops taking runs: the queue is emptied (its alerts come again from Alertmanager) and
+    /// every run in flight is asked to drain.
+    pub(super) fn drain_runs(&self, signal: &str) {
+        let dropped = lock(&self.admission).drain();
+        self.metrics.queue_depth.set(0);
+        let mut runs = lock(&self.runs);
+        for queued in dropped {
+            self.metrics
+                .runs_cancelled
+                .get_or_create(&metrics::reason(&queued.runbook, "shutdown"))
+                .inc();
+            if let Some(entry) = runs.get_mut(&queued.run) {
+                entry.state = RunState::Cancelled;
+                entry.finished_at = Some(SystemTime::now());
+                entry.message = Some(format!("not started: the server stopped ({signal})"));
+            }
+            tracing::warn!(run_id = %queued.run, runbook = %queued.runbook, "queued run dropped at shutdown; Alertmanager sends its alert again while it fires");
+        }
+        let by = format!("server shutdown ({signal})");
+        for entry in runs.values() {
+            if let Some(interrupt) = &entry.interrupt {
+                interrupt.drain(&by);
+            }
+        }
+    }
+}
+
+pub(super) fn redacted_params(runbook: &Runbook, bindings: &Bindings) -> Json {
+    let mut object = serde_json::Map::new();
+    for (name, value) in &bindings.values {
+        let secret = runbook.param(name).is_some_and(|param| param.secret);
+        object.insert(
+            name.clone(),
+            if secret {
+                json!(runbook_core::redact::REDACTED)
+            } else {
+                serde_json::to_value(value).unwrap_or(Json::Null)
+            },
+        );
+    }
+    Json::Object(object)
+}

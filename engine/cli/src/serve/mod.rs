@@ -1,0 +1,320 @@
+//! `runbook serve`: runbooks that run themselves when Alertmanager fires.
+//!
+//! The intake path (`POST /api/v1/alerts`) only matches, binds and queues: it never waits for
+//! a run, so Alertmanager gets its answer in microseconds. Workers take queued runs and execute
+//! them in the same `RunSession` as `runbook run`. See `runbook_core::admission` for the rules
+//! on duplicates, cooldowns, run caps and the bounded queue.
+//!
+//! The parts: `http.rs` (router, auth, the intake endpoint), `intake.rs` (alerts to verdicts,
+//! admission), `workers.rs` (the worker loop), `gates.rs` (gates waiting for `runbook
+//! approve`), `registry.rs` (the runs the server knows of, listed and shown), `metrics.rs`.
+//!
+//! axum serves HTTP (tokio's own web framework, on hyper); `subtle` compares tokens in constant
+//! time; `getrandom` makes a token when none is given.
+
+mod gates;
+mod http;
+mod intake;
+mod metrics;
+mod registry;
+mod workers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use runbook_core::admission::{Admission, Limits};
+use runbook_core::runbook::{Catalog, Runbook};
+
+use crate::exit::Exit;
+use intake::Job;
+use metrics::Metrics;
+use registry::RunEntry;
+
+/// `runbook serve` options.
+pub struct ServeArgs {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub simulate: Option<PathBuf>,
+    pub namespace: Option<String>,
+    pub cluster: crate::world::ClusterArgs,
+    pub workers: usize,
+    pub parallelism: usize,
+    pub queue: usize,
+    pub run_cap: usize,
+    pub run_cap_window: Duration,
+    pub retry_after: Duration,
+    pub shutdown_grace: Duration,
+    pub json_logs: bool,
+}
+
+struct Server {
+    catalog: Arc<Catalog>,
+    /// The runbooks with triggers.
+    triggered: Vec<Arc<Runbook>>,
+    token_digest: [u8; 32],
+    state_dir: PathBuf,
+    world: crate::world::World,
+    cluster_args: crate::world::ClusterArgs,
+    parallelism: usize,
+    retry_after: Duration,
+    admission: Mutex<Admission<Job>>,
+    runs: Mutex<HashMap<String, RunEntry>>,
+    /// Run ids in the order they were queued.
+    order: Mutex<Vec<String>>,
+    wake: tokio::sync::Notify,
+    stopping: AtomicBool,
+    metrics: Metrics,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
+}
+
+pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
+    init_logs(args.json_logs);
+    let (catalog, diagnostics, _) = runbook_core::load_catalog(&[dir.to_path_buf()]);
+    if diagnostics.has_errors() {
+        crate::commands::print_diagnostics(
+            diagnostics,
+            crate::cli::DiagnosticFormat::Text,
+            crate::cli::When::Auto,
+        )?;
+        eprintln!(
+            "error: the runbooks in {} have errors; `runbook serve` starts only with a valid catalog",
+            dir.display()
+        );
+        return Ok(Exit::Invalid);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let world = match args.simulate.as_deref() {
+        Some(scenario_path) => {
+            match crate::world::World::load_simulated(scenario_path, args.namespace.clone()) {
+                Ok(world) => world,
+                Err(diagnostics) => {
+                    crate::commands::print_diagnostics(
+                        diagnostics,
+                        crate::cli::DiagnosticFormat::Text,
+                        crate::cli::When::Auto,
+                    )?;
+                    eprintln!("error: scenario {} is invalid", scenario_path.display());
+                    return Ok(Exit::Invalid);
+                }
+            }
+        }
+        None => match runtime.block_on(crate::world::World::live(
+            &args.cluster,
+            args.namespace.clone(),
+        )) {
+            Ok(world) => {
+                if let Some(live) = &world.live {
+                    tracing::info!(
+                        cluster = %live.connection.describe(),
+                        version = %live.connection.version,
+                        namespace = %world.namespace,
+                        "connected to the cluster"
+                    );
+                }
+                world
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot connect to the cluster");
+                eprintln!("error: {error}");
+                return Ok(Exit::Unreachable);
+            }
+        },
+    };
+    if args.cluster.lock == crate::world::LockKind::Lease && world.live.is_none() {
+        eprintln!("error: {}", crate::world::LEASE_NEEDS_CLUSTER);
+        return Ok(Exit::Invalid);
+    }
+    let token = load_token(args.token_file.as_deref(), &args.state_dir)?;
+    let triggered: Vec<Arc<Runbook>> = catalog
+        .runbooks
+        .iter()
+        .filter(|runbook| !runbook.triggers.is_empty())
+        .cloned()
+        .collect();
+    let server = Arc::new(Server {
+        catalog: Arc::new(catalog),
+        triggered,
+        token_digest: digest(token.as_bytes()),
+        state_dir: args.state_dir.clone(),
+        world,
+        cluster_args: args.cluster.clone(),
+        parallelism: args.parallelism,
+        retry_after: args.retry_after,
+        admission: Mutex::new(Admission::new(Limits {
+            queue_capacity: args.queue,
+            cap: args.run_cap,
+            window: args.run_cap_window,
+        })),
+        runs: Mutex::new(HashMap::new()),
+        order: Mutex::new(Vec::new()),
+        wake: tokio::sync::Notify::new(),
+        stopping: AtomicBool::new(false),
+        metrics: Metrics::new(),
+    });
+
+    runtime.block_on(run_server(server, &args))?;
+    Ok(Exit::Succeeded)
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The bearer token: from `--token-file`, or made at start and kept in the state dir (mode
+/// 0600) so `runbook approve` on the same machine finds it.
+fn load_token(file: Option<&Path>, state_dir: &Path) -> anyhow::Result<String> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let token = text.trim().to_owned();
+        if token.is_empty() {
+            anyhow::bail!("the token file {} is empty", path.display());
+        }
+        return Ok(token);
+    }
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot make a token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let path = state_dir.join("serve.token");
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(
+        token_file = %path.display(),
+        "no --token-file: made a bearer token; give it to Alertmanager (credentials_file) and to `runbook approve`"
+    );
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+async fn run_server(server: Arc<Server>, args: &ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.workers.max(1) {
+        workers.spawn(workers::worker(server.clone()));
+    }
+    let router = http::router(server.clone());
+    tracing::info!(
+        address = %address,
+        runbooks = server.triggered.len(),
+        workers = args.workers.max(1),
+        "listening"
+    );
+    let (signal_tx, signal_rx) = tokio::sync::oneshot::channel::<&'static str>();
+    tokio::spawn(async move {
+        let signal = shutdown_signal().await;
+        let _ = signal_tx.send(signal);
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown_server = server.clone();
+    let grace = args.shutdown_grace;
+    let shutdown = tokio::spawn(async move {
+        let signal = signal_rx.await.unwrap_or("shutdown");
+        tracing::info!(
+            signal,
+            "shutting down: no new alerts; runs in flight finish their current steps and pause"
+        );
+        shutdown_server.stopping.store(true, Ordering::SeqCst);
+        let _ = stop_tx.send(());
+        shutdown_server.drain_runs(signal);
+        signal
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .await
+        .context("the HTTP server failed")?;
+    let signal = shutdown.await.unwrap_or("shutdown");
+    server.wake.notify_waiters();
+    // Runs in flight finish the steps they are in and stop, resumable.
+    let drained = tokio::time::timeout(grace, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace = %humantime::format_duration(grace),
+            "runs did not stop within the grace period: cancelling the steps in flight"
+        );
+        for entry in lock(&server.runs).values() {
+            if let Some(interrupt) = &entry.interrupt {
+                interrupt.raise();
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    tracing::info!(signal, "stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

@@ -1,0 +1,226 @@
+//! The workers: each takes the next queued run and executes it in a `RunSession` (the same
+//! lock, journal, digest and Lease watch as `runbook run`), keeping the registry and the
+//! metrics up to date.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use runbook_core::compile::Compiler;
+use runbook_core::effects::Reporter;
+use runbook_core::journal::{Outcome, Record};
+
+use super::gates::ServerPrompter;
+use super::intake::Job;
+use super::registry::RunState;
+use super::{lock, metrics, Server};
+use crate::session::{JournalMode, RunSession, SessionError, SessionRun};
+use crate::world::LockError;
+
+pub(super) async fn worker(server: Arc<Server>) {
+    loop {
+        if server.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let notified = server.wake.notified();
+        let next = lock(&server.admission).next(Instant::now());
+        match next {
+            Some(queued) => {
+                server.update_queue_depth();
+                execute(&server, queued).await;
+            }
+            None => notified.await,
+        }
+    }
+}
+
+async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<Job>) {
+    let runbook_core::admission::Queued {
+        run: run_id,
+        key,
+        runbook: name,
+        item: job,
+    } = queued;
+    let Some(session) = open_session(server, &run_id, &key, &name).await else {
+        return;
+    };
+    let interrupt = session.interrupt().clone();
+    if let Some(entry) = lock(&server.runs).get_mut(&run_id) {
+        entry.state = RunState::Running;
+        entry.started_at = Some(SystemTime::now());
+        entry.journal = Some(session.journal_path().to_path_buf());
+        entry.interrupt = Some(interrupt.clone());
+    }
+    // A drain that came while this run was being set up.
+    if server.stopping.load(Ordering::SeqCst) {
+        interrupt.drain("server shutdown");
+    }
+    server
+        .metrics
+        .runs_started
+        .get_or_create(&metrics::runbook(&name))
+        .inc();
+    server.metrics.runs_running.inc();
+    tracing::info!(run_id = %run_id, runbook = %name, "run started");
+    let plan = Compiler::compile(job.runbook.clone(), job.bindings, Some(job.triggered_by));
+    let run = SessionRun {
+        prompter: Arc::new(ServerPrompter {
+            run: run_id.clone(),
+            server: server.clone(),
+            auto_approve: job.auto_approve,
+            interrupt,
+            answered_by: Mutex::new(HashMap::new()),
+        }),
+        reporter: Arc::new(LogReporter),
+        catalog: server.catalog.clone(),
+        parallelism: server.parallelism,
+        dry_run: false,
+        yes: false,
+        resume: None,
+    };
+    let started = Instant::now();
+    let lost_run = run_id.clone();
+    let report = session
+        .execute(plan, run, move || {
+            tracing::error!(run_id = %lost_run, "the run lock (Lease) was lost; stopping after the steps in flight");
+        })
+        .await;
+    let outcome = report.outcome;
+    let outcome_label = serde_json::to_value(outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    server.metrics.runs_running.dec();
+    server
+        .metrics
+        .runs_finished
+        .get_or_create(&metrics::OutcomeLabels {
+            runbook: name.clone(),
+            outcome: outcome_label.clone(),
+        })
+        .inc();
+    server
+        .metrics
+        .run_duration
+        .get_or_create(&metrics::runbook(&name))
+        .observe(started.elapsed().as_secs_f64());
+    tracing::info!(
+        run_id = %run_id,
+        runbook = %name,
+        outcome = %outcome_label,
+        detail = %report.message,
+        must_fix = report.must_fix.len(),
+        "run finished"
+    );
+    for item in &report.must_fix {
+        tracing::warn!(run_id = %run_id, runbook = %name, "must fix: {item}");
+    }
+    finish(
+        server,
+        &key,
+        &run_id,
+        RunState::Finished,
+        Some(outcome),
+        report.message,
+    );
+}
+
+/// Takes the run lock and creates the journal; a run that cannot have either is cancelled.
+async fn open_session<'s>(
+    server: &'s Server,
+    run_id: &str,
+    key: &str,
+    name: &str,
+) -> Option<RunSession<'s>> {
+    // The same lock as `runbook run`: a run started by hand with the same params wins.
+    match RunSession::open(
+        &server.world,
+        &server.cluster_args,
+        &server.state_dir,
+        run_id,
+        Some(key),
+        JournalMode::Create,
+    )
+    .await
+    {
+        Ok(session) => Some(session),
+        Err(SessionError::Lock(LockError::Unusable(why))) => {
+            server
+                .metrics
+                .alerts_rejected
+                .get_or_create(&metrics::reason(name, "lock-unusable"))
+                .inc();
+            tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: cannot take the run lock");
+            finish(
+                server,
+                key,
+                run_id,
+                RunState::Cancelled,
+                None,
+                format!("not started: cannot take the run lock: {why}"),
+            );
+            None
+        }
+        Err(SessionError::Lock(LockError::Held(holder))) => {
+            server
+                .metrics
+                .alerts_rejected
+                .get_or_create(&metrics::reason(name, "running-elsewhere"))
+                .inc();
+            tracing::warn!(run_id = %run_id, runbook = %name, holder = %holder, "not started: the same runbook with the same params is already running");
+            finish(
+                server,
+                key,
+                run_id,
+                RunState::Cancelled,
+                None,
+                format!("not started: the same runbook with the same params is already running ({holder})"),
+            );
+            None
+        }
+        Err(SessionError::Journal(e)) => {
+            tracing::error!(run_id = %run_id, runbook = %name, error = %e, "cannot create the journal; the run is not started");
+            finish(
+                server,
+                key,
+                run_id,
+                RunState::Cancelled,
+                None,
+                format!("not started: cannot create the journal: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// Records the end of a run (or why it never started) and frees its admission key.
+fn finish(
+    server: &Server,
+    key: &str,
+    run_id: &str,
+    state: RunState,
+    outcome: Option<Outcome>,
+    message: String,
+) {
+    lock(&server.admission).finished(key, run_id);
+    if let Some(entry) = lock(&server.runs).get_mut(run_id) {
+        entry.state = state;
+        entry.outcome = outcome;
+        entry.message = Some(message);
+        entry.finished_at = Some(SystemTime::now());
+        entry.gate = None;
+        entry.interrupt = None;
+    }
+}
+
+/// Run events go to the structured log, with the run id.
+struct LogReporter;
+
+impl Reporter for LogReporter {
+    fn record(&self, record: &Record) {
+        if let Some(text) = crate::terminal::describe(&record.event) {
+            tracing::debug!(run_id = %record.run, "{text}");
+        }
+    }
+}
