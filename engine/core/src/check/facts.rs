@@ -3,7 +3,142 @@
 
 use super::*;
 
+/// A runbook's own facts, beside the libraries'.
+pub(super) struct RunbookFacts {
+    /// Every fact name an expression in the runbook may read.
+    pub(super) visible: BTreeSet<String>,
+    /// The runbook's own facts whose names are valid and not taken.
+    pub(super) names: Vec<String>,
+    /// The library's facts and the runbook's own that passed their check.
+    pub(super) known: BTreeMap<String, KnownFact>,
+    /// The runbook's own facts that passed their check.
+    pub(super) checked: BTreeMap<String, KnownFact>,
+}
+
 impl Checker<'_> {
+    pub(super) fn check_runbook_facts(
+        &mut self,
+        at: At<'_>,
+        declared: &[document::Fact],
+        library: &BTreeMap<String, KnownFact>,
+        param_names: &[String],
+    ) -> RunbookFacts {
+        let mut names: BTreeMap<String, (Source, Span)> = library
+            .iter()
+            .map(|(name, fact)| (name.clone(), (fact.spec.origin.clone(), fact.spec.span)))
+            .collect();
+        let mut local_names = Vec::new();
+        for (index, fact) in declared.iter().enumerate() {
+            let pointer = format!("/spec/facts/{index}/name");
+            if self.check_fact_name(at, &pointer, &fact.name)
+                && self.claim_fact_name(at, &pointer, &fact.name, &mut names)
+            {
+                local_names.push(fact.name.clone());
+            }
+        }
+        let local_only: BTreeMap<String, (Source, Span)> = names
+            .iter()
+            .filter(|(name, _)| {
+                local_names.iter().any(|local| {
+                    local == *name
+                        || local.starts_with(&format!("{name}."))
+                        || name.starts_with(&format!("{local}."))
+                })
+            })
+            .map(|(name, site)| (name.clone(), site.clone()))
+            .collect();
+        self.check_fact_nesting(&local_only);
+        let visible: BTreeSet<String> = names.keys().cloned().collect();
+        let scope = Scope {
+            facts: &visible,
+            params: Some(param_names),
+            locals: &[],
+        };
+        let mut known: BTreeMap<String, KnownFact> = library.clone();
+        for (index, fact) in declared.iter().enumerate() {
+            if !local_names.contains(&fact.name) {
+                continue;
+            }
+            if let Some(checked) =
+                self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
+            {
+                known.insert(
+                    fact.name.clone(),
+                    KnownFact {
+                        spec: Arc::new(checked),
+                    },
+                );
+            }
+        }
+        let checked: BTreeMap<String, KnownFact> = known
+            .iter()
+            .filter(|(name, _)| local_names.contains(name))
+            .map(|(name, fact)| (name.clone(), fact.clone()))
+            .collect();
+        self.check_fact_cycles(&checked);
+        RunbookFacts {
+            visible,
+            names: local_names,
+            known,
+            checked,
+        }
+    }
+
+    /// Every fact the runbook reads, through other facts too; a library fact that reads a param
+    /// the runbook does not declare is reported where the runbook first reads it.
+    pub(super) fn facts_read_through(
+        &mut self,
+        at: At<'_>,
+        reads: &Reads,
+        known: &BTreeMap<String, KnownFact>,
+        param_names: &[String],
+    ) -> BTreeMap<String, Arc<FactSpec>> {
+        let mut facts = BTreeMap::new();
+        let mut pending: Vec<String> = reads.facts.iter().cloned().collect();
+        let mut via: BTreeMap<String, String> = BTreeMap::new();
+        while let Some(fact_name) = pending.pop() {
+            if facts.contains_key(&fact_name) {
+                continue;
+            }
+            if let Some(fact) = known.get(&fact_name) {
+                // A fact read through another is reported where the first one is read.
+                if let Some(site) = self.fact_sites.get(&fact_name).cloned() {
+                    for read in &fact.spec.reads {
+                        self.fact_sites
+                            .entry(read.clone())
+                            .or_insert_with(|| site.clone());
+                        via.entry(read.clone()).or_insert_with(|| fact_name.clone());
+                    }
+                }
+                pending.extend(fact.spec.reads.iter().cloned());
+                for param in &fact.spec.params {
+                    if !param_names.contains(param) {
+                        let (source, span) = self
+                            .fact_sites
+                            .get(&fact_name)
+                            .cloned()
+                            .unwrap_or_else(|| (at.source.clone(), at.span("/metadata/name")));
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                "undefined-param",
+                                &source,
+                                span,
+                                format!(
+                                    "fact `{fact_name}` ({}:{}){} reads `params.{param}`, which this runbook does not declare",
+                                    fact.spec.origin.path().display(),
+                                    fact.spec.span.start.line,
+                                    via.get(&fact_name).map(|reader| format!(", read through `{reader}`,")).unwrap_or_default(),
+                                ),
+                            )
+                            .with_help(format!("declare it under `params:`: `- name: {param}`")),
+                        );
+                    }
+                }
+                facts.insert(fact_name, fact.spec.clone());
+            }
+        }
+        facts
+    }
 
     pub(super) fn check_libraries(
         &mut self,

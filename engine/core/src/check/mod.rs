@@ -26,12 +26,15 @@ mod calls;
 mod expressions;
 mod facts;
 mod graph;
+mod lints;
 mod names;
 mod params;
 mod positions;
+mod rollback;
 mod steps;
 #[cfg(test)]
 mod tests;
+mod triggers;
 mod undo;
 
 use actions::action_keywords;
@@ -47,70 +50,20 @@ use positions::At;
 /// `# runbook:allow missing-undo <reason>`.
 const ALLOW_PRAGMA: &str = "runbook:allow";
 
-/// Checks everything in `workspace`.
+/// Checks everything in `workspace`, pass by pass. Each pass reports what it finds and goes on,
+/// so one `validate` shows every problem.
 pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
     let mut checker = Checker {
         diagnostics,
         fact_sites: BTreeMap::new(),
     };
+    // 1. Fact libraries, which every runbook may read.
     let library_facts = checker.check_libraries(&workspace.libraries);
-    // Names first (cheap, and file order decides which duplicate is reported), then each
-    // runbook on its own: they are independent, so they are checked on every core and merged
-    // in file order, which keeps the output identical to a sequential check.
-    let mut names: HashMap<String, (Source, Span)> = HashMap::new();
-    let mut unique = Vec::new();
-    for loaded in &workspace.runbooks {
-        let at = At::of(loaded);
-        let name = &loaded.document.metadata.name;
-        if let Some((source, span)) = names.get(name) {
-            checker.diagnostics.push(
-                Diagnostic::error(
-                    "duplicate-runbook",
-                    &loaded.source,
-                    at.span("/metadata/name"),
-                    format!(
-                        "runbook `{name}` is already defined at {}:{}:{}",
-                        source.path().display(),
-                        span.start.line,
-                        span.start.column
-                    ),
-                )
-                .with_help("runbook names must be unique across the runbooks folder"),
-            );
-            continue;
-        }
-        names.insert(
-            name.clone(),
-            (loaded.source.clone(), at.span("/metadata/name")),
-        );
-        unique.push(loaded);
-    }
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, unique.len().max(1));
-    let chunk = unique.len().div_ceil(workers).max(1);
-    let library = &library_facts;
-    let parts: Vec<CheckedPart> = std::thread::scope(|scope| {
-        let handles: Vec<_> = unique
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || check_runbooks(part, library)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    let mut runbooks = Vec::new();
-    let mut calls = Vec::new();
-    for (part_runbooks, part_diagnostics, part_calls) in parts {
-        runbooks.extend(part_runbooks);
-        checker.diagnostics.extend(part_diagnostics);
-        calls.extend(part_calls);
-    }
+    // 2. Runbook names, which must be unique; the first in file order wins.
+    let unique = checker.unique_runbooks(&workspace.runbooks);
+    // 3. Each runbook on its own (params, facts, triggers, steps and needs, actions, undo and
+    //    lints; see `check_runbook`).
+    let (runbooks, calls) = checker.check_each_runbook(&unique, &library_facts);
     let mut catalog = Catalog {
         runbooks,
         library_facts: library_facts
@@ -118,9 +71,10 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
             .map(|(name, fact)| (name, fact.spec))
             .collect(),
     };
+    // 4. Calls between runbooks, once every runbook is known.
     checker.check_calls(&catalog, &calls);
-    // A file with any error (a duplicate key, a bad apiVersion, a call to a runbook that does
-    // not exist) yields no runbook to plan or run.
+    // 5. A file with any error (a duplicate key, a bad apiVersion, a call to a runbook that does
+    //    not exist) yields no runbook to plan or run.
     let broken: BTreeSet<std::path::PathBuf> = checker
         .diagnostics
         .iter()
@@ -131,6 +85,79 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
         .runbooks
         .retain(|runbook| !broken.contains(runbook.source.path()));
     catalog
+}
+
+impl Checker<'_> {
+    /// The runbooks whose names are not taken by an earlier one.
+    fn unique_runbooks<'w>(
+        &mut self,
+        runbooks: &'w [Loaded<document::RunbookDocument>],
+    ) -> Vec<&'w Loaded<document::RunbookDocument>> {
+        let mut names: HashMap<String, (Source, Span)> = HashMap::new();
+        let mut unique = Vec::new();
+        for loaded in runbooks {
+            let at = At::of(loaded);
+            let name = &loaded.document.metadata.name;
+            if let Some((source, span)) = names.get(name) {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate-runbook",
+                        &loaded.source,
+                        at.span("/metadata/name"),
+                        format!(
+                            "runbook `{name}` is already defined at {}:{}:{}",
+                            source.path().display(),
+                            span.start.line,
+                            span.start.column
+                        ),
+                    )
+                    .with_help("runbook names must be unique across the runbooks folder"),
+                );
+                continue;
+            }
+            names.insert(
+                name.clone(),
+                (loaded.source.clone(), at.span("/metadata/name")),
+            );
+            unique.push(loaded);
+        }
+        unique
+    }
+
+    /// Runbooks are independent, so they are checked on every core and merged in file order,
+    /// which keeps the output identical to a sequential check.
+    fn check_each_runbook(
+        &mut self,
+        unique: &[&Loaded<document::RunbookDocument>],
+        library: &BTreeMap<String, KnownFact>,
+    ) -> (Vec<Arc<Runbook>>, Vec<Call>) {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, unique.len().max(1));
+        let chunk = unique.len().div_ceil(workers).max(1);
+        let parts: Vec<CheckedPart> = std::thread::scope(|scope| {
+            let handles: Vec<_> = unique
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || check_runbooks(part, library)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        let mut runbooks = Vec::new();
+        let mut calls = Vec::new();
+        for (part_runbooks, part_diagnostics, part_calls) in parts {
+            runbooks.extend(part_runbooks);
+            self.diagnostics.extend(part_diagnostics);
+            calls.extend(part_calls);
+        }
+        (runbooks, calls)
+    }
 }
 
 /// What one worker of [`check`] found.
@@ -223,7 +250,9 @@ impl Checker<'_> {
             .push(Diagnostic::error(code, at.source, span, message).with_help_opt(help));
     }
 
-
+    /// One runbook, pass by pass, in the order later passes need: params before the facts and
+    /// expressions that read them, facts before steps, step ids before `needs`, every read
+    /// known before the unused-fact lint.
     fn check_runbook(
         &mut self,
         loaded: &Loaded<document::RunbookDocument>,
@@ -233,174 +262,25 @@ impl Checker<'_> {
         let at = At::of(loaded);
         let document = &loaded.document;
         let spec = &document.spec;
+        let name = &document.metadata.name;
         let before = self.diagnostics.error_count();
         self.fact_sites.clear();
 
-        let name = &document.metadata.name;
-        if !is_dns_label(name) {
-            self.error_help(
-                "runbook-name",
-                at,
-                at.span("/metadata/name"),
-                format!("invalid runbook name `{name}`"),
-                Some("use lowercase letters, digits and `-`, starting and ending with a letter or digit (at most 63)".to_owned()),
-            );
-        }
-
-        // Params.
-        let mut params = Vec::new();
-        let mut param_names: Vec<String> = Vec::new();
-        for (index, param) in spec.params.iter().enumerate() {
-            let pointer = format!("/spec/params/{index}");
-            if param_names.contains(&param.name) {
-                self.error(
-                    "duplicate-param",
-                    at,
-                    at.span(&format!("{pointer}/name")),
-                    format!("param `{}` is declared twice", param.name),
-                );
-                continue;
-            }
-            param_names.push(param.name.clone());
-            if let Some(checked) = self.check_param(at, &pointer, param) {
-                params.push(checked);
-            }
-        }
-
-        // Facts: the runbook's own, beside the libraries'.
-        let mut names: BTreeMap<String, (Source, Span)> = library
-            .iter()
-            .map(|(name, fact)| (name.clone(), (fact.spec.origin.clone(), fact.spec.span)))
-            .collect();
-        let mut local_names = Vec::new();
-        for (index, fact) in spec.facts.iter().enumerate() {
-            let pointer = format!("/spec/facts/{index}/name");
-            if self.check_fact_name(at, &pointer, &fact.name)
-                && self.claim_fact_name(at, &pointer, &fact.name, &mut names)
-            {
-                local_names.push(fact.name.clone());
-            }
-        }
-        let local_only: BTreeMap<String, (Source, Span)> = names
-            .iter()
-            .filter(|(name, _)| {
-                local_names.iter().any(|local| {
-                    local == *name
-                        || local.starts_with(&format!("{name}."))
-                        || name.starts_with(&format!("{local}."))
-                })
-            })
-            .map(|(name, site)| (name.clone(), site.clone()))
-            .collect();
-        self.check_fact_nesting(&local_only);
-        let visible: BTreeSet<String> = names.keys().cloned().collect();
+        self.check_runbook_name(at, name);
+        let (params, param_names) = self.check_params(at, &spec.params);
+        let local = self.check_runbook_facts(at, &spec.facts, library, &param_names);
         let scope = Scope {
-            facts: &visible,
+            facts: &local.visible,
             params: Some(&param_names),
             locals: &[],
         };
-        let mut known: BTreeMap<String, KnownFact> = library.clone();
-        for (index, fact) in spec.facts.iter().enumerate() {
-            if !local_names.contains(&fact.name) {
-                continue;
-            }
-            if let Some(checked) =
-                self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
-            {
-                known.insert(
-                    fact.name.clone(),
-                    KnownFact {
-                        spec: Arc::new(checked),
-                    },
-                );
-            }
-        }
-        let local_known: BTreeMap<String, KnownFact> = known
-            .iter()
-            .filter(|(name, _)| local_names.contains(name))
-            .map(|(name, fact)| (name.clone(), fact.clone()))
-            .collect();
-        self.check_fact_cycles(&local_known);
-
         let mut reads = Reads::default();
-        for fact in local_known.values() {
+        for fact in local.checked.values() {
             reads.facts.extend(fact.spec.reads.iter().cloned());
         }
-
-        // Triggers.
-        let mut triggers = Vec::new();
-        for (index, trigger) in spec.triggers.iter().enumerate() {
-            let pointer = format!("/spec/triggers/{index}");
-            let mut matchers = Vec::new();
-            for (m, text) in trigger.matchers.iter().enumerate() {
-                let p = format!("{pointer}/matchers/{m}");
-                match Matcher::parse(text) {
-                    Ok(matcher) => matchers.push(matcher),
-                    Err(error) => {
-                        let span = self.offset_span(at, &p, text, error.offset);
-                        self.error_help(
-                            "matcher",
-                            at,
-                            span,
-                            format!("invalid label matcher `{text}`: {}", error.message),
-                            Some("use Alertmanager's syntax: `severity=\"critical\"`, `namespace=~\"team-.*\"`, `env!=\"dev\"`".to_owned()),
-                        );
-                    }
-                }
-            }
-            if trigger.alert_name.trim().is_empty() {
-                self.error(
-                    "trigger",
-                    at,
-                    at.span(&format!("{pointer}/alertName")),
-                    "`alertName` is empty",
-                );
-            }
-            let cooldown = trigger
-                .cooldown
-                .as_ref()
-                .and_then(|text| self.duration(at, &format!("{pointer}/cooldown"), text));
-            triggers.push(TriggerSpec {
-                alert_name: trigger.alert_name.clone(),
-                matchers,
-                cooldown,
-                auto_approve: trigger.auto_approve,
-                span: at.span(&pointer),
-            });
-        }
-        for param in &params {
-            if param.from.is_some() && triggers.is_empty() {
-                self.diagnostics.push(
-                    Diagnostic::warning(
-                        "unused-from",
-                        at.source,
-                        param.span,
-                        format!(
-                            "param `{}` is bound from an alert, but the runbook has no triggers",
-                            param.name
-                        ),
-                    )
-                    .with_help("add a trigger under `triggers:`, or drop `from:`"),
-                );
-            }
-        }
-
-        // Preconditions.
-        let mut preconditions = Vec::new();
-        for (index, precondition) in spec.preconditions.iter().enumerate() {
-            let pointer = format!("/spec/preconditions/{index}/check");
-            if let Some(expr) =
-                self.expression(at, &pointer, &precondition.check, &scope, &mut reads)
-            {
-                preconditions.push(Check {
-                    expr,
-                    message: precondition.message.clone(),
-                    span: at.span(&pointer),
-                });
-            }
-        }
-
-        // Steps.
+        let triggers = self.check_triggers(at, &spec.triggers);
+        self.lint_unused_from(at, &params, &triggers);
+        let preconditions = self.check_preconditions(at, &spec.preconditions, &scope, &mut reads);
         if spec.steps.is_empty() {
             self.error_help(
                 "no-steps",
@@ -420,122 +300,12 @@ impl Checker<'_> {
             name,
             false,
         );
-
-        // Rollback.
-        let rollback = match &spec.rollback {
-            None => None,
-            Some(document::Rollback::Named(text)) => {
-                match NamedRollback::ALL.iter().find(|(n, _)| n == text) {
-                    Some((_, named)) => Some(RollbackSpec::Named(*named)),
-                    None => {
-                        self.error_help(
-                        "rollback",
-                        at,
-                        at.span("/spec/rollback"),
-                        format!("unknown rollback action `{text}`, expected `page-oncall`, `notify-oncall`, `{{runbook: NAME}}` or a list of steps"),
-                        did_you_mean(text, NamedRollback::ALL.iter().map(|(n, _)| *n)),
-                    );
-                        None
-                    }
-                }
-            }
-            Some(document::Rollback::Runbook(call)) => {
-                let params = self.json_params(
-                    at,
-                    "/spec/rollback/params",
-                    &call.params,
-                    &scope,
-                    &mut reads,
-                );
-                calls.push(Call {
-                    from: name.clone(),
-                    to: call.runbook.clone(),
-                    params: call.params.keys().cloned().collect(),
-                    source: at.source.clone(),
-                    span: at.span("/spec/rollback/runbook"),
-                });
-                Some(RollbackSpec::Runbook {
-                    name: call.runbook.clone(),
-                    params,
-                })
-            }
-            Some(document::Rollback::Steps(list)) => {
-                let steps = self.check_steps(
-                    at,
-                    "/spec/rollback",
-                    list,
-                    &scope,
-                    &mut reads,
-                    calls,
-                    name,
-                    true,
-                );
-                Some(RollbackSpec::Steps(steps))
-            }
-        };
-
-        // Local facts nothing reads are likely a typo or left over.
-        for (index, fact) in spec.facts.iter().enumerate() {
-            let read_by_others = local_known
-                .values()
-                .any(|other| other.spec.reads.contains(&fact.name));
-            if self.diagnostics.error_count() == before
-                && local_names.contains(&fact.name)
-                && !reads.facts.contains(&fact.name)
-                && !read_by_others
-            {
-                self.diagnostics.push(
-                    Diagnostic::warning("unused-fact", at.source, at.span(&format!("/spec/facts/{index}/name")), format!("fact `{}` is never read", fact.name))
-                        .with_help("read it in a precondition, `when`, `verify` or a `${...}` template, or remove it"),
-                );
-            }
+        let rollback =
+            self.check_rollback(at, spec.rollback.as_ref(), &scope, &mut reads, calls, name);
+        if self.diagnostics.error_count() == before {
+            self.lint_unused_facts(at, &spec.facts, &local, &reads);
         }
-
-        // Every fact read, through other facts too.
-        let mut facts = BTreeMap::new();
-        let mut pending: Vec<String> = reads.facts.iter().cloned().collect();
-        let mut via: BTreeMap<String, String> = BTreeMap::new();
-        while let Some(fact_name) = pending.pop() {
-            if facts.contains_key(&fact_name) {
-                continue;
-            }
-            if let Some(fact) = known.get(&fact_name) {
-                // A fact read through another is reported where the first one is read.
-                if let Some(site) = self.fact_sites.get(&fact_name).cloned() {
-                    for read in &fact.spec.reads {
-                        self.fact_sites
-                            .entry(read.clone())
-                            .or_insert_with(|| site.clone());
-                        via.entry(read.clone()).or_insert_with(|| fact_name.clone());
-                    }
-                }
-                pending.extend(fact.spec.reads.iter().cloned());
-                for param in &fact.spec.params {
-                    if !param_names.contains(param) {
-                        let (source, span) = self
-                            .fact_sites
-                            .get(&fact_name)
-                            .cloned()
-                            .unwrap_or_else(|| (at.source.clone(), at.span("/metadata/name")));
-                        self.diagnostics.push(
-                            Diagnostic::error(
-                                "undefined-param",
-                                &source,
-                                span,
-                                format!(
-                                    "fact `{fact_name}` ({}:{}){} reads `params.{param}`, which this runbook does not declare",
-                                    fact.spec.origin.path().display(),
-                                    fact.spec.span.start.line,
-                                    via.get(&fact_name).map(|reader| format!(", read through `{reader}`,")).unwrap_or_default(),
-                                ),
-                            )
-                            .with_help(format!("declare it under `params:`: `- name: {param}`")),
-                        );
-                    }
-                }
-                facts.insert(fact_name, fact.spec.clone());
-            }
-        }
+        let facts = self.facts_read_through(at, &reads, &local.known, &param_names);
 
         if self.diagnostics.error_count() > before {
             return None;
@@ -567,5 +337,17 @@ impl Checker<'_> {
             steps,
             rollback,
         })
+    }
+
+    fn check_runbook_name(&mut self, at: At<'_>, name: &str) {
+        if !is_dns_label(name) {
+            self.error_help(
+                "runbook-name",
+                at,
+                at.span("/metadata/name"),
+                format!("invalid runbook name `{name}`"),
+                Some("use lowercase letters, digits and `-`, starting and ending with a letter or digit (at most 63)".to_owned()),
+            );
+        }
     }
 }

@@ -3,6 +3,34 @@
 use super::*;
 
 impl Checker<'_> {
+    /// Checks every param; returns the checked ones and the names of all declared ones (a param
+    /// with a bad default is still declared, so reading it is not a second error).
+    pub(super) fn check_params(
+        &mut self,
+        at: At<'_>,
+        declared: &[document::Param],
+    ) -> (Vec<ParamSpec>, Vec<String>) {
+        let mut params = Vec::new();
+        let mut param_names: Vec<String> = Vec::new();
+        for (index, param) in declared.iter().enumerate() {
+            let pointer = format!("/spec/params/{index}");
+            if param_names.contains(&param.name) {
+                self.error(
+                    "duplicate-param",
+                    at,
+                    at.span(&format!("{pointer}/name")),
+                    format!("param `{}` is declared twice", param.name),
+                );
+                continue;
+            }
+            param_names.push(param.name.clone());
+            if let Some(checked) = self.check_param(at, &pointer, param) {
+                params.push(checked);
+            }
+        }
+        (params, param_names)
+    }
+
     pub(super) fn check_param(
         &mut self,
         at: At<'_>,
