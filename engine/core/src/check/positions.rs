@@ -73,7 +73,7 @@ impl<'a> At<'a> {
 
     /// Whether a `# runbook:allow CODE reason` comment on the line of `span` or the line
     /// before waives the lint `code`; `Some(reason)` if so (the reason may be absent).
-    pub(super) fn allowed(&self, span: Span, code: &str) -> Option<Option<String>> {
+    pub(super) fn allowed(&self, span: Span, code: &'static str) -> Option<Option<String>> {
         [span.start.line.saturating_sub(1), span.start.line]
             .iter()
             .find_map(|line| {
