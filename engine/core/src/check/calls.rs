@@ -23,7 +23,7 @@ impl Checker<'_> {
                     if names.contains(&call.from.as_str()) {
                         self.diagnostics.push(
                             Diagnostic::error(
-                                "unknown-runbook",
+                                Code::UnknownRunbook,
                                 &call.source,
                                 call.span,
                                 format!("unknown runbook `{}`", call.to),
@@ -37,7 +37,7 @@ impl Checker<'_> {
                         if target.param(param).is_none() {
                             self.diagnostics.push(
                                 Diagnostic::error(
-                                    "undefined-param",
+                                    Code::UndefinedParam,
                                     &call.source,
                                     call.span,
                                     format!("runbook `{}` has no param `{param}`", call.to),
@@ -73,7 +73,7 @@ impl Checker<'_> {
                 .join(" -> ");
             if let Some(call) = calls.iter().find(|call| call.from == cycle[0]) {
                 self.diagnostics.push(Diagnostic::error(
-                    "call-cycle",
+                    Code::CallCycle,
                     &call.source,
                     call.span,
                     format!("runbooks call each other in a cycle: {path}"),

@@ -89,7 +89,7 @@ impl Checker<'_> {
                 Ok(words) => words.into_iter().map(|w| (w, pointer.to_owned())).collect(),
                 Err(_) => {
                     self.error_help(
-                        "command",
+                        Code::Command,
                         at,
                         at.span(pointer),
                         "cannot split the command into arguments: a quote is never closed",
@@ -100,7 +100,7 @@ impl Checker<'_> {
             },
         };
         if words.is_empty() {
-            self.error("command", at, at.span(pointer), "the command is empty");
+            self.error(Code::Command, at, at.span(pointer), "the command is empty");
         }
         words
             .iter()
@@ -112,7 +112,7 @@ impl Checker<'_> {
         match parse_duration(text) {
             Ok(duration) => Some(duration),
             Err(message) => {
-                self.error("duration", at, at.span(pointer), message);
+                self.error(Code::Duration, at, at.span(pointer), message);
                 None
             }
         }
@@ -169,7 +169,7 @@ impl Checker<'_> {
                     ),
                 };
                 self.error_help(
-                    "expression-syntax",
+                    Code::ExpressionSyntax,
                     at,
                     span,
                     message,
@@ -202,7 +202,7 @@ impl Checker<'_> {
             Err(error) => {
                 let span = at.inside(pointer, text, error.line, error.column);
                 self.error(
-                    "expression-syntax",
+                    Code::ExpressionSyntax,
                     at,
                     span,
                     format!("syntax error in expression: {}", error.message),
@@ -255,7 +255,7 @@ impl Checker<'_> {
                     Some(declared) => {
                         ok = false;
                         self.error_help(
-                            "undefined-param",
+                            Code::UndefinedParam,
                             at,
                             span,
                             format!("unknown param `{param}`"),
@@ -309,7 +309,7 @@ impl Checker<'_> {
                     } else {
                         format!("unknown fact `{unknown}`")
                     };
-                    self.error_help("undefined-fact", at, span, message, help);
+                    self.error_help(Code::UndefinedFact, at, span, message, help);
                 }
             }
         }

@@ -120,7 +120,7 @@ impl Checker<'_> {
                             .unwrap_or_else(|| (at.source.clone(), at.span("/metadata/name")));
                         self.diagnostics.push(
                             Diagnostic::error(
-                                "undefined-param",
+                                Code::UndefinedParam,
                                 &source,
                                 span,
                                 format!(
@@ -156,7 +156,12 @@ impl Checker<'_> {
                     span.start.line,
                     span.start.column
                 );
-                self.error("duplicate-library", at, at.span("/metadata/name"), message);
+                self.error(
+                    Code::DuplicateLibrary,
+                    at,
+                    at.span("/metadata/name"),
+                    message,
+                );
             } else {
                 library_names.insert(
                     library_name.clone(),
@@ -206,7 +211,7 @@ impl Checker<'_> {
         let span = at.span(pointer);
         if name.split('.').any(|segment| !is_identifier(segment)) {
             self.error_help(
-                "fact-name",
+                Code::FactName,
                 at,
                 span,
                 format!("invalid fact name `{name}`"),
@@ -217,7 +222,7 @@ impl Checker<'_> {
         let root = name.split('.').next().unwrap_or(name);
         if RESERVED_ROOTS.contains(&root) {
             self.error_help(
-                "fact-name",
+                Code::FactName,
                 at,
                 span,
                 format!("fact name `{name}` starts with the reserved name `{root}`"),
@@ -245,7 +250,7 @@ impl Checker<'_> {
                 span.start.column
             );
             self.error_help(
-                "duplicate-fact",
+                Code::DuplicateFact,
                 at,
                 at.span(pointer),
                 message,
@@ -269,7 +274,7 @@ impl Checker<'_> {
                 let (source, span) = &names[*inner];
                 self.diagnostics.push(
                     Diagnostic::error(
-                        "fact-name",
+                        Code::FactName,
                         source,
                         *span,
                         format!("fact `{inner}` is inside fact `{name}`, which already holds a value"),
@@ -303,7 +308,7 @@ impl Checker<'_> {
                 .collect::<Vec<_>>()
                 .join(" -> ");
             self.diagnostics.push(Diagnostic::error(
-                "cycle",
+                Code::Cycle,
                 &fact.spec.origin,
                 fact.spec.span,
                 format!("facts read each other in a cycle: {path}"),
@@ -335,7 +340,7 @@ impl Checker<'_> {
         let source = match sources.as_slice() {
             [] => {
                 self.error_help(
-                    "fact-source",
+                    Code::FactSource,
                     at,
                     span,
                     format!("fact `{}` has no source", fact.name),
@@ -426,7 +431,7 @@ impl Checker<'_> {
                         && !(read.url.starts_with("http://") || read.url.starts_with("https://"))
                     {
                         self.error_help(
-                            "http-url",
+                            Code::HttpUrl,
                             at,
                             at.span(&format!("{p}/url")),
                             format!("`{}` is not an http:// or https:// URL", read.url),
@@ -474,14 +479,14 @@ impl Checker<'_> {
                     let expr =
                         self.expression(at, &format!("{pointer}/expr"), text, scope, &mut reads)?;
                     if fact.jsonpath.is_some() {
-                        self.error("fact-source", at, at.key_span(&format!("{pointer}/jsonpath")), "`jsonpath` selects from what a probe read; an `expr` fact has nothing to select from");
+                        self.error(Code::FactSource, at, at.key_span(&format!("{pointer}/jsonpath")), "`jsonpath` selects from what a probe read; an `expr` fact has nothing to select from");
                     }
                     FactSource::Expr(expr)
                 }
             }
             several => {
                 self.error_help(
-                    "fact-source",
+                    Code::FactSource,
                     at,
                     span,
                     format!(
@@ -546,7 +551,7 @@ impl Checker<'_> {
                 let reason = error.to_string();
                 let reason = reason.lines().last().unwrap_or(&reason).trim().to_owned();
                 self.error_help(
-                    "jsonpath",
+                    Code::JsonPath,
                     at,
                     at.span(pointer),
                     format!("invalid JSONPath `{written}`: {reason}"),

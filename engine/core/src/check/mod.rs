@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use petgraph::graph::DiGraph;
 
-use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::diagnostic::{did_you_mean, Code, Diagnostic, Diagnostics};
 use crate::document::{self, Command, Confirm, PatchType, Retries};
 use crate::expr::{Expression, Template, TemplateError};
 use crate::loader::{Loaded, Workspace};
@@ -101,7 +101,7 @@ impl Checker<'_> {
             if let Some((source, span)) = names.get(name) {
                 self.diagnostics.push(
                     Diagnostic::error(
-                        "duplicate-runbook",
+                        Code::DuplicateRunbook,
                         &loaded.source,
                         at.span("/metadata/name"),
                         format!(
@@ -233,14 +233,14 @@ impl Checker<'_> {
         }
     }
 
-    fn error(&mut self, code: &'static str, at: At<'_>, span: Span, message: impl Into<String>) {
+    fn error(&mut self, code: Code, at: At<'_>, span: Span, message: impl Into<String>) {
         self.diagnostics
             .push(Diagnostic::error(code, at.source, span, message));
     }
 
     fn error_help(
         &mut self,
-        code: &'static str,
+        code: Code,
         at: At<'_>,
         span: Span,
         message: impl Into<String>,
@@ -267,6 +267,8 @@ impl Checker<'_> {
         self.fact_sites.clear();
 
         self.check_runbook_name(at, name);
+        self.lint_folder_name(at, name);
+        self.lint_allow_comments(at);
         let (params, param_names) = self.check_params(at, &spec.params);
         let local = self.check_runbook_facts(at, &spec.facts, library, &param_names);
         let scope = Scope {
@@ -283,7 +285,7 @@ impl Checker<'_> {
         let preconditions = self.check_preconditions(at, &spec.preconditions, &scope, &mut reads);
         if spec.steps.is_empty() {
             self.error_help(
-                "no-steps",
+                Code::NoSteps,
                 at,
                 at.key_span("/spec/steps"),
                 "a runbook needs at least one step",
@@ -314,7 +316,7 @@ impl Checker<'_> {
             // Every step that fails its check says why; this guards the invariant the
             // compiler relies on (step N of the plan is step N of the file).
             self.error(
-                "internal",
+                Code::Internal,
                 at,
                 at.key_span("/spec/steps"),
                 "a step could not be checked; please report this runbook",
@@ -342,7 +344,7 @@ impl Checker<'_> {
     fn check_runbook_name(&mut self, at: At<'_>, name: &str) {
         if !is_dns_label(name) {
             self.error_help(
-                "runbook-name",
+                Code::RunbookName,
                 at,
                 at.span("/metadata/name"),
                 format!("invalid runbook name `{name}`"),

@@ -16,7 +16,7 @@ impl Checker<'_> {
             let pointer = format!("/spec/params/{index}");
             if param_names.contains(&param.name) {
                 self.error(
-                    "duplicate-param",
+                    Code::DuplicateParam,
                     at,
                     at.span(&format!("{pointer}/name")),
                     format!("param `{}` is declared twice", param.name),
@@ -40,7 +40,7 @@ impl Checker<'_> {
         let before = self.diagnostics.error_count();
         if !is_identifier(&param.name) {
             self.error_help(
-                "param-name",
+                Code::ParamName,
                 at,
                 at.span(&format!("{pointer}/name")),
                 format!("invalid param name `{}`", param.name),
@@ -64,7 +64,7 @@ impl Checker<'_> {
             }
             .or_else(|| {
                 self.error_help(
-                    "param-from",
+                    Code::ParamFrom,
                     at,
                     at.span(&format!("{pointer}/from")),
                     format!("`from: {text}` does not name an alert field"),
@@ -76,7 +76,7 @@ impl Checker<'_> {
         let pattern = param.pattern.as_ref().and_then(|text| {
             if param.kind != document::ParamType::String {
                 self.error(
-                    "param-pattern",
+                    Code::ParamPattern,
                     at,
                     at.key_span(&format!("{pointer}/pattern")),
                     "`pattern` applies to string params only",
@@ -87,7 +87,7 @@ impl Checker<'_> {
                 Ok(pattern) => Some(pattern),
                 Err(reason) => {
                     self.error(
-                        "param-pattern",
+                        Code::ParamPattern,
                         at,
                         at.span(&format!("{pointer}/pattern")),
                         format!("invalid regex in `pattern`: {reason}"),
@@ -101,7 +101,7 @@ impl Checker<'_> {
             match ParamValue::from_json(param.kind, value) {
                 Ok(value) => allowed.push(value),
                 Err(message) => self.error(
-                    "param-default",
+                    Code::ParamDefault,
                     at,
                     at.span(&format!("{pointer}/enum/{index}")),
                     format!("`enum` value of param `{}`: {message}", param.name),
@@ -113,7 +113,7 @@ impl Checker<'_> {
                 Ok(value) => Some(value),
                 Err(message) => {
                     self.error(
-                        "param-default",
+                        Code::ParamDefault,
                         at,
                         at.span(&format!("{pointer}/default")),
                         format!("default of param `{}`: {message}", param.name),
@@ -125,7 +125,7 @@ impl Checker<'_> {
         if let Some(default) = &default {
             if let Err(message) = validate_param(default, pattern.as_ref(), &allowed) {
                 self.error(
-                    "param-default",
+                    Code::ParamDefault,
                     at,
                     at.span(&format!("{pointer}/default")),
                     format!("default of param `{}`: {message}", param.name),

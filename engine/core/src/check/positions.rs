@@ -73,14 +73,22 @@ impl<'a> At<'a> {
 
     /// Whether a `# runbook:allow CODE reason` comment on the line of `span` or the line
     /// before waives the lint `code`; `Some(reason)` if so (the reason may be absent).
-    pub(super) fn allowed(&self, span: Span, code: &'static str) -> Option<Option<String>> {
+    pub(super) fn allowed(&self, span: Span, code: Code) -> Option<Option<String>> {
         [span.start.line.saturating_sub(1), span.start.line]
             .iter()
             .find_map(|line| {
                 let text = self.source.line(*line)?;
                 let comment = &text[text.find('#')?..];
                 let rest = &comment[comment.find(ALLOW_PRAGMA)? + ALLOW_PRAGMA.len()..];
-                let rest = rest.trim_start().strip_prefix(code)?;
+                let rest = rest.trim_start().strip_prefix(code.as_str())?;
+                // The whole code, not a prefix of another word (`missing-undoo` is a typo that
+                // `unknown-code` reports, not a waiver).
+                if !(rest.is_empty()
+                    || rest.starts_with(char::is_whitespace)
+                    || rest.starts_with([':', '—']))
+                {
+                    return None;
+                }
                 let reason = rest.trim().trim_start_matches(['-', '—', ':']).trim();
                 Some((!reason.is_empty()).then(|| reason.to_owned()))
             })

@@ -20,7 +20,7 @@ impl Checker<'_> {
                     Some((_, named)) => Some(RollbackSpec::Named(*named)),
                     None => {
                         self.error_help(
-                        "rollback",
+                        Code::Rollback,
                         at,
                         at.span("/spec/rollback"),
                         format!("unknown rollback action `{text}`, expected `page-oncall`, `notify-oncall`, `{{runbook: NAME}}` or a list of steps"),

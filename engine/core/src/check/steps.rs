@@ -25,7 +25,7 @@ impl Checker<'_> {
                 Some(id) => {
                     if !is_step_id(id) {
                         self.error_help(
-                            "step-id",
+                            Code::StepId,
                             at,
                             at.span(&format!("{pointer}/id")),
                             format!("invalid step id `{id}`"),
@@ -61,7 +61,7 @@ impl Checker<'_> {
                     )
                 };
                 self.error_help(
-                    "duplicate-step-id",
+                    Code::DuplicateStepId,
                     at,
                     span,
                     message,
@@ -81,7 +81,7 @@ impl Checker<'_> {
                 Some(list) => {
                     if rollback {
                         self.error(
-                            "rollback-needs",
+                            Code::RollbackNeeds,
                             at,
                             at.key_span(&format!("{pointer}/needs")),
                             "rollback steps run in order; `needs` is not allowed there",
@@ -95,7 +95,7 @@ impl Checker<'_> {
                             }
                         } else {
                             self.error_help(
-                                "unknown-step",
+                                Code::UnknownStep,
                                 at,
                                 at.span(&format!("{pointer}/needs/{n}")),
                                 format!("`needs` names unknown step `{need}`"),
@@ -169,7 +169,7 @@ impl Checker<'_> {
                     "break the cycle by changing one `needs`".to_owned(),
                 )
             };
-            self.error_help("cycle", at, span, message, Some(help));
+            self.error_help(Code::Cycle, at, span, message, Some(help));
         }
 
         let mut steps = Vec::new();
@@ -177,7 +177,7 @@ impl Checker<'_> {
             let pointer = format!("{base}/{index}");
             if rollback && step.undo.is_some() {
                 self.error(
-                    "rollback-undo",
+                    Code::RollbackUndo,
                     at,
                     at.key_span(&format!("{pointer}/undo")),
                     "rollback steps are not undone; `undo` is not allowed there",
@@ -231,7 +231,7 @@ impl Checker<'_> {
         };
         if step.interval.is_some() && !is_verify && action.is_some() {
             self.error(
-                "interval",
+                Code::Interval,
                 at,
                 at.key_span(&format!("{pointer}/interval")),
                 "`interval` applies to `verify` steps only",
@@ -271,7 +271,7 @@ impl Checker<'_> {
         let action = action?;
         if step.readonly && !matches!(action, Action::Run { .. } | Action::Exec { .. }) {
             self.error(
-                "readonly",
+                Code::ReadOnly,
                 at,
                 at.key_span(&format!("{pointer}/readonly")),
                 "`readonly` applies to `run` and `exec` steps only",
@@ -285,7 +285,7 @@ impl Checker<'_> {
         let undo = match (&step.undo, irreversible) {
             (Some(_), Some(_)) => {
                 self.error(
-                    "undo",
+                    Code::Undo,
                     at,
                     at.key_span(&format!("{pointer}/irreversible")),
                     "a step cannot have an `undo` and be `irreversible`",
@@ -310,12 +310,12 @@ impl Checker<'_> {
                 Some(native) => UndoSpec::Native(native),
                 None => {
                     let span = at.span(pointer);
-                    if let Some(reason) = at.allowed(span, "missing-undo") {
+                    if let Some(reason) = at.allowed(span, Code::MissingUndo) {
                         UndoSpec::Irreversible(reason)
                     } else {
                         self.diagnostics.push(
                             Diagnostic::warning(
-                                "missing-undo",
+                                Code::MissingUndo,
                                 at.source,
                                 span,
                                 format!("step `{id}` changes the system (`{}`) but has no `undo` and is not marked `irreversible`", action.keyword()),

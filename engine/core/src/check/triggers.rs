@@ -20,7 +20,7 @@ impl Checker<'_> {
                     Err(error) => {
                         let span = self.offset_span(at, &p, text, error.offset);
                         self.error_help(
-                            "matcher",
+                            Code::Matcher,
                             at,
                             span,
                             format!("invalid label matcher `{text}`: {}", error.message),
@@ -31,7 +31,7 @@ impl Checker<'_> {
             }
             if trigger.alert_name.trim().is_empty() {
                 self.error(
-                    "trigger",
+                    Code::Trigger,
                     at,
                     at.span(&format!("{pointer}/alertName")),
                     "`alertName` is empty",

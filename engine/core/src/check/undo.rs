@@ -27,7 +27,7 @@ impl Checker<'_> {
         for (field, present) in extras {
             if present {
                 self.error_help(
-                    "undo",
+                    Code::Undo,
                     at,
                     at.key_span(&format!("{pointer}/{field}")),
                     format!("`{field}` has no meaning in an `undo`"),
@@ -44,7 +44,7 @@ impl Checker<'_> {
             Action::Gate | Action::Verify { .. } | Action::Wait { .. }
         ) {
             self.error(
-                "undo",
+                Code::Undo,
                 at,
                 at.span(pointer),
                 format!(

@@ -32,7 +32,7 @@ fn apply(
         .collect();
     if !manifest.is_object() || !missing.is_empty() {
         checker.error_help(
-            "apply-manifest",
+            Code::ApplyManifest,
             at,
             at.span(&format!("{p}/manifest")),
             "the manifest must be a Kubernetes object",

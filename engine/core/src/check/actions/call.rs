@@ -22,7 +22,7 @@ fn runbook(
     let call = step.runbook.as_ref()?;
     if call.name == runbook {
         checker.error(
-            "call-cycle",
+            Code::CallCycle,
             at,
             at.span(&format!("{p}/name")),
             format!("runbook `{runbook}` calls itself"),

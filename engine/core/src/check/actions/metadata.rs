@@ -50,7 +50,7 @@ fn metadata(
     let scope = site.scope;
     let Some(kind) = action.kind.as_deref() else {
         checker.error(
-            "missing-field",
+            Code::MissingField,
             at,
             at.span(p),
             format!("missing required field `kind` in {keyword}"),
@@ -69,7 +69,7 @@ fn metadata(
     )?;
     if action.set.is_empty() {
         checker.error(
-            "missing-field",
+            Code::MissingField,
             at,
             at.span(&format!("{p}/set")),
             format!("`set` names no keys to {keyword}"),

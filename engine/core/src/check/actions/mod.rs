@@ -98,7 +98,7 @@ impl Checker<'_> {
             [] if step.confirm.is_some() && !in_undo => return Some(Action::Gate),
             [] => {
                 self.error_help(
-                    "no-action",
+                    Code::NoAction,
                     at,
                     at.span(pointer),
                     if in_undo {
@@ -122,7 +122,7 @@ impl Checker<'_> {
             [one] => *one,
             several => {
                 self.error_help(
-                    "several-actions",
+                    Code::SeveralActions,
                     at,
                     at.key_span(&format!("{pointer}/{}", several[1])),
                     format!(
@@ -163,7 +163,7 @@ impl Checker<'_> {
     ) -> Option<Target> {
         let Some(kind) = kind else {
             self.error_help(
-                "missing-field",
+                Code::MissingField,
                 at,
                 Span::point(at.span(pointer).start),
                 "missing required field `kind`",
@@ -194,7 +194,7 @@ impl Checker<'_> {
                 Some(version) => Some(version.to_owned()),
                 None => {
                     self.error_help(
-                        "api-version",
+                        Code::ApiVersion,
                         at,
                         at.span(&format!("{pointer}/kind")),
                         format!("kind `{kind}` is not one we know the API group of"),

@@ -32,13 +32,13 @@ fn patch(
     match (patch.patch_type, &patch.patch) {
         (PatchType::Json, serde_json::Value::Array(_)) => {}
         (PatchType::Json, _) => {
-            checker.error_help("patch-body", at, at.span(&format!("{p}/patch")), "a `type: json` patch is a list of operations", Some("write `- {op: replace, path: /spec/x, value: 1}`, or use `type: merge` with an object".to_owned()));
+            checker.error_help(Code::PatchBody, at, at.span(&format!("{p}/patch")), "a `type: json` patch is a list of operations", Some("write `- {op: replace, path: /spec/x, value: 1}`, or use `type: merge` with an object".to_owned()));
             return None;
         }
         (_, serde_json::Value::Object(_)) => {}
         (_, _) => {
             checker.error_help(
-                "patch-body",
+                Code::PatchBody,
                 at,
                 at.span(&format!("{p}/patch")),
                 "a merge or strategic patch is an object",
@@ -49,7 +49,7 @@ fn patch(
     }
     if patch.patch_type == PatchType::Strategic && !is_builtin_group(&target.api_version) {
         checker.error_help(
-            "patch-type",
+            Code::PatchType,
             at,
             at.span(&format!("{p}/type")),
             format!("the API server does not take strategic merge patches for custom resources such as {}", target.kind),

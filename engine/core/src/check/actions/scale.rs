@@ -38,7 +38,7 @@ fn scale(
     let replicas = match &scale.replicas {
         document::IntOrTemplate::Int(count) if *count < 0 => {
             checker.error(
-                "replicas",
+                Code::Replicas,
                 at,
                 at.span(&format!("{p}/replicas")),
                 format!("replicas must be zero or more, found {count}"),
@@ -50,7 +50,7 @@ fn scale(
             let parsed = site.template(checker, "replicas", text, reads);
             if parsed.is_literal() {
                 checker.error_help(
-                    "replicas",
+                    Code::Replicas,
                     at,
                     at.span(&format!("{p}/replicas")),
                     format!("replicas must be a number, found `{text}`"),
@@ -78,7 +78,7 @@ fn restart(
     let kind = object.kind.as_deref().unwrap_or("Deployment");
     if !["Deployment", "StatefulSet", "DaemonSet"].contains(&kind) {
         checker.error_help(
-            "restart-kind",
+            Code::RestartKind,
             at,
             at.span(&format!("{p}/kind")),
             format!("`restart` rolls out a Deployment, StatefulSet or DaemonSet, not a {kind}"),

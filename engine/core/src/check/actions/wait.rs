@@ -40,7 +40,7 @@ fn wait(
             Some(checker.expression(at, &format!("{p}/until"), text, &with_object, reads)?)
         }
         _ => {
-            checker.error_help("wait", at, at.span(p), "`wait` needs exactly one of `condition` and `until`", Some("`condition: Ready` waits for a status condition; `until: object.status.readyReplicas == 3` for an expression".to_owned()));
+            checker.error_help(Code::Wait, at, at.span(p), "`wait` needs exactly one of `condition` and `until`", Some("`condition: Ready` waits for a status condition; `until: object.status.readyReplicas == 3` for an expression".to_owned()));
             return None;
         }
     };
