@@ -62,12 +62,7 @@ impl Checker<'_> {
             if let Some(checked) =
                 self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
             {
-                known.insert(
-                    fact.name.clone(),
-                    KnownFact {
-                        spec: Arc::new(checked),
-                    },
-                );
+                known.insert(fact.name.clone(), checked);
             }
         }
         let checked: BTreeMap<String, KnownFact> = known
@@ -190,15 +185,10 @@ impl Checker<'_> {
                     params: None,
                     locals: &[],
                 };
-                if let Some(spec) =
+                if let Some(checked) =
                     self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
                 {
-                    facts.insert(
-                        fact.name.clone(),
-                        KnownFact {
-                            spec: Arc::new(spec),
-                        },
-                    );
+                    facts.insert(fact.name.clone(), checked);
                 }
             }
             self.drop_cascades(before, loaded);
@@ -307,16 +297,64 @@ impl Checker<'_> {
                 .copied()
                 .collect::<Vec<_>>()
                 .join(" -> ");
+            // Both ends of the first link: the fact's name, and where it reads the next one.
+            let next = cycle.get(1).copied().unwrap_or(first);
+            let read = fact
+                .reads_at
+                .get(next)
+                .map(|(source, span)| {
+                    format!(" (`{first}` reads `{next}` at {})", site(source, *span))
+                })
+                .unwrap_or_default();
             self.diagnostics.push(Diagnostic::error(
                 Code::Cycle,
                 &fact.spec.origin,
                 fact.spec.span,
-                format!("facts read each other in a cycle: {path}"),
+                format!("facts read each other in a cycle: {path}{read}"),
             ));
         }
     }
 
+    /// Checks one fact, and records where it reads each other fact. A fact that reads itself
+    /// (directly, or through a group such as `openbao` that holds it) could never be evaluated:
+    /// it is an error, at its name, saying where it reads itself.
     pub(super) fn check_fact(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        fact: &document::Fact,
+        scope: &Scope<'_>,
+    ) -> Option<KnownFact> {
+        let outer = std::mem::take(&mut self.fact_sites);
+        let spec = self.check_fact_source(at, pointer, fact, scope);
+        let reads_at = std::mem::replace(&mut self.fact_sites, outer);
+        for (name, site) in &reads_at {
+            self.fact_sites
+                .entry(name.clone())
+                .or_insert_with(|| site.clone());
+        }
+        let mut spec = spec?;
+        if let Some(position) = spec.reads.iter().position(|read| *read == fact.name) {
+            spec.reads.remove(position);
+            let read = reads_at
+                .get(&fact.name)
+                .map(|(source, span)| format!(" at {}", site(source, *span)))
+                .unwrap_or_default();
+            self.error_help(
+                Code::Cycle,
+                at,
+                spec.span,
+                format!("fact `{}` reads itself{read}", fact.name),
+                Some("a fact cannot be computed from its own value; read another fact, or split it in two".to_owned()),
+            );
+        }
+        Some(KnownFact {
+            spec: Arc::new(spec),
+            reads_at: Arc::new(reads_at),
+        })
+    }
+
+    fn check_fact_source(
         &mut self,
         at: At<'_>,
         pointer: &str,
@@ -507,7 +545,6 @@ impl Checker<'_> {
             .jsonpath
             .as_ref()
             .and_then(|written| self.jsonpath(at, &format!("{pointer}/jsonpath"), written));
-        reads.facts.remove(&fact.name);
         Some(FactSpec {
             name: fact.name.clone(),
             description: fact.description.clone(),
@@ -606,4 +643,14 @@ pub(super) fn resolve_fact(
         .take_while(|name| name.starts_with(&inner))
         .cloned()
         .collect())
+}
+
+/// `path:line:col`, to name a second position in a message.
+fn site(source: &Source, span: Span) -> String {
+    format!(
+        "{}:{}:{}",
+        source.path().display(),
+        span.start.line,
+        span.start.column
+    )
 }

@@ -190,6 +190,8 @@ fn check_runbooks(
 #[derive(Clone)]
 struct KnownFact {
     spec: Arc<FactSpec>,
+    /// Where its definition first reads each fact it reads, to point at a cycle's link.
+    reads_at: Arc<BTreeMap<String, (Source, Span)>>,
 }
 
 /// What an expression may read.
