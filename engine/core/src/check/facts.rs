@@ -389,139 +389,7 @@ impl Checker<'_> {
                 );
                 return None;
             }
-            [_] => {
-                if let Some(read) = &fact.kubernetes {
-                    let p = format!("{pointer}/kubernetes");
-                    let api_version =
-                        self.api_version(at, &p, read.api_version.as_deref(), &read.kind)?;
-                    FactSource::Kubernetes {
-                        api_version,
-                        kind: read.kind.clone(),
-                        name: read
-                            .name
-                            .as_ref()
-                            .map(|t| self.template(at, &format!("{p}/name"), t, scope, &mut reads)),
-                        namespace: read.namespace.as_ref().map(|t| {
-                            self.template(at, &format!("{p}/namespace"), t, scope, &mut reads)
-                        }),
-                        label_selector: read.label_selector.as_ref().map(|t| {
-                            self.template(at, &format!("{p}/labelSelector"), t, scope, &mut reads)
-                        }),
-                        field_selector: read.field_selector.as_ref().map(|t| {
-                            self.template(at, &format!("{p}/fieldSelector"), t, scope, &mut reads)
-                        }),
-                    }
-                } else if let Some(read) = &fact.exec {
-                    let p = format!("{pointer}/exec");
-                    FactSource::Exec {
-                        namespace: self.template(
-                            at,
-                            &format!("{p}/namespace"),
-                            &read.namespace,
-                            scope,
-                            &mut reads,
-                        ),
-                        pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, &mut reads),
-                        container: read.container.as_ref().map(|t| {
-                            self.template(at, &format!("{p}/container"), t, scope, &mut reads)
-                        }),
-                        argv: self.argv(
-                            at,
-                            &format!("{p}/command"),
-                            &read.command,
-                            scope,
-                            &mut reads,
-                        ),
-                        format: read.format,
-                    }
-                } else if let Some(read) = &fact.logs {
-                    let p = format!("{pointer}/logs");
-                    FactSource::Logs {
-                        namespace: self.template(
-                            at,
-                            &format!("{p}/namespace"),
-                            &read.namespace,
-                            scope,
-                            &mut reads,
-                        ),
-                        pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, &mut reads),
-                        container: read.container.as_ref().map(|t| {
-                            self.template(at, &format!("{p}/container"), t, scope, &mut reads)
-                        }),
-                        tail: read.tail.map(std::num::NonZeroU32::get),
-                        format: read.format,
-                    }
-                } else if let Some(read) = &fact.command {
-                    FactSource::Command {
-                        argv: self.argv(
-                            at,
-                            &format!("{pointer}/command/argv"),
-                            &read.argv,
-                            scope,
-                            &mut reads,
-                        ),
-                        format: read.format,
-                    }
-                } else if let Some(read) = &fact.http {
-                    let p = format!("{pointer}/http");
-                    let url = self.template(at, &format!("{p}/url"), &read.url, scope, &mut reads);
-                    if url.is_literal()
-                        && !(read.url.starts_with("http://") || read.url.starts_with("https://"))
-                    {
-                        self.error_help(
-                            Code::HttpUrl,
-                            at,
-                            at.span(&format!("{p}/url")),
-                            format!("`{}` is not an http:// or https:// URL", read.url),
-                            None,
-                        );
-                    }
-                    FactSource::Http {
-                        url,
-                        query: read
-                            .query
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.clone(),
-                                    self.template(
-                                        at,
-                                        &format!("{p}/query/{k}"),
-                                        v,
-                                        scope,
-                                        &mut reads,
-                                    ),
-                                )
-                            })
-                            .collect(),
-                        headers: read
-                            .headers
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.clone(),
-                                    self.template(
-                                        at,
-                                        &format!("{p}/headers/{k}"),
-                                        v,
-                                        scope,
-                                        &mut reads,
-                                    ),
-                                )
-                            })
-                            .collect(),
-                        format: read.format,
-                    }
-                } else {
-                    let text = fact.expr.as_deref().unwrap_or_default();
-                    let expr =
-                        self.expression(at, &format!("{pointer}/expr"), text, scope, &mut reads)?;
-                    if fact.jsonpath.is_some() {
-                        self.error(Code::FactSource, at, at.key_span(&format!("{pointer}/jsonpath")), "`jsonpath` selects from what a probe read; an `expr` fact has nothing to select from");
-                    }
-                    FactSource::Expr(expr)
-                }
-            }
+            [_] => self.single_source(at, pointer, fact, scope, &mut reads)?,
             several => {
                 self.error_help(
                     Code::FactSource,
@@ -556,6 +424,144 @@ impl Checker<'_> {
             origin: at.source.clone(),
             span: at.span(&format!("{pointer}/name")),
         })
+    }
+
+    /// The one source of a fact, checked.
+    fn single_source(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        fact: &document::Fact,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Option<FactSource> {
+        Some(if let Some(read) = &fact.kubernetes {
+            let p = format!("{pointer}/kubernetes");
+            let api_version = self.api_version(at, &p, read.api_version.as_deref(), &read.kind)?;
+            FactSource::Kubernetes {
+                api_version,
+                kind: read.kind.clone(),
+                name: read
+                    .name
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/name"), t, scope, reads)),
+                namespace: read
+                    .namespace
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/namespace"), t, scope, reads)),
+                label_selector: read
+                    .label_selector
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/labelSelector"), t, scope, reads)),
+                field_selector: read
+                    .field_selector
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/fieldSelector"), t, scope, reads)),
+            }
+        } else if let Some(read) = &fact.exec {
+            let p = format!("{pointer}/exec");
+            FactSource::Exec {
+                namespace: self.template(
+                    at,
+                    &format!("{p}/namespace"),
+                    &read.namespace,
+                    scope,
+                    reads,
+                ),
+                pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, reads),
+                container: read
+                    .container
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/container"), t, scope, reads)),
+                argv: self.argv(at, &format!("{p}/command"), &read.command, scope, reads),
+                format: read.format,
+            }
+        } else if let Some(read) = &fact.logs {
+            let p = format!("{pointer}/logs");
+            FactSource::Logs {
+                namespace: self.template(
+                    at,
+                    &format!("{p}/namespace"),
+                    &read.namespace,
+                    scope,
+                    reads,
+                ),
+                pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, reads),
+                container: read
+                    .container
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/container"), t, scope, reads)),
+                tail: read.tail.map(std::num::NonZeroU32::get),
+                format: read.format,
+            }
+        } else if let Some(read) = &fact.command {
+            FactSource::Command {
+                argv: self.argv(
+                    at,
+                    &format!("{pointer}/command/argv"),
+                    &read.argv,
+                    scope,
+                    reads,
+                ),
+                format: read.format,
+            }
+        } else if let Some(read) = &fact.http {
+            self.http_source(at, pointer, read, scope, reads)
+        } else {
+            let text = fact.expr.as_deref().unwrap_or_default();
+            let expr = self.expression(at, &format!("{pointer}/expr"), text, scope, reads)?;
+            if fact.jsonpath.is_some() {
+                self.error(Code::FactSource, at, at.key_span(&format!("{pointer}/jsonpath")), "`jsonpath` selects from what a probe read; an `expr` fact has nothing to select from");
+            }
+            FactSource::Expr(expr)
+        })
+    }
+
+    fn http_source(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        read: &document::HttpRead,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> FactSource {
+        let p = format!("{pointer}/http");
+        let url = self.template(at, &format!("{p}/url"), &read.url, scope, reads);
+        if url.is_literal()
+            && !(read.url.starts_with("http://") || read.url.starts_with("https://"))
+        {
+            self.error_help(
+                Code::HttpUrl,
+                at,
+                at.span(&format!("{p}/url")),
+                format!("`{}` is not an http:// or https:// URL", read.url),
+                None,
+            );
+        }
+        FactSource::Http {
+            url,
+            query: read
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        self.template(at, &format!("{p}/query/{k}"), v, scope, reads),
+                    )
+                })
+                .collect(),
+            headers: read
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        self.template(at, &format!("{p}/headers/{k}"), v, scope, reads),
+                    )
+                })
+                .collect(),
+            format: read.format,
+        }
     }
 
     /// Accepts kubectl's form (`{.status.replicas}`, `.items[*].metadata.name`) and JSONPath's

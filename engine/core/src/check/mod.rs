@@ -45,6 +45,7 @@ use graph::cycles;
 use names::{escape_pointer, is_builtin_group, is_dns_label, is_identifier, is_step_id};
 pub use params::validate_param;
 use positions::At;
+use undo::irreversible;
 
 /// A comment that silences one lint for the step that follows it (or that it ends):
 /// `# runbook:allow missing-undo <reason>`.

@@ -17,6 +17,47 @@ impl Checker<'_> {
         rollback: bool,
     ) -> Vec<StepSpec> {
         // Ids first, so `needs` can be resolved against all of them.
+        let ids = self.step_ids(at, base, documents, rollback);
+        let needs = self.step_needs(at, base, documents, &ids, rollback);
+        self.check_step_cycles(at, base, documents, &ids, &needs);
+
+        let mut steps = Vec::new();
+        for (index, step) in documents.iter().enumerate() {
+            let pointer = format!("{base}/{index}");
+            if rollback && step.undo.is_some() {
+                self.error(
+                    Code::RollbackUndo,
+                    at,
+                    at.key_span(&format!("{pointer}/undo")),
+                    "rollback steps are not undone; `undo` is not allowed there",
+                );
+            }
+            if let Some(checked) = self.check_step(
+                at,
+                &pointer,
+                step,
+                index,
+                &ids[index],
+                &needs[index],
+                scope,
+                reads,
+                calls,
+                runbook,
+            ) {
+                steps.push(checked);
+            }
+        }
+        steps
+    }
+
+    /// Each step's id, written or defaulted from its action and position (`scale-1`).
+    fn step_ids(
+        &mut self,
+        at: At<'_>,
+        base: &str,
+        documents: &[document::Step],
+        rollback: bool,
+    ) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
         let mut first_use: HashMap<String, Span> = HashMap::new();
         for (index, step) in documents.iter().enumerate() {
@@ -72,8 +113,18 @@ impl Checker<'_> {
             }
             ids.push(id);
         }
+        ids
+    }
 
-        // Dependencies, and the cycles they may make.
+    /// Each step's dependencies: its `needs`, or else the step before it.
+    fn step_needs(
+        &mut self,
+        at: At<'_>,
+        base: &str,
+        documents: &[document::Step],
+        ids: &[String],
+        rollback: bool,
+    ) -> Vec<Vec<String>> {
         let mut needs: Vec<Vec<String>> = Vec::new();
         for (index, step) in documents.iter().enumerate() {
             let pointer = format!("{base}/{index}");
@@ -115,6 +166,18 @@ impl Checker<'_> {
             };
             needs.push(list);
         }
+        needs
+    }
+
+    /// Dependencies that go round in a circle, each reported once.
+    fn check_step_cycles(
+        &mut self,
+        at: At<'_>,
+        base: &str,
+        documents: &[document::Step],
+        ids: &[String],
+        needs: &[Vec<String>],
+    ) {
         let mut graph = DiGraph::<&str, ()>::new();
         let nodes: Vec<_> = ids.iter().map(|id| graph.add_node(id.as_str())).collect();
         for (index, list) in needs.iter().enumerate() {
@@ -171,34 +234,6 @@ impl Checker<'_> {
             };
             self.error_help(Code::Cycle, at, span, message, Some(help));
         }
-
-        let mut steps = Vec::new();
-        for (index, step) in documents.iter().enumerate() {
-            let pointer = format!("{base}/{index}");
-            if rollback && step.undo.is_some() {
-                self.error(
-                    Code::RollbackUndo,
-                    at,
-                    at.key_span(&format!("{pointer}/undo")),
-                    "rollback steps are not undone; `undo` is not allowed there",
-                );
-            }
-            if let Some(checked) = self.check_step(
-                at,
-                &pointer,
-                step,
-                index,
-                &ids[index],
-                &needs[index],
-                scope,
-                reads,
-                calls,
-                runbook,
-            ) {
-                steps.push(checked);
-            }
-        }
-        steps
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -277,56 +312,14 @@ impl Checker<'_> {
                 "`readonly` applies to `run` and `exec` steps only",
             );
         }
-        let irreversible = match &step.irreversible {
-            None | Some(Confirm::Flag(false)) => None,
-            Some(Confirm::Flag(true)) => Some(None),
-            Some(Confirm::Text(reason)) => Some(Some(reason.clone())),
-        };
-        let undo = match (&step.undo, irreversible) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    Code::Undo,
-                    at,
-                    at.key_span(&format!("{pointer}/irreversible")),
-                    "a step cannot have an `undo` and be `irreversible`",
-                );
-                UndoSpec::Missing
+        let declared = match &step.undo {
+            Some(undo) if irreversible(step).is_none() => {
+                let undo_pointer = format!("{pointer}/undo");
+                self.undo(at, &undo_pointer, undo, scope, reads, calls, runbook)
             }
-            (Some(undo), None) => match self.undo(
-                at,
-                &format!("{pointer}/undo"),
-                undo,
-                scope,
-                reads,
-                calls,
-                runbook,
-            ) {
-                Some(action) => UndoSpec::Declared(Box::new(action)),
-                None => UndoSpec::Missing,
-            },
-            (None, Some(reason)) => UndoSpec::Irreversible(reason),
-            (None, None) if !action.mutates(step.readonly) => UndoSpec::NotNeeded,
-            (None, None) => match action.native_undo() {
-                Some(native) => UndoSpec::Native(native),
-                None => {
-                    let span = at.span(pointer);
-                    if let Some(reason) = at.allowed(span, Code::MissingUndo) {
-                        UndoSpec::Irreversible(reason)
-                    } else {
-                        self.diagnostics.push(
-                            Diagnostic::warning(
-                                Code::MissingUndo,
-                                at.source,
-                                span,
-                                format!("step `{id}` changes the system (`{}`) but has no `undo` and is not marked `irreversible`", action.keyword()),
-                            )
-                            .with_help("add `undo:` with the action that reverses it, or `irreversible: <reason>`; to keep the step as written, put `# runbook:allow missing-undo <reason>` on the line above it"),
-                        );
-                        UndoSpec::Missing
-                    }
-                }
-            },
+            _ => None,
         };
+        let undo = self.step_undo(at, pointer, step, id, &action, declared);
         if self.diagnostics.error_count() > before {
             return None;
         }
