@@ -5,6 +5,26 @@
 //! called runbooks), compiles every expression once, parses durations, matchers and JSONPath,
 //! finds dependency cycles, and lints mutating steps that have no way back. Like every stage it
 //! keeps going after a problem, so one `validate` shows them all.
+//!
+//! [`check`] and `Checker::check_runbook` are written as the list of passes they run, each in
+//! its file, in the order later passes need them:
+//!
+//! ```text
+//!  libraries     facts.rs        fact libraries, before any runbook reads them
+//!  names         mod.rs          unique runbook names; lints.rs: folder-name
+//!  params        params.rs       names, `from:`, patterns, defaults
+//!  facts         facts.rs        names, one source each, cycles (also self-reads)
+//!  triggers      triggers.rs     matchers, cooldowns; preconditions
+//!  steps, needs  steps.rs        ids, `needs`, cycles; when, timeout, retries, confirm
+//!  actions       actions/        one file per action family, listed in actions::REGISTRY
+//!  undo, lints   undo.rs         how each step is undone, missing-undo; rollback.rs;
+//!                lints.rs        unused facts, unused `from:`, unknown `runbook:allow` codes
+//!  calls         calls.rs        once every runbook is known: targets, params, call cycles
+//! ```
+//!
+//! Shared by the passes: positions.rs (pointers to file:line:col), expressions.rs (templates,
+//! expressions and the names they read), graph.rs (cycles), names.rs (what a name looks like).
+//! Every diagnostic names its [`Code`] from the registry in `diagnostic::code`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
