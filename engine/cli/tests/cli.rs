@@ -101,7 +101,7 @@ fn missing_undo_is_a_warning_and_deny_warnings_makes_it_an_error() {
     let out = runbook_in(dir.path(), &["validate"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stderr.contains("runbooks/flush.yaml:7:7: warning: step `run-1` changes the system (`run`) but has no `undo`"),
+        out.stderr.contains("runbooks/flush.yaml:7:7: warning[missing-undo]: step `run-1` changes the system (`run`) but has no `undo`"),
         "{}",
         out.stderr
     );
@@ -109,7 +109,7 @@ fn missing_undo_is_a_warning_and_deny_warnings_makes_it_an_error() {
     assert_eq!(out.code, 2);
     assert!(
         out.stderr
-            .contains("runbooks/flush.yaml:7:7: error: step `run-1`"),
+            .contains("runbooks/flush.yaml:7:7: error[missing-undo]: step `run-1`"),
         "{}",
         out.stderr
     );
@@ -400,8 +400,9 @@ fn plan_accepts_a_path_and_refuses_an_invalid_runbook_with_its_diagnostics() {
     let out = runbook_in(dir.path(), &["plan", "scale-api", "--set", "namespace=a"]);
     assert_eq!(out.code, 2);
     assert!(
-        out.stderr
-            .contains("runbooks/scale.yaml:25:22: error: `needs` names unknown step `restrat`"),
+        out.stderr.contains(
+            "runbooks/scale.yaml:25:22: error[unknown-step]: `needs` names unknown step `restrat`"
+        ),
         "{}",
         out.stderr
     );

@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use crate::source::{Source, Span};
 
+mod code;
+pub use code::Code;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -32,8 +35,8 @@ impl Severity {
 #[derive(Clone, Debug)]
 pub struct Diagnostic {
     pub severity: Severity,
-    /// A short stable name for the check, such as `unknown-field` or `missing-undo`.
-    pub code: &'static str,
+    /// The check that found it, such as `unknown-field` or `missing-undo`.
+    pub code: Code,
     pub message: String,
     /// How to fix it, when we know.
     pub help: Option<String>,
@@ -42,12 +45,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(
-        code: &'static str,
-        source: &Source,
-        span: Span,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn error(code: Code, source: &Source, span: Span, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Error,
             code,
@@ -58,12 +56,7 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(
-        code: &'static str,
-        source: &Source,
-        span: Span,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn warning(code: Code, source: &Source, span: Span, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Warning,
             ..Self::error(code, source, span, message)
@@ -170,18 +163,20 @@ impl IntoIterator for Diagnostics {
     }
 }
 
-/// `path:line:col: error: message`, then, with `excerpt`, the source line and a caret under the
-/// offending text, then `= help: ...`.
+/// `path:line:col: error[code]: message`, then, with `excerpt`, the source line and a caret
+/// under the offending text, then `= help: ...`. The code is shown so a reader can search for
+/// it or waive a lint with `# runbook:allow <code>`.
 pub fn render_text(diagnostic: &Diagnostic, excerpt: bool) -> String {
     let mut out = String::new();
     let span = diagnostic.span;
     let _ = writeln!(
         out,
-        "{}:{}:{}: {}: {}",
+        "{}:{}:{}: {}[{}]: {}",
         diagnostic.path().display(),
         span.start.line,
         span.start.column,
         diagnostic.severity.as_str(),
+        diagnostic.code,
         diagnostic.message
     );
     if excerpt {
@@ -223,7 +218,7 @@ struct JsonDiagnostic<'a> {
     end_line: usize,
     end_column: usize,
     severity: Severity,
-    code: &'a str,
+    code: Code,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     help: Option<&'a str>,
@@ -278,7 +273,11 @@ pub fn render_github(diagnostic: &Diagnostic) -> String {
             span.end.line, span.end.column
         );
     }
-    let _ = write!(properties, ",title={}", escape_property(diagnostic.code));
+    let _ = write!(
+        properties,
+        ",title={}",
+        escape_property(diagnostic.code.as_str())
+    );
     format!(
         "::{} {}::{}",
         diagnostic.severity.as_str(),
@@ -320,7 +319,7 @@ mod tests {
     fn renders_caret_under_the_span() {
         let source = SourceFile::new("a.yaml", "kind: Runbok\n");
         let d = Diagnostic::error(
-            "unknown-kind",
+            Code::UnknownKind,
             &source,
             Span::on_line(Position::new(1, 7), 6),
             "unknown kind `Runbok`",
@@ -328,7 +327,7 @@ mod tests {
         .with_help("did you mean `Runbook`?");
         assert_eq!(
             render_text(&d, true),
-            "a.yaml:1:7: error: unknown kind `Runbok`\n  |\n1 | kind: Runbok\n  |       ^^^^^^\n  = help: did you mean `Runbook`?\n"
+            "a.yaml:1:7: error[unknown-kind]: unknown kind `Runbok`\n  |\n1 | kind: Runbok\n  |       ^^^^^^\n  = help: did you mean `Runbook`?\n"
         );
     }
 
@@ -336,7 +335,7 @@ mod tests {
     fn github_annotation_escapes_properties_and_data() {
         let source = SourceFile::new("dir,x/a.yaml", "x\n");
         let d = Diagnostic::warning(
-            "missing-undo",
+            Code::MissingUndo,
             &source,
             Span::point(Position::new(1, 1)),
             "50% done\nnext",

@@ -3,7 +3,7 @@
 //! These types are the single source of truth for the format: the JSON Schema in `schemas/`
 //! is generated from them, and the structure check (`structure.rs`) walks that schema over the
 //! YAML tree to report unknown fields, wrong types and missing fields with positions before
-//! serde ever sees the document. Nothing here is checked for meaning yet (that is `check.rs`),
+//! serde ever sees the document. Nothing here is checked for meaning yet (that is `check/`),
 //! so fields that take expressions or durations are plain strings.
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::diagnostic::{did_you_mean, Code, Diagnostic, Diagnostics};
 use crate::document::{FactLibraryDocument, RunbookDocument, API_VERSION};
 use crate::source::{Position, Source, SourceFile, Span};
 use crate::yaml::{self, Node, Value};
@@ -183,7 +183,7 @@ impl Loader {
         }
         if !matches!(root.value, Value::Map(_)) {
             diagnostics.push(Diagnostic::error(
-                "wrong-type",
+                Code::WrongType,
                 source,
                 root.span,
                 format!(
@@ -202,7 +202,7 @@ impl Loader {
                 let at = kind_node.map_or(root.span, |n| n.span);
                 diagnostics.push(
                     Diagnostic::error(
-                        "unknown-kind",
+                        Code::UnknownKind,
                         source,
                         at,
                         format!("unknown kind `{other}`, expected `Runbook` or `FactLibrary`"),
@@ -214,7 +214,7 @@ impl Loader {
             None => {
                 let at = kind_node.map_or(Span::point(root.span.start), |n| n.span);
                 diagnostics.push(Diagnostic::error(
-                    "missing-field",
+                    Code::MissingField,
                     source,
                     at,
                     "missing required field `kind` (a string: `Runbook` or `FactLibrary`)",
@@ -230,7 +230,7 @@ impl Loader {
                 if !valid {
                     diagnostics.push(
                         Diagnostic::error(
-                            "api-version",
+                            Code::ApiVersion,
                             source,
                             node.span,
                             format!("unsupported apiVersion `{text}`"),
@@ -320,7 +320,7 @@ fn deserialize<T: serde::de::DeserializeOwned>(
             }
             let span = root.pointer(&pointer).map_or(root.span, |node| node.span);
             diagnostics.push(Diagnostic::error(
-                "invalid-value",
+                Code::InvalidValue,
                 source,
                 span,
                 error.inner().to_string(),
@@ -353,5 +353,5 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Diagnostics) 
 
 fn file_error(path: &Path, message: &str) -> Diagnostic {
     let source = SourceFile::new(path, String::new());
-    Diagnostic::error("io", &source, Span::point(Position::new(1, 1)), message)
+    Diagnostic::error(Code::Io, &source, Span::point(Position::new(1, 1)), message)
 }

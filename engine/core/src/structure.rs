@@ -11,7 +11,7 @@
 
 use serde_json::Value as Json;
 
-use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::diagnostic::{did_you_mean, Code, Diagnostic, Diagnostics};
 use crate::source::Source;
 use crate::yaml::{Node, Value};
 
@@ -74,7 +74,7 @@ impl<'a> Checker<'a> {
 
     fn error(
         &mut self,
-        code: &'static str,
+        code: Code,
         pointer: &str,
         node_span: crate::source::Span,
         message: String,
@@ -131,7 +131,7 @@ impl<'a> Checker<'a> {
                     None
                 };
                 self.error(
-                    "wrong-type",
+                    Code::WrongType,
                     pointer,
                     node.span,
                     format!("expected {expected}, found {}", describe_node(node)),
@@ -158,7 +158,7 @@ impl<'a> Checker<'a> {
                     .as_str()
                     .map_or_else(|| value.to_string(), str::to_owned);
                 self.error(
-                    "unknown-value",
+                    Code::UnknownValue,
                     pointer,
                     node.span,
                     format!("unknown value `{found}` for {noun}, expected one of {shown}"),
@@ -196,7 +196,7 @@ impl<'a> Checker<'a> {
         });
         if let Some(minimum) = minimum.filter(|minimum| value < *minimum) {
             self.error(
-                "out-of-range",
+                Code::OutOfRange,
                 pointer,
                 node.span,
                 format!("must be at least {minimum}, found {value}"),
@@ -204,7 +204,7 @@ impl<'a> Checker<'a> {
             );
         } else if let Some(maximum) = maximum.filter(|maximum| value > *maximum) {
             self.error(
-                "out-of-range",
+                Code::OutOfRange,
                 pointer,
                 node.span,
                 format!("must be at most {maximum}, found {value}"),
@@ -256,7 +256,7 @@ impl<'a> Checker<'a> {
                             ))
                         });
                         self.error(
-                            "unknown-field",
+                            Code::UnknownField,
                             &entry_pointer,
                             entry.key_span,
                             format!("unknown field `{}` in {noun}", entry.key),
@@ -277,7 +277,7 @@ impl<'a> Checker<'a> {
                     && !suggested.iter().any(|near| near == name)
                 {
                     self.error(
-                        "missing-field",
+                        Code::MissingField,
                         pointer,
                         crate::source::Span::point(node.span.start),
                         format!("missing required field `{name}` in {noun}"),
@@ -336,7 +336,7 @@ impl<'a> Checker<'a> {
                     }
                 }
                 self.error(
-                    "wrong-type",
+                    Code::WrongType,
                     pointer,
                     node.span,
                     format!(

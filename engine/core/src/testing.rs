@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::document::Metadata;
 use crate::effects::{Answer, Prompter, Reporter, ScenarioClock};
 use crate::exec::{RunOptions, RunReport, StepStatus};
@@ -229,7 +229,7 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Diagnostics> {
         let mut diagnostics = Diagnostics::new();
         let source = SourceFile::new(path, String::new());
         diagnostics.push(Diagnostic::error(
-            "io",
+            Code::Io,
             &source,
             Span::point(Position::new(1, 1)),
             format!("cannot read the file: {error}"),
@@ -245,7 +245,7 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Diagnostics> {
     else {
         if !diagnostics.has_errors() {
             diagnostics.push(Diagnostic::error(
-                "empty",
+                Code::Empty,
                 &source,
                 Span::point(Position::new(1, 1)),
                 "the file holds no test",
@@ -279,7 +279,7 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Diagnostics> {
                 .pointer(&pointer)
                 .map_or(document.root.span, |node| node.span);
             diagnostics.push(Diagnostic::error(
-                "invalid-value",
+                Code::InvalidValue,
                 &source,
                 span,
                 error.inner().to_string(),

@@ -14,7 +14,7 @@ use saphyr_parser::{
     Event, Marker, Parser, ScalarStyle, Span as YamlSpan, SpannedEventReceiver, Tag,
 };
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::source::{Position, Source, Span};
 
 /// How many nodes a file may hold, counting those that aliases expand to. Bounds the memory an
@@ -173,9 +173,9 @@ pub fn parse(source: &Source, diagnostics: &mut Diagnostics) -> Vec<YamlDocument
         });
         let message = format!("invalid YAML: {}", error.info());
         let diagnostic = match tab {
-            Some(at) => Diagnostic::error("yaml-syntax", source, Span::point(at), message)
+            Some(at) => Diagnostic::error(Code::YamlSyntax, source, Span::point(at), message)
                 .with_help("YAML does not allow tabs for indentation; indent with spaces"),
-            None => Diagnostic::error("yaml-syntax", source, Span::point(position), message),
+            None => Diagnostic::error(Code::YamlSyntax, source, Span::point(position), message),
         };
         builder.diagnostics.push(diagnostic);
         builder.failed = true;
@@ -228,7 +228,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn fail(&mut self, at: Span, code: &'static str, message: String) {
+    fn fail(&mut self, at: Span, code: Code, message: String) {
         if !self.failed {
             self.diagnostics
                 .push(Diagnostic::error(code, &self.source, at, message));
@@ -241,7 +241,7 @@ impl Builder {
         if self.nodes > MAX_NODES {
             self.fail(
                 at,
-                "yaml-too-large",
+                Code::YamlTooLarge,
                 format!("the document expands to more than {MAX_NODES} nodes (check its aliases)"),
             );
             return false;
@@ -263,7 +263,7 @@ impl Builder {
         };
         let Some(scalar) = Scalar::parse_from_cow_and_metadata(text.clone(), style, tag.as_ref())
         else {
-            self.fail(at, "yaml-tag", format!("`{text}` does not fit its tag"));
+            self.fail(at, Code::YamlTag, format!("`{text}` does not fit its tag"));
             return None;
         };
         let value = match scalar {
@@ -274,7 +274,7 @@ impl Builder {
                 if !value.is_finite() {
                     self.fail(
                         at,
-                        "yaml-number",
+                        Code::YamlNumber,
                         format!("`{text}` is not a finite number"),
                     );
                     return None;
@@ -313,7 +313,7 @@ impl Builder {
                             let at = node.span;
                             self.fail(
                                 at,
-                                "yaml-key",
+                                Code::YamlKey,
                                 "mapping keys must be plain strings".to_owned(),
                             );
                             return;
@@ -326,7 +326,7 @@ impl Builder {
                         );
                         let at = node.span;
                         self.diagnostics.push(Diagnostic::error(
-                            "duplicate-key",
+                            Code::DuplicateKey,
                             &self.source,
                             at,
                             message,
@@ -365,7 +365,7 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
                 if self.stack.len() >= MAX_DEPTH {
                     self.fail(
                         at,
-                        "yaml-too-deep",
+                        Code::YamlTooDeep,
                         format!("collections nest deeper than {MAX_DEPTH} levels"),
                     );
                     return;
@@ -432,7 +432,7 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
             }
             Event::Alias(anchor) => {
                 let Some(mut node) = self.anchors.get(&anchor).cloned() else {
-                    self.fail(at, "yaml-alias", "alias to an unknown anchor".to_owned());
+                    self.fail(at, Code::YamlAlias, "alias to an unknown anchor".to_owned());
                     return;
                 };
                 if !self.count(count_nodes(&node), at) {

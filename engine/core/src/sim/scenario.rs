@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::document::{Command, Metadata, API_GROUP, API_VERSION};
 use crate::effects::EffectError;
 use crate::source::{Position, Source, SourceFile, Span};
@@ -358,7 +358,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, Diagnostics> {
         let source = SourceFile::new(path, String::new());
         let mut diagnostics = Diagnostics::new();
         diagnostics.push(Diagnostic::error(
-            "io",
+            Code::Io,
             &source,
             Span::point(Position::new(1, 1)),
             message,
@@ -382,7 +382,7 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Diagnostics> 
     let Some(first) = documents.first() else {
         if !diagnostics.has_errors() {
             diagnostics.push(Diagnostic::error(
-                "empty",
+                Code::Empty,
                 &source,
                 Span::point(Position::new(1, 1)),
                 "the file holds no scenario",
@@ -392,7 +392,7 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Diagnostics> 
     };
     for extra in &documents[1..] {
         diagnostics.push(Diagnostic::error(
-            "extra-document",
+            Code::ExtraDocument,
             &source,
             Span::point(extra.root.span.start),
             "a scenario file holds one document; this is another",
@@ -401,7 +401,7 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Diagnostics> 
     let root = &first.root;
     if !matches!(root.value, Value::Map(_)) {
         diagnostics.push(Diagnostic::error(
-            "wrong-type",
+            Code::WrongType,
             &source,
             root.span,
             format!(
@@ -440,7 +440,7 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Diagnostics> 
                     pointer.push_str(&segment.to_string());
                 }
                 diagnostics.push(Diagnostic::error(
-                    "invalid-value",
+                    Code::InvalidValue,
                     &source,
                     span_at(root, &pointer),
                     error.inner().to_string(),
@@ -482,7 +482,7 @@ fn check_api_version(root: &Node, source: &Source, diagnostics: &mut Diagnostics
     if !valid {
         diagnostics.push(
             Diagnostic::error(
-                "api-version",
+                Code::ApiVersion,
                 source,
                 node.span,
                 format!("unsupported apiVersion `{text}`"),
@@ -519,7 +519,7 @@ fn check_objects(root: &Node, source: &Source, diagnostics: &mut Diagnostics) {
                 Some(node) => match node.as_str() {
                     Some(text) if !text.trim().is_empty() => fields.push(text.to_owned()),
                     _ => diagnostics.push(Diagnostic::error(
-                        "wrong-type",
+                        Code::WrongType,
                         source,
                         node.span,
                         format!(
@@ -535,7 +535,7 @@ fn check_objects(root: &Node, source: &Source, diagnostics: &mut Diagnostics) {
                         object
                     };
                     diagnostics.push(Diagnostic::error(
-                        "missing-field",
+                        Code::MissingField,
                         source,
                         Span::point(at.span.start),
                         format!("missing required field `{name}` in object"),
@@ -546,7 +546,7 @@ fn check_objects(root: &Node, source: &Source, diagnostics: &mut Diagnostics) {
         if let Some(namespace) = object.pointer("/metadata/namespace") {
             if namespace.as_str().is_none() {
                 diagnostics.push(Diagnostic::error(
-                    "wrong-type",
+                    Code::WrongType,
                     source,
                     namespace.span,
                     format!(
@@ -561,7 +561,7 @@ fn check_objects(root: &Node, source: &Source, diagnostics: &mut Diagnostics) {
             let key = super::store::StoreKey::new(api_version, kind, namespace, name);
             if let Some(first) = seen.get(&key) {
                 diagnostics.push(Diagnostic::error(
-                    "duplicate-object",
+                    Code::DuplicateObject,
                     source,
                     Span::point(object.span.start),
                     format!(
@@ -583,7 +583,7 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn error(&mut self, code: &'static str, pointer: &str, message: String) {
+    fn error(&mut self, code: Code, pointer: &str, message: String) {
         let span = span_at(self.root, pointer);
         self.diagnostics
             .push(Diagnostic::error(code, self.source, span, message));
@@ -638,7 +638,7 @@ impl Checker<'_> {
             let pointer = format!("/spec/http/{index}");
             if script.url.trim().is_empty() {
                 self.error(
-                    "invalid-value",
+                    Code::InvalidValue,
                     &format!("{pointer}/url"),
                     "`url` is empty".into(),
                 );
@@ -664,7 +664,7 @@ impl Checker<'_> {
             let pointer = format!("/spec/changes/{index}/object");
             if super::store::StoreKey::of_object(&Json::Object(change.object.clone())).is_none() {
                 self.error(
-                    "missing-field",
+                    Code::MissingField,
                     &pointer,
                     "a change's `object` needs `apiVersion`, `kind` and `metadata.name`, to say which object changes".into(),
                 );
@@ -675,7 +675,7 @@ impl Checker<'_> {
             self.after(fault.after.as_ref(), &pointer);
             if fault.times == Some(0) {
                 self.error(
-                    "invalid-value",
+                    Code::InvalidValue,
                     &format!("{pointer}/times"),
                     "`times: 0` never fails; remove the fault or give at least 1".into(),
                 );
@@ -690,7 +690,7 @@ impl Checker<'_> {
             .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'));
         if !valid {
             self.error(
-                "invalid-value",
+                Code::InvalidValue,
                 &format!("{pointer}/pod"),
                 format!("`pod` must be `namespace/name`, found `{pod}`"),
             );
@@ -700,13 +700,13 @@ impl Checker<'_> {
     fn argv(&mut self, command: &Command, pointer: &str) -> Option<Vec<String>> {
         match argv(command) {
             Ok(argv) if argv.is_empty() => {
-                self.error("invalid-value", pointer, "the command is empty".into());
+                self.error(Code::InvalidValue, pointer, "the command is empty".into());
                 None
             }
             Ok(argv) => Some(argv),
             Err(error) => {
                 self.error(
-                    "invalid-value",
+                    Code::InvalidValue,
                     pointer,
                     format!("cannot split the command: {error}"),
                 );
@@ -725,7 +725,7 @@ impl Checker<'_> {
         let line = span_at(self.root, pointer).start.line;
         match first.get(&id) {
             Some(earlier) => self.error(
-                "duplicate-script",
+                Code::DuplicateScript,
                 pointer,
                 format!("a second {what} (the first is at line {earlier}); merge their responses"),
             ),
@@ -737,7 +737,7 @@ impl Checker<'_> {
 
     fn no_responses(&mut self, pointer: &str) {
         self.error(
-            "invalid-value",
+            Code::InvalidValue,
             &format!("{pointer}/responses"),
             "a script needs at least one response".into(),
         );
@@ -766,14 +766,14 @@ impl Checker<'_> {
     ) {
         if error.is_some() && answered {
             self.error(
-                "conflicting-fields",
+                Code::ConflictingFields,
                 &format!("{pointer}/error"),
                 "a response with `error` fails the call, so it cannot also give output".into(),
             );
         }
         if error.is_none() && message {
             self.error(
-                "conflicting-fields",
+                Code::ConflictingFields,
                 &format!("{pointer}/message"),
                 "`message` goes with `error`".into(),
             );
@@ -784,7 +784,7 @@ impl Checker<'_> {
         if let Some(after) = after {
             if after.step.is_none() && after.calls.is_none() {
                 self.error(
-                    "invalid-value",
+                    Code::InvalidValue,
                     &format!("{pointer}/after"),
                     "`after` needs `step` (a step id) or `calls` (a count)".into(),
                 );

@@ -1,0 +1,52 @@
+//! `run` and `exec`: processes, on this machine or in a pod.
+
+use super::*;
+
+pub(super) const RUN: ActionKind = ActionKind {
+    keyword: "run",
+    present: |step| step.run.is_some(),
+    check: run,
+};
+
+pub(super) const EXEC: ActionKind = ActionKind {
+    keyword: "exec",
+    present: |step| step.exec.is_some(),
+    check: exec,
+};
+
+fn run(
+    checker: &mut Checker<'_>,
+    site: &Site<'_>,
+    step: &document::Step,
+    reads: &mut Reads,
+    _calls: &mut Vec<Call>,
+) -> Option<Action> {
+    let at = site.at;
+    let p = site.pointer.as_str();
+    let scope = site.scope;
+    Some(Action::Run {
+        argv: checker.argv(at, p, step.run.as_ref()?, scope, reads),
+    })
+}
+
+fn exec(
+    checker: &mut Checker<'_>,
+    site: &Site<'_>,
+    step: &document::Step,
+    reads: &mut Reads,
+    _calls: &mut Vec<Call>,
+) -> Option<Action> {
+    let at = site.at;
+    let p = site.pointer.as_str();
+    let scope = site.scope;
+    let exec = step.exec.as_ref()?;
+    Some(Action::Exec {
+        namespace: site.template(checker, "namespace", &exec.namespace, reads),
+        pod: site.template(checker, "pod", &exec.pod, reads),
+        container: exec
+            .container
+            .as_ref()
+            .map(|text| site.template(checker, "container", text, reads)),
+        argv: checker.argv(at, &format!("{p}/command"), &exec.command, scope, reads),
+    })
+}

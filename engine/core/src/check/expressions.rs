@@ -1,0 +1,318 @@
+//! Expressions and templates: compiled once here, with every name they read resolved against
+//! the facts, params and locals in scope, and every error mapped back into the YAML.
+
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn json_params(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        params: &BTreeMap<String, serde_json::Value>,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> BTreeMap<String, JsonTemplate> {
+        params
+            .iter()
+            .map(|(key, value)| {
+                (
+                    key.clone(),
+                    self.json_template(
+                        at,
+                        &format!("{pointer}/{}", escape_pointer(key)),
+                        value,
+                        scope,
+                        reads,
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    pub(super) fn json_template(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        value: &serde_json::Value,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> JsonTemplate {
+        match value {
+            serde_json::Value::String(text) if text.contains("${") => {
+                JsonTemplate::String(self.template(at, pointer, text, scope, reads))
+            }
+            serde_json::Value::Array(items) => JsonTemplate::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(index, item)| {
+                        self.json_template(at, &format!("{pointer}/{index}"), item, scope, reads)
+                    })
+                    .collect(),
+            ),
+            serde_json::Value::Object(entries) => JsonTemplate::Object(
+                entries
+                    .iter()
+                    .map(|(key, item)| {
+                        (
+                            key.clone(),
+                            self.json_template(
+                                at,
+                                &format!("{pointer}/{}", escape_pointer(key)),
+                                item,
+                                scope,
+                                reads,
+                            ),
+                        )
+                    })
+                    .collect(),
+            ),
+            other => JsonTemplate::Literal(other.clone()),
+        }
+    }
+
+    pub(super) fn argv(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        command: &Command,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Vec<Template> {
+        let words: Vec<(String, String)> = match command {
+            Command::Argv(words) => words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (w.clone(), format!("{pointer}/{i}")))
+                .collect(),
+            Command::Line(line) => match crate::expr::split_command(line) {
+                Ok(words) => words.into_iter().map(|w| (w, pointer.to_owned())).collect(),
+                Err(_) => {
+                    self.error_help(
+                        Code::Command,
+                        at,
+                        at.span(pointer),
+                        "cannot split the command into arguments: a quote is never closed",
+                        Some("close the quote, or write the command as a list: `[program, arg1, arg2]`".to_owned()),
+                    );
+                    return Vec::new();
+                }
+            },
+        };
+        if words.is_empty() {
+            self.error(Code::Command, at, at.span(pointer), "the command is empty");
+        }
+        words
+            .iter()
+            .map(|(word, p)| self.template(at, p, word, scope, reads))
+            .collect()
+    }
+
+    pub(super) fn duration(&mut self, at: At<'_>, pointer: &str, text: &str) -> Option<Duration> {
+        match parse_duration(text) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.error(Code::Duration, at, at.span(pointer), message);
+                None
+            }
+        }
+    }
+
+    /// The span of character `offset` inside the string at `pointer`.
+    pub(super) fn offset_span(&self, at: At<'_>, pointer: &str, text: &str, offset: usize) -> Span {
+        let prefix: String = text.chars().take(offset).collect();
+        let line = prefix.matches('\n').count() + 1;
+        let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        at.inside(pointer, text, line, column)
+    }
+
+    pub(super) fn template(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        text: &str,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Template {
+        match Template::parse(text) {
+            Ok(template) => {
+                for part in &template.parts {
+                    if let crate::expr::TemplatePart::Expr(expression, offset) = part {
+                        let base = self.offset_span(at, pointer, text, *offset);
+                        self.resolve(at, pointer, expression, scope, reads, Some(base.start));
+                    }
+                }
+                template
+            }
+            Err(TemplateError {
+                message,
+                offset,
+                inner,
+            }) => {
+                let (span, message) = match inner {
+                    Some((expression, error)) => {
+                        let base = self.offset_span(at, pointer, text, offset);
+                        let position = if error.line == 1 {
+                            Position::new(base.start.line, base.start.column + error.column - 1)
+                        } else {
+                            at.inside(pointer, &expression, error.line, error.column)
+                                .start
+                        };
+                        (
+                            Span::point(position),
+                            format!("syntax error in `${{{expression}}}`: {}", error.message),
+                        )
+                    }
+                    None => (
+                        self.offset_span(at, pointer, text, offset),
+                        format!("invalid template: {message}"),
+                    ),
+                };
+                self.error_help(
+                    Code::ExpressionSyntax,
+                    at,
+                    span,
+                    message,
+                    Some(
+                        "write `${expression}`; to write a literal `${`, double the dollar: `$${`"
+                            .to_owned(),
+                    ),
+                );
+                Template::literal(text)
+            }
+        }
+    }
+
+    pub(super) fn expression(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        text: &str,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Option<Expression> {
+        match Expression::compile(text) {
+            Ok(expression) => {
+                if self.resolve(at, pointer, &expression, scope, reads, None) {
+                    Some(expression)
+                } else {
+                    None
+                }
+            }
+            Err(error) => {
+                let span = at.inside(pointer, text, error.line, error.column);
+                self.error(
+                    Code::ExpressionSyntax,
+                    at,
+                    span,
+                    format!("syntax error in expression: {}", error.message),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks that every name `expression` reads exists; records the facts and params it reads.
+    /// `base`: where the expression's first character is, for templates.
+    pub(super) fn resolve(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        expression: &Expression,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+        base: Option<Position>,
+    ) -> bool {
+        let mut ok = true;
+        for reference in &expression.references {
+            let span = match base {
+                Some(base) if reference.line == 1 => {
+                    Span::point(Position::new(base.line, base.column + reference.column - 1))
+                }
+                _ => at.inside(
+                    pointer,
+                    &expression.source,
+                    reference.line,
+                    reference.column,
+                ),
+            };
+            let span = Span::on_line(span.start, reference.dotted().chars().count());
+            let root = reference.path[0].as_str();
+            if scope.locals.contains(&root) {
+                continue;
+            }
+            if root == "params" {
+                let Some(param) = reference.path.get(1) else {
+                    continue;
+                };
+                match scope.params {
+                    None => {
+                        reads.params.insert(param.clone());
+                    }
+                    Some(declared) if declared.contains(param) => {
+                        reads.params.insert(param.clone());
+                    }
+                    Some(declared) => {
+                        ok = false;
+                        self.error_help(
+                            Code::UndefinedParam,
+                            at,
+                            span,
+                            format!("unknown param `{param}`"),
+                            did_you_mean(param, declared.iter().map(String::as_str)).or_else(
+                                || Some(format!("declare it under `params:`: `- name: {param}`")),
+                            ),
+                        );
+                    }
+                }
+                continue;
+            }
+            match resolve_fact(scope.facts, &reference.path) {
+                Ok(facts) => {
+                    for fact in facts {
+                        self.fact_sites
+                            .entry(fact.clone())
+                            .or_insert_with(|| (at.source.clone(), span));
+                        reads.facts.insert(fact);
+                    }
+                }
+                Err(unknown) => {
+                    ok = false;
+                    let depth = unknown.split('.').count();
+                    let candidates: BTreeSet<String> = scope
+                        .facts
+                        .iter()
+                        .map(|name| name.split('.').take(depth).collect::<Vec<_>>().join("."))
+                        .collect();
+                    let mut help = did_you_mean(&unknown, candidates.iter().map(String::as_str));
+                    if help.is_none()
+                        && depth == 1
+                        && scope
+                            .params
+                            .is_some_and(|declared| declared.iter().any(|p| p == root))
+                    {
+                        help = Some(format!("params are read as `params.{root}`"));
+                    }
+                    if root == "alert" && depth == 1 {
+                        help = Some("alert labels reach expressions through params: declare a param with `from: alert.labels.NAME` and read `params.NAME`".to_owned());
+                    }
+                    let help = help.or_else(|| {
+                        Some(
+                            "define it under `facts:` in the runbook or in a fact library"
+                                .to_owned(),
+                        )
+                    });
+                    // Underline just the part that names nothing.
+                    let span = Span::on_line(span.start, unknown.chars().count());
+                    let message = if depth == 1 {
+                        format!("unknown name `{unknown}`: not a fact or `params`")
+                    } else {
+                        format!("unknown fact `{unknown}`")
+                    };
+                    self.error_help(Code::UndefinedFact, at, span, message, help);
+                }
+            }
+        }
+        ok
+    }
+}

@@ -1,0 +1,662 @@
+//! The facts pass: fact names (valid, unique, not nested), one source each, and no fact that
+//! reads itself through others. Fact libraries go through it before any runbook.
+
+use super::*;
+
+/// A runbook's own facts, beside the libraries'.
+pub(super) struct RunbookFacts {
+    /// Every fact name an expression in the runbook may read.
+    pub(super) visible: BTreeSet<String>,
+    /// The runbook's own facts whose names are valid and not taken.
+    pub(super) names: Vec<String>,
+    /// The library's facts and the runbook's own that passed their check.
+    pub(super) known: BTreeMap<String, KnownFact>,
+    /// The runbook's own facts that passed their check.
+    pub(super) checked: BTreeMap<String, KnownFact>,
+}
+
+impl Checker<'_> {
+    pub(super) fn check_runbook_facts(
+        &mut self,
+        at: At<'_>,
+        declared: &[document::Fact],
+        library: &BTreeMap<String, KnownFact>,
+        param_names: &[String],
+    ) -> RunbookFacts {
+        let mut names: BTreeMap<String, (Source, Span)> = library
+            .iter()
+            .map(|(name, fact)| (name.clone(), (fact.spec.origin.clone(), fact.spec.span)))
+            .collect();
+        let mut local_names = Vec::new();
+        for (index, fact) in declared.iter().enumerate() {
+            let pointer = format!("/spec/facts/{index}/name");
+            if self.check_fact_name(at, &pointer, &fact.name)
+                && self.claim_fact_name(at, &pointer, &fact.name, &mut names)
+            {
+                local_names.push(fact.name.clone());
+            }
+        }
+        let local_only: BTreeMap<String, (Source, Span)> = names
+            .iter()
+            .filter(|(name, _)| {
+                local_names.iter().any(|local| {
+                    local == *name
+                        || local.starts_with(&format!("{name}."))
+                        || name.starts_with(&format!("{local}."))
+                })
+            })
+            .map(|(name, site)| (name.clone(), site.clone()))
+            .collect();
+        self.check_fact_nesting(&local_only);
+        let visible: BTreeSet<String> = names.keys().cloned().collect();
+        let scope = Scope {
+            facts: &visible,
+            params: Some(param_names),
+            locals: &[],
+        };
+        let mut known: BTreeMap<String, KnownFact> = library.clone();
+        for (index, fact) in declared.iter().enumerate() {
+            if !local_names.contains(&fact.name) {
+                continue;
+            }
+            if let Some(checked) =
+                self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
+            {
+                known.insert(fact.name.clone(), checked);
+            }
+        }
+        let checked: BTreeMap<String, KnownFact> = known
+            .iter()
+            .filter(|(name, _)| local_names.contains(name))
+            .map(|(name, fact)| (name.clone(), fact.clone()))
+            .collect();
+        self.check_fact_cycles(&checked);
+        RunbookFacts {
+            visible,
+            names: local_names,
+            known,
+            checked,
+        }
+    }
+
+    /// Every fact the runbook reads, through other facts too; a library fact that reads a param
+    /// the runbook does not declare is reported where the runbook first reads it.
+    pub(super) fn facts_read_through(
+        &mut self,
+        at: At<'_>,
+        reads: &Reads,
+        known: &BTreeMap<String, KnownFact>,
+        param_names: &[String],
+    ) -> BTreeMap<String, Arc<FactSpec>> {
+        let mut facts = BTreeMap::new();
+        let mut pending: Vec<String> = reads.facts.iter().cloned().collect();
+        let mut via: BTreeMap<String, String> = BTreeMap::new();
+        while let Some(fact_name) = pending.pop() {
+            if facts.contains_key(&fact_name) {
+                continue;
+            }
+            if let Some(fact) = known.get(&fact_name) {
+                // A fact read through another is reported where the first one is read.
+                if let Some(site) = self.fact_sites.get(&fact_name).cloned() {
+                    for read in &fact.spec.reads {
+                        self.fact_sites
+                            .entry(read.clone())
+                            .or_insert_with(|| site.clone());
+                        via.entry(read.clone()).or_insert_with(|| fact_name.clone());
+                    }
+                }
+                pending.extend(fact.spec.reads.iter().cloned());
+                for param in &fact.spec.params {
+                    if !param_names.contains(param) {
+                        let (source, span) = self
+                            .fact_sites
+                            .get(&fact_name)
+                            .cloned()
+                            .unwrap_or_else(|| (at.source.clone(), at.span("/metadata/name")));
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                Code::UndefinedParam,
+                                &source,
+                                span,
+                                format!(
+                                    "fact `{fact_name}` ({}:{}){} reads `params.{param}`, which this runbook does not declare",
+                                    fact.spec.origin.path().display(),
+                                    fact.spec.span.start.line,
+                                    via.get(&fact_name).map(|reader| format!(", read through `{reader}`,")).unwrap_or_default(),
+                                ),
+                            )
+                            .with_help(format!("declare it under `params:`: `- name: {param}`")),
+                        );
+                    }
+                }
+                facts.insert(fact_name, fact.spec.clone());
+            }
+        }
+        facts
+    }
+
+    pub(super) fn check_libraries(
+        &mut self,
+        libraries: &[Loaded<document::FactLibraryDocument>],
+    ) -> BTreeMap<String, KnownFact> {
+        let mut names: BTreeMap<String, (Source, Span)> = BTreeMap::new();
+        let mut library_names: HashMap<String, (Source, Span)> = HashMap::new();
+        for loaded in libraries {
+            let at = At::of(loaded);
+            let library_name = &loaded.document.metadata.name;
+            if let Some((source, span)) = library_names.get(library_name) {
+                let message = format!(
+                    "fact library `{library_name}` is already defined at {}:{}:{}",
+                    source.path().display(),
+                    span.start.line,
+                    span.start.column
+                );
+                self.error(
+                    Code::DuplicateLibrary,
+                    at,
+                    at.span("/metadata/name"),
+                    message,
+                );
+            } else {
+                library_names.insert(
+                    library_name.clone(),
+                    (loaded.source.clone(), at.span("/metadata/name")),
+                );
+            }
+            for (index, fact) in loaded.document.spec.facts.iter().enumerate() {
+                let pointer = format!("/spec/facts/{index}/name");
+                if self.check_fact_name(at, &pointer, &fact.name) {
+                    self.claim_fact_name(at, &pointer, &fact.name, &mut names);
+                }
+            }
+        }
+        self.check_fact_nesting(&names);
+        let visible: BTreeSet<String> = names.keys().cloned().collect();
+        let mut facts = BTreeMap::new();
+        for loaded in libraries {
+            let at = At::of(loaded);
+            let before = self.diagnostics.len();
+            for (index, fact) in loaded.document.spec.facts.iter().enumerate() {
+                if facts.contains_key(&fact.name) || !visible.contains(&fact.name) {
+                    continue;
+                }
+                let scope = Scope {
+                    facts: &visible,
+                    params: None,
+                    locals: &[],
+                };
+                if let Some(checked) =
+                    self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)
+                {
+                    facts.insert(fact.name.clone(), checked);
+                }
+            }
+            self.drop_cascades(before, loaded);
+        }
+        self.check_fact_cycles(&facts);
+        facts
+    }
+
+    pub(super) fn check_fact_name(&mut self, at: At<'_>, pointer: &str, name: &str) -> bool {
+        let span = at.span(pointer);
+        if name.split('.').any(|segment| !is_identifier(segment)) {
+            self.error_help(
+                Code::FactName,
+                at,
+                span,
+                format!("invalid fact name `{name}`"),
+                Some("use dotted lowercase words, such as `openbao.status` (letters, digits and `_`)".to_owned()),
+            );
+            return false;
+        }
+        let root = name.split('.').next().unwrap_or(name);
+        if RESERVED_ROOTS.contains(&root) {
+            self.error_help(
+                Code::FactName,
+                at,
+                span,
+                format!("fact name `{name}` starts with the reserved name `{root}`"),
+                Some(format!(
+                    "`{root}` is bound by the engine; choose another first word"
+                )),
+            );
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn claim_fact_name(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        name: &str,
+        names: &mut BTreeMap<String, (Source, Span)>,
+    ) -> bool {
+        if let Some((source, span)) = names.get(name) {
+            let message = format!(
+                "fact `{name}` is already defined at {}:{}:{}",
+                source.path().display(),
+                span.start.line,
+                span.start.column
+            );
+            self.error_help(
+                Code::DuplicateFact,
+                at,
+                at.span(pointer),
+                message,
+                Some(
+                    "give each fact one definition; runbooks can read library facts directly"
+                        .to_owned(),
+                ),
+            );
+            return false;
+        }
+        names.insert(name.to_owned(), (at.source.clone(), at.span(pointer)));
+        true
+    }
+
+    /// A fact cannot sit inside another: `a.b` holds a value, so `a.b.c` has nowhere to go.
+    pub(super) fn check_fact_nesting(&mut self, names: &BTreeMap<String, (Source, Span)>) {
+        let all: Vec<&String> = names.keys().collect();
+        for name in &all {
+            let prefix = format!("{name}.");
+            for inner in all.iter().filter(|other| other.starts_with(&prefix)) {
+                let (source, span) = &names[*inner];
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::FactName,
+                        source,
+                        *span,
+                        format!("fact `{inner}` is inside fact `{name}`, which already holds a value"),
+                    )
+                    .with_help(format!("read `{name}` and select the field in the expression instead, or rename one of them")),
+                );
+            }
+        }
+    }
+
+    pub(super) fn check_fact_cycles(&mut self, facts: &BTreeMap<String, KnownFact>) {
+        let mut graph = DiGraph::<&str, ()>::new();
+        let indices: BTreeMap<&str, _> = facts
+            .keys()
+            .map(|name| (name.as_str(), graph.add_node(name.as_str())))
+            .collect();
+        for (name, fact) in facts {
+            for read in &fact.spec.reads {
+                if let Some(target) = indices.get(read.as_str()) {
+                    graph.add_edge(indices[name.as_str()], *target, ());
+                }
+            }
+        }
+        for cycle in cycles(&graph) {
+            let first = cycle[0];
+            let fact = &facts[first];
+            let path = cycle
+                .iter()
+                .chain(std::iter::once(&first))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            // Both ends of the first link: the fact's name, and where it reads the next one.
+            let next = cycle.get(1).copied().unwrap_or(first);
+            let read = fact
+                .reads_at
+                .get(next)
+                .map(|(source, span)| {
+                    format!(" (`{first}` reads `{next}` at {})", site(source, *span))
+                })
+                .unwrap_or_default();
+            self.diagnostics.push(Diagnostic::error(
+                Code::Cycle,
+                &fact.spec.origin,
+                fact.spec.span,
+                format!("facts read each other in a cycle: {path}{read}"),
+            ));
+        }
+    }
+
+    /// Checks one fact, and records where it reads each other fact. A fact that reads itself
+    /// (directly, or through a group such as `openbao` that holds it) could never be evaluated:
+    /// it is an error, at its name, saying where it reads itself.
+    pub(super) fn check_fact(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        fact: &document::Fact,
+        scope: &Scope<'_>,
+    ) -> Option<KnownFact> {
+        let outer = std::mem::take(&mut self.fact_sites);
+        let spec = self.check_fact_source(at, pointer, fact, scope);
+        let reads_at = std::mem::replace(&mut self.fact_sites, outer);
+        for (name, site) in &reads_at {
+            self.fact_sites
+                .entry(name.clone())
+                .or_insert_with(|| site.clone());
+        }
+        let mut spec = spec?;
+        if let Some(position) = spec.reads.iter().position(|read| *read == fact.name) {
+            spec.reads.remove(position);
+            let read = reads_at
+                .get(&fact.name)
+                .map(|(source, span)| format!(" at {}", site(source, *span)))
+                .unwrap_or_default();
+            self.error_help(
+                Code::Cycle,
+                at,
+                spec.span,
+                format!("fact `{}` reads itself{read}", fact.name),
+                Some("a fact cannot be computed from its own value; read another fact, or split it in two".to_owned()),
+            );
+        }
+        Some(KnownFact {
+            spec: Arc::new(spec),
+            reads_at: Arc::new(reads_at),
+        })
+    }
+
+    fn check_fact_source(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        fact: &document::Fact,
+        scope: &Scope<'_>,
+    ) -> Option<FactSpec> {
+        let mut reads = Reads::default();
+        let sources: Vec<&str> = [
+            ("kubernetes", fact.kubernetes.is_some()),
+            ("exec", fact.exec.is_some()),
+            ("logs", fact.logs.is_some()),
+            ("command", fact.command.is_some()),
+            ("http", fact.http.is_some()),
+            ("expr", fact.expr.is_some()),
+        ]
+        .iter()
+        .filter(|(_, present)| *present)
+        .map(|(name, _)| *name)
+        .collect();
+        let span = at.span(pointer);
+        let source = match sources.as_slice() {
+            [] => {
+                self.error_help(
+                    Code::FactSource,
+                    at,
+                    span,
+                    format!("fact `{}` has no source", fact.name),
+                    Some(
+                        "give it one of `kubernetes`, `exec`, `logs`, `command`, `http` or `expr`"
+                            .to_owned(),
+                    ),
+                );
+                return None;
+            }
+            [_] => self.single_source(at, pointer, fact, scope, &mut reads)?,
+            several => {
+                self.error_help(
+                    Code::FactSource,
+                    at,
+                    span,
+                    format!(
+                        "fact `{}` has more than one source ({})",
+                        fact.name,
+                        several
+                            .iter()
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some("a fact reads one thing; split it into several facts".to_owned()),
+                );
+                return None;
+            }
+        };
+        let jsonpath = fact
+            .jsonpath
+            .as_ref()
+            .and_then(|written| self.jsonpath(at, &format!("{pointer}/jsonpath"), written));
+        Some(FactSpec {
+            name: fact.name.clone(),
+            description: fact.description.clone(),
+            source,
+            jsonpath,
+            secret: fact.secret,
+            reads: reads.facts.into_iter().collect(),
+            params: reads.params.into_iter().collect(),
+            origin: at.source.clone(),
+            span: at.span(&format!("{pointer}/name")),
+        })
+    }
+
+    /// The one source of a fact, checked.
+    fn single_source(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        fact: &document::Fact,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Option<FactSource> {
+        Some(if let Some(read) = &fact.kubernetes {
+            let p = format!("{pointer}/kubernetes");
+            let api_version = self.api_version(at, &p, read.api_version.as_deref(), &read.kind)?;
+            FactSource::Kubernetes {
+                api_version,
+                kind: read.kind.clone(),
+                name: read
+                    .name
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/name"), t, scope, reads)),
+                namespace: read
+                    .namespace
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/namespace"), t, scope, reads)),
+                label_selector: read
+                    .label_selector
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/labelSelector"), t, scope, reads)),
+                field_selector: read
+                    .field_selector
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/fieldSelector"), t, scope, reads)),
+            }
+        } else if let Some(read) = &fact.exec {
+            let p = format!("{pointer}/exec");
+            FactSource::Exec {
+                namespace: self.template(
+                    at,
+                    &format!("{p}/namespace"),
+                    &read.namespace,
+                    scope,
+                    reads,
+                ),
+                pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, reads),
+                container: read
+                    .container
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/container"), t, scope, reads)),
+                argv: self.argv(at, &format!("{p}/command"), &read.command, scope, reads),
+                format: read.format,
+            }
+        } else if let Some(read) = &fact.logs {
+            let p = format!("{pointer}/logs");
+            FactSource::Logs {
+                namespace: self.template(
+                    at,
+                    &format!("{p}/namespace"),
+                    &read.namespace,
+                    scope,
+                    reads,
+                ),
+                pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, reads),
+                container: read
+                    .container
+                    .as_ref()
+                    .map(|t| self.template(at, &format!("{p}/container"), t, scope, reads)),
+                tail: read.tail.map(std::num::NonZeroU32::get),
+                format: read.format,
+            }
+        } else if let Some(read) = &fact.command {
+            FactSource::Command {
+                argv: self.argv(
+                    at,
+                    &format!("{pointer}/command/argv"),
+                    &read.argv,
+                    scope,
+                    reads,
+                ),
+                format: read.format,
+            }
+        } else if let Some(read) = &fact.http {
+            self.http_source(at, pointer, read, scope, reads)
+        } else {
+            let text = fact.expr.as_deref().unwrap_or_default();
+            let expr = self.expression(at, &format!("{pointer}/expr"), text, scope, reads)?;
+            if fact.jsonpath.is_some() {
+                self.error(Code::FactSource, at, at.key_span(&format!("{pointer}/jsonpath")), "`jsonpath` selects from what a probe read; an `expr` fact has nothing to select from");
+            }
+            FactSource::Expr(expr)
+        })
+    }
+
+    fn http_source(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        read: &document::HttpRead,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> FactSource {
+        let p = format!("{pointer}/http");
+        let url = self.template(at, &format!("{p}/url"), &read.url, scope, reads);
+        if url.is_literal()
+            && !(read.url.starts_with("http://") || read.url.starts_with("https://"))
+        {
+            self.error_help(
+                Code::HttpUrl,
+                at,
+                at.span(&format!("{p}/url")),
+                format!("`{}` is not an http:// or https:// URL", read.url),
+                None,
+            );
+        }
+        FactSource::Http {
+            url,
+            query: read
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        self.template(at, &format!("{p}/query/{k}"), v, scope, reads),
+                    )
+                })
+                .collect(),
+            headers: read
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        self.template(at, &format!("{p}/headers/{k}"), v, scope, reads),
+                    )
+                })
+                .collect(),
+            format: read.format,
+        }
+    }
+
+    /// Accepts kubectl's form (`{.status.replicas}`, `.items[*].metadata.name`) and JSONPath's
+    /// (`$.status.replicas`), and checks it parses.
+    pub(super) fn jsonpath(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        written: &str,
+    ) -> Option<JsonPathSelection> {
+        let trimmed = written.trim();
+        let inner = trimmed
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or(trimmed)
+            .trim();
+        let query = if inner.starts_with('$') {
+            inner.to_owned()
+        } else if inner.starts_with('.') || inner.starts_with('[') {
+            format!("${inner}")
+        } else {
+            format!("$.{inner}")
+        };
+        match jsonpath_rust::parser::parse_json_path(&query) {
+            Ok(_) => Some(JsonPathSelection {
+                written: written.to_owned(),
+                query,
+            }),
+            Err(error) => {
+                let reason = error.to_string();
+                let reason = reason.lines().last().unwrap_or(&reason).trim().to_owned();
+                self.error_help(
+                    Code::JsonPath,
+                    at,
+                    at.span(pointer),
+                    format!("invalid JSONPath `{written}`: {reason}"),
+                    Some("write it as kubectl takes it, such as `{.status.readyReplicas}` or `{.items[*].metadata.name}`".to_owned()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Names the engine binds in every expression.
+pub(super) const RESERVED_ROOTS: [&str; 2] = ["params", "object"];
+
+/// The facts `expression` reads, among `facts`.
+pub fn facts_read(facts: &BTreeSet<String>, expression: &Expression) -> BTreeSet<String> {
+    expression
+        .references
+        .iter()
+        .filter_map(|reference| resolve_fact(facts, &reference.path).ok())
+        .flatten()
+        .collect()
+}
+
+/// The facts a dotted path reads, or the part of the path that names nothing.
+pub(super) fn resolve_fact(
+    facts: &BTreeSet<String>,
+    path: &[String],
+) -> Result<Vec<String>, String> {
+    let mut prefix = String::new();
+    for segment in path {
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(segment);
+        if facts.contains(&prefix) {
+            return Ok(vec![prefix]);
+        }
+        let inner = format!("{prefix}.");
+        if !facts
+            .range(inner.clone()..)
+            .next()
+            .is_some_and(|name| name.starts_with(&inner))
+        {
+            return Err(prefix);
+        }
+    }
+    // A group such as `openbao` reads every fact under it.
+    let inner = format!("{prefix}.");
+    Ok(facts
+        .range(inner.clone()..)
+        .take_while(|name| name.starts_with(&inner))
+        .cloned()
+        .collect())
+}
+
+/// `path:line:col`, to name a second position in a message.
+fn site(source: &Source, span: Span) -> String {
+    format!(
+        "{}:{}:{}",
+        source.path().display(),
+        span.start.line,
+        span.start.column
+    )
+}

@@ -1,0 +1,341 @@
+//! The steps pass: ids (explicit or defaulted), `needs` and the cycles they make, then each
+//! step's `when`, timeout, retries and confirmation around its action.
+
+use super::*;
+
+impl Checker<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_steps(
+        &mut self,
+        at: At<'_>,
+        base: &str,
+        documents: &[document::Step],
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+        calls: &mut Vec<Call>,
+        runbook: &str,
+        rollback: bool,
+    ) -> Vec<StepSpec> {
+        // Ids first, so `needs` can be resolved against all of them.
+        let ids = self.step_ids(at, base, documents, rollback);
+        let needs = self.step_needs(at, base, documents, &ids, rollback);
+        self.check_step_cycles(at, base, documents, &ids, &needs);
+
+        let mut steps = Vec::new();
+        for (index, step) in documents.iter().enumerate() {
+            let pointer = format!("{base}/{index}");
+            if rollback && step.undo.is_some() {
+                self.error(
+                    Code::RollbackUndo,
+                    at,
+                    at.key_span(&format!("{pointer}/undo")),
+                    "rollback steps are not undone; `undo` is not allowed there",
+                );
+            }
+            if let Some(checked) = self.check_step(
+                at,
+                &pointer,
+                step,
+                index,
+                &ids[index],
+                &needs[index],
+                scope,
+                reads,
+                calls,
+                runbook,
+            ) {
+                steps.push(checked);
+            }
+        }
+        steps
+    }
+
+    /// Each step's id, written or defaulted from its action and position (`scale-1`).
+    fn step_ids(
+        &mut self,
+        at: At<'_>,
+        base: &str,
+        documents: &[document::Step],
+        rollback: bool,
+    ) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut first_use: HashMap<String, Span> = HashMap::new();
+        for (index, step) in documents.iter().enumerate() {
+            let pointer = format!("{base}/{index}");
+            let id = match &step.id {
+                Some(id) => {
+                    if !is_step_id(id) {
+                        self.error_help(
+                            Code::StepId,
+                            at,
+                            at.span(&format!("{pointer}/id")),
+                            format!("invalid step id `{id}`"),
+                            Some("use lowercase letters, digits, `-` and `_`, starting with a letter or digit".to_owned()),
+                        );
+                    }
+                    id.clone()
+                }
+                None => {
+                    let keyword = action_keywords(step).first().copied().unwrap_or("step");
+                    if rollback {
+                        format!("rollback-{keyword}-{}", index + 1)
+                    } else {
+                        format!("{keyword}-{}", index + 1)
+                    }
+                }
+            };
+            let span = if step.id.is_some() {
+                at.span(&format!("{pointer}/id"))
+            } else {
+                at.span(&pointer)
+            };
+            if let Some(first) = first_use.get(&id) {
+                let message = if step.id.is_some() {
+                    format!(
+                        "duplicate step id `{id}` (first used at line {})",
+                        first.start.line
+                    )
+                } else {
+                    format!(
+                        "this step's default id `{id}` is already used at line {}",
+                        first.start.line
+                    )
+                };
+                self.error_help(
+                    Code::DuplicateStepId,
+                    at,
+                    span,
+                    message,
+                    Some("give every step a unique `id`".to_owned()),
+                );
+            } else {
+                first_use.insert(id.clone(), span);
+            }
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Each step's dependencies: its `needs`, or else the step before it.
+    fn step_needs(
+        &mut self,
+        at: At<'_>,
+        base: &str,
+        documents: &[document::Step],
+        ids: &[String],
+        rollback: bool,
+    ) -> Vec<Vec<String>> {
+        let mut needs: Vec<Vec<String>> = Vec::new();
+        for (index, step) in documents.iter().enumerate() {
+            let pointer = format!("{base}/{index}");
+            let list = match &step.needs {
+                Some(list) => {
+                    if rollback {
+                        self.error(
+                            Code::RollbackNeeds,
+                            at,
+                            at.key_span(&format!("{pointer}/needs")),
+                            "rollback steps run in order; `needs` is not allowed there",
+                        );
+                    }
+                    let mut valid = Vec::new();
+                    for (n, need) in list.iter().enumerate() {
+                        if ids.contains(need) {
+                            if !valid.contains(need) {
+                                valid.push(need.clone());
+                            }
+                        } else {
+                            self.error_help(
+                                Code::UnknownStep,
+                                at,
+                                at.span(&format!("{pointer}/needs/{n}")),
+                                format!("`needs` names unknown step `{need}`"),
+                                did_you_mean(need, ids.iter().map(String::as_str)).or_else(|| {
+                                    let mut known: Vec<&str> =
+                                        ids.iter().map(String::as_str).collect();
+                                    known.dedup();
+                                    Some(format!("steps are: {}", known.join(", ")))
+                                }),
+                            );
+                        }
+                    }
+                    valid
+                }
+                None if index > 0 => vec![ids[index - 1].clone()],
+                None => Vec::new(),
+            };
+            needs.push(list);
+        }
+        needs
+    }
+
+    /// Dependencies that go round in a circle, each reported once.
+    fn check_step_cycles(
+        &mut self,
+        at: At<'_>,
+        base: &str,
+        documents: &[document::Step],
+        ids: &[String],
+        needs: &[Vec<String>],
+    ) {
+        let mut graph = DiGraph::<&str, ()>::new();
+        let nodes: Vec<_> = ids.iter().map(|id| graph.add_node(id.as_str())).collect();
+        for (index, list) in needs.iter().enumerate() {
+            for need in list {
+                if let Some(target) = ids.iter().position(|id| id == need) {
+                    graph.add_edge(nodes[index], nodes[target], ());
+                }
+            }
+        }
+        let mut in_cycle = BTreeSet::new();
+        for cycle in cycles(&graph) {
+            let first = cycle[0];
+            let index = ids.iter().position(|id| id == first).unwrap_or(0);
+            in_cycle.extend(cycle.iter().map(|id| id.to_string()));
+            let path = cycle
+                .iter()
+                .chain(std::iter::once(&first))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            let pointer = format!("{base}/{index}");
+            let span = if documents[index].needs.is_some() {
+                at.key_span(&format!("{pointer}/needs"))
+            } else {
+                at.span(&pointer)
+            };
+            let (message, help) = if cycle.len() == 1 {
+                (
+                    format!("step `{first}` needs itself"),
+                    "remove it from its own `needs`".to_owned(),
+                )
+            } else {
+                // Say which links come from file order rather than a written `needs`.
+                let implicit: Vec<String> = cycle
+                    .iter()
+                    .zip(cycle.iter().skip(1).chain(std::iter::once(&first)))
+                    .filter(|(step, _)| {
+                        ids.iter()
+                            .position(|id| id == *step)
+                            .is_some_and(|position| documents[position].needs.is_none())
+                    })
+                    .map(|(step, dependency)| {
+                        format!("`{step}` waits for `{dependency}` because it has no `needs`")
+                    })
+                    .collect();
+                let mut message = format!("steps depend on each other in a cycle: {path}");
+                if !implicit.is_empty() {
+                    message.push_str(&format!(" ({})", implicit.join("; ")));
+                }
+                (
+                    message,
+                    "break the cycle by changing one `needs`".to_owned(),
+                )
+            };
+            self.error_help(Code::Cycle, at, span, message, Some(help));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_step(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        step: &document::Step,
+        index: usize,
+        id: &str,
+        needs: &[String],
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+        calls: &mut Vec<Call>,
+        runbook: &str,
+    ) -> Option<StepSpec> {
+        let before = self.diagnostics.error_count();
+        let when = step
+            .when
+            .as_ref()
+            .and_then(|text| self.expression(at, &format!("{pointer}/when"), text, scope, reads));
+        let action = self.action(at, pointer, step, scope, reads, calls, runbook, false);
+        let is_verify = matches!(action, Some(Action::Verify { .. }));
+        let timeout = match &step.timeout {
+            Some(text) => self
+                .duration(at, &format!("{pointer}/timeout"), text)
+                .unwrap_or(DEFAULT_STEP_TIMEOUT),
+            None if is_verify => DEFAULT_VERIFY_TIMEOUT,
+            None => DEFAULT_STEP_TIMEOUT,
+        };
+        if step.interval.is_some() && !is_verify && action.is_some() {
+            self.error(
+                Code::Interval,
+                at,
+                at.key_span(&format!("{pointer}/interval")),
+                "`interval` applies to `verify` steps only",
+            );
+        }
+        let retries = match &step.retries {
+            None => RetrySpec::default(),
+            Some(Retries::Count(count)) => RetrySpec {
+                retries: *count,
+                ..RetrySpec::default()
+            },
+            Some(Retries::Policy(policy)) => RetrySpec {
+                retries: policy.attempts,
+                backoff: policy
+                    .backoff
+                    .as_ref()
+                    .and_then(|text| self.duration(at, &format!("{pointer}/retries/backoff"), text))
+                    .unwrap_or(DEFAULT_BACKOFF),
+                max_backoff: policy
+                    .max_backoff
+                    .as_ref()
+                    .and_then(|text| {
+                        self.duration(at, &format!("{pointer}/retries/maxBackoff"), text)
+                    })
+                    .unwrap_or(DEFAULT_MAX_BACKOFF),
+            },
+        };
+        let confirm = match &step.confirm {
+            None | Some(Confirm::Flag(false)) => None,
+            Some(Confirm::Flag(true)) => {
+                Some(Template::literal(&format!("Proceed with step `{id}`?")))
+            }
+            Some(Confirm::Text(text)) => {
+                Some(self.template(at, &format!("{pointer}/confirm"), text, scope, reads))
+            }
+        };
+        let action = action?;
+        if step.readonly && !matches!(action, Action::Run { .. } | Action::Exec { .. }) {
+            self.error(
+                Code::ReadOnly,
+                at,
+                at.key_span(&format!("{pointer}/readonly")),
+                "`readonly` applies to `run` and `exec` steps only",
+            );
+        }
+        let declared = match &step.undo {
+            Some(undo) if irreversible(step).is_none() => {
+                let undo_pointer = format!("{pointer}/undo");
+                self.undo(at, &undo_pointer, undo, scope, reads, calls, runbook)
+            }
+            _ => None,
+        };
+        let undo = self.step_undo(at, pointer, step, id, &action, declared);
+        if self.diagnostics.error_count() > before {
+            return None;
+        }
+        Some(StepSpec {
+            index,
+            id: id.to_owned(),
+            name: step.name.clone(),
+            needs: needs.to_vec(),
+            when,
+            timeout,
+            retries,
+            confirm,
+            undo,
+            readonly: step.readonly,
+            action,
+            span: at.span(pointer),
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! Unit tests of the checker on small runbooks written inline.
+
+use std::path::Path;
+
+use super::*;
+use crate::loader::Loader;
+
+fn check_text(files: &[(&str, &str)]) -> (Catalog, Vec<String>) {
+    let mut diagnostics = Diagnostics::new();
+    let mut workspace = Workspace::default();
+    let loader = Loader::new();
+    for (path, text) in files {
+        loader.load_text(
+            Path::new(path),
+            (*text).to_owned(),
+            &mut workspace,
+            &mut diagnostics,
+        );
+    }
+    let catalog = check(&workspace, &mut diagnostics);
+    let messages = diagnostics
+        .sorted()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{}: {}",
+                d.path().display(),
+                d.span.start.line,
+                d.span.start.column,
+                d.message
+            )
+        })
+        .collect();
+    (catalog, messages)
+}
+
+const LIBRARY: &str = "apiVersion: runbook.dev/v1alpha1
+kind: FactLibrary
+metadata: {name: lib}
+spec:
+  facts:
+    - {name: spire.server.sts, kubernetes: {kind: StatefulSet, name: spire-server, namespace: spire}}
+    - {name: spire.server.healthy, expr: spire.server.sts.status.readyReplicas >= 1}
+";
+
+#[test]
+fn library_facts_resolve_with_everything_they_read() {
+    let runbook = "apiVersion: catalyst.openova.io/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  preconditions:
+    - check: spire.server.healthy
+  steps:
+    - {verify: 'true'}
+";
+    let (catalog, messages) = check_text(&[("lib.yaml", LIBRARY), ("r.yaml", runbook)]);
+    assert!(messages.is_empty(), "{messages:?}");
+    let runbook = catalog.get("r").expect("checked");
+    assert_eq!(
+        runbook.facts.keys().collect::<Vec<_>>(),
+        ["spire.server.healthy", "spire.server.sts"]
+    );
+}
+
+#[test]
+fn default_ids_and_native_undos() {
+    let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  steps:
+    - scale: {name: a, replicas: 1}
+    - cordon: {node: n}
+    - {run: ['true'], irreversible: nothing to undo}
+    - {confirm: Go on?}
+";
+    let (catalog, messages) = check_text(&[("r.yaml", runbook)]);
+    assert!(messages.is_empty(), "{messages:?}");
+    let runbook = catalog.get("r").expect("checked");
+    let ids: Vec<&str> = runbook.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["scale-1", "cordon-2", "run-3", "step-4"]);
+    assert!(matches!(
+        runbook.steps[0].undo,
+        UndoSpec::Native(NativeUndo::RestoreReplicas)
+    ));
+    assert!(matches!(
+        runbook.steps[1].undo,
+        UndoSpec::Native(NativeUndo::Uncordon)
+    ));
+    assert!(
+        matches!(&runbook.steps[2].undo, UndoSpec::Irreversible(Some(reason)) if reason == "nothing to undo")
+    );
+    assert!(matches!(runbook.steps[3].action, Action::Gate));
+    assert_eq!(runbook.steps[1].needs, ["scale-1"]);
+}
+
+#[test]
+fn errors_in_one_runbook_keep_it_out_of_the_catalog_but_not_others() {
+    let good = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: good}\nspec:\n  steps:\n    - {verify: 'true'}\n";
+    let bad = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: bad}\nspec:\n  steps:\n    - {verify: nope.x}\n";
+    let (catalog, messages) = check_text(&[("good.yaml", good), ("bad.yaml", bad)]);
+    assert_eq!(
+        messages,
+        ["bad.yaml:6:16: unknown name `nope`: not a fact or `params`"]
+    );
+    assert!(catalog.get("good").is_some());
+    assert!(catalog.get("bad").is_none());
+}
+
+#[test]
+fn logs_facts_read_templates_a_tail_and_a_format() {
+    let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  params:
+    - {name: namespace, default: shop}
+  facts:
+    - {name: api.pod, kubernetes: {kind: Pod, name: api-0, namespace: shop}}
+    - name: api.log
+      logs:
+        namespace: ${params.namespace}
+        pod: ${api.pod.metadata.name}
+        container: server
+        tail: 200
+        format: lines
+  preconditions:
+    - check: '!api.log.contains(\"panic: \")'
+  steps:
+    - {verify: 'true'}
+";
+    let (catalog, messages) = check_text(&[("r.yaml", runbook)]);
+    assert!(messages.is_empty(), "{messages:?}");
+    let runbook = catalog.get("r").expect("checked");
+    let fact = &runbook.facts["api.log"];
+    assert!(
+        matches!(
+            &fact.source,
+            FactSource::Logs {
+                container: Some(_),
+                tail: Some(200),
+                format: crate::document::LogFormat::Lines,
+                ..
+            }
+        ),
+        "{:?}",
+        fact.source
+    );
+    assert_eq!(fact.reads, ["api.pod"]);
+    assert_eq!(fact.params, ["namespace"]);
+}
+
+#[test]
+fn logs_facts_with_a_bad_tail_or_no_pod_are_pointed_at() {
+    let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  facts:
+    - {name: a, logs: {namespace: shop, pod: api-0, tail: -1}}
+    - {name: b, logs: {namespace: shop, pod: api-0, tail: many}}
+    - {name: c, logs: {namespace: shop, pod: api-0, tail: 0}}
+    - {name: d, logs: {namespace: shop, container: server}}
+    - {name: e, logs: {namespace: shop, pod: api-0, format: line}}
+    - {name: f, logs: {namespace: shop, pod: api-0}, exec: {namespace: shop, pod: api-0, command: [ls]}}
+  steps:
+    - {verify: 'true'}
+";
+    let (_, messages) = check_text(&[("r.yaml", runbook)]);
+    assert_eq!(
+            messages,
+            [
+                "r.yaml:6:59: must be at least 1, found -1",
+                "r.yaml:7:59: expected an integer, found a string `many`",
+                "r.yaml:8:59: must be at least 1, found 0",
+                "r.yaml:9:23: missing required field `pod` in logs read",
+                "r.yaml:10:61: unknown value `line` for log format, expected one of `text`, `lines`, `json`",
+                "r.yaml:11:7: fact `f` has more than one source (`exec`, `logs`)",
+            ]
+        );
+}
+
+#[test]
+fn sandboxed_expressions_cannot_loop() {
+    let runbook = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: r}\nspec:\n  steps:\n    - {verify: 'loop { }'}\n";
+    let (_, messages) = check_text(&[("r.yaml", runbook)]);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].starts_with("r.yaml:6:"), "{messages:?}");
+}
