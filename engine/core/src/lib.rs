@@ -23,6 +23,7 @@ pub mod effects;
 pub mod exec;
 pub mod expr;
 pub mod journal;
+pub mod kinds;
 pub mod loader;
 pub mod lock;
 pub mod matcher;

@@ -698,39 +698,4 @@ impl NamedRollback {
     }
 }
 
-/// The default apiVersion of the built-in (and common platform) kinds, so runbooks can say
-/// `kind: Deployment` without `apiVersion: apps/v1`. Custom kinds not listed must say it.
-pub fn default_api_version(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "Pod"
-        | "Service"
-        | "ConfigMap"
-        | "Secret"
-        | "Node"
-        | "Namespace"
-        | "PersistentVolumeClaim"
-        | "PersistentVolume"
-        | "ServiceAccount"
-        | "Endpoints"
-        | "Event"
-        | "ReplicationController" => "v1",
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps/v1",
-        "Job" | "CronJob" => "batch/v1",
-        "Ingress" | "NetworkPolicy" => "networking.k8s.io/v1",
-        "PodDisruptionBudget" => "policy/v1",
-        "HorizontalPodAutoscaler" => "autoscaling/v2",
-        "Lease" => "coordination.k8s.io/v1",
-        "HelmRelease" => "helm.toolkit.fluxcd.io/v2",
-        "Kustomization" => "kustomize.toolkit.fluxcd.io/v1",
-        "GitRepository" | "HelmRepository" | "OCIRepository" => "source.toolkit.fluxcd.io/v1",
-        "Certificate" | "Issuer" | "ClusterIssuer" | "CertificateRequest" => "cert-manager.io/v1",
-        "ExternalSecret" | "SecretStore" | "ClusterSecretStore" => "external-secrets.io/v1beta1",
-        "Application" | "AppProject" => "argoproj.io/v1alpha1",
-        "Backup" | "Restore" | "Schedule" => "velero.io/v1",
-        "PolicyReport" | "ClusterPolicyReport" => "wgpolicyk8s.io/v1alpha2",
-        "ClusterPolicy" | "Policy" => "kyverno.io/v1",
-        "PeerAuthentication" | "AuthorizationPolicy" => "security.istio.io/v1",
-        "VirtualService" | "DestinationRule" | "Gateway" => "networking.istio.io/v1",
-        _ => return None,
-    })
-}
+pub use crate::kinds::default_api_version;

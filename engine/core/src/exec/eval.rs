@@ -188,24 +188,3 @@ pub(super) fn insert_dotted(roots: &mut BTreeMap<String, Json>, name: &str, valu
         node = map.entry((*part).to_owned()).or_insert_with(|| json!({}));
     }
 }
-
-/// Kinds that live outside namespaces.
-pub fn is_cluster_scoped(kind: &str) -> bool {
-    matches!(
-        kind,
-        "Node"
-            | "Namespace"
-            | "PersistentVolume"
-            | "StorageClass"
-            | "ClusterRole"
-            | "ClusterRoleBinding"
-            | "CustomResourceDefinition"
-            | "ClusterIssuer"
-            | "ClusterPolicy"
-            | "ClusterSecretStore"
-            | "ClusterPolicyReport"
-            | "PriorityClass"
-            | "ValidatingWebhookConfiguration"
-            | "MutatingWebhookConfiguration"
-    )
-}

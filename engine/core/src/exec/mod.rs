@@ -27,8 +27,8 @@ pub use interrupt::Interrupt;
 pub use report::{RunReport, StepReport, StepStatus, UndoReport};
 pub use undo::UndoRecord;
 
+use crate::kinds::is_cluster_scoped;
 use actions::command_failure;
-use eval::is_cluster_scoped;
 use gate::Gate;
 use schedule::{Halt, Progress};
 use step::Finished;

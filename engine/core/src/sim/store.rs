@@ -19,34 +19,7 @@ use crate::effects::{DrainOptions, DrainReport, EffectError, EffectResult};
 /// The annotation that keeps the controller model away from an object.
 pub const STUCK_ANNOTATION: &str = "sim.runbook.dev/stuck";
 
-const CLUSTER_SCOPED: &[&str] = &[
-    "APIService",
-    "CertificateSigningRequest",
-    "ClusterIssuer",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "ComponentStatus",
-    "CSIDriver",
-    "CSINode",
-    "CustomResourceDefinition",
-    "IngressClass",
-    "MutatingWebhookConfiguration",
-    "Namespace",
-    "Node",
-    "PersistentVolume",
-    "PriorityClass",
-    "RuntimeClass",
-    "StorageClass",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-    "ValidatingWebhookConfiguration",
-    "VolumeAttachment",
-];
-
-/// Whether objects of `kind` live outside namespaces.
-pub fn is_cluster_scoped(kind: &str) -> bool {
-    CLUSTER_SCOPED.contains(&kind)
-}
+pub use crate::kinds::is_cluster_scoped;
 
 /// The API group of an apiVersion: `apps/v1` -> `apps`, `v1` -> `` (the core group).
 pub fn group_of(api_version: &str) -> &str {
@@ -371,10 +344,7 @@ impl Store {
         dry: bool,
         log: &mut Vec<Mutation>,
     ) -> EffectResult<Json> {
-        if !matches!(
-            key.kind.as_str(),
-            "Deployment" | "StatefulSet" | "ReplicaSet"
-        ) {
+        if !crate::kinds::has_scale(&key.kind) {
             return Err(EffectError::Invalid(format!(
                 "{} has no scale subresource (only Deployment, StatefulSet and ReplicaSet do)",
                 key.display()
