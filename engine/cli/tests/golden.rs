@@ -222,8 +222,34 @@ fn shipped_scenario_tests_pass() {
     assert!(passed >= 6, "{stdout}");
 }
 
+/// A trace as the run's story: one journal record a line, without the fields that would
+/// repeat on every line. The run id is the case's name, which the golden file is named after;
+/// the time is shown only when the paused test clock has moved since the line before (a
+/// retry's backoff, a verify's poll), starting from the clock's fixed start. Every other field
+/// is kept, in the journal's order.
+fn story(trace: &[runbook_core::journal::Record]) -> String {
+    let mut clock = serde_json::Value::String(runbook_core::journal::timestamp(
+        std::time::UNIX_EPOCH + runbook_core::testing::TEST_EPOCH,
+    ));
+    let mut story = String::new();
+    for record in trace {
+        let mut line = serde_json::to_value(record).expect("JSON");
+        let fields = line.as_object_mut().expect("a record is an object");
+        fields.shift_remove("run");
+        if let Some(time) = fields.get("time").cloned() {
+            if time == clock {
+                fields.shift_remove("time");
+            }
+            clock = time;
+        }
+        story.push_str(&serde_json::to_string(&line).expect("JSON"));
+        story.push('\n');
+    }
+    story
+}
+
 /// The event trace of every scenario case of every shipped runbook, as the journal records it
-/// (times come from a fixed test clock, so they are stable).
+/// (times come from a fixed test clock, so they are stable), told as a story (see `story`).
 #[test]
 fn scenario_event_traces() {
     let root = root();
@@ -242,11 +268,7 @@ fn scenario_event_traces() {
                 .build()
                 .expect("runtime");
             let result = runtime.block_on(runbook_core::testing::run_case(&catalog, &file, case));
-            let trace: String = result
-                .trace
-                .iter()
-                .map(|record| format!("{}\n", serde_json::to_string(record).expect("JSON")))
-                .collect::<String>()
+            let trace = story(&result.trace)
                 // The checkout's location differs between machines.
                 .replace(&format!("{}/", root.display()), "");
             let name = format!(
