@@ -434,7 +434,7 @@ spec:
 
     fn load(folder: &Folder) -> (Vec<String>, Vec<String>, Diagnostics) {
         let mut diagnostics = Diagnostics::new();
-        let workspace = Loader::new().load_paths(&[folder.0.clone()], &mut diagnostics);
+        let workspace = Loader::new().load_paths(std::slice::from_ref(&folder.0), &mut diagnostics);
         let names = workspace
             .runbooks
             .iter()
