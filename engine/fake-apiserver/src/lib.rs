@@ -13,6 +13,12 @@
 //! merge patch (RFC 7386); server-side apply merges the body into the object and keeps no
 //! managed fields; an apply body must be JSON (which is YAML); deletion is immediate
 //! (no finalizers, no grace period); evictions succeed unless a fault says otherwise.
+//!
+//! A request flows `server` (HTTP, TLS, WebSocket) → `store` (the state behind one lock,
+//! answering through `routes`, `selectors` and `objects`) → a `reply` back out; `resources`
+//! is the table of kinds every part reads, and `requests` what a test records and scripts.
+//! It is a crate of its own (test support, never published) so that runbook-kube's contract
+//! tests, runbook-cli's live tests and the live-patch benchmark share one fake.
 
 mod objects;
 mod reply;

@@ -4,10 +4,10 @@
 
 use serde_json::{json, Value as Json};
 
-use crate::reply::*;
-use crate::requests::*;
-use crate::resources::*;
-use crate::store::*;
+use crate::reply::{bad_request, details, fail, Reply};
+use crate::requests::Recorded;
+use crate::resources::ResourceType;
+use crate::store::Key;
 use crate::{JSON_PATCH, MERGE, STRATEGIC};
 
 pub(crate) const MODIFIED: &str =

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
 
-use crate::resources::*;
+use crate::resources::ResourceType;
 
 /// A `metav1.Status` failure, as the API server sends it.
 pub fn status(code: u16, reason: &str, message: &str, details: Json) -> Json {

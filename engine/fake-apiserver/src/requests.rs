@@ -4,7 +4,7 @@
 use axum::http::{header, request::Parts};
 use serde_json::{json, Value as Json};
 
-use crate::reply::*;
+use crate::reply::status;
 
 /// One request as the server received it.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! Where a request path goes: a group version's discovery document, or a resource
 //! (namespaced or not, by name, with a subresource).
 
-use crate::resources::*;
+use crate::resources::{by_plural, ResourceType};
 
 /// Where a request goes: a group version's discovery document, or a resource.
 pub(crate) enum Route {

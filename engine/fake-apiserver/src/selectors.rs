@@ -3,9 +3,9 @@
 
 use serde_json::Value as Json;
 
-use crate::reply::*;
-use crate::requests::*;
-use crate::resources::*;
+use crate::reply::{bad_request, Reply};
+use crate::requests::Recorded;
+use crate::resources::ResourceType;
 
 /// `key=value`, `key==value`, `key!=value`, `key` and `!key`.
 #[derive(Clone, Debug)]

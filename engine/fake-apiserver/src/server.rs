@@ -13,10 +13,10 @@ use futures::SinkExt as _;
 use serde_json::{json, Value as Json};
 use tokio_tungstenite::tungstenite::{self as websocket, protocol::Role};
 
-use crate::reply::*;
-use crate::requests::*;
-use crate::resources::*;
-use crate::store::*;
+use crate::reply::{status, Reply};
+use crate::requests::{ExecReply, Fault, Recorded};
+use crate::resources::by_kind;
+use crate::store::{Key, State};
 
 /// The fake API server, listening on 127.0.0.1 until dropped.
 pub struct FakeApi {

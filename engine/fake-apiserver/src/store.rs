@@ -10,12 +10,17 @@ use axum::body::Bytes;
 use serde_json::{json, Value as Json};
 use tokio::sync::mpsc;
 
-use crate::objects::*;
-use crate::reply::*;
-use crate::requests::*;
-use crate::resources::*;
-use crate::routes::*;
-use crate::selectors::*;
+use crate::objects::{
+    body_object, check_identity, container, content_type, not_allowed, patched, resource_version,
+    scale_of, text, validate, MODIFIED,
+};
+use crate::reply::{
+    bad_request, conflict, details, fail, json_reply, no_such_path, not_found, ok, status, Reply,
+};
+use crate::requests::{ExecReply, Fault, FaultAnswer, Recorded};
+use crate::resources::{by_kind, group_list, resource_list, ResourceType};
+use crate::routes::{route, Route};
+use crate::selectors::Selectors;
 use crate::{APPLY, VERSION};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
