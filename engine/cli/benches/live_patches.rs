@@ -9,7 +9,7 @@
 //! time per request (a few milliseconds for a patch on a small cluster).
 //!
 //! The server is the HTTP-level fake API server the contract tests use
-//! (`engine/kube/tests/support`), on loopback, so both sides pay the same (near zero) server
+//! (`engine/fake-apiserver`), on loopback, so both sides pay the same (near zero) server
 //! time and the difference is the client's: one process with one pooled connection, against
 //! a process, a kubeconfig read and a discovery lookup per change. Against a real API server
 //! each request also costs the server's time, the same for both sides; see BENCHMARKS.md.
@@ -19,8 +19,7 @@
 //! carries the last step's annotation, which is checked, so a run that did nothing cannot
 //! look fast.
 
-#[path = "../../kube/tests/support/mod.rs"]
-mod support;
+use runbook_fake_apiserver as support;
 
 use std::path::Path;
 use std::process::Command;

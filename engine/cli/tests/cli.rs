@@ -387,7 +387,12 @@ fn plan_names_what_it_cannot_find() {
 
 #[test]
 fn plan_accepts_a_path_and_refuses_an_invalid_runbook_with_its_diagnostics() {
-    let out = runbook(&["plan", "runbooks/openbao-sealed.yaml", "--format", "json"]);
+    let out = runbook(&[
+        "plan",
+        "runbooks/openbao-sealed/runbook.yaml",
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON plan");
     assert_eq!(plan["runbook"], "openbao-sealed");
@@ -439,7 +444,7 @@ fn list_shows_the_catalog() {
         .lines()
         .any(|line| line.starts_with("openbao-sealed")
             && line.contains("OpenBaoSealed")
-            && line.ends_with("runbooks/openbao-sealed.yaml")));
+            && line.ends_with("runbooks/openbao-sealed/runbook.yaml")));
 }
 
 #[test]
@@ -469,13 +474,17 @@ fn committed_schema_accepts_every_shipped_document() {
         for entry in std::fs::read_dir(&dir).expect("read runbooks").flatten() {
             let path = entry.path();
             if path.is_dir() {
-                pending.push(path);
+                // A runbook folder's scenarios are not runbooks: the schema is not theirs.
+                if !path.ends_with("scenarios") {
+                    pending.push(path);
+                }
                 continue;
             }
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if !(name.ends_with(".yaml") || name.ends_with(".yml"))
                 || name.contains(".scenario.")
                 || name.contains(".test.")
+                || runbook_core::loader::is_test_file(&path)
             {
                 continue;
             }
@@ -674,7 +683,7 @@ fn run_the_seed_end_to_end_against_the_simulator() {
         "run",
         "openbao-sealed",
         "--simulate",
-        "runbooks/openbao-sealed.scenario.yaml",
+        "runbooks/openbao-sealed/scenarios/default.yaml",
         "--yes",
         "--state-dir",
         state_dir,
@@ -738,7 +747,7 @@ fn run_output_json_prints_the_journal_events() {
         "run",
         "openbao-sealed",
         "--simulate",
-        "runbooks/openbao-sealed.scenario.yaml",
+        "runbooks/openbao-sealed/scenarios/default.yaml",
         "--dry-run",
         "--output",
         "json",
@@ -764,9 +773,10 @@ fn run_output_json_prints_the_journal_events() {
 #[test]
 fn run_exit_codes_follow_the_outcome() {
     let dir = tempfile::tempdir().expect("dir");
-    let scenario = std::fs::read_to_string(root().join("runbooks/openbao-sealed.scenario.yaml"))
-        .expect("scenario")
-        .replace("        readyReplicas: 1\n", "        readyReplicas: 0\n");
+    let scenario =
+        std::fs::read_to_string(root().join("runbooks/openbao-sealed/scenarios/default.yaml"))
+            .expect("scenario")
+            .replace("        readyReplicas: 1\n", "        readyReplicas: 0\n");
     let path = dir.path().join("spire-down.scenario.yaml");
     std::fs::write(&path, scenario).expect("write");
     let state = state();
@@ -826,12 +836,12 @@ fn run_needs_a_cluster_or_a_scenario() {
         "run",
         "openbao-sealed",
         "--simulate",
-        "runbooks/openbao-sealed.yaml",
+        "runbooks/openbao-sealed/runbook.yaml",
     ]);
     assert_eq!(out.code, 2, "a runbook is not a scenario");
     assert!(
         out.stderr
-            .contains("scenario runbooks/openbao-sealed.yaml is invalid"),
+            .contains("scenario runbooks/openbao-sealed/runbook.yaml is invalid"),
         "{}",
         out.stderr
     );
@@ -844,7 +854,7 @@ fn a_lease_lock_needs_the_live_cluster() {
         "run",
         "openbao-sealed",
         "--simulate",
-        "runbooks/openbao-sealed.scenario.yaml",
+        "runbooks/openbao-sealed/scenarios/default.yaml",
         "--yes",
         "--lock",
         "lease",
@@ -932,7 +942,7 @@ fn a_second_run_of_the_same_runbook_and_params_is_refused_naming_the_holder() {
         "run",
         "openbao-sealed",
         "--simulate",
-        "runbooks/openbao-sealed.scenario.yaml",
+        "runbooks/openbao-sealed/scenarios/default.yaml",
         "--yes",
         "--state-dir",
         state.path().to_str().expect("utf-8"),
@@ -949,12 +959,18 @@ fn a_second_run_of_the_same_runbook_and_params_is_refused_naming_the_holder() {
 fn runbook_test_reports_failures_and_exits_nonzero() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::copy(
-        root().join("runbooks/openbao-sealed.scenario.yaml"),
+        root().join("runbooks/openbao-sealed/scenarios/default.yaml"),
         dir.path().join("openbao-sealed.scenario.yaml"),
     )
     .expect("copy");
-    let test = std::fs::read_to_string(root().join("runbooks/openbao-sealed.test.yaml"))
+    let test = std::fs::read_to_string(root().join("runbooks/openbao-sealed/tests.yaml"))
         .expect("test")
+        // A flat folder: the scenario sits beside the test file.
+        .replacen(
+            "scenario: scenarios/default.yaml",
+            "scenario: openbao-sealed.scenario.yaml",
+            1,
+        )
         .replacen(
             "steps: {run-1: succeeded, verify-2: succeeded}",
             "steps: {run-1: succeeded, verify-2: failed}",

@@ -2,11 +2,14 @@
 //!
 //! - `tests/golden/diagnostics/`: a corpus of broken runbooks, each aimed at one check, and
 //!   the exact `runbook validate` output (with caret excerpts) and exit code for each.
-//! - `tests/golden/plans/`: `plan` (text, markdown) and `graph` (dot, mermaid) for every
-//!   runbook in `runbooks/`.
+//! - `runbooks/NAME/PLAN.md`: the markdown plan (the pull-request review) of every runbook in
+//!   `runbooks/`, beside its YAML so a pull request shows the plan's diff next to the change.
+//! - `tests/golden/plans/`: `plan` (text) and `graph` (dot, mermaid) for every runbook in
+//!   `runbooks/`, and every format for a fixture that uses every action.
+//! - `tests/golden/traces/`: the event trace of every scenario test case.
 //!
 //! To accept changed output: `INSTA_UPDATE=always cargo test --test golden`, then review the
-//! diff of `tests/golden/` before committing.
+//! diff of `tests/golden/` and `runbooks/*/PLAN.md` before committing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,6 +106,31 @@ fn shipped_runbooks() -> Vec<String> {
     names
 }
 
+/// Compares a runbook's markdown plan with its `PLAN.md`. A plain file rather than an insta
+/// snapshot, so it reads (and renders on a forge) as the review it is; `INSTA_UPDATE=always`
+/// rewrites it, as it rewrites every other golden file here.
+fn compare_plan_file(path: &Path, actual: &str) -> Result<(), String> {
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    if expected == actual {
+        return Ok(());
+    }
+    if std::env::var("INSTA_UPDATE").is_ok_and(|value| value == "always") {
+        return std::fs::write(path, actual)
+            .map_err(|error| format!("{}: {error}", path.display()));
+    }
+    let line = expected
+        .lines()
+        .zip(actual.lines())
+        .position(|(want, got)| want != got)
+        .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()))
+        + 1;
+    Err(format!(
+        "output differs from {} (first at line {line}); \
+         accept it with INSTA_UPDATE=always and review the diff",
+        path.display()
+    ))
+}
+
 #[test]
 fn plans_and_graphs_of_shipped_runbooks() {
     let names = shipped_runbooks();
@@ -121,6 +149,13 @@ fn plans_and_graphs_of_shipped_runbooks() {
                 failures.push(format!(
                     "{command} {name} --format {format}: exit {code}: {stderr}"
                 ));
+                continue;
+            }
+            if (command, format) == ("plan", "markdown") {
+                let path = root().join("runbooks").join(name).join("PLAN.md");
+                if let Err(problem) = compare_plan_file(&path, &stdout) {
+                    failures.push(format!("{command} {name} --format {format}: {problem}"));
+                }
                 continue;
             }
             let snapshot = format!("{command}-{format}@{name}");
@@ -187,8 +222,34 @@ fn shipped_scenario_tests_pass() {
     assert!(passed >= 6, "{stdout}");
 }
 
+/// A trace as the run's story: one journal record a line, without the fields that would
+/// repeat on every line. The run id is the case's name, which the golden file is named after;
+/// the time is shown only when the paused test clock has moved since the line before (a
+/// retry's backoff, a verify's poll), starting from the clock's fixed start. Every other field
+/// is kept, in the journal's order.
+fn story(trace: &[runbook_core::journal::Record]) -> String {
+    let mut clock = serde_json::Value::String(runbook_core::journal::timestamp(
+        std::time::UNIX_EPOCH + runbook_core::testing::TEST_EPOCH,
+    ));
+    let mut story = String::new();
+    for record in trace {
+        let mut line = serde_json::to_value(record).expect("JSON");
+        let fields = line.as_object_mut().expect("a record is an object");
+        fields.shift_remove("run");
+        if let Some(time) = fields.get("time").cloned() {
+            if time == clock {
+                fields.shift_remove("time");
+            }
+            clock = time;
+        }
+        story.push_str(&serde_json::to_string(&line).expect("JSON"));
+        story.push('\n');
+    }
+    story
+}
+
 /// The event trace of every scenario case of every shipped runbook, as the journal records it
-/// (times come from a fixed test clock, so they are stable).
+/// (times come from a fixed test clock, so they are stable), told as a story (see `story`).
 #[test]
 fn scenario_event_traces() {
     let root = root();
@@ -207,11 +268,7 @@ fn scenario_event_traces() {
                 .build()
                 .expect("runtime");
             let result = runtime.block_on(runbook_core::testing::run_case(&catalog, &file, case));
-            let trace: String = result
-                .trace
-                .iter()
-                .map(|record| format!("{}\n", serde_json::to_string(record).expect("JSON")))
-                .collect::<String>()
+            let trace = story(&result.trace)
                 // The checkout's location differs between machines.
                 .replace(&format!("{}/", root.display()), "");
             let name = format!(
@@ -261,7 +318,7 @@ fn the_runbook_library_covers_the_guides() {
                 "{name}: {count} scenario test case(s), want at least 2"
             ));
         }
-        if !table.contains(&format!("[`{name}`]({name}.yaml)")) {
+        if !table.contains(&format!("[`{name}`]({name}/runbook.yaml)")) {
             problems.push(format!("{name}: no row in runbooks/README.md"));
         }
     }

@@ -3,8 +3,7 @@
 //! exit codes, the first line naming the cluster, the writes the server received, the state
 //! left behind, and the Lease lock.
 
-#[path = "../../kube/tests/support/mod.rs"]
-mod support;
+use runbook_fake_apiserver as support;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -4,6 +4,12 @@
 //! files, which are not runbooks), parses them, picks the document kind, runs the structure
 //! check, and only then lets serde build the typed document. Problems become diagnostics; a
 //! file that cannot be read is a diagnostic too, never a panic.
+//!
+//! Two layouts are read, because users have both: a flat folder (`NAME.yaml` beside
+//! `NAME.test.yaml` and `NAME*.scenario.yaml`), and one folder per runbook
+//! (`NAME/runbook.yaml` with `tests.yaml`, `scenarios/*.yaml`, `alerts/*.json`). The names
+//! that mark the second only mean something inside a folder holding a `runbook.yaml`, so a
+//! flat folder's runbook that happens to be called `tests.yaml` still loads.
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +77,36 @@ fn is_skipped(path: &Path) -> bool {
         ]
         .iter()
         .any(|suffix| name.ends_with(suffix))
+}
+
+/// The file that makes a folder one runbook's folder (`runbooks/NAME/runbook.yaml`).
+const RUNBOOK_FILES: [&str; 2] = ["runbook.yaml", "runbook.yml"];
+/// A runbook folder's scenario tests.
+const TEST_FILES: [&str; 2] = ["tests.yaml", "tests.yml"];
+/// A runbook folder's subfolders that hold scenarios and sample alerts, never runbooks.
+const NOT_RUNBOOK_FOLDERS: [&str; 2] = ["scenarios", "alerts"];
+
+/// Whether `dir` is one runbook's folder: it holds a `runbook.yaml`.
+pub fn is_runbook_folder(dir: &Path) -> bool {
+    RUNBOOK_FILES.iter().any(|name| dir.join(name).is_file())
+}
+
+/// Whether `path` is a scenario test file: `*.test.yaml` in any folder, or `tests.yaml` in a
+/// runbook's folder.
+pub fn is_test_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".test.yaml")
+        || name.ends_with(".test.yml")
+        || (TEST_FILES.contains(&name) && path.parent().is_some_and(is_runbook_folder))
+}
+
+/// Whether `path`, found in the folder `dir`, is a runbook folder's test file or its
+/// scenarios or alerts folder.
+fn is_runbook_folder_companion(dir: &Path, path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let companion =
+        TEST_FILES.contains(&name) || (NOT_RUNBOOK_FOLDERS.contains(&name) && path.is_dir());
+    companion && is_runbook_folder(dir)
 }
 
 fn is_yaml(path: &Path) -> bool {
@@ -340,7 +376,7 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Diagnostics) 
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if is_skipped(&path) {
+        if is_skipped(&path) || is_runbook_folder_companion(dir, &path) {
             continue;
         }
         if path.is_dir() {
@@ -354,4 +390,117 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Diagnostics) 
 fn file_error(path: &Path, message: &str) -> Diagnostic {
     let source = SourceFile::new(path, String::new());
     Diagnostic::error(Code::Io, &source, Span::point(Position::new(1, 1)), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNBOOK: &str = "apiVersion: catalyst.openova.io/v1alpha1
+kind: Runbook
+metadata:
+  name: NAME
+spec:
+  steps:
+    - verify: \"true\"
+";
+    /// Neither a runbook nor a fact library: loading it as one would be an error.
+    const NOT_A_RUNBOOK: &str = "apiVersion: catalyst.openova.io/v1alpha1\nkind: Scenario\n";
+
+    /// A fresh folder under the system's temporary folder, removed when dropped.
+    struct Folder(PathBuf);
+
+    impl Folder {
+        fn new(test: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("runbook-loader-{test}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("create the folder");
+            Self(path)
+        }
+
+        fn write(&self, relative: &str, text: &str) {
+            let path = self.0.join(relative);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("create");
+            std::fs::write(path, text).expect("write");
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn load(folder: &Folder) -> (Vec<String>, Vec<String>, Diagnostics) {
+        let mut diagnostics = Diagnostics::new();
+        let workspace = Loader::new().load_paths(std::slice::from_ref(&folder.0), &mut diagnostics);
+        let names = workspace
+            .runbooks
+            .iter()
+            .map(|runbook| runbook.document.metadata.name.clone())
+            .collect();
+        let files = workspace
+            .files
+            .iter()
+            .map(|file| {
+                file.strip_prefix(&folder.0)
+                    .expect("inside the folder")
+                    .to_string_lossy()
+                    .replace('\\', "/")
+            })
+            .collect();
+        (names, files, diagnostics)
+    }
+
+    #[test]
+    fn a_flat_folder_loads_its_runbooks_and_skips_its_tests_and_scenarios() {
+        let folder = Folder::new("flat");
+        folder.write("scale.yaml", &RUNBOOK.replace("NAME", "scale"));
+        folder.write("scale.test.yaml", NOT_A_RUNBOOK);
+        folder.write("scale.scenario.yaml", NOT_A_RUNBOOK);
+        folder.write("scale-broken.scenario.yaml", NOT_A_RUNBOOK);
+        // Without a runbook.yaml beside it, `tests.yaml` is a runbook like any other.
+        folder.write("tests.yaml", &RUNBOOK.replace("NAME", "tests"));
+        let (names, files, diagnostics) = load(&folder);
+        assert!(!diagnostics.has_errors(), "{:?}", diagnostics.sorted());
+        assert_eq!(names, ["scale", "tests"]);
+        assert_eq!(files, ["scale.yaml", "tests.yaml"]);
+        assert!(is_test_file(&folder.0.join("scale.test.yaml")));
+        assert!(!is_test_file(&folder.0.join("tests.yaml")));
+    }
+
+    #[test]
+    fn a_folder_per_runbook_loads_each_runbook_and_skips_its_tests_and_scenarios() {
+        let folder = Folder::new("per-runbook");
+        for name in ["scale", "restart"] {
+            folder.write(
+                &format!("{name}/runbook.yaml"),
+                &RUNBOOK.replace("NAME", name),
+            );
+            folder.write(&format!("{name}/tests.yaml"), NOT_A_RUNBOOK);
+            folder.write(&format!("{name}/scenarios/default.yaml"), NOT_A_RUNBOOK);
+            folder.write(&format!("{name}/scenarios/broken.yaml"), NOT_A_RUNBOOK);
+            folder.write(&format!("{name}/alerts/firing.json"), "{}");
+        }
+        folder.write(
+            "lib/facts.yaml",
+            "apiVersion: catalyst.openova.io/v1alpha1\nkind: FactLibrary\nmetadata:\n  name: facts\nspec:\n  facts: []\n",
+        );
+        let (names, files, diagnostics) = load(&folder);
+        assert!(!diagnostics.has_errors(), "{:?}", diagnostics.sorted());
+        assert_eq!(names, ["restart", "scale"]);
+        assert_eq!(
+            files,
+            [
+                "lib/facts.yaml",
+                "restart/runbook.yaml",
+                "scale/runbook.yaml"
+            ]
+        );
+        assert!(is_test_file(&folder.0.join("scale/tests.yaml")));
+        assert!(!is_test_file(
+            &folder.0.join("scale/scenarios/default.yaml")
+        ));
+    }
 }

@@ -1,9 +1,9 @@
 //! `runbook test`: scenario tests for runbooks.
 //!
-//! A test file (`*.test.yaml`, beside the runbooks) names a runbook and a scenario, and lists
-//! cases: params or an alert, gate answers, extra scripted answers or faults, and what must
-//! happen: the outcome, each step's result, the ordered mutations the simulated cluster saw
-//! (undos included), the undos, and notifications. Cases run against the simulated cluster on a
+//! A test file (`tests.yaml` in a runbook's folder, or `*.test.yaml` beside the runbooks)
+//! names a runbook and a scenario, and lists cases: params or an alert, gate answers, extra
+//! scripted answers or faults, and what must happen: the outcome, each step's result, the
+//! ordered mutations the simulated cluster saw (undos included), the undos, and notifications. Cases run against the simulated cluster on a
 //! paused clock (the caller's runtime), so retries and verify polls take no real time.
 
 use std::collections::BTreeMap;
@@ -190,7 +190,8 @@ pub fn test_schema() -> serde_json::Value {
         .to_value()
 }
 
-/// Finds `*.test.yaml` files under `paths` (files are taken as they are).
+/// Finds the test files under `paths` (files are taken as they are): `*.test.yaml` in any
+/// folder, and `tests.yaml` in a runbook's folder (`runbooks/NAME/tests.yaml`).
 pub fn find_test_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -200,11 +201,7 @@ pub fn find_test_files(paths: &[PathBuf]) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 walk(&path, out);
-            } else if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
-            {
+            } else if crate::loader::is_test_file(&path) {
                 out.push(path);
             }
         }

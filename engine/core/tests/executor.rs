@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use runbook_core::effects::{Answer, FixedAnswer, ObjectKey, ScenarioClock};
-use runbook_core::exec::{execute, RunOptions, RunReport, StepStatus};
+use runbook_core::exec::{execute, Resume, RunOptions, RunReport, StepStatus};
 use runbook_core::journal::{Event, Journal, Outcome, Record};
 use runbook_core::sim::SimWorld;
-use runbook_core::testing::Collect;
+use runbook_core::testing::{Collect, TEST_EPOCH};
 
 const SCENARIO: &str = r#"apiVersion: runbook.dev/v1alpha1
 kind: Scenario
@@ -49,10 +49,252 @@ spec:
         - stdout: "token=abcd1234efgh rolled out"
 "#;
 
+/// One run of the executor against the simulated cluster on a paused clock, described the
+/// way casey/just's tests describe theirs: `Test::new().runbook(&text).scenario(faults)
+/// .answer(Answer::No).run()`. What a test does not say is the common case: the shop scenario
+/// above, every gate answered yes, a real run (not a dry run) with run id `test`, four steps at
+/// a time, in namespace `shop`, on a clock starting at the test epoch, with no journal, no
+/// interrupt and no resume.
+struct Test {
+    runbook: String,
+    scenario: String,
+    prompt: Prompt,
+    dry_run: bool,
+    yes: bool,
+    parallelism: usize,
+    run_id: String,
+    sets: Vec<(String, String)>,
+    journal: Option<Arc<Journal>>,
+    resume: Option<Resume>,
+    start: SystemTime,
+    interrupt: Option<Interruption>,
+    record_deployments: bool,
+}
+
+/// Who answers the gates.
+enum Prompt {
+    Fixed(Answer),
+    /// A [`Meddler`]: drains (or Ctrl-Cs) the run when asked, then answers.
+    Meddler {
+        drain: bool,
+        answer: Answer,
+    },
+}
+
+/// What happens to the run's interrupt while it runs.
+enum Interruption {
+    /// The run has an interrupt, but only a [`Meddler`] uses it.
+    Armed,
+    /// Ctrl-C this long into the run.
+    CtrlCAfter(Duration),
+    /// A drain (a shutting-down server) this long into the run.
+    DrainAfter(Duration),
+}
+
+/// What a run left behind.
 struct Harness {
     world: Arc<SimWorld>,
     collect: Arc<Collect>,
     report: RunReport,
+    /// With [`Test::record_deployments`]: every get and patch of a Deployment, in order.
+    calls: Vec<String>,
+}
+
+impl Test {
+    fn new() -> Self {
+        Self {
+            runbook: String::new(),
+            scenario: SCENARIO.to_owned(),
+            prompt: Prompt::Fixed(Answer::Yes),
+            dry_run: false,
+            yes: false,
+            parallelism: 4,
+            run_id: "test".to_owned(),
+            sets: Vec::new(),
+            journal: None,
+            resume: None,
+            start: SystemTime::UNIX_EPOCH + TEST_EPOCH,
+            interrupt: None,
+            record_deployments: false,
+        }
+    }
+
+    fn runbook(mut self, text: &str) -> Self {
+        self.runbook = text.to_owned();
+        self
+    }
+
+    /// Adds to the end of the shop scenario (faults, changes, logs...).
+    fn scenario(mut self, extra: &str) -> Self {
+        self.scenario.push_str(extra);
+        self
+    }
+
+    /// Replaces the whole scenario (the shop scenario edited in place).
+    fn world(mut self, scenario: &str) -> Self {
+        self.scenario = scenario.to_owned();
+        self
+    }
+
+    fn answer(mut self, answer: Answer) -> Self {
+        self.prompt = Prompt::Fixed(answer);
+        self
+    }
+
+    /// The gates are answered by a [`Meddler`], which drains or Ctrl-Cs the run first.
+    fn meddler(mut self, drain: bool, answer: Answer) -> Self {
+        self.prompt = Prompt::Meddler { drain, answer };
+        self.interrupt.get_or_insert(Interruption::Armed);
+        self
+    }
+
+    fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
+    /// `--yes`.
+    fn yes(mut self) -> Self {
+        self.yes = true;
+        self
+    }
+
+    fn parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    fn run_id(mut self, run_id: &str) -> Self {
+        self.run_id = run_id.to_owned();
+        self
+    }
+
+    /// A param, as `--set name=value` gives it.
+    fn set(mut self, name: &str, value: &str) -> Self {
+        self.sets.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn journal(mut self, journal: &Arc<Journal>) -> Self {
+        self.journal = Some(journal.clone());
+        self
+    }
+
+    fn resume(mut self, resume: Resume) -> Self {
+        self.resume = Some(resume);
+        self
+    }
+
+    /// The wall time the scenario clock starts at.
+    fn started_at(mut self, start: SystemTime) -> Self {
+        self.start = start;
+        self
+    }
+
+    fn ctrl_c_after(mut self, after: Duration) -> Self {
+        self.interrupt = Some(Interruption::CtrlCAfter(after));
+        self
+    }
+
+    fn drain_after(mut self, after: Duration) -> Self {
+        self.interrupt = Some(Interruption::DrainAfter(after));
+        self
+    }
+
+    /// Puts a [`Recording`] between the executor and the simulated cluster.
+    fn record_deployments(mut self) -> Self {
+        self.record_deployments = true;
+        self
+    }
+
+    fn run(self) -> Harness {
+        let (catalog, runbook) = runbook_core::testing::inline_runbook("t.yaml", &self.runbook)
+            .unwrap_or_else(|errors| panic!("{errors:?}"));
+        let scenario =
+            runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &self.scenario)
+                .unwrap_or_else(|d| {
+                    panic!(
+                        "{:?}",
+                        d.sorted()
+                            .iter()
+                            .map(|d| d.message.clone())
+                            .collect::<Vec<_>>()
+                    )
+                });
+        let world = Arc::new(SimWorld::new(&scenario));
+        let (bindings, errors) = runbook_core::bind::bind(&runbook, &self.sets, None);
+        assert!(errors.is_empty(), "{errors:?}");
+        let plan = Arc::new(runbook_core::compile::Compiler::compile(
+            runbook, bindings, None,
+        ));
+        let collect = Arc::new(Collect::default());
+        let interrupt = self
+            .interrupt
+            .as_ref()
+            .map(|_| Arc::new(runbook_core::exec::Interrupt::default()));
+        let prompter: Arc<dyn runbook_core::effects::Prompter> = match self.prompt {
+            Prompt::Fixed(answer) => Arc::new(FixedAnswer(answer)),
+            Prompt::Meddler { drain, answer } => Arc::new(Meddler {
+                interrupt: interrupt.clone().expect("a meddler arms the interrupt"),
+                drain,
+                answer,
+            }),
+        };
+        let mut effects = world.effects(
+            prompter,
+            Arc::new(ScenarioClock::new(self.start)),
+            collect.clone(),
+        );
+        let recording = self.record_deployments.then(|| {
+            Arc::new(Recording {
+                inner: world.clone(),
+                calls: std::sync::Mutex::new(Vec::new()),
+            })
+        });
+        if let Some(recording) = &recording {
+            effects.cluster = recording.clone();
+        }
+        let options = RunOptions {
+            run_id: self.run_id,
+            dry_run: self.dry_run,
+            yes: self.yes,
+            parallelism: self.parallelism,
+            namespace: "shop".to_owned(),
+            journal: self.journal,
+            catalog: Some(catalog),
+            digest: String::new(),
+            interrupt: interrupt.clone(),
+            resume: self.resume,
+            cluster: None,
+        };
+        let report = match (interrupt, self.interrupt) {
+            (Some(interrupt), Some(interruption)) => paused(async move {
+                let run = tokio::spawn(execute(plan, effects, options));
+                match interruption {
+                    Interruption::Armed => {}
+                    Interruption::CtrlCAfter(after) => {
+                        tokio::time::sleep(after).await;
+                        interrupt.raise();
+                    }
+                    Interruption::DrainAfter(after) => {
+                        tokio::time::sleep(after).await;
+                        interrupt.drain("test shutdown");
+                    }
+                }
+                run.await.expect("run")
+            }),
+            _ => paused(execute(plan, effects, options)),
+        };
+        let calls = recording.map_or_else(Vec::new, |recording| {
+            recording.calls.lock().expect("calls").clone()
+        });
+        Harness {
+            world,
+            collect,
+            report,
+            calls,
+        }
+    }
 }
 
 fn paused<F: std::future::Future>(future: F) -> F::Output {
@@ -72,71 +314,6 @@ fn runbook(
 ) {
     runbook_core::testing::inline_runbook("t.yaml", text)
         .unwrap_or_else(|errors| panic!("{errors:?}"))
-}
-
-fn run_with(
-    text: &str,
-    extra_scenario: &str,
-    answer: Answer,
-    dry_run: bool,
-    sets: &[(&str, &str)],
-    journal: Option<Arc<Journal>>,
-) -> Harness {
-    let (catalog, runbook) = runbook(text);
-    let scenario = runbook_core::sim::parse_scenario(
-        Path::new("t.scenario.yaml"),
-        &format!("{SCENARIO}{extra_scenario}"),
-    )
-    .unwrap_or_else(|d| {
-        panic!(
-            "{:?}",
-            d.sorted()
-                .iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-        )
-    });
-    let world = Arc::new(SimWorld::new(&scenario));
-    let sets: Vec<(String, String)> = sets
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let (bindings, errors) = runbook_core::bind::bind(&runbook, &sets, None);
-    assert!(errors.is_empty(), "{errors:?}");
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let collect = Arc::new(Collect::default());
-    let effects = world.effects(
-        Arc::new(FixedAnswer(answer)),
-        Arc::new(ScenarioClock::new(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
-        )),
-        collect.clone(),
-    );
-    let options = RunOptions {
-        run_id: "test".to_owned(),
-        dry_run,
-        yes: false,
-        parallelism: 4,
-        namespace: "shop".to_owned(),
-        journal,
-        catalog: Some(catalog),
-        digest: String::new(),
-        interrupt: None,
-        resume: None,
-        cluster: None,
-    };
-    let report = paused(execute(plan, effects, options));
-    Harness {
-        world,
-        collect,
-        report,
-    }
-}
-
-fn run(text: &str, extra_scenario: &str) -> Harness {
-    run_with(text, extra_scenario, Answer::Yes, false, &[], None)
 }
 
 fn head(name: &str, steps: &str) -> String {
@@ -183,7 +360,7 @@ fn a_failure_in_one_branch_undoes_every_completed_step_newest_first() {
 ",
     );
     let faults = "  faults:\n    - {verb: scale, kind: Deployment, name: worker, error: unavailable, message: connection refused}\n";
-    let h = run(&text, faults);
+    let h = Test::new().runbook(&text).scenario(faults).run();
     assert_eq!(
         h.report.outcome,
         Outcome::RolledBack,
@@ -236,7 +413,7 @@ fn retries_back_off_doubling_up_to_the_cap_on_the_clock() {
     );
     let faults = "  faults:\n    - {verb: scale, name: api, error: conflict, message: the object has been modified, times: 2}\n";
     let started = std::time::Instant::now();
-    let h = run(&text, faults);
+    let h = Test::new().runbook(&text).scenario(faults).run();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "no real sleeping"
@@ -277,7 +454,7 @@ fn retries_exhausted_fail_the_step() {
     );
     let faults =
         "  faults:\n    - {verb: scale, name: api, error: unavailable, message: apiserver down}\n";
-    let h = run(&text, faults);
+    let h = Test::new().runbook(&text).scenario(faults).run();
     assert_eq!(h.report.outcome, Outcome::RolledBack);
     assert!(
         matches!(status(&h.report, "scale-api"), StepStatus::Failed(e) if e.contains("apiserver down"))
@@ -293,7 +470,10 @@ const GATED: &str = "    - {id: scale-api, scale: {name: api, replicas: 5}}
 
 #[test]
 fn a_refused_gate_stops_the_run_and_undoes_nothing() {
-    let h = run_with(&head("gated", GATED), "", Answer::No, false, &[], None);
+    let h = Test::new()
+        .runbook(&head("gated", GATED))
+        .answer(Answer::No)
+        .run();
     assert_eq!(h.report.outcome, Outcome::Stopped);
     assert_eq!(h.report.exit_code(), 4);
     assert!(
@@ -314,14 +494,10 @@ fn a_refused_gate_stops_the_run_and_undoes_nothing() {
 
 #[test]
 fn with_no_terminal_and_no_yes_the_run_stops_before_the_gate_and_says_how_to_approve() {
-    let h = run_with(
-        &head("gated", GATED),
-        "",
-        Answer::NoTerminal,
-        false,
-        &[],
-        None,
-    );
+    let h = Test::new()
+        .runbook(&head("gated", GATED))
+        .answer(Answer::NoTerminal)
+        .run();
     assert_eq!(h.report.outcome, Outcome::Stopped);
     assert!(h.report.message.contains("--yes"), "{}", h.report.message);
     let started_drain = events(&h.collect)
@@ -352,7 +528,7 @@ fn dry_run_changes_nothing_and_leaves_every_resource_version() {
     - {id: rollout, run: [deploy-tool, rollout], irreversible: true}
 ",
     );
-    let before = run_with(&text, "", Answer::Yes, true, &[], None);
+    let before = Test::new().runbook(&text).dry_run().run();
     let initial = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), SCENARIO)
         .expect("scenario");
     let untouched = SimWorld::new(&initial).objects();
@@ -406,7 +582,7 @@ fn dry_run_reports_a_step_the_server_would_refuse() {
         "refused",
         "    - {id: scale-gone, scale: {name: gone, replicas: 1}}\n",
     );
-    let h = run_with(&text, "", Answer::Yes, true, &[], None);
+    let h = Test::new().runbook(&text).dry_run().run();
     assert_eq!(h.report.outcome, Outcome::Failed);
     assert_eq!(h.report.exit_code(), 1);
     assert!(h.report.undos.is_empty());
@@ -417,7 +593,7 @@ fn the_intent_is_journaled_before_each_mutation() {
     let dir = tempfile_dir("intent");
     let journal = Arc::new(Journal::create(&dir, "run-1").expect("journal"));
     let text = head("intent", "    - {id: scale-api, scale: {name: api, replicas: 3}}\n    - {id: cordon, cordon: {node: node-1}}\n");
-    let h = run_with(&text, "", Answer::Yes, false, &[], Some(journal.clone()));
+    let h = Test::new().runbook(&text).journal(&journal).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded);
     let records = runbook_core::journal::read(journal.path()).expect("read");
     let position = |wanted: &dyn Fn(&Event) -> bool| {
@@ -476,14 +652,11 @@ spec:
     - {id: rollout, run: [deploy-tool, rollout], irreversible: demo}
     - {id: tell, notify: 'deployed with ${params.api_token}; db pw super-secret-pw'}
 ";
-    let h = run_with(
-        text,
-        "",
-        Answer::Yes,
-        false,
-        &[("api_token", "tkn-0123456789")],
-        Some(journal.clone()),
-    );
+    let h = Test::new()
+        .runbook(text)
+        .set("api_token", "tkn-0123456789")
+        .journal(&journal)
+        .run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     let written = std::fs::read_to_string(journal.path()).expect("journal");
     let shown: String = events(&h.collect)
@@ -524,7 +697,7 @@ fn a_failing_undo_exits_5_and_says_what_a_human_must_fix() {
         head("undo-fails", "    - {id: scale-api, scale: {name: api, replicas: 5}}\n    - {id: broken, scale: {name: missing, replicas: 1}}\n")
     );
     let faults = "  faults:\n    - {verb: scale, name: api, error: forbidden, message: RBAC denies scale, after: {step: scale-api}}\n";
-    let h = run(&text, faults);
+    let h = Test::new().runbook(&text).scenario(faults).run();
     assert_eq!(h.report.outcome, Outcome::RollbackFailed);
     assert_eq!(h.report.exit_code(), 5);
     assert!(
@@ -549,7 +722,7 @@ fn a_completed_change_without_undo_is_named_for_a_human() {
     - {id: broken, scale: {name: missing, replicas: 1}}
 ",
     );
-    let h = run(&text, "");
+    let h = Test::new().runbook(&text).run();
     assert_eq!(h.report.outcome, Outcome::RolledBack);
     assert!(
         h.report.must_fix.is_empty(),
@@ -562,7 +735,7 @@ fn a_completed_change_without_undo_is_named_for_a_human() {
         runbook.steps[0].undo,
         runbook_core::runbook::UndoSpec::Missing
     ));
-    let h = run(&text, "");
+    let h = Test::new().runbook(&text).run();
     assert!(
         h.report
             .must_fix
@@ -576,7 +749,7 @@ fn a_completed_change_without_undo_is_named_for_a_human() {
 #[test]
 fn when_false_skips_the_step_and_the_steps_after_still_run() {
     let text = head("when", "    - {id: maybe, when: 'false', scale: {name: api, replicas: 9}}\n    - {id: next, scale: {name: worker, replicas: 2}}\n");
-    let h = run(&text, "");
+    let h = Test::new().runbook(&text).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded);
     assert!(matches!(status(&h.report, "maybe"), StepStatus::Skipped(_)));
     assert_eq!(replicas(&h.world, "api"), 2);
@@ -598,7 +771,7 @@ spec:
     - {id: fix, scale: {name: api, replicas: 3}}
     - verify: app.status.healthy
 ";
-    let h = run(text, "");
+    let h = Test::new().runbook(text).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     let reads = h
         .world
@@ -628,32 +801,17 @@ spec:
 ";
     let extra = "    - pod: shop/api-0\n      command: [app, status]\n      responses:\n        - stdout: '{\"healthy\": false}'\n        - {after: {calls: 3}, stdout: '{\"healthy\": true}'}\n";
     let scenario = SCENARIO.replace("  exec:\n", &format!("  exec:\n{extra}"));
-    let h = {
-        let (catalog, runbook) = runbook(text);
-        let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario.replace(
+    let h = Test::new()
+        .runbook(text)
+        .world(&scenario.replace(
             "    - pod: shop/api-0\n      command: [app, status]\n      responses:\n        - stdout: '{\"healthy\": false}'\n        - after: {step: fix}\n          stdout: '{\"healthy\": true}'\n",
             "",
         ))
-        .unwrap_or_else(|d| panic!("{:?}", d.sorted().iter().map(|d| d.message.clone()).collect::<Vec<_>>()));
-        let world = Arc::new(SimWorld::new(&scenario));
-        let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
-        let plan = Arc::new(runbook_core::compile::Compiler::compile(
-            runbook, bindings, None,
-        ));
-        let collect = Arc::new(Collect::default());
-        let effects = world.effects(
-            Arc::new(FixedAnswer(Answer::Yes)),
-            Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-            collect.clone(),
-        );
-        let options = options("t", 1, true, catalog);
-        let report = paused(execute(plan, effects, options));
-        Harness {
-            world,
-            collect,
-            report,
-        }
-    };
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .parallelism(1)
+        .yes()
+        .run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     let polls: Vec<bool> = events(&h.collect)
         .iter()
@@ -680,37 +838,14 @@ fn interrupted_run(answer: Answer) -> Harness {
     - {id: never, scale: {name: worker, replicas: 9}}
 ",
     );
-    let (catalog, runbook) = runbook(&text);
-    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), SCENARIO)
-        .expect("scenario");
-    let world = Arc::new(SimWorld::new(&scenario));
-    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let collect = Arc::new(Collect::default());
-    let effects = world.effects(
-        Arc::new(FixedAnswer(answer)),
-        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-        collect.clone(),
-    );
-    let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
-    let options = RunOptions {
-        interrupt: Some(interrupt.clone()),
-        ..options("t", 4, false, catalog)
-    };
-    let report = paused(async move {
-        let run = tokio::spawn(execute(plan, effects, options));
+    Test::new()
+        .runbook(&text)
+        .answer(answer)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
         // Ctrl-C a minute into the verify.
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        interrupt.raise();
-        run.await.expect("run")
-    });
-    Harness {
-        world,
-        collect,
-        report,
-    }
+        .ctrl_c_after(Duration::from_secs(60))
+        .run()
 }
 
 #[test]
@@ -769,7 +904,7 @@ fn wait_follows_the_object_until_its_condition_or_expression_holds() {
     - {id: available, wait: {kind: Deployment, name: api, condition: Available}}
 ",
     );
-    let h = run(&text, "");
+    let h = Test::new().runbook(&text).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     assert_eq!(status(&h.report, "ready"), StepStatus::Succeeded);
     assert_eq!(status(&h.report, "available"), StepStatus::Succeeded);
@@ -787,21 +922,14 @@ fn a_wait_that_never_holds_times_out_and_the_run_rolls_back() {
         "      metadata: {name: worker, namespace: shop}",
         "      metadata: {name: worker, namespace: shop, annotations: {sim.runbook.dev/stuck: \"true\"}}",
     );
-    let (catalog, runbook) = runbook(&text);
-    let scenario =
-        runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &stuck).expect("scenario");
-    let world = Arc::new(SimWorld::new(&scenario));
-    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let effects = world.effects(
-        Arc::new(FixedAnswer(Answer::Yes)),
-        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-        Arc::new(Collect::default()),
-    );
-    let options = options("t", 1, true, catalog);
-    let report = paused(execute(plan, effects, options));
+    let Harness { report, world, .. } = Test::new()
+        .runbook(&text)
+        .world(&stuck)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .parallelism(1)
+        .yes()
+        .run();
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
     let ready = status(&report, "ready");
     assert!(
@@ -825,7 +953,7 @@ fn a_failure_while_a_gate_stops_the_run_still_undoes_and_rolls_back() {
 ",
         )
     );
-    let h = run_with(&text, "", Answer::NoTerminal, false, &[], None);
+    let h = Test::new().runbook(&text).answer(Answer::NoTerminal).run();
     assert_eq!(
         h.report.outcome,
         Outcome::RolledBack,
@@ -839,7 +967,7 @@ fn a_failure_while_a_gate_stops_the_run_still_undoes_and_rolls_back() {
 #[test]
 fn a_gated_step_that_when_skips_asks_nobody() {
     let text = head("gate-when", "    - {id: big, when: 'false', confirm: Really?, scale: {name: api, replicas: 9}}\n    - {id: after, scale: {name: worker, replicas: 2}}\n");
-    let h = run_with(&text, "", Answer::NoTerminal, false, &[], None);
+    let h = Test::new().runbook(&text).answer(Answer::NoTerminal).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     assert!(matches!(status(&h.report, "big"), StepStatus::Skipped(_)));
     assert!(!events(&h.collect)
@@ -863,7 +991,6 @@ spec:
 ";
     let extra = "    - {apiVersion: v1, kind: ConfigMap, metadata: {name: settings, namespace: shop}, data: {token: previous-value}}\n";
     let scenario_extra = "  commands:\n    - argv: [fail-tool]\n      responses: [{exitCode: 1, stderr: 'auth failed for Hu\"nt\\er2: Authorization: Bearer abcdefgh12345678xyz'}]\n".to_owned();
-    let (catalog, runbook) = runbook(text);
     let scenario = SCENARIO
         .replace("  exec:\n", &format!("    {}  exec:\n", extra.trim_start()))
         .replace(
@@ -873,37 +1000,16 @@ spec:
                 scenario_extra.trim_end_matches('\n').to_owned() + "\n"
             ),
         );
-    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario)
-        .unwrap_or_else(|d| {
-            panic!(
-                "{:?}",
-                d.sorted()
-                    .iter()
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-            )
-        });
-    let world = Arc::new(SimWorld::new(&scenario));
-    let (bindings, errors) = runbook_core::bind::bind(
-        &runbook,
-        &[("pw".to_owned(), "Hu\"nt\\er2".to_owned())],
-        None,
-    );
-    assert!(errors.is_empty());
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let collect = Arc::new(Collect::default());
-    let effects = world.effects(
-        Arc::new(FixedAnswer(Answer::Yes)),
-        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-        collect.clone(),
-    );
-    let options = RunOptions {
-        journal: Some(journal.clone()),
-        ..options("run-1", 1, true, catalog)
-    };
-    let report = paused(execute(plan, effects, options));
+    let Harness { report, .. } = Test::new()
+        .runbook(text)
+        .world(&scenario)
+        .set("pw", "Hu\"nt\\er2")
+        .journal(&journal)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("run-1")
+        .parallelism(1)
+        .yes()
+        .run();
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
     let records = runbook_core::journal::read(journal.path()).expect("journal");
     let undo_state = records
@@ -942,21 +1048,14 @@ fn a_drain_that_fails_midway_is_undone_because_it_cordoned() {
     );
     let pdb = "    - {apiVersion: policy/v1, kind: PodDisruptionBudget, metadata: {name: api, namespace: shop}, spec: {selector: {matchLabels: {app: api}}}, status: {disruptionsAllowed: 0}}\n";
     let scenario = SCENARIO.replace("  exec:\n", &format!("{pdb}  exec:\n"));
-    let (catalog, runbook) = runbook(&text);
-    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario)
-        .expect("scenario");
-    let world = Arc::new(SimWorld::new(&scenario));
-    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let effects = world.effects(
-        Arc::new(FixedAnswer(Answer::Yes)),
-        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-        Arc::new(Collect::default()),
-    );
-    let options = options("t", 1, true, catalog);
-    let report = paused(execute(plan, effects, options));
+    let Harness { report, world, .. } = Test::new()
+        .runbook(&text)
+        .world(&scenario)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .parallelism(1)
+        .yes()
+        .run();
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
     let node = world
         .object(&ObjectKey {
@@ -976,39 +1075,24 @@ fn a_drain_that_fails_midway_is_undone_because_it_cordoned() {
 #[test]
 fn resume_with_a_skipped_dependency_never_reruns_a_done_step() {
     let text = head("resume-skip", "    - {id: s, when: 'false', scale: {name: worker, replicas: 7}}\n    - {id: c, needs: [s], scale: {name: api, replicas: 4}}\n    - {id: d, needs: [c], scale: {name: worker, replicas: 3}}\n");
-    let (catalog, runbook) = runbook(&text);
-    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), SCENARIO)
-        .expect("scenario");
-    let world = Arc::new(SimWorld::new(&scenario));
-    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let collect = Arc::new(Collect::default());
-    let effects = world.effects(
-        Arc::new(FixedAnswer(Answer::Yes)),
-        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-        collect.clone(),
-    );
-    let options = RunOptions {
-        run_id: "t".to_owned(),
-        dry_run: false,
-        yes: true,
-        parallelism: 2,
-        namespace: "shop".to_owned(),
-        journal: None,
-        catalog: Some(catalog),
-        digest: String::new(),
-        interrupt: None,
-        resume: Some(runbook_core::exec::Resume {
+    let Harness {
+        report,
+        world,
+        collect,
+        ..
+    } = Test::new()
+        .runbook(&text)
+        .resume(Resume {
             completed: vec![("c".to_owned(), None)],
             skipped: vec!["s".to_owned()],
             undone: Vec::new(),
             roll_back: false,
-        }),
-        cluster: None,
-    };
-    let report = paused(execute(plan, effects, options));
+        })
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .parallelism(2)
+        .yes()
+        .run();
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     let started: Vec<String> = events(&collect)
         .iter()
@@ -1019,28 +1103,6 @@ fn resume_with_a_skipped_dependency_never_reruns_a_done_step() {
         .collect();
     assert_eq!(started, ["d"]);
     assert_eq!(replicas(&world, "api"), 2, "c was not run again here");
-}
-
-/// Options for a test run in namespace `shop`, without journal, interrupt or resume.
-fn options(
-    run_id: &str,
-    parallelism: usize,
-    yes: bool,
-    catalog: Arc<runbook_core::runbook::Catalog>,
-) -> RunOptions {
-    RunOptions {
-        run_id: run_id.to_owned(),
-        dry_run: false,
-        yes,
-        parallelism,
-        namespace: "shop".to_owned(),
-        journal: None,
-        catalog: Some(catalog),
-        digest: String::new(),
-        interrupt: None,
-        resume: None,
-        cluster: None,
-    }
 }
 
 /// A prompter that does something to the run's interrupt when asked, then answers.
@@ -1066,53 +1128,6 @@ impl runbook_core::effects::Prompter for Meddler {
     }
 }
 
-/// Runs `text` on the shop scenario (with `scenario_edit` applied) and an interrupt that the
-/// prompter may use, or that is drained `drain_at` into the run.
-fn run_interruptible(
-    text: &str,
-    scenario_edit: (&str, &str),
-    prompter: impl Fn(Arc<runbook_core::exec::Interrupt>) -> Option<Meddler>,
-    drain_at: Option<Duration>,
-) -> Harness {
-    let (catalog, runbook) = runbook(text);
-    let scenario = SCENARIO.replace(scenario_edit.0, scenario_edit.1);
-    let scenario = runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &scenario)
-        .expect("scenario");
-    let world = Arc::new(SimWorld::new(&scenario));
-    let (bindings, _) = runbook_core::bind::bind(&runbook, &[], None);
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let collect = Arc::new(Collect::default());
-    let interrupt = Arc::new(runbook_core::exec::Interrupt::default());
-    let prompter: Arc<dyn runbook_core::effects::Prompter> = match prompter(interrupt.clone()) {
-        Some(meddler) => Arc::new(meddler),
-        None => Arc::new(FixedAnswer(Answer::Yes)),
-    };
-    let effects = world.effects(
-        prompter,
-        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-        collect.clone(),
-    );
-    let options = RunOptions {
-        interrupt: Some(interrupt.clone()),
-        ..options("t", 4, false, catalog)
-    };
-    let report = paused(async move {
-        let run = tokio::spawn(execute(plan, effects, options));
-        if let Some(at) = drain_at {
-            tokio::time::sleep(at).await;
-            interrupt.drain("test shutdown");
-        }
-        run.await.expect("run")
-    });
-    Harness {
-        world,
-        collect,
-        report,
-    }
-}
-
 fn interrupted_by(collect: &Collect) -> Option<(bool, String)> {
     events(collect).iter().find_map(|r| match &r.event {
         Event::Interrupted { roll_back, by } => Some((*roll_back, by.clone())),
@@ -1132,12 +1147,13 @@ fn a_drain_lets_the_step_in_flight_finish_starts_no_other_and_undoes_nothing() {
 ",
     );
     // Healthy from the fourth poll on (30 s in); the drain comes 15 s in.
-    let h = run_interruptible(
-        &text,
-        ("after: {step: fix}", "after: {calls: 3}"),
-        |_| None,
-        Some(Duration::from_secs(15)),
-    );
+    let h = Test::new()
+        .runbook(&text)
+        .world(&SCENARIO.replace("after: {step: fix}", "after: {calls: 3}"))
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .drain_after(Duration::from_secs(15))
+        .run();
     assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
     assert_eq!(status(&h.report, "check"), StepStatus::Succeeded);
     assert_eq!(status(&h.report, "never"), StepStatus::NotRun);
@@ -1163,18 +1179,12 @@ fn a_drain_at_a_gate_leaves_it_unanswered_and_the_run_paused() {
     - {id: scale-worker, confirm: Scale the workers?, scale: {name: worker, replicas: 9}}
 ",
     );
-    let h = run_interruptible(
-        &text,
-        ("", ""),
-        |interrupt| {
-            Some(Meddler {
-                interrupt,
-                drain: true,
-                answer: Answer::Paused,
-            })
-        },
-        None,
-    );
+    let h = Test::new()
+        .runbook(&text)
+        .meddler(true, Answer::Paused)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .run();
     assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
     assert_eq!(status(&h.report, "scale-worker"), StepStatus::NotRun);
     assert_eq!(replicas(&h.world, "api"), 5);
@@ -1200,19 +1210,13 @@ fn ctrl_c_at_a_gate_stops_the_run_instead_of_calling_it_a_success() {
     - {id: scale-worker, confirm: Scale the workers?, scale: {name: worker, replicas: 9}}
 ",
     );
-    let h = run_interruptible(
-        &text,
-        ("", ""),
-        |interrupt| {
-            Some(Meddler {
-                interrupt,
-                drain: false,
-                // Ctrl-C while the question was on screen, then `y`.
-                answer: Answer::Yes,
-            })
-        },
-        None,
-    );
+    let h = Test::new()
+        .runbook(&text)
+        // Ctrl-C while the question was on screen, then `y`.
+        .meddler(false, Answer::Yes)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .run();
     assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
     assert_eq!(status(&h.report, "scale-worker"), StepStatus::NotRun);
     assert_eq!(replicas(&h.world, "worker"), 1);
@@ -1239,16 +1243,16 @@ fn a_scenario_change_happens_once_its_step_has_run_and_is_not_a_mutation() {
       delete: true
       object: {apiVersion: v1, kind: Secret, metadata: {name: db, namespace: shop}}
 ";
-    let before = run(
-        &text.replace("{id: reconcile, annotate", "{id: other, annotate"),
-        changes,
-    );
+    let before = Test::new()
+        .runbook(&text.replace("{id: reconcile, annotate", "{id: other, annotate"))
+        .scenario(changes)
+        .run();
     assert_eq!(
         before.report.outcome,
         Outcome::RolledBack,
         "nothing changes before its step"
     );
-    let h = run(&text, changes);
+    let h = Test::new().runbook(&text).scenario(changes).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     let mutations: Vec<String> = h
         .world
@@ -1309,7 +1313,7 @@ spec:
   steps:
     - {id: fix, scale: {name: api, replicas: 3}}
 ";
-    let h = run(text, API_LOGS);
+    let h = Test::new().runbook(text).scenario(API_LOGS).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     assert_eq!(replicas(&h.world, "api"), 3);
     assert!(
@@ -1320,14 +1324,11 @@ spec:
         h.world.calls()
     );
 
-    let h = run_with(
-        text,
-        API_LOGS,
-        Answer::Yes,
-        false,
-        &[("pod", "api-1")],
-        None,
-    );
+    let h = Test::new()
+        .runbook(text)
+        .scenario(API_LOGS)
+        .set("pod", "api-1")
+        .run();
     assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
     assert_eq!(h.report.exit_code(), 3);
     assert!(
@@ -1355,11 +1356,11 @@ spec:
   steps:
     - {verify: 'true'}
 ";
-    let h = run(text, API_LOGS);
+    let h = Test::new().runbook(text).scenario(API_LOGS).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
 
     let plain = text.replace("pod: events-0, format: json", "pod: plain-0, format: json");
-    let h = run(&plain, API_LOGS);
+    let h = Test::new().runbook(&plain).scenario(API_LOGS).run();
     assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
     assert!(
         h.report
@@ -1383,7 +1384,7 @@ spec:
   steps:
     - {id: fix, scale: {name: api, replicas: 3}}
 ";
-    let h = run(text, API_LOGS);
+    let h = Test::new().runbook(text).scenario(API_LOGS).run();
     assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
     assert!(
         h.report.message.contains("fact `api.log`: not found:")
@@ -1414,7 +1415,7 @@ spec:
   steps:
     - {id: tell, notify: 'log was ${vault.lines[1]}; ${issuer.log}'}
 ";
-    let h = run(text, API_LOGS);
+    let h = Test::new().runbook(text).scenario(API_LOGS).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
     let shown: String = events(&h.collect)
         .iter()
@@ -1447,7 +1448,7 @@ fn a_manifest_without_a_namespace_is_applied_and_undone_in_the_runs_namespace() 
     - {id: check, verify: 'false', timeout: 1s}
 ",
     );
-    let h = run(&text, "");
+    let h = Test::new().runbook(&text).run();
     assert_eq!(
         h.report.outcome,
         Outcome::RolledBack,
@@ -1582,45 +1583,15 @@ impl runbook_core::effects::Cluster for Recording {
 
 /// Runs `text` against the scenario plus `extra`, recording the Deployment gets and patches.
 fn run_recording(text: &str, extra: &str) -> (RunReport, Arc<SimWorld>, Vec<String>, Vec<Record>) {
-    let (catalog, runbook) = runbook(text);
-    let scenario = runbook_core::sim::parse_scenario(
-        Path::new("t.scenario.yaml"),
-        &format!("{SCENARIO}{extra}"),
-    )
-    .expect("scenario");
-    let world = Arc::new(SimWorld::new(&scenario));
-    let recording = Arc::new(Recording {
-        inner: world.clone(),
-        calls: std::sync::Mutex::new(Vec::new()),
-    });
-    let (bindings, errors) = runbook_core::bind::bind(&runbook, &[], None);
-    assert!(errors.is_empty(), "{errors:?}");
-    let plan = Arc::new(runbook_core::compile::Compiler::compile(
-        runbook, bindings, None,
-    ));
-    let collect = Arc::new(Collect::default());
-    let mut effects = world.effects(
-        Arc::new(FixedAnswer(Answer::Yes)),
-        Arc::new(ScenarioClock::new(SystemTime::UNIX_EPOCH)),
-        collect.clone(),
-    );
-    effects.cluster = recording.clone();
-    let options = RunOptions {
-        run_id: "test".to_owned(),
-        dry_run: false,
-        yes: false,
-        parallelism: 1,
-        namespace: "shop".to_owned(),
-        journal: None,
-        catalog: Some(catalog),
-        digest: String::new(),
-        interrupt: None,
-        resume: None,
-        cluster: None,
-    };
-    let report = paused(execute(plan, effects, options));
-    let calls = recording.calls.lock().unwrap().clone();
-    (report, world, calls, events(&collect))
+    let h = Test::new()
+        .runbook(text)
+        .scenario(extra)
+        .record_deployments()
+        .started_at(SystemTime::UNIX_EPOCH)
+        .parallelism(1)
+        .run();
+    let records = events(&h.collect);
+    (h.report, h.world, h.calls, records)
 }
 
 const THREE_PATCHES: &str = "    - {id: pause, patch: {kind: Deployment, name: api, patch: {spec: {paused: true}}}}

@@ -64,7 +64,8 @@ const NASTY: [&str; 24] = [
 ];
 
 fn inputs() -> Vec<(String, String)> {
-    let seed = std::fs::read_to_string(root().join("runbooks/openbao-sealed.yaml")).expect("seed");
+    let seed =
+        std::fs::read_to_string(root().join("runbooks/openbao-sealed/runbook.yaml")).expect("seed");
     let library =
         std::fs::read_to_string(root().join("runbooks/lib/openbao.yaml")).expect("library");
     let fixture = std::fs::read_to_string(root().join("tests/golden/fixtures/every-action.yaml"))

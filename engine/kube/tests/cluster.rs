@@ -2326,9 +2326,9 @@ fn flux_crd(group: &str, version: &str, kind: &str, plural: &str) -> Json {
     })
 }
 
-/// `runbooks/flux-suspend-resume.yaml` end to end: its steps are all Kubernetes (merge patches,
-/// a gate, an annotation, a verify over listed objects), so it runs as written against minimal
-/// Flux CRDs and a HelmRelease whose status says Ready, with no Flux controller.
+/// `runbooks/flux-suspend-resume/runbook.yaml` end to end: its steps are all Kubernetes (merge
+/// patches, a gate, an annotation, a verify over listed objects), so it runs as written against
+/// minimal Flux CRDs and a HelmRelease whose status says Ready, with no Flux controller.
 #[test]
 #[ignore = "needs cluster"]
 fn the_flux_suspend_resume_runbook_runs_end_to_end() {
@@ -2386,7 +2386,7 @@ fn the_flux_suspend_resume_runbook_runs_end_to_end() {
         let runbook = catalog
             .get("flux-suspend-resume")
             .cloned()
-            .expect("runbooks/flux-suspend-resume.yaml loads and checks");
+            .expect("runbooks/flux-suspend-resume/runbook.yaml loads and checks");
         let catalog = Arc::new(catalog);
         let sets = [
             ("name", "monitoring"),

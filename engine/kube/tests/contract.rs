@@ -1,9 +1,9 @@
 //! The live cluster's contract with the API server, checked over real HTTP against the fake
-//! in `support/`: which requests go out (method, path, query, content type, body) and what
-//! becomes of the answers, including the failures a real cluster gives (404, 409, 422, 429,
-//! 5xx, silence).
+//! API server of `engine/fake-apiserver`: which requests go out (method, path, query, content
+//! type, body) and what becomes of the answers, including the failures a real cluster gives
+//! (404, 409, 422, 429, 5xx, silence).
 
-mod support;
+use runbook_fake_apiserver as support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

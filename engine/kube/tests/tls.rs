@@ -4,7 +4,7 @@
 //! their admin). The certificates are made for each run; the fake API server serves TLS with
 //! rustls and asks for a client certificate signed by the same CA.
 
-mod support;
+use runbook_fake_apiserver as support;
 
 use std::sync::Arc;
 

@@ -1334,8 +1334,8 @@ fn scenario_schema_defines_the_scenario() {
 }
 
 fn seed_scenario() -> Scenario {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runbooks/openbao-sealed.scenario.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../runbooks/openbao-sealed/scenarios/default.yaml");
     match load_scenario(&path) {
         Ok(scenario) => scenario,
         Err(diagnostics) => panic!("{}", problems_of(diagnostics).join("\n")),
@@ -1401,5 +1401,6 @@ fn the_seed_runbook_folder_still_loads_without_the_scenario() {
     assert!(!workspace
         .files
         .iter()
-        .any(|file| file.to_string_lossy().ends_with(".scenario.yaml")));
+        .any(|file| file.to_string_lossy().ends_with(".scenario.yaml")
+            || file.to_string_lossy().contains("/scenarios/")));
 }
