@@ -1,15 +1,23 @@
-//! `runbook-core`: the runbook language and its compiler.
+//! `runbook-core`: the runbook language, its compiler and its executor.
 //!
 //! ```text
 //!  YAML files ──Loader──▶ Workspace (typed documents + YAML trees with positions)
-//!             ──check───▶ Catalog of checked Runbooks (names resolved, Rhai compiled once)
+//!             ──check/──▶ Catalog of checked Runbooks (names resolved, Rhai compiled once;
+//!                         one file per pass, diagnostics named by diagnostic::Code)
 //!             ──Compiler▶ Plan: petgraph DAG of facts, preconditions, steps, undos, rollback
 //!             ──render──▶ text / markdown / JSON plans, DOT / Mermaid graphs
+//!  Plan       ──exec/───▶ RunReport + journal: the schedule walks Plan.graph; each step
+//!                         (exec/step.rs) runs one action family (exec/actions/), journaling
+//!                         its intent first; on failure exec/undo.rs, then exec/rollback.rs
+//!             ◀─Effects─▶ the world: Cluster, Processes, Http, Notifier, Prompter, Clock
+//!                         (sim/ is a whole simulated cluster; runbook-kube the live one)
 //! ```
 //!
 //! Every stage reports problems as [`diagnostic::Diagnostic`]s with `file:line:col` and keeps
-//! going, so one pass shows them all. This crate has no Kubernetes client, no terminal code
-//! and no async runtime: the CLI wires those in.
+//! going, so one pass shows them all. This crate has no Kubernetes client and no terminal
+//! code, and never builds an async runtime (it uses tokio's timers and tasks inside the one the
+//! CLI starts): the CLI wires the real world in. Kinds it knows without asking a cluster are in
+//! one table, [`kinds`].
 
 pub mod admission;
 pub mod alert;

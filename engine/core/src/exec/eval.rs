@@ -154,12 +154,6 @@ impl Run {
             }
         })
     }
-
-    pub(super) async fn render_action_summary(&self, action: &Action) -> Result<String, StepError> {
-        // Params are already substituted by the plan renderer; facts in templates are shown as
-        // written there, which is what the journal should say before anything is read.
-        Ok(crate::render::action_summary(&self.plan, action))
-    }
 }
 
 /// Puts `value` at a dotted path in nested maps (`openbao.status` -> {openbao: {status: v}}).

@@ -129,19 +129,7 @@ impl Run {
                             .map_err(StepError::from)?
                     }
                 };
-                if kind == "Secret" {
-                    // Everything in a Secret is secret, in its base64 and decoded forms.
-                    if let Some(data) = value.get("data") {
-                        self.redactor.add_json(data, true);
-                    }
-                    if let Some(items) = value.get("items").and_then(Json::as_array) {
-                        for item in items {
-                            if let Some(data) = item.get("data") {
-                                self.redactor.add_json(data, true);
-                            }
-                        }
-                    }
-                }
+                self.harvest_secrets(&value, Some(kind));
                 value
             }
             FactSource::Exec {

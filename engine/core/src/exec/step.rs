@@ -17,10 +17,9 @@ pub(super) enum Finished {
 impl Run {
     pub(super) async fn run_step(self: Arc<Self>, position: usize) -> Finished {
         let step = &self.plan.runbook.steps[position];
-        let summary = match self.render_action_summary(&step.action).await {
-            Ok(summary) => summary,
-            Err(_) => crate::render::action_summary(&self.plan, &step.action),
-        };
+        // Params are already substituted by the plan renderer; facts in templates are shown as
+        // written, which is what the journal should say before anything is read.
+        let summary = crate::render::action_summary(&self.plan, &step.action);
         self.emit(Event::StepStarted {
             step: step.id.clone(),
             action: step.action.keyword().to_owned(),

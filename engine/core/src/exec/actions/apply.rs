@@ -23,17 +23,10 @@ impl Run {
                 .entry("namespace")
                 .or_insert_with(|| Json::String(namespace.clone()));
         }
-        if key.kind == "Secret" {
-            if let Some(data) = manifest.get("data") {
-                self.redactor.add_json(data, true);
-            }
-            if let Some(data) = manifest.get("stringData") {
-                self.redactor.add_json(data, false);
-            }
-        }
+        self.harvest_secrets(&manifest, Some(&key.kind));
         let previous = match self.effects.cluster.get(&key).await {
             Ok(object) => {
-                self.remember_secret_object(&object);
+                self.harvest_secrets(&object, Some(&key.kind));
                 Some(object)
             }
             Err(EffectError::NotFound(_)) => None,

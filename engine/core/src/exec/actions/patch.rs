@@ -89,7 +89,7 @@ impl Run {
             patch_type,
             body,
         } = patch;
-        self.remember_secret_object(&current);
+        self.harvest_secrets(&current, Some(&key.kind));
         let native = (patch_type != PatchType::Json).then(|| {
             UndoState::Native(UndoRecord::MergePatch {
                 key: key.clone(),
