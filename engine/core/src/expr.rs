@@ -6,14 +6,87 @@
 //! hang or exhaust the engine. Expressions are compiled once into an AST when a runbook is
 //! compiled; the names they read (`openbao.status.sealed`, `params.namespace`) are pulled out
 //! of the AST so the checker can tell the author about facts and params that do not exist.
+//!
+//! Nothing an expression calls may block the thread or read the world outside the run:
+//! Rhai's `sleep` and `timestamp` are refused when an expression is compiled (so `validate`
+//! names them) and fail if called anyway. [`evaluate`] stops an evaluation at its deadline or
+//! when its caller gives up (a step's timeout), through Rhai's progress callback; the executor
+//! runs it on a blocking thread, so a slow expression never holds up the async runtime that
+//! serves HTTP.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use rhai::{ASTNode, Engine, Expr, OptimizationLevel, AST};
+use rhai::{ASTNode, Dynamic, Engine, EvalAltResult, Expr, OptimizationLevel, Scope, AST};
 
 /// Operations one evaluation may take before it is stopped.
 pub const MAX_OPERATIONS: u64 = 200_000;
+
+/// How long one evaluation may take at most, whatever the step around it allows.
+pub const MAX_EVALUATION_TIME: Duration = Duration::from_secs(10);
+
+/// Functions of Rhai's standard library that expressions may not call: `sleep` blocks the
+/// thread (and ignored the step's timeout), `timestamp` reads the machine's clock, which a
+/// simulated run's clock does not control.
+pub const FORBIDDEN_FUNCTIONS: &[&str] = &["sleep", "timestamp"];
+
+/// How often (in operations) an evaluation checks its deadline.
+const CHECK_EVERY: u64 = 256;
+
+/// When an evaluation must stop: at `deadline`, or once `cancelled` is raised.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    pub deadline: Instant,
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl Budget {
+    /// A budget of [`MAX_EVALUATION_TIME`] from now, cancelled by nobody.
+    pub fn standard() -> Self {
+        Self {
+            deadline: Instant::now() + MAX_EVALUATION_TIME,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || Instant::now() >= self.deadline
+    }
+}
+
+thread_local! {
+    /// The budget of the evaluation running on this thread, read by the progress callback.
+    static BUDGET: RefCell<Option<Budget>> = const { RefCell::new(None) };
+}
+
+/// Evaluates `ast` with `scope` on this thread, within `budget`: past it the evaluation stops
+/// with an error saying so.
+pub fn evaluate<T: rhai::Variant + Clone>(
+    scope: &mut Scope<'_>,
+    ast: &AST,
+    budget: &Budget,
+) -> Result<T, Box<EvalAltResult>> {
+    BUDGET.with(|slot| *slot.borrow_mut() = Some(budget.clone()));
+    let result = sandboxed_engine().eval_ast_with_scope::<T>(scope, ast);
+    BUDGET.with(|slot| *slot.borrow_mut() = None);
+    result.map_err(|error| match *error {
+        EvalAltResult::ErrorTerminated(_, position) => Box::new(EvalAltResult::ErrorRuntime(
+            Dynamic::from(if budget.cancelled.load(Ordering::Relaxed) {
+                "the evaluation was stopped: its step ran out of time".to_owned()
+            } else {
+                format!(
+                    "the evaluation took longer than {} s and was stopped",
+                    MAX_EVALUATION_TIME.as_secs()
+                )
+            }),
+            position,
+        )),
+        other => Box::new(other),
+    })
+}
 
 /// The one engine every expression is compiled and evaluated with.
 pub fn sandboxed_engine() -> &'static Engine {
@@ -34,6 +107,27 @@ pub fn sandboxed_engine() -> &'static Engine {
             .set_allow_looping(false)
             .set_allow_shadowing(false);
         engine.disable_symbol("eval");
+        // Compiling refuses these already (see `forbidden_call`); this is for an AST that was
+        // not compiled by us.
+        for name in FORBIDDEN_FUNCTIONS {
+            let refuse = move || -> Result<(), Box<EvalAltResult>> {
+                Err(format!("`{name}` is not available in runbook expressions").into())
+            };
+            engine.register_fn(*name, refuse);
+            engine.register_fn(*name, move |_: rhai::INT| refuse());
+            engine.register_fn(*name, move |_: rhai::FLOAT| refuse());
+        }
+        engine.on_progress(|operations| {
+            if operations % CHECK_EVERY != 0 {
+                return None;
+            }
+            BUDGET.with(|slot| {
+                slot.borrow()
+                    .as_ref()
+                    .filter(|budget| budget.exhausted())
+                    .map(|_| Dynamic::from("deadline"))
+            })
+        });
         engine
             .on_print(|text| tracing::info!(target: "runbook::expr", text, "Expression printed."));
         engine.on_debug(
@@ -85,6 +179,9 @@ impl Expression {
                 column: position.position().unwrap_or(1),
             }
         })?;
+        if let Some(error) = forbidden_call(&ast) {
+            return Err(error);
+        }
         let references = references(&ast);
         Ok(Self {
             source: text.to_owned(),
@@ -92,6 +189,38 @@ impl Expression {
             references,
         })
     }
+}
+
+/// The first call of a [`FORBIDDEN_FUNCTIONS`] function, as a compile error at its position.
+fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
+    let mut found = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        let call = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, position))) => Some((call, *position)),
+            Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, position))) => Some((call, *position)),
+            _ => None,
+        };
+        if let Some((call, position)) = call {
+            let name = call.name.as_str();
+            if FORBIDDEN_FUNCTIONS.contains(&name) {
+                found = Some(ExpressionError {
+                    message: format!(
+                        "`{name}` is not available in runbook expressions: it {}",
+                        if name == "sleep" {
+                            "would block the run; use a `verify` step with an `interval`, or `wait`"
+                        } else {
+                            "reads this machine's clock, which a dry-run or a simulated run cannot control"
+                        }
+                    ),
+                    line: position.line().unwrap_or(1),
+                    column: position.position().unwrap_or(1),
+                });
+                return false;
+            }
+        }
+        true
+    });
+    found
 }
 
 /// Every variable read and the chain of properties after it (`a.b.c` -> `[a, b, c]`), in the

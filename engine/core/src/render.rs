@@ -9,8 +9,11 @@ use std::fmt::Write as _;
 use serde_json::{json, Value as Json};
 
 use crate::compile::{Dependency, Plan, PlanNode};
-use crate::expr::{sandboxed_engine, Template, TemplatePart};
+use crate::expr::{Template, TemplatePart};
 use crate::runbook::*;
+
+/// How long a param-only expression in a template may take when a plan is rendered.
+const RENDER_EVALUATION_TIME: std::time::Duration = std::time::Duration::from_millis(200);
 
 const SECRET: &str = "<secret>";
 
@@ -35,8 +38,13 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                 let value = only_params.then(|| {
                     let mut scope = rhai::Scope::new();
                     scope.push_constant("params", plan.bindings.to_rhai());
-                    sandboxed_engine()
-                        .eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &expression.ast)
+                    // Shown in a plan and in every step's summary, on the caller's thread: a
+                    // short budget, and the expression as written if it runs out.
+                    let budget = crate::expr::Budget {
+                        deadline: std::time::Instant::now() + RENDER_EVALUATION_TIME,
+                        cancelled: Default::default(),
+                    };
+                    crate::expr::evaluate::<rhai::Dynamic>(&mut scope, &expression.ast, &budget)
                         .ok()
                 });
                 match value.flatten() {

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Raises the flag that stops an evaluation when the future awaiting it is dropped.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Run {
     pub(super) async fn key(&self, target: &Target) -> Result<ObjectKey, StepError> {
         let namespace = if is_cluster_scoped(&target.kind) {
@@ -52,11 +61,32 @@ impl Run {
         object: Option<&Json>,
     ) -> Result<Dynamic, StepError> {
         let mut scope = self.scope(expression, object).await?;
-        sandboxed_engine()
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &expression.ast)
-            .map_err(|error| {
-                StepError::Expression(format!("`{}`: {}", expression.source.trim(), error))
-            })
+        let ast = expression.ast.clone();
+        let budget = Budget::standard();
+        let describe = |error: String| {
+            StepError::Expression(format!("`{}`: {error}", expression.source.trim()))
+        };
+        // On a runtime of one thread (`runbook test`, the golden traces, on a paused clock)
+        // there is nothing to keep free, and evaluating in place keeps the interleaving of
+        // parallel steps, and so the journal, the same on every run. On a runtime of several
+        // threads (`run`, `serve`), the evaluation goes to a blocking thread, so the threads
+        // that answer HTTP and drive other runs are never held up by it.
+        let flavor = tokio::runtime::Handle::current().runtime_flavor();
+        if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
+            return crate::expr::evaluate::<Dynamic>(&mut scope, &ast, &budget)
+                .map_err(|error| describe(error.to_string()));
+        }
+        // A step's timeout drops this future: the evaluation is then told to stop.
+        let _stop_when_dropped = StopOnDrop(budget.cancelled.clone());
+        let evaluated = tokio::task::spawn_blocking(move || {
+            crate::expr::evaluate::<Dynamic>(&mut scope, &ast, &budget)
+        })
+        .await;
+        match evaluated {
+            Ok(result) => result.map_err(|error| describe(error.to_string())),
+            // A panic inside Rhai fails this evaluation, not the run or the server.
+            Err(error) => Err(describe(format!("the evaluation failed: {error}"))),
+        }
     }
 
     pub(super) async fn eval_bool(

@@ -45,7 +45,7 @@ use crate::check::facts_read;
 use crate::compile::Plan;
 use crate::document::{LogFormat, OutputFormat, PatchType};
 use crate::effects::*;
-use crate::expr::{sandboxed_engine, Expression, Template, TemplatePart};
+use crate::expr::{Budget, Expression, Template, TemplatePart};
 use crate::journal::{timestamp, Event, Journal, Outcome, Record, StepResult};
 use crate::redact::Redactor;
 use crate::runbook::*;

@@ -27,7 +27,8 @@ impl Run {
                     );
                     // A field the controller has not reported yet (no `status`) means
                     // "not yet", as in `verify`; the step's timeout bounds the wait.
-                    match sandboxed_engine().eval_ast_with_scope::<bool>(&mut scope, ast) {
+                    let budget = crate::expr::Budget::standard();
+                    match crate::expr::evaluate::<bool>(&mut scope, ast, &budget) {
                         Ok(held) => Ok(held),
                         Err(error) => {
                             tracing::debug!(%error, "Wait condition not evaluable yet.");
