@@ -91,46 +91,15 @@ impl Run {
                 label_selector,
                 field_selector,
             } => {
-                let namespace = if is_cluster_scoped(kind) {
-                    None
-                } else {
-                    match namespace {
-                        Some(namespace) => Some(self.render(namespace, None).await?),
-                        None if name.is_some() => Some(self.options.namespace.clone()),
-                        None => None,
-                    }
-                };
-                let value = match name {
-                    Some(name) => {
-                        let key = ObjectKey {
-                            api_version: api_version.clone(),
-                            kind: kind.clone(),
-                            namespace,
-                            name: self.render(name, None).await?,
-                        };
-                        self.effects
-                            .cluster
-                            .get(&key)
-                            .await
-                            .map_err(StepError::from)?
-                    }
-                    None => {
-                        let query = ListQuery {
-                            api_version: api_version.clone(),
-                            kind: kind.clone(),
-                            namespace,
-                            label_selector: self.render_opt(label_selector.as_ref()).await?,
-                            field_selector: self.render_opt(field_selector.as_ref()).await?,
-                        };
-                        self.effects
-                            .cluster
-                            .list(&query)
-                            .await
-                            .map_err(StepError::from)?
-                    }
-                };
-                self.harvest_secrets(&value, Some(kind));
-                value
+                let selectors = [label_selector.as_ref(), field_selector.as_ref()];
+                self.read_objects(
+                    api_version,
+                    kind,
+                    name.as_ref(),
+                    namespace.as_ref(),
+                    selectors,
+                )
+                .await?
             }
             FactSource::Exec {
                 namespace,
@@ -180,35 +149,7 @@ impl Run {
                 query,
                 headers,
                 format,
-            } => {
-                let url = self.render(url, None).await?;
-                let mut rendered_query = BTreeMap::new();
-                for (k, v) in query {
-                    rendered_query.insert(k.clone(), self.render(v, None).await?);
-                }
-                let mut rendered_headers = BTreeMap::new();
-                for (k, v) in headers {
-                    rendered_headers.insert(k.clone(), self.render(v, None).await?);
-                }
-                let response = self
-                    .effects
-                    .http
-                    .get(&url, &rendered_query, &rendered_headers)
-                    .await
-                    .map_err(StepError::from)?;
-                if !(200..300).contains(&response.status) {
-                    return Err(StepError::Other(format!(
-                        "GET {url} answered {}",
-                        response.status
-                    )));
-                }
-                match format {
-                    OutputFormat::Json => serde_json::from_str(&response.body).map_err(|e| {
-                        StepError::Command(format!("GET {url}: the body is not JSON: {e}"))
-                    })?,
-                    OutputFormat::Text => Json::String(response.body.trim().to_owned()),
-                }
-            }
+            } => self.read_http(url, query, headers, *format).await?,
             FactSource::Expr(expression) => {
                 let value = self.eval(expression, None).await?;
                 rhai::serde::from_dynamic::<Json>(&value).map_err(StepError::from)?
@@ -217,6 +158,84 @@ impl Run {
         Ok(match &fact.jsonpath {
             Some(selection) => select(&raw, &selection.query)?,
             None => raw,
+        })
+    }
+
+    /// A `kubernetes` fact: one object by name, or a list by selectors.
+    async fn read_objects(
+        &self,
+        api_version: &str,
+        kind: &str,
+        name: Option<&Template>,
+        namespace: Option<&Template>,
+        [label_selector, field_selector]: [Option<&Template>; 2],
+    ) -> Result<Json, StepError> {
+        let namespace = if is_cluster_scoped(kind) {
+            None
+        } else {
+            match namespace {
+                Some(namespace) => Some(self.render(namespace, None).await?),
+                None if name.is_some() => Some(self.options.namespace.clone()),
+                None => None,
+            }
+        };
+        let value = match name {
+            Some(name) => {
+                let key = ObjectKey {
+                    api_version: api_version.to_owned(),
+                    kind: kind.to_owned(),
+                    namespace,
+                    name: self.render(name, None).await?,
+                };
+                self.effects.cluster.get(&key).await?
+            }
+            None => {
+                let query = ListQuery {
+                    api_version: api_version.to_owned(),
+                    kind: kind.to_owned(),
+                    namespace,
+                    label_selector: self.render_opt(label_selector).await?,
+                    field_selector: self.render_opt(field_selector).await?,
+                };
+                self.effects.cluster.list(&query).await?
+            }
+        };
+        self.harvest_secrets(&value, Some(kind));
+        Ok(value)
+    }
+
+    /// An `http` fact: a GET whose 2xx body is the value, as JSON or text.
+    async fn read_http(
+        &self,
+        url: &Template,
+        query: &BTreeMap<String, Template>,
+        headers: &BTreeMap<String, Template>,
+        format: OutputFormat,
+    ) -> Result<Json, StepError> {
+        let url = self.render(url, None).await?;
+        let mut rendered_query = BTreeMap::new();
+        for (k, v) in query {
+            rendered_query.insert(k.clone(), self.render(v, None).await?);
+        }
+        let mut rendered_headers = BTreeMap::new();
+        for (k, v) in headers {
+            rendered_headers.insert(k.clone(), self.render(v, None).await?);
+        }
+        let response = self
+            .effects
+            .http
+            .get(&url, &rendered_query, &rendered_headers)
+            .await?;
+        if !(200..300).contains(&response.status) {
+            return Err(StepError::Other(format!(
+                "GET {url} answered {}",
+                response.status
+            )));
+        }
+        Ok(match format {
+            OutputFormat::Json => serde_json::from_str(&response.body)
+                .map_err(|e| StepError::Command(format!("GET {url}: the body is not JSON: {e}")))?,
+            OutputFormat::Text => Json::String(response.body.trim().to_owned()),
         })
     }
 }
