@@ -363,3 +363,36 @@ fn the_runbook_library_covers_the_guides() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The library's table in `runbooks/README.md` is what `runbook list --format markdown`
+/// prints (issue 11): derived from the runbooks, never edited by hand. To refresh it:
+/// `INSTA_UPDATE=always cargo test --test golden`, then review the diff.
+#[test]
+fn the_library_table_is_generated_by_runbook_list() {
+    const BEGIN: &str = "<!-- BEGIN runbook list --format markdown -->\n";
+    const END: &str = "<!-- END runbook list --format markdown -->";
+    let (code, generated, stderr) = runbook(&["list", "--format", "markdown"]);
+    assert_eq!(code, 0, "{stderr}");
+    let path = root().join("runbooks/README.md");
+    let readme = std::fs::read_to_string(&path).expect("runbooks/README.md");
+    let start = readme
+        .find(BEGIN)
+        .expect("the README marks where the table begins")
+        + BEGIN.len();
+    let end = start + readme[start..].find(END).expect("and where it ends");
+    if readme[start..end] == generated {
+        return;
+    }
+    if std::env::var("INSTA_UPDATE").as_deref() == Ok("always") {
+        let updated = format!("{}{generated}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, updated).expect("write runbooks/README.md");
+        return;
+    }
+    let first = readme[start..end]
+        .lines()
+        .zip(generated.lines())
+        .find(|(old, new)| old != new)
+        .map(|(old, new)| format!("README: {old}\nlist:   {new}"))
+        .unwrap_or_else(|| "the tables differ in length".to_owned());
+    panic!("runbooks/README.md's table is not `runbook list --format markdown`:\n{first}");
+}

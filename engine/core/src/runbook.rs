@@ -45,6 +45,9 @@ pub struct Runbook {
     pub description: Option<String>,
     pub owner: Option<String>,
     pub tags: Vec<String>,
+    /// `metadata.annotations`, as written (`runbook.dev/guide` names the guide section the
+    /// runbook follows, for the library's table).
+    pub annotations: BTreeMap<String, String>,
     pub source: Source,
     /// Where `metadata.name` is.
     pub span: Span,

@@ -93,15 +93,25 @@ pub fn list(dir: &Path, format: ListFormat) -> anyhow::Result<Exit> {
     Ok(Exit::Succeeded)
 }
 
+/// The annotation that names the guide section a runbook follows.
+const GUIDE_ANNOTATION: &str = "runbook.dev/guide";
+
 /// The runbooks table of a library's README, each cell derived from the runbook: its
 /// triggers, description, gates, and what undoes its changes. Sorted by name, so the table
 /// only changes when a runbook does.
 fn markdown(dir: &Path, runbooks: &[Arc<Runbook>]) -> String {
     let mut sorted: Vec<&Arc<Runbook>> = runbooks.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut out = String::from(
-        "| runbook | trigger | what it does | gates | undo / rollback |\n|---|---|---|---|---|\n",
-    );
+    // The guide column only when some runbook names its guide section.
+    let guides = sorted
+        .iter()
+        .any(|runbook| runbook.annotations.contains_key(GUIDE_ANNOTATION));
+    let mut out = String::from("| runbook | trigger | what it does | gates | undo / rollback |");
+    out.push_str(if guides {
+        " guide section |\n|---|---|---|---|---|---|\n"
+    } else {
+        "\n|---|---|---|---|---|\n"
+    });
     for runbook in sorted {
         let path = runbook.source.path();
         let link = path.strip_prefix(dir).unwrap_or(path);
@@ -115,7 +125,16 @@ fn markdown(dir: &Path, runbooks: &[Arc<Runbook>]) -> String {
             gates_cell(runbook),
             undo_cell(runbook),
         ];
-        let cells: Vec<String> = cells.iter().map(|cell| table_cell(cell)).collect();
+        let guide = runbook
+            .annotations
+            .get(GUIDE_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| "—".to_owned());
+        let cells: Vec<String> = cells
+            .iter()
+            .chain(guides.then_some(&guide))
+            .map(|cell| table_cell(cell))
+            .collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out

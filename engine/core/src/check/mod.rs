@@ -353,6 +353,7 @@ impl Checker<'_> {
             description: spec.description.clone(),
             owner: spec.owner.clone(),
             tags: spec.tags.clone(),
+            annotations: document.metadata.annotations.clone(),
             source: at.source.clone(),
             span: at.span("/metadata/name"),
             params,
