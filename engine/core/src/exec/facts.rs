@@ -2,13 +2,59 @@
 
 use super::*;
 
+/// The facts read so far in this run. Its generation moves whenever everything is forgotten
+/// (after anything that may have changed the world), so a read that began before a change is
+/// not cached after it; the two change together, under one lock.
+#[derive(Default)]
+pub(super) struct FactCache {
+    inner: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    values: HashMap<String, Json>,
+    generation: u64,
+}
+
+impl FactCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, name: &str) -> Option<Json> {
+        self.lock().values.get(name).cloned()
+    }
+
+    /// Where the cache stands now: give it back to [`FactCache::insert_read_at`].
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Caches a value read since `generation`, unless the cache was cleared meanwhile.
+    fn insert_read_at(&self, generation: u64, name: &str, value: Json) {
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.values.insert(name.to_owned(), value);
+        }
+    }
+
+    fn forget_all(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.values.clear();
+    }
+
+    fn forget(&self, name: &str) {
+        self.lock().values.remove(name);
+    }
+}
+
 impl Run {
     /// Forgets every cached fact (after anything that may have changed the world).
     pub(super) async fn forget_all_facts(&self) {
-        let mut cache = self.facts.lock().await;
-        self.fact_generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        cache.clear();
+        self.facts.forget_all();
     }
 
     /// Forgets the facts `expression` reads (and what they read), so they are read again.
@@ -16,9 +62,8 @@ impl Run {
         let mut names: Vec<String> = facts_read(&self.fact_names, expression)
             .into_iter()
             .collect();
-        let mut cache = self.facts.lock().await;
         while let Some(name) = names.pop() {
-            cache.remove(&name);
+            self.facts.forget(&name);
             if let Some(fact) = self.runbook().facts.get(&name) {
                 names.extend(fact.reads.iter().cloned());
             }
@@ -27,8 +72,8 @@ impl Run {
 
     /// The value of a fact: from the cache, or read now (and journaled).
     pub(super) async fn fact(&self, name: &str) -> Result<Json, StepError> {
-        if let Some(value) = self.facts.lock().await.get(name) {
-            return Ok(value.clone());
+        if let Some(value) = self.facts.get(name) {
+            return Ok(value);
         }
         let fact = self
             .runbook()
@@ -36,9 +81,7 @@ impl Run {
             .get(name)
             .cloned()
             .ok_or_else(|| StepError::Refused(format!("unknown fact `{name}`")))?;
-        let generation = self
-            .fact_generation
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let generation = self.facts.generation();
         let result = Box::pin(self.read_fact(&fact)).await;
         match result {
             Ok(value) => {
@@ -58,14 +101,7 @@ impl Run {
                     fact: name.to_owned(),
                     value: shown,
                 });
-                let mut cache = self.facts.lock().await;
-                if self
-                    .fact_generation
-                    .load(std::sync::atomic::Ordering::SeqCst)
-                    == generation
-                {
-                    cache.insert(name.to_owned(), value.clone());
-                }
+                self.facts.insert_read_at(generation, name, value.clone());
                 Ok(value)
             }
             Err(error) => {

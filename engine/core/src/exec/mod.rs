@@ -98,10 +98,7 @@ struct Run {
     effects: Effects,
     options: RunOptions,
     redactor: Redactor,
-    facts: tokio::sync::Mutex<HashMap<String, Json>>,
-    /// Bumped whenever the cache is cleared, so a read that began before a change is not
-    /// cached after it.
-    fact_generation: std::sync::atomic::AtomicU64,
+    facts: facts::FactCache,
     /// The undo state of each step as captured before its first attempt: a retry must not
     /// capture the half-changed state left by the attempt before it.
     captured: Mutex<HashMap<String, UndoState>>,
@@ -133,8 +130,7 @@ pub async fn execute(plan: Arc<Plan>, effects: Effects, options: RunOptions) -> 
         effects,
         options,
         redactor,
-        facts: tokio::sync::Mutex::new(HashMap::new()),
-        fact_generation: std::sync::atomic::AtomicU64::new(0),
+        facts: facts::FactCache::default(),
         captured: Mutex::new(HashMap::new()),
         intended: Mutex::new(BTreeSet::new()),
         written: Mutex::new(HashMap::new()),
