@@ -843,3 +843,166 @@ fn sigterm_lets_runs_finish_their_step_pause_them_and_stop() {
         .skip_while(|e| e["event"] != "run-resumed")
         .any(|e| e["event"] == "step-started" && e["step"] == "wait-drained"));
 }
+
+/// `payload`, as Alertmanager sends a notification of receiver `receiver` for alerts that
+/// started at `starts_at`.
+fn notification(group: &str, receiver: &str, starts_at: &str, alerts: &[(&str, Json)]) -> Json {
+    let alerts: Vec<(&str, Json, Json)> = alerts
+        .iter()
+        .map(|(status, labels)| (*status, labels.clone(), json!({})))
+        .collect();
+    let mut payload = payload(group, &alerts);
+    payload["receiver"] = json!(receiver);
+    for alert in payload["alerts"].as_array_mut().unwrap() {
+        alert["startsAt"] = json!(starts_at);
+    }
+    payload
+}
+
+fn cache(alert: &str, deployment: &str) -> Json {
+    json!({"alertname": alert, "deployment": deployment})
+}
+
+/// Issue 12: Alertmanager re-sent one firing alert every `repeat_interval`, and each repeat
+/// started the remediation again.
+#[test]
+fn a_repeated_or_regrouped_notification_of_one_incident_starts_one_run() {
+    let server = start(&[]);
+    let first = server.post_alerts(&notification(
+        "g1",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", cache("CacheFlapping", "web"))],
+    ));
+    let result = &results(&first)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    let id = result["run"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_finished(&id)["outcome"], "succeeded");
+
+    // The trigger has `cooldown: 0s`, yet the same incident repeated, in another group, to
+    // another receiver, beside another alert, starts nothing.
+    let repeat = server.post_alerts(&notification(
+        "g2",
+        "runbook-pager",
+        "2026-11-22T03:00:00Z",
+        &[
+            ("firing", cache("DiskFull", "web")),
+            ("firing", cache("CacheFlapping", "web")),
+        ],
+    ));
+    assert_eq!(repeat.status, 202, "{}", repeat.body);
+    let result = &results(&repeat)[0];
+    assert_eq!(result["decision"], "duplicate", "{result}");
+    assert_eq!(result["run"], id.as_str());
+    assert!(
+        result["reason"].as_str().unwrap().contains("incident"),
+        "{result}"
+    );
+    assert_eq!(
+        server.metric("runbook_runs_started_total{runbook=\"restart-cache\"}"),
+        1.0
+    );
+
+    // The journal says which incident and which notification the run served.
+    let trigger = server.journal(&id)[0]["trigger"].clone();
+    assert_eq!(trigger["alert"], "CacheFlapping");
+    assert_eq!(trigger["startsAt"], "2026-11-22T03:00:00Z");
+    assert_eq!(trigger["receiver"], "runbook");
+    assert_eq!(trigger["groupKey"], "{}:{group=\"g1\"}");
+    assert!(trigger["fingerprint"]
+        .as_str()
+        .is_some_and(|f| !f.is_empty()));
+
+    // It resolves, and fires again: a new incident, which runs.
+    server.post_alerts(&notification(
+        "g1",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("resolved", cache("CacheFlapping", "web"))],
+    ));
+    assert!(server.logged(|l| l["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("alert resolved"))));
+    let again = server.post_alerts(&notification(
+        "g1",
+        "runbook",
+        "2026-11-22T04:00:00Z",
+        &[("firing", cache("CacheFlapping", "web"))],
+    ));
+    let result = &results(&again)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    server.wait_finished(result["run"].as_str().unwrap());
+    assert_eq!(
+        server.metric("runbook_runs_started_total{runbook=\"restart-cache\"}"),
+        2.0
+    );
+}
+
+#[test]
+fn a_new_incident_after_a_resolve_runs_only_once_the_cooldown_passed() {
+    let server = start(&[]);
+    let begun = Instant::now();
+    let first = server.post_alerts(&notification(
+        "c",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", cache("CacheDown", "api"))],
+    ));
+    let id = results(&first)[0]["run"].as_str().unwrap().to_owned();
+    server.wait_finished(&id);
+    server.post_alerts(&notification(
+        "c",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("resolved", cache("CacheDown", "api"))],
+    ));
+    let next = notification(
+        "c",
+        "runbook",
+        "2026-11-22T03:05:00Z",
+        &[("firing", cache("CacheDown", "api"))],
+    );
+    // Within the trigger's 2 s cooldown: held off.
+    let early = server.post_alerts(&next);
+    let result = &results(&early)[0];
+    assert!(begun.elapsed() < Duration::from_secs(2), "too slow to test");
+    assert_eq!(result["decision"], "cooldown", "{result}");
+    assert_eq!(result["run"], id.as_str());
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(begun.elapsed()));
+    // Alertmanager repeats the notification after the cooldown: now it runs.
+    let late = server.post_alerts(&next);
+    let result = &results(&late)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    assert_ne!(result["run"], id.as_str());
+    server.wait_finished(result["run"].as_str().unwrap());
+}
+
+/// A trigger that declares no cooldown gets the default one (5 minutes).
+#[test]
+fn a_trigger_without_a_cooldown_holds_off_a_new_incident_for_five_minutes() {
+    let server = start(&[]);
+    let first = server.post_alerts(&notification(
+        "i",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[(
+            "firing",
+            json!({"alertname": "ApiOverloadedAuto", "deployment": "web"}),
+        )],
+    ));
+    let id = results(&first)[0]["run"].as_str().unwrap().to_owned();
+    server.wait_finished(&id);
+    let second = server.post_alerts(&notification(
+        "i",
+        "runbook",
+        "2026-11-22T03:30:00Z",
+        &[(
+            "firing",
+            json!({"alertname": "ApiOverloadedAuto", "deployment": "web"}),
+        )],
+    ));
+    let result = &results(&second)[0];
+    assert_eq!(result["decision"], "cooldown", "{result}");
+    let reason = result["reason"].as_str().unwrap();
+    assert!(reason.contains("4m") || reason.contains("5m"), "{reason}");
+}

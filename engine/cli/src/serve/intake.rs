@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use runbook_core::admission::Decision;
+use runbook_core::admission::{Candidate, Decision};
 use runbook_core::alert::{Alert, AlertStatus, WebhookPayload};
 use runbook_core::bind::{bind, Bindings};
 use runbook_core::compile::TriggeredBy;
@@ -79,11 +79,11 @@ impl Server {
                 matched = true;
                 let verdict = match alert.status {
                     AlertStatus::Firing => {
-                        let verdict = self.admit(runbook, trigger, alert);
+                        let verdict = self.admit(runbook, trigger, alert, payload);
                         queued |= verdict.decision == "queued";
                         verdict
                     }
-                    AlertStatus::Resolved => self.resolve(runbook, alert),
+                    AlertStatus::Resolved => self.resolve(runbook, trigger, alert),
                 };
                 verdicts.push(verdict);
             }
@@ -104,6 +104,7 @@ impl Server {
         runbook: &Arc<Runbook>,
         trigger: usize,
         alert: &Alert,
+        payload: &WebhookPayload,
     ) -> Verdict {
         let name = runbook.name.as_str();
         self.metrics
@@ -132,15 +133,22 @@ impl Server {
             triggered_by: TriggeredBy {
                 trigger,
                 alert: alert.clone(),
+                receiver: payload.receiver.clone(),
+                group_key: payload.group_key.clone(),
             },
             auto_approve: spec.auto_approve,
         };
         let mut new_id = None;
-        let decision = lock(&self.admission).admit(
+        let incident = incident(alert);
+        let candidate = Candidate {
+            key: &key,
+            incident: Some(&incident),
+            runbook: name,
+            cooldown: spec.effective_cooldown(),
+        };
+        let decision = lock(&self.admission).admit_incident(
             Instant::now(),
-            &key,
-            name,
-            spec.cooldown,
+            &candidate,
             || {
                 let id = self.new_run_id(name);
                 new_id = Some(id.clone());
@@ -151,6 +159,7 @@ impl Server {
         let alert_json = json!({
             "alert": alert.name(),
             "fingerprint": alert.fingerprint,
+            "startsAt": alert.starts_at,
             "status": "firing",
         });
         match decision {
@@ -164,10 +173,16 @@ impl Server {
                 );
                 verdict.run = Some(id);
             }
-            Decision::Duplicate { ref run } | Decision::CoolingDown { ref run, .. } => {
+            Decision::Duplicate { ref run }
+            | Decision::CoolingDown { ref run, .. }
+            | Decision::SameIncident { ref run } => {
                 let run = run.clone();
                 let cooling = matches!(decision, Decision::CoolingDown { .. });
-                let reason = if cooling { "cooldown" } else { "in-progress" };
+                let reason = match decision {
+                    Decision::CoolingDown { .. } => "cooldown",
+                    Decision::SameIncident { .. } => "same-incident",
+                    _ => "in-progress",
+                };
                 self.metrics
                     .alerts_deduplicated
                     .get_or_create(&metrics::reason(name, reason))
@@ -182,6 +197,10 @@ impl Server {
                     Decision::CoolingDown { remaining, .. } => format!(
                         "run {run} started less than the trigger's cooldown ago; {} left",
                         humantime::format_duration(Duration::from_secs(remaining.as_secs()))
+                    ),
+                    Decision::SameIncident { .. } => format!(
+                        "run {run} already served this incident (fingerprint {}, startsAt {}); a repeated or regrouped notification starts no other run",
+                        alert.fingerprint, alert.starts_at
                     ),
                     _ => format!("run {run} for the same runbook and params is queued or running"),
                 });
@@ -247,7 +266,7 @@ impl Server {
 
     /// A resolved alert cancels its run if it has not started, and is recorded against it if
     /// it is going on (the run is not stopped: a remediation half done is worse than one done).
-    pub(super) fn resolve(&self, runbook: &Arc<Runbook>, alert: &Alert) -> Verdict {
+    pub(super) fn resolve(&self, runbook: &Arc<Runbook>, trigger: usize, alert: &Alert) -> Verdict {
         let name = runbook.name.as_str();
         let mut verdict = Verdict {
             runbook: name.to_owned(),
@@ -262,6 +281,10 @@ impl Server {
             return verdict;
         }
         let key = crate::session::lock_target(runbook, &bindings);
+        let retention = runbook.triggers[trigger]
+            .effective_cooldown()
+            .unwrap_or_default();
+        lock(&self.admission).incident_resolved(Instant::now(), &key, &incident(alert), retention);
         let cancelled = lock(&self.admission).cancel(&key);
         if let Some(queued) = cancelled {
             self.update_queue_depth();
@@ -325,6 +348,7 @@ impl Server {
             .alerts_resolved
             .get_or_create(&metrics::reason(name, "no-run"))
             .inc();
+        tracing::info!(runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, "alert resolved; no run of it is queued or running");
         verdict
     }
 
@@ -376,6 +400,17 @@ impl Server {
             }
         }
     }
+}
+
+/// Alertmanager's identity of an alert: its fingerprint (of its labels) and when it started.
+/// A payload without a fingerprint (not Alertmanager's) is identified by its labels.
+fn incident(alert: &Alert) -> String {
+    let fingerprint = if alert.fingerprint.is_empty() {
+        serde_json::to_string(&alert.labels).unwrap_or_default()
+    } else {
+        alert.fingerprint.clone()
+    };
+    format!("{fingerprint}@{}", alert.starts_at)
 }
 
 pub(super) fn redacted_params(runbook: &Runbook, bindings: &Bindings) -> Json {
