@@ -1006,3 +1006,82 @@ fn a_trigger_without_a_cooldown_holds_off_a_new_incident_for_five_minutes() {
     let reason = result["reason"].as_str().unwrap();
     assert!(reason.contains("4m") || reason.contains("5m"), "{reason}");
 }
+
+/// Issue 12: a run paused at its gate stayed `waiting-approval` after its alert resolved, and a
+/// later approval deleted the pod all the same.
+#[test]
+fn a_resolve_while_paused_at_a_gate_cancels_the_run_and_a_later_approval_is_refused() {
+    let server = start(&[]);
+    let firing = payload(
+        "r",
+        &[("firing", overloaded("ApiOverloaded", "web"), json!({}))],
+    );
+    let id = results(&server.post_alerts(&firing))[0]["run"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.wait_run(&id, "waiting at its gate", |run| {
+        run["state"] == "waiting-approval"
+    });
+    let mut resolved = firing.clone();
+    resolved["status"] = json!("resolved");
+    resolved["alerts"][0]["status"] = json!("resolved");
+    let reply = server.post_alerts(&resolved);
+    let result = &results(&reply)[0];
+    assert_eq!(result["decision"], "cancelled", "{result}");
+    assert_eq!(result["run"], id.as_str());
+
+    let run = server.wait_finished(&id);
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    let message = run["message"].as_str().unwrap();
+    assert!(
+        message.contains("resolved") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    // Journaled: the resolve, the gate answered no by it, and no step started or intended.
+    let events = server.journal(&id);
+    assert!(
+        events.iter().any(|e| e["event"] == "alert-resolved"),
+        "{events:#?}"
+    );
+    let answered = events
+        .iter()
+        .find(|e| e["event"] == "gate-answered")
+        .expect("gate answered");
+    assert_eq!(answered["answer"], "no");
+    assert!(
+        answered["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("alert resolved"),
+        "{answered}"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| e["event"] == "step-started" || e["event"] == "step-intent"));
+    let finished = events.last().unwrap();
+    assert_eq!(finished["event"], "run-finished");
+    assert_eq!(finished["outcome"], "stopped");
+    assert_eq!(
+        server.metric("runbook_runs_cancelled_total{runbook=\"scale-api\",reason=\"resolved\"}"),
+        1.0
+    );
+    assert_eq!(server.metric("runbook_runs_waiting_approval"), 0.0);
+
+    // Approving it now is refused, with the reason.
+    let approve = server.request(
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        Some(TOKEN),
+        b"",
+    );
+    assert_eq!(approve.status, 409, "{}", approve.body);
+    assert!(
+        approve.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("resolved"),
+        "{}",
+        approve.body
+    );
+}

@@ -10,6 +10,7 @@ use runbook_core::admission::{Candidate, Decision};
 use runbook_core::alert::{Alert, AlertStatus, WebhookPayload};
 use runbook_core::bind::{bind, Bindings};
 use runbook_core::compile::TriggeredBy;
+use runbook_core::effects::Answer;
 use runbook_core::journal::{Event, Journal, Record};
 use runbook_core::runbook::Runbook;
 use serde_json::{json, Value as Json};
@@ -335,6 +336,20 @@ impl Server {
                     tracing::warn!(run_id = %run, error = %e, "cannot journal the resolved alert");
                 }
             }
+            if let Some(step) = self.cancel_at_gate(&run, alert) {
+                self.metrics
+                    .alerts_resolved
+                    .get_or_create(&metrics::reason(name, "cancelled-run-at-gate"))
+                    .inc();
+                self.metrics
+                    .runs_cancelled
+                    .get_or_create(&metrics::reason(name, "resolved"))
+                    .inc();
+                tracing::info!(run_id = %run, runbook = name, step = %step, fingerprint = %alert.fingerprint, "run cancelled at its gate: its alert resolved before it changed anything");
+                verdict.decision = "cancelled";
+                verdict.run = Some(run);
+                return verdict;
+            }
             self.metrics
                 .alerts_resolved
                 .get_or_create(&metrics::reason(name, "recorded-on-running-run"))
@@ -400,6 +415,57 @@ impl Server {
             }
         }
     }
+}
+
+impl Server {
+    /// Cancels run `run` if it waits at a gate and has changed nothing yet (its journal holds
+    /// no step intent and no step in flight; while a gate waits no other step starts): the
+    /// gate is answered no, by the resolve. Returns the gate's step.
+    fn cancel_at_gate(&self, run: &str, alert: &Alert) -> Option<String> {
+        let mut runs = lock(&self.runs);
+        let entry = runs.get_mut(run)?;
+        entry.gate.as_ref()?;
+        let unchanged = entry
+            .journal
+            .as_deref()
+            .is_some_and(nothing_changed);
+        if !unchanged {
+            return None;
+        }
+        let gate = entry.gate.take()?;
+        let by = format!(
+            "alert resolved ({}, fingerprint {})",
+            alert.name(),
+            alert.fingerprint
+        );
+        let reason = format!(
+            "cancelled at the gate of step `{}`: its alert resolved before the run changed anything",
+            gate.step
+        );
+        if gate.reply.send((Answer::No, by)).is_err() {
+            return None;
+        }
+        entry.cancelled = Some(reason);
+        Some(gate.step)
+    }
+}
+
+/// Whether the journal at `path` shows no mutation begun: no step intent, and every step that
+/// started has finished. A journal that cannot be read counts as changed.
+fn nothing_changed(path: &std::path::Path) -> bool {
+    let Ok(records) = runbook_core::journal::read(path) else {
+        return false;
+    };
+    let mut in_flight = 0_usize;
+    for record in &records {
+        match record.event {
+            Event::StepIntent { .. } => return false,
+            Event::StepStarted { .. } => in_flight += 1,
+            Event::StepFinished { .. } => in_flight = in_flight.saturating_sub(1),
+            _ => {}
+        }
+    }
+    in_flight == 0
 }
 
 /// Alertmanager's identity of an alert: its fingerprint (of its labels) and when it started.

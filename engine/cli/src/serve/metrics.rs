@@ -65,7 +65,8 @@ pub struct Metrics {
     pub runs_started: Family<RunbookLabel, Counter>,
     /// Finished runs by outcome (succeeded, rolled-back, failed, ...).
     pub runs_finished: Family<OutcomeLabels, Counter>,
-    /// Queued runs that never started (cancelled by a resolved alert, or dropped at shutdown).
+    /// Runs cancelled before they changed anything: queued ones (a resolved alert, a shutdown)
+    /// and ones waiting at a gate when their alert resolved.
     pub runs_cancelled: Family<ReasonLabels, Counter>,
     pub queue_depth: Gauge,
     pub runs_running: Gauge,
@@ -129,7 +130,7 @@ impl Metrics {
         let runs_cancelled = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "runs_cancelled",
-            "Queued runs that never started",
+            "Runs cancelled before they changed anything (queued, or waiting at a gate), by reason",
             runs_cancelled.clone(),
         );
         let queue_depth = Gauge::default();

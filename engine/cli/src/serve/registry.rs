@@ -35,6 +35,8 @@ pub(super) struct RunEntry {
     pub(super) journal: Option<PathBuf>,
     pub(super) gate: Option<Gate>,
     pub(super) interrupt: Option<Arc<Interrupt>>,
+    /// Why the run was cancelled at its gate (its alert resolved before anything changed).
+    pub(super) cancelled: Option<String>,
 }
 
 impl RunEntry {
@@ -55,6 +57,7 @@ impl RunEntry {
             journal: None,
             gate: None,
             interrupt: None,
+            cancelled: None,
         }
     }
 }
@@ -65,8 +68,9 @@ pub(super) enum RunState {
     Running,
     WaitingApproval,
     Finished,
-    /// Never started: its alert resolved first, the server shut down, or a run with the same
-    /// runbook and params was going on outside the server.
+    /// Never started, or stopped at its gate before it changed anything: its alert resolved
+    /// first, the server shut down, or a run with the same runbook and params was going on
+    /// outside the server.
     Cancelled,
 }
 

@@ -205,9 +205,17 @@ fn finish(
 ) {
     lock(&server.admission).finished(key, run_id);
     if let Some(entry) = lock(&server.runs).get_mut(run_id) {
-        entry.state = state;
         entry.outcome = outcome;
-        entry.message = Some(message);
+        match entry.cancelled.clone() {
+            Some(reason) => {
+                entry.state = RunState::Cancelled;
+                entry.message = Some(format!("{reason}; nothing was changed"));
+            }
+            None => {
+                entry.state = state;
+                entry.message = Some(message);
+            }
+        }
         entry.finished_at = Some(SystemTime::now());
         entry.gate = None;
         entry.interrupt = None;
