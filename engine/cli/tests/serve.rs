@@ -1085,3 +1085,29 @@ fn a_resolve_while_paused_at_a_gate_cancels_the_run_and_a_later_approval_is_refu
         approve.body
     );
 }
+
+/// Issue 12: one webhook with four alerts for four keys started one run; three workers sat
+/// idle until another webhook came.
+#[test]
+fn n_alerts_in_one_webhook_start_n_runs_together_on_n_workers() {
+    let server = start(&["--workers", "4"]);
+    let names = ["api", "web", "worker", "cache"];
+    let alerts: Vec<(&str, Json, Json)> = names
+        .iter()
+        .map(|name| ("firing", overloaded("ApiOverloaded", name), json!({})))
+        .collect();
+    let reply = server.post_alerts(&payload("n", &alerts));
+    let ids: Vec<String> = results(&reply)
+        .iter()
+        .map(|r| r["run"].as_str().expect("queued").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4, "{}", reply.body);
+    // Each run pauses at its gate, so all four are going on at once or the test times out.
+    for id in &ids {
+        server.wait_run(id, "waiting at its gate", |run| {
+            run["state"] == "waiting-approval"
+        });
+    }
+    assert_eq!(server.metric("runbook_runs_running"), 4.0);
+    assert_eq!(server.metric("runbook_queue_depth"), 0.0);
+}

@@ -95,7 +95,8 @@ impl Server {
         }
         if queued {
             self.update_queue_depth();
-            self.wake.notify_one();
+            // Every idle worker: one webhook may queue runs for several keys.
+            self.wake.notify_waiters();
         }
         verdicts
     }
@@ -425,10 +426,7 @@ impl Server {
         let mut runs = lock(&self.runs);
         let entry = runs.get_mut(run)?;
         entry.gate.as_ref()?;
-        let unchanged = entry
-            .journal
-            .as_deref()
-            .is_some_and(nothing_changed);
+        let unchanged = entry.journal.as_deref().is_some_and(nothing_changed);
         if !unchanged {
             return None;
         }
