@@ -39,6 +39,11 @@ fn start(extra: &[&str]) -> Server {
 
 /// `start`, serving the runbooks of `dir`.
 fn start_in(dir: &Path, extra: &[&str]) -> Server {
+    start_with(dir, &[], extra)
+}
+
+/// `start_in`, with `env` set for the server.
+fn start_with(dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Server {
     let state = tempfile::tempdir().expect("tempdir");
     let token_file = state.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
@@ -53,6 +58,7 @@ fn start_in(dir: &Path, extra: &[&str]) -> Server {
         .arg("--simulate")
         .arg(fixtures().join("world.scenario.yaml"))
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1110,4 +1116,45 @@ fn n_alerts_in_one_webhook_start_n_runs_together_on_n_workers() {
     }
     assert_eq!(server.metric("runbook_runs_running"), 4.0);
     assert_eq!(server.metric("runbook_queue_depth"), 0.0);
+}
+
+/// Issue 12: after a panic in a run its worker was gone for good, the run showed `running`
+/// forever and every later alert for its key was answered `duplicate`.
+#[test]
+fn a_panicking_run_fails_alone_and_the_next_alert_for_its_key_runs() {
+    let server = start_with(
+        &fixtures().join("runbooks"),
+        &[("RUNBOOK_TEST_PANIC_ON_EVENT", "run-started")],
+        &["--workers", "1"],
+    );
+    let first = server.post_alerts(&notification(
+        "p",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", cache("CacheFlapping", "api"))],
+    ));
+    let id = results(&first)[0]["run"].as_str().unwrap().to_owned();
+    let run = server.wait_finished(&id);
+    assert_eq!(run["outcome"], "failed", "{run:#}");
+    assert!(
+        run["message"].as_str().unwrap().contains("panicked"),
+        "{run:#}"
+    );
+    let finished = server.journal(&id).last().cloned().unwrap();
+    assert_eq!(finished["event"], "run-finished");
+    assert_eq!(finished["outcome"], "failed");
+    assert_eq!(server.metric("runbook_runs_running"), 0.0);
+    assert_eq!(server.get("/healthz").status, 200);
+
+    // The key and its lock are free, and the one worker still takes runs.
+    let next = server.post_alerts(&notification(
+        "p",
+        "runbook",
+        "2026-11-22T03:30:00Z",
+        &[("firing", cache("CacheFlapping", "api"))],
+    ));
+    let result = &results(&next)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    let run = server.wait_finished(result["run"].as_str().unwrap());
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
 }

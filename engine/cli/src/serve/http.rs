@@ -60,6 +60,14 @@ async fn healthz(State(server): State<Arc<Server>>) -> Response {
     if server.stopping.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
     }
+    let alive = server.workers_alive.load(Ordering::SeqCst);
+    if alive < server.workers {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{alive} of {} workers can take runs\n", server.workers),
+        )
+            .into_response();
+    }
     (StatusCode::OK, "ok\n").into_response()
 }
 

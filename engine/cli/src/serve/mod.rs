@@ -22,7 +22,7 @@ mod workers;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -69,6 +69,9 @@ struct Server {
     order: Mutex<Vec<String>>,
     wake: tokio::sync::Notify,
     stopping: AtomicBool,
+    /// Workers that can take runs, and how many were started.
+    workers_alive: AtomicUsize,
+    workers: usize,
     metrics: Metrics,
 }
 
@@ -169,6 +172,8 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         order: Mutex::new(Vec::new()),
         wake: tokio::sync::Notify::new(),
         stopping: AtomicBool::new(false),
+        workers_alive: AtomicUsize::new(args.workers.max(1)),
+        workers: args.workers.max(1),
         metrics: Metrics::new(),
     });
 
