@@ -1158,3 +1158,133 @@ fn a_panicking_run_fails_alone_and_the_next_alert_for_its_key_runs() {
     let run = server.wait_finished(result["run"].as_str().unwrap());
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
 }
+
+impl Server {
+    /// `GET /metrics` with `accept` (none when `None`).
+    fn scrape(&self, accept: Option<&str>) -> Reply {
+        let mut stream = TcpStream::connect(&self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut head = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n",
+            self.address
+        );
+        if let Some(accept) = accept {
+            head.push_str(&format!("Accept: {accept}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (headers, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        Reply {
+            status: headers
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .expect("status"),
+            headers: headers.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// Issue 12: `promtool check metrics` exited 3 (no HELP on the counters, OpenMetrics to
+/// `Accept: text/plain`, bounds such as `le="0.30000000000000007"`).
+#[test]
+fn metrics_are_prometheus_text_that_promtool_accepts_and_openmetrics_when_asked() {
+    let server = start(&[]);
+    let reply = server.post_alerts(&payload("m", &[("firing", api_down("api"), json!({}))]));
+    server.wait_finished(results(&reply)[0]["run"].as_str().unwrap());
+
+    for accept in [None, Some("text/plain")] {
+        let text = server.scrape(accept);
+        assert_eq!(text.status, 200);
+        assert_eq!(
+            text.header("content-type").as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8"),
+            "{accept:?}"
+        );
+        assert!(!text.body.contains("# EOF"), "{}", text.body);
+    }
+    let body = server.scrape(None).body;
+    // Every sample belongs to a family with HELP and TYPE named as the sample is.
+    let mut families = std::collections::BTreeMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("help text");
+            assert!(!help.trim().is_empty(), "{line}");
+            families.insert(name.to_owned(), None);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("type");
+            assert!(families.contains_key(name), "TYPE before HELP: {line}");
+            families.insert(name.to_owned(), Some(kind.to_owned()));
+        } else if !line.is_empty() {
+            let sample = line.split(['{', ' ']).next().unwrap();
+            let family = families.keys().find(|name| {
+                sample == name.as_str()
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| sample == format!("{name}{suffix}"))
+            });
+            assert!(family.is_some(), "sample without HELP/TYPE: {line}");
+            if let Some(at) = line.find("le=\"") {
+                let bound = &line[at + 4..];
+                let bound = &bound[..bound.find('"').unwrap()];
+                if bound != "+Inf" {
+                    let value: f64 = bound.parse().unwrap();
+                    assert_eq!(format!("{value:?}"), bound, "{line}");
+                    assert!(bound.len() <= 6, "not a clean bound: {line}");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        families.get("runbook_runs_started_total"),
+        Some(&Some("counter".to_owned()))
+    );
+    // README lists every family served.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README");
+    for name in families.keys() {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README does not list {name}"
+        );
+    }
+
+    // `promtool check metrics`, where the prometheus package is installed (CI installs it).
+    if let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let output = promtool.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let open = server.scrape(Some(
+        "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+    ));
+    assert!(open
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(open.body.trim_end().ends_with("# EOF"), "{}", open.body);
+}

@@ -190,13 +190,31 @@ fn retry_later(server: &Server, why: &str) -> Response {
     response
 }
 
-async fn metrics_text(State(server): State<Arc<Server>>) -> Response {
+/// The Prometheus text format 0.0.4, unless the scraper asks for OpenMetrics (Prometheus
+/// does, in its `Accept`; `promtool`, curl and `Accept: text/plain` get 0.0.4).
+async fn metrics_text(State(server): State<Arc<Server>>, request: Request) -> Response {
+    let openmetrics = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    if openmetrics {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            server.metrics.encode_openmetrics(),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        server.metrics.encode(),
+        server.metrics.encode_text(),
     )
         .into_response()
 }
