@@ -1288,3 +1288,92 @@ fn metrics_are_prometheus_text_that_promtool_accepts_and_openmetrics_when_asked(
         .starts_with("application/openmetrics-text"));
     assert!(open.body.trim_end().ends_with("# EOF"), "{}", open.body);
 }
+
+/// Issue 12: eight alerts with 1 MB labels added 61 MB of memory never freed and 46 MB of
+/// journals.
+#[test]
+fn a_megabyte_label_is_refused_with_422_and_counted() {
+    let server = start(&[]);
+    let mut labels = api_down("api");
+    labels["deployment"] = json!("a".repeat(1_000_000));
+    let reply = server.post_alerts(&payload("big", &[("firing", labels, json!({}))]));
+    assert_eq!(
+        reply.status,
+        422,
+        "{}",
+        &reply.body[..reply.body.len().min(300)]
+    );
+    let reason = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(reason.contains("limited to 4096 bytes"), "{reason}");
+    assert!(reason.len() < 400, "the reason does not echo the label");
+    let annotation = json!({"summary": "b".repeat(100_000)});
+    let reply = server.post_alerts(&payload(
+        "big",
+        &[("firing", json!({"alertname": "IncidentNote"}), annotation)],
+    ));
+    assert_eq!(reply.status, 422);
+    assert_eq!(
+        server.metric("runbook_webhook_requests_total{code=\"422\"}"),
+        2.0
+    );
+    assert_eq!(server.get("/api/v1/runs").json()["runs"], json!([]));
+}
+
+/// Issue 12: a newline, an escape sequence or a NUL in a label forged lines (and colours) in
+/// `--log-format text`, which also wrote colour codes into files.
+#[test]
+fn text_logs_escape_control_characters_and_have_no_colour_off_a_terminal() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let token_file = state.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let log = state.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(fixtures().join("runbooks"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--simulate")
+        .arg(fixtures().join("world.scenario.yaml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn runbook serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let address = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find("address=") {
+            break text[at + 8..].split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no listening line: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let server = Server {
+        child: Command::new("true").spawn().unwrap(),
+        address,
+        state: tempfile::tempdir().unwrap(),
+        token_file,
+        logs: Arc::new(Mutex::new(Vec::new())),
+    };
+    let mut labels = api_down("api");
+    labels["deployment"] = json!("api\nFORGED run finished outcome=succeeded\u{1b}[31m\u{0}");
+    let reply = server.post_alerts(&payload("esc", &[("firing", labels, json!({}))]));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("alert rejected"), "{text}");
+    assert!(
+        !text.lines().any(|line| line.starts_with("FORGED")),
+        "a label forged a line: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour or escape codes in a file: {text:?}"
+    );
+    assert!(!text.contains('\u{0}'), "{text:?}");
+}

@@ -23,6 +23,14 @@ use super::{digest, metrics, Server};
 /// Request bodies larger than this get 413.
 pub(super) const BODY_LIMIT: usize = 1024 * 1024;
 
+/// A label's name or value longer than this (in bytes) gets the payload 422: no real label is
+/// near it, and each byte accepted is kept in the run's registry entry and journal.
+pub(super) const LABEL_LIMIT: usize = 4 * 1024;
+
+/// An annotation's value longer than this gets the payload 422 (a summary or a description,
+/// never a document).
+pub(super) const ANNOTATION_LIMIT: usize = 16 * 1024;
+
 pub(super) fn router(server: Arc<Server>) -> Router {
     let authenticated = Router::new()
         .route("/api/v1/alerts", post(alerts))
@@ -160,6 +168,10 @@ async fn alerts(
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    if let Some(why) = oversized(&payload) {
+        count(422);
+        return error(StatusCode::UNPROCESSABLE_ENTITY, why);
+    }
     let verdicts = server.intake(&payload);
     let full = verdicts.iter().any(|v| v.decision == "queue-full");
     let body = json!({
@@ -176,6 +188,34 @@ async fn alerts(
     }
     count(202);
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+/// Why a payload is refused for the size of a label or an annotation, if it is.
+fn oversized(payload: &WebhookPayload) -> Option<String> {
+    for alert in &payload.alerts {
+        for (name, value) in &alert.labels {
+            if name.len() > LABEL_LIMIT || value.len() > LABEL_LIMIT {
+                return Some(format!(
+                    "alert {} (fingerprint {}) has a label of {} bytes; labels are limited to {LABEL_LIMIT} bytes",
+                    alert.name().chars().take(100).collect::<String>(),
+                    alert.fingerprint.chars().take(64).collect::<String>(),
+                    name.len().max(value.len())
+                ));
+            }
+        }
+        for (name, value) in &alert.annotations {
+            if name.len() > LABEL_LIMIT || value.len() > ANNOTATION_LIMIT {
+                return Some(format!(
+                    "alert {} (fingerprint {}) has an annotation `{}` of {} bytes; annotations are limited to {ANNOTATION_LIMIT} bytes",
+                    alert.name().chars().take(100).collect::<String>(),
+                    alert.fingerprint.chars().take(64).collect::<String>(),
+                    name.chars().take(100).collect::<String>(),
+                    value.len()
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn retry_later(server: &Server, why: &str) -> Response {

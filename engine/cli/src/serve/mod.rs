@@ -184,14 +184,57 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || EscapingWriter {
+            inner: std::io::stderr(),
+            colour: terminal,
+        })
+        // Colour codes only on a terminal: never into a file or a log collector.
+        .with_ansi(terminal)
         .with_target(false);
     if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
+    }
+}
+
+/// Writes each log line with its control characters escaped (`\x0a`, `\x1b`, `\x00`), so a
+/// label holding a newline or an escape sequence cannot forge a line or recolour the terminal,
+/// whatever the format. The formatter writes one event per call, ending in its own newline,
+/// which is kept; so are the formatter's colour codes on a terminal (tracing-subscriber
+/// escapes the ones inside field values itself).
+struct EscapingWriter {
+    inner: std::io::Stderr,
+    colour: bool,
+}
+
+impl std::io::Write for EscapingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, newline) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (buf, false),
+        };
+        let mut line = Vec::with_capacity(buf.len() + 8);
+        for &byte in body {
+            let keep = byte == b'\t' || (byte == 0x1b && self.colour);
+            if (byte < 0x20 || byte == 0x7f) && !keep {
+                line.extend_from_slice(format!("\\x{byte:02x}").as_bytes());
+            } else {
+                line.push(byte);
+            }
+        }
+        if newline {
+            line.push(b'\n');
+        }
+        self.inner.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
