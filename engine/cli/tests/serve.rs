@@ -1377,3 +1377,55 @@ fn text_logs_escape_control_characters_and_have_no_colour_off_a_terminal() {
     );
     assert!(!text.contains('\u{0}'), "{text:?}");
 }
+
+/// Issue 12: runs were never evicted from the registry, and `GET /api/v1/runs` grew to 16 MB.
+#[test]
+fn finished_runs_are_evicted_but_readable_from_their_journals_and_runs_are_listed_by_page() {
+    let server = start(&["--keep-finished", "1"]);
+    let mut ids = Vec::new();
+    for deployment in ["api", "web", "worker"] {
+        let reply = server.post_alerts(&notification(
+            "e",
+            "runbook",
+            "2026-11-22T03:00:00Z",
+            &[("firing", cache("CacheFlapping", deployment))],
+        ));
+        let id = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+        server.wait_finished(&id);
+        ids.push(id);
+    }
+    // One more run queued: the oldest finished ones beyond one are forgotten.
+    let reply = server.post_alerts(&notification(
+        "e",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", overloaded("ApiOverloaded", "api"))],
+    ));
+    let gated = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+    let listed = server.get("/api/v1/runs").json();
+    let listed: Vec<&str> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), gated.as_str()]);
+    // An evicted run is still shown, from its journal.
+    let evicted = server.get(&format!("/api/v1/runs/{}", ids[0])).json();
+    assert_eq!(evicted["fromJournal"], true, "{evicted:#}");
+    assert_eq!(evicted["events"][0]["event"], "run-started");
+
+    // Pages.
+    let first = server.get("/api/v1/runs?limit=1").json();
+    assert_eq!(first["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(first["runs"][0]["id"], ids[2].as_str());
+    let token = first["continue"]
+        .as_str()
+        .expect("a continue token")
+        .to_owned();
+    let second = server
+        .get(&format!("/api/v1/runs?limit=1&continue={token}"))
+        .json();
+    assert_eq!(second["runs"][0]["id"], gated.as_str());
+    assert!(second.get("continue").is_none(), "{second:#}");
+}

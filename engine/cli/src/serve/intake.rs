@@ -168,11 +168,12 @@ impl Server {
             Decision::Queued => {
                 let id = new_id.unwrap_or_default();
                 tracing::info!(run_id = %id, runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, "run queued");
-                lock(&self.order).push(id.clone());
+                lock(&self.order).push_back(id.clone());
                 lock(&self.runs).insert(
                     id.clone(),
                     RunEntry::queued(&id, name, key, params, alert_json),
                 );
+                self.evict_finished();
                 verdict.run = Some(id);
             }
             Decision::Duplicate { ref run }

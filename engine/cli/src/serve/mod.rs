@@ -50,6 +50,7 @@ pub struct ServeArgs {
     pub run_cap_window: Duration,
     pub retry_after: Duration,
     pub shutdown_grace: Duration,
+    pub keep_finished: usize,
     pub json_logs: bool,
 }
 
@@ -66,7 +67,9 @@ struct Server {
     admission: Mutex<Admission<Job>>,
     runs: Mutex<HashMap<String, RunEntry>>,
     /// Run ids in the order they were queued.
-    order: Mutex<Vec<String>>,
+    order: Mutex<std::collections::VecDeque<String>>,
+    /// Finished runs kept in `runs` (older ones are evicted; their journals stay on disk).
+    keep_finished: usize,
     wake: tokio::sync::Notify,
     stopping: AtomicBool,
     /// Workers that can take runs, and how many were started.
@@ -169,7 +172,8 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
             window: args.run_cap_window,
         })),
         runs: Mutex::new(HashMap::new()),
-        order: Mutex::new(Vec::new()),
+        order: Mutex::new(std::collections::VecDeque::new()),
+        keep_finished: args.keep_finished,
         wake: tokio::sync::Notify::new(),
         stopping: AtomicBool::new(false),
         workers_alive: AtomicUsize::new(args.workers.max(1)),
