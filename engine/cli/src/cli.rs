@@ -182,6 +182,10 @@ pub enum Command {
         /// On SIGTERM, how long runs in flight may take to finish their current steps.
         #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
         shutdown_grace: std::time::Duration,
+        /// Finished runs the server keeps in memory (oldest forgotten first; their journals
+        /// stay in the state dir, where `GET /api/v1/runs/{id}` still reads them).
+        #[arg(long, default_value_t = 1000)]
+        keep_finished: usize,
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
     },

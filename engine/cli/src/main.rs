@@ -125,6 +125,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             run_cap_window,
             retry_after,
             shutdown_grace,
+            keep_finished,
             log_format,
         } => serve::serve(
             &cli.dir,
@@ -142,6 +143,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 run_cap_window,
                 retry_after,
                 shutdown_grace,
+                keep_finished,
                 json_logs: log_format == LogFormat::Json,
             },
         ),

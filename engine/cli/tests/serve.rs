@@ -39,6 +39,11 @@ fn start(extra: &[&str]) -> Server {
 
 /// `start`, serving the runbooks of `dir`.
 fn start_in(dir: &Path, extra: &[&str]) -> Server {
+    start_with(dir, &[], extra)
+}
+
+/// `start_in`, with `env` set for the server.
+fn start_with(dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Server {
     let state = tempfile::tempdir().expect("tempdir");
     let token_file = state.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
@@ -53,6 +58,7 @@ fn start_in(dir: &Path, extra: &[&str]) -> Server {
         .arg("--simulate")
         .arg(fixtures().join("world.scenario.yaml"))
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -842,4 +848,584 @@ fn sigterm_lets_runs_finish_their_step_pause_them_and_stop() {
         .iter()
         .skip_while(|e| e["event"] != "run-resumed")
         .any(|e| e["event"] == "step-started" && e["step"] == "wait-drained"));
+}
+
+/// `payload`, as Alertmanager sends a notification of receiver `receiver` for alerts that
+/// started at `starts_at`.
+fn notification(group: &str, receiver: &str, starts_at: &str, alerts: &[(&str, Json)]) -> Json {
+    let alerts: Vec<(&str, Json, Json)> = alerts
+        .iter()
+        .map(|(status, labels)| (*status, labels.clone(), json!({})))
+        .collect();
+    let mut payload = payload(group, &alerts);
+    payload["receiver"] = json!(receiver);
+    for alert in payload["alerts"].as_array_mut().unwrap() {
+        alert["startsAt"] = json!(starts_at);
+    }
+    payload
+}
+
+fn cache(alert: &str, deployment: &str) -> Json {
+    json!({"alertname": alert, "deployment": deployment})
+}
+
+/// Issue 12: Alertmanager re-sent one firing alert every `repeat_interval`, and each repeat
+/// started the remediation again.
+#[test]
+fn a_repeated_or_regrouped_notification_of_one_incident_starts_one_run() {
+    let server = start(&[]);
+    let first = server.post_alerts(&notification(
+        "g1",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", cache("CacheFlapping", "web"))],
+    ));
+    let result = &results(&first)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    let id = result["run"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_finished(&id)["outcome"], "succeeded");
+
+    // The trigger has `cooldown: 0s`, yet the same incident repeated, in another group, to
+    // another receiver, beside another alert, starts nothing.
+    let repeat = server.post_alerts(&notification(
+        "g2",
+        "runbook-pager",
+        "2026-11-22T03:00:00Z",
+        &[
+            ("firing", cache("DiskFull", "web")),
+            ("firing", cache("CacheFlapping", "web")),
+        ],
+    ));
+    assert_eq!(repeat.status, 202, "{}", repeat.body);
+    let result = &results(&repeat)[0];
+    assert_eq!(result["decision"], "duplicate", "{result}");
+    assert_eq!(result["run"], id.as_str());
+    assert!(
+        result["reason"].as_str().unwrap().contains("incident"),
+        "{result}"
+    );
+    assert_eq!(
+        server.metric("runbook_runs_started_total{runbook=\"restart-cache\"}"),
+        1.0
+    );
+
+    // The journal says which incident and which notification the run served.
+    let trigger = server.journal(&id)[0]["trigger"].clone();
+    assert_eq!(trigger["alert"], "CacheFlapping");
+    assert_eq!(trigger["startsAt"], "2026-11-22T03:00:00Z");
+    assert_eq!(trigger["receiver"], "runbook");
+    assert_eq!(trigger["groupKey"], "{}:{group=\"g1\"}");
+    assert!(trigger["fingerprint"]
+        .as_str()
+        .is_some_and(|f| !f.is_empty()));
+
+    // It resolves, and fires again: a new incident, which runs.
+    server.post_alerts(&notification(
+        "g1",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("resolved", cache("CacheFlapping", "web"))],
+    ));
+    assert!(server.logged(|l| l["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("alert resolved"))));
+    let again = server.post_alerts(&notification(
+        "g1",
+        "runbook",
+        "2026-11-22T04:00:00Z",
+        &[("firing", cache("CacheFlapping", "web"))],
+    ));
+    let result = &results(&again)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    server.wait_finished(result["run"].as_str().unwrap());
+    assert_eq!(
+        server.metric("runbook_runs_started_total{runbook=\"restart-cache\"}"),
+        2.0
+    );
+}
+
+#[test]
+fn a_new_incident_after_a_resolve_runs_only_once_the_cooldown_passed() {
+    let server = start(&[]);
+    let begun = Instant::now();
+    let first = server.post_alerts(&notification(
+        "c",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", cache("CacheDown", "api"))],
+    ));
+    let id = results(&first)[0]["run"].as_str().unwrap().to_owned();
+    server.wait_finished(&id);
+    server.post_alerts(&notification(
+        "c",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("resolved", cache("CacheDown", "api"))],
+    ));
+    let next = notification(
+        "c",
+        "runbook",
+        "2026-11-22T03:05:00Z",
+        &[("firing", cache("CacheDown", "api"))],
+    );
+    // Within the trigger's 2 s cooldown: held off.
+    let early = server.post_alerts(&next);
+    let result = &results(&early)[0];
+    assert!(begun.elapsed() < Duration::from_secs(2), "too slow to test");
+    assert_eq!(result["decision"], "cooldown", "{result}");
+    assert_eq!(result["run"], id.as_str());
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(begun.elapsed()));
+    // Alertmanager repeats the notification after the cooldown: now it runs.
+    let late = server.post_alerts(&next);
+    let result = &results(&late)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    assert_ne!(result["run"], id.as_str());
+    server.wait_finished(result["run"].as_str().unwrap());
+}
+
+/// A trigger that declares no cooldown gets the default one (5 minutes).
+#[test]
+fn a_trigger_without_a_cooldown_holds_off_a_new_incident_for_five_minutes() {
+    let server = start(&[]);
+    let first = server.post_alerts(&notification(
+        "i",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[(
+            "firing",
+            json!({"alertname": "ApiOverloadedAuto", "deployment": "web"}),
+        )],
+    ));
+    let id = results(&first)[0]["run"].as_str().unwrap().to_owned();
+    server.wait_finished(&id);
+    let second = server.post_alerts(&notification(
+        "i",
+        "runbook",
+        "2026-11-22T03:30:00Z",
+        &[(
+            "firing",
+            json!({"alertname": "ApiOverloadedAuto", "deployment": "web"}),
+        )],
+    ));
+    let result = &results(&second)[0];
+    assert_eq!(result["decision"], "cooldown", "{result}");
+    let reason = result["reason"].as_str().unwrap();
+    assert!(reason.contains("4m") || reason.contains("5m"), "{reason}");
+}
+
+/// Issue 12: a run paused at its gate stayed `waiting-approval` after its alert resolved, and a
+/// later approval deleted the pod all the same.
+#[test]
+fn a_resolve_while_paused_at_a_gate_cancels_the_run_and_a_later_approval_is_refused() {
+    let server = start(&[]);
+    let firing = payload(
+        "r",
+        &[("firing", overloaded("ApiOverloaded", "web"), json!({}))],
+    );
+    let id = results(&server.post_alerts(&firing))[0]["run"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.wait_run(&id, "waiting at its gate", |run| {
+        run["state"] == "waiting-approval"
+    });
+    let mut resolved = firing.clone();
+    resolved["status"] = json!("resolved");
+    resolved["alerts"][0]["status"] = json!("resolved");
+    let reply = server.post_alerts(&resolved);
+    let result = &results(&reply)[0];
+    assert_eq!(result["decision"], "cancelled", "{result}");
+    assert_eq!(result["run"], id.as_str());
+
+    let run = server.wait_finished(&id);
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    let message = run["message"].as_str().unwrap();
+    assert!(
+        message.contains("resolved") && message.contains("nothing was changed"),
+        "{message}"
+    );
+    // Journaled: the resolve, the gate answered no by it, and no step started or intended.
+    let events = server.journal(&id);
+    assert!(
+        events.iter().any(|e| e["event"] == "alert-resolved"),
+        "{events:#?}"
+    );
+    let answered = events
+        .iter()
+        .find(|e| e["event"] == "gate-answered")
+        .expect("gate answered");
+    assert_eq!(answered["answer"], "no");
+    assert!(
+        answered["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("alert resolved"),
+        "{answered}"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| e["event"] == "step-started" || e["event"] == "step-intent"));
+    let finished = events.last().unwrap();
+    assert_eq!(finished["event"], "run-finished");
+    assert_eq!(finished["outcome"], "stopped");
+    assert_eq!(
+        server.metric("runbook_runs_cancelled_total{runbook=\"scale-api\",reason=\"resolved\"}"),
+        1.0
+    );
+    assert_eq!(server.metric("runbook_runs_waiting_approval"), 0.0);
+
+    // Approving it now is refused, with the reason.
+    let approve = server.request(
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        Some(TOKEN),
+        b"",
+    );
+    assert_eq!(approve.status, 409, "{}", approve.body);
+    assert!(
+        approve.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("resolved"),
+        "{}",
+        approve.body
+    );
+}
+
+/// Issue 12: one webhook with four alerts for four keys started one run; three workers sat
+/// idle until another webhook came.
+#[test]
+fn n_alerts_in_one_webhook_start_n_runs_together_on_n_workers() {
+    let server = start(&["--workers", "4"]);
+    let names = ["api", "web", "worker", "cache"];
+    let alerts: Vec<(&str, Json, Json)> = names
+        .iter()
+        .map(|name| ("firing", overloaded("ApiOverloaded", name), json!({})))
+        .collect();
+    let reply = server.post_alerts(&payload("n", &alerts));
+    let ids: Vec<String> = results(&reply)
+        .iter()
+        .map(|r| r["run"].as_str().expect("queued").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4, "{}", reply.body);
+    // Each run pauses at its gate, so all four are going on at once or the test times out.
+    for id in &ids {
+        server.wait_run(id, "waiting at its gate", |run| {
+            run["state"] == "waiting-approval"
+        });
+    }
+    assert_eq!(server.metric("runbook_runs_running"), 4.0);
+    assert_eq!(server.metric("runbook_queue_depth"), 0.0);
+}
+
+/// Issue 12: after a panic in a run its worker was gone for good, the run showed `running`
+/// forever and every later alert for its key was answered `duplicate`.
+#[test]
+fn a_panicking_run_fails_alone_and_the_next_alert_for_its_key_runs() {
+    let server = start_with(
+        &fixtures().join("runbooks"),
+        &[("RUNBOOK_TEST_PANIC_ON_EVENT", "run-started")],
+        &["--workers", "1"],
+    );
+    let first = server.post_alerts(&notification(
+        "p",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", cache("CacheFlapping", "api"))],
+    ));
+    let id = results(&first)[0]["run"].as_str().unwrap().to_owned();
+    let run = server.wait_finished(&id);
+    assert_eq!(run["outcome"], "failed", "{run:#}");
+    assert!(
+        run["message"].as_str().unwrap().contains("panicked"),
+        "{run:#}"
+    );
+    let finished = server.journal(&id).last().cloned().unwrap();
+    assert_eq!(finished["event"], "run-finished");
+    assert_eq!(finished["outcome"], "failed");
+    assert_eq!(server.metric("runbook_runs_running"), 0.0);
+    assert_eq!(server.get("/healthz").status, 200);
+
+    // The key and its lock are free, and the one worker still takes runs.
+    let next = server.post_alerts(&notification(
+        "p",
+        "runbook",
+        "2026-11-22T03:30:00Z",
+        &[("firing", cache("CacheFlapping", "api"))],
+    ));
+    let result = &results(&next)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    let run = server.wait_finished(result["run"].as_str().unwrap());
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+}
+
+impl Server {
+    /// `GET /metrics` with `accept` (none when `None`).
+    fn scrape(&self, accept: Option<&str>) -> Reply {
+        let mut stream = TcpStream::connect(&self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut head = format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n",
+            self.address
+        );
+        if let Some(accept) = accept {
+            head.push_str(&format!("Accept: {accept}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (headers, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        Reply {
+            status: headers
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .expect("status"),
+            headers: headers.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// Issue 12: `promtool check metrics` exited 3 (no HELP on the counters, OpenMetrics to
+/// `Accept: text/plain`, bounds such as `le="0.30000000000000007"`).
+#[test]
+fn metrics_are_prometheus_text_that_promtool_accepts_and_openmetrics_when_asked() {
+    let server = start(&[]);
+    let reply = server.post_alerts(&payload("m", &[("firing", api_down("api"), json!({}))]));
+    server.wait_finished(results(&reply)[0]["run"].as_str().unwrap());
+
+    for accept in [None, Some("text/plain")] {
+        let text = server.scrape(accept);
+        assert_eq!(text.status, 200);
+        assert_eq!(
+            text.header("content-type").as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8"),
+            "{accept:?}"
+        );
+        assert!(!text.body.contains("# EOF"), "{}", text.body);
+    }
+    let body = server.scrape(None).body;
+    // Every sample belongs to a family with HELP and TYPE named as the sample is.
+    let mut families = std::collections::BTreeMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("help text");
+            assert!(!help.trim().is_empty(), "{line}");
+            families.insert(name.to_owned(), None);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("type");
+            assert!(families.contains_key(name), "TYPE before HELP: {line}");
+            families.insert(name.to_owned(), Some(kind.to_owned()));
+        } else if !line.is_empty() {
+            let sample = line.split(['{', ' ']).next().unwrap();
+            let family = families.keys().find(|name| {
+                sample == name.as_str()
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| sample == format!("{name}{suffix}"))
+            });
+            assert!(family.is_some(), "sample without HELP/TYPE: {line}");
+            if let Some(at) = line.find("le=\"") {
+                let bound = &line[at + 4..];
+                let bound = &bound[..bound.find('"').unwrap()];
+                if bound != "+Inf" {
+                    let value: f64 = bound.parse().unwrap();
+                    assert_eq!(format!("{value:?}"), bound, "{line}");
+                    assert!(bound.len() <= 6, "not a clean bound: {line}");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        families.get("runbook_runs_started_total"),
+        Some(&Some("counter".to_owned()))
+    );
+    // README lists every family served.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README");
+    for name in families.keys() {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README does not list {name}"
+        );
+    }
+
+    // `promtool check metrics`, where the prometheus package is installed (CI installs it).
+    if let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let output = promtool.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let open = server.scrape(Some(
+        "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+    ));
+    assert!(open
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(open.body.trim_end().ends_with("# EOF"), "{}", open.body);
+}
+
+/// Issue 12: eight alerts with 1 MB labels added 61 MB of memory never freed and 46 MB of
+/// journals.
+#[test]
+fn a_megabyte_label_is_refused_with_422_and_counted() {
+    let server = start(&[]);
+    let mut labels = api_down("api");
+    labels["deployment"] = json!("a".repeat(1_000_000));
+    let reply = server.post_alerts(&payload("big", &[("firing", labels, json!({}))]));
+    assert_eq!(
+        reply.status,
+        422,
+        "{}",
+        &reply.body[..reply.body.len().min(300)]
+    );
+    let reason = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(reason.contains("limited to 4096 bytes"), "{reason}");
+    assert!(reason.len() < 400, "the reason does not echo the label");
+    let annotation = json!({"summary": "b".repeat(100_000)});
+    let reply = server.post_alerts(&payload(
+        "big",
+        &[("firing", json!({"alertname": "IncidentNote"}), annotation)],
+    ));
+    assert_eq!(reply.status, 422);
+    assert_eq!(
+        server.metric("runbook_webhook_requests_total{code=\"422\"}"),
+        2.0
+    );
+    assert_eq!(server.get("/api/v1/runs").json()["runs"], json!([]));
+}
+
+/// Issue 12: a newline, an escape sequence or a NUL in a label forged lines (and colours) in
+/// `--log-format text`, which also wrote colour codes into files.
+#[test]
+fn text_logs_escape_control_characters_and_have_no_colour_off_a_terminal() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let token_file = state.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let log = state.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(fixtures().join("runbooks"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--simulate")
+        .arg(fixtures().join("world.scenario.yaml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn runbook serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let address = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find("address=") {
+            break text[at + 8..].split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no listening line: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let server = Server {
+        child: Command::new("true").spawn().unwrap(),
+        address,
+        state: tempfile::tempdir().unwrap(),
+        token_file,
+        logs: Arc::new(Mutex::new(Vec::new())),
+    };
+    let mut labels = api_down("api");
+    labels["deployment"] = json!("api\nFORGED run finished outcome=succeeded\u{1b}[31m\u{0}");
+    let reply = server.post_alerts(&payload("esc", &[("firing", labels, json!({}))]));
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("alert rejected"), "{text}");
+    assert!(
+        !text.lines().any(|line| line.starts_with("FORGED")),
+        "a label forged a line: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour or escape codes in a file: {text:?}"
+    );
+    assert!(!text.contains('\u{0}'), "{text:?}");
+}
+
+/// Issue 12: runs were never evicted from the registry, and `GET /api/v1/runs` grew to 16 MB.
+#[test]
+fn finished_runs_are_evicted_but_readable_from_their_journals_and_runs_are_listed_by_page() {
+    let server = start(&["--keep-finished", "1"]);
+    let mut ids = Vec::new();
+    for deployment in ["api", "web", "worker"] {
+        let reply = server.post_alerts(&notification(
+            "e",
+            "runbook",
+            "2026-11-22T03:00:00Z",
+            &[("firing", cache("CacheFlapping", deployment))],
+        ));
+        let id = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+        server.wait_finished(&id);
+        ids.push(id);
+    }
+    // One more run queued: the oldest finished ones beyond one are forgotten.
+    let reply = server.post_alerts(&notification(
+        "e",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", overloaded("ApiOverloaded", "api"))],
+    ));
+    let gated = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+    let listed = server.get("/api/v1/runs").json();
+    let listed: Vec<&str> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [ids[2].as_str(), gated.as_str()]);
+    // An evicted run is still shown, from its journal.
+    let evicted = server.get(&format!("/api/v1/runs/{}", ids[0])).json();
+    assert_eq!(evicted["fromJournal"], true, "{evicted:#}");
+    assert_eq!(evicted["events"][0]["event"], "run-started");
+
+    // Pages.
+    let first = server.get("/api/v1/runs?limit=1").json();
+    assert_eq!(first["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(first["runs"][0]["id"], ids[2].as_str());
+    let token = first["continue"]
+        .as_str()
+        .expect("a continue token")
+        .to_owned();
+    let second = server
+        .get(&format!("/api/v1/runs?limit=1&continue={token}"))
+        .json();
+    assert_eq!(second["runs"][0]["id"], gated.as_str());
+    assert!(second.get("continue").is_none(), "{second:#}");
 }

@@ -8,6 +8,12 @@
 //! queue is bounded: when it is full, the caller answers with back-pressure (HTTP 503) and
 //! Alertmanager sends the alert again later.
 //!
+//! An incident (Alertmanager's identity of an alert: its fingerprint and `startsAt`) that
+//! already asked for a run of a key never starts another, however often Alertmanager repeats
+//! or regroups it: a repeat after the run finished and its cooldown passed is still the same
+//! incident. The memory of incidents is bounded: an incident is forgotten `retention` after it
+//! resolved, and the oldest go first when `incident_capacity` are remembered.
+//!
 //! Time is passed in, so the rules are tested without sleeping.
 
 use std::collections::{HashMap, VecDeque};
@@ -36,6 +42,34 @@ pub enum Decision {
     Capped { cap: usize, window: Duration },
     /// The queue is full: try again later.
     QueueFull,
+    /// The same incident (fingerprint and `startsAt`) already asked for run `run` of this key.
+    SameIncident { run: String },
+}
+
+/// Incidents remembered at most, across all keys.
+pub const INCIDENT_CAPACITY: usize = 10_000;
+
+/// How long an incident is remembered after it resolved, at least (Alertmanager pairs may
+/// deliver a late repeat of a firing notification after the resolved one).
+pub const INCIDENT_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug)]
+struct IncidentState {
+    run: String,
+    /// When it resolved, and how long after that it is kept.
+    forget_at: Option<Instant>,
+}
+
+/// What a matched alert asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The runbook and its bound params.
+    pub key: &'a str,
+    /// The alert's incident (its fingerprint and `startsAt`, as the caller spells them).
+    pub incident: Option<&'a str>,
+    pub runbook: &'a str,
+    /// `None`: no cooldown.
+    pub cooldown: Option<Duration>,
 }
 
 /// A queued run.
@@ -63,6 +97,12 @@ pub struct Admission<T> {
     /// When each runbook's recent runs started.
     started: HashMap<String, VecDeque<Instant>>,
     queue: VecDeque<Queued<T>>,
+    /// Incidents that asked for a run, by `key`, fingerprint and `startsAt`.
+    incidents: HashMap<String, IncidentState>,
+    /// Incident ids, oldest first, for eviction.
+    incident_order: VecDeque<String>,
+    /// When resolved incidents were last forgotten.
+    swept_at: Option<Instant>,
 }
 
 impl<T> Admission<T> {
@@ -72,6 +112,9 @@ impl<T> Admission<T> {
             keys: HashMap::new(),
             started: HashMap::new(),
             queue: VecDeque::new(),
+            incidents: HashMap::new(),
+            incident_order: VecDeque::new(),
+            swept_at: None,
         }
     }
 
@@ -85,11 +128,39 @@ impl<T> Admission<T> {
         run: impl FnOnce() -> String,
         item: T,
     ) -> Decision {
+        let candidate = Candidate {
+            key,
+            incident: None,
+            runbook,
+            cooldown,
+        };
+        self.admit_incident(now, &candidate, run, item)
+    }
+
+    /// `admit`, for an alert of an incident: an incident that already asked for a run of its
+    /// key starts no other.
+    pub fn admit_incident(
+        &mut self,
+        now: Instant,
+        candidate: &Candidate<'_>,
+        run: impl FnOnce() -> String,
+        item: T,
+    ) -> Decision {
+        let Candidate {
+            key,
+            incident,
+            runbook,
+            cooldown,
+        } = *candidate;
+        self.forget_incidents(now);
+        let incident = incident.map(|incident| format!("{key}\u{0}{incident}"));
         if let Some(state) = self.keys.get(key) {
             if let Some(active) = &state.active {
-                return Decision::Duplicate {
-                    run: active.clone(),
-                };
+                let active = active.clone();
+                if let Some(incident) = incident {
+                    self.remember(incident, &active);
+                }
+                return Decision::Duplicate { run: active };
             }
             if let (Some(cooldown), Some((last, at))) = (cooldown, &state.last) {
                 let elapsed = now.saturating_duration_since(*at);
@@ -100,6 +171,11 @@ impl<T> Admission<T> {
                     };
                 }
             }
+        }
+        if let Some(seen) = incident.as_ref().and_then(|id| self.incidents.get(id)) {
+            return Decision::SameIncident {
+                run: seen.run.clone(),
+            };
         }
         let window = self.limits.window;
         let recent = self.started.get_mut(runbook).map_or(0, |starts| {
@@ -122,6 +198,9 @@ impl<T> Admission<T> {
             return Decision::QueueFull;
         }
         let run = run();
+        if let Some(incident) = incident {
+            self.remember(incident, &run);
+        }
         self.keys.entry(key.to_owned()).or_default().active = Some(run.clone());
         self.queue.push_back(Queued {
             run,
@@ -130,6 +209,63 @@ impl<T> Admission<T> {
             item,
         });
         Decision::Queued
+    }
+
+    fn remember(&mut self, incident: String, run: &str) {
+        if self.incidents.contains_key(&incident) {
+            return;
+        }
+        while self.incident_order.len() >= INCIDENT_CAPACITY {
+            match self.incident_order.pop_front() {
+                Some(oldest) => {
+                    self.incidents.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        self.incident_order.push_back(incident.clone());
+        self.incidents.insert(
+            incident,
+            IncidentState {
+                run: run.to_owned(),
+                forget_at: None,
+            },
+        );
+    }
+
+    /// The incident resolved: it is forgotten once `retention` (at least
+    /// `INCIDENT_RETENTION`) has passed, so the memory does not grow with every incident ever
+    /// seen.
+    pub fn incident_resolved(
+        &mut self,
+        now: Instant,
+        key: &str,
+        incident: &str,
+        retention: Duration,
+    ) {
+        let id = format!("{key}\u{0}{incident}");
+        if let Some(state) = self.incidents.get_mut(&id) {
+            state.forget_at = Some(now + retention.max(INCIDENT_RETENTION));
+        }
+    }
+
+    fn forget_incidents(&mut self, now: Instant) {
+        // At most once a second: a sweep costs one pass over every incident remembered.
+        if self
+            .swept_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.swept_at = Some(now);
+        let incidents = &mut self.incidents;
+        incidents.retain(|_, state| state.forget_at.is_none_or(|at| now < at));
+        self.incident_order.retain(|id| incidents.contains_key(id));
+    }
+
+    /// Incidents remembered.
+    pub fn incidents(&self) -> usize {
+        self.incidents.len()
     }
 
     /// The next run to start; it counts as started `now`.
@@ -335,5 +471,47 @@ mod tests {
         );
         assert_eq!(a.drain().len(), 1);
         assert_eq!(a.active("k2"), None);
+    }
+
+    #[test]
+    fn an_incident_starts_one_run_however_often_it_is_repeated() {
+        let mut a = admission();
+        let t0 = Instant::now();
+        let cooldown = Some(Duration::from_secs(60));
+        let first = Candidate {
+            key: "k",
+            incident: Some("fp@03:00"),
+            runbook: "rb",
+            cooldown,
+        };
+        assert_eq!(a.admit_incident(t0, &first, id("r1"), ()), Decision::Queued);
+        a.next(t0);
+        a.finished("k", "r1");
+        // Long after the cooldown, a repeat of the same incident.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            a.admit_incident(later, &first, id("r2"), ()),
+            Decision::SameIncident { run: "r1".into() }
+        );
+        // A new incident of the key may run; its own repeats join it.
+        let second = Candidate {
+            incident: Some("fp@04:00"),
+            ..first
+        };
+        assert_eq!(
+            a.admit_incident(later, &second, id("r3"), ()),
+            Decision::Queued
+        );
+        a.next(later);
+        a.finished("k", "r3");
+        a.incident_resolved(later, "k", "fp@04:00", Duration::ZERO);
+        let much_later = later + INCIDENT_RETENTION + Duration::from_secs(61);
+        assert_eq!(a.incidents(), 2);
+        assert_eq!(
+            a.admit_incident(much_later, &second, id("r4"), ()),
+            Decision::Queued,
+            "a resolved incident is forgotten after its retention"
+        );
+        assert_eq!(a.incidents(), 2, "fp@03:00 never resolved; r4's is new");
     }
 }

@@ -45,6 +45,10 @@ pub enum Dependency {
 pub struct TriggeredBy {
     pub trigger: usize,
     pub alert: Alert,
+    /// The Alertmanager receiver and group key of the notification (journaled, so a run says
+    /// which incident and which notification it serves).
+    pub receiver: String,
+    pub group_key: String,
 }
 
 #[derive(Clone, Debug)]

@@ -148,7 +148,9 @@ pub struct Trigger {
     /// Alertmanager label matchers: `severity="critical"`, `namespace=~"team-.*"`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matchers: Vec<String>,
-    /// No new run for the same params within this long after the last one started.
+    /// No new run for the same params within this long after the last one started (a new
+    /// incident; a repeat of one already served never runs again). Default `5m`; `0s` disables
+    /// it (`validate` warns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<String>,
     /// Unattended runs pass confirmation gates without waiting for a human.

@@ -219,16 +219,31 @@ pub fn format_duration(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
 
+/// The cooldown of a trigger that declares none: Alertmanager's default `group_interval`, so a
+/// notification re-sent for a changed group does not start the remediation again.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+
 #[derive(Clone, Debug)]
 pub struct TriggerSpec {
     pub alert_name: String,
     pub matchers: Vec<Matcher>,
+    /// As declared: `None` means `DEFAULT_COOLDOWN`, zero (`cooldown: 0s`) means none.
     pub cooldown: Option<Duration>,
     pub auto_approve: bool,
     pub span: Span,
 }
 
 impl TriggerSpec {
+    /// The time after a run of a key starts during which a new incident for the key starts
+    /// no other; `None` when the trigger disables it with `cooldown: 0s`.
+    pub fn effective_cooldown(&self) -> Option<Duration> {
+        match self.cooldown {
+            Some(cooldown) if cooldown.is_zero() => None,
+            Some(cooldown) => Some(cooldown),
+            None => Some(DEFAULT_COOLDOWN),
+        }
+    }
+
     /// Whether a firing alert with these labels starts this trigger.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         labels

@@ -370,6 +370,8 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
                     triggered_by = Some(crate::compile::TriggeredBy {
                         trigger,
                         alert: alert.clone(),
+                        receiver: payload.receiver.clone(),
+                        group_key: payload.group_key.clone(),
                     })
                 }
                 None => {

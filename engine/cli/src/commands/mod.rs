@@ -216,6 +216,8 @@ fn triggered_by(runbook: &Runbook, alert: Option<&Path>) -> anyhow::Result<Optio
         return Ok(Some(TriggeredBy {
             trigger,
             alert: alert.clone(),
+            receiver: payload.receiver.clone(),
+            group_key: payload.group_key.clone(),
         }));
     }
     let triggers = runbook

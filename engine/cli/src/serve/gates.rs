@@ -140,6 +140,17 @@ pub(super) async fn approve(
             format!("no run `{id}` on this server"),
         );
     };
+    if let Some(reason) = &entry.cancelled {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({
+                "error": format!("run `{id}` was cancelled; there is nothing to approve"),
+                "reason": reason,
+                "state": entry.state.as_str(),
+            })),
+        )
+            .into_response();
+    }
     let Some(gate) = entry.gate.take() else {
         return error(
             StatusCode::CONFLICT,

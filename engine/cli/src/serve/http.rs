@@ -23,6 +23,14 @@ use super::{digest, metrics, Server};
 /// Request bodies larger than this get 413.
 pub(super) const BODY_LIMIT: usize = 1024 * 1024;
 
+/// A label's name or value longer than this (in bytes) gets the payload 422: no real label is
+/// near it, and each byte accepted is kept in the run's registry entry and journal.
+pub(super) const LABEL_LIMIT: usize = 4 * 1024;
+
+/// An annotation's value longer than this gets the payload 422 (a summary or a description,
+/// never a document).
+pub(super) const ANNOTATION_LIMIT: usize = 16 * 1024;
+
 pub(super) fn router(server: Arc<Server>) -> Router {
     let authenticated = Router::new()
         .route("/api/v1/alerts", post(alerts))
@@ -59,6 +67,14 @@ async fn not_found() -> Response {
 async fn healthz(State(server): State<Arc<Server>>) -> Response {
     if server.stopping.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    }
+    let alive = server.workers_alive.load(Ordering::SeqCst);
+    if alive < server.workers {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{alive} of {} workers can take runs\n", server.workers),
+        )
+            .into_response();
     }
     (StatusCode::OK, "ok\n").into_response()
 }
@@ -152,6 +168,10 @@ async fn alerts(
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    if let Some(why) = oversized(&payload) {
+        count(422);
+        return error(StatusCode::UNPROCESSABLE_ENTITY, why);
+    }
     let verdicts = server.intake(&payload);
     let full = verdicts.iter().any(|v| v.decision == "queue-full");
     let body = json!({
@@ -170,6 +190,34 @@ async fn alerts(
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
+/// Why a payload is refused for the size of a label or an annotation, if it is.
+fn oversized(payload: &WebhookPayload) -> Option<String> {
+    for alert in &payload.alerts {
+        for (name, value) in &alert.labels {
+            if name.len() > LABEL_LIMIT || value.len() > LABEL_LIMIT {
+                return Some(format!(
+                    "alert {} (fingerprint {}) has a label of {} bytes; labels are limited to {LABEL_LIMIT} bytes",
+                    alert.name().chars().take(100).collect::<String>(),
+                    alert.fingerprint.chars().take(64).collect::<String>(),
+                    name.len().max(value.len())
+                ));
+            }
+        }
+        for (name, value) in &alert.annotations {
+            if name.len() > LABEL_LIMIT || value.len() > ANNOTATION_LIMIT {
+                return Some(format!(
+                    "alert {} (fingerprint {}) has an annotation `{}` of {} bytes; annotations are limited to {ANNOTATION_LIMIT} bytes",
+                    alert.name().chars().take(100).collect::<String>(),
+                    alert.fingerprint.chars().take(64).collect::<String>(),
+                    name.chars().take(100).collect::<String>(),
+                    value.len()
+                ));
+            }
+        }
+    }
+    None
+}
+
 fn retry_later(server: &Server, why: &str) -> Response {
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -182,13 +230,31 @@ fn retry_later(server: &Server, why: &str) -> Response {
     response
 }
 
-async fn metrics_text(State(server): State<Arc<Server>>) -> Response {
+/// The Prometheus text format 0.0.4, unless the scraper asks for OpenMetrics (Prometheus
+/// does, in its `Accept`; `promtool`, curl and `Accept: text/plain` get 0.0.4).
+async fn metrics_text(State(server): State<Arc<Server>>, request: Request) -> Response {
+    let openmetrics = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    if openmetrics {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            server.metrics.encode_openmetrics(),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
-        server.metrics.encode(),
+        server.metrics.encode_text(),
     )
         .into_response()
 }

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use runbook_core::admission::Decision;
+use runbook_core::admission::{Candidate, Decision};
 use runbook_core::alert::{Alert, AlertStatus, WebhookPayload};
 use runbook_core::bind::{bind, Bindings};
 use runbook_core::compile::TriggeredBy;
+use runbook_core::effects::Answer;
 use runbook_core::journal::{Event, Journal, Record};
 use runbook_core::runbook::Runbook;
 use serde_json::{json, Value as Json};
@@ -79,11 +80,11 @@ impl Server {
                 matched = true;
                 let verdict = match alert.status {
                     AlertStatus::Firing => {
-                        let verdict = self.admit(runbook, trigger, alert);
+                        let verdict = self.admit(runbook, trigger, alert, payload);
                         queued |= verdict.decision == "queued";
                         verdict
                     }
-                    AlertStatus::Resolved => self.resolve(runbook, alert),
+                    AlertStatus::Resolved => self.resolve(runbook, trigger, alert),
                 };
                 verdicts.push(verdict);
             }
@@ -94,7 +95,8 @@ impl Server {
         }
         if queued {
             self.update_queue_depth();
-            self.wake.notify_one();
+            // Every idle worker: one webhook may queue runs for several keys.
+            self.wake.notify_waiters();
         }
         verdicts
     }
@@ -104,6 +106,7 @@ impl Server {
         runbook: &Arc<Runbook>,
         trigger: usize,
         alert: &Alert,
+        payload: &WebhookPayload,
     ) -> Verdict {
         let name = runbook.name.as_str();
         self.metrics
@@ -132,15 +135,22 @@ impl Server {
             triggered_by: TriggeredBy {
                 trigger,
                 alert: alert.clone(),
+                receiver: payload.receiver.clone(),
+                group_key: payload.group_key.clone(),
             },
             auto_approve: spec.auto_approve,
         };
         let mut new_id = None;
-        let decision = lock(&self.admission).admit(
+        let incident = incident(alert);
+        let candidate = Candidate {
+            key: &key,
+            incident: Some(&incident),
+            runbook: name,
+            cooldown: spec.effective_cooldown(),
+        };
+        let decision = lock(&self.admission).admit_incident(
             Instant::now(),
-            &key,
-            name,
-            spec.cooldown,
+            &candidate,
             || {
                 let id = self.new_run_id(name);
                 new_id = Some(id.clone());
@@ -151,23 +161,31 @@ impl Server {
         let alert_json = json!({
             "alert": alert.name(),
             "fingerprint": alert.fingerprint,
+            "startsAt": alert.starts_at,
             "status": "firing",
         });
         match decision {
             Decision::Queued => {
                 let id = new_id.unwrap_or_default();
                 tracing::info!(run_id = %id, runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, "run queued");
-                lock(&self.order).push(id.clone());
+                lock(&self.order).push_back(id.clone());
                 lock(&self.runs).insert(
                     id.clone(),
                     RunEntry::queued(&id, name, key, params, alert_json),
                 );
+                self.evict_finished();
                 verdict.run = Some(id);
             }
-            Decision::Duplicate { ref run } | Decision::CoolingDown { ref run, .. } => {
+            Decision::Duplicate { ref run }
+            | Decision::CoolingDown { ref run, .. }
+            | Decision::SameIncident { ref run } => {
                 let run = run.clone();
                 let cooling = matches!(decision, Decision::CoolingDown { .. });
-                let reason = if cooling { "cooldown" } else { "in-progress" };
+                let reason = match decision {
+                    Decision::CoolingDown { .. } => "cooldown",
+                    Decision::SameIncident { .. } => "same-incident",
+                    _ => "in-progress",
+                };
                 self.metrics
                     .alerts_deduplicated
                     .get_or_create(&metrics::reason(name, reason))
@@ -182,6 +200,10 @@ impl Server {
                     Decision::CoolingDown { remaining, .. } => format!(
                         "run {run} started less than the trigger's cooldown ago; {} left",
                         humantime::format_duration(Duration::from_secs(remaining.as_secs()))
+                    ),
+                    Decision::SameIncident { .. } => format!(
+                        "run {run} already served this incident (fingerprint {}, startsAt {}); a repeated or regrouped notification starts no other run",
+                        alert.fingerprint, alert.starts_at
                     ),
                     _ => format!("run {run} for the same runbook and params is queued or running"),
                 });
@@ -247,7 +269,7 @@ impl Server {
 
     /// A resolved alert cancels its run if it has not started, and is recorded against it if
     /// it is going on (the run is not stopped: a remediation half done is worse than one done).
-    pub(super) fn resolve(&self, runbook: &Arc<Runbook>, alert: &Alert) -> Verdict {
+    pub(super) fn resolve(&self, runbook: &Arc<Runbook>, trigger: usize, alert: &Alert) -> Verdict {
         let name = runbook.name.as_str();
         let mut verdict = Verdict {
             runbook: name.to_owned(),
@@ -262,6 +284,10 @@ impl Server {
             return verdict;
         }
         let key = crate::session::lock_target(runbook, &bindings);
+        let retention = runbook.triggers[trigger]
+            .effective_cooldown()
+            .unwrap_or_default();
+        lock(&self.admission).incident_resolved(Instant::now(), &key, &incident(alert), retention);
         let cancelled = lock(&self.admission).cancel(&key);
         if let Some(queued) = cancelled {
             self.update_queue_depth();
@@ -312,6 +338,20 @@ impl Server {
                     tracing::warn!(run_id = %run, error = %e, "cannot journal the resolved alert");
                 }
             }
+            if let Some(step) = self.cancel_at_gate(&run, alert) {
+                self.metrics
+                    .alerts_resolved
+                    .get_or_create(&metrics::reason(name, "cancelled-run-at-gate"))
+                    .inc();
+                self.metrics
+                    .runs_cancelled
+                    .get_or_create(&metrics::reason(name, "resolved"))
+                    .inc();
+                tracing::info!(run_id = %run, runbook = name, step = %step, fingerprint = %alert.fingerprint, "run cancelled at its gate: its alert resolved before it changed anything");
+                verdict.decision = "cancelled";
+                verdict.run = Some(run);
+                return verdict;
+            }
             self.metrics
                 .alerts_resolved
                 .get_or_create(&metrics::reason(name, "recorded-on-running-run"))
@@ -325,6 +365,7 @@ impl Server {
             .alerts_resolved
             .get_or_create(&metrics::reason(name, "no-run"))
             .inc();
+        tracing::info!(runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, "alert resolved; no run of it is queued or running");
         verdict
     }
 
@@ -376,6 +417,65 @@ impl Server {
             }
         }
     }
+}
+
+impl Server {
+    /// Cancels run `run` if it waits at a gate and has changed nothing yet (its journal holds
+    /// no step intent and no step in flight; while a gate waits no other step starts): the
+    /// gate is answered no, by the resolve. Returns the gate's step.
+    fn cancel_at_gate(&self, run: &str, alert: &Alert) -> Option<String> {
+        let mut runs = lock(&self.runs);
+        let entry = runs.get_mut(run)?;
+        entry.gate.as_ref()?;
+        let unchanged = entry.journal.as_deref().is_some_and(nothing_changed);
+        if !unchanged {
+            return None;
+        }
+        let gate = entry.gate.take()?;
+        let by = format!(
+            "alert resolved ({}, fingerprint {})",
+            alert.name(),
+            alert.fingerprint
+        );
+        let reason = format!(
+            "cancelled at the gate of step `{}`: its alert resolved before the run changed anything",
+            gate.step
+        );
+        if gate.reply.send((Answer::No, by)).is_err() {
+            return None;
+        }
+        entry.cancelled = Some(reason);
+        Some(gate.step)
+    }
+}
+
+/// Whether the journal at `path` shows no mutation begun: no step intent, and every step that
+/// started has finished. A journal that cannot be read counts as changed.
+fn nothing_changed(path: &std::path::Path) -> bool {
+    let Ok(records) = runbook_core::journal::read(path) else {
+        return false;
+    };
+    let mut in_flight = 0_usize;
+    for record in &records {
+        match record.event {
+            Event::StepIntent { .. } => return false,
+            Event::StepStarted { .. } => in_flight += 1,
+            Event::StepFinished { .. } => in_flight = in_flight.saturating_sub(1),
+            _ => {}
+        }
+    }
+    in_flight == 0
+}
+
+/// Alertmanager's identity of an alert: its fingerprint (of its labels) and when it started.
+/// A payload without a fingerprint (not Alertmanager's) is identified by its labels.
+fn incident(alert: &Alert) -> String {
+    let fingerprint = if alert.fingerprint.is_empty() {
+        serde_json::to_string(&alert.labels).unwrap_or_default()
+    } else {
+        alert.fingerprint.clone()
+    };
+    format!("{fingerprint}@{}", alert.starts_at)
 }
 
 pub(super) fn redacted_params(runbook: &Runbook, bindings: &Bindings) -> Json {

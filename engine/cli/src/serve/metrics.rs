@@ -1,13 +1,16 @@
-//! Prometheus metrics of `runbook serve`, in the OpenMetrics text format Prometheus scrapes.
+//! Prometheus metrics of `runbook serve`: the Prometheus text format 0.0.4 by default (what
+//! `promtool check metrics` and a scrape without `Accept` read), OpenMetrics when asked.
 //!
 //! The `prometheus-client` crate (the Prometheus project's own Rust client) does the encoding
 //! and keeps each counter a lock-free atomic, so counting adds nothing measurable to intake.
+//! It writes only OpenMetrics, whose counter families are named without `_total`; the 0.0.4
+//! text is derived from it by naming each counter family as its samples are named.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,9 +42,14 @@ pub struct OutcomeLabels {
 
 type HistogramFamily = Family<RunbookLabel, Histogram, fn() -> Histogram>;
 
+/// 0.1 s to 2 hours, written as decimals so each bound prints as written (`le="0.3"`, never
+/// the `0.30000000000000004` of a computed series).
+const DURATION_BUCKETS: [f64; 12] = [
+    0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 60.0, 180.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+
 fn duration_histogram() -> Histogram {
-    // 0.1 s to about 7 hours.
-    Histogram::new(exponential_buckets(0.1, 3.0, 12))
+    Histogram::new(DURATION_BUCKETS)
 }
 
 /// Every metric the server exports.
@@ -65,7 +73,8 @@ pub struct Metrics {
     pub runs_started: Family<RunbookLabel, Counter>,
     /// Finished runs by outcome (succeeded, rolled-back, failed, ...).
     pub runs_finished: Family<OutcomeLabels, Counter>,
-    /// Queued runs that never started (cancelled by a resolved alert, or dropped at shutdown).
+    /// Runs cancelled before they changed anything: queued ones (a resolved alert, a shutdown)
+    /// and ones waiting at a gate when their alert resolved.
     pub runs_cancelled: Family<ReasonLabels, Counter>,
     pub queue_depth: Gauge,
     pub runs_running: Gauge,
@@ -129,7 +138,7 @@ impl Metrics {
         let runs_cancelled = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "runs_cancelled",
-            "Queued runs that never started",
+            "Runs cancelled before they changed anything (queued, or waiting at a gate), by reason",
             runs_cancelled.clone(),
         );
         let queue_depth = Gauge::default();
@@ -171,13 +180,54 @@ impl Metrics {
         }
     }
 
-    /// The text Prometheus scrapes.
-    pub fn encode(&self) -> String {
+    /// OpenMetrics 1.0 text.
+    pub fn encode_openmetrics(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+
+    /// The Prometheus text format 0.0.4.
+    pub fn encode_text(&self) -> String {
+        to_text_format(&self.encode_openmetrics())
+    }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family takes its samples'
+/// `_total` name in `# HELP` and `# TYPE`, and `# UNIT` and `# EOF` (unknown to 0.0.4) go.
+fn to_text_format(openmetrics: &str) -> String {
+    let mut text = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# HELP ") {
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(help) = help.take() {
+                let words = help
+                    .strip_prefix("# HELP ")
+                    .and_then(|h| h.split_once(' '))
+                    .map_or("", |(_, words)| words);
+                text.push_str(&format!("# HELP {name} {words}\n"));
+            }
+            text.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
 }
 
 pub fn runbook(name: &str) -> RunbookLabel {

@@ -22,7 +22,7 @@ mod workers;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ pub struct ServeArgs {
     pub run_cap_window: Duration,
     pub retry_after: Duration,
     pub shutdown_grace: Duration,
+    pub keep_finished: usize,
     pub json_logs: bool,
 }
 
@@ -66,9 +67,14 @@ struct Server {
     admission: Mutex<Admission<Job>>,
     runs: Mutex<HashMap<String, RunEntry>>,
     /// Run ids in the order they were queued.
-    order: Mutex<Vec<String>>,
+    order: Mutex<std::collections::VecDeque<String>>,
+    /// Finished runs kept in `runs` (older ones are evicted; their journals stay on disk).
+    keep_finished: usize,
     wake: tokio::sync::Notify,
     stopping: AtomicBool,
+    /// Workers that can take runs, and how many were started.
+    workers_alive: AtomicUsize,
+    workers: usize,
     metrics: Metrics,
 }
 
@@ -166,9 +172,12 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
             window: args.run_cap_window,
         })),
         runs: Mutex::new(HashMap::new()),
-        order: Mutex::new(Vec::new()),
+        order: Mutex::new(std::collections::VecDeque::new()),
+        keep_finished: args.keep_finished,
         wake: tokio::sync::Notify::new(),
         stopping: AtomicBool::new(false),
+        workers_alive: AtomicUsize::new(args.workers.max(1)),
+        workers: args.workers.max(1),
         metrics: Metrics::new(),
     });
 
@@ -179,14 +188,57 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOOK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || EscapingWriter {
+            inner: std::io::stderr(),
+            colour: terminal,
+        })
+        // Colour codes only on a terminal: never into a file or a log collector.
+        .with_ansi(terminal)
         .with_target(false);
     if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
+    }
+}
+
+/// Writes each log line with its control characters escaped (`\x0a`, `\x1b`, `\x00`), so a
+/// label holding a newline or an escape sequence cannot forge a line or recolour the terminal,
+/// whatever the format. The formatter writes one event per call, ending in its own newline,
+/// which is kept; so are the formatter's colour codes on a terminal (tracing-subscriber
+/// escapes the ones inside field values itself).
+struct EscapingWriter {
+    inner: std::io::Stderr,
+    colour: bool,
+}
+
+impl std::io::Write for EscapingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, newline) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (buf, false),
+        };
+        let mut line = Vec::with_capacity(buf.len() + 8);
+        for &byte in body {
+            let keep = byte == b'\t' || (byte == 0x1b && self.colour);
+            if (byte < 0x20 || byte == 0x7f) && !keep {
+                line.extend_from_slice(format!("\\x{byte:02x}").as_bytes());
+            } else {
+                line.push(byte);
+            }
+        }
+        if newline {
+            line.push(b'\n');
+        }
+        self.inner.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

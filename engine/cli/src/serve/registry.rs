@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use runbook_core::exec::Interrupt;
@@ -35,6 +35,8 @@ pub(super) struct RunEntry {
     pub(super) journal: Option<PathBuf>,
     pub(super) gate: Option<Gate>,
     pub(super) interrupt: Option<Arc<Interrupt>>,
+    /// Why the run was cancelled at its gate (its alert resolved before anything changed).
+    pub(super) cancelled: Option<String>,
 }
 
 impl RunEntry {
@@ -55,6 +57,7 @@ impl RunEntry {
             journal: None,
             gate: None,
             interrupt: None,
+            cancelled: None,
         }
     }
 }
@@ -65,8 +68,9 @@ pub(super) enum RunState {
     Running,
     WaitingApproval,
     Finished,
-    /// Never started: its alert resolved first, the server shut down, or a run with the same
-    /// runbook and params was going on outside the server.
+    /// Never started, or stopped at its gate before it changed anything: its alert resolved
+    /// first, the server shut down, or a run with the same runbook and params was going on
+    /// outside the server.
     Cancelled,
 }
 
@@ -107,15 +111,90 @@ fn summary(entry: &RunEntry) -> Json {
     object
 }
 
-pub(super) async fn list_runs(State(server): State<Arc<Server>>) -> Response {
-    let order = lock(&server.order).clone();
+/// `GET /api/v1/runs?limit=N&continue=TOKEN` (a token is a run id: no escaping needed).
+#[derive(Default)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    continue_from: Option<String>,
+}
+
+impl ListQuery {
+    fn parse(query: Option<&str>) -> Self {
+        let mut parsed = Self::default();
+        for pair in query.unwrap_or_default().split('&') {
+            match pair.split_once('=') {
+                Some(("limit", value)) => parsed.limit = value.parse().ok(),
+                Some(("continue", value)) => parsed.continue_from = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        parsed
+    }
+}
+
+/// Runs listed per page at most (and by default).
+const PAGE_LIMIT: usize = 500;
+
+/// The runs in the order they were queued, a page at a time: `continue` in the answer, when
+/// present, is the token of the next page (the id of its first run).
+pub(super) async fn list_runs(
+    State(server): State<Arc<Server>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = ListQuery::parse(query.as_deref());
+    let limit = query.limit.unwrap_or(PAGE_LIMIT).clamp(1, PAGE_LIMIT);
+    let order = lock(&server.order);
+    let start = match &query.continue_from {
+        Some(token) => match order.iter().position(|id| id == token) {
+            Some(at) => at,
+            None => {
+                return error(
+                    StatusCode::GONE,
+                    "the continue token names a run the server no longer lists; list again from the start",
+                )
+            }
+        },
+        None => 0,
+    };
     let runs = lock(&server.runs);
     let list: Vec<Json> = order
         .iter()
+        .skip(start)
+        .take(limit)
         .filter_map(|id| runs.get(id))
         .map(summary)
         .collect();
-    axum::Json(json!({ "runs": list })).into_response()
+    let mut body = json!({ "runs": list });
+    if let Some(next) = order.get(start + limit) {
+        body["continue"] = json!(next);
+    }
+    axum::Json(body).into_response()
+}
+
+impl Server {
+    /// Forgets the oldest finished runs beyond `--keep-finished`; their journals stay on disk.
+    pub(super) fn evict_finished(&self) {
+        let mut order = lock(&self.order);
+        let mut runs = lock(&self.runs);
+        let finished =
+            |entry: &RunEntry| matches!(entry.state, RunState::Finished | RunState::Cancelled);
+        let mut excess = runs
+            .values()
+            .filter(|entry| finished(entry))
+            .count()
+            .saturating_sub(self.keep_finished);
+        if excess == 0 {
+            return;
+        }
+        order.retain(|id| {
+            if excess > 0 && runs.get(id).is_some_and(finished) {
+                runs.remove(id);
+                excess -= 1;
+                return false;
+            }
+            true
+        });
+    }
 }
 
 /// Run ids are `STAMP-RUNBOOK-SALT`: letters, digits, `-`, `_` and `.` (never a path).
@@ -141,11 +220,12 @@ pub(super) async fn show_run(
             Some(entry) => (summary(entry), entry.journal.clone()),
             None => {
                 // A run of an earlier server, from its journal.
+                // A run of an earlier server, or one evicted from memory, from its journal.
                 let path = server.state_dir.join("runs").join(format!("{id}.jsonl"));
                 if !path.is_file() {
                     return error(StatusCode::NOT_FOUND, format!("no run `{id}`"));
                 }
-                (json!({ "id": id }), Some(path))
+                (json!({ "id": id, "fromJournal": true }), Some(path))
             }
         }
     };

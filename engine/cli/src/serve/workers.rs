@@ -19,6 +19,7 @@ use crate::session::{JournalMode, RunSession, SessionError, SessionRun};
 use crate::world::LockError;
 
 pub(super) async fn worker(server: Arc<Server>) {
+    let _alive = Alive::new(&server);
     loop {
         if server.stopping.load(Ordering::SeqCst) {
             return;
@@ -28,11 +29,99 @@ pub(super) async fn worker(server: Arc<Server>) {
         match next {
             Some(queued) => {
                 server.update_queue_depth();
-                execute(&server, queued).await;
+                contain(&server, queued).await;
             }
             None => notified.await,
         }
     }
+}
+
+/// Counts down the workers that can take runs when one ends, for `/healthz` (the count
+/// starts at `--workers`, so the server is healthy from its first request).
+struct Alive(Arc<Server>);
+
+impl Alive {
+    fn new(server: &Arc<Server>) -> Self {
+        Self(server.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.workers_alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs one queued run in a task of its own, so a panic in it fails that run and not the
+/// worker: the run's future is dropped (its file lock with it), it is journaled as failed, and
+/// its key is freed for the next alert.
+async fn contain(server: &Arc<Server>, queued: runbook_core::admission::Queued<Job>) {
+    let (run_id, key, name) = (
+        queued.run.clone(),
+        queued.key.clone(),
+        queued.runbook.clone(),
+    );
+    let task_server = server.clone();
+    let joined = tokio::spawn(async move { execute(&task_server, queued).await }).await;
+    let Err(error) = joined else {
+        return;
+    };
+    let why = match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned()),
+        Err(error) => error.to_string(),
+    };
+    let message = format!(
+        "the run failed: the engine panicked ({why}); nothing more was done; this is a bug"
+    );
+    tracing::error!(run_id = %run_id, runbook = %name, error = %why, "run failed: the engine panicked");
+    let (journal, was_running) = {
+        let runs = lock(&server.runs);
+        runs.get(&run_id).map_or((None, false), |entry| {
+            (
+                entry.journal.clone(),
+                matches!(entry.state, RunState::Running | RunState::WaitingApproval),
+            )
+        })
+    };
+    if let Some(path) = journal {
+        let appended = runbook_core::journal::Journal::open(&path).and_then(|journal| {
+            journal.append(&Record {
+                time: runbook_core::journal::timestamp(SystemTime::now()),
+                run: run_id.clone(),
+                event: runbook_core::journal::Event::RunFinished {
+                    outcome: Outcome::Failed,
+                    exit_code: Outcome::Failed.exit_code(),
+                    message: message.clone(),
+                },
+            })
+        });
+        if let Err(e) = appended {
+            tracing::error!(run_id = %run_id, error = %e, "cannot journal the failed run");
+        }
+    }
+    if was_running {
+        server.metrics.runs_running.dec();
+    }
+    server
+        .metrics
+        .runs_finished
+        .get_or_create(&metrics::OutcomeLabels {
+            runbook: name.clone(),
+            outcome: "failed".to_owned(),
+        })
+        .inc();
+    finish(
+        server,
+        &key,
+        &run_id,
+        RunState::Finished,
+        Some(Outcome::Failed),
+        message,
+    );
 }
 
 async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<Job>) {
@@ -205,9 +294,17 @@ fn finish(
 ) {
     lock(&server.admission).finished(key, run_id);
     if let Some(entry) = lock(&server.runs).get_mut(run_id) {
-        entry.state = state;
         entry.outcome = outcome;
-        entry.message = Some(message);
+        match entry.cancelled.clone() {
+            Some(reason) => {
+                entry.state = RunState::Cancelled;
+                entry.message = Some(format!("{reason}; nothing was changed"));
+            }
+            None => {
+                entry.state = state;
+                entry.message = Some(message);
+            }
+        }
         entry.finished_at = Some(SystemTime::now());
         entry.gate = None;
         entry.interrupt = None;
@@ -219,6 +316,19 @@ struct LogReporter;
 
 impl Reporter for LogReporter {
     fn record(&self, record: &Record) {
+        // A test-only hook (debug builds only, from the server's own environment, never from an
+        // alert or a param): the first time a run journals the event named, panic, to prove a
+        // panic fails only its run.
+        #[cfg(debug_assertions)]
+        if let Ok(event) = std::env::var("RUNBOOK_TEST_PANIC_ON_EVENT") {
+            static PANICKED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if serde_json::to_value(&record.event).is_ok_and(|value| value["event"] == event)
+                && !PANICKED.swap(true, Ordering::SeqCst)
+            {
+                panic!("test hook: RUNBOOK_TEST_PANIC_ON_EVENT={event}");
+            }
+        }
         if let Some(text) = crate::terminal::describe(&record.event) {
             tracing::debug!(run_id = %record.run, "{text}");
         }

@@ -37,10 +37,25 @@ impl Checker<'_> {
                     "`alertName` is empty",
                 );
             }
-            let cooldown = trigger
-                .cooldown
-                .as_ref()
-                .and_then(|text| self.duration(at, &format!("{pointer}/cooldown"), text));
+            let cooldown = trigger.cooldown.as_ref().and_then(|text| {
+                // `0s` is how a trigger says it wants no cooldown at all.
+                if humantime::parse_duration(text.trim()).is_ok_and(|d| d.is_zero()) {
+                    self.diagnostics.push(
+                        Diagnostic::warning(
+                            Code::NoCooldown,
+                            at.source,
+                            at.span(&format!("{pointer}/cooldown")),
+                            "`cooldown: 0s` disables the cooldown: an alert that resolves and fires again re-runs the remediation every time",
+                        )
+                        .with_help(format!(
+                            "leave `cooldown` out for the default ({}), or say how long a run's effect needs to show",
+                            crate::runbook::format_duration(crate::runbook::DEFAULT_COOLDOWN)
+                        )),
+                    );
+                    return Some(std::time::Duration::ZERO);
+                }
+                self.duration(at, &format!("{pointer}/cooldown"), text)
+            });
             triggers.push(TriggerSpec {
                 alert_name: trigger.alert_name.clone(),
                 matchers,

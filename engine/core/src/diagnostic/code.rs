@@ -133,6 +133,8 @@ codes! {
     Trigger = "trigger",
     /// A label matcher that is not Alertmanager's syntax.
     Matcher = "matcher",
+    /// A trigger with `cooldown: 0s`: every new incident re-runs the remediation (a warning).
+    NoCooldown = "no-cooldown",
     // ----- steps and needs ----------------------------------------------------------------------
     /// The runbook has no steps.
     NoSteps = "no-steps",

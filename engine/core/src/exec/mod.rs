@@ -307,7 +307,8 @@ impl Run {
                 digest: self.options.digest.clone(),
                 params: Json::Object(params),
                 trigger: self.plan.triggered_by.as_ref().map(|t| {
-                    json!({"alert": t.alert.name(), "fingerprint": t.alert.fingerprint, "labels": t.alert.labels})
+                    json!({"alert": t.alert.name(), "fingerprint": t.alert.fingerprint, "labels": t.alert.labels,
+                        "startsAt": t.alert.starts_at, "receiver": t.receiver, "groupKey": t.group_key})
                 }),
                 dry_run: self.options.dry_run,
                 cluster: self.options.cluster.clone(),
