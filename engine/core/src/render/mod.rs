@@ -1,0 +1,473 @@
+//! What a plan looks like to people and machines: text for the terminal, markdown for a
+//! pull-request review, JSON for tools, and the DAG as Graphviz DOT or Mermaid.
+//!
+//! Params are substituted into templates here (only params: facts are read at run time, so a
+//! `${...}` that reads a fact is shown as written). Secret params are shown as `<secret>`.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value as Json};
+
+use crate::compile::{Dependency, Plan, PlanNode};
+use crate::expr::{Template, TemplatePart};
+use crate::runbook::*;
+
+mod graph;
+mod json;
+mod markdown;
+mod text;
+
+pub use graph::{graph_dot, graph_mermaid};
+pub use json::plan_json;
+pub use markdown::plan_markdown;
+pub use text::plan_text;
+
+/// How long a param-only expression in a template may take when a plan is rendered.
+const RENDER_EVALUATION_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+
+const SECRET: &str = "<secret>";
+
+/// Substitutes bound params into a template; holes that read anything else stay as written.
+pub fn template(plan: &Plan, template: &Template) -> String {
+    let mut out = String::new();
+    for part in &template.parts {
+        match part {
+            TemplatePart::Text(text) => out.push_str(text),
+            TemplatePart::Expr(expression, _) => {
+                let only_params = expression.references.iter().all(|r| r.path[0] == "params");
+                let secret = expression.references.iter().any(|r| {
+                    r.path
+                        .get(1)
+                        .and_then(|name| plan.runbook.param(name))
+                        .is_some_and(|p| p.secret)
+                });
+                if secret {
+                    out.push_str(SECRET);
+                    continue;
+                }
+                let value = only_params.then(|| {
+                    let mut scope = rhai::Scope::new();
+                    scope.push_constant("params", plan.bindings.to_rhai());
+                    // Shown in a plan and in every step's summary, on the caller's thread: a
+                    // short budget, and the expression as written if it runs out.
+                    let budget = crate::expr::Budget {
+                        deadline: std::time::Instant::now() + RENDER_EVALUATION_TIME,
+                        cancelled: Default::default(),
+                    };
+                    crate::expr::evaluate::<rhai::Dynamic>(&mut scope, &expression.ast, &budget)
+                        .ok()
+                });
+                match value.flatten() {
+                    Some(value) if !value.is_unit() => out.push_str(&value.to_string()),
+                    _ => {
+                        let _ = write!(out, "${{{}}}", expression.source);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn argv(plan: &Plan, argv: &[Template]) -> String {
+    argv.iter()
+        .map(|word| shell_quote(&template(plan, word)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Quotes a word for display only where a shell would need it, so a command reads the way an
+/// engineer would type it (`-format=json`, not `'-format=json'`). Commands are never run
+/// through a shell; this is how they are shown.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,^".contains(c) || !c.is_ascii());
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+fn json_template(plan: &Plan, value: &JsonTemplate) -> Json {
+    match value {
+        JsonTemplate::Literal(value) => value.clone(),
+        JsonTemplate::String(text) => Json::String(template(plan, text)),
+        JsonTemplate::Array(items) => {
+            Json::Array(items.iter().map(|item| json_template(plan, item)).collect())
+        }
+        JsonTemplate::Object(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), json_template(plan, v)))
+                .collect(),
+        ),
+    }
+}
+
+fn object(plan: &Plan, target: &Target) -> String {
+    let name = template(plan, &target.name);
+    match &target.namespace {
+        Some(namespace) => format!("{} {}/{}", target.kind, template(plan, namespace), name),
+        None => format!("{} {}", target.kind, name),
+    }
+}
+
+fn metadata_changes(
+    plan: &Plan,
+    set: &std::collections::BTreeMap<String, Option<Template>>,
+) -> String {
+    set.iter()
+        .map(|(key, value)| match value {
+            Some(value) => format!("{key}={}", template(plan, value)),
+            None => format!("{key}-"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One line saying what an action does, params substituted.
+pub fn action_summary(plan: &Plan, action: &Action) -> String {
+    match action {
+        Action::Run { argv: words } => format!("run {}", argv(plan, words)),
+        Action::Scale { target, replicas } => {
+            let count = match replicas {
+                IntValue::Literal(count) => count.to_string(),
+                IntValue::Template(text) => template(plan, text),
+            };
+            format!("scale {} to {count} replicas", object(plan, target))
+        }
+        Action::Restart { target } => format!("rollout restart {}", object(plan, target)),
+        Action::Patch { target, patch_type, body } => {
+            let kind = match patch_type {
+                crate::document::PatchType::Merge => "merge",
+                crate::document::PatchType::Strategic => "strategic merge",
+                crate::document::PatchType::Json => "JSON",
+            };
+            format!("{kind} patch {} with {}", object(plan, target), json_template(plan, body))
+        }
+        Action::Apply { manifest } => {
+            let manifest = json_template(plan, manifest);
+            let kind = manifest.get("kind").and_then(Json::as_str).unwrap_or("object");
+            let name = manifest.pointer("/metadata/name").and_then(Json::as_str).unwrap_or("?");
+            let namespace = manifest.pointer("/metadata/namespace").and_then(Json::as_str);
+            match namespace {
+                Some(namespace) => format!("server-side apply {kind} {namespace}/{name}"),
+                None => format!("server-side apply {kind} {name}"),
+            }
+        }
+        Action::Annotate { target, set } => format!("annotate {} {}", object(plan, target), metadata_changes(plan, set)),
+        Action::Label { target, set } => format!("label {} {}", object(plan, target), metadata_changes(plan, set)),
+        Action::Delete {
+            target,
+            propagation,
+            grace_period_seconds,
+        } => {
+            let mut text = format!("delete {}", object(plan, target));
+            if let Some(propagation) = propagation {
+                let _ = write!(text, " (propagation {propagation:?})");
+            }
+            if let Some(grace) = grace_period_seconds {
+                let _ = write!(text, " (grace period {grace}s)");
+            }
+            text
+        }
+        Action::Cordon { node } => format!("cordon node {}", template(plan, node)),
+        Action::Uncordon { node } => format!("uncordon node {}", template(plan, node)),
+        Action::Drain {
+            node,
+            delete_empty_dir_data,
+            eviction_timeout,
+        } => format!(
+            "drain node {} (evict pods through PodDisruptionBudgets, skip DaemonSet and mirror pods{}; give up after {})",
+            template(plan, node),
+            if *delete_empty_dir_data { ", emptyDir data is lost" } else { "" },
+            format_duration(*eviction_timeout)
+        ),
+        Action::Exec {
+            namespace,
+            pod,
+            container,
+            argv: words,
+        } => {
+            let container = container.as_ref().map(|c| format!(" (container {})", template(plan, c))).unwrap_or_default();
+            format!("exec in pod {}/{}{container}: {}", template(plan, namespace), template(plan, pod), argv(plan, words))
+        }
+        Action::Wait { target, condition, until } => match (condition, until) {
+            (Some(condition), _) => format!("wait for {} to be {condition}", object(plan, target)),
+            (_, Some(until)) => format!("wait for {} until {}", object(plan, target), until.source.trim()),
+            _ => format!("wait for {}", object(plan, target)),
+        },
+        Action::Verify { expr, .. } => format!("verify {}", expr.source.trim()),
+        Action::Gate => "confirmation gate".to_owned(),
+        Action::Notify(message) => format!("notify{}: {}", message.channel.as_ref().map(|c| format!(" {c}")).unwrap_or_default(), template(plan, &message.text)),
+        Action::Page(message) => format!("page{}: {}", message.severity.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(), template(plan, &message.text)),
+        Action::Call { runbook, params } => {
+            if params.is_empty() {
+                format!("run runbook {runbook}")
+            } else {
+                let bound = params.iter().map(|(k, v)| format!("{k}={}", json_scalar(&json_template(plan, v)))).collect::<Vec<_>>().join(" ");
+                format!("run runbook {runbook} with {bound}")
+            }
+        }
+    }
+}
+
+fn json_scalar(value: &Json) -> String {
+    match value {
+        Json::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn undo_summary(plan: &Plan, undo: &UndoSpec) -> String {
+    match undo {
+        UndoSpec::NotNeeded => "nothing to undo".to_owned(),
+        UndoSpec::Native(native) => format!("automatic: {}", native.describe()),
+        UndoSpec::Declared(action) => action_summary(plan, action),
+        UndoSpec::Irreversible(Some(reason)) => format!("irreversible: {reason}"),
+        UndoSpec::Irreversible(None) => "irreversible".to_owned(),
+        UndoSpec::Missing => "none declared (validate warns)".to_owned(),
+    }
+}
+
+pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
+    let mut text = match &fact.source {
+        FactSource::Kubernetes {
+            api_version,
+            kind,
+            name,
+            namespace,
+            label_selector,
+            field_selector,
+        } => {
+            let mut text = match name {
+                Some(name) => format!("get {kind} ({api_version}) {}", template(plan, name)),
+                None => format!("list {kind} ({api_version})"),
+            };
+            if let Some(namespace) = namespace {
+                let _ = write!(text, " in namespace {}", template(plan, namespace));
+            }
+            if let Some(selector) = label_selector {
+                let _ = write!(text, " with labels {}", template(plan, selector));
+            }
+            if let Some(selector) = field_selector {
+                let _ = write!(text, " with fields {}", template(plan, selector));
+            }
+            text
+        }
+        FactSource::Exec {
+            namespace,
+            pod,
+            container,
+            argv: words,
+            ..
+        } => {
+            let container = container
+                .as_ref()
+                .map(|c| format!(" (container {})", template(plan, c)))
+                .unwrap_or_default();
+            format!(
+                "exec in pod {}/{}{container}: {}",
+                template(plan, namespace),
+                template(plan, pod),
+                argv(plan, words)
+            )
+        }
+        FactSource::Logs {
+            namespace,
+            pod,
+            container,
+            tail,
+            ..
+        } => {
+            let container = container
+                .as_ref()
+                .map(|c| format!(" (container {})", template(plan, c)))
+                .unwrap_or_default();
+            let lines = match tail {
+                Some(1) => "last line of the log".to_owned(),
+                Some(count) => format!("last {count} lines of the log"),
+                None => "log".to_owned(),
+            };
+            format!(
+                "{lines} of pod {}/{}{container}",
+                template(plan, namespace),
+                template(plan, pod)
+            )
+        }
+        FactSource::Command { argv: words, .. } => format!("command: {}", argv(plan, words)),
+        FactSource::Http { url, query, .. } => {
+            let mut text = format!("http GET {}", template(plan, url));
+            if !query.is_empty() {
+                let query = query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", template(plan, v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let _ = write!(text, "?{query}");
+            }
+            text
+        }
+        FactSource::Expr(expression) => format!("expr: {}", expression.source.trim()),
+    };
+    if let Some(jsonpath) = &fact.jsonpath {
+        let _ = write!(text, ", select {}", jsonpath.written);
+    }
+    if fact.secret {
+        text.push_str(" (secret)");
+    }
+    text
+}
+
+fn origin(fact: &FactSpec) -> String {
+    format!("{}:{}", fact.origin.path().display(), fact.span.start.line)
+}
+
+fn param_value(plan: &Plan, param: &ParamSpec) -> String {
+    match plan.bindings.values.get(&param.name) {
+        Some(_) if param.secret => SECRET.to_owned(),
+        Some(value) => value.to_string(),
+        None => "(unset)".to_owned(),
+    }
+}
+
+fn origin_word(plan: &Plan, name: &str) -> &'static str {
+    match plan.bindings.origins.get(name) {
+        Some(crate::bind::Origin::Set) => "--set",
+        Some(crate::bind::Origin::Alert) => "alert",
+        Some(crate::bind::Origin::Default) => "default",
+        None => "unset",
+    }
+}
+
+fn retries_summary(retries: &RetrySpec) -> String {
+    if retries.retries == 0 {
+        "no retries".to_owned()
+    } else {
+        format!(
+            "{} {} (backoff {} doubling, at most {})",
+            retries.retries,
+            if retries.retries == 1 {
+                "retry"
+            } else {
+                "retries"
+            },
+            format_duration(retries.backoff),
+            format_duration(retries.max_backoff)
+        )
+    }
+}
+
+fn stage_of(plan: &Plan, position: usize) -> usize {
+    plan.stages
+        .iter()
+        .position(|stage| stage.contains(&position))
+        .unwrap_or(0)
+        + 1
+}
+
+fn trigger_summary(trigger: &TriggerSpec) -> String {
+    let mut text = trigger.alert_name.clone();
+    if !trigger.matchers.is_empty() {
+        let _ = write!(
+            text,
+            "{{{}}}",
+            trigger
+                .matchers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(cooldown) = trigger.cooldown {
+        let _ = write!(text, " (cooldown {})", format_duration(cooldown));
+    }
+    if trigger.auto_approve {
+        text.push_str(" (gates auto-approved)");
+    }
+    text
+}
+
+fn rollback_summary(plan: &Plan) -> String {
+    match &plan.runbook.rollback {
+        None => "none".to_owned(),
+        Some(RollbackSpec::Named(named)) => format!("{} ({})", named.name(), named.describe()),
+        Some(RollbackSpec::Runbook { name, params }) => {
+            if params.is_empty() {
+                format!("run runbook {name}")
+            } else {
+                let bound = params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", json_scalar(&json_template(plan, v))))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                format!("run runbook {name} with {bound}")
+            }
+        }
+        Some(RollbackSpec::Steps(steps)) => format!(
+            "{} step{}",
+            steps.len(),
+            if steps.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+fn step_details(plan: &Plan, step: &StepSpec) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(name) = &step.name {
+        lines.push(format!("purpose: {name}"));
+    }
+    if let Some(when) = &step.when {
+        lines.push(format!("only when: {}", when.source.trim()));
+    }
+    if let Some(prompt) = &step.confirm {
+        lines.push(format!(
+            "gate: asks \"{}\" first (--yes approves)",
+            template(plan, prompt)
+        ));
+    }
+    match &step.action {
+        Action::Verify { interval, .. } => lines.push(format!(
+            "poll every {}, timeout {}",
+            format_duration(*interval),
+            format_duration(step.timeout)
+        )),
+        _ => lines.push(format!(
+            "timeout {}, {}",
+            format_duration(step.timeout),
+            retries_summary(&step.retries)
+        )),
+    }
+    if let Action::Patch { body, .. } = &step.action {
+        lines.push(format!("patch body: {}", json_template(plan, body)));
+    }
+    if let Action::Apply { manifest } = &step.action {
+        lines.push(format!("manifest: {}", json_template(plan, manifest)));
+    }
+    let facts = plan.facts_for(&crate::compile::PlanNode::Step(step.index));
+    if !facts.is_empty() {
+        lines.push(format!("reads: {}", facts.join(", ")));
+    }
+    if step.action.mutates(step.readonly) || !matches!(step.undo, UndoSpec::NotNeeded) {
+        lines.push(format!("undo: {}", undo_summary(plan, &step.undo)));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quotes_only_what_a_shell_would_need() {
+        assert_eq!(shell_quote("-format=json"), "-format=json");
+        assert_eq!(shell_quote("team a"), "'team a'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$(id)"), "'$(id)'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
