@@ -14,7 +14,9 @@
 
 pub mod connect;
 mod discovery;
+mod drain;
 pub mod lease;
+mod pod;
 pub mod transport;
 
 use std::time::{Duration, SystemTime};
@@ -159,95 +161,6 @@ impl KubeCluster {
                 let _ = self.read(key).await;
             })
             .await
-    }
-
-    /// Evicts one pod, retrying while a PodDisruptionBudget refuses (429) until `deadline`.
-    async fn evict(
-        &self,
-        namespace: &str,
-        pod: &str,
-        dry_run: DryRun,
-        deadline: tokio::time::Instant,
-        timeout: Duration,
-    ) -> EffectResult<()> {
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{}/eviction",
-            segment(namespace, "namespace")?,
-            segment(pod, "pod")?
-        );
-        let body = json!({
-            "apiVersion": "policy/v1",
-            "kind": "Eviction",
-            "metadata": {"name": pod, "namespace": namespace},
-        });
-        let call = Call::new(
-            Method::POST,
-            with_query(&path, &write_query(dry_run, &[])),
-            format!("evict pod {namespace}/{pod}"),
-        )
-        .json(JSON, &body)
-        .retry(Retry::Never);
-        let mut transient = 0;
-        loop {
-            match self.transport.attempt(&call).await {
-                Ok(_) => return Ok(()),
-                // Gone already: nothing left to evict.
-                Err(failure) if failure.status == Some(404) => return Ok(()),
-                Err(failure) if failure.status == Some(429) => {
-                    if tokio::time::Instant::now() + self.options.eviction_retry > deadline {
-                        return Err(EffectError::Blocked(format!(
-                            "evict pod {namespace}/{pod}: still refused after {}: {}",
-                            humantime::format_duration(timeout),
-                            failure.message
-                        )));
-                    }
-                    tracing::info!(pod = %format!("{namespace}/{pod}"), message = %failure.message, "Eviction refused for now; retrying.");
-                    tokio::time::sleep(self.options.eviction_retry).await;
-                }
-                Err(failure)
-                    if failure.status.is_none_or(|s| s >= 500)
-                        && transient + 1 < self.options.policy.attempts =>
-                {
-                    transient += 1;
-                    tokio::time::sleep(self.options.policy.backoff).await;
-                }
-                Err(failure) => return Err(failure.into_error(&call.what, transient + 1)),
-            }
-        }
-    }
-
-    /// Waits until the evicted pod is gone (or replaced by one with another uid).
-    async fn gone(
-        &self,
-        namespace: &str,
-        pod: &str,
-        uid: &str,
-        deadline: tokio::time::Instant,
-    ) -> EffectResult<()> {
-        let key = ObjectKey {
-            api_version: "v1".to_owned(),
-            kind: "Pod".to_owned(),
-            namespace: Some(namespace.to_owned()),
-            name: pod.to_owned(),
-        };
-        loop {
-            match self.read(&key).await {
-                Err(EffectError::NotFound(_)) => return Ok(()),
-                Ok(object)
-                    if object.pointer("/metadata/uid").and_then(Json::as_str) != Some(uid) =>
-                {
-                    return Ok(())
-                }
-                Ok(_) => {}
-                Err(error) => return Err(error),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(EffectError::Unavailable(format!(
-                    "pod {namespace}/{pod} was evicted but is still terminating"
-                )));
-            }
-            tokio::time::sleep(self.options.eviction_retry.min(Duration::from_secs(1))).await;
-        }
     }
 
     /// Watches one object from `resource_version`; returns the object once `ready` holds, or
@@ -549,98 +462,7 @@ impl Cluster for KubeCluster {
         options: &DrainOptions,
         dry_run: DryRun,
     ) -> EffectResult<DrainReport> {
-        let node = segment(node, "node")?.to_owned();
-        self.set_unschedulable(&node, true, dry_run).await?;
-        let pods = self
-            .list(&ListQuery {
-                api_version: "v1".to_owned(),
-                kind: "Pod".to_owned(),
-                namespace: None,
-                label_selector: None,
-                field_selector: Some(format!("spec.nodeName={node}")),
-            })
-            .await?;
-        let mut report = DrainReport::default();
-        let mut evict = Vec::new();
-        for pod in pods
-            .get("items")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let text = |pointer: &str| {
-                pod.pointer(pointer)
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
-            if runbook_core::drain::skip_reason(pod).is_some() {
-                report.skipped.push(format!("{namespace}/{name}"));
-            } else {
-                evict.push((
-                    namespace,
-                    name,
-                    text("/metadata/uid"),
-                    runbook_core::drain::uses_empty_dir(pod),
-                ));
-            }
-        }
-        if !options.delete_empty_dir_data {
-            let local: Vec<String> = evict
-                .iter()
-                .filter(|(.., empty_dir)| *empty_dir)
-                .map(|(namespace, name, ..)| format!("{namespace}/{name}"))
-                .collect();
-            if !local.is_empty() {
-                return Err(EffectError::Invalid(format!(
-                    "cannot drain node {node}: pods with local storage (use deleteEmptyDirData to evict them anyway, their emptyDir data is lost): {}",
-                    local.join(", ")
-                )));
-            }
-        }
-        let timeout = options.eviction_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        // Evict every pod at once, as kubectl does, each waiting out its own budget.
-        let results =
-            futures::future::join_all(evict.iter().map(|(namespace, name, uid, _)| async move {
-                self.evict(namespace, name, dry_run, deadline, timeout)
-                    .await?;
-                if !dry_run.is_dry() {
-                    self.gone(namespace, name, uid, deadline).await?;
-                }
-                Ok::<_, EffectError>(format!("{namespace}/{name}"))
-            }))
-            .await;
-        let mut failures = Vec::new();
-        for result in results {
-            match result {
-                Ok(name) => report.evicted.push(name),
-                Err(error) => failures.push(error),
-            }
-        }
-        if let Some(first) = failures.first() {
-            let evicted = if report.evicted.is_empty() {
-                String::new()
-            } else {
-                format!(" (evicted: {})", report.evicted.join(", "))
-            };
-            let message = format!(
-                "drain node {node}: {} pod(s) not evicted{evicted}: {}",
-                failures.len(),
-                failures
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            );
-            return Err(match first {
-                EffectError::Blocked(_) => EffectError::Blocked(message),
-                EffectError::Forbidden(_) => EffectError::Forbidden(message),
-                _ => EffectError::Unavailable(message),
-            });
-        }
-        Ok(report)
+        self.drain_node(node, options, dry_run).await
     }
 
     async fn exec(
@@ -649,85 +471,11 @@ impl Cluster for KubeCluster {
         argv: &[String],
         timeout: Duration,
     ) -> EffectResult<CommandOutput> {
-        use k8s_openapi::api::core::v1::Pod;
-        use kube::api::AttachParams;
-        use tokio::io::AsyncReadExt as _;
-
-        let namespace = segment(&pod.namespace, "namespace")?;
-        let name = segment(&pod.pod, "pod")?;
-        let what = format!("exec in pod {namespace}/{name}");
-        let api: kube::Api<Pod> = kube::Api::namespaced(self.transport.client().clone(), namespace);
-        let mut params = AttachParams::default()
-            .stdout(true)
-            .stderr(true)
-            .stdin(false);
-        if let Some(container) = &pod.container {
-            params = params.container(container.clone());
-        }
-        let run = async {
-            let mut process = api
-                .exec(name, argv.to_vec(), &params)
-                .await
-                .map_err(|e| kube_error(&what, e))?;
-            let status = process.take_status();
-            let mut stdout = process.stdout();
-            let mut stderr = process.stderr();
-            let read_out = async {
-                let mut text = Vec::new();
-                if let Some(out) = stdout.as_mut() {
-                    let _ = out.read_to_end(&mut text).await;
-                }
-                text
-            };
-            let read_err = async {
-                let mut text = Vec::new();
-                if let Some(err) = stderr.as_mut() {
-                    let _ = err.read_to_end(&mut text).await;
-                }
-                text
-            };
-            let (out, err) = tokio::join!(read_out, read_err);
-            let status = match status {
-                Some(status) => status.await,
-                None => None,
-            };
-            let _ = process.join().await;
-            Ok::<_, EffectError>(CommandOutput {
-                exit_code: exit_code(status.as_ref(), &what)?,
-                stdout: String::from_utf8_lossy(&out).into_owned(),
-                stderr: String::from_utf8_lossy(&err).into_owned(),
-            })
-        };
-        tokio::time::timeout(timeout, run).await.map_err(|_| {
-            EffectError::Unavailable(format!(
-                "{what}: no exit within {}",
-                humantime::format_duration(timeout)
-            ))
-        })?
+        self.exec_in_pod(pod, argv, timeout).await
     }
 
     async fn logs(&self, pod: &PodRef, tail_lines: Option<u32>) -> EffectResult<String> {
-        let path = format!(
-            "/api/v1/namespaces/{}/pods/{}/log",
-            segment(&pod.namespace, "namespace")?,
-            segment(&pod.pod, "pod")?
-        );
-        let mut query = Vec::new();
-        if let Some(container) = &pod.container {
-            query.push(("container", container.clone()));
-        }
-        if let Some(lines) = tail_lines {
-            query.push(("tailLines", lines.to_string()));
-        }
-        let body = self
-            .transport
-            .send(&Call::new(
-                Method::GET,
-                with_query(&path, &query),
-                format!("logs of pod {}/{}", pod.namespace, pod.pod),
-            ))
-            .await?;
-        Ok(String::from_utf8_lossy(&body).into_owned())
+        self.pod_logs(pod, tail_lines).await
     }
 
     /// Reads the object, then watches it until `ready` holds, as `kubectl wait` does: the
@@ -829,40 +577,6 @@ fn segment<'a>(value: &'a str, what: &str) -> EffectResult<&'a str> {
         Err(EffectError::Invalid(format!(
             "{what} `{value}` is not a Kubernetes name (lowercase letters, digits, `-` and `.`)"
         )))
-    }
-}
-
-/// The exit status in the exec protocol's last message: `Success`, or a failure whose cause
-/// `ExitCode` carries the number.
-fn exit_code(
-    status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
-    what: &str,
-) -> EffectResult<i32> {
-    let Some(status) = status else {
-        return Err(EffectError::Unavailable(format!(
-            "{what}: the connection ended without an exit status"
-        )));
-    };
-    if status.status.as_deref() == Some("Success") {
-        return Ok(0);
-    }
-    let code = status
-        .details
-        .as_ref()
-        .and_then(|d| d.causes.as_ref())
-        .and_then(|causes| {
-            causes
-                .iter()
-                .find(|c| c.reason.as_deref() == Some("ExitCode"))
-                .and_then(|c| c.message.as_deref())
-                .and_then(|m| m.parse::<i32>().ok())
-        });
-    match code {
-        Some(code) => Ok(code),
-        None => Err(EffectError::Other(format!(
-            "{what}: {}",
-            status.message.as_deref().unwrap_or("failed")
-        ))),
     }
 }
 
