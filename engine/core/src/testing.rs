@@ -358,36 +358,16 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
     scenario.spec.http.splice(0..0, case.http.iter().cloned());
     let world = Arc::new(SimWorld::new(&scenario));
 
-    let mut triggered_by = None;
-    if let Some(alert) = &case.alert {
-        let path = base.join(alert);
-        let payload = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| crate::alert::WebhookPayload::parse(&text).map_err(|e| e.to_string()));
-        match payload {
-            Ok(payload) => match crate::alert::first_match(&runbook, &payload) {
-                Some((trigger, alert)) => {
-                    triggered_by = Some(crate::compile::TriggeredBy {
-                        trigger,
-                        alert: alert.clone(),
-                        receiver: payload.receiver.clone(),
-                        group_key: payload.group_key.clone(),
-                    })
-                }
-                None => {
-                    result.failures.push(format!(
-                        "no firing alert in {} matches a trigger",
-                        path.display()
-                    ));
-                    return result;
-                }
-            },
-            Err(error) => {
-                result.failures.push(format!("{}: {error}", path.display()));
+    let triggered_by = match &case.alert {
+        None => None,
+        Some(alert) => match case_alert(&runbook, &base.join(alert)) {
+            Ok(triggered_by) => Some(triggered_by),
+            Err(failure) => {
+                result.failures.push(failure);
                 return result;
             }
-        }
-    }
+        },
+    };
     let sets: Vec<(String, String)> = case
         .set
         .iter()
@@ -467,16 +447,57 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
 
-    let expect = &case.expect;
+    result.failures.extend(unmet_expectations(
+        &case.expect,
+        expected_outcome,
+        &report,
+        &world,
+    ));
+    result.report = Some(report);
+    result
+}
+
+/// The alert a case fires (an Alertmanager payload file), as the trigger it matches.
+fn case_alert(
+    runbook: &crate::runbook::Runbook,
+    path: &Path,
+) -> Result<crate::compile::TriggeredBy, String> {
+    let payload = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| crate::alert::WebhookPayload::parse(&text).map_err(|e| e.to_string()))
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    match crate::alert::first_match(runbook, &payload) {
+        Some((trigger, alert)) => Ok(crate::compile::TriggeredBy {
+            trigger,
+            alert: alert.clone(),
+            receiver: payload.receiver.clone(),
+            group_key: payload.group_key.clone(),
+        }),
+        None => Err(format!(
+            "no firing alert in {} matches a trigger",
+            path.display()
+        )),
+    }
+}
+
+/// What a case expected of its run and did not get: the outcome, each step's status, the
+/// mutations, the undos, the notifications and the summary, each as one failure line.
+fn unmet_expectations(
+    expect: &Expectation,
+    expected_outcome: Outcome,
+    report: &RunReport,
+    world: &SimWorld,
+) -> Vec<String> {
+    let mut failures = Vec::new();
     if report.outcome != expected_outcome {
-        result.failures.push(format!(
+        failures.push(format!(
             "outcome: expected {:?}, got {:?} ({})",
             expected_outcome, report.outcome, report.message
         ));
     }
     for (id, expected) in &expect.steps {
         match report.steps.iter().find(|step| &step.id == id) {
-            None => result.failures.push(format!("step `{id}`: no such step")),
+            None => failures.push(format!("step `{id}`: no such step")),
             Some(step) => {
                 let actual = match &step.status {
                     StepStatus::Succeeded => ExpectedStep::Succeeded,
@@ -486,7 +507,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
                     StepStatus::NotRun => ExpectedStep::NotRun,
                 };
                 if actual != *expected {
-                    result.failures.push(format!(
+                    failures.push(format!(
                         "step `{id}`: expected {expected:?}, got {:?}",
                         step.status
                     ));
@@ -501,7 +522,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
             .map(|m| format!("{} {}: {}", m.verb, m.target, m.detail))
             .collect();
         if &actual != expected {
-            result.failures.push(format!(
+            failures.push(format!(
                 "mutations:\n    expected: {expected:?}\n    got:      {actual:?}"
             ));
         }
@@ -509,9 +530,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
     if let Some(expected) = &expect.undone {
         let actual: Vec<String> = report.undos.iter().map(|undo| undo.step.clone()).collect();
         if &actual != expected {
-            result
-                .failures
-                .push(format!("undone: expected {expected:?}, got {actual:?}"));
+            failures.push(format!("undone: expected {expected:?}, got {actual:?}"));
         }
     }
     if let Some(expected) = &expect.notifications {
@@ -535,21 +554,20 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
                 got.starts_with(&format!("{want_kind}: ")) && got.contains(want_text)
             });
         if !matches {
-            result.failures.push(format!(
+            failures.push(format!(
                 "notifications:\n    expected: {expected:?}\n    got:      {actual:?}"
             ));
         }
     }
     if let Some(expected) = &expect.message {
         if !report.message.contains(expected.as_str()) {
-            result.failures.push(format!(
+            failures.push(format!(
                 "message: expected it to contain {expected:?}, got {:?}",
                 report.message
             ));
         }
     }
-    result.report = Some(report);
-    result
+    failures
 }
 
 fn slug(text: &str) -> String {
