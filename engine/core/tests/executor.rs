@@ -1698,3 +1698,104 @@ fn a_patch_whose_object_changed_since_the_last_write_reads_it_again_and_undoes_t
         "the journal shows the refused intent and the one sent after reading again"
     );
 }
+
+// The retry policy (issue 11): a step is tried again only when another attempt may succeed.
+// Forbidden (RBAC), Invalid (the object's schema), NotFound and a field-manager conflict are
+// the same every time, so they fail the step at once and the rollback starts without waiting
+// out the back-off; throttling (429), server errors and lost connections are retried. The
+// journal records the kind of each failure.
+
+/// A one-step runbook that may retry its scale, with one failure of `fault` injected into it.
+fn one_failure_of(fault: &str) -> (RunReport, Vec<Record>) {
+    let h = Test::new()
+        .runbook(&head(
+            "retry",
+            "    - id: scale-api
+      scale: {name: api, replicas: 4}
+      retries: {attempts: 3, backoff: 1s}
+",
+        ))
+        .scenario(&format!(
+            "  faults:\n    - {{verb: scale, name: api, error: {fault}, message: injected, times: 1}}\n"
+        ))
+        .run();
+    (h.report, events(&h.collect))
+}
+
+/// The kinds of the failed attempts that were retried.
+fn retried(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|record| match &record.event {
+            Event::StepAttemptFailed { error_kind, .. } => error_kind.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kind the journal gives the step's final failure.
+fn failed_as(records: &[Record]) -> Option<String> {
+    records.iter().find_map(|record| match &record.event {
+        Event::StepFinished { error_kind, .. } => error_kind.clone(),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_forbidden_answer_fails_the_step_at_once_without_a_retry() {
+    let (report, records) = one_failure_of("forbidden");
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(retried(&records).is_empty(), "{:?}", retried(&records));
+    assert_eq!(failed_as(&records).as_deref(), Some("forbidden"));
+    assert!(
+        report.message.contains("forbidden: injected"),
+        "{}",
+        report.message
+    );
+}
+
+#[test]
+fn an_invalid_answer_fails_the_step_at_once_without_a_retry() {
+    let (report, records) = one_failure_of("invalid");
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(retried(&records).is_empty(), "{:?}", retried(&records));
+    assert_eq!(failed_as(&records).as_deref(), Some("invalid"));
+}
+
+#[test]
+fn not_found_and_a_field_manager_conflict_are_not_retried_either() {
+    for fault in ["not-found", "field-manager-conflict"] {
+        let (report, records) = one_failure_of(fault);
+        assert_eq!(
+            report.outcome,
+            Outcome::RolledBack,
+            "{fault}: {}",
+            report.message
+        );
+        assert!(
+            retried(&records).is_empty(),
+            "{fault}: {:?}",
+            retried(&records)
+        );
+        assert_eq!(failed_as(&records).as_deref(), Some(fault));
+    }
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_and_the_step_then_succeeds() {
+    for (fault, kind) in [("blocked", "blocked"), ("unavailable", "unavailable")] {
+        let (report, records) = one_failure_of(fault);
+        assert_eq!(
+            report.outcome,
+            Outcome::Succeeded,
+            "{fault}: {}",
+            report.message
+        );
+        assert_eq!(
+            retried(&records),
+            [kind],
+            "{fault}: one retry, journaled with its kind"
+        );
+        assert_eq!(failed_as(&records), None, "{fault}: the step finished well");
+    }
+}
