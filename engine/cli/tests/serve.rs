@@ -1159,6 +1159,84 @@ fn a_panicking_run_fails_alone_and_the_next_alert_for_its_key_runs() {
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
 }
 
+/// Issue 12: a panic after the run changed something. The panic fails the step it happened in,
+/// and the run undoes what it changed, as for any failure: the annotation it set is removed,
+/// journaled, and the next alert for the key runs.
+#[test]
+fn a_panic_after_a_change_fails_the_step_and_the_run_undoes_the_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("mark-and-scale.yaml"),
+        r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: mark-and-scale
+spec:
+  description: Mark a deployment, then scale it.
+  params:
+    - name: deployment
+      pattern: "api|web|worker"
+      from: alert.labels.deployment
+  triggers:
+    - alertName: MarkAndScale
+      cooldown: 0s
+  steps:
+    - id: mark
+      annotate: {kind: Deployment, name: "${params.deployment}", namespace: shop, set: {runbook.dev/remediating: "true"}}
+    - id: scale
+      needs: [mark]
+      retries: 2
+      scale: {name: "${params.deployment}", namespace: shop, replicas: 3}
+  rollback: notify-oncall
+"#,
+    )
+    .expect("runbook");
+    let server = start_with(
+        dir.path(),
+        &[("RUNBOOK_TEST_PANIC_ON_EVENT", "step-intent@scale")],
+        &["--workers", "1"],
+    );
+    let first = server.post_alerts(&notification(
+        "p",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", cache("MarkAndScale", "web"))],
+    ));
+    let id = results(&first)[0]["run"].as_str().unwrap().to_owned();
+    let run = server.wait_finished(&id);
+    assert_eq!(run["outcome"], "rolled-back", "{run:#}");
+    let journal = server.journal(&id);
+    let failed = journal
+        .iter()
+        .find(|event| event["event"] == "step-finished" && event["step"] == "scale")
+        .unwrap_or_else(|| panic!("{journal:#?}"));
+    assert_eq!(failed["errorKind"], "panicked", "{failed:#}");
+    assert!(
+        !journal
+            .iter()
+            .any(|event| event["event"] == "step-attempt-failed" && event["step"] == "scale"),
+        "a panic is not retried: {journal:#?}"
+    );
+    let undone = journal
+        .iter()
+        .find(|event| event["event"] == "undo-finished" && event["succeeded"] == true)
+        .unwrap_or_else(|| panic!("the mark is undone: {journal:#?}"));
+    assert_eq!(undone["step"], "mark", "{undone:#}");
+    assert_eq!(server.metric("runbook_runs_running"), 0.0);
+    assert_eq!(server.get("/healthz").status, 200);
+
+    let next = server.post_alerts(&notification(
+        "p",
+        "runbook",
+        "2026-11-22T03:30:00Z",
+        &[("firing", cache("MarkAndScale", "web"))],
+    ));
+    let result = &results(&next)[0];
+    assert_eq!(result["decision"], "queued", "{result}");
+    let run = server.wait_finished(result["run"].as_str().unwrap());
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+}
+
 impl Server {
     /// `GET /metrics` with `accept` (none when `None`).
     fn scrape(&self, accept: Option<&str>) -> Reply {

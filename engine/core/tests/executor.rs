@@ -69,6 +69,7 @@ struct Test {
     start: SystemTime,
     interrupt: Option<Interruption>,
     record_deployments: bool,
+    panic_on_scale: Option<String>,
 }
 
 /// Who answers the gates.
@@ -116,6 +117,7 @@ impl Test {
             start: SystemTime::UNIX_EPOCH + TEST_EPOCH,
             interrupt: None,
             record_deployments: false,
+            panic_on_scale: None,
         }
     }
 
@@ -207,6 +209,14 @@ impl Test {
         self
     }
 
+    /// Puts a [`Recording`] between the executor and the simulated cluster that panics when
+    /// asked to scale the Deployment named (a bug in an effects implementation).
+    fn panic_on_scale(mut self, name: &str) -> Self {
+        self.record_deployments = true;
+        self.panic_on_scale = Some(name.to_owned());
+        self
+    }
+
     fn run(self) -> Harness {
         let (catalog, runbook) = runbook_core::testing::inline_runbook("t.yaml", &self.runbook)
             .unwrap_or_else(|errors| panic!("{errors:?}"));
@@ -249,6 +259,7 @@ impl Test {
             Arc::new(Recording {
                 inner: world.clone(),
                 calls: std::sync::Mutex::new(Vec::new()),
+                panic_on_scale: self.panic_on_scale.clone(),
             })
         });
         if let Some(recording) = &recording {
@@ -399,6 +410,49 @@ fn a_failure_in_one_branch_undoes_every_completed_step_newest_first() {
             .pointer("/metadata/annotations/maintenance")
             .is_none(),
         "the added annotation is removed: {worker}"
+    );
+}
+
+/// A panic inside a step (here in the cluster client) fails that step, unretried, and the run
+/// undoes what it had changed, as for any failure, instead of dying with the change made.
+#[test]
+fn a_panic_in_a_step_fails_the_step_and_the_run_undoes_what_it_changed() {
+    let text = head(
+        "panics",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: scale-worker, needs: [scale-api], retries: 3, scale: {name: worker, replicas: 3}}
+",
+    );
+    let h = Test::new().runbook(&text).panic_on_scale("worker").run();
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    assert!(
+        matches!(status(&h.report, "scale-worker"), StepStatus::Failed(e) if e.contains("the engine panicked (test: scaling worker panics)")),
+        "{:?}",
+        status(&h.report, "scale-worker")
+    );
+    assert_eq!(replicas(&h.world, "api"), 2, "scale-api is undone");
+    let journal = events(&h.collect);
+    let failed: Vec<_> = journal
+        .iter()
+        .filter_map(|record| match &record.event {
+            Event::StepFinished {
+                step, error_kind, ..
+            } if step == "scale-worker" => Some(error_kind.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![Some("panicked".to_owned())]);
+    assert!(
+        !journal.iter().any(|record| matches!(
+            &record.event,
+            Event::StepAttemptFailed { step, .. } if step == "scale-worker"
+        )),
+        "a panic is not retried"
     );
 }
 
@@ -1482,6 +1536,8 @@ fn a_manifest_without_a_namespace_is_applied_and_undone_in_the_runs_namespace() 
 struct Recording {
     inner: Arc<SimWorld>,
     calls: std::sync::Mutex<Vec<String>>,
+    /// Scaling this Deployment panics.
+    panic_on_scale: Option<String>,
 }
 
 impl Recording {
@@ -1510,6 +1566,9 @@ impl runbook_core::effects::Cluster for Recording {
         replicas: i64,
         dry_run: runbook_core::effects::DryRun,
     ) -> runbook_core::effects::EffectResult<serde_json::Value> {
+        if self.panic_on_scale.as_deref() == Some(key.name.as_str()) {
+            panic!("test: scaling {} panics", key.name);
+        }
         self.inner.scale(key, replicas, dry_run).await
     }
     async fn restart(

@@ -317,16 +317,20 @@ struct LogReporter;
 impl Reporter for LogReporter {
     fn record(&self, record: &Record) {
         // A test-only hook (debug builds only, from the server's own environment, never from an
-        // alert or a param): the first time a run journals the event named, panic, to prove a
-        // panic fails only its run.
+        // alert or a param): the first time a run journals the event named (`EVENT`, or
+        // `EVENT@STEP` for one step's), panic, to prove a panic fails only its run.
         #[cfg(debug_assertions)]
-        if let Ok(event) = std::env::var("RUNBOOK_TEST_PANIC_ON_EVENT") {
+        if let Ok(hook) = std::env::var("RUNBOOK_TEST_PANIC_ON_EVENT") {
             static PANICKED: std::sync::atomic::AtomicBool =
                 std::sync::atomic::AtomicBool::new(false);
-            if serde_json::to_value(&record.event).is_ok_and(|value| value["event"] == event)
-                && !PANICKED.swap(true, Ordering::SeqCst)
+            let (event, step) = hook
+                .split_once('@')
+                .map_or((hook.as_str(), None), |(event, step)| (event, Some(step)));
+            if serde_json::to_value(&record.event).is_ok_and(|value| {
+                value["event"] == event && step.is_none_or(|step| value["step"] == step)
+            }) && !PANICKED.swap(true, Ordering::SeqCst)
             {
-                panic!("test hook: RUNBOOK_TEST_PANIC_ON_EVENT={event}");
+                panic!("test hook: RUNBOOK_TEST_PANIC_ON_EVENT={hook}");
             }
         }
         if let Some(text) = crate::terminal::describe(&record.event) {

@@ -35,6 +35,10 @@ pub enum StepError {
     /// Cancelled by Ctrl-C while it ran.
     #[error("interrupted by Ctrl-C")]
     Interrupted,
+    /// The engine panicked while doing the step: a bug. The step fails (never retried, since
+    /// the same input panics again) and the run undoes and rolls back as for any failure.
+    #[error("the engine panicked ({0}); this is a bug")]
+    Panicked(String),
     /// Anything else; retried as before, since nothing says it is permanent.
     #[error("{0}")]
     Other(String),
@@ -49,7 +53,7 @@ impl StepError {
         match self {
             Self::Effect(error) => error.retryable(),
             Self::Fact { error, .. } => error.retryable(),
-            Self::Journal(_) | Self::Refused(_) | Self::Interrupted => false,
+            Self::Journal(_) | Self::Refused(_) | Self::Interrupted | Self::Panicked(_) => false,
             Self::TimedOut(_) | Self::Expression(_) | Self::Command(_) | Self::Other(_) => true,
         }
     }
@@ -65,6 +69,7 @@ impl StepError {
             Self::Journal(_) => "journal",
             Self::Refused(_) => "refused",
             Self::Interrupted => "interrupted",
+            Self::Panicked(_) => "panicked",
             Self::Other(_) => "other",
         }
     }

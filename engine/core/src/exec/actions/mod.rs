@@ -23,8 +23,32 @@ pub(in crate::exec) fn done(output: Option<String>, undo: Option<UndoState>) -> 
 }
 
 impl Run {
-    /// Does `action` once, as (a part of) `step`.
+    /// Does `action` once, as (a part of) `step`. A panic in the action (a bug in the engine,
+    /// or in an effects implementation) fails this attempt like any other error, so the run
+    /// goes on to its undo and rollback instead of dying with the changes it made.
     pub(super) async fn perform_action(
+        &self,
+        step: &StepSpec,
+        action: &Action,
+        attempt: u32,
+    ) -> Result<Finished, StepError> {
+        use futures::FutureExt as _;
+        let attempted = std::panic::AssertUnwindSafe(Box::pin(
+            self.perform_action_unguarded(step, action, attempt),
+        ))
+        .catch_unwind()
+        .await;
+        match attempted {
+            Ok(result) => result,
+            Err(payload) => {
+                let why = panic_message(payload.as_ref());
+                tracing::error!(step = %step.id, error = %why, "the engine panicked in a step");
+                Err(StepError::Panicked(why))
+            }
+        }
+    }
+
+    async fn perform_action_unguarded(
         &self,
         step: &StepSpec,
         action: &Action,
@@ -85,4 +109,13 @@ impl Run {
             Action::Call { runbook, params } => self.call_step(runbook, params).await,
         }
     }
+}
+
+/// The text a panic was raised with.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
 }
