@@ -73,6 +73,10 @@ pub struct LeaseLock {
     current: Arc<Mutex<Json>>,
     lost: LostSignal,
     renewal: tokio::task::JoinHandle<()>,
+    /// Set by [`LeaseLock::release`]; a lock dropped without it (a run whose task panicked or
+    /// was cancelled) is released in the background, so its key is free at once and not only
+    /// when the Lease expires.
+    released: bool,
 }
 
 /// Whether, and when, a held Lease was lost (taken by another holder, deleted, or not
@@ -237,6 +241,7 @@ impl LeaseLock {
             current,
             lost: LostSignal(signal),
             renewal,
+            released: false,
         })
     }
 
@@ -260,70 +265,100 @@ impl LeaseLock {
     /// Stops renewing and deletes the Lease if it is still ours: the delete carries the
     /// version we last saw, and if that moved (a renewal whose answer we never took in, or
     /// another holder), the Lease is read again and deleted only if we still hold it.
-    pub async fn release(self) -> Result<(), String> {
+    pub async fn release(mut self) -> Result<(), String> {
+        self.released = true;
         self.renewal.abort();
         if self.is_lost() {
             return Ok(());
         }
-        let what = format!("{}/{}", self.spec.namespace, self.spec.name);
-        let path = format!("{}/{}", lease_path(&self.spec), self.spec.name);
-        let mut version = self
-            .current
-            .lock()
+        release(&self.transport, &self.spec, &self.current).await
+    }
+}
+
+/// Deletes the Lease if it is still ours (see [`LeaseLock::release`]).
+async fn release(
+    transport: &Transport,
+    spec: &LeaseSpec,
+    current: &Mutex<Json>,
+) -> Result<(), String> {
+    let what = format!("{}/{}", spec.namespace, spec.name);
+    let path = format!("{}/{}", lease_path(spec), spec.name);
+    let mut version = current
+        .lock()
+        .await
+        .pointer("/metadata/resourceVersion")
+        .and_then(Json::as_str)
+        .map(str::to_owned);
+    for _ in 0..3 {
+        let mut options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
+        if let Some(version) = &version {
+            options["preconditions"] = json!({"resourceVersion": version});
+        }
+        let call = Call::new(
+            Method::DELETE,
+            path.clone(),
+            format!("release Lease {what}"),
+        )
+        .json("application/json", &options)
+        .retry(crate::transport::Retry::NoConflict);
+        match transport.send(&call).await {
+            Ok(_) | Err(EffectError::NotFound(_)) => return Ok(()),
+            Err(EffectError::Conflict(_)) => {}
+            Err(error) => return Err(format!("cannot release Lease {what}: {error}")),
+        }
+        let fresh = match transport
+            .json(&Call::new(
+                Method::GET,
+                path.clone(),
+                format!("get Lease {what}"),
+            ))
             .await
+        {
+            Ok(fresh) => fresh,
+            Err(EffectError::NotFound(_)) => return Ok(()),
+            Err(error) => return Err(format!("cannot release Lease {what}: {error}")),
+        };
+        if fresh.pointer("/spec/holderIdentity").and_then(Json::as_str)
+            != Some(spec.holder.as_str())
+        {
+            // Taken over since our last renewal: it is not ours to delete.
+            return Ok(());
+        }
+        version = fresh
             .pointer("/metadata/resourceVersion")
             .and_then(Json::as_str)
             .map(str::to_owned);
-        for _ in 0..3 {
-            let mut options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
-            if let Some(version) = &version {
-                options["preconditions"] = json!({"resourceVersion": version});
-            }
-            let call = Call::new(
-                Method::DELETE,
-                path.clone(),
-                format!("release Lease {what}"),
-            )
-            .json("application/json", &options)
-            .retry(crate::transport::Retry::NoConflict);
-            match self.transport.send(&call).await {
-                Ok(_) | Err(EffectError::NotFound(_)) => return Ok(()),
-                Err(EffectError::Conflict(_)) => {}
-                Err(error) => return Err(format!("cannot release Lease {what}: {error}")),
-            }
-            let fresh = match self
-                .transport
-                .json(&Call::new(
-                    Method::GET,
-                    path.clone(),
-                    format!("get Lease {what}"),
-                ))
-                .await
-            {
-                Ok(fresh) => fresh,
-                Err(EffectError::NotFound(_)) => return Ok(()),
-                Err(error) => return Err(format!("cannot release Lease {what}: {error}")),
-            };
-            if fresh.pointer("/spec/holderIdentity").and_then(Json::as_str)
-                != Some(self.spec.holder.as_str())
-            {
-                // Taken over since our last renewal: it is not ours to delete.
-                return Ok(());
-            }
-            version = fresh
-                .pointer("/metadata/resourceVersion")
-                .and_then(Json::as_str)
-                .map(str::to_owned);
-        }
-        Err(format!(
-            "cannot release Lease {what}: it kept changing; it expires on its own"
-        ))
     }
+    Err(format!(
+        "cannot release Lease {what}: it kept changing; it expires on its own"
+    ))
 }
 
 impl Drop for LeaseLock {
     fn drop(&mut self) {
         self.renewal.abort();
+        if self.released || self.is_lost() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (transport, spec, current) = (
+            self.transport.clone(),
+            self.spec.clone(),
+            self.current.clone(),
+        );
+        runtime.spawn(async move {
+            match release(&transport, &spec, &current).await {
+                Ok(()) => tracing::warn!(
+                    lease = %format!("{}/{}", spec.namespace, spec.name),
+                    "released the run lock of a run that ended without releasing it"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot release the run lock; it expires on its own")
+                }
+            }
+        });
     }
 }
 

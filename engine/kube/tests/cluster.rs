@@ -2152,6 +2152,20 @@ fn the_lease_lock_excludes_renews_releases_and_takes_over_an_expired_lease() {
             "release deletes the Lease it still holds"
         );
 
+        // Dropped without a release (a run whose task panicked): deleted in the background.
+        let dropped = LeaseLock::acquire(transport.clone(), spec(first_holder))
+            .await
+            .expect("acquire a free lease");
+        drop(dropped);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !sandbox.absent(&key).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a dropped lock's Lease is deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
         // Deleted behind its back: the next renewal finds it gone (404), the lock reports
         // itself lost, and the Lease is not created again.
         let deleted = LeaseLock::acquire(transport.clone(), spec(first_holder))

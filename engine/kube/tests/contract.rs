@@ -1980,6 +1980,38 @@ async fn the_first_holder_creates_the_lease() {
     assert!(stored_lease(&api).is_none());
 }
 
+/// Issue 12: a run whose task panicked or was cancelled drops its lock without releasing it.
+/// The Lease is deleted in the background, so the next run for the key need not wait for it to
+/// expire.
+#[tokio::test]
+async fn a_lease_dropped_without_release_is_released_in_the_background() {
+    let api = FakeApi::start().await;
+    let cluster = cluster(&api).await;
+    let lock = LeaseLock::acquire(
+        cluster.transport().clone(),
+        lease_spec("host-a/41/run-1", HOUR),
+    )
+    .await
+    .expect("acquire");
+    assert!(stored_lease(&api).is_some());
+    drop(lock);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stored_lease(&api).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped lock's Lease is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let next = LeaseLock::acquire(
+        cluster.transport().clone(),
+        lease_spec("host-b/42/run-2", HOUR),
+    )
+    .await
+    .expect("the key is free at once");
+    next.release().await.expect("release");
+}
+
 #[tokio::test]
 async fn a_lease_whose_create_answer_was_lost_is_still_ours() {
     let api = FakeApi::start().await;
