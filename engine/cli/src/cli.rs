@@ -150,6 +150,17 @@ pub enum Command {
         /// is made and kept in STATE_DIR/serve.token).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Who may answer gates: one approver per line, `NAME:TOKEN` or `NAME:sha256:HEX`.
+        /// Each approves with their own token (`runbook approve --token-file`), and the
+        /// journal records their name; the server's token then approves nothing.
+        #[arg(long, value_name = "FILE", conflicts_with = "kubernetes_approvers")]
+        approvers: Option<PathBuf>,
+        /// Approvers present their own Kubernetes token: the API server says whose it is
+        /// (TokenReview) and whether they may `approve` `runbooks.runbook.dev` named by the
+        /// runbook in the server's namespace (SubjectAccessReview), so a RoleBinding decides.
+        /// The server's credentials need the `system:auth-delegator` ClusterRole.
+        #[arg(long)]
+        kubernetes_approvers: bool,
         /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,

@@ -114,6 +114,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Serve {
             listen,
             token_file,
+            approvers,
+            kubernetes_approvers,
             state_dir,
             simulate,
             namespace,
@@ -132,6 +134,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             serve::ServeArgs {
                 listen,
                 token_file,
+                approvers,
+                kubernetes_approvers,
                 state_dir: state::state_dir(state_dir.as_deref()),
                 simulate,
                 namespace,

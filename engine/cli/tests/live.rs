@@ -311,8 +311,13 @@ impl Drop for Served {
 
 /// Starts `runbook serve` against the fake; returns it with the address it listens on.
 fn serve_live(live: &Live) -> (Served, String) {
+    serve_live_with(live, TRIGGERED, &[])
+}
+
+/// `serve_live`, serving `runbook` as `api-down.yaml`, with `extra` flags.
+fn serve_live_with(live: &Live, runbook: &str, extra: &[&str]) -> (Served, String) {
     use std::io::BufRead as _;
-    std::fs::write(live.dir.path().join("runbooks/api-down.yaml"), TRIGGERED).expect("write");
+    std::fs::write(live.dir.path().join("runbooks/api-down.yaml"), runbook).expect("write");
     std::fs::write(live.dir.path().join("token"), "serve-token\n").expect("write");
     let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .arg("--dir")
@@ -332,6 +337,7 @@ fn serve_live(live: &Live) -> (Served, String) {
         .arg(live.dir.path().join("state"))
         .arg("--kubeconfig")
         .arg(&live.kubeconfig)
+        .args(extra)
         .env_remove("KUBECONFIG")
         .env("HOME", live.dir.path())
         .stdin(std::process::Stdio::null())
@@ -365,17 +371,198 @@ fn serve_live(live: &Live) -> (Served, String) {
 }
 
 fn post(address: &str, path: &str, body: &str) -> String {
+    request(address, "POST", path, "serve-token", body)
+}
+
+/// One HTTP request with `token`; the whole answer, head and body.
+fn request(address: &str, method: &str, path: &str, token: &str, body: &str) -> String {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: Bearer serve-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("send");
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer
+}
+
+/// The JSON body of an answer.
+fn body_of(answer: &str) -> serde_json::Value {
+    answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_default()
+}
+
+const GATED: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: api-down
+spec:
+  description: Scale the API up, once someone allowed to approves.
+  params:
+    - name: namespace
+      pattern: "[a-z0-9-]+"
+      from: alert.labels.namespace
+  triggers:
+    - alertName: ApiDown
+  steps:
+    - id: scale
+      confirm: "Scale api to 3?"
+      scale: {name: api, namespace: "${params.namespace}", replicas: 3}
+"#;
+
+/// Issue 12: with `--kubernetes-approvers` the approver's own token is reviewed by the API
+/// server (TokenReview) and RBAC decides (SubjectAccessReview of `approve` on
+/// `runbooks.runbook.dev` named by the runbook, in the server's namespace); the journal
+/// records the user the API server named, whatever the body claims.
+#[test]
+fn serve_checks_approvers_with_a_token_review_and_rbac() {
+    let live = live();
+    live.fake.add_token("alice-token", "alice", &["sre"]);
+    live.fake.add_token("bob-token", "bob", &[]);
+    live.fake.grant(support::Grant {
+        subject: "User:alice".to_owned(),
+        verb: "approve".to_owned(),
+        group: "runbook.dev".to_owned(),
+        resource: "runbooks".to_owned(),
+        namespace: Some("shop".to_owned()),
+        names: vec!["api-down".to_owned()],
+        binding: "runbook-approvers".to_owned(),
+    });
+    let (served, address) = serve_live_with(&live, GATED, &["--kubernetes-approvers"]);
+    let alert = json!({
+        "version": "4", "status": "firing", "receiver": "runbook", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "ApiDown", "namespace": "shop"},
+                    "annotations": {}, "startsAt": "2026-11-22T06:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prom", "fingerprint": "f1"}]
+    });
+    let answer = post(&address, "/api/v1/alerts", &alert.to_string());
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let id = body_of(&answer)["results"][0]["run"]
+        .as_str()
+        .expect("a run")
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let run = body_of(&request(
+            &address,
+            "GET",
+            &format!("/api/v1/runs/{id}"),
+            "serve-token",
+            "",
+        ));
+        if run["state"] == "waiting-approval" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never paused: {run:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let approve = format!("/api/v1/runs/{id}/approve");
+    let claim = r#"{"approve": true, "by": "alice"}"#;
+    let unknown = request(&address, "POST", &approve, "nobody's-token", claim);
+    assert!(unknown.starts_with("HTTP/1.1 401"), "{unknown}");
+    let bob = request(&address, "POST", &approve, "bob-token", claim);
+    assert!(bob.starts_with("HTTP/1.1 403"), "{bob}");
+    assert!(
+        body_of(&bob)["error"]
+            .as_str()
+            .is_some_and(|e| e
+                .contains("bob may not approve runbooks.runbook.dev `api-down` in namespace shop")),
+        "{bob}"
+    );
+    let server_token = request(&address, "POST", &approve, "serve-token", claim);
+    assert!(server_token.starts_with("HTTP/1.1 403"), "{server_token}");
+    assert_eq!(live.replicas(), 2, "nothing approved yet");
+    let alice = request(
+        &address,
+        "POST",
+        &approve,
+        "alice-token",
+        r#"{"by": "mallory"}"#,
+    );
+    assert!(alice.starts_with("HTTP/1.1 200"), "{alice}");
+    assert_eq!(body_of(&alice)["by"], "alice (kubernetes)");
+
+    let released = |requests: &[support::Recorded]| {
+        requests
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.contains("/leases/runbook-api-down-"))
+    };
+    while !released(&live.fake.requests()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(served);
+    assert_eq!(live.replicas(), 3, "alice's approval let the run scale");
+    let journal = std::fs::read_to_string(live.dir.path().join(format!("state/runs/{id}.jsonl")))
+        .expect("journal");
+    let answered: serde_json::Value = journal
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a record"))
+        .find(|record| record["event"] == "gate-answered")
+        .expect("gate-answered");
+    assert_eq!(answered["by"], "approve: alice (kubernetes)");
+    let reviews: Vec<serde_json::Value> = live
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/apis/authorization.k8s.io/v1/subjectaccessreviews")
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(
+        reviews.len(),
+        2,
+        "bob's and alice's (the server's token and the unknown one stop earlier)"
+    );
+    assert_eq!(
+        reviews[1]["spec"]["resourceAttributes"],
+        json!({"verb": "approve", "group": "runbook.dev", "resource": "runbooks", "namespace": "shop", "name": "api-down"})
+    );
+}
+
+/// `--kubernetes-approvers` needs a cluster to ask.
+#[test]
+fn kubernetes_approvers_without_a_cluster_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("scenario.yaml"),
+        "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: empty}\nspec: {}\n",
+    )
+    .expect("write");
+    std::fs::create_dir_all(dir.path().join("runbooks")).expect("mkdir");
+    std::fs::write(dir.path().join("runbooks/api-down.yaml"), GATED).expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(dir.path().join("runbooks"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--kubernetes-approvers",
+            "--simulate",
+        ])
+        .arg(dir.path().join("scenario.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .expect("runbook serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--kubernetes-approvers needs a cluster"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

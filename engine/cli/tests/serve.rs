@@ -663,6 +663,139 @@ fn a_hostile_annotation_reaches_a_command_as_one_argv_element() {
     }
 }
 
+/// Issue 12: the approver recorded was `$USER` or whatever `by` the caller sent. With
+/// `--approvers`, each approver has a token of their own; the journal records the name the
+/// token belongs to, the server's token (Alertmanager's) approves nothing, and an unknown token
+/// is refused.
+#[test]
+fn with_an_approvers_file_each_approval_is_journaled_with_the_name_its_token_belongs_to() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bob_token = "bob-token-0123456789abcdef";
+    let bob_digest: String = sha2::Sha256::digest(bob_token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let approvers = dir.path().join("approvers");
+    std::fs::write(
+        &approvers,
+        format!("# who may approve\nalice:alice-token-0123456789abcdef\nbob:sha256:{bob_digest}\n"),
+    )
+    .expect("approvers");
+    let bob_file = dir.path().join("bob.token");
+    std::fs::write(&bob_file, format!("{bob_token}\n")).expect("bob's token");
+    let server = start(&["--approvers", approvers.to_str().unwrap()]);
+    let pause = |deployment: &str| {
+        let reply = server.post_alerts(&payload(
+            "o",
+            &[("firing", overloaded("ApiOverloaded", deployment), json!({}))],
+        ));
+        let id = results(&reply)[0]["run"].as_str().unwrap().to_owned();
+        server.wait_run(&id, "waiting at its gate", |run| {
+            run["state"] == "waiting-approval"
+        });
+        id
+    };
+    let id = pause("api");
+    let approve = format!("/api/v1/runs/{id}/approve");
+    let claim = br#"{"by": "alice"}"#;
+    let missing = server.request("POST", &approve, None, claim);
+    assert_eq!(missing.status, 401, "{}", missing.body);
+    let unknown = server.request("POST", &approve, Some("mallory-token-0123456789"), claim);
+    assert_eq!(unknown.status, 401, "{}", unknown.body);
+    let alertmanager = server.request("POST", &approve, Some(TOKEN), claim);
+    assert_eq!(alertmanager.status, 403, "{}", alertmanager.body);
+    assert!(
+        alertmanager.body.contains("approves nothing"),
+        "{}",
+        alertmanager.body
+    );
+    assert_eq!(
+        server.get(&format!("/api/v1/runs/{id}")).json()["state"],
+        "waiting-approval",
+        "refused approvals leave the gate waiting"
+    );
+    // Alice's token, claiming to be someone else: the journal says alice.
+    let alice = server.request(
+        "POST",
+        &approve,
+        Some("alice-token-0123456789abcdef"),
+        br#"{"by": "mallory"}"#,
+    );
+    assert_eq!(alice.status, 200, "{}", alice.body);
+    server.wait_finished(&id);
+    let by = |id: &str| {
+        server
+            .journal(id)
+            .iter()
+            .find(|e| e["event"] == "gate-answered")
+            .map(|e| e["by"].clone())
+            .expect("gate answered")
+    };
+    assert_eq!(by(&id), "approve: alice (approvers file)");
+
+    // `runbook approve --token-file` with bob's own token (the file lists only its digest).
+    let id = pause("web");
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["approve", &id, "--server"])
+        .arg(format!("http://{}", server.address))
+        .arg("--token-file")
+        .arg(&bob_file)
+        .output()
+        .expect("runbook approve");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.wait_finished(&id);
+    assert_eq!(by(&id), "approve: bob (approvers file)");
+    assert_eq!(
+        server.metric("runbook_approvals_total{result=\"approved\"}"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("runbook_approvals_total{result=\"unauthenticated\"}"),
+        2.0
+    );
+    assert_eq!(
+        server.metric("runbook_approvals_total{result=\"forbidden\"}"),
+        1.0
+    );
+}
+
+/// A malformed approvers file stops the server at start, naming the line.
+#[test]
+fn a_malformed_approvers_file_is_refused_at_start_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let approvers = dir.path().join("approvers");
+    std::fs::write(
+        &approvers,
+        "alice:alice-token-0123456789abcdef\nbob:short\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(fixtures().join("runbooks"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--simulate"])
+        .arg(fixtures().join("world.scenario.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--approvers")
+        .arg(&approvers)
+        .output()
+        .expect("runbook serve");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:1: `bob`: the token is shorter than 16 characters",
+            approvers.display()
+        )),
+        "{stderr}"
+    );
+}
+
 fn overloaded(name: &str, deployment: &str) -> Json {
     json!({"alertname": name, "deployment": deployment})
 }
@@ -724,10 +857,14 @@ fn a_gate_pauses_until_approved_over_http_or_by_runbook_approve() {
         .find(|e| e["event"] == "gate-answered")
         .expect("gate answered");
     assert_eq!(answered["answer"], "yes");
-    assert!(answered["by"]
-        .as_str()
-        .unwrap()
-        .starts_with("approve: runbook approve"));
+    // No --approvers: the server's token approves, and the journal says that is all it knows.
+    assert!(
+        answered["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("approve: the server's token (unverified name: runbook approve"),
+        "{answered}"
+    );
     let again = server.request(
         "POST",
         &format!("/api/v1/runs/{id}/approve"),

@@ -4,7 +4,8 @@
 //! It serves discovery documents, keeps an in-memory object store with the API server's
 //! semantics (resourceVersion on every write, optimistic concurrency, `dryRun=All`, the four
 //! patch content types, label and field selectors, watches, the scale subresource, evictions,
-//! logs, and pod exec over WebSocket), answers errors with real `metav1.Status` bodies, and
+//! logs, pod exec over WebSocket, and TokenReview and SubjectAccessReview against the users and
+//! grants a test gives), answers errors with real `metav1.Status` bodies, and
 //! records every request. A test seeds objects and scripts faults ("the next N requests to
 //! this path answer 503", "never answer"); nothing else about the tests is built in, so a
 //! benchmark can drive it too.
@@ -24,6 +25,7 @@ mod objects;
 mod reply;
 mod requests;
 mod resources;
+mod reviews;
 mod routes;
 mod selectors;
 mod server;
@@ -40,4 +42,5 @@ pub const APPLY: &str = "application/apply-patch+yaml";
 pub use reply::status;
 pub use requests::{ExecReply, Fault, Recorded};
 pub use resources::{by_kind, ResourceType, RESOURCES};
+pub use reviews::Grant;
 pub use server::FakeApi;

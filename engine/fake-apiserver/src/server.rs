@@ -200,6 +200,24 @@ contexts:
         self.lock().requests.clone()
     }
 
+    /// A bearer token a TokenReview authenticates as `username` in `groups` (with
+    /// `system:authenticated` added, as the API server adds it).
+    pub fn add_token(&self, token: &str, username: &str, groups: &[&str]) {
+        let mut groups: Vec<&str> = groups.to_vec();
+        groups.push("system:authenticated");
+        let user = serde_json::json!({
+            "username": username,
+            "uid": format!("uid-{username}"),
+            "groups": groups,
+        });
+        self.lock().tokens.insert(token.to_owned(), user);
+    }
+
+    /// What SubjectAccessReviews allow from now on.
+    pub fn grant(&self, grant: crate::Grant) {
+        self.lock().grants.push(grant);
+    }
+
     /// Delays every answer by `latency`, as a real API server's own time would.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;

@@ -97,6 +97,10 @@ pub(crate) struct State {
     pub(crate) uids: u64,
     /// Added before every answer, as a real server's time would be (the benchmark's knob).
     pub(crate) latency: Duration,
+    /// Bearer tokens a TokenReview authenticates, and the `user` it answers with.
+    pub(crate) tokens: BTreeMap<String, Json>,
+    /// What SubjectAccessReviews allow.
+    pub(crate) grants: Vec<crate::reviews::Grant>,
 }
 
 impl State {
@@ -160,6 +164,8 @@ impl State {
                 })))
             }
             ("GET", "/apis") => return Ok(ok(group_list())),
+            ("POST", crate::reviews::TOKEN_REVIEWS) => return Ok(self.token_review(request)),
+            ("POST", crate::reviews::ACCESS_REVIEWS) => return Ok(self.access_review(request)),
             _ => {}
         }
         let (resource, namespace, name, subresource) = match route(&request.path) {

@@ -12,6 +12,7 @@
 //! [`connect`] builds the client from a kubeconfig or the pod's service account, and
 //! [`lease`] is the run lock held in the cluster.
 
+pub mod auth;
 pub mod connect;
 mod discovery;
 mod drain;

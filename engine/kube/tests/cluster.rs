@@ -34,6 +34,7 @@ use runbook_core::exec::{execute, inverse_merge_patch, RunOptions, RunReport, St
 use runbook_core::journal::{Event, Outcome};
 use runbook_core::runbook::{Catalog, Runbook};
 use runbook_core::testing::Collect;
+use runbook_kube::auth::{may, review_token, Attributes};
 use runbook_kube::lease::{lease_name, LeaseError, LeaseLock, LeaseSpec};
 use runbook_kube::transport::{Call, Retry, Transport};
 use runbook_kube::{ConnectOptions, KubeCluster, KubeOptions, FIELD_MANAGER};
@@ -2001,6 +2002,124 @@ fn exec_and_logs_in_a_running_pod_where_a_node_can_run_one() {
         assert!(
             matches!(missing, Err(EffectError::NotFound(_))),
             "{missing:?}"
+        );
+    });
+}
+
+// --- who approves: TokenReview and SubjectAccessReview --------------------------------------------
+
+/// What `runbook serve --kubernetes-approvers` asks of the API server: a ServiceAccount's token
+/// (from the TokenRequest API) is reviewed to its user, and a SubjectAccessReview decides from a
+/// RoleBinding whether that user may `approve` `runbooks.runbook.dev` of one name. The test's
+/// credentials (cluster-admin) are the server's here.
+#[test]
+#[ignore = "needs cluster"]
+fn a_service_account_token_is_reviewed_and_rbac_decides_who_may_approve() {
+    in_sandbox("approvers", |sandbox| async move {
+        let transport = sandbox.cluster.transport().clone();
+        let namespace = sandbox.namespace.clone();
+        for name in ["it-approver", "it-bystander"] {
+            sandbox
+                .create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}))
+                .await;
+        }
+        sandbox
+            .create(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "it-runbook-approver"},
+                "rules": [{"apiGroups": ["runbook.dev"], "resources": ["runbooks"], "verbs": ["approve"], "resourceNames": ["scale-api"]}],
+            }))
+            .await;
+        sandbox
+            .create(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "it-runbook-approvers"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "it-runbook-approver"},
+                "subjects": [{"kind": "ServiceAccount", "name": "it-approver", "namespace": namespace}],
+            }))
+            .await;
+        let token = |name: &'static str| {
+            let transport = transport.clone();
+            let namespace = namespace.clone();
+            async move {
+                let call = Call::new(
+                    Method::POST,
+                    format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"),
+                    format!("request a token for {name}"),
+                )
+                .json(
+                    "application/json",
+                    &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}}),
+                )
+                .retry(Retry::Once);
+                let answer = transport.json(&call).await.expect("TokenRequest");
+                answer["status"]["token"]
+                    .as_str()
+                    .expect("a token")
+                    .to_owned()
+            }
+        };
+        let approver = review_token(&transport, &token("it-approver").await)
+            .await
+            .expect("review")
+            .expect("a ServiceAccount token is authenticated");
+        assert_eq!(
+            approver.username,
+            format!("system:serviceaccount:{namespace}:it-approver")
+        );
+        assert!(
+            approver
+                .groups
+                .iter()
+                .any(|g| g == "system:serviceaccounts"),
+            "{approver:?}"
+        );
+        assert_eq!(
+            review_token(&transport, "not-a-token")
+                .await
+                .expect("review"),
+            None
+        );
+        let attributes = |name| Attributes {
+            verb: "approve",
+            group: "runbook.dev",
+            resource: "runbooks",
+            namespace: Some(namespace.as_str()),
+            name: Some(name),
+        };
+        // RBAC is eventually consistent for a moment after the binding is created.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let decision = may(&transport, &approver, &attributes("scale-api"))
+                .await
+                .expect("review");
+            if decision.allowed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the RoleBinding never allowed it: {decision:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(
+            !may(&transport, &approver, &attributes("restart-api"))
+                .await
+                .expect("review")
+                .allowed,
+            "resourceNames limit the approver to scale-api"
+        );
+        let bystander = review_token(&transport, &token("it-bystander").await)
+            .await
+            .expect("review")
+            .expect("authenticated");
+        assert!(
+            !may(&transport, &bystander, &attributes("scale-api"))
+                .await
+                .expect("review")
+                .allowed
         );
     });
 }

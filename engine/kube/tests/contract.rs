@@ -18,10 +18,11 @@ use runbook_core::effects::{
 };
 use runbook_core::exec::{execute, RunOptions, RunReport, StepStatus};
 use runbook_core::journal::Outcome;
+use runbook_kube::auth::{may, review_token, Attributes};
 use runbook_kube::lease::{lease_name, LeaseError, LeaseLock, LeaseSpec};
 use runbook_kube::{connect, ConnectOptions, KubeCluster, KubeOptions, Policy};
 use serde_json::{json, Value as Json};
-use support::{ExecReply, FakeApi, Fault, Recorded, APPLY, JSON_PATCH, MERGE, STRATEGIC};
+use support::{ExecReply, FakeApi, Fault, Grant, Recorded, APPLY, JSON_PATCH, MERGE, STRATEGIC};
 
 const API: &str = "/apis/apps/v1/namespaces/shop/deployments/api";
 
@@ -2401,4 +2402,128 @@ async fn a_patch_carrying_a_stale_resource_version_is_sent_once_and_is_a_conflic
         "no re-read: the caller does it"
     );
     assert_eq!(stored_deployment(&api, "api")["spec"]["replicas"], 9);
+}
+
+// --- TokenReview and SubjectAccessReview (who approves a gate) ----------------------------------
+
+fn approve_grant(subject: &str, names: &[&str]) -> Grant {
+    Grant {
+        subject: subject.to_owned(),
+        verb: "approve".to_owned(),
+        group: "runbook.dev".to_owned(),
+        resource: "runbooks".to_owned(),
+        namespace: Some("shop".to_owned()),
+        names: names.iter().map(|name| (*name).to_owned()).collect(),
+        binding: "runbook-approvers".to_owned(),
+    }
+}
+
+fn approve_in_shop(name: &str) -> Attributes<'_> {
+    Attributes {
+        verb: "approve",
+        group: "runbook.dev",
+        resource: "runbooks",
+        namespace: Some("shop"),
+        name: Some(name),
+    }
+}
+
+#[tokio::test]
+async fn a_token_review_names_the_user_and_an_access_review_asks_rbac() {
+    let api = FakeApi::start().await;
+    let cluster = cluster(&api).await;
+    let transport = cluster.transport();
+    api.add_token("alice-token", "alice", &["sre"]);
+    api.add_token("bob-token", "bob", &[]);
+    api.grant(approve_grant("User:alice", &["scale-api"]));
+    api.grant(approve_grant("Group:oncall", &[]));
+
+    let alice = review_token(transport, "alice-token")
+        .await
+        .expect("review")
+        .expect("alice is authenticated");
+    assert_eq!(alice.username, "alice");
+    assert_eq!(alice.groups, ["sre", "system:authenticated"]);
+    assert_eq!(
+        review_token(transport, "nobody's").await.expect("review"),
+        None
+    );
+    let reviews = sent(&api, "POST", "/apis/authentication.k8s.io/v1/tokenreviews");
+    assert_eq!(reviews.len(), 2, "one review per token, no retries");
+    assert_eq!(
+        reviews[0].body.as_ref().expect("body")["spec"],
+        json!({"token": "alice-token"})
+    );
+
+    let allowed = may(transport, &alice, &approve_in_shop("scale-api"))
+        .await
+        .expect("access review");
+    assert!(allowed.allowed, "{allowed:?}");
+    assert!(
+        allowed
+            .reason
+            .contains("RoleBinding \"runbook-approvers/shop\""),
+        "{allowed:?}"
+    );
+    let sent = api
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/apis/authorization.k8s.io/v1/subjectaccessreviews")
+        .and_then(|r| r.body)
+        .expect("an access review");
+    assert_eq!(sent["spec"]["user"], "alice");
+    assert_eq!(
+        sent["spec"]["groups"],
+        json!(["sre", "system:authenticated"])
+    );
+    assert_eq!(
+        sent["spec"]["resourceAttributes"],
+        json!({"verb": "approve", "group": "runbook.dev", "resource": "runbooks", "namespace": "shop", "name": "scale-api"})
+    );
+    // resourceNames: alice may approve scale-api only.
+    let other = may(transport, &alice, &approve_in_shop("restart-api"))
+        .await
+        .expect("access review");
+    assert!(!other.allowed, "{other:?}");
+    let bob = review_token(transport, "bob-token")
+        .await
+        .expect("review")
+        .expect("bob is authenticated");
+    assert!(
+        !may(transport, &bob, &approve_in_shop("scale-api"))
+            .await
+            .expect("access review")
+            .allowed
+    );
+    // A group binding allows every name.
+    api.add_token("carol-token", "carol", &["oncall"]);
+    let carol = review_token(transport, "carol-token")
+        .await
+        .expect("review")
+        .expect("carol");
+    assert!(
+        may(transport, &carol, &approve_in_shop("restart-api"))
+            .await
+            .expect("access review")
+            .allowed
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_may_not_review_tokens_is_an_error_not_a_no() {
+    let api = FakeApi::start().await;
+    let cluster = cluster(&api).await;
+    api.fault(Fault::status(
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        403,
+        "Forbidden",
+        "tokenreviews.authentication.k8s.io is forbidden: User \"system:serviceaccount:ops:runbook\" cannot create resource \"tokenreviews\" in API group \"authentication.k8s.io\" at the cluster scope",
+    ));
+    let error = review_token(cluster.transport(), "alice-token")
+        .await
+        .expect_err("forbidden");
+    assert!(matches!(error, EffectError::Forbidden(_)), "{error:?}");
+    assert!(error.to_string().contains("tokenreviews"), "{error}");
 }

@@ -13,9 +13,10 @@ use runbook_core::effects::{Answer, Prompter};
 use runbook_core::exec::Interrupt;
 use serde_json::json;
 
-use super::http::error;
+use super::approvers::Refusal;
+use super::http::{bearer, error};
 use super::registry::RunState;
-use super::{lock, Server};
+use super::{lock, metrics, Server};
 
 /// A gate waiting for `runbook approve`.
 pub(super) struct Gate {
@@ -99,7 +100,8 @@ struct ApproveBody {
     /// The gate's step; when given, it must be the one the run waits at.
     #[serde(default)]
     pub(super) step: Option<String>,
-    /// Who approves, for the journal.
+    /// Who the caller says approves: journaled only when the server's own token approves
+    /// (no `--approvers`), and then marked unverified.
     #[serde(default)]
     pub(super) by: Option<String>,
 }
@@ -107,6 +109,7 @@ struct ApproveBody {
 pub(super) async fn approve(
     State(server): State<Arc<Server>>,
     UrlPath(id): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let request: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -125,14 +128,53 @@ pub(super) async fn approve(
         }
     };
     let yes = request.approve.unwrap_or(true);
-    let by: String = request
+    let claimed: String = request
         .by
         .as_deref()
-        .unwrap_or("api")
+        .unwrap_or_default()
         .chars()
         .filter(|c| !c.is_control())
         .take(100)
         .collect();
+    let runbook = lock(&server.runs)
+        .get(&id)
+        .map(|entry| entry.runbook.clone());
+    // Who asks is checked before anything about the run is said (beyond whether it exists to
+    // someone who does not even hold a token: nothing).
+    let verified = server
+        .approvers
+        .verify(
+            &server.token_digest,
+            bearer(&headers),
+            runbook.as_deref().unwrap_or(""),
+            &claimed,
+        )
+        .await;
+    let by = match verified {
+        Ok(by) => by,
+        Err(refusal) => {
+            server
+                .metrics
+                .approvals
+                .get_or_create(&metrics::ResultLabel {
+                    result: refusal.label().to_owned(),
+                })
+                .inc();
+            tracing::warn!(run_id = %id, refused = refusal.label(), reason = ?refusal, "approval refused");
+            return match refusal {
+                Refusal::Unauthenticated(why) => {
+                    let mut response = error(StatusCode::UNAUTHORIZED, why);
+                    response.headers_mut().insert(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static("Bearer realm=\"runbook\""),
+                    );
+                    response
+                }
+                Refusal::Forbidden(why) => error(StatusCode::FORBIDDEN, why),
+                Refusal::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+            };
+        }
+    };
     let mut runs = lock(&server.runs);
     let Some(entry) = runs.get_mut(&id) else {
         return error(
@@ -179,11 +221,19 @@ pub(super) async fn approve(
         );
     }
     entry.state = RunState::Running;
+    server
+        .metrics
+        .approvals
+        .get_or_create(&metrics::ResultLabel {
+            result: if yes { "approved" } else { "denied" }.to_owned(),
+        })
+        .inc();
     tracing::info!(run_id = %id, step = %step, approved = yes, by = %by, "gate answered");
     axum::Json(json!({
         "run": id,
         "step": step,
         "answer": if yes { "yes" } else { "no" },
+        "by": by,
     }))
     .into_response()
 }

@@ -42,7 +42,6 @@ pub(super) fn router(server: Arc<Server>) -> Router {
         )
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
-        .route("/api/v1/runs/{id}/approve", post(approve))
         .route("/metrics", get(metrics_text))
         .route_layer(axum::middleware::from_fn_with_state(
             server.clone(),
@@ -50,6 +49,8 @@ pub(super) fn router(server: Arc<Server>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        // Authenticated by the approver's own token, not the server's (see `approvers.rs`).
+        .route("/api/v1/runs/{id}/approve", post(approve))
         .merge(authenticated)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -82,16 +83,7 @@ async fn healthz(State(server): State<Arc<Server>>) -> Response {
 /// Bearer-token auth, the token compared in constant time (as SHA-256 digests, so not even
 /// its length shows in the timing).
 async fn authenticate(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let presented = bearer(request.headers());
     let authorized = presented
         .is_some_and(|token| bool::from(digest(token.as_bytes()).ct_eq(&server.token_digest)));
     if !authorized {
@@ -117,6 +109,19 @@ async fn authenticate(State(server): State<Arc<Server>>, request: Request, next:
         return response;
     }
     next.run(request).await
+}
+
+/// The bearer token of a request's `Authorization` header.
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 fn is_intake(path: &str) -> bool {

@@ -40,6 +40,11 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
 type HistogramFamily = Family<RunbookLabel, Histogram, fn() -> Histogram>;
 
 /// 0.1 s to 2 hours, written as decimals so each bound prints as written (`le="0.3"`, never
@@ -76,6 +81,9 @@ pub struct Metrics {
     /// Runs cancelled before they changed anything: queued ones (a resolved alert, a shutdown)
     /// and ones waiting at a gate when their alert resolved.
     pub runs_cancelled: Family<ReasonLabels, Counter>,
+    /// Answers to gates (approved, denied) and approvals refused (unauthenticated,
+    /// forbidden, unavailable).
+    pub approvals: Family<ResultLabel, Counter>,
     pub queue_depth: Gauge,
     pub runs_running: Gauge,
     pub runs_waiting_approval: Gauge,
@@ -141,6 +149,12 @@ impl Metrics {
             "Runs cancelled before they changed anything (queued, or waiting at a gate), by reason",
             runs_cancelled.clone(),
         );
+        let approvals = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "approvals",
+            "Gate answers (approved, denied) and approvals refused (unauthenticated, forbidden, unavailable)",
+            approvals.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
@@ -173,6 +187,7 @@ impl Metrics {
             runs_started,
             runs_finished,
             runs_cancelled,
+            approvals,
             queue_depth,
             runs_running,
             runs_waiting_approval,

@@ -12,6 +12,7 @@
 //! axum serves HTTP (tokio's own web framework, on hyper); `subtle` compares tokens in constant
 //! time; `getrandom` makes a token when none is given.
 
+mod approvers;
 mod gates;
 mod http;
 mod intake;
@@ -39,6 +40,8 @@ use registry::RunEntry;
 pub struct ServeArgs {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
+    pub approvers: Option<PathBuf>,
+    pub kubernetes_approvers: bool,
     pub state_dir: PathBuf,
     pub simulate: Option<PathBuf>,
     pub namespace: Option<String>,
@@ -59,6 +62,8 @@ struct Server {
     /// The runbooks with triggers.
     triggered: Vec<Arc<Runbook>>,
     token_digest: [u8; 32],
+    /// Who may answer gates, and how that is checked.
+    approvers: approvers::Approvers,
     state_dir: PathBuf,
     world: crate::world::World,
     cluster_args: crate::world::ClusterArgs,
@@ -151,6 +156,19 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Invalid);
     }
     let token = load_token(args.token_file.as_deref(), &args.state_dir)?;
+    let approvers = match (&args.approvers, args.kubernetes_approvers, &world.live) {
+        (Some(path), _, _) => approvers::Approvers::load_file(path)?,
+        (None, true, Some(live)) => approvers::Approvers::Kubernetes {
+            transport: live.transport.clone(),
+            namespace: world.namespace.clone(),
+        },
+        (None, true, None) => {
+            eprintln!("error: --kubernetes-approvers needs a cluster to ask (not --simulate): use --approvers FILE");
+            return Ok(Exit::Invalid);
+        }
+        (None, false, _) => approvers::Approvers::ServerToken,
+    };
+    tracing::info!(approvals = %approvers.describe(), "gates are answered by");
     let triggered: Vec<Arc<Runbook>> = catalog
         .runbooks
         .iter()
@@ -161,6 +179,7 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         catalog: Arc::new(catalog),
         triggered,
         token_digest: digest(token.as_bytes()),
+        approvers,
         state_dir: args.state_dir.clone(),
         world,
         cluster_args: args.cluster.clone(),
