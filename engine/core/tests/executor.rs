@@ -70,6 +70,8 @@ struct Test {
     interrupt: Option<Interruption>,
     record_deployments: bool,
     panic_on_scale: Option<String>,
+    /// Changes the checked runbook before it is compiled (what `validate` would refuse).
+    edit: Option<Box<dyn FnOnce(&mut runbook_core::runbook::Runbook)>>,
 }
 
 /// Who answers the gates.
@@ -118,6 +120,7 @@ impl Test {
             interrupt: None,
             record_deployments: false,
             panic_on_scale: None,
+            edit: None,
         }
     }
 
@@ -217,9 +220,20 @@ impl Test {
         self
     }
 
+    /// Edits the runbook after it was checked, to run what `validate` refuses.
+    fn edit(mut self, edit: impl FnOnce(&mut runbook_core::runbook::Runbook) + 'static) -> Self {
+        self.edit = Some(Box::new(edit));
+        self
+    }
+
     fn run(self) -> Harness {
-        let (catalog, runbook) = runbook_core::testing::inline_runbook("t.yaml", &self.runbook)
+        let (catalog, mut runbook) = runbook_core::testing::inline_runbook("t.yaml", &self.runbook)
             .unwrap_or_else(|errors| panic!("{errors:?}"));
+        if let Some(edit) = self.edit {
+            let mut edited = (*runbook).clone();
+            edit(&mut edited);
+            runbook = Arc::new(edited);
+        }
         let scenario =
             runbook_core::sim::parse_scenario(Path::new("t.scenario.yaml"), &self.scenario)
                 .unwrap_or_else(|d| {
@@ -838,6 +852,52 @@ spec:
         2,
         "once for both preconditions, once more after the change: {:?}",
         h.world.calls()
+    );
+}
+
+/// Issue 12: a fact that reads itself overflowed the stack at run time. `validate` refuses it
+/// now; a runbook that reaches the executor unchecked fails the step that reads it, with the
+/// cycle named, instead of recursing.
+#[test]
+fn facts_that_read_each_other_at_run_time_fail_the_read_naming_the_cycle() {
+    let text = |a: &str, b: &str, verify: &str| {
+        format!(
+            "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {{name: cycle}}
+spec:
+  facts:
+    - {{name: a, expr: '{a}'}}
+    - {{name: b, expr: '{b}'}}
+  steps:
+    - {{id: fix, scale: {{name: api, replicas: 3}}}}
+    - {{id: check, needs: [fix], verify: '{verify}', timeout: 5s}}
+"
+        )
+    };
+    let (_, reads_a) = runbook(&text("1", "a == 1", "b == true"));
+    let b = reads_a.facts["b"].clone();
+    let h = Test::new()
+        .runbook(&text("b == 1", "1", "a == true"))
+        .edit(move |runbook| {
+            runbook.facts.insert("b".to_owned(), b);
+        })
+        .run();
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    assert!(
+        matches!(status(&h.report, "check"), StepStatus::Failed(e) if e.contains("facts read each other in a cycle: a -> b -> a")),
+        "{:?}",
+        status(&h.report, "check")
+    );
+    assert_eq!(
+        replicas(&h.world, "api"),
+        2,
+        "the change before it is undone"
     );
 }
 

@@ -58,6 +58,17 @@ impl StepError {
         }
     }
 
+    /// Whether the error is the engine's or the runbook's, never the world's: polling again
+    /// (a `verify`) cannot make it pass. A fact the cluster cannot read yet (NotFound, a
+    /// timeout) is not permanent: the object may appear.
+    pub fn permanent(&self) -> bool {
+        match self {
+            Self::Fact { error, .. } => error.permanent(),
+            Self::Journal(_) | Self::Refused(_) | Self::Panicked(_) | Self::Interrupted => true,
+            _ => false,
+        }
+    }
+
     /// The kind, as the journal records it (`errorKind`).
     pub fn kind(&self) -> &'static str {
         match self {

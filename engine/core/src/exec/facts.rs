@@ -51,6 +51,14 @@ impl FactCache {
     }
 }
 
+tokio::task_local! {
+    /// The facts whose reading is in progress on this task's path (see [`Run::fact`]).
+    static READING: Vec<String>;
+}
+
+/// How deep facts may read facts that read facts.
+const MAX_FACT_DEPTH: usize = 32;
+
 impl Run {
     /// Forgets every cached fact (after anything that may have changed the world).
     pub(super) async fn forget_all_facts(&self) {
@@ -62,7 +70,12 @@ impl Run {
         let mut names: Vec<String> = facts_read(&self.fact_names, expression)
             .into_iter()
             .collect();
+        // Each once, so facts that read each other (refused by `validate`) cannot loop here.
+        let mut forgotten = std::collections::BTreeSet::new();
         while let Some(name) = names.pop() {
+            if !forgotten.insert(name.clone()) {
+                continue;
+            }
             self.facts.forget(&name);
             if let Some(fact) = self.runbook().facts.get(&name) {
                 names.extend(fact.reads.iter().cloned());
@@ -81,8 +94,25 @@ impl Run {
             .get(name)
             .cloned()
             .ok_or_else(|| StepError::Refused(format!("unknown fact `{name}`")))?;
+        // The facts being read on this path, outermost first: `validate` refuses a fact that
+        // reads itself, so a cycle here means the runbook was not checked; it fails the fact
+        // instead of recursing until memory runs out.
+        let mut chain = READING.try_with(Clone::clone).unwrap_or_default();
+        if chain.iter().any(|read| read == name) || chain.len() >= MAX_FACT_DEPTH {
+            chain.push(name.to_owned());
+            let why = if chain.len() > MAX_FACT_DEPTH {
+                format!("facts read other facts more than {MAX_FACT_DEPTH} deep")
+            } else {
+                "facts read each other in a cycle".to_owned()
+            };
+            return Err(StepError::Refused(format!(
+                "{why}: {}; `runbook validate` reports this",
+                chain.join(" -> ")
+            )));
+        }
+        chain.push(name.to_owned());
         let generation = self.facts.generation();
-        let result = Box::pin(self.read_fact(&fact)).await;
+        let result = READING.scope(chain, Box::pin(self.read_fact(&fact))).await;
         match result {
             Ok(value) => {
                 if fact.secret {

@@ -19,6 +19,8 @@ impl Run {
                 Err(error) if self.options.dry_run => {
                     return Ok(Finished::DryRun(format!("cannot evaluate yet: {error}")))
                 }
+                // Facts that read each other, a panic, a broken journal: no poll will pass.
+                Err(error) if error.permanent() => return Err(error),
                 Err(error) => {
                     self.emit(Event::VerifyPolled {
                         step: step.id.clone(),
