@@ -188,6 +188,11 @@ pub enum Command {
         keep_finished: usize,
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
+        /// How long a client may take to send a request's head (request line and headers),
+        /// from when it connects or its previous answer was sent; a slower connection is
+        /// closed. So an idle keep-alive connection is closed after it too.
+        #[arg(long, default_value = "10s", value_parser = parse_timeout, value_name = "DURATION")]
+        header_timeout: std::time::Duration,
     },
     /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
     Approve {
@@ -262,6 +267,15 @@ pub enum LogFormat {
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration such as 30s or 1h: {e}"))
+}
+
+/// A duration above zero.
+pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("`{text}` is no time at all; give one such as 10s"));
+    }
+    Ok(duration)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

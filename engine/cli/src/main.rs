@@ -127,6 +127,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             shutdown_grace,
             keep_finished,
             log_format,
+            header_timeout,
         } => serve::serve(
             &cli.dir,
             serve::ServeArgs {
@@ -145,6 +146,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 shutdown_grace,
                 keep_finished,
                 json_logs: log_format == LogFormat::Json,
+                header_timeout,
             },
         ),
         Command::Approve {

@@ -1429,3 +1429,127 @@ fn finished_runs_are_evicted_but_readable_from_their_journals_and_runs_are_liste
     assert_eq!(second["runs"][0]["id"], gated.as_str());
     assert!(second.get("continue").is_none(), "{second:#}");
 }
+
+impl Server {
+    /// A connection to the server, reads timing out after 10 s.
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+}
+
+/// One answer read off a keep-alive connection (its body by `Content-Length`).
+fn read_answer(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            other => panic!(
+                "the answer's head ended early ({other:?}): {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+    let headers = String::from_utf8_lossy(&raw[..raw.len() - 4]).into_owned();
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {headers}"));
+    let mut reply = Reply {
+        status,
+        headers,
+        body: String::new(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|length| length.parse().ok())
+        .expect("content-length");
+    let mut body = vec![0_u8; length];
+    stream.read_exact(&mut body).expect("the answer's body");
+    reply.body = String::from_utf8_lossy(&body).into_owned();
+    reply
+}
+
+/// Reads until the server closes `stream`: what the read saw (0 bytes, or a reset), and
+/// when. A read timing out (the server kept the connection) is an error.
+fn wait_closed(stream: &mut TcpStream, what: &str) -> Instant {
+    let mut buf = [0_u8; 1024];
+    let read = stream.read(&mut buf);
+    let at = Instant::now();
+    match read {
+        Ok(0) => {}
+        Ok(n) => panic!(
+            "{what}: answered {:?} instead of closed",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: still open ({e})"),
+    }
+    at
+}
+
+const HEALTHZ_KEEP_ALIVE: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Issue 12: a connection sending half a request head (or nothing) was kept open for ever.
+#[test]
+fn a_connection_that_does_not_send_its_request_head_in_time_is_closed() {
+    let server = start(&["--header-timeout", "1s"]);
+    let mut partial = server.connect();
+    let opened = Instant::now();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut silent = server.connect();
+    // hyper answers nothing on a header timeout (no 408): it closes the connection.
+    for (stream, what) in [(&mut partial, "half a head"), (&mut silent, "nothing")] {
+        let closed = wait_closed(stream, what).duration_since(opened);
+        assert!(
+            closed >= Duration::from_millis(800) && closed < Duration::from_secs(4),
+            "{what}: closed after {closed:?}"
+        );
+    }
+
+    // Keep-alive goes on; an idle keep-alive connection is closed within the timeout too.
+    let mut kept = server.connect();
+    for _ in 0..2 {
+        kept.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+        let reply = read_answer(&mut kept);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, "ok\n");
+    }
+    let answered = Instant::now();
+    let closed = wait_closed(&mut kept, "idle keep-alive").duration_since(answered);
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// With a header timeout, SIGTERM stops the server though a client never finishes its request
+/// head (`axum::serve` waited for it for ever).
+#[test]
+fn sigterm_stops_the_server_while_a_request_head_is_half_sent() {
+    let mut server = start(&["--header-timeout", "1s"]);
+    let mut partial = server.connect();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut idle = server.connect();
+    idle.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+    assert_eq!(read_answer(&mut idle).status, 200);
+    let asked = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    wait_closed(&mut partial, "half a head");
+    wait_closed(&mut idle, "idle keep-alive");
+    assert!(server.logged(|l| l["message"] == "stopped"));
+}
