@@ -193,6 +193,14 @@ pub enum Command {
         /// closed. So an idle keep-alive connection is closed after it too.
         #[arg(long, default_value = "10s", value_parser = parse_timeout, value_name = "DURATION")]
         header_timeout: std::time::Duration,
+        /// HTTP connections open at once (idle keep-alive ones count); a connection over it is
+        /// answered 503 with Retry-After and closed.
+        #[arg(long, default_value_t = 1024, value_parser = parse_count, value_name = "N")]
+        max_connections: usize,
+        /// HTTP connections open at once from one client IP address; a connection over it is
+        /// answered 503 with Retry-After and closed.
+        #[arg(long, default_value_t = 64, value_parser = parse_count, value_name = "N")]
+        max_connections_per_client: usize,
     },
     /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
     Approve {
@@ -276,6 +284,15 @@ pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
         return Err(format!("`{text}` is no time at all; give one such as 10s"));
     }
     Ok(duration)
+}
+
+/// A count of at least 1.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 would refuse everything; give at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(format!("`{text}` is not a count: {e}")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -128,6 +128,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             keep_finished,
             log_format,
             header_timeout,
+            max_connections,
+            max_connections_per_client,
         } => serve::serve(
             &cli.dir,
             serve::ServeArgs {
@@ -147,6 +149,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 keep_finished,
                 json_logs: log_format == LogFormat::Json,
                 header_timeout,
+                max_connections,
+                max_connections_per_client,
             },
         ),
         Command::Approve {

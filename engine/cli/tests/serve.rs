@@ -188,13 +188,7 @@ impl Server {
 
     /// One sample of `/metrics`, 0 when absent.
     fn metric(&self, sample: &str) -> f64 {
-        let text = self.get("/metrics").body;
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == sample).then(|| value.parse().ok())?
-            })
-            .unwrap_or(0.0)
+        metric_in(&self.get("/metrics").body, sample)
     }
 
     fn logs(&self) -> Vec<Json> {
@@ -241,6 +235,16 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// One sample of a `/metrics` text, 0 when absent.
+fn metric_in(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
 }
 
 /// An Alertmanager webhook payload (version 4) of `alerts`: (status, labels, annotations).
@@ -1439,6 +1443,40 @@ impl Server {
             .unwrap();
         stream
     }
+
+    /// `GET path` on a connection of its own once the connection limits let one in: until
+    /// then (the server may not have seen a closed connection go yet) the answer is 503. The
+    /// answer, and how many connections were refused first.
+    fn get_admitted(&self, path: &str) -> (Reply, usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut refused = 0;
+        loop {
+            let reply = self.get(path);
+            if reply.status != 503 || !reply.body.contains("connections open") {
+                return (reply, refused);
+            }
+            refused += 1;
+            assert!(
+                Instant::now() < deadline,
+                "connections still refused: {}",
+                reply.body
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log lines warning of a refused connection.
+    fn refusal_warnings(&self) -> Vec<Json> {
+        self.logs()
+            .into_iter()
+            .filter(|l| {
+                l["level"] == "WARN"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("refused a connection"))
+            })
+            .collect()
+    }
 }
 
 /// One answer read off a keep-alive connection (its body by `Content-Length`).
@@ -1552,4 +1590,112 @@ fn sigterm_stops_the_server_while_a_request_head_is_half_sent() {
     wait_closed(&mut partial, "half a head");
     wait_closed(&mut idle, "idle keep-alive");
     assert!(server.logged(|l| l["message"] == "stopped"));
+}
+
+/// Issue 12: one client could open any number of connections.
+#[test]
+fn a_client_over_its_connection_limit_is_answered_503_counted_and_warned_of_once() {
+    let server = start(&["--max-connections-per-client", "2"]);
+    let first = server.connect();
+    let mut second = server.connect();
+    // The server accepts connections in the order they came: both are counted before the
+    // next ones are accepted.
+    for _ in 0..3 {
+        let reply = server.request("GET", "/healthz", None, b"");
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.header("retry-after").as_deref(), Some("30"));
+        assert_eq!(reply.header("connection").as_deref(), Some("close"));
+        let error = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.contains("2 connections open") && error.contains("--max-connections-per-client"),
+            "{error}"
+        );
+    }
+    // Warned of once, not once a connection.
+    assert!(server.logged(|l| l["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("refused a connection"))));
+    std::thread::sleep(Duration::from_millis(200));
+    let warnings = server.refusal_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0]["client"], "127.0.0.1");
+    assert_eq!(warnings[0]["reason"], "per-client");
+    assert_eq!(warnings[0]["limit"], 2);
+
+    // The idle connections were kept and serve.
+    second.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+    assert_eq!(read_answer(&mut second).status, 200);
+
+    // One closed, a new connection is served.
+    drop(first);
+    let (reply, refused) = server.get_admitted("/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"per-client\"}"
+        ),
+        (3 + refused) as f64,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"total\"}"
+        ),
+        0.0
+    );
+    // `second` and the scrape's own.
+    assert_eq!(
+        metric_in(&reply.body, "runbook_connections_open"),
+        2.0,
+        "{}",
+        reply.body
+    );
+    assert_eq!(server.refusal_warnings().len(), 1);
+}
+
+/// Issue 12: the server took any number of connections.
+#[test]
+fn connections_over_the_servers_limit_are_answered_503_and_counted() {
+    let server = start(&["--max-connections", "3"]);
+    let idle: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    let reply = server.request("GET", "/healthz", None, b"");
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.header("retry-after").as_deref(), Some("30"));
+    assert_eq!(reply.header("connection").as_deref(), Some("close"));
+    let error = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("3 connections open") && error.contains("(--max-connections)"),
+        "{error}"
+    );
+    assert!(server.logged(|l| l["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("refused a connection"))
+        && l["reason"] == "total"
+        && l["limit"] == 3));
+
+    let mut idle = idle.into_iter();
+    drop(idle.next());
+    let (reply, refused) = server.get_admitted("/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"total\"}"
+        ),
+        (1 + refused) as f64,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"per-client\"}"
+        ),
+        0.0
+    );
+    // The two still idle, and the scrape's own.
+    assert_eq!(metric_in(&reply.body, "runbook_connections_open"), 3.0);
 }

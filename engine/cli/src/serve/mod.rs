@@ -5,8 +5,8 @@
 //! them in the same `RunSession` as `runbook run`. See `runbook_core::admission` for the rules
 //! on duplicates, cooldowns, run caps and the bounded queue.
 //!
-//! The parts: `conns.rs` (the accept loop: hyper on each connection, the header-read
-//! timeout), `http.rs` (router, auth, the intake endpoint), `intake.rs` (alerts
+//! The parts: `conns.rs` (the accept loop: hyper on each connection, the header-read timeout,
+//! the connection limits), `http.rs` (router, auth, the intake endpoint), `intake.rs` (alerts
 //! to verdicts, admission), `workers.rs` (the worker loop), `gates.rs` (gates waiting for
 //! `runbook approve`), `registry.rs` (the runs the server knows of, listed and shown),
 //! `metrics.rs`.
@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// How long a client may take to send a request head (and an idle keep-alive connection
     /// stays open).
     pub header_timeout: Duration,
+    /// Connections open at once, in total and from one client IP address.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
 }
 
 struct Server {
@@ -325,8 +328,10 @@ async fn run_server(server: Arc<Server>, args: &ServeArgs) -> anyhow::Result<()>
     });
     let limits = conns::Limits {
         header_timeout: args.header_timeout,
+        total: args.max_connections.max(1),
+        per_client: args.max_connections_per_client.max(1),
     };
-    conns::serve(listener, router, limits, async {
+    conns::serve(listener, router, server.clone(), limits, async {
         let _ = stop_rx.await;
     })
     .await;
