@@ -154,6 +154,13 @@ fn main() {
         .arg(state.path())
         .arg("--simulate")
         .arg(fixtures.join("world.scenario.yaml"))
+        // Every connection of the load comes from one address: let CONNECTIONS of them in.
+        .args([
+            "--max-connections-per-client",
+            &(connections + 16).to_string(),
+            "--max-connections",
+            &(connections + 16).max(1024).to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -199,6 +199,19 @@ pub enum Command {
         keep_finished: usize,
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
+        /// How long a client may take to send a request's head (request line and headers),
+        /// from when it connects or its previous answer was sent; a slower connection is
+        /// closed. So an idle keep-alive connection is closed after it too.
+        #[arg(long, default_value = "10s", value_parser = parse_timeout, value_name = "DURATION")]
+        header_timeout: std::time::Duration,
+        /// HTTP connections open at once (idle keep-alive ones count); a connection over it is
+        /// answered 503 with Retry-After and closed.
+        #[arg(long, default_value_t = 1024, value_parser = parse_count, value_name = "N")]
+        max_connections: usize,
+        /// HTTP connections open at once from one client IP address; a connection over it is
+        /// answered 503 with Retry-After and closed.
+        #[arg(long, default_value_t = 64, value_parser = parse_count, value_name = "N")]
+        max_connections_per_client: usize,
     },
     /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
     Approve {
@@ -273,6 +286,24 @@ pub enum LogFormat {
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("`{text}` is not a duration such as 30s or 1h: {e}"))
+}
+
+/// A duration above zero.
+pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("`{text}` is no time at all; give one such as 10s"));
+    }
+    Ok(duration)
+}
+
+/// A count of at least 1.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 would refuse everything; give at least 1".to_owned()),
+        Ok(count) => Ok(count),
+        Err(e) => Err(format!("`{text}` is not a count: {e}")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

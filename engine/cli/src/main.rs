@@ -129,6 +129,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             shutdown_grace,
             keep_finished,
             log_format,
+            header_timeout,
+            max_connections,
+            max_connections_per_client,
         } => serve::serve(
             &cli.dir,
             serve::ServeArgs {
@@ -149,6 +152,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 shutdown_grace,
                 keep_finished,
                 json_logs: log_format == LogFormat::Json,
+                header_timeout,
+                max_connections,
+                max_connections_per_client,
             },
         ),
         Command::Approve {

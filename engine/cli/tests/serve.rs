@@ -188,13 +188,7 @@ impl Server {
 
     /// One sample of `/metrics`, 0 when absent.
     fn metric(&self, sample: &str) -> f64 {
-        let text = self.get("/metrics").body;
-        text.lines()
-            .find_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                (name == sample).then(|| value.parse().ok())?
-            })
-            .unwrap_or(0.0)
+        metric_in(&self.get("/metrics").body, sample)
     }
 
     fn logs(&self) -> Vec<Json> {
@@ -241,6 +235,16 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// One sample of a `/metrics` text, 0 when absent.
+fn metric_in(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
 }
 
 /// An Alertmanager webhook payload (version 4) of `alerts`: (status, labels, annotations).
@@ -1643,4 +1647,270 @@ fn finished_runs_are_evicted_but_readable_from_their_journals_and_runs_are_liste
         .json();
     assert_eq!(second["runs"][0]["id"], gated.as_str());
     assert!(second.get("continue").is_none(), "{second:#}");
+}
+
+impl Server {
+    /// A connection to the server, reads timing out after 10 s.
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(&self.address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    /// `GET path` on a connection of its own once the connection limits let one in: until
+    /// then (the server may not have seen a closed connection go yet) the answer is 503. The
+    /// answer, and how many connections were refused first.
+    fn get_admitted(&self, path: &str) -> (Reply, usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut refused = 0;
+        loop {
+            let reply = self.get(path);
+            if reply.status != 503 || !reply.body.contains("connections open") {
+                return (reply, refused);
+            }
+            refused += 1;
+            assert!(
+                Instant::now() < deadline,
+                "connections still refused: {}",
+                reply.body
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log lines warning of a refused connection.
+    fn refusal_warnings(&self) -> Vec<Json> {
+        self.logs()
+            .into_iter()
+            .filter(|l| {
+                l["level"] == "WARN"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("refused a connection"))
+            })
+            .collect()
+    }
+}
+
+/// One answer read off a keep-alive connection (its body by `Content-Length`).
+fn read_answer(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            other => panic!(
+                "the answer's head ended early ({other:?}): {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+    let headers = String::from_utf8_lossy(&raw[..raw.len() - 4]).into_owned();
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {headers}"));
+    let mut reply = Reply {
+        status,
+        headers,
+        body: String::new(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|length| length.parse().ok())
+        .expect("content-length");
+    let mut body = vec![0_u8; length];
+    stream.read_exact(&mut body).expect("the answer's body");
+    reply.body = String::from_utf8_lossy(&body).into_owned();
+    reply
+}
+
+/// Reads until the server closes `stream`: what the read saw (0 bytes, or a reset), and
+/// when. A read timing out (the server kept the connection) is an error.
+fn wait_closed(stream: &mut TcpStream, what: &str) -> Instant {
+    let mut buf = [0_u8; 1024];
+    let read = stream.read(&mut buf);
+    let at = Instant::now();
+    match read {
+        Ok(0) => {}
+        Ok(n) => panic!(
+            "{what}: answered {:?} instead of closed",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: still open ({e})"),
+    }
+    at
+}
+
+const HEALTHZ_KEEP_ALIVE: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Issue 12: a connection sending half a request head (or nothing) was kept open for ever.
+#[test]
+fn a_connection_that_does_not_send_its_request_head_in_time_is_closed() {
+    let server = start(&["--header-timeout", "1s"]);
+    let mut partial = server.connect();
+    let opened = Instant::now();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut silent = server.connect();
+    // hyper answers nothing on a header timeout (no 408): it closes the connection.
+    for (stream, what) in [(&mut partial, "half a head"), (&mut silent, "nothing")] {
+        let closed = wait_closed(stream, what).duration_since(opened);
+        assert!(
+            closed >= Duration::from_millis(800) && closed < Duration::from_secs(4),
+            "{what}: closed after {closed:?}"
+        );
+    }
+
+    // Keep-alive goes on; an idle keep-alive connection is closed within the timeout too.
+    let mut kept = server.connect();
+    for _ in 0..2 {
+        kept.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+        let reply = read_answer(&mut kept);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, "ok\n");
+    }
+    let answered = Instant::now();
+    let closed = wait_closed(&mut kept, "idle keep-alive").duration_since(answered);
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// With a header timeout, SIGTERM stops the server though a client never finishes its request
+/// head (`axum::serve` waited for it for ever).
+#[test]
+fn sigterm_stops_the_server_while_a_request_head_is_half_sent() {
+    let mut server = start(&["--header-timeout", "1s"]);
+    let mut partial = server.connect();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut idle = server.connect();
+    idle.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+    assert_eq!(read_answer(&mut idle).status, 200);
+    let asked = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    wait_closed(&mut partial, "half a head");
+    wait_closed(&mut idle, "idle keep-alive");
+    assert!(server.logged(|l| l["message"] == "stopped"));
+}
+
+/// Issue 12: one client could open any number of connections.
+#[test]
+fn a_client_over_its_connection_limit_is_answered_503_counted_and_warned_of_once() {
+    let server = start(&["--max-connections-per-client", "2"]);
+    let first = server.connect();
+    let mut second = server.connect();
+    // The server accepts connections in the order they came: both are counted before the
+    // next ones are accepted.
+    for _ in 0..3 {
+        let reply = server.request("GET", "/healthz", None, b"");
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.header("retry-after").as_deref(), Some("30"));
+        assert_eq!(reply.header("connection").as_deref(), Some("close"));
+        let error = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.contains("2 connections open") && error.contains("--max-connections-per-client"),
+            "{error}"
+        );
+    }
+    // Warned of once, not once a connection.
+    assert!(server.logged(|l| l["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("refused a connection"))));
+    std::thread::sleep(Duration::from_millis(200));
+    let warnings = server.refusal_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0]["client"], "127.0.0.1");
+    assert_eq!(warnings[0]["reason"], "per-client");
+    assert_eq!(warnings[0]["limit"], 2);
+
+    // The idle connections were kept and serve.
+    second.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+    assert_eq!(read_answer(&mut second).status, 200);
+
+    // One closed, a new connection is served.
+    drop(first);
+    let (reply, refused) = server.get_admitted("/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"per-client\"}"
+        ),
+        (3 + refused) as f64,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"total\"}"
+        ),
+        0.0
+    );
+    // `second` and the scrape's own.
+    assert_eq!(
+        metric_in(&reply.body, "runbook_connections_open"),
+        2.0,
+        "{}",
+        reply.body
+    );
+    assert_eq!(server.refusal_warnings().len(), 1);
+}
+
+/// Issue 12: the server took any number of connections.
+#[test]
+fn connections_over_the_servers_limit_are_answered_503_and_counted() {
+    let server = start(&["--max-connections", "3"]);
+    let idle: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    let reply = server.request("GET", "/healthz", None, b"");
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.header("retry-after").as_deref(), Some("30"));
+    assert_eq!(reply.header("connection").as_deref(), Some("close"));
+    let error = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("3 connections open") && error.contains("(--max-connections)"),
+        "{error}"
+    );
+    assert!(server.logged(|l| l["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("refused a connection"))
+        && l["reason"] == "total"
+        && l["limit"] == 3));
+
+    let mut idle = idle.into_iter();
+    drop(idle.next());
+    let (reply, refused) = server.get_admitted("/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"total\"}"
+        ),
+        (1 + refused) as f64,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        metric_in(
+            &reply.body,
+            "runbook_connections_refused_total{reason=\"per-client\"}"
+        ),
+        0.0
+    );
+    // The two still idle, and the scrape's own.
+    assert_eq!(metric_in(&reply.body, "runbook_connections_open"), 3.0);
 }

@@ -34,6 +34,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Why a connection was refused: `total` (`--max-connections`) or `per-client`
+/// (`--max-connections-per-client`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub runbook: String,
@@ -88,6 +95,10 @@ pub struct Metrics {
     pub runs_running: Gauge,
     pub runs_waiting_approval: Gauge,
     pub run_duration: HistogramFamily,
+    /// Connections accepted and being served (idle keep-alive ones too).
+    pub connections_open: Gauge,
+    /// Connections answered 503 and closed for a connection limit, by which limit.
+    pub connections_refused: Family<RefusalLabel, Counter>,
 }
 
 impl Metrics {
@@ -175,6 +186,24 @@ impl Metrics {
             "How long runs took, from start to outcome",
             run_duration.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections open (idle keep-alive ones included)",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<RefusalLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "HTTP connections refused with 503 for a connection limit, by limit (total, per-client)",
+            connections_refused.clone(),
+        );
+        // Both reasons are served from the start (at 0), so a rate over them has a beginning.
+        for reason in ["total", "per-client"] {
+            let _ = connections_refused.get_or_create(&RefusalLabel {
+                reason: reason.to_owned(),
+            });
+        }
         Self {
             registry,
             payloads,
@@ -192,6 +221,8 @@ impl Metrics {
             runs_running,
             runs_waiting_approval,
             run_duration,
+            connections_open,
+            connections_refused,
         }
     }
 

@@ -5,14 +5,17 @@
 //! them in the same `RunSession` as `runbook run`. See `runbook_core::admission` for the rules
 //! on duplicates, cooldowns, run caps and the bounded queue.
 //!
-//! The parts: `http.rs` (router, auth, the intake endpoint), `intake.rs` (alerts to verdicts,
-//! admission), `workers.rs` (the worker loop), `gates.rs` (gates waiting for `runbook
-//! approve`), `registry.rs` (the runs the server knows of, listed and shown), `metrics.rs`.
+//! The parts: `conns.rs` (the accept loop: hyper on each connection, the header-read timeout,
+//! the connection limits), `http.rs` (router, auth, the intake endpoint), `intake.rs` (alerts
+//! to verdicts, admission), `workers.rs` (the worker loop), `gates.rs` (gates waiting for
+//! `runbook approve`), `registry.rs` (the runs the server knows of, listed and shown),
+//! `metrics.rs`.
 //!
-//! axum serves HTTP (tokio's own web framework, on hyper); `subtle` compares tokens in constant
-//! time; `getrandom` makes a token when none is given.
+//! axum routes HTTP (tokio's own web framework; hyper serves each connection); `subtle`
+//! compares tokens in constant time; `getrandom` makes a token when none is given.
 
 mod approvers;
+mod conns;
 mod gates;
 mod http;
 mod intake;
@@ -55,6 +58,12 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
     pub keep_finished: usize,
     pub json_logs: bool,
+    /// How long a client may take to send a request head (and an idle keep-alive connection
+    /// stays open).
+    pub header_timeout: Duration,
+    /// Connections open at once, in total and from one client IP address.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
 }
 
 struct Server {
@@ -336,12 +345,15 @@ async fn run_server(server: Arc<Server>, args: &ServeArgs) -> anyhow::Result<()>
         shutdown_server.drain_runs(signal);
         signal
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        })
-        .await
-        .context("the HTTP server failed")?;
+    let limits = conns::Limits {
+        header_timeout: args.header_timeout,
+        total: args.max_connections.max(1),
+        per_client: args.max_connections_per_client.max(1),
+    };
+    conns::serve(listener, router, server.clone(), limits, async {
+        let _ = stop_rx.await;
+    })
+    .await;
     let signal = shutdown.await.unwrap_or("shutdown");
     server.wake.notify_waiters();
     // Runs in flight finish the steps they are in and stop, resumable.
