@@ -71,8 +71,11 @@ struct Test {
     record_deployments: bool,
     panic_on_scale: Option<String>,
     /// Changes the checked runbook before it is compiled (what `validate` would refuse).
-    edit: Option<Box<dyn FnOnce(&mut runbook_core::runbook::Runbook)>>,
+    edit: Option<Edit>,
 }
+
+/// A change to a checked runbook (see [`Test::edit`]).
+type Edit = Box<dyn FnOnce(&mut runbook_core::runbook::Runbook)>;
 
 /// Who answers the gates.
 enum Prompt {
