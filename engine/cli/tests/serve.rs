@@ -1914,3 +1914,122 @@ fn connections_over_the_servers_limit_are_answered_503_and_counted() {
     // The two still idle, and the scrape's own.
     assert_eq!(metric_in(&reply.body, "runbook_connections_open"), 3.0);
 }
+
+/// Issue 12: each refused hostile alert was logged again on every repeat (Alertmanager sends
+/// a firing alert again every `repeat_interval`). A refusal is logged at warn once; its
+/// repeats are counted as before and logged at debug only.
+#[test]
+fn a_refused_alert_is_logged_once_however_often_it_is_repeated() {
+    let server = start(&[]);
+    let hostile = cache("CacheDown", "web; rm -rf /");
+    let huge = json!({"alertname": "CacheDown", "deployment": "x".repeat(8 * 1024)});
+    for _ in 0..3 {
+        let reply = server.post_alerts(&payload("h", &[("firing", hostile.clone(), json!({}))]));
+        assert_eq!(results(&reply)[0]["decision"], "rejected", "{}", reply.body);
+        let reply = server.post_alerts(&payload("h", &[("firing", huge.clone(), json!({}))]));
+        assert_eq!(reply.status, 422, "{}", reply.body);
+    }
+    assert_eq!(
+        server.metric(
+            "runbook_alerts_rejected_total{runbook=\"restart-cache\",reason=\"invalid-params\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        server.metric("runbook_webhook_requests_total{code=\"422\"}"),
+        3.0
+    );
+    let warned = |what: &str| {
+        server
+            .logs()
+            .iter()
+            .filter(|line| {
+                line["level"] == "WARN"
+                    && line["message"].as_str().is_some_and(|m| m.contains(what))
+            })
+            .count()
+    };
+    assert_eq!(
+        warned("alert rejected: its labels do not bind"),
+        1,
+        "{:#?}",
+        server.logs()
+    );
+    assert_eq!(warned("payload refused (422)"), 1, "{:#?}", server.logs());
+    // Another incident (a new startsAt) is a refusal of its own, logged again.
+    let mut again = payload("h", &[("firing", hostile, json!({}))]);
+    again["alerts"][0]["startsAt"] = json!("2026-11-22T05:00:00Z");
+    server.post_alerts(&again);
+    assert_eq!(warned("alert rejected: its labels do not bind"), 2);
+}
+
+/// Issue 12: a slow expression made `/healthz` take 11 s while two runs evaluated it. The
+/// expression now runs off the async runtime and stops at the step's timeout: both runs fail
+/// their step at 2 s, and `/healthz` answers within 100 ms throughout.
+#[test]
+fn runaway_expressions_fail_at_their_timeout_while_healthz_answers_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("runaway.yaml"),
+        r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: runaway
+spec:
+  description: A verify whose expression would take far longer than its step allows.
+  params:
+    - name: deployment
+      pattern: "api|web|worker"
+      from: alert.labels.deployment
+  triggers:
+    - alertName: Runaway
+  steps:
+    - id: check
+      verify: 'range(0, 20000).filter(|i| "y".pad(1000000, "y").contains("z")).len() == 0'
+      timeout: 2s
+  rollback: notify-oncall
+"#,
+    )
+    .expect("runbook");
+    let server = start_in(dir.path(), &["--workers", "2"]);
+    let reply = server.post_alerts(&notification(
+        "r",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[
+            ("firing", cache("Runaway", "api")),
+            ("firing", cache("Runaway", "web")),
+        ],
+    ));
+    let ids: Vec<String> = results(&reply)
+        .iter()
+        .map(|r| r["run"].as_str().expect("queued").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{}", reply.body);
+    server.wait_run(&ids[0], "running", |run| run["state"] == "running");
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut probes = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let asked = Instant::now();
+        assert_eq!(server.get("/healthz").status, 200);
+        slowest = slowest.max(asked.elapsed());
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(probes > 20, "{probes} probes");
+    assert!(
+        slowest < Duration::from_millis(100),
+        "/healthz took {slowest:?} while the expressions ran"
+    );
+    for id in &ids {
+        let run = server.wait_finished(id);
+        assert_ne!(run["outcome"], "succeeded", "{run:#}");
+        let finished = server
+            .journal(id)
+            .into_iter()
+            .find(|e| e["event"] == "step-finished" && e["step"] == "check")
+            .expect("check finished");
+        assert_eq!(finished["error"], "timed out after 2s", "{finished:#}");
+    }
+}

@@ -112,25 +112,19 @@ pub(super) async fn approve(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ApproveBody::default()
+    // Who asks is checked first: a caller without a valid token learns nothing, not even
+    // whether their body was well-formed.
+    let parsed: Result<ApproveBody, String> = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(ApproveBody::default())
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(request) => request,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                    "the body must be {{\"approve\": true|false, \"step\": ID, \"by\": NAME}}: {e}"
-                ),
-                )
-            }
-        }
+        serde_json::from_slice(&body).map_err(|e| {
+            format!("the body must be {{\"approve\": true|false, \"step\": ID, \"by\": NAME}}: {e}")
+        })
     };
-    let yes = request.approve.unwrap_or(true);
-    let claimed: String = request
-        .by
-        .as_deref()
+    let claimed: String = parsed
+        .as_ref()
+        .ok()
+        .and_then(|request| request.by.as_deref())
         .unwrap_or_default()
         .chars()
         .filter(|c| !c.is_control())
@@ -139,8 +133,6 @@ pub(super) async fn approve(
     let runbook = lock(&server.runs)
         .get(&id)
         .map(|entry| entry.runbook.clone());
-    // Who asks is checked before anything about the run is said (beyond whether it exists to
-    // someone who does not even hold a token: nothing).
     let verified = server
         .approvers
         .verify(
@@ -175,6 +167,11 @@ pub(super) async fn approve(
             };
         }
     };
+    let request = match parsed {
+        Ok(request) => request,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let yes = request.approve.unwrap_or(true);
     let mut runs = lock(&server.runs);
     let Some(entry) = runs.get_mut(&id) else {
         return error(

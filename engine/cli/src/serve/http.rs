@@ -173,8 +173,14 @@ async fn alerts(
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    if let Some(why) = oversized(&payload) {
+    if let Some((alert, why)) = oversized(&payload) {
         count(422);
+        let incident = super::intake::incident(alert);
+        if server.refusals.first(&["oversized", &incident]) {
+            tracing::warn!(fingerprint = %alert.fingerprint.chars().take(64).collect::<String>(), reason = %why, "payload refused (422): its repeats are logged at debug");
+        } else {
+            tracing::debug!(reason = %why, "payload refused again (422)");
+        }
         return error(StatusCode::UNPROCESSABLE_ENTITY, why);
     }
     let verdicts = server.intake(&payload);
@@ -195,28 +201,28 @@ async fn alerts(
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
-/// Why a payload is refused for the size of a label or an annotation, if it is.
-fn oversized(payload: &WebhookPayload) -> Option<String> {
+/// The alert, and why the payload is refused for the size of its label or annotation, if it is.
+fn oversized(payload: &WebhookPayload) -> Option<(&runbook_core::alert::Alert, String)> {
     for alert in &payload.alerts {
         for (name, value) in &alert.labels {
             if name.len() > LABEL_LIMIT || value.len() > LABEL_LIMIT {
-                return Some(format!(
+                return Some((alert, format!(
                     "alert {} (fingerprint {}) has a label of {} bytes; labels are limited to {LABEL_LIMIT} bytes",
                     alert.name().chars().take(100).collect::<String>(),
                     alert.fingerprint.chars().take(64).collect::<String>(),
                     name.len().max(value.len())
-                ));
+                )));
             }
         }
         for (name, value) in &alert.annotations {
             if name.len() > LABEL_LIMIT || value.len() > ANNOTATION_LIMIT {
-                return Some(format!(
+                return Some((alert, format!(
                     "alert {} (fingerprint {}) has an annotation `{}` of {} bytes; annotations are limited to {ANNOTATION_LIMIT} bytes",
                     alert.name().chars().take(100).collect::<String>(),
                     alert.fingerprint.chars().take(64).collect::<String>(),
                     name.chars().take(100).collect::<String>(),
                     value.len()
-                ));
+                )));
             }
         }
     }

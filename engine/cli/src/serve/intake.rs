@@ -218,7 +218,11 @@ impl Server {
                     "runbook {name} already started {cap} runs within {}",
                     humantime::format_duration(window)
                 );
-                tracing::warn!(runbook = name, alert = alert.name(), reason = %reason, "alert rejected: run cap");
+                if self.refusals.first(&[name, "run-cap", &incident]) {
+                    tracing::warn!(runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, reason = %reason, "alert rejected: run cap (its repeats are logged at debug)");
+                } else {
+                    tracing::debug!(runbook = name, fingerprint = %alert.fingerprint, "alert rejected again: run cap");
+                }
                 verdict.decision = "capped";
                 verdict.reason = Some(reason);
             }
@@ -255,13 +259,20 @@ impl Server {
             .alerts_rejected
             .get_or_create(&metrics::reason(&verdict.runbook, "invalid-params"))
             .inc();
-        tracing::warn!(
-            runbook = %verdict.runbook,
-            alert = alert.name(),
-            fingerprint = %alert.fingerprint,
-            reason = %reason,
-            "alert rejected: its labels do not bind the runbook's params"
-        );
+        if self
+            .refusals
+            .first(&[&verdict.runbook, "invalid-params", &incident(alert)])
+        {
+            tracing::warn!(
+                runbook = %verdict.runbook,
+                alert = alert.name(),
+                fingerprint = %alert.fingerprint,
+                reason = %reason,
+                "alert rejected: its labels do not bind the runbook's params (its repeats are logged at debug)"
+            );
+        } else {
+            tracing::debug!(runbook = %verdict.runbook, fingerprint = %alert.fingerprint, "alert rejected again: its labels do not bind the runbook's params");
+        }
         verdict.decision = "rejected";
         verdict.reason = Some(reason);
         verdict
@@ -469,7 +480,7 @@ fn nothing_changed(path: &std::path::Path) -> bool {
 
 /// Alertmanager's identity of an alert: its fingerprint (of its labels) and when it started.
 /// A payload without a fingerprint (not Alertmanager's) is identified by its labels.
-fn incident(alert: &Alert) -> String {
+pub(super) fn incident(alert: &Alert) -> String {
     let fingerprint = if alert.fingerprint.is_empty() {
         serde_json::to_string(&alert.labels).unwrap_or_default()
     } else {
@@ -492,4 +503,28 @@ pub(super) fn redacted_params(runbook: &Runbook, bindings: &Bindings) -> Json {
         );
     }
     Json::Object(object)
+}
+
+/// Refusals already logged at warn: Alertmanager repeats a refused alert every
+/// `repeat_interval`, and each repeat is logged at debug only, so one hostile or broken alert
+/// cannot fill the log. Bounded; when full it starts over, and an old refusal may be logged
+/// once more.
+#[derive(Default)]
+pub(super) struct RefusalLog {
+    seen: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+}
+
+/// Refusals remembered by [`RefusalLog`].
+const REFUSALS_REMEMBERED: usize = 10_000;
+
+impl RefusalLog {
+    /// Whether the refusal named by `parts` is seen for the first time.
+    pub(super) fn first(&self, parts: &[&str]) -> bool {
+        let key = super::digest(parts.join("\u{0}").as_bytes());
+        let mut seen = lock(&self.seen);
+        if seen.len() >= REFUSALS_REMEMBERED && !seen.contains(&key) {
+            seen.clear();
+        }
+        seen.insert(key)
+    }
 }

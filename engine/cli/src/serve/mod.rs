@@ -90,6 +90,8 @@ struct Server {
     workers_alive: AtomicUsize,
     workers: usize,
     metrics: Metrics,
+    /// Refusals logged at warn already (each alert's repeats go to debug).
+    refusals: intake::RefusalLog,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -207,6 +209,7 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         workers_alive: AtomicUsize::new(args.workers.max(1)),
         workers: args.workers.max(1),
         metrics: Metrics::new(),
+        refusals: intake::RefusalLog::default(),
     });
 
     runtime.block_on(run_server(server, &args))?;
