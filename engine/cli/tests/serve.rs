@@ -2033,3 +2033,72 @@ spec:
         assert_eq!(finished["error"], "timed out after 2s", "{finished:#}");
     }
 }
+
+/// Issue 12: a fact whose `expr` names itself passed `validate` and overflowed the stack when
+/// an alert ran it, aborting the server. `validate` refuses it (exit 2, both positions), and
+/// so does `serve` at start: it never runs, so no alert can reach it.
+#[test]
+fn a_fact_that_reads_itself_is_refused_by_validate_and_by_serve_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("loops.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: loops
+spec:
+  description: A fact that reads itself.
+  params:
+    - name: deployment
+      pattern: "api|web|worker"
+      from: alert.labels.deployment
+  triggers:
+    - alertName: Loops
+  facts:
+    - name: a
+      expr: "a == 1"
+  steps:
+    - id: check
+      verify: a
+  rollback: notify-oncall
+"#,
+    )
+    .expect("runbook");
+    let expected = format!(
+        "{}:14:13: error[cycle]: fact `a` reads itself at {}:15:13",
+        file.display(),
+        file.display()
+    );
+    let validate = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("runbook validate");
+    assert_eq!(validate.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&validate.stdout);
+    let stderr = String::from_utf8_lossy(&validate.stderr);
+    assert!(
+        stdout.contains(&expected) || stderr.contains(&expected),
+        "{stdout}{stderr}"
+    );
+    let state = tempfile::tempdir().expect("tempdir");
+    let serve = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--simulate"])
+        .arg(fixtures().join("world.scenario.yaml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("runbook serve");
+    assert_eq!(serve.status.code(), Some(2), "{serve:?}");
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    let stdout = String::from_utf8_lossy(&serve.stdout);
+    assert!(
+        stdout.contains(&expected) || stderr.contains(&expected),
+        "{stdout}{stderr}"
+    );
+    assert!(stderr.contains("`runbook serve` starts only with a valid catalog"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
