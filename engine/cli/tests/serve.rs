@@ -2066,7 +2066,7 @@ spec:
     )
     .expect("runbook");
     let expected = format!(
-        "{}:14:13: error[cycle]: fact `a` reads itself at {}:15:13",
+        "{}:14:13: error[cycle]: fact `a` reads itself at {}:15:14",
         file.display(),
         file.display()
     );
@@ -2099,6 +2099,63 @@ spec:
         stdout.contains(&expected) || stderr.contains(&expected),
         "{stdout}{stderr}"
     );
-    assert!(stderr.contains("`runbook serve` starts only with a valid catalog"), "{stderr}");
+    assert!(
+        stderr.contains("`runbook serve` starts only with a valid catalog"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Issue 12 (found by the Alertmanager load benchmark): a resolve cancelled the key's queued
+/// run whichever incident it belonged to, so an incident that still fired never got a run (its
+/// repeats were answered "already served" by the cancelled run). A run is cancelled only when
+/// every incident it serves has resolved.
+#[test]
+fn a_resolve_does_not_cancel_a_run_another_firing_incident_still_needs() {
+    let server = start(&["--workers", "1"]);
+    // The one worker is busy for about two seconds, so the runs below stay queued.
+    let busy = server.post_alerts(&payload("s", &[("firing", shard("s1"), json!({}))]));
+    let busy = results(&busy)[0]["run"].as_str().unwrap().to_owned();
+    server.wait_run(&busy, "running", |run| run["state"] == "running");
+    let web = |pod: &str| json!({"alertname": "CacheFlapping", "deployment": "web", "pod": pod});
+    let both = server.post_alerts(&notification(
+        "w",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", web("web-1")), ("firing", web("web-2"))],
+    ));
+    let verdicts = results(&both);
+    assert_eq!(verdicts[0]["decision"], "queued", "{}", both.body);
+    assert_eq!(verdicts[1]["decision"], "duplicate", "{}", both.body);
+    let id = verdicts[0]["run"].as_str().unwrap().to_owned();
+
+    // web-2 resolves while web-1 still fires: the run is kept for web-1.
+    let mixed = server.post_alerts(&notification(
+        "w",
+        "runbook",
+        "2026-11-22T03:00:00Z",
+        &[("firing", web("web-1")), ("resolved", web("web-2"))],
+    ));
+    let resolved = results(&mixed)
+        .iter()
+        .find(|v| v["decision"] != "duplicate")
+        .cloned()
+        .expect("the resolve's verdict");
+    assert_eq!(resolved["decision"], "recorded", "{}", mixed.body);
+    assert_eq!(resolved["run"], id.as_str());
+    // A late resolve of an earlier incident of web-1 (another startsAt) changes nothing.
+    let late = server.post_alerts(&notification(
+        "w",
+        "runbook",
+        "2026-11-22T02:30:00Z",
+        &[("resolved", web("web-1"))],
+    ));
+    assert_eq!(results(&late)[0]["decision"], "recorded", "{}", late.body);
+    let run = server.wait_finished(&id);
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    assert_eq!(
+        server
+            .metric("runbook_runs_cancelled_total{runbook=\"restart-cache\",reason=\"resolved\"}"),
+        0.0
+    );
 }

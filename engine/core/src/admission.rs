@@ -263,6 +263,23 @@ impl<T> Admission<T> {
         self.incident_order.retain(|id| incidents.contains_key(id));
     }
 
+    /// Whether an incident that asked for `run` still fires (has not resolved). A resolve of
+    /// one incident must not cancel a run another incident still needs: that one's repeats
+    /// would be answered "already served" and it would never get a run.
+    pub fn serves_firing_incident(&self, run: &str) -> bool {
+        self.incidents
+            .values()
+            .any(|state| state.run == run && state.forget_at.is_none())
+    }
+
+    /// Forgets the incidents that asked for `run`, a run that never started (its lock or
+    /// journal could not be had): their repeats may then start a run again.
+    pub fn forget_incidents_of(&mut self, run: &str) {
+        self.incidents.retain(|_, state| state.run != run);
+        let incidents = &self.incidents;
+        self.incident_order.retain(|id| incidents.contains_key(id));
+    }
+
     /// Incidents remembered.
     pub fn incidents(&self) -> usize {
         self.incidents.len()
@@ -471,6 +488,48 @@ mod tests {
         );
         assert_eq!(a.drain().len(), 1);
         assert_eq!(a.active("k2"), None);
+    }
+
+    #[test]
+    fn a_run_serves_a_firing_incident_until_every_incident_it_serves_resolved() {
+        let mut admission = admission();
+        let now = Instant::now();
+        let candidate = |incident| Candidate {
+            key: "k",
+            incident: Some(incident),
+            runbook: "r",
+            cooldown: None,
+        };
+        assert_eq!(
+            admission.admit_incident(now, &candidate("a@1"), id("run-1"), ()),
+            Decision::Queued
+        );
+        assert_eq!(
+            admission.admit_incident(now, &candidate("b@1"), id("run-2"), ()),
+            Decision::Duplicate {
+                run: "run-1".to_owned()
+            }
+        );
+        admission.incident_resolved(now, "k", "b@1", Duration::ZERO);
+        assert!(admission.serves_firing_incident("run-1"), "a@1 still fires");
+        // A late resolve of an incident this run never served changes nothing.
+        admission.incident_resolved(now, "k", "a@0", Duration::ZERO);
+        assert!(admission.serves_firing_incident("run-1"));
+        admission.incident_resolved(now, "k", "a@1", Duration::ZERO);
+        assert!(!admission.serves_firing_incident("run-1"));
+
+        // A run that never started forgets its incidents: their repeats may run again.
+        admission.cancel("k");
+        assert_eq!(
+            admission.admit_incident(now, &candidate("c@1"), id("run-3"), ()),
+            Decision::Queued
+        );
+        admission.cancel("k");
+        admission.forget_incidents_of("run-3");
+        assert_eq!(
+            admission.admit_incident(now, &candidate("c@1"), id("run-4"), ()),
+            Decision::Queued
+        );
     }
 
     #[test]

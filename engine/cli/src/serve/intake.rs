@@ -298,8 +298,21 @@ impl Server {
         let retention = runbook.triggers[trigger]
             .effective_cooldown()
             .unwrap_or_default();
-        lock(&self.admission).incident_resolved(Instant::now(), &key, &incident(alert), retention);
-        let cancelled = lock(&self.admission).cancel(&key);
+        // The key's run is cancelled only when no incident it serves still fires: a resolve
+        // of one alert (or a late one of an earlier incident) leaves a run another needs.
+        let (cancelled, still_needed) = {
+            let mut admission = lock(&self.admission);
+            admission.incident_resolved(Instant::now(), &key, &incident(alert), retention);
+            let still_needed = admission
+                .active(&key)
+                .is_some_and(|run| admission.serves_firing_incident(run));
+            let cancelled = if still_needed {
+                None
+            } else {
+                admission.cancel(&key)
+            };
+            (cancelled, still_needed)
+        };
         if let Some(queued) = cancelled {
             self.update_queue_depth();
             self.metrics
@@ -348,6 +361,19 @@ impl Server {
                 if let Err(e) = appended {
                     tracing::warn!(run_id = %run, error = %e, "cannot journal the resolved alert");
                 }
+            }
+            if still_needed {
+                self.metrics
+                    .alerts_resolved
+                    .get_or_create(&metrics::reason(name, "recorded-other-incident-fires"))
+                    .inc();
+                tracing::info!(run_id = %run, runbook = name, fingerprint = %alert.fingerprint, "alert resolved; its run goes on for another incident that still fires");
+                verdict.decision = "recorded";
+                verdict.reason = Some(format!(
+                    "run {run} also serves an incident that still fires; it is not cancelled"
+                ));
+                verdict.run = Some(run);
+                return verdict;
             }
             if let Some(step) = self.cancel_at_gate(&run, alert) {
                 self.metrics

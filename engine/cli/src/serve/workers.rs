@@ -241,12 +241,10 @@ async fn open_session<'s>(
                 .get_or_create(&metrics::reason(name, "lock-unusable"))
                 .inc();
             tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: cannot take the run lock");
-            finish(
+            not_started(
                 server,
                 key,
                 run_id,
-                RunState::Cancelled,
-                None,
                 format!("not started: cannot take the run lock: {why}"),
             );
             None
@@ -270,17 +268,22 @@ async fn open_session<'s>(
         }
         Err(SessionError::Journal(e)) => {
             tracing::error!(run_id = %run_id, runbook = %name, error = %e, "cannot create the journal; the run is not started");
-            finish(
+            not_started(
                 server,
                 key,
                 run_id,
-                RunState::Cancelled,
-                None,
                 format!("not started: cannot create the journal: {e}"),
             );
             None
         }
     }
+}
+
+/// A run that never started (no lock, no journal): its incidents are forgotten, so a repeat
+/// of its alert may start it again, and its end is recorded.
+fn not_started(server: &Server, key: &str, run_id: &str, message: String) {
+    lock(&server.admission).forget_incidents_of(run_id);
+    finish(server, key, run_id, RunState::Cancelled, None, message);
 }
 
 /// Records the end of a run (or why it never started) and frees its admission key.
