@@ -212,7 +212,17 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         refusals: intake::RefusalLog::default(),
     });
 
-    runtime.block_on(run_server(server, &args))?;
+    // Runs execute on a runtime of their own: a run's journal syncs (`fdatasync` before each
+    // mutation) and its CPU never hold up the threads that answer webhooks and `/healthz`.
+    let runs = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("runbook-runs")
+        .enable_all()
+        .build()
+        .context("cannot start the runs' async runtime")?;
+    let served = runtime.block_on(run_server(server, &args, runs.handle()));
+    runs.shutdown_timeout(Duration::from_secs(5));
+    served?;
     Ok(Exit::Succeeded)
 }
 
@@ -313,14 +323,18 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(b"\n")
 }
 
-async fn run_server(server: Arc<Server>, args: &ServeArgs) -> anyhow::Result<()> {
+async fn run_server(
+    server: Arc<Server>,
+    args: &ServeArgs,
+    runs: &tokio::runtime::Handle,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.workers.max(1) {
-        workers.spawn(workers::worker(server.clone()));
+        workers.spawn_on(workers::worker(server.clone()), runs);
     }
     let router = http::router(server.clone());
     tracing::info!(
