@@ -9,6 +9,12 @@
 //! `serve/` (the webhook server) and `client.rs` (`runbook approve`).
 
 mod cli;
+
+/// Counts what each thread holds, so an expression's evaluation is bounded in memory (see
+/// `runbook_core::alloc`).
+#[global_allocator]
+static ALLOCATOR: runbook_core::alloc::CountingAllocator = runbook_core::alloc::CountingAllocator;
+
 mod client;
 mod commands;
 mod exit;

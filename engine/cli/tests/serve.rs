@@ -1985,10 +1985,19 @@ spec:
     - alertName: Runaway
   steps:
     - id: check
-      verify: 'range(0, 20000).filter(|i| "y".pad(1000000, "y").contains("z")).len() == 0'
+      verify: 'SLOW'
       timeout: 2s
   rollback: notify-oncall
-"#,
+"#
+        .replace(
+            "SLOW",
+            // Each of 20,000 items builds a 512 KiB string by doubling and scans it: seconds
+            // of work within the operation and size limits.
+            &format!(
+                r#""{}".split("").filter(|c| "aaaaaaaaaaaaaaaaa".split("").reduce(|s, x| s + s, "y").contains("z")).len() == 0"#,
+                "a".repeat(20_000)
+            ),
+        ),
     )
     .expect("runbook");
     let server = start_in(dir.path(), &["--workers", "2"]);

@@ -33,6 +33,33 @@ pub const MAX_EVALUATION_TIME: Duration = Duration::from_secs(10);
 /// simulated run's clock does not control.
 pub const FORBIDDEN_FUNCTIONS: &[&str] = &["sleep", "timestamp"];
 
+/// Methods of Rhai's standard library that change their value in place and give back nothing:
+/// in an expression (`verify: p.events.sort() == ...`) the result is always `()`, so they are
+/// refused when the expression is compiled, with what to use instead.
+pub const IN_PLACE_METHODS: &[(&str, &str)] = &[
+    ("sort", "use `sorted()`, or `order_by(|a, b| ...)`"),
+    ("reverse", "use `reversed()`"),
+    ("replace", "use `replaced(FROM, TO)`"),
+    ("trim", "use `trimmed()`"),
+    ("make_upper", "use `to_upper()`"),
+    ("make_lower", "use `to_lower()`"),
+    ("push", "use `+` (`list + [item]`)"),
+    ("append", "use `+`"),
+    ("insert", "build the value with `+`"),
+    ("clear", "use `[]` or `\"\"`"),
+    ("truncate", "use `extract(0, N)` or `sub_string(0, N)`"),
+    ("pad", "build the value with `+`"),
+    ("dedup", "use `filter(...)`"),
+    ("retain", "use `filter(...)`"),
+    ("crop", "use `extract(...)` or `sub_string(...)`"),
+    ("chop", "use `extract(...)` or `sub_string(...)`"),
+    ("splice", "use `extract(...)` and `+`"),
+];
+
+/// Memory one evaluation may hold at once, all its values together (enforced where the
+/// binary installs [`crate::alloc::CountingAllocator`]).
+pub const MAX_EVALUATION_MEMORY: isize = 64 << 20;
+
 /// How often (in operations) an evaluation checks its deadline.
 const CHECK_EVERY: u64 = 256;
 
@@ -60,6 +87,40 @@ impl Budget {
 thread_local! {
     /// The budget of the evaluation running on this thread, read by the progress callback.
     static BUDGET: RefCell<Option<Budget>> = const { RefCell::new(None) };
+    /// The variables of the evaluation running on this thread (facts, `params`, `object`), as
+    /// closures read them: see [`read_outer`].
+    static OUTER: RefCell<Vec<(String, Dynamic)>> = const { RefCell::new(Vec::new()) };
+    /// What this thread held when the running evaluation started (`None`: no evaluation).
+    static HELD_AT_START: std::cell::Cell<Option<isize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the running evaluation holds more than [`MAX_EVALUATION_MEMORY`].
+fn over_memory() -> bool {
+    HELD_AT_START.with(|start| {
+        start.get().is_some_and(|start| {
+            crate::alloc::held_by_this_thread().wrapping_sub(start) > MAX_EVALUATION_MEMORY
+        })
+    })
+}
+
+/// What a closure reads of the expression's variables (`p.events.filter(|e| e.at >
+/// p.deployed)`): a copy, handed out by the engine's variable resolver. Rhai's own closures
+/// capture by sharing the variable, and a method of `p.events` running while its closure reads
+/// `p` was a "Data race detected" at run time; the engine is built without them
+/// (`no_closure`), so an anonymous function reads its outer variables here. Only names the
+/// parser could not place (index 0) inside a function call (call level > 0) come here: the
+/// closure's own parameters are locals, and the expression itself reads its scope.
+fn read_outer(name: &str, index: usize, call_level: usize) -> Option<Dynamic> {
+    if index > 0 || call_level == 0 {
+        return None;
+    }
+    OUTER.with(|outer| {
+        outer
+            .borrow()
+            .iter()
+            .find(|(variable, _)| variable == name)
+            .map(|(_, value)| value.clone())
+    })
 }
 
 /// Evaluates `ast` with `scope` on this thread, within `budget`: past it the evaluation stops
@@ -70,22 +131,100 @@ pub fn evaluate<T: rhai::Variant + Clone>(
     budget: &Budget,
 ) -> Result<T, Box<EvalAltResult>> {
     BUDGET.with(|slot| *slot.borrow_mut() = Some(budget.clone()));
+    // Only an expression with a closure needs its variables where closures can read them.
+    let closures = ast.iter_fn_def().next().is_some();
+    if closures {
+        let outer: Vec<(String, Dynamic)> = scope
+            .iter_raw()
+            .map(|(name, _, value)| (name.to_owned(), value.clone()))
+            .collect();
+        OUTER.with(|slot| *slot.borrow_mut() = outer);
+    }
+    HELD_AT_START.with(|start| start.set(Some(crate::alloc::held_by_this_thread())));
     let result = sandboxed_engine().eval_ast_with_scope::<T>(scope, ast);
+    HELD_AT_START.with(|start| start.set(None));
     BUDGET.with(|slot| *slot.borrow_mut() = None);
-    result.map_err(|error| match *error {
-        EvalAltResult::ErrorTerminated(_, position) => Box::new(EvalAltResult::ErrorRuntime(
-            Dynamic::from(if budget.cancelled.load(Ordering::Relaxed) {
-                "the evaluation was stopped: its step ran out of time".to_owned()
-            } else {
-                format!(
-                    "the evaluation took longer than {} s and was stopped",
-                    MAX_EVALUATION_TIME.as_secs()
-                )
-            }),
-            position,
-        )),
-        other => Box::new(other),
+    if closures {
+        OUTER.with(|slot| slot.borrow_mut().clear());
+    }
+    result.map_err(|error| {
+        // A stop raised in a closure comes wrapped in the calls it was in.
+        let EvalAltResult::ErrorTerminated(why, position) = error.unwrap_inner() else {
+            return error;
+        };
+        let message = if why.to_string() == "memory" {
+            format!(
+                "the evaluation was stopped: its values took more than {} MiB",
+                MAX_EVALUATION_MEMORY >> 20
+            )
+        } else if budget.cancelled.load(Ordering::Relaxed) {
+            "the evaluation was stopped: its step ran out of time".to_owned()
+        } else {
+            format!(
+                "the evaluation took longer than {} s and was stopped",
+                MAX_EVALUATION_TIME.as_secs()
+            )
+        };
+        Box::new(EvalAltResult::ErrorRuntime(
+            Dynamic::from(message),
+            *position,
+        ))
     })
+}
+
+/// What expressions use instead of the [`IN_PLACE_METHODS`]: the same, giving back a new value.
+fn register_pure_helpers(engine: &mut Engine) {
+    engine.register_fn(
+        "sorted",
+        |list: rhai::Array| -> Result<rhai::Array, Box<EvalAltResult>> {
+            let mut list = list;
+            let mut incomparable = false;
+            list.sort_by(|a, b| {
+                compare(a, b).unwrap_or_else(|| {
+                    incomparable = true;
+                    std::cmp::Ordering::Equal
+                })
+            });
+            if incomparable {
+                return Err("`sorted()` sorts numbers, strings or booleans, all of one kind; use `order_by(|a, b| ...)` for anything else".into());
+            }
+            Ok(list)
+        },
+    );
+    engine.register_fn("reversed", |list: rhai::Array| -> rhai::Array {
+        list.into_iter().rev().collect()
+    });
+    engine.register_fn("trimmed", |text: &str| -> String { text.trim().to_owned() });
+    engine.register_fn("replaced", |text: &str, from: &str, to: &str| -> String {
+        text.replace(from, to)
+    });
+}
+
+/// The natural order of two values of one primitive kind (integers and floats compare as
+/// numbers).
+fn compare(a: &Dynamic, b: &Dynamic) -> Option<std::cmp::Ordering> {
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        return Some(x.cmp(&y));
+    }
+    let number = |value: &Dynamic| {
+        value
+            .as_float()
+            .ok()
+            .or_else(|| value.as_int().ok().map(|n| n as f64))
+    };
+    if let (Some(x), Some(y)) = (number(a), number(b)) {
+        return x.partial_cmp(&y);
+    }
+    if let (Some(x), Some(y)) = (
+        a.read_lock::<rhai::ImmutableString>(),
+        b.read_lock::<rhai::ImmutableString>(),
+    ) {
+        return Some(x.as_str().cmp(y.as_str()));
+    }
+    if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
+        return Some(x.cmp(&y));
+    }
+    None
 }
 
 /// The one engine every expression is compiled and evaluated with.
@@ -117,7 +256,17 @@ pub fn sandboxed_engine() -> &'static Engine {
             engine.register_fn(*name, move |_: rhai::INT| refuse());
             engine.register_fn(*name, move |_: rhai::FLOAT| refuse());
         }
+        register_pure_helpers(&mut engine);
+        // Rhai marks `on_var` deprecated only to say its signature may change ("This API is
+        // NOT deprecated, but it is considered volatile"); the pinned version is what we test.
+        #[expect(deprecated, reason = "rhai's volatile-API marker, not a deprecation")]
+        engine.on_var(|name, index, context| Ok(read_outer(name, index, context.call_level())));
         engine.on_progress(|operations| {
+            // Every operation: one operation can build a value of up to the size limits, so
+            // the memory held is checked before the next one adds more.
+            if over_memory() {
+                return Some(Dynamic::from("memory"));
+            }
             if operations % CHECK_EVERY != 0 {
                 return None;
             }
@@ -191,7 +340,8 @@ impl Expression {
     }
 }
 
-/// The first call of a [`FORBIDDEN_FUNCTIONS`] function, as a compile error at its position.
+/// The first call of a [`FORBIDDEN_FUNCTIONS`] function or an [`IN_PLACE_METHODS`] method, as a
+/// compile error at its position.
 fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
     let mut found = None;
     ast.walk(&mut |path: &[ASTNode]| {
@@ -200,6 +350,19 @@ fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
             Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, position))) => Some((call, *position)),
             _ => None,
         };
+        if let Some(ASTNode::Expr(Expr::MethodCall(call, position))) = path.last() {
+            let name = call.name.as_str();
+            if let Some((_, instead)) = IN_PLACE_METHODS.iter().find(|(method, _)| *method == name) {
+                found = Some(ExpressionError {
+                    message: format!(
+                        "`{name}` changes its value in place and gives back nothing, so an expression cannot use its result; {instead}"
+                    ),
+                    line: position.line().unwrap_or(1),
+                    column: position.position().unwrap_or(1),
+                });
+                return false;
+            }
+        }
         if let Some((call, position)) = call {
             let name = call.name.as_str();
             if FORBIDDEN_FUNCTIONS.contains(&name) {
@@ -573,7 +736,6 @@ mod tests {
     fn a_captured_fact_is_in_scope_when_the_closure_runs() {
         let expression =
             Expression::compile("l.filter(|x| x == want.name).len()").expect("compiles");
-        let engine = sandboxed_engine();
         let mut scope = rhai::Scope::new();
         scope.push_constant(
             "l",
@@ -582,9 +744,8 @@ mod tests {
         let mut want = rhai::Map::new();
         want.insert("name".into(), rhai::Dynamic::from("b"));
         scope.push_constant("want", want);
-        let count: i64 = engine
-            .eval_ast_with_scope(&mut scope, &expression.ast)
-            .expect("evaluates");
+        let count: i64 =
+            evaluate(&mut scope, &expression.ast, &Budget::standard()).expect("evaluates");
         assert_eq!(count, 1);
     }
 
@@ -605,10 +766,15 @@ mod tests {
     #[test]
     fn runaway_evaluation_is_stopped() {
         let engine = sandboxed_engine();
-        let ast = Expression::compile("\"x\".pad(100000000, 'y')")
-            .expect("compiles")
-            .ast;
-        assert!(engine.eval_ast::<rhai::Dynamic>(&ast).is_err());
+        let ast = Expression::compile(
+            "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\".split(\"\").reduce(|s, x| s + s, \"y\")",
+        )
+        .expect("compiles")
+        .ast;
+        assert!(
+            engine.eval_ast::<rhai::Dynamic>(&ast).is_err(),
+            "a string of 2^30 bytes"
+        );
         let ast = Expression::compile("range(0, 100000000).reduce(|sum, v| sum + v, 0)")
             .expect("compiles")
             .ast;

@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod alert;
+pub mod alloc;
 pub mod bind;
 pub mod check;
 pub mod compile;

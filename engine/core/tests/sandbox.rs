@@ -2,6 +2,10 @@
 //! slow expression never holds up the async runtime (which, under `serve`, answers HTTP), and
 //! it is stopped at its step's timeout.
 
+/// As the binaries do, so the memory bound of an evaluation is enforced here too.
+#[global_allocator]
+static ALLOCATOR: runbook_core::alloc::CountingAllocator = runbook_core::alloc::CountingAllocator;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -113,11 +117,7 @@ fn run_beside_a_ticker(text: &str) -> (RunReport, Duration, Duration) {
 
 #[test]
 fn a_runaway_expression_fails_its_step_at_the_timeout_without_blocking_the_runtime() {
-    // Each of 20,000 items builds and scans a 1 MB string: many seconds of work in a debug
-    // build, within the operation and size limits. Were it to finish, it would hold and the
-    // step would succeed.
-    let slow = r#"range(0, 20000).filter(|i| "y".pad(1000000, "y").contains("z")).len() == 0"#;
-    let (report, longest_gap, took) = run_beside_a_ticker(&runbook(slow, "1s"));
+    let (report, longest_gap, took) = run_beside_a_ticker(&runbook(&slow_expression(), "1s"));
     let status = report
         .steps
         .iter()
@@ -138,4 +138,101 @@ fn a_runaway_expression_fails_its_step_at_the_timeout_without_blocking_the_runti
         took < Duration::from_secs(5),
         "the evaluation was not stopped at the step's timeout: the run took {took:?}"
     );
+}
+
+/// An expression that runs for seconds within the operation and size limits: each of 20,000
+/// items builds a 512 KiB string by doubling and scans it. Were it to finish, it would hold.
+/// (Rhai's operation limit stops it after some 9,000 items, seconds into a debug build.)
+pub fn slow_expression() -> String {
+    format!(
+        r#""{}".split("").filter(|c| "aaaaaaaaaaaaaaaaa".split("").reduce(|s, x| s + s, "y").contains("z")).len() == 0"#,
+        "a".repeat(20_000)
+    )
+}
+
+/// Issue 13: `params.t.split("").map(|c| cm.data.big + c)` allocated about 4 GB and aborted:
+/// each string was within the size limit, but not all of them together. An evaluation that
+/// holds more than its memory bound is stopped with an error saying so.
+#[test]
+fn an_expression_that_builds_too_much_altogether_is_stopped_with_a_clear_error() {
+    let text = r#"t.split("").map(|c| big + c).len() > 0"#;
+    let compiled = runbook_core::expr::Expression::compile(text).expect("compiles");
+    let mut scope = rhai::Scope::new();
+    scope.push_dynamic("t", rhai::Dynamic::from("x".repeat(5_000)));
+    scope.push_dynamic("big", rhai::Dynamic::from("y".repeat(1_000_000)));
+    let started = std::time::Instant::now();
+    let result = runbook_core::expr::evaluate::<bool>(
+        &mut scope,
+        &compiled.ast,
+        &runbook_core::expr::Budget::standard(),
+    );
+    let error = result.expect_err("stopped").to_string();
+    assert!(
+        error.contains("the evaluation was stopped: its values took more than 64 MiB"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "stopped by memory, not time"
+    );
+    // What an evaluation held is freed: a small one right after runs.
+    let small = runbook_core::expr::Expression::compile("big.len() > 10").expect("compiles");
+    assert!(runbook_core::expr::evaluate::<bool>(
+        &mut scope,
+        &small.ast,
+        &runbook_core::expr::Budget::standard()
+    )
+    .expect("runs"));
+}
+
+/// Issue 13: `sort`, `order_by`, `extract`, `replace` on a fact passed `validate` and failed at
+/// run time ("Non-pure method 'sort' cannot be called on constant"), and a closure reading a
+/// sibling fact failed with "Data race detected". Facts are now values an expression may use
+/// freely: `order_by` and `extract` work, closures read sibling facts; methods that change a
+/// value in place and give back nothing (`sort`, `replace`) are refused at `validate`, at
+/// their position, naming what to use instead (`sorted()`, `replaced()`).
+#[test]
+fn facts_are_values_an_expression_may_use_freely() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: sandbox}
+spec:
+  facts:
+    - {name: p.events, expr: '[3, 1, 2]'}
+    - {name: p.deploys, expr: '[1]'}
+    - {name: p.name, expr: '\"a-b\"'}
+  steps:
+    - id: check
+      verify: 'p.events.filter(|e| e > p.deploys[0]).len() == 2 && p.events.order_by(|a, b| a - b)[0] == 1 && p.events.extract(0, 1) == [3] && p.events.sorted() == [1, 2, 3] && p.events.reversed() == [2, 1, 3] && p.name.replaced(\"-\", \"_\") == \"a_b\" && p.events == [3, 1, 2]'
+      timeout: 5s
+";
+    let (report, _, _) = run_beside_a_ticker(text);
+    assert_eq!(
+        report.steps[0].status,
+        StepStatus::Succeeded,
+        "{}",
+        report.message
+    );
+
+    for (expression, name, column, instead) in [
+        ("p.events.sort() == []", "sort", 10, "use `sorted()`"),
+        (
+            "p.name.replace(\"a\", \"b\") == ()",
+            "replace",
+            8,
+            "use `replaced(FROM, TO)`",
+        ),
+    ] {
+        let error = runbook_core::expr::Expression::compile(expression)
+            .err()
+            .unwrap_or_else(|| panic!("`{expression}` must not compile"));
+        assert_eq!(error.column, column, "{error:?}");
+        assert!(
+            error
+                .message
+                .contains(&format!("`{name}` changes its value in place"))
+                && error.message.contains(instead),
+            "{error:?}"
+        );
+    }
 }

@@ -43,11 +43,11 @@ impl Run {
         let mut scope = rhai::Scope::new();
         for (root, value) in roots {
             let dynamic = rhai::serde::to_dynamic(&value).map_err(StepError::from)?;
-            scope.push_constant_dynamic(root, dynamic);
+            scope.push_dynamic(root, dynamic);
         }
-        scope.push_constant("params", self.params.clone());
+        scope.push("params", self.params.clone());
         if let Some(object) = object {
-            scope.push_constant_dynamic(
+            scope.push_dynamic(
                 "object",
                 rhai::serde::to_dynamic(object).map_err(StepError::from)?,
             );

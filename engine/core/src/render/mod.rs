@@ -47,7 +47,7 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                 }
                 let value = only_params.then(|| {
                     let mut scope = rhai::Scope::new();
-                    scope.push_constant("params", plan.bindings.to_rhai());
+                    scope.push("params", plan.bindings.to_rhai());
                     // Shown in a plan and in every step's summary, on the caller's thread: a
                     // short budget, and the expression as written if it runs out.
                     let budget = crate::expr::Budget {

@@ -21,7 +21,7 @@ impl Run {
                 (Some(condition), _) => Ok(has_condition(object, condition)),
                 (None, Some((scope, ast))) => {
                     let mut scope = scope.clone();
-                    scope.push_constant_dynamic(
+                    scope.push_dynamic(
                         "object",
                         rhai::serde::to_dynamic(object).map_err(|e| e.to_string())?,
                     );
