@@ -297,15 +297,23 @@ impl Checker<'_> {
                 .copied()
                 .collect::<Vec<_>>()
                 .join(" -> ");
-            // Both ends of the first link: the fact's name, and where it reads the next one.
-            let next = cycle.get(1).copied().unwrap_or(first);
-            let read = fact
-                .reads_at
-                .get(next)
-                .map(|(source, span)| {
-                    format!(" (`{first}` reads `{next}` at {})", site(source, *span))
+            // Every link, each where its fact reads the next one, so each position to change
+            // is named: `a` reads `b` at X; `b` reads `a` at Y.
+            let links: Vec<String> = cycle
+                .iter()
+                .enumerate()
+                .filter_map(|(index, from)| {
+                    let to = cycle.get(index + 1).copied().unwrap_or(first);
+                    facts[*from].reads_at.get(to).map(|(source, span)| {
+                        format!("`{from}` reads `{to}` at {}", site(source, *span))
+                    })
                 })
-                .unwrap_or_default();
+                .collect();
+            let read = if links.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", links.join("; "))
+            };
             self.diagnostics.push(Diagnostic::error(
                 Code::Cycle,
                 &fact.spec.origin,
