@@ -1349,3 +1349,108 @@ fn resume_refuses_a_changed_runbook_and_a_finished_run() {
         out.stderr
     );
 }
+
+fn journal_of(state: &Path, run_id: &str) -> PathBuf {
+    state.join("runs").join(format!("{run_id}.jsonl"))
+}
+
+/// The fragment a crash leaves when it cuts the next record short.
+const FRAGMENT: &str = r#"{"time":"2026-01-01T00:00:00.000Z","run":"20260101T0"#;
+
+/// Issue 13: `resume` of a journal whose last line a crash had cut short appended its first
+/// record onto the fragment; `show`, `resume` and the server then refused the journal.
+#[test]
+fn resume_sets_a_torn_last_line_aside_and_the_journal_stays_readable() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let whole = std::fs::read_to_string(&journal).expect("journal");
+    std::fs::write(&journal, format!("{whole}{FRAGMENT}")).expect("tear");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state_dir,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let torn = PathBuf::from(format!("{}.torn", journal.display()));
+    let expected = format!(
+        "warning: the journal {} ended in a torn line (line {}, {} bytes, cut short by a crash or a full disk): it was moved to {}, and the run goes on from the last whole record",
+        journal.display(),
+        whole.lines().count() + 1,
+        FRAGMENT.len(),
+        torn.display()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&torn).expect("the fragment is kept"),
+        format!("{FRAGMENT}\n")
+    );
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(text.starts_with(&whole), "the records before it are kept");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a record ({e}): {line}"));
+    }
+
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "show",
+            &run_id,
+            "--state-dir",
+            state_dir,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr, "", "nothing torn is left");
+    let last: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().expect("records")).expect("JSON");
+    assert_eq!(last["outcome"], "succeeded");
+}
+
+/// Issue 13: `show` of a journal with a torn last line shows the records before it and says
+/// the last line is torn.
+#[test]
+fn show_reports_a_torn_last_line_and_shows_the_records_before_it() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let whole = std::fs::read_to_string(&journal).expect("journal");
+    std::fs::write(&journal, format!("{whole}{FRAGMENT}")).expect("tear");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "show",
+            &run_id,
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("scale-api"),
+        "the records before it are shown: {}",
+        out.stdout
+    );
+    let expected = format!(
+        "warning: {}:{}: the last line is torn ({} bytes cut short by a crash or a full disk); showing the {} whole records before it",
+        journal.display(),
+        whole.lines().count() + 1,
+        FRAGMENT.len(),
+        whole.lines().count()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+}

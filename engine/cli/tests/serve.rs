@@ -2099,6 +2099,48 @@ spec:
         stdout.contains(&expected) || stderr.contains(&expected),
         "{stdout}{stderr}"
     );
-    assert!(stderr.contains("`runbook serve` starts only with a valid catalog"), "{stderr}");
+    assert!(
+        stderr.contains("`runbook serve` starts only with a valid catalog"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Issue 13: a journal whose last line is torn (here, what a resume before the fix left: a
+/// fragment with a whole record glued onto it) was answered 500 "not a journal record".
+#[test]
+fn a_journal_with_a_torn_last_line_is_shown_with_the_records_before_it() {
+    let server = start(&[]);
+    let id = "20260101T000000Z-scale-api-0001";
+    let started = json!({
+        "time": "2026-01-01T00:00:00.000Z", "run": id, "event": "run-started",
+        "runbook": "scale-api", "file": "scale-api.yaml", "digest": "d", "params": {},
+        "dryRun": false,
+    });
+    let skipped = json!({
+        "time": "2026-01-01T00:00:00.001Z", "run": id, "event": "step-skipped",
+        "step": "scale", "reason": "when was false",
+    });
+    let runs = server.state.path().join("runs");
+    std::fs::create_dir_all(&runs).expect("runs");
+    let journal = runs.join(format!("{id}.jsonl"));
+    std::fs::write(
+        &journal,
+        format!("{started}\n{skipped}\n{{\"time\":\"2026{skipped}\n"),
+    )
+    .expect("journal");
+    let reply = server.get(&format!("/api/v1/runs/{id}"));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let run = reply.json();
+    assert_eq!(run["fromJournal"], true);
+    assert_eq!(run["events"], json!([started, skipped]), "{run:#}");
+    assert_eq!(run["tornLine"]["line"], 3, "{run:#}");
+    assert_eq!(
+        run["tornLine"]["message"],
+        format!(
+            "{}:3: the last line is torn ({} bytes cut short by a crash or a full disk); showing the 2 whole records before it",
+            journal.display(),
+            skipped.to_string().len() + 14
+        )
+    );
 }

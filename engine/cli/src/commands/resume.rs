@@ -26,7 +26,10 @@ pub fn resume(
             state_dir.join("runs").display()
         );
     }
-    let records = runbook_core::journal::read(&path).map_err(anyhow::Error::msg)?;
+    // A torn last line is set aside when the journal is reopened, and said then.
+    let records = runbook_core::journal::read(&path)
+        .map_err(anyhow::Error::msg)?
+        .records;
     let state = runbook_core::resume::analyze(&records)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if let Some(outcome) = state.finished {

@@ -104,6 +104,9 @@ pub fn drive(
         Err(exit) => return Ok(exit),
     };
     let journal = session.journal_path().to_path_buf();
+    if let Some(set_aside) = session.set_aside() {
+        eprintln!("warning: {set_aside}");
+    }
     let reporter: Arc<dyn Reporter> = match args.execution.output {
         OutputFormat::Json => Arc::new(crate::terminal::JsonLines),
         OutputFormat::Text if std::io::stderr().is_terminal() => {
