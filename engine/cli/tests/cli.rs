@@ -1454,3 +1454,187 @@ fn show_reports_a_torn_last_line_and_shows_the_records_before_it() {
     );
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
 }
+
+/// `runbook_in`, with `set_up` run in the child before the program starts (a umask).
+#[cfg(unix)]
+fn runbook_set_up(
+    dir: &Path,
+    args: &[&str],
+    set_up: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUNBOOK_DIR")
+        .env("RUNBOOK_LOG", "off");
+    // SAFETY: every `set_up` here makes only system calls that are safe between fork and exec
+    // (umask), and allocates nothing.
+    unsafe { command.pre_exec(set_up) };
+    let output = command.output().expect("runbook runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The one file in `dir`.
+fn only_file(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// Issue 13: journals and locks were 0644 in 0755 directories, and stayed so.
+#[cfg(unix)]
+#[test]
+fn journals_and_locks_are_private_and_looser_ones_are_tightened() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), MAINTENANCE_WORLD).expect("write");
+    let state = state();
+    let out = runbook_set_up(
+        dir.path(),
+        &[
+            "run",
+            "maint",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+        || {
+            // SAFETY: umask cannot fail and touches nothing but the process's mask.
+            unsafe { libc::umask(0o022) };
+            Ok(())
+        },
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (runs, locks) = (state.path().join("runs"), state.path().join("locks"));
+    let (journal, lock) = (only_file(&runs), only_file(&locks));
+    assert_eq!(
+        [mode(&runs), mode(&journal), mode(&locks), mode(&lock)],
+        [0o700, 0o600, 0o700, 0o600],
+        "runs/, its journal, locks/, its lock"
+    );
+
+    // What an older runbook left: a killed run's files, readable by all. Resuming tightens them.
+    let state = self::state();
+    let run_id = killed_run(dir.path(), state.path());
+    let (runs, locks) = (state.path().join("runs"), state.path().join("locks"));
+    let journal = journal_of(state.path(), &run_id);
+    let lock = only_file(&locks);
+    for (path, loose) in [
+        (&runs, 0o755),
+        (&journal, 0o644),
+        (&locks, 0o755),
+        (&lock, 0o644),
+    ] {
+        set_mode(path, loose);
+    }
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        [mode(&runs), mode(&journal), mode(&locks), mode(&lock)],
+        [0o700, 0o600, 0o700, 0o600],
+        "tightened: runs/, the journal, locks/, the lock"
+    );
+}
+
+/// Issue 13: a symbolic link planted in place of a lock or a journal had the run write (and
+/// truncate) whatever it points to.
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_in_place_of_a_journal_or_a_lock_is_refused_and_its_target_left_alone() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let run_id = killed_run(dir.path(), state.path());
+    let resume = || {
+        runbook_in(
+            dir.path(),
+            &[
+                "resume",
+                &run_id,
+                "--assume-done",
+                "scale-api",
+                "--simulate",
+                "shop.scenario.yaml",
+                "--state-dir",
+                state_dir,
+            ],
+        )
+    };
+
+    let journal = journal_of(state.path(), &run_id);
+    let elsewhere = dir.path().join("elsewhere.jsonl");
+    std::fs::rename(&journal, &elsewhere).expect("move");
+    std::os::unix::fs::symlink(&elsewhere, &journal).expect("symlink");
+    let before = std::fs::read(&elsewhere).expect("journal");
+    let out = resume();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "{} is a symbolic link; state files are never written through one: remove it",
+            journal.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(&elsewhere).expect("journal"), before);
+
+    std::fs::remove_file(&journal).expect("unlink");
+    std::fs::rename(&elsewhere, &journal).expect("move back");
+    let lock = only_file(&state.path().join("locks"));
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me\n").expect("victim");
+    std::fs::remove_file(&lock).expect("unlink");
+    std::os::unix::fs::symlink(&victim, &lock).expect("symlink");
+    let out = resume();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: cannot take the run lock: cannot open {0}: {0} is a symbolic link",
+            lock.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "keep me\n"
+    );
+}

@@ -213,7 +213,8 @@ pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// An append-only JSON-lines file, one per run.
+/// An append-only JSON-lines file, one per run (0600, in a 0700 `runs/`: see
+/// [`crate::state_files`]).
 pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,
@@ -223,12 +224,10 @@ impl Journal {
     /// Creates `<state_dir>/runs/<run_id>.jsonl`; refuses to overwrite.
     pub fn create(state_dir: &Path, run_id: &str) -> std::io::Result<Self> {
         let dir = state_dir.join("runs");
-        std::fs::create_dir_all(&dir)?;
+        crate::state_files::own_dir(&dir)?;
         let path = dir.join(format!("{run_id}.jsonl"));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
+        let file =
+            crate::state_files::open(&path, OpenOptions::new().create_new(true).append(true))?;
         Ok(Self::appending(path, file))
     }
 
@@ -237,7 +236,7 @@ impl Journal {
     /// torn line is refused, since the record would be glued onto the fragment; `runbook
     /// resume` sets such a line aside ([`Journal::reopen`]).
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let mut file = OpenOptions::new().read(true).append(true).open(path)?;
+        let mut file = crate::state_files::open(path, OpenOptions::new().read(true).append(true))?;
         let mut last = [0_u8; 1];
         if file.metadata()?.len() > 0 {
             file.seek(SeekFrom::End(-1))?;
@@ -259,9 +258,13 @@ impl Journal {
     /// so nothing else writes the journal). A last line that is not a whole record (a crash
     /// mid-write, a full disk) is set aside: kept in `<journal>.torn` and cut off, so the next
     /// record starts a line of its own and the journal stays readable; the caller says so. A
-    /// last record missing only its newline is whole, and gets its newline.
+    /// last record missing only its newline is whole, and gets its newline. The journal and its
+    /// directory are tightened to 0600 and 0700 if they were looser.
     pub fn reopen(path: &Path) -> std::io::Result<(Self, Option<SetAside>)> {
-        let mut file = OpenOptions::new().read(true).append(true).open(path)?;
+        if let Some(dir) = path.parent() {
+            crate::state_files::own_dir(dir)?;
+        }
+        let mut file = crate::state_files::open(path, OpenOptions::new().read(true).append(true))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let parsed = parse(&bytes).map_err(|bad| {
@@ -273,7 +276,8 @@ impl Journal {
                 name.push(".torn");
                 let aside = PathBuf::from(name);
                 let fragment = &bytes[torn.offset..];
-                let mut kept = OpenOptions::new().append(true).create(true).open(&aside)?;
+                let mut kept =
+                    crate::state_files::open(&aside, OpenOptions::new().append(true).create(true))?;
                 kept.write_all(fragment)?;
                 if !fragment.ends_with(b"\n") {
                     kept.write_all(b"\n")?;
