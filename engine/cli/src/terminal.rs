@@ -321,13 +321,23 @@ pub fn summary(report: &runbook_core::exec::RunReport, journal: &Path) -> String
             let _ = writeln!(out, "!!!   {line}");
         }
     }
+    if let Some(error) = &report.journal_error {
+        let _ = writeln!(
+            out,
+            "\n!!! THE JOURNAL OF THIS RUN IS INCOMPLETE: {error}\n!!!   `runbook show` and `runbook resume` see only what was written; this summary says what the run did"
+        );
+    }
+    let journal = if report.journal_error.is_some() {
+        format!("{} (incomplete)", journal.display())
+    } else {
+        journal.display().to_string()
+    };
     let _ = writeln!(
         out,
-        "\nOutcome: {:?} (exit {}): {}\nJournal: {}",
+        "\nOutcome: {:?} (exit {}): {}\nJournal: {journal}",
         report.outcome,
         report.exit_code(),
         report.message,
-        journal.display()
     );
     out
 }

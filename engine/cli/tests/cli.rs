@@ -1455,7 +1455,8 @@ fn show_reports_a_torn_last_line_and_shows_the_records_before_it() {
     assert!(out.stderr.contains(&expected), "{}", out.stderr);
 }
 
-/// `runbook_in`, with `set_up` run in the child before the program starts (a umask).
+/// `runbook_in`, with `set_up` run in the child before the program starts (a umask, a file
+/// size limit).
 #[cfg(unix)]
 fn runbook_set_up(
     dir: &Path,
@@ -1470,7 +1471,7 @@ fn runbook_set_up(
         .env_remove("RUNBOOK_DIR")
         .env("RUNBOOK_LOG", "off");
     // SAFETY: every `set_up` here makes only system calls that are safe between fork and exec
-    // (umask), and allocates nothing.
+    // (umask, setrlimit, signal), and allocates nothing.
     unsafe { command.pre_exec(set_up) };
     let output = command.output().expect("runbook runs");
     Output {
@@ -1637,4 +1638,69 @@ fn a_symbolic_link_in_place_of_a_journal_or_a_lock_is_refused_and_its_target_lef
         std::fs::read_to_string(&victim).expect("victim"),
         "keep me\n"
     );
+}
+
+/// Issue 13: a full disk at the outcome's record exited 0 and left a torn last line. Here the
+/// disk fills up (a file size limit) in the middle of that record.
+#[cfg(unix)]
+#[test]
+fn a_journal_write_that_fails_is_never_silent_and_the_run_exits_7() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), MAINTENANCE_WORLD).expect("write");
+    let run = |state: &Path, limit: Option<u64>| {
+        let args = [
+            "run",
+            "maint",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ];
+        runbook_set_up(dir.path(), &args, move || {
+            let Some(limit) = limit else { return Ok(()) };
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: plain system calls on this process; a write past the limit then fails
+            // with EFBIG, as on a full disk, instead of killing the process (SIGXFSZ).
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+    // A first run says where the outcome's record starts (the same run again differs by a few
+    // bytes of durations at most).
+    let first = state();
+    let out = run(first.path(), None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(only_file(&first.path().join("runs"))).expect("journal");
+    let outcome_starts = text.trim_end().rfind('\n').expect("lines") + 1;
+    assert!(text[outcome_starts..].contains(r#""event":"run-finished""#));
+    assert!(text.len() - outcome_starts > 100, "{text}");
+
+    let state = state();
+    let out = run(state.path(), Some(outcome_starts as u64 + 40));
+    let journal = only_file(&state.path().join("runs"));
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    for expected in [
+        format!(
+            "!!! THE JOURNAL OF THIS RUN IS INCOMPLETE: cannot write the journal {}: File too large",
+            journal.display()
+        ),
+        "Outcome: Succeeded (exit 7): all steps succeeded".to_owned(),
+        format!("Journal: {} (incomplete)", journal.display()),
+    ] {
+        assert!(out.stderr.contains(&expected), "{expected:?} in {}", out.stderr);
+    }
+    // The part of the record that fitted was cut off again: no torn line is left.
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(text.ends_with('\n'), "{text}");
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("records")).expect("a whole record");
+    assert_eq!(last["event"], "step-finished", "{text}");
 }

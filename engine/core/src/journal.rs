@@ -9,7 +9,9 @@
 //!
 //! A record cut short (a crash mid-write, a full disk) is a torn last line. Readers show the
 //! records before it and say it is torn; `runbook resume` sets it aside in `<journal>.torn`
-//! before it appends ([`Journal::reopen`]), so no record is ever glued onto a fragment.
+//! before it appends ([`Journal::reopen`]), so no record is ever glued onto a fragment. A
+//! write that fails is cut off again and is an error the executor reports: the record of the
+//! run is incomplete, and the run says so (exit 7).
 //!
 //! The same [`Event`]s drive progress output and `--output json`.
 
@@ -209,6 +211,11 @@ impl Outcome {
     }
 }
 
+/// The documented exit code of a run whose journal could not be written whole (a write
+/// failed): the record of the run is incomplete. An undo or a
+/// rollback that failed (5) still wins, since a human must act on the cluster first.
+pub const INCOMPLETE_JOURNAL_EXIT_CODE: u8 = 7;
+
 pub fn timestamp(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
@@ -217,7 +224,14 @@ pub fn timestamp(time: SystemTime) -> String {
 /// [`crate::state_files`]).
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Appender>,
+}
+
+struct Appender {
+    file: File,
+    /// Why the journal ends in a torn line that could not be cut off, if it does: nothing more
+    /// is appended, since it would be glued onto the fragment.
+    torn: Option<String>,
 }
 
 impl Journal {
@@ -307,7 +321,7 @@ impl Journal {
     fn appending(path: PathBuf, file: File) -> Self {
         Self {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new(Appender { file, torn: None }),
         }
     }
 
@@ -316,16 +330,30 @@ impl Journal {
     }
 
     /// Writes one record; syncs it to disk first if the record must survive a machine crash.
+    /// A write cut short (a full disk) is cut off again, so the next record does not glue onto
+    /// the fragment. (A record another process appended between the two, which only the
+    /// server's side records could be, would be cut off with it.)
     pub fn append(&self, record: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut file = self
+        let mut appender = self
             .file
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        file.write_all(&line)?;
+        if let Some(why) = &appender.torn {
+            return Err(std::io::Error::other(format!(
+                "it ends in a torn line since an earlier write failed ({why}); nothing more is appended"
+            )));
+        }
+        let before = appender.file.metadata()?;
+        if let Err(error) = appender.file.write_all(&line) {
+            if let Err(cut) = appender.file.set_len(before.len()) {
+                appender.torn = Some(format!("{error}; cutting the fragment off failed: {cut}"));
+            }
+            return Err(error);
+        }
         if record.event.is_durable() {
-            file.sync_data()?;
+            appender.file.sync_data()?;
         }
         Ok(())
     }
@@ -600,5 +628,26 @@ mod tests {
             .to_string();
         assert!(refused.contains("ends in a torn line"), "{refused}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A failed write that cannot be cut off again (`/dev/full` cannot be truncated) stops the
+    /// journal: later records would be glued onto the fragment.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_write_that_cannot_be_cut_off_stops_the_journal() {
+        let full = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let journal = Journal::appending(PathBuf::from("/dev/full"), full);
+        let error = journal.append(&skipped("a")).expect_err("the disk is full");
+        assert_eq!(error.raw_os_error(), Some(28), "{error}");
+        let refused = journal.append(&skipped("b")).expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("it ends in a torn line since an earlier write failed"),
+            "{refused}"
+        );
     }
 }

@@ -154,8 +154,12 @@ pub fn drive(
             })
             .await
     });
-    if args.execution.output == OutputFormat::Text {
-        eprint!("{}", crate::terminal::summary(&report, &journal));
+    match (args.execution.output, &report.journal_error) {
+        (OutputFormat::Text, _) => eprint!("{}", crate::terminal::summary(&report, &journal)),
+        (OutputFormat::Json, Some(error)) => {
+            eprintln!("error: the journal of run `{run_id}` is incomplete: {error}");
+        }
+        (OutputFormat::Json, None) => {}
     }
     Ok(Exit::from_code(report.exit_code()))
 }
