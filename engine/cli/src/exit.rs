@@ -18,8 +18,8 @@ pub enum Exit {
     RollbackFailed = 5,
     /// 6: the cluster could not be reached, or refused the credentials; nothing ran.
     Unreachable = 6,
-    /// 7: the run's journal is incomplete (a write failed), whatever the outcome, unless an
-    /// undo or the rollback failed (5).
+    /// 7: the run's journal is incomplete (a write failed, or it was deleted during the run),
+    /// whatever the outcome, unless an undo or the rollback failed (5).
     JournalIncomplete = 7,
 }
 

@@ -997,11 +997,8 @@ fn runbook_test_reports_failures_and_exits_nonzero() {
     );
 }
 
-/// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
-/// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
-#[test]
-fn sigint_stops_the_run_and_journals_the_choice() {
-    let runbook_text = r#"apiVersion: runbook.dev/v1alpha1
+/// A run that scales `api`, then polls a verify that never holds, until it is interrupted.
+const SLOW: &str = r#"apiVersion: runbook.dev/v1alpha1
 kind: Runbook
 metadata:
   name: slow
@@ -1010,11 +1007,13 @@ spec:
     - {id: scale-api, scale: {name: api, namespace: shop, replicas: 3}}
     - {id: wait, verify: "false", interval: 1s, timeout: 1h}
 "#;
+
+/// `runbook run slow` against the simulated shop, its output piped.
+fn slow_run(dir: &Path, state: &Path) -> Command {
     let scenario = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 1}}\n";
-    let dir = folder(&[("slow.yaml", runbook_text)]);
-    std::fs::write(dir.path().join("shop.scenario.yaml"), scenario).expect("write");
-    let state = state();
-    let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+    std::fs::write(dir.join("shop.scenario.yaml"), scenario).expect("write");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command
         .args([
             "run",
             "slow",
@@ -1022,26 +1021,30 @@ spec:
             "shop.scenario.yaml",
             "--state-dir",
         ])
-        .arg(state.path())
-        .current_dir(dir.path())
+        .arg(state)
+        .current_dir(dir)
         .env("RUNBOOK_LOG", "off")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("runbook starts");
-    // Wait until the verify is polling, then interrupt.
-    let journal_dir = state.path().join("runs");
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Waits until the verify of the run in `state` is polling; its journal.
+fn wait_until_polling(state: &Path) -> PathBuf {
+    let journal_dir = state.join("runs");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let polling = std::fs::read_dir(&journal_dir)
             .ok()
             .and_then(|mut entries| entries.next())
             .and_then(|entry| entry.ok())
-            .and_then(|entry| std::fs::read_to_string(entry.path()).ok())
-            .is_some_and(|text| text.contains("verify-polled"));
-        if polling {
-            break;
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path())
+                    .is_ok_and(|text| text.contains("verify-polled"))
+            });
+        if let Some(entry) = polling {
+            return entry.path();
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -1049,11 +1052,28 @@ spec:
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Ctrl-C, as `kill -INT`.
+fn interrupt(child: &std::process::Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+/// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
+/// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
+#[test]
+fn sigint_stops_the_run_and_journals_the_choice() {
+    let dir = folder(&[("slow.yaml", SLOW)]);
+    let state = state();
+    let child = slow_run(dir.path(), state.path())
+        .spawn()
+        .expect("runbook starts");
+    let journal = wait_until_polling(state.path());
+    interrupt(&child);
     let output = child.wait_with_output().expect("runbook ends");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
@@ -1062,12 +1082,6 @@ spec:
         "{stderr}"
     );
     assert!(stderr.contains("nothing was undone"), "{stderr}");
-    let journal = std::fs::read_dir(&journal_dir)
-        .expect("runs")
-        .flatten()
-        .next()
-        .expect("a journal")
-        .path();
     let text = std::fs::read_to_string(journal).expect("journal");
     assert!(
         text.contains(r#""event":"interrupted","rollBack":false"#),
@@ -1703,4 +1717,31 @@ fn a_journal_write_that_fails_is_never_silent_and_the_run_exits_7() {
     let last: serde_json::Value =
         serde_json::from_str(text.lines().last().expect("records")).expect("a whole record");
     assert_eq!(last["event"], "step-finished", "{text}");
+}
+
+/// Issue 13: a journal deleted during a run was not noticed, and the summary gave its path as
+/// the record of the run.
+#[test]
+fn a_journal_deleted_during_the_run_is_noticed_and_the_run_exits_7() {
+    let dir = folder(&[("slow.yaml", SLOW)]);
+    let state = state();
+    let child = slow_run(dir.path(), state.path())
+        .spawn()
+        .expect("runbook starts");
+    let journal = wait_until_polling(state.path());
+    std::fs::remove_file(&journal).expect("delete the journal");
+    interrupt(&child);
+    let output = child.wait_with_output().expect("runbook ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(7), "{stderr}");
+    for expected in [
+        format!(
+            "!!! THE JOURNAL OF THIS RUN IS INCOMPLETE: cannot write the journal {}: it was deleted while the run went on",
+            journal.display()
+        ),
+        format!("Journal: none: {} was deleted during the run", journal.display()),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} in {stderr}");
+    }
+    assert!(!journal.exists(), "nothing is written at the path");
 }

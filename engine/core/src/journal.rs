@@ -10,8 +10,9 @@
 //! A record cut short (a crash mid-write, a full disk) is a torn last line. Readers show the
 //! records before it and say it is torn; `runbook resume` sets it aside in `<journal>.torn`
 //! before it appends ([`Journal::reopen`]), so no record is ever glued onto a fragment. A
-//! write that fails is cut off again and is an error the executor reports: the record of the
-//! run is incomplete, and the run says so (exit 7).
+//! write that fails is cut off again and is an error the executor reports, and so is a
+//! journal deleted while its run goes on: the record of the run is incomplete, and the run
+//! says so (exit 7).
 //!
 //! The same [`Event`]s drive progress output and `--output json`.
 
@@ -212,7 +213,7 @@ impl Outcome {
 }
 
 /// The documented exit code of a run whose journal could not be written whole (a write
-/// failed): the record of the run is incomplete. An undo or a
+/// failed, or the journal was deleted): the record of the run is incomplete. An undo or a
 /// rollback that failed (5) still wins, since a human must act on the cluster first.
 pub const INCOMPLETE_JOURNAL_EXIT_CODE: u8 = 7;
 
@@ -330,9 +331,10 @@ impl Journal {
     }
 
     /// Writes one record; syncs it to disk first if the record must survive a machine crash.
-    /// A write cut short (a full disk) is cut off again, so the next record does not glue onto
-    /// the fragment. (A record another process appended between the two, which only the
-    /// server's side records could be, would be cut off with it.)
+    /// A journal deleted since it was opened is not written to (nothing would be left of the
+    /// record); a write cut short (a full disk) is cut off again, so the next record does not
+    /// glue onto the fragment. (A record another process appended between the two, which only
+    /// the server's side records could be, would be cut off with it.)
     pub fn append(&self, record: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -346,6 +348,12 @@ impl Journal {
             )));
         }
         let before = appender.file.metadata()?;
+        if deleted(&before) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "it was deleted while the run went on",
+            ));
+        }
         if let Err(error) = appender.file.write_all(&line) {
             if let Err(cut) = appender.file.set_len(before.len()) {
                 appender.torn = Some(format!("{error}; cutting the fragment off failed: {cut}"));
@@ -356,6 +364,20 @@ impl Journal {
             appender.file.sync_data()?;
         }
         Ok(())
+    }
+}
+
+/// Whether the file of an open handle has no name left (it was deleted).
+fn deleted(metadata: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        metadata.nlink() == 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        false
     }
 }
 
@@ -627,6 +649,19 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(refused.contains("ends in a torn line"), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 13: a journal deleted mid-run went on being written, to a file nobody can read.
+    #[cfg(unix)]
+    #[test]
+    fn a_deleted_journal_refuses_the_next_record_saying_so() {
+        let dir = scratch("deleted");
+        let journal = Journal::create(&dir, "r1").expect("create");
+        journal.append(&skipped("a")).expect("append");
+        std::fs::remove_file(journal.path()).expect("delete");
+        let refused = journal.append(&skipped("b")).expect_err("refused");
+        assert_eq!(refused.to_string(), "it was deleted while the run went on");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

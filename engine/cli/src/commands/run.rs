@@ -132,7 +132,7 @@ pub fn drive(
         yes: args.execution.yes,
         resume,
     };
-    let report = runtime.block_on(async {
+    let mut report = runtime.block_on(async {
         // The first Ctrl-C stops scheduling and asks whether to roll back; a second one ends
         // the process at once (the journal says where it stood; `runbook show` reads it).
         tokio::spawn(async move {
@@ -154,6 +154,13 @@ pub fn drive(
             })
             .await
     });
+    // Deleted after its last record: the record of the run is gone all the same.
+    if report.journal_error.is_none() && std::fs::symlink_metadata(&journal).is_err() {
+        report.journal_error = Some(format!(
+            "the journal {} was deleted during the run",
+            journal.display()
+        ));
+    }
     match (args.execution.output, &report.journal_error) {
         (OutputFormat::Text, _) => eprint!("{}", crate::terminal::summary(&report, &journal)),
         (OutputFormat::Json, Some(error)) => {

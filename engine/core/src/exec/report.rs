@@ -13,8 +13,8 @@ pub struct RunReport {
     pub rollback: Option<Result<(), String>>,
     /// What a human must look at: undos and rollbacks that failed, changes with no undo.
     pub must_fix: Vec<String>,
-    /// Why the journal is missing records, if it is (the first write that failed): the record
-    /// of the run is incomplete.
+    /// Why the journal is missing records, if it is (the first write that failed, or the
+    /// journal deleted during the run): the record of the run is incomplete.
     pub journal_error: Option<String>,
 }
 
