@@ -1745,3 +1745,50 @@ fn a_journal_deleted_during_the_run_is_noticed_and_the_run_exits_7() {
     }
     assert!(!journal.exists(), "nothing is written at the path");
 }
+
+/// `runbook resume RUN_ID --assume-done scale-api` of a `killed_run`.
+fn resume_killed(dir: &Path, state: &Path, run_id: &str) -> Output {
+    runbook_in(
+        dir,
+        &[
+            "resume",
+            run_id,
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ],
+    )
+}
+
+/// Issue 13: a journal with an empty `digest` resumed with the "runbook changed" check
+/// skipped.
+#[test]
+fn resume_refuses_a_journal_without_the_digest_of_its_runbook() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let start = text.find(r#""digest":""#).expect("a digest") + r#""digest":""#.len();
+    let end = start + text[start..].find('"').expect("its end");
+    assert_eq!(end - start, 64, "a SHA-256 was journaled");
+    std::fs::write(&journal, format!("{}{}", &text[..start], &text[end..])).expect("write");
+    let out = resume_killed(dir.path(), state.path(), &run_id);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: {}: the journal records no digest of runbook `maint`, so resume cannot tell whether it changed since run `{run_id}` started",
+            journal.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("run resumed"),
+        "nothing ran: {}",
+        out.stderr
+    );
+}

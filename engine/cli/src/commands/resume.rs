@@ -38,6 +38,14 @@ pub fn resume(
     if state.dry_run {
         anyhow::bail!("run `{run_id}` was a dry-run, which changes nothing; run it again instead");
     }
+    // Without the digest, resume cannot tell whether the runbook changed since.
+    if state.digest.is_empty() {
+        anyhow::bail!(
+            "{}: the journal records no digest of runbook `{}`, so resume cannot tell whether it changed since run `{run_id}` started; resume needs the runbook as it was",
+            path.display(),
+            state.runbook.escape_debug()
+        );
+    }
     // The params it ran with (secret ones were never written down: pass them with --set).
     let mut sets: Vec<String> = state
         .params
@@ -58,7 +66,7 @@ pub fn resume(
         Err(exit) => return Ok(exit),
     };
     let digest = crate::session::runbook_digest(&plan.runbook);
-    if !state.digest.is_empty() && digest != state.digest {
+    if digest != state.digest {
         anyhow::bail!(
             "runbook `{}` changed since run `{run_id}` started ({} then, {} now); resume needs the runbook as it was",
             state.runbook,
