@@ -1792,3 +1792,36 @@ fn resume_refuses_a_journal_without_the_digest_of_its_runbook() {
         out.stderr
     );
 }
+
+/// Issue 13: `resume` took the journal's `runbook` as a path when it looked like one, and read
+/// `/etc/passwd`.
+#[test]
+fn resume_finds_the_journals_runbook_by_name_in_the_catalog_never_by_path() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(text.contains(r#""runbook":"maint""#), "{text}");
+    // The path of the very file that ran (same digest), then a file that is no runbook.
+    let file = dir.path().join("runbooks/maint.yaml");
+    for named in [file.to_str().expect("utf-8"), "/etc/passwd"] {
+        std::fs::write(
+            &journal,
+            text.replace(r#""runbook":"maint""#, &format!(r#""runbook":"{named}""#)),
+        )
+        .expect("write");
+        let out = resume_killed(dir.path(), state.path(), &run_id);
+        assert_eq!(out.code, 2, "{named}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "error: {}: the journal names runbook `{named}`, which is not a runbook name (lowercase letters, digits and `-`); resume finds runbooks by name in the catalog only",
+                journal.display()
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("run resumed"), "{}", out.stderr);
+        assert!(!out.stderr.contains("root:"), "{}", out.stderr);
+    }
+}

@@ -4,8 +4,8 @@
 use std::io::IsTerminal as _;
 use std::path::Path;
 
-use super::build_plan;
 use super::run::RunArgs;
+use super::{build_plan, Wanted};
 use crate::exit::Exit;
 use crate::session::journal_path;
 
@@ -61,7 +61,16 @@ pub fn resume(
         })
         .collect();
     sets.extend(args.execution.sets.iter().cloned());
-    let plan = match build_plan(dir, &state.runbook, &sets, None, false)? {
+    // The journal is a file like any other: what it names is looked up in the catalog, never
+    // opened as a path.
+    if !runbook_core::check::is_runbook_name(&state.runbook) {
+        anyhow::bail!(
+            "{}: the journal names runbook `{}`, which is not a runbook name (lowercase letters, digits and `-`); resume finds runbooks by name in the catalog only",
+            path.display(),
+            state.runbook.escape_debug()
+        );
+    }
+    let plan = match build_plan(dir, Wanted::Name(&state.runbook), &sets, None, false)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };

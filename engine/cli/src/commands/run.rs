@@ -10,7 +10,7 @@ use runbook_core::compile::Plan;
 use runbook_core::effects::{Answer, FixedAnswer, Prompter, Reporter};
 use runbook_core::runbook::Runbook;
 
-use super::{build_plan, print_diagnostics};
+use super::{build_plan, print_diagnostics, Wanted};
 use crate::cli::{DiagnosticFormat, Execution, OutputFormat, When};
 use crate::exit::Exit;
 use crate::session::{
@@ -28,7 +28,7 @@ pub struct RunArgs {
 pub fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let plan = match build_plan(
         dir,
-        &args.name,
+        Wanted::NameOrPath(&args.name),
         &args.execution.sets,
         args.alert.as_deref(),
         false,
