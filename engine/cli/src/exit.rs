@@ -18,6 +18,9 @@ pub enum Exit {
     RollbackFailed = 5,
     /// 6: the cluster could not be reached, or refused the credentials; nothing ran.
     Unreachable = 6,
+    /// 7: the run's journal is incomplete (a write failed, or it was deleted during the run),
+    /// whatever the outcome, unless an undo or the rollback failed (5).
+    JournalIncomplete = 7,
 }
 
 impl Exit {
@@ -30,6 +33,7 @@ impl Exit {
             4 => Self::Stopped,
             5 => Self::RollbackFailed,
             6 => Self::Unreachable,
+            7 => Self::JournalIncomplete,
             _ => Self::Invalid,
         }
     }

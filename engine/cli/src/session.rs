@@ -11,7 +11,7 @@ use runbook_core::bind::Bindings;
 use runbook_core::compile::Plan;
 use runbook_core::effects::{Effects, Prompter, Reporter, SystemClock};
 use runbook_core::exec::{Interrupt, Resume, RunOptions, RunReport};
-use runbook_core::journal::Journal;
+use runbook_core::journal::{Journal, SetAside};
 use runbook_core::runbook::{Catalog, Runbook};
 
 use crate::world::{ClusterArgs, Lock, LockError, World};
@@ -50,6 +50,8 @@ pub struct RunSession<'w> {
     run_id: String,
     lock: Option<Lock>,
     journal: Arc<Journal>,
+    /// A torn last line that reopening the journal (a resume) moved out of it.
+    set_aside: Option<SetAside>,
     interrupt: Arc<Interrupt>,
 }
 
@@ -72,9 +74,11 @@ impl<'w> RunSession<'w> {
             ),
             None => None,
         };
-        let journal = match journal {
-            JournalMode::Create => Journal::create(state_dir, run_id),
-            JournalMode::Append => Journal::open(&journal_path(state_dir, run_id)),
+        let (journal, set_aside) = match journal {
+            JournalMode::Create => {
+                Journal::create(state_dir, run_id).map(|journal| (journal, None))
+            }
+            JournalMode::Append => Journal::reopen(&journal_path(state_dir, run_id)),
         }
         .map_err(SessionError::Journal)?;
         Ok(Self {
@@ -82,12 +86,19 @@ impl<'w> RunSession<'w> {
             run_id: run_id.to_owned(),
             lock,
             journal: Arc::new(journal),
+            set_aside,
             interrupt: Arc::new(Interrupt::default()),
         })
     }
 
     pub fn journal_path(&self) -> &Path {
         self.journal.path()
+    }
+
+    /// The torn last line a resumed run's journal ended in, set aside before anything was
+    /// appended; the caller must say so.
+    pub fn set_aside(&self) -> Option<&SetAside> {
+        self.set_aside.as_ref()
     }
 
     /// How the run is stopped from outside (Ctrl-C, a server's shutdown, a lost Lease).

@@ -321,13 +321,26 @@ pub fn summary(report: &runbook_core::exec::RunReport, journal: &Path) -> String
             let _ = writeln!(out, "!!!   {line}");
         }
     }
+    if let Some(error) = &report.journal_error {
+        let _ = writeln!(
+            out,
+            "\n!!! THE JOURNAL OF THIS RUN IS INCOMPLETE: {error}\n!!!   `runbook show` and `runbook resume` see only what was written; this summary says what the run did"
+        );
+    }
+    // Never a path that is gone as if the record were there.
+    let journal = if std::fs::symlink_metadata(journal).is_err() {
+        format!("none: {} was deleted during the run", journal.display())
+    } else if report.journal_error.is_some() {
+        format!("{} (incomplete)", journal.display())
+    } else {
+        journal.display().to_string()
+    };
     let _ = writeln!(
         out,
-        "\nOutcome: {:?} (exit {}): {}\nJournal: {}",
+        "\nOutcome: {:?} (exit {}): {}\nJournal: {journal}",
         report.outcome,
         report.exit_code(),
         report.message,
-        journal.display()
     );
     out
 }

@@ -997,11 +997,8 @@ fn runbook_test_reports_failures_and_exits_nonzero() {
     );
 }
 
-/// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
-/// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
-#[test]
-fn sigint_stops_the_run_and_journals_the_choice() {
-    let runbook_text = r#"apiVersion: runbook.dev/v1alpha1
+/// A run that scales `api`, then polls a verify that never holds, until it is interrupted.
+const SLOW: &str = r#"apiVersion: runbook.dev/v1alpha1
 kind: Runbook
 metadata:
   name: slow
@@ -1010,11 +1007,13 @@ spec:
     - {id: scale-api, scale: {name: api, namespace: shop, replicas: 3}}
     - {id: wait, verify: "false", interval: 1s, timeout: 1h}
 "#;
+
+/// `runbook run slow` against the simulated shop, its output piped.
+fn slow_run(dir: &Path, state: &Path) -> Command {
     let scenario = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 1}}\n";
-    let dir = folder(&[("slow.yaml", runbook_text)]);
-    std::fs::write(dir.path().join("shop.scenario.yaml"), scenario).expect("write");
-    let state = state();
-    let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+    std::fs::write(dir.join("shop.scenario.yaml"), scenario).expect("write");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command
         .args([
             "run",
             "slow",
@@ -1022,26 +1021,30 @@ spec:
             "shop.scenario.yaml",
             "--state-dir",
         ])
-        .arg(state.path())
-        .current_dir(dir.path())
+        .arg(state)
+        .current_dir(dir)
         .env("RUNBOOK_LOG", "off")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("runbook starts");
-    // Wait until the verify is polling, then interrupt.
-    let journal_dir = state.path().join("runs");
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Waits until the verify of the run in `state` is polling; its journal.
+fn wait_until_polling(state: &Path) -> PathBuf {
+    let journal_dir = state.join("runs");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let polling = std::fs::read_dir(&journal_dir)
             .ok()
             .and_then(|mut entries| entries.next())
             .and_then(|entry| entry.ok())
-            .and_then(|entry| std::fs::read_to_string(entry.path()).ok())
-            .is_some_and(|text| text.contains("verify-polled"));
-        if polling {
-            break;
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path())
+                    .is_ok_and(|text| text.contains("verify-polled"))
+            });
+        if let Some(entry) = polling {
+            return entry.path();
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -1049,11 +1052,28 @@ spec:
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Ctrl-C, as `kill -INT`.
+fn interrupt(child: &std::process::Child) {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+/// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
+/// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
+#[test]
+fn sigint_stops_the_run_and_journals_the_choice() {
+    let dir = folder(&[("slow.yaml", SLOW)]);
+    let state = state();
+    let child = slow_run(dir.path(), state.path())
+        .spawn()
+        .expect("runbook starts");
+    let journal = wait_until_polling(state.path());
+    interrupt(&child);
     let output = child.wait_with_output().expect("runbook ends");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
@@ -1062,12 +1082,6 @@ spec:
         "{stderr}"
     );
     assert!(stderr.contains("nothing was undone"), "{stderr}");
-    let journal = std::fs::read_dir(&journal_dir)
-        .expect("runs")
-        .flatten()
-        .next()
-        .expect("a journal")
-        .path();
     let text = std::fs::read_to_string(journal).expect("journal");
     assert!(
         text.contains(r#""event":"interrupted","rollBack":false"#),
@@ -1348,4 +1362,466 @@ fn resume_refuses_a_changed_runbook_and_a_finished_run() {
         "{}",
         out.stderr
     );
+}
+
+fn journal_of(state: &Path, run_id: &str) -> PathBuf {
+    state.join("runs").join(format!("{run_id}.jsonl"))
+}
+
+/// The fragment a crash leaves when it cuts the next record short.
+const FRAGMENT: &str = r#"{"time":"2026-01-01T00:00:00.000Z","run":"20260101T0"#;
+
+/// Issue 13: `resume` of a journal whose last line a crash had cut short appended its first
+/// record onto the fragment; `show`, `resume` and the server then refused the journal.
+#[test]
+fn resume_sets_a_torn_last_line_aside_and_the_journal_stays_readable() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let whole = std::fs::read_to_string(&journal).expect("journal");
+    std::fs::write(&journal, format!("{whole}{FRAGMENT}")).expect("tear");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state_dir,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let torn = PathBuf::from(format!("{}.torn", journal.display()));
+    let expected = format!(
+        "warning: the journal {} ended in a torn line (line {}, {} bytes, cut short by a crash or a full disk): it was moved to {}, and the run goes on from the last whole record",
+        journal.display(),
+        whole.lines().count() + 1,
+        FRAGMENT.len(),
+        torn.display()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&torn).expect("the fragment is kept"),
+        format!("{FRAGMENT}\n")
+    );
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(text.starts_with(&whole), "the records before it are kept");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a record ({e}): {line}"));
+    }
+
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "show",
+            &run_id,
+            "--state-dir",
+            state_dir,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr, "", "nothing torn is left");
+    let last: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().expect("records")).expect("JSON");
+    assert_eq!(last["outcome"], "succeeded");
+}
+
+/// Issue 13: `show` of a journal with a torn last line shows the records before it and says
+/// the last line is torn.
+#[test]
+fn show_reports_a_torn_last_line_and_shows_the_records_before_it() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let whole = std::fs::read_to_string(&journal).expect("journal");
+    std::fs::write(&journal, format!("{whole}{FRAGMENT}")).expect("tear");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "show",
+            &run_id,
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("scale-api"),
+        "the records before it are shown: {}",
+        out.stdout
+    );
+    let expected = format!(
+        "warning: {}:{}: the last line is torn ({} bytes cut short by a crash or a full disk); showing the {} whole records before it",
+        journal.display(),
+        whole.lines().count() + 1,
+        FRAGMENT.len(),
+        whole.lines().count()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+}
+
+/// `runbook_in`, with `set_up` run in the child before the program starts (a umask, a file
+/// size limit).
+#[cfg(unix)]
+fn runbook_set_up(
+    dir: &Path,
+    args: &[&str],
+    set_up: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUNBOOK_DIR")
+        .env("RUNBOOK_LOG", "off");
+    // SAFETY: every `set_up` here makes only system calls that are safe between fork and exec
+    // (umask, setrlimit, signal), and allocates nothing.
+    unsafe { command.pre_exec(set_up) };
+    let output = command.output().expect("runbook runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The one file in `dir`.
+fn only_file(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// Issue 13: journals and locks were 0644 in 0755 directories, and stayed so.
+#[cfg(unix)]
+#[test]
+fn journals_and_locks_are_private_and_looser_ones_are_tightened() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), MAINTENANCE_WORLD).expect("write");
+    let state = state();
+    let out = runbook_set_up(
+        dir.path(),
+        &[
+            "run",
+            "maint",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+        || {
+            // SAFETY: umask cannot fail and touches nothing but the process's mask.
+            unsafe { libc::umask(0o022) };
+            Ok(())
+        },
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (runs, locks) = (state.path().join("runs"), state.path().join("locks"));
+    let (journal, lock) = (only_file(&runs), only_file(&locks));
+    assert_eq!(
+        [mode(&runs), mode(&journal), mode(&locks), mode(&lock)],
+        [0o700, 0o600, 0o700, 0o600],
+        "runs/, its journal, locks/, its lock"
+    );
+
+    // What an older runbook left: a killed run's files, readable by all. Resuming tightens them.
+    let state = self::state();
+    let run_id = killed_run(dir.path(), state.path());
+    let (runs, locks) = (state.path().join("runs"), state.path().join("locks"));
+    let journal = journal_of(state.path(), &run_id);
+    let lock = only_file(&locks);
+    for (path, loose) in [
+        (&runs, 0o755),
+        (&journal, 0o644),
+        (&locks, 0o755),
+        (&lock, 0o644),
+    ] {
+        set_mode(path, loose);
+    }
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "resume",
+            &run_id,
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        [mode(&runs), mode(&journal), mode(&locks), mode(&lock)],
+        [0o700, 0o600, 0o700, 0o600],
+        "tightened: runs/, the journal, locks/, the lock"
+    );
+}
+
+/// Issue 13: a symbolic link planted in place of a lock or a journal had the run write (and
+/// truncate) whatever it points to.
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_in_place_of_a_journal_or_a_lock_is_refused_and_its_target_left_alone() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let run_id = killed_run(dir.path(), state.path());
+    let resume = || {
+        runbook_in(
+            dir.path(),
+            &[
+                "resume",
+                &run_id,
+                "--assume-done",
+                "scale-api",
+                "--simulate",
+                "shop.scenario.yaml",
+                "--state-dir",
+                state_dir,
+            ],
+        )
+    };
+
+    let journal = journal_of(state.path(), &run_id);
+    let elsewhere = dir.path().join("elsewhere.jsonl");
+    std::fs::rename(&journal, &elsewhere).expect("move");
+    std::os::unix::fs::symlink(&elsewhere, &journal).expect("symlink");
+    let before = std::fs::read(&elsewhere).expect("journal");
+    let out = resume();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "{} is a symbolic link; state files are never written through one: remove it",
+            journal.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read(&elsewhere).expect("journal"), before);
+
+    std::fs::remove_file(&journal).expect("unlink");
+    std::fs::rename(&elsewhere, &journal).expect("move back");
+    let lock = only_file(&state.path().join("locks"));
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me\n").expect("victim");
+    std::fs::remove_file(&lock).expect("unlink");
+    std::os::unix::fs::symlink(&victim, &lock).expect("symlink");
+    let out = resume();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: cannot take the run lock: cannot open {0}: {0} is a symbolic link",
+            lock.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "keep me\n"
+    );
+}
+
+/// Issue 13: a full disk at the outcome's record exited 0 and left a torn last line. Here the
+/// disk fills up (a file size limit) in the middle of that record.
+#[cfg(unix)]
+#[test]
+fn a_journal_write_that_fails_is_never_silent_and_the_run_exits_7() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), MAINTENANCE_WORLD).expect("write");
+    let run = |state: &Path, limit: Option<u64>| {
+        let args = [
+            "run",
+            "maint",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ];
+        runbook_set_up(dir.path(), &args, move || {
+            let Some(limit) = limit else { return Ok(()) };
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: plain system calls on this process; a write past the limit then fails
+            // with EFBIG, as on a full disk, instead of killing the process (SIGXFSZ).
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+    // A first run says where the outcome's record starts (the same run again differs by a few
+    // bytes of durations at most).
+    let first = state();
+    let out = run(first.path(), None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(only_file(&first.path().join("runs"))).expect("journal");
+    let outcome_starts = text.trim_end().rfind('\n').expect("lines") + 1;
+    assert!(text[outcome_starts..].contains(r#""event":"run-finished""#));
+    assert!(text.len() - outcome_starts > 100, "{text}");
+
+    let state = state();
+    let out = run(state.path(), Some(outcome_starts as u64 + 40));
+    let journal = only_file(&state.path().join("runs"));
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    for expected in [
+        format!(
+            "!!! THE JOURNAL OF THIS RUN IS INCOMPLETE: cannot write the journal {}: File too large",
+            journal.display()
+        ),
+        "Outcome: Succeeded (exit 7): all steps succeeded".to_owned(),
+        format!("Journal: {} (incomplete)", journal.display()),
+    ] {
+        assert!(out.stderr.contains(&expected), "{expected:?} in {}", out.stderr);
+    }
+    // The part of the record that fitted was cut off again: no torn line is left.
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(text.ends_with('\n'), "{text}");
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("records")).expect("a whole record");
+    assert_eq!(last["event"], "step-finished", "{text}");
+}
+
+/// Issue 13: a journal deleted during a run was not noticed, and the summary gave its path as
+/// the record of the run.
+#[test]
+fn a_journal_deleted_during_the_run_is_noticed_and_the_run_exits_7() {
+    let dir = folder(&[("slow.yaml", SLOW)]);
+    let state = state();
+    let child = slow_run(dir.path(), state.path())
+        .spawn()
+        .expect("runbook starts");
+    let journal = wait_until_polling(state.path());
+    std::fs::remove_file(&journal).expect("delete the journal");
+    interrupt(&child);
+    let output = child.wait_with_output().expect("runbook ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(7), "{stderr}");
+    for expected in [
+        format!(
+            "!!! THE JOURNAL OF THIS RUN IS INCOMPLETE: cannot write the journal {}: it was deleted while the run went on",
+            journal.display()
+        ),
+        format!("Journal: none: {} was deleted during the run", journal.display()),
+    ] {
+        assert!(stderr.contains(&expected), "{expected:?} in {stderr}");
+    }
+    assert!(!journal.exists(), "nothing is written at the path");
+}
+
+/// `runbook resume RUN_ID --assume-done scale-api` of a `killed_run`.
+fn resume_killed(dir: &Path, state: &Path, run_id: &str) -> Output {
+    runbook_in(
+        dir,
+        &[
+            "resume",
+            run_id,
+            "--assume-done",
+            "scale-api",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ],
+    )
+}
+
+/// Issue 13: a journal with an empty `digest` resumed with the "runbook changed" check
+/// skipped.
+#[test]
+fn resume_refuses_a_journal_without_the_digest_of_its_runbook() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let start = text.find(r#""digest":""#).expect("a digest") + r#""digest":""#.len();
+    let end = start + text[start..].find('"').expect("its end");
+    assert_eq!(end - start, 64, "a SHA-256 was journaled");
+    std::fs::write(&journal, format!("{}{}", &text[..start], &text[end..])).expect("write");
+    let out = resume_killed(dir.path(), state.path(), &run_id);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: {}: the journal records no digest of runbook `maint`, so resume cannot tell whether it changed since run `{run_id}` started",
+            journal.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("run resumed"),
+        "nothing ran: {}",
+        out.stderr
+    );
+}
+
+/// Issue 13: `resume` took the journal's `runbook` as a path when it looked like one, and read
+/// `/etc/passwd`.
+#[test]
+fn resume_finds_the_journals_runbook_by_name_in_the_catalog_never_by_path() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    let state = state();
+    let run_id = killed_run(dir.path(), state.path());
+    let journal = journal_of(state.path(), &run_id);
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(text.contains(r#""runbook":"maint""#), "{text}");
+    // The path of the very file that ran (same digest), then a file that is no runbook.
+    let file = dir.path().join("runbooks/maint.yaml");
+    for named in [file.to_str().expect("utf-8"), "/etc/passwd"] {
+        std::fs::write(
+            &journal,
+            text.replace(r#""runbook":"maint""#, &format!(r#""runbook":"{named}""#)),
+        )
+        .expect("write");
+        let out = resume_killed(dir.path(), state.path(), &run_id);
+        assert_eq!(out.code, 2, "{named}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "error: {}: the journal names runbook `{named}`, which is not a runbook name (lowercase letters, digits and `-`); resume finds runbooks by name in the catalog only",
+                journal.display()
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("run resumed"), "{}", out.stderr);
+        assert!(!out.stderr.contains("root:"), "{}", out.stderr);
+    }
 }

@@ -47,12 +47,31 @@ fn start_with(dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Server {
     let state = tempfile::tempdir().expect("tempdir");
     let token_file = state.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
-        .arg("--dir")
-        .arg(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--token-file")
-        .arg(&token_file)
+    launch(dir, state, env, extra, Some(token_file))
+}
+
+/// Starts `runbook serve` on the state dir `state`; with no `token_file`, the server makes its
+/// own token (`STATE/serve.token`).
+fn launch(
+    dir: &Path,
+    state: tempfile::TempDir,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    token_file: Option<PathBuf>,
+) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    command.arg("--dir").arg(dir).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]);
+    if let Some(token_file) = &token_file {
+        command.arg("--token-file").arg(token_file);
+    }
+    let token_file = token_file.unwrap_or_else(|| state.path().join("serve.token"));
+    let mut child = command
         .arg("--state-dir")
         .arg(state.path())
         .arg("--simulate")
@@ -2166,5 +2185,127 @@ fn a_resolve_does_not_cancel_a_run_another_firing_incident_still_needs() {
         server
             .metric("runbook_runs_cancelled_total{runbook=\"restart-cache\",reason=\"resolved\"}"),
         0.0
+    );
+}
+
+/// Issue 13: a journal whose last line is torn (here, what a resume before the fix left: a
+/// fragment with a whole record glued onto it) was answered 500 "not a journal record".
+#[test]
+fn a_journal_with_a_torn_last_line_is_shown_with_the_records_before_it() {
+    let server = start(&[]);
+    let id = "20260101T000000Z-scale-api-0001";
+    let started = json!({
+        "time": "2026-01-01T00:00:00.000Z", "run": id, "event": "run-started",
+        "runbook": "scale-api", "file": "scale-api.yaml", "digest": "d", "params": {},
+        "dryRun": false,
+    });
+    let skipped = json!({
+        "time": "2026-01-01T00:00:00.001Z", "run": id, "event": "step-skipped",
+        "step": "scale", "reason": "when was false",
+    });
+    let runs = server.state.path().join("runs");
+    std::fs::create_dir_all(&runs).expect("runs");
+    let journal = runs.join(format!("{id}.jsonl"));
+    std::fs::write(
+        &journal,
+        format!("{started}\n{skipped}\n{{\"time\":\"2026{skipped}\n"),
+    )
+    .expect("journal");
+    let reply = server.get(&format!("/api/v1/runs/{id}"));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let run = reply.json();
+    assert_eq!(run["fromJournal"], true);
+    assert_eq!(run["events"], json!([started, skipped]), "{run:#}");
+    assert_eq!(run["tornLine"]["line"], 3, "{run:#}");
+    assert_eq!(
+        run["tornLine"]["message"],
+        format!(
+            "{}:3: the last line is torn ({} bytes cut short by a crash or a full disk); showing the 2 whole records before it",
+            journal.display(),
+            skipped.to_string().len() + 14
+        )
+    );
+}
+
+/// Issue 13: an existing `serve.token` that all could read stayed so, and a `serve.token` that
+/// was a symbolic link had its target overwritten with the token.
+#[cfg(unix)]
+#[test]
+fn the_servers_own_token_is_private_and_never_written_through_a_symbolic_link() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let state = tempfile::tempdir().expect("tempdir");
+    let token = state.path().join("serve.token");
+    std::fs::write(&token, "old-token\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let server = launch(&fixtures().join("runbooks"), state, &[], &[], None);
+    assert_eq!(mode(&token), 0o600, "tightened");
+    let made = std::fs::read_to_string(&token).expect("token");
+    let made = made.trim();
+    assert!(
+        made.len() == 64 && made.chars().all(|c| c.is_ascii_hexdigit()),
+        "{made}"
+    );
+    assert_eq!(
+        server
+            .request("GET", "/api/v1/runs", Some(made), b"")
+            .status,
+        200
+    );
+    drop(server);
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let victim = state.path().join("victim");
+    std::fs::write(&victim, "keep me\n").expect("victim");
+    let token = state.path().join("serve.token");
+    std::os::unix::fs::symlink(&victim, &token).expect("symlink");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(fixtures().join("runbooks"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--simulate"])
+        .arg(fixtures().join("world.scenario.yaml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runbook serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started with serve.token a symbolic link");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is a symbolic link; state files are never written through one: remove it",
+            token.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "keep me\n"
     );
 }

@@ -43,6 +43,7 @@ pub mod resume;
 pub mod runbook;
 pub mod sim;
 pub mod source;
+pub mod state_files;
 pub mod structure;
 pub mod testing;
 pub mod yaml;

@@ -4,14 +4,13 @@
 //! releases when the process dies, however it dies; the file names the holder so a second run
 //! can say who has it.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::io::{Read as _, Write as _};
+use std::path::Path;
 
 /// One run at a time per runbook and bound params: an exclusive lock on a file in the state
 /// dir, which the operating system releases when the process dies.
 pub struct RunLock {
-    _file: std::fs::File,
-    path: PathBuf,
+    file: std::fs::File,
 }
 
 /// Why the lock was not taken.
@@ -28,7 +27,7 @@ pub enum LockError {
 impl RunLock {
     pub fn acquire(state_dir: &Path, target: &str, holder: &str) -> Result<Self, LockError> {
         let dir = state_dir.join("locks");
-        std::fs::create_dir_all(&dir)
+        crate::state_files::own_dir(&dir)
             .map_err(|e| LockError::Unusable(format!("cannot create {}: {e}", dir.display())))?;
         let name: String = target
             .chars()
@@ -41,17 +40,20 @@ impl RunLock {
             })
             .collect();
         let path = dir.join(format!("{name}.lock"));
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LockError::Unusable(format!("cannot open {}: {e}", path.display())))?;
+        let mut file = crate::state_files::open(
+            &path,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true),
+        )
+        .map_err(|e| LockError::Unusable(format!("cannot open {}: {e}", path.display())))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(_) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
                 return Err(LockError::Held(format!(
                     "another run holds {} ({})",
                     path.display(),
@@ -67,15 +69,15 @@ impl RunLock {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         );
         let _ = file.flush();
-        Ok(Self { _file: file, path })
+        Ok(Self { file })
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
         // The lock itself goes with the file handle; clear the holder line so a stale one is
-        // never shown.
-        let _ = std::fs::write(&self.path, "");
+        // never shown (through the handle: the path may have been replaced since).
+        let _ = self.file.set_len(0);
     }
 }
 

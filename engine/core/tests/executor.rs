@@ -666,7 +666,9 @@ fn the_intent_is_journaled_before_each_mutation() {
     let text = head("intent", "    - {id: scale-api, scale: {name: api, replicas: 3}}\n    - {id: cordon, cordon: {node: node-1}}\n");
     let h = Test::new().runbook(&text).journal(&journal).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded);
-    let records = runbook_core::journal::read(journal.path()).expect("read");
+    let records = runbook_core::journal::read(journal.path())
+        .expect("read")
+        .records;
     let position = |wanted: &dyn Fn(&Event) -> bool| {
         records
             .iter()
@@ -1128,7 +1130,9 @@ spec:
         .yes()
         .run();
     assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
-    let records = runbook_core::journal::read(journal.path()).expect("journal");
+    let records = runbook_core::journal::read(journal.path())
+        .expect("journal")
+        .records;
     let undo_state = records
         .iter()
         .find_map(|r| match &r.event {

@@ -3,12 +3,12 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use super::build_plan;
+use super::{build_plan, Wanted};
 use crate::cli::GraphFormat;
 use crate::exit::Exit;
 
 pub fn graph(dir: &Path, name: &str, sets: &[String], format: GraphFormat) -> anyhow::Result<Exit> {
-    let plan = match build_plan(dir, name, sets, None, true)? {
+    let plan = match build_plan(dir, Wanted::NameOrPath(name), sets, None, true)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };

@@ -101,16 +101,31 @@ pub fn note_broken_files(diagnostics: &Diagnostics) {
     }
 }
 
-/// Finds the runbook NAME (a name or a file path) and compiles its plan.
+/// Which runbook a command is about.
+#[derive(Clone, Copy)]
+pub enum Wanted<'a> {
+    /// What a user typed: a runbook's name, or the path of its file.
+    NameOrPath(&'a str),
+    /// A name, looked up in the catalog only: what a journal says is never taken as a path.
+    Name(&'a str),
+}
+
+/// Finds the runbook `wanted` and compiles its plan.
 pub fn build_plan(
     dir: &Path,
-    name: &str,
+    wanted: Wanted<'_>,
     sets: &[String],
     alert: Option<&Path>,
     lenient: bool,
 ) -> anyhow::Result<Result<Plan, Exit>> {
+    let (name, is_path) = match wanted {
+        Wanted::NameOrPath(name) => (
+            name,
+            Path::new(name).is_file() || name.ends_with(".yaml") || name.ends_with(".yml"),
+        ),
+        Wanted::Name(name) => (name, false),
+    };
     let as_path = Path::new(name);
-    let is_path = as_path.is_file() || name.ends_with(".yaml") || name.ends_with(".yml");
     let mut paths = Vec::new();
     if dir.is_dir() {
         paths.push(dir.to_path_buf());

@@ -3,7 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use super::build_plan;
+use super::{build_plan, Wanted};
 use crate::cli::PlanFormat;
 use crate::exit::Exit;
 
@@ -14,7 +14,7 @@ pub fn plan(
     alert: Option<&Path>,
     format: PlanFormat,
 ) -> anyhow::Result<Exit> {
-    let plan = match build_plan(dir, name, sets, alert, true)? {
+    let plan = match build_plan(dir, Wanted::NameOrPath(name), sets, alert, true)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };

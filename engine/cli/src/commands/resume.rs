@@ -4,8 +4,8 @@
 use std::io::IsTerminal as _;
 use std::path::Path;
 
-use super::build_plan;
 use super::run::RunArgs;
+use super::{build_plan, Wanted};
 use crate::exit::Exit;
 use crate::session::journal_path;
 
@@ -26,7 +26,10 @@ pub fn resume(
             state_dir.join("runs").display()
         );
     }
-    let records = runbook_core::journal::read(&path).map_err(anyhow::Error::msg)?;
+    // A torn last line is set aside when the journal is reopened, and said then.
+    let records = runbook_core::journal::read(&path)
+        .map_err(anyhow::Error::msg)?
+        .records;
     let state = runbook_core::resume::analyze(&records)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     if let Some(outcome) = state.finished {
@@ -34,6 +37,14 @@ pub fn resume(
     }
     if state.dry_run {
         anyhow::bail!("run `{run_id}` was a dry-run, which changes nothing; run it again instead");
+    }
+    // Without the digest, resume cannot tell whether the runbook changed since.
+    if state.digest.is_empty() {
+        anyhow::bail!(
+            "{}: the journal records no digest of runbook `{}`, so resume cannot tell whether it changed since run `{run_id}` started; resume needs the runbook as it was",
+            path.display(),
+            state.runbook.escape_debug()
+        );
     }
     // The params it ran with (secret ones were never written down: pass them with --set).
     let mut sets: Vec<String> = state
@@ -50,12 +61,21 @@ pub fn resume(
         })
         .collect();
     sets.extend(args.execution.sets.iter().cloned());
-    let plan = match build_plan(dir, &state.runbook, &sets, None, false)? {
+    // The journal is a file like any other: what it names is looked up in the catalog, never
+    // opened as a path.
+    if !runbook_core::check::is_runbook_name(&state.runbook) {
+        anyhow::bail!(
+            "{}: the journal names runbook `{}`, which is not a runbook name (lowercase letters, digits and `-`); resume finds runbooks by name in the catalog only",
+            path.display(),
+            state.runbook.escape_debug()
+        );
+    }
+    let plan = match build_plan(dir, Wanted::Name(&state.runbook), &sets, None, false)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };
     let digest = crate::session::runbook_digest(&plan.runbook);
-    if !state.digest.is_empty() && digest != state.digest {
+    if digest != state.digest {
         anyhow::bail!(
             "runbook `{}` changed since run `{run_id}` started ({} then, {} now); resume needs the runbook as it was",
             state.runbook,

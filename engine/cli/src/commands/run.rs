@@ -10,7 +10,7 @@ use runbook_core::compile::Plan;
 use runbook_core::effects::{Answer, FixedAnswer, Prompter, Reporter};
 use runbook_core::runbook::Runbook;
 
-use super::{build_plan, print_diagnostics};
+use super::{build_plan, print_diagnostics, Wanted};
 use crate::cli::{DiagnosticFormat, Execution, OutputFormat, When};
 use crate::exit::Exit;
 use crate::session::{
@@ -28,7 +28,7 @@ pub struct RunArgs {
 pub fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let plan = match build_plan(
         dir,
-        &args.name,
+        Wanted::NameOrPath(&args.name),
         &args.execution.sets,
         args.alert.as_deref(),
         false,
@@ -104,6 +104,9 @@ pub fn drive(
         Err(exit) => return Ok(exit),
     };
     let journal = session.journal_path().to_path_buf();
+    if let Some(set_aside) = session.set_aside() {
+        eprintln!("warning: {set_aside}");
+    }
     let reporter: Arc<dyn Reporter> = match args.execution.output {
         OutputFormat::Json => Arc::new(crate::terminal::JsonLines),
         OutputFormat::Text if std::io::stderr().is_terminal() => {
@@ -129,7 +132,7 @@ pub fn drive(
         yes: args.execution.yes,
         resume,
     };
-    let report = runtime.block_on(async {
+    let mut report = runtime.block_on(async {
         // The first Ctrl-C stops scheduling and asks whether to roll back; a second one ends
         // the process at once (the journal says where it stood; `runbook show` reads it).
         tokio::spawn(async move {
@@ -151,8 +154,19 @@ pub fn drive(
             })
             .await
     });
-    if args.execution.output == OutputFormat::Text {
-        eprint!("{}", crate::terminal::summary(&report, &journal));
+    // Deleted after its last record: the record of the run is gone all the same.
+    if report.journal_error.is_none() && std::fs::symlink_metadata(&journal).is_err() {
+        report.journal_error = Some(format!(
+            "the journal {} was deleted during the run",
+            journal.display()
+        ));
+    }
+    match (args.execution.output, &report.journal_error) {
+        (OutputFormat::Text, _) => eprint!("{}", crate::terminal::summary(&report, &journal)),
+        (OutputFormat::Json, Some(error)) => {
+            eprintln!("error: the journal of run `{run_id}` is incomplete: {error}");
+        }
+        (OutputFormat::Json, None) => {}
     }
     Ok(Exit::from_code(report.exit_code()))
 }

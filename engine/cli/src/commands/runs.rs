@@ -27,7 +27,9 @@ pub fn runs(state_dir: Option<&Path>) -> anyhow::Result<Exit> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let records = runbook_core::journal::read(&path).unwrap_or_default();
+        let records = runbook_core::journal::read(&path)
+            .map(|contents| contents.records)
+            .unwrap_or_default();
         let started = records.first().map(|r| r.time.clone()).unwrap_or_default();
         let outcome = records
             .iter()

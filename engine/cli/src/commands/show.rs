@@ -19,9 +19,9 @@ pub fn show(run_id: &str, state_dir: Option<&Path>, output: OutputFormat) -> any
                 .unwrap_or_default()
         );
     }
-    let records = runbook_core::journal::read(&path).map_err(anyhow::Error::msg)?;
+    let contents = runbook_core::journal::read(&path).map_err(anyhow::Error::msg)?;
     let mut stdout = std::io::stdout().lock();
-    for record in &records {
+    for record in &contents.records {
         match output {
             OutputFormat::Json => writeln!(stdout, "{}", serde_json::to_string(record)?)?,
             OutputFormat::Text => {
@@ -30,6 +30,11 @@ pub fn show(run_id: &str, state_dir: Option<&Path>, output: OutputFormat) -> any
                 }
             }
         }
+    }
+    // After the records, so it is the last thing a reader sees.
+    if let Some(warning) = contents.torn_warning(&path) {
+        stdout.flush()?;
+        eprintln!("warning: {warning}");
     }
     Ok(Exit::Succeeded)
 }

@@ -487,13 +487,17 @@ impl Server {
 }
 
 /// Whether the journal at `path` shows no mutation begun: no step intent, and every step that
-/// started has finished. A journal that cannot be read counts as changed.
+/// started has finished. A journal that cannot be read counts as changed, and so does one
+/// whose last line is torn (it may have been an intent).
 fn nothing_changed(path: &std::path::Path) -> bool {
-    let Ok(records) = runbook_core::journal::read(path) else {
+    let Ok(contents) = runbook_core::journal::read(path) else {
         return false;
     };
+    if contents.torn.is_some() {
+        return false;
+    }
     let mut in_flight = 0_usize;
-    for record in &records {
+    for record in &contents.records {
         match record.event {
             Event::StepIntent { .. } => return false,
             Event::StepStarted { .. } => in_flight += 1,

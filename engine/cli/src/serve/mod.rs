@@ -284,7 +284,8 @@ impl std::io::Write for EscapingWriter {
 }
 
 /// The bearer token: from `--token-file`, or made at start and kept in the state dir (mode
-/// 0600) so `runbook approve` on the same machine finds it.
+/// 0600, never written through a symbolic link) so `runbook approve` on the same machine
+/// finds it.
 fn load_token(file: Option<&Path>, state_dir: &Path) -> anyhow::Result<String> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
@@ -298,7 +299,7 @@ fn load_token(file: Option<&Path>, state_dir: &Path) -> anyhow::Result<String> {
     let mut bytes = [0_u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot make a token: {e}"))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(state_dir)
+    runbook_core::state_files::create_dirs(state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let path = state_dir.join("serve.token");
     write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
@@ -309,16 +310,19 @@ fn load_token(file: Option<&Path>, state_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Writes a state file only its owner may read: a symbolic link there is refused, and an
+/// existing file that others could read is tightened before the text goes in.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
+    // Not truncated on open: only once it is known to be a private regular file.
+    let mut file = runbook_core::state_files::open(
+        path,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )?;
+    file.set_len(0)?;
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")
 }

@@ -231,10 +231,22 @@ pub(super) async fn show_run(
     };
     let events = match journal {
         Some(path) => match runbook_core::journal::read(&path) {
-            Ok(records) => records
-                .into_iter()
-                .filter_map(|record| serde_json::to_value(record).ok())
-                .collect(),
+            Ok(contents) => {
+                // A crash or a full disk cut the last line short: the records before it are
+                // shown, and the torn line is named.
+                if let (Some(torn), Some(warning)) = (contents.torn, contents.torn_warning(&path)) {
+                    object["tornLine"] = json!({
+                        "line": torn.line,
+                        "bytes": torn.bytes,
+                        "message": warning,
+                    });
+                }
+                contents
+                    .records
+                    .into_iter()
+                    .filter_map(|record| serde_json::to_value(record).ok())
+                    .collect()
+            }
             Err(e) => {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, e);
             }

@@ -205,13 +205,20 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     for item in &report.must_fix {
         tracing::warn!(run_id = %run_id, runbook = %name, "must fix: {item}");
     }
+    let message = match &report.journal_error {
+        Some(error) => {
+            tracing::error!(run_id = %run_id, runbook = %name, %error, "the run's journal is incomplete");
+            format!("{}; the journal is incomplete: {error}", report.message)
+        }
+        None => report.message,
+    };
     finish(
         server,
         &key,
         &run_id,
         RunState::Finished,
         Some(outcome),
-        report.message,
+        message,
     );
 }
 

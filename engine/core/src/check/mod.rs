@@ -71,6 +71,12 @@ use undo::irreversible;
 /// `# runbook:allow missing-undo <reason>`.
 const ALLOW_PRAGMA: &str = "runbook:allow";
 
+/// Whether `name` is one a runbook may have (`metadata.name`: a DNS label), for names that come
+/// from elsewhere, such as a journal's.
+pub fn is_runbook_name(name: &str) -> bool {
+    is_dns_label(name)
+}
+
 /// Checks everything in `workspace`, pass by pass. Each pass reports what it finds and goes on,
 /// so one `validate` shows every problem.
 pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {

@@ -155,7 +155,7 @@ impl Run {
     }
 
     /// Journals and reports one event, redacted. A journal that cannot be written stops the
-    /// run before its next mutation.
+    /// run before its next mutation, and the report says the journal is incomplete.
     fn emit(&self, event: Event) {
         // Redact each string value of the event, never the serialized line: keys such as
         // `token` in an undo state must not trigger the credential patterns, and a secret's
@@ -173,19 +173,25 @@ impl Run {
         };
         if let Some(journal) = &self.options.journal {
             if let Err(error) = journal.append(&record) {
-                let mut slot = self
-                    .journal_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                slot.get_or_insert_with(|| {
-                    format!(
-                        "cannot write the journal {}: {error}",
-                        journal.path().display()
-                    )
-                });
+                self.journal_failed(format!(
+                    "cannot write the journal {}: {error}",
+                    journal.path().display()
+                ));
             }
         }
         self.effects.reporter.record(&record);
+    }
+
+    /// Keeps the first reason the journal is missing records; later ones follow from it.
+    fn journal_failed(&self, message: String) {
+        let mut slot = self
+            .journal_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            tracing::error!(run = %self.options.run_id, error = %message, "The journal is missing a record; the run stops before its next change.");
+            *slot = Some(message);
+        }
     }
 
     /// Redacts every string in a JSON value. Inside an undo state (values the run may write
@@ -331,6 +337,7 @@ impl Run {
             undos: Vec::new(),
             rollback: None,
             must_fix: Vec::new(),
+            journal_error: None,
         }
     }
 

@@ -13,11 +13,21 @@ pub struct RunReport {
     pub rollback: Option<Result<(), String>>,
     /// What a human must look at: undos and rollbacks that failed, changes with no undo.
     pub must_fix: Vec<String>,
+    /// Why the journal is missing records, if it is (the first write that failed, or the
+    /// journal deleted during the run): the record of the run is incomplete.
+    pub journal_error: Option<String>,
 }
 
 impl RunReport {
+    /// The outcome's exit code; 7 if the journal is incomplete, unless an undo or the rollback
+    /// failed (5), which a human must act on first.
     pub fn exit_code(&self) -> u8 {
-        self.outcome.exit_code()
+        match (&self.journal_error, self.outcome) {
+            (Some(_), outcome) if outcome != Outcome::RollbackFailed => {
+                crate::journal::INCOMPLETE_JOURNAL_EXIT_CODE
+            }
+            _ => self.outcome.exit_code(),
+        }
     }
 }
 
@@ -74,11 +84,15 @@ impl Run {
             .rollback
             .clone()
             .map(|result| result.map_err(|error| redact(&error)));
+        // The outcome's record says whether records before it are missing; it may itself be
+        // the record that cannot be written, which the report says then.
+        report.journal_error = self.journal_broken();
         self.emit(Event::RunFinished {
             outcome,
-            exit_code: outcome.exit_code(),
+            exit_code: report.exit_code(),
             message: report.message.clone(),
         });
+        report.journal_error = self.journal_broken();
         report
     }
 
@@ -101,5 +115,39 @@ impl Run {
         if let Some(observer) = &self.effects.observer {
             observer.step_finished(&step.id, matches!(result, StepResult::Succeeded));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(outcome: Outcome, journal_error: Option<&str>) -> RunReport {
+        RunReport {
+            run_id: "r".to_owned(),
+            outcome,
+            message: String::new(),
+            steps: Vec::new(),
+            undos: Vec::new(),
+            rollback: None,
+            must_fix: Vec::new(),
+            journal_error: journal_error.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn an_incomplete_journal_exits_7_whatever_the_outcome_but_a_failed_rollback_still_exits_5() {
+        let full = Some("cannot write the journal: No space left on device");
+        for outcome in [
+            Outcome::Succeeded,
+            Outcome::RolledBack,
+            Outcome::Failed,
+            Outcome::PreconditionFailed,
+            Outcome::Stopped,
+        ] {
+            assert_eq!(report(outcome, None).exit_code(), outcome.exit_code());
+            assert_eq!(report(outcome, full).exit_code(), 7, "{outcome:?}");
+        }
+        assert_eq!(report(Outcome::RollbackFailed, full).exit_code(), 5);
     }
 }

@@ -50,6 +50,11 @@ impl Run {
         options.resume = None;
         options.digest = String::new();
         let report = execute_boxed(plan, self.effects.clone(), options).await;
+        // The called run writes into this run's journal: what it could not write is missing
+        // from this run's record too.
+        if let Some(error) = report.journal_error {
+            self.journal_failed(error);
+        }
         match report.outcome {
             Outcome::Succeeded => Ok(format!("runbook `{name}` succeeded")),
             other => Err(StepError::Other(format!(
