@@ -997,11 +997,7 @@ fn runbook_test_reports_failures_and_exits_nonzero() {
     );
 }
 
-/// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
-/// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
-#[test]
-fn sigint_stops_the_run_and_journals_the_choice() {
-    let runbook_text = r#"apiVersion: runbook.dev/v1alpha1
+const SLOW: &str = r#"apiVersion: runbook.dev/v1alpha1
 kind: Runbook
 metadata:
   name: slow
@@ -1009,9 +1005,14 @@ spec:
   steps:
     - {id: scale-api, scale: {name: api, namespace: shop, replicas: 3}}
     - {id: wait, verify: "false", interval: 1s, timeout: 1h}
+  rollback: page-oncall
 "#;
+
+/// Runs `slow` against the simulator with `flags`, sends `signal` (`INT`, `TERM`) once its
+/// verify is polling, and returns the exit code, stderr and the journal's events.
+fn signalled_run(flags: &[&str], signal: &str) -> (Option<i32>, String, Vec<serde_json::Value>) {
     let scenario = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 1}}\n";
-    let dir = folder(&[("slow.yaml", runbook_text)]);
+    let dir = folder(&[("slow.yaml", SLOW)]);
     std::fs::write(dir.path().join("shop.scenario.yaml"), scenario).expect("write");
     let state = state();
     let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
@@ -1023,6 +1024,7 @@ spec:
             "--state-dir",
         ])
         .arg(state.path())
+        .args(flags)
         .current_dir(dir.path())
         .env("RUNBOOK_LOG", "off")
         .stdin(std::process::Stdio::null())
@@ -1050,29 +1052,94 @@ spec:
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
     let output = child.wait_with_output().expect("runbook ends");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "{stderr}");
-    assert!(
-        stderr.contains("interrupted: leaving completed steps as they are"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("nothing was undone"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let journal = std::fs::read_dir(&journal_dir)
         .expect("runs")
         .flatten()
         .next()
         .expect("a journal")
         .path();
-    let text = std::fs::read_to_string(journal).expect("journal");
+    let events = std::fs::read_to_string(journal)
+        .expect("journal")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    (output.status.code(), stderr, events)
+}
+
+fn event<'e>(events: &'e [serde_json::Value], name: &str) -> Option<&'e serde_json::Value> {
+    events.iter().find(|event| event["event"] == name)
+}
+
+/// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
+/// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
+#[test]
+fn sigint_stops_the_run_and_journals_the_choice() {
+    let (code, stderr, events) = signalled_run(&[], "INT");
+    assert_eq!(code, Some(4), "{stderr}");
     assert!(
-        text.contains(r#""event":"interrupted","rollBack":false"#),
-        "{text}"
+        stderr.contains("interrupted: leaving completed steps as they are"),
+        "{stderr}"
     );
+    assert!(stderr.contains("nothing was undone"), "{stderr}");
+    let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+    assert_eq!(interrupted["rollBack"], false, "{interrupted}");
+}
+
+/// Issue 13: Ctrl-C of a run started with `--yes` undid every step and paged on-call without
+/// asking. `--yes` answers gates; with no terminal to ask, an interrupt undoes nothing and runs
+/// no rollback, and the run can be resumed.
+#[test]
+fn sigint_with_yes_undoes_nothing_and_pages_nobody() {
+    let (code, stderr, events) = signalled_run(&["--yes"], "INT");
+    assert_eq!(code, Some(4), "{stderr}");
+    let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+    assert_eq!(interrupted["rollBack"], false, "{interrupted}");
+    assert_eq!(
+        interrupted["by"], "none (no terminal: nothing undone)",
+        "{interrupted}"
+    );
+    assert!(event(&events, "undo-started").is_none(), "{events:?}");
+    assert!(event(&events, "rollback-started").is_none(), "{events:?}");
+    assert!(stderr.contains("`runbook resume "), "{stderr}");
+}
+
+/// SIGTERM is handled as a Ctrl-C with no terminal: the run stops resumable, exit 4, and
+/// `--rollback-on-interrupt` makes either signal undo and roll back without asking.
+#[test]
+fn sigterm_stops_resumable_and_rollback_on_interrupt_rolls_back() {
+    let (code, stderr, events) = signalled_run(&["--yes"], "TERM");
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("terminated (SIGTERM)"), "{stderr}");
+    let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+    assert_eq!(interrupted["rollBack"], false, "{interrupted}");
+    assert_eq!(
+        interrupted["by"], "SIGTERM (nobody to ask: nothing undone)",
+        "{interrupted}"
+    );
+    assert!(event(&events, "undo-started").is_none(), "{events:?}");
+
+    for signal in ["TERM", "INT"] {
+        let (code, stderr, events) = signalled_run(&["--yes", "--rollback-on-interrupt"], signal);
+        assert_eq!(code, Some(4), "{stderr}");
+        let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+        assert_eq!(interrupted["rollBack"], true, "{interrupted}");
+        assert_eq!(
+            interrupted["by"], "--rollback-on-interrupt",
+            "{interrupted}"
+        );
+        assert_eq!(
+            event(&events, "undo-started").map(|undo| &undo["step"]),
+            Some(&serde_json::json!("scale-api")),
+            "{events:?}"
+        );
+        assert!(event(&events, "rollback-started").is_some(), "{events:?}");
+    }
 }
 
 const MAINTENANCE: &str = r#"apiVersion: runbook.dev/v1alpha1
