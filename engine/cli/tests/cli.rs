@@ -365,6 +365,110 @@ fn plan_binds_params_from_the_first_matching_firing_alert() {
     );
 }
 
+const DELETE_POD: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: delete-pod
+spec:
+  params:
+    - name: pod
+      pattern: "[-a-z0-9]+"
+      from: alert.labels.pod
+    - name: namespace
+      pattern: "[-a-z0-9]+"
+      from: alert.labels.namespace
+    - name: lines
+      type: integer
+      default: -1
+      allowOptionLike: true
+  triggers:
+    - alertName: HighLatency
+  steps:
+    - run: [kubectl, logs, "${params.pod}", "--namespace=${params.namespace}", --tail, "${params.lines}"]
+      readonly: true
+    - run: [kubectl, delete, pod, "${params.pod}", "--namespace=${params.namespace}"]
+      irreversible: a deleted pod is replaced by its controller
+"#;
+
+/// Issue 13: an alert label `pod=--all` reached `kubectl delete pod --all`. A pattern that
+/// allows `-` (as `[-a-z0-9]+` does) lets it through, so a value that opens an argument of a
+/// command and starts with `-` is refused when params are bound, from an alert or `--set`,
+/// unless the param says `allowOptionLike: true`. Inside an argument it is only text.
+#[test]
+fn a_param_value_that_would_be_an_option_is_refused_where_it_opens_an_argument() {
+    let dir = folder(&[("delete-pod.yaml", DELETE_POD)]);
+    let out = runbook_in(dir.path(), &["validate", "--deny-warnings"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let alert = r#"{"status":"firing","labels":{"alertname":"HighLatency","pod":"--all","namespace":"shop"},"annotations":{},"fingerprint":"eee"}"#;
+    std::fs::write(dir.path().join("all.json"), payload(alert)).expect("write");
+    let out = runbook_in(dir.path(), &["plan", "delete-pod", "--alert", "all.json"]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("param `pod` from alert.labels.pod: `--all` starts with `-` and opens an argument of a command in step `run-1`, where it would be taken as an option; if the param may hold such values, give it `allowOptionLike: true`"),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "run",
+            "delete-pod",
+            "--set",
+            "pod=-a",
+            "--set",
+            "namespace=shop",
+            "--yes",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("param `pod` from --set: `-a` starts with `-`"),
+        "{}",
+        out.stderr
+    );
+    // Inside an argument (`--namespace=-x`) it is that argument's text; and `lines` (`--tail
+    // -1`, every line) allows it.
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "plan",
+            "delete-pod",
+            "--set",
+            "pod=api-0",
+            "--set",
+            "namespace=-x",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("kubectl logs api-0 --namespace=-x --tail -1"),
+        "{}",
+        out.stdout
+    );
+    let strict = DELETE_POD.replace("      allowOptionLike: true\n", "");
+    std::fs::write(dir.path().join("runbooks/delete-pod.yaml"), strict).expect("write");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "plan",
+            "delete-pod",
+            "--set",
+            "pod=api-0",
+            "--set",
+            "namespace=shop",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("param `lines` from its default: `-1` starts with `-`"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn plan_names_what_it_cannot_find() {
     let out = runbook(&["plan", "openbao-seal"]);

@@ -2054,3 +2054,39 @@ fn throttling_and_server_errors_are_retried_and_the_step_then_succeeds() {
         assert_eq!(failed_as(&records), None, "{fault}: the step finished well");
     }
 }
+
+/// Issue 13: where a param's value opens a command's argument, in a step, its undo or a
+/// rollback step, a value starting with `-` is refused when params are bound; after other
+/// text in the argument (`tag-${params.tag}`) it is only text.
+#[test]
+fn an_option_like_value_is_refused_wherever_it_would_open_a_commands_argument() {
+    let text = head(
+        "option-like",
+        "    - id: tag
+      run: [tool, tag, 'tag-${params.tag}']
+      undo: {run: [tool, untag, '${params.node}']}
+  rollback:
+    - {id: report, run: [tool, report, '${params.report}'], readonly: true}
+  params:
+    - {name: node, pattern: '[-a-z0-9]+'}
+    - {name: tag, pattern: '[-a-z0-9]+'}
+    - {name: report, pattern: '[-a-z0-9]+'}
+",
+    );
+    let (_, runbook) = runbook_core::testing::inline_runbook("t.yaml", &text)
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+    let sets = [("node", "-x"), ("tag", "-y"), ("report", "--all")]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    let (bindings, errors) = runbook_core::bind::bind(&runbook, &sets, None);
+    let messages: Vec<&str> = errors.iter().map(|error| error.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("param `node` from --set: `-x` starts with `-` and opens an argument of a command in the undo of step `tag`"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("param `report` from --set: `--all` starts with `-` and opens an argument of a command in rollback step `report`"),
+        "{messages:?}"
+    );
+    assert_eq!(bindings.values["tag"].to_string(), "-y");
+}
