@@ -30,9 +30,14 @@ pub struct Execution {
     /// such as secrets).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub sets: Vec<String>,
-    /// Approve every confirmation gate.
+    /// Approve every confirmation gate. (Not an interrupt's question: see
+    /// --rollback-on-interrupt.)
     #[arg(long)]
     pub yes: bool,
+    /// On Ctrl-C or SIGTERM, undo the completed steps and roll back without asking. Without
+    /// it, an interrupt asks at a terminal, and otherwise stops resumable, undoing nothing.
+    #[arg(long)]
+    pub rollback_on_interrupt: bool,
     /// Run against a simulated cluster loaded from a scenario file (with no file: the
     /// runbook's own `scenarios/default.yaml`).
     #[arg(long, value_name = "SCENARIO", num_args = 0..=1)]

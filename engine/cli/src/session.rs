@@ -41,6 +41,7 @@ pub struct SessionRun {
     pub parallelism: usize,
     pub dry_run: bool,
     pub yes: bool,
+    pub roll_back_on_interrupt: bool,
     pub resume: Option<Resume>,
 }
 
@@ -101,7 +102,8 @@ impl<'w> RunSession<'w> {
         self.set_aside.as_ref()
     }
 
-    /// How the run is stopped from outside (Ctrl-C, a server's shutdown, a lost Lease).
+    /// How the run is stopped from outside (Ctrl-C, SIGTERM, a server's shutdown, a lost
+    /// Lease).
     pub fn interrupt(&self) -> &Arc<Interrupt> {
         &self.interrupt
     }
@@ -136,6 +138,7 @@ impl<'w> RunSession<'w> {
             catalog: Some(run.catalog),
             digest: runbook_digest(&plan.runbook),
             interrupt: Some(self.interrupt.clone()),
+            roll_back_on_interrupt: run.roll_back_on_interrupt,
             resume: run.resume,
             cluster: Some(world.description.clone()),
         };

@@ -365,6 +365,110 @@ fn plan_binds_params_from_the_first_matching_firing_alert() {
     );
 }
 
+const DELETE_POD: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: delete-pod
+spec:
+  params:
+    - name: pod
+      pattern: "[-a-z0-9]+"
+      from: alert.labels.pod
+    - name: namespace
+      pattern: "[-a-z0-9]+"
+      from: alert.labels.namespace
+    - name: lines
+      type: integer
+      default: -1
+      allowOptionLike: true
+  triggers:
+    - alertName: HighLatency
+  steps:
+    - run: [kubectl, logs, "${params.pod}", "--namespace=${params.namespace}", --tail, "${params.lines}"]
+      readonly: true
+    - run: [kubectl, delete, pod, "${params.pod}", "--namespace=${params.namespace}"]
+      irreversible: a deleted pod is replaced by its controller
+"#;
+
+/// Issue 13: an alert label `pod=--all` reached `kubectl delete pod --all`. A pattern that
+/// allows `-` (as `[-a-z0-9]+` does) lets it through, so a value that opens an argument of a
+/// command and starts with `-` is refused when params are bound, from an alert or `--set`,
+/// unless the param says `allowOptionLike: true`. Inside an argument it is only text.
+#[test]
+fn a_param_value_that_would_be_an_option_is_refused_where_it_opens_an_argument() {
+    let dir = folder(&[("delete-pod.yaml", DELETE_POD)]);
+    let out = runbook_in(dir.path(), &["validate", "--deny-warnings"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let alert = r#"{"status":"firing","labels":{"alertname":"HighLatency","pod":"--all","namespace":"shop"},"annotations":{},"fingerprint":"eee"}"#;
+    std::fs::write(dir.path().join("all.json"), payload(alert)).expect("write");
+    let out = runbook_in(dir.path(), &["plan", "delete-pod", "--alert", "all.json"]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("param `pod` from alert.labels.pod: `--all` starts with `-` and opens an argument of a command in step `run-1`, where it would be taken as an option; if the param may hold such values, give it `allowOptionLike: true`"),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "run",
+            "delete-pod",
+            "--set",
+            "pod=-a",
+            "--set",
+            "namespace=shop",
+            "--yes",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("param `pod` from --set: `-a` starts with `-`"),
+        "{}",
+        out.stderr
+    );
+    // Inside an argument (`--namespace=-x`) it is that argument's text; and `lines` (`--tail
+    // -1`, every line) allows it.
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "plan",
+            "delete-pod",
+            "--set",
+            "pod=api-0",
+            "--set",
+            "namespace=-x",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("kubectl logs api-0 --namespace=-x --tail -1"),
+        "{}",
+        out.stdout
+    );
+    let strict = DELETE_POD.replace("      allowOptionLike: true\n", "");
+    std::fs::write(dir.path().join("runbooks/delete-pod.yaml"), strict).expect("write");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "plan",
+            "delete-pod",
+            "--set",
+            "pod=api-0",
+            "--set",
+            "namespace=shop",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("param `lines` from its default: `-1` starts with `-`"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn plan_names_what_it_cannot_find() {
     let out = runbook(&["plan", "openbao-seal"]);
@@ -1006,10 +1110,11 @@ spec:
   steps:
     - {id: scale-api, scale: {name: api, namespace: shop, replicas: 3}}
     - {id: wait, verify: "false", interval: 1s, timeout: 1h}
+  rollback: page-oncall
 "#;
 
-/// `runbook run slow` against the simulated shop, its output piped.
-fn slow_run(dir: &Path, state: &Path) -> Command {
+/// `runbook run slow` against the simulated shop with `flags`, its output piped.
+fn slow_run(dir: &Path, state: &Path, flags: &[&str]) -> Command {
     let scenario = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 1}}\n";
     std::fs::write(dir.join("shop.scenario.yaml"), scenario).expect("write");
     let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
@@ -1022,6 +1127,7 @@ fn slow_run(dir: &Path, state: &Path) -> Command {
             "--state-dir",
         ])
         .arg(state)
+        .args(flags)
         .current_dir(dir)
         .env("RUNBOOK_LOG", "off")
         .stdin(std::process::Stdio::null())
@@ -1054,39 +1160,108 @@ fn wait_until_polling(state: &Path) -> PathBuf {
     }
 }
 
-/// Ctrl-C, as `kill -INT`.
-fn interrupt(child: &std::process::Child) {
+/// Sends `signal` (`INT`, `TERM`) to `child`, as `kill -INT` does.
+fn send(child: &std::process::Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
+}
+
+/// Ctrl-C, as `kill -INT`.
+fn interrupt(child: &std::process::Child) {
+    send(child, "INT");
+}
+
+/// Runs `slow` against the simulator with `flags`, sends `signal` once its verify is polling,
+/// and returns the exit code, stderr and the journal's events.
+fn signalled_run(flags: &[&str], signal: &str) -> (Option<i32>, String, Vec<serde_json::Value>) {
+    let dir = folder(&[("slow.yaml", SLOW)]);
+    let state = state();
+    let child = slow_run(dir.path(), state.path(), flags)
+        .spawn()
+        .expect("runbook starts");
+    let journal = wait_until_polling(state.path());
+    send(&child, signal);
+    let output = child.wait_with_output().expect("runbook ends");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let events = std::fs::read_to_string(journal)
+        .expect("journal")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    (output.status.code(), stderr, events)
+}
+
+fn event<'e>(events: &'e [serde_json::Value], name: &str) -> Option<&'e serde_json::Value> {
+    events.iter().find(|event| event["event"] == name)
 }
 
 /// Ctrl-C (SIGINT) during a run: scheduling stops, the in-flight step is cancelled, nobody can
 /// be asked (no terminal), so nothing is undone; the choice is journaled; exit 4.
 #[test]
 fn sigint_stops_the_run_and_journals_the_choice() {
-    let dir = folder(&[("slow.yaml", SLOW)]);
-    let state = state();
-    let child = slow_run(dir.path(), state.path())
-        .spawn()
-        .expect("runbook starts");
-    let journal = wait_until_polling(state.path());
-    interrupt(&child);
-    let output = child.wait_with_output().expect("runbook ends");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    let (code, stderr, events) = signalled_run(&[], "INT");
+    assert_eq!(code, Some(4), "{stderr}");
     assert!(
         stderr.contains("interrupted: leaving completed steps as they are"),
         "{stderr}"
     );
     assert!(stderr.contains("nothing was undone"), "{stderr}");
-    let text = std::fs::read_to_string(journal).expect("journal");
-    assert!(
-        text.contains(r#""event":"interrupted","rollBack":false"#),
-        "{text}"
+    let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+    assert_eq!(interrupted["rollBack"], false, "{interrupted}");
+}
+
+/// Issue 13: Ctrl-C of a run started with `--yes` undid every step and paged on-call without
+/// asking. `--yes` answers gates; with no terminal to ask, an interrupt undoes nothing and runs
+/// no rollback, and the run can be resumed.
+#[test]
+fn sigint_with_yes_undoes_nothing_and_pages_nobody() {
+    let (code, stderr, events) = signalled_run(&["--yes"], "INT");
+    assert_eq!(code, Some(4), "{stderr}");
+    let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+    assert_eq!(interrupted["rollBack"], false, "{interrupted}");
+    assert_eq!(
+        interrupted["by"], "none (no terminal: nothing undone)",
+        "{interrupted}"
     );
+    assert!(event(&events, "undo-started").is_none(), "{events:?}");
+    assert!(event(&events, "rollback-started").is_none(), "{events:?}");
+    assert!(stderr.contains("`runbook resume "), "{stderr}");
+}
+
+/// SIGTERM is handled as a Ctrl-C with no terminal: the run stops resumable, exit 4, and
+/// `--rollback-on-interrupt` makes either signal undo and roll back without asking.
+#[test]
+fn sigterm_stops_resumable_and_rollback_on_interrupt_rolls_back() {
+    let (code, stderr, events) = signalled_run(&["--yes"], "TERM");
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("terminated (SIGTERM)"), "{stderr}");
+    let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+    assert_eq!(interrupted["rollBack"], false, "{interrupted}");
+    assert_eq!(
+        interrupted["by"], "SIGTERM (nobody to ask: nothing undone)",
+        "{interrupted}"
+    );
+    assert!(event(&events, "undo-started").is_none(), "{events:?}");
+
+    for signal in ["TERM", "INT"] {
+        let (code, stderr, events) = signalled_run(&["--yes", "--rollback-on-interrupt"], signal);
+        assert_eq!(code, Some(4), "{stderr}");
+        let interrupted = event(&events, "interrupted").expect("interrupted is journaled");
+        assert_eq!(interrupted["rollBack"], true, "{interrupted}");
+        assert_eq!(
+            interrupted["by"], "--rollback-on-interrupt",
+            "{interrupted}"
+        );
+        assert_eq!(
+            event(&events, "undo-started").map(|undo| &undo["step"]),
+            Some(&serde_json::json!("scale-api")),
+            "{events:?}"
+        );
+        assert!(event(&events, "rollback-started").is_some(), "{events:?}");
+    }
 }
 
 const MAINTENANCE: &str = r#"apiVersion: runbook.dev/v1alpha1
@@ -1725,7 +1900,7 @@ fn a_journal_write_that_fails_is_never_silent_and_the_run_exits_7() {
 fn a_journal_deleted_during_the_run_is_noticed_and_the_run_exits_7() {
     let dir = folder(&[("slow.yaml", SLOW)]);
     let state = state();
-    let child = slow_run(dir.path(), state.path())
+    let child = slow_run(dir.path(), state.path(), &[])
         .spawn()
         .expect("runbook starts");
     let journal = wait_until_polling(state.path());

@@ -79,8 +79,10 @@ fn live() -> Live {
 }
 
 impl Live {
-    fn run(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+    /// `runbook ARGS` against the fake API server, not started yet.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        command
             .arg("--dir")
             .arg(self.dir.path().join("runbooks"))
             .args(args)
@@ -91,8 +93,12 @@ impl Live {
             .env("HOME", self.dir.path())
             .env("RUNBOOK_STATE_DIR", self.dir.path().join("state"))
             .env("RUNBOOK_LOG", "off")
-            .output()
-            .expect("runbook runs");
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let output = self.command(args).output().expect("runbook runs");
         Output {
             code: output.status.code().unwrap_or(-1),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -761,4 +767,120 @@ fn a_lease_the_cluster_will_not_let_us_take_is_an_error_not_a_run_already_runnin
     );
     assert!(!out.stderr.contains("already running"), "{}", out.stderr);
     assert_eq!(live.replicas(), 2, "nothing ran");
+}
+
+/// Whether `pid` has ended: no such process, or a zombie nobody reaped yet.
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name in parentheses: `1234 (sleep) S ...`.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+/// Issue 13: SIGTERM killed `runbook run` (exit 143) with its step's process orphaned and
+/// nothing journaled. Now it is a Ctrl-C with no terminal: the running step is cancelled and
+/// its processes killed, including what they started (the shell's background `sleep`), the
+/// journal says `interrupted`, the exit is 4, and `runbook resume` goes on from there.
+#[test]
+fn sigterm_kills_the_running_process_group_journals_interrupted_and_resumes() {
+    let live = live();
+    let work = live.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let work = work.display();
+    // The first time, `slow` starts `sleep 30` in the background, writes its own pid and the
+    // sleep's, and waits; once `proceed` exists (the resume), it succeeds at once.
+    let runbook = format!(
+        r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: slow-script
+spec:
+  steps:
+    - id: first
+      run: [sh, -c, "echo once >> {work}/first"]
+      irreversible: a test step
+    - id: slow
+      run: [sh, -c, "test -e {work}/proceed && exit 0; sleep 30 & echo $$ $! > {work}/pids.tmp && mv {work}/pids.tmp {work}/pids; wait"]
+      irreversible: a test step
+    - id: after
+      run: [sh, -c, "echo done > {work}/after"]
+      irreversible: a test step
+"#
+    );
+    std::fs::write(live.dir.path().join("runbooks/slow-script.yaml"), runbook).expect("write");
+    let child = live
+        .command(&["run", "slow-script"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runbook starts");
+    let pids_file = live.dir.path().join("work/pids");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pids_file.is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started its sleep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pids: Vec<u32> = std::fs::read_to_string(&pids_file)
+        .expect("pids")
+        .split_whitespace()
+        .map(|pid| pid.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), 2, "the shell and its sleep");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("runbook ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    for pid in &pids {
+        assert!(ended(*pid), "process {pid} outlived the run: {stderr}");
+    }
+
+    let journal = std::fs::read_dir(live.dir.path().join("state/runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("a journal")
+        .path();
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&journal)
+        .expect("journal")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    let interrupted = events
+        .iter()
+        .find(|event| event["event"] == "interrupted")
+        .unwrap_or_else(|| panic!("no `interrupted` in {events:?}"));
+    assert_eq!(interrupted["rollBack"], false, "{interrupted}");
+    assert_eq!(interrupted["by"], "SIGTERM (nobody to ask: nothing undone)");
+    let finished = events.last().expect("events");
+    assert_eq!(finished["event"], "run-finished", "{finished}");
+    assert_eq!(finished["exitCode"], 4, "{finished}");
+
+    std::fs::write(live.dir.path().join("work/proceed"), "").expect("write");
+    let run_id = journal
+        .file_stem()
+        .expect("id")
+        .to_string_lossy()
+        .into_owned();
+    let out = live.run(&["resume", &run_id, "--rerun", "slow"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        live.dir.path().join("work/after").is_file(),
+        "the resumed run went on to the next step: {}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(live.dir.path().join("work/first")).expect("first"),
+        "once\n",
+        "the step done before the signal is not run again"
+    );
 }

@@ -185,6 +185,7 @@ fn options(
         catalog: Some(catalog.clone()),
         digest: String::new(),
         interrupt: None,
+        roll_back_on_interrupt: false,
         resume: None,
         cluster: None,
     }

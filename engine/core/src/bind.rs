@@ -1,7 +1,8 @@
 //! Binding params: `--set k=v`, alert labels, and defaults, each checked against the param's
-//! declared type, pattern and allowed values. A value that fails is refused here, before it can
-//! reach any command; and params are only ever passed as values (argv elements, JSON strings),
-//! never as code.
+//! declared type, pattern and allowed values, and, where it opens a command's argument, for
+//! looking like an option. A value that fails is refused here, before it can reach any
+//! command; and params are only ever passed as values (argv elements, JSON strings), never as
+//! code.
 
 use std::collections::BTreeMap;
 
@@ -70,6 +71,7 @@ pub fn bind(
 ) -> (Bindings, Vec<BindError>) {
     let mut errors = Vec::new();
     let mut bindings = Bindings::default();
+    let opening = runbook.params_opening_arguments();
     for (name, _) in sets {
         if runbook.param(name).is_none() {
             let help = did_you_mean(name, runbook.params.iter().map(|p| p.name.as_str()))
@@ -118,7 +120,12 @@ pub fn bind(
             },
         };
         let checked = value.and_then(|value| {
-            validate_param(&value, param.pattern.as_ref(), &param.allowed).map(|()| value)
+            validate_param(&value, param.pattern.as_ref(), &param.allowed)?;
+            match opening.get(&param.name) {
+                Some(place) if !param.allow_option_like => refuse_option_like(&value, place)?,
+                _ => {}
+            }
+            Ok(value)
         });
         match checked {
             Ok(value) => {
@@ -147,4 +154,18 @@ pub fn bind(
         }
     }
     (bindings, errors)
+}
+
+/// A value that opens a command's argument (`run: [kubectl, delete, pod, "${params.pod}"]`)
+/// and starts with `-` would be taken as an option (`--all`), so it is refused unless the param
+/// says `allowOptionLike: true`. A value inside an argument (`--namespace=${params.namespace}`)
+/// is only ever that argument's text: no shell runs a command.
+fn refuse_option_like(value: &ParamValue, place: &str) -> Result<(), String> {
+    let text = value.to_string();
+    if text.starts_with('-') {
+        return Err(format!(
+            "`{text}` starts with `-` and opens an argument of a command in {place}, where it would be taken as an option; if the param may hold such values, give it `allowOptionLike: true`"
+        ));
+    }
+    Ok(())
 }

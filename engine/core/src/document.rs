@@ -127,6 +127,10 @@ pub struct Param {
     /// The only values accepted.
     #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
     pub allowed: Option<Vec<serde_json::Value>>,
+    /// Accept a value that starts with `-` where it opens an argument of a command, which the
+    /// command would take as an option (refused otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_option_like: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

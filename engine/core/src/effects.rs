@@ -15,6 +15,8 @@ use serde_json::Value as Json;
 
 use crate::document::{PatchType, Propagation};
 
+mod process_group;
+
 /// Which object: group/version, kind, namespace (None for cluster-scoped kinds) and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -448,8 +450,17 @@ impl Reporter for Silent {
     fn record(&self, _record: &crate::journal::Record) {}
 }
 
-/// Local processes: argv, never a shell; killed when they time out.
+/// Local processes: argv, never a shell. Each leads a process group of its own, killed whole
+/// when it times out or its step is cancelled (see [`process_group`]).
 pub struct LocalProcesses;
+
+impl LocalProcesses {
+    /// Kills every local process still running, with whatever it started: for a run that
+    /// quits at once, before its steps could be cancelled.
+    pub fn kill_all() {
+        process_group::kill_all();
+    }
+}
 
 #[async_trait]
 impl Processes for LocalProcesses {
@@ -458,11 +469,15 @@ impl Processes for LocalProcesses {
             .split_first()
             .ok_or_else(|| EffectError::Invalid("empty command".to_owned()))?;
         let mut command = tokio::process::Command::new(program);
-        command
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let output = tokio::time::timeout(timeout, command.output())
+        command.args(args).stdin(std::process::Stdio::null());
+        let cannot_run = |error: std::io::Error| match error.kind() {
+            std::io::ErrorKind::NotFound => {
+                EffectError::NotFound(format!("program `{program}` not found"))
+            }
+            _ => EffectError::Other(format!("cannot run `{program}`: {error}")),
+        };
+        let mut group = process_group::ProcessGroup::spawn(command).map_err(cannot_run)?;
+        let output = tokio::time::timeout(timeout, group.finish())
             .await
             .map_err(|_| {
                 EffectError::Unavailable(format!(
@@ -470,12 +485,7 @@ impl Processes for LocalProcesses {
                     humantime::format_duration(timeout)
                 ))
             })?
-            .map_err(|error| match error.kind() {
-                std::io::ErrorKind::NotFound => {
-                    EffectError::NotFound(format!("program `{program}` not found"))
-                }
-                _ => EffectError::Other(format!("cannot run `{program}`: {error}")),
-            })?;
+            .map_err(cannot_run)?;
         Ok(CommandOutput {
             exit_code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

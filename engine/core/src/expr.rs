@@ -318,6 +318,16 @@ pub struct ExpressionError {
 }
 
 impl Expression {
+    /// The params it reads, by name (`params.pod` reads `pod`).
+    pub fn params_read(&self) -> impl Iterator<Item = &str> {
+        self.references
+            .iter()
+            .filter_map(|reference| match reference.path.as_slice() {
+                [root, name, ..] if root == "params" => Some(name.as_str()),
+                _ => None,
+            })
+    }
+
     pub fn compile(text: &str) -> Result<Self, ExpressionError> {
         let engine = sandboxed_engine();
         let ast = engine.compile_expression(text).map_err(|error| {
@@ -547,6 +557,32 @@ impl Template {
             TemplatePart::Expr(expression, _) => Some(expression),
             TemplatePart::Text(_) => None,
         })
+    }
+
+    /// The params its holes read (`params.NAME`), each with the character offset of the
+    /// expression that reads it, in order.
+    pub fn params_read(&self) -> Vec<(&str, usize)> {
+        let mut read = Vec::new();
+        for part in &self.parts {
+            if let TemplatePart::Expr(expression, offset) = part {
+                for name in expression.params_read() {
+                    if !read.contains(&(name, *offset)) {
+                        read.push((name, *offset));
+                    }
+                }
+            }
+        }
+        read
+    }
+
+    /// The params whose value opens the text this template renders: those read by a hole at
+    /// its very start (`${params.pod}`, `${params.pod}-0`), not after text (`--pod=${...}`).
+    /// As a command's argument, such a value decides whether the argument is an option.
+    pub fn leading_params(&self) -> BTreeSet<&str> {
+        match self.parts.first() {
+            Some(TemplatePart::Expr(expression, _)) => expression.params_read().collect(),
+            _ => BTreeSet::new(),
+        }
     }
 
     pub fn parse(text: &str) -> Result<Self, TemplateError> {

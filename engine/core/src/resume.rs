@@ -88,6 +88,13 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 intents.push((step.clone(), mutation.clone(), undo));
             }
             Event::StepSkipped { step, .. } => state.skipped.push(step.clone()),
+            // A step cancelled by an interrupt did not fail: the run was stopped around it. Its
+            // intent, if journaled, stays: it may or may not have taken effect.
+            Event::StepFinished {
+                result: StepResult::Failed,
+                error_kind: Some(kind),
+                ..
+            } if kind == "interrupted" => {}
             Event::StepFinished {
                 step,
                 result,
@@ -118,6 +125,15 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 succeeded: true,
                 ..
             } => state.undone.push(step.clone()),
+            // An interrupt whose answer was to roll back: a resume finishes the undo.
+            Event::Interrupted {
+                roll_back: true,
+                by,
+            } => {
+                state
+                    .failed
+                    .get_or_insert_with(|| format!("interrupted, and rolling back (by {by})"));
+            }
             // A stopped run (a refused gate, a declined Ctrl-C rollback, a server's drain)
             // left its completed steps in place: it can be resumed or rolled back.
             Event::RunFinished { outcome, .. } => {
@@ -224,6 +240,60 @@ mod tests {
         let state = analyze(&records).expect("analyzed");
         assert!(state.unknown.is_empty());
         assert_eq!(state.completed.len(), 1);
+    }
+
+    fn interrupted(step: &str) -> Record {
+        record(Event::StepFinished {
+            step: step.to_owned(),
+            result: StepResult::Failed,
+            output: None,
+            error: Some("interrupted".to_owned()),
+            error_kind: Some("interrupted".to_owned()),
+            duration_ms: 1,
+        })
+    }
+
+    /// Issue 13: a run stopped by Ctrl-C or SIGTERM was resumed as a failing run (undo and roll
+    /// back), because the step the interrupt cancelled was journaled as failed. The cancelled
+    /// step did not fail: it is unknown once its intent was journaled, and runs again if not.
+    #[test]
+    fn a_step_cancelled_by_an_interrupt_is_unknown_not_failed() {
+        let stopped = record(Event::Interrupted {
+            roll_back: false,
+            by: "SIGTERM".to_owned(),
+        });
+        let records = [
+            started(),
+            intent("a"),
+            interrupted("a"),
+            interrupted("b"),
+            stopped,
+        ];
+        let state = analyze(&records).expect("analyzed");
+        assert!(state.failed.is_none(), "{:?}", state.failed);
+        assert_eq!(state.unknown.len(), 1);
+        assert_eq!(state.unknown[0].step, "a");
+        assert!(state.completed.is_empty());
+    }
+
+    #[test]
+    fn an_interrupt_that_chose_to_roll_back_is_resumed_rolling_back() {
+        let rolling_back = record(Event::Interrupted {
+            roll_back: true,
+            by: "terminal".to_owned(),
+        });
+        let records = [
+            started(),
+            intent("a"),
+            finished("a", StepResult::Succeeded),
+            interrupted("b"),
+            rolling_back,
+        ];
+        let state = analyze(&records).expect("analyzed");
+        assert_eq!(
+            state.failed.as_deref(),
+            Some("interrupted, and rolling back (by terminal)")
+        );
     }
 
     #[test]

@@ -68,6 +68,55 @@ impl Runbook {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
         self.params.iter().find(|param| param.name == name)
     }
+
+    /// The params whose value opens an argument of a command somewhere in the runbook (`run`
+    /// and `exec` steps, their undos, rollback steps, and the `command` and `exec` facts it
+    /// reads), each with the first place it does, such as ``step `delete` ``. A value there
+    /// that starts with `-` would be taken as an option.
+    pub fn params_opening_arguments(&self) -> BTreeMap<String, String> {
+        fn note(
+            found: &mut BTreeMap<String, String>,
+            argv: &[Template],
+            place: &dyn Fn() -> String,
+        ) {
+            for argument in argv {
+                for name in argument.leading_params() {
+                    found.entry(name.to_owned()).or_insert_with(place);
+                }
+            }
+        }
+        fn action(
+            found: &mut BTreeMap<String, String>,
+            action: &Action,
+            place: &dyn Fn() -> String,
+        ) {
+            if let Action::Run { argv } | Action::Exec { argv, .. } = action {
+                note(found, argv, place);
+            }
+        }
+        let mut found = BTreeMap::new();
+        for step in &self.steps {
+            action(&mut found, &step.action, &|| format!("step `{}`", step.id));
+            if let UndoSpec::Declared(undo) = &step.undo {
+                action(&mut found, undo, &|| {
+                    format!("the undo of step `{}`", step.id)
+                });
+            }
+        }
+        if let Some(RollbackSpec::Steps(steps)) = &self.rollback {
+            for step in steps {
+                action(&mut found, &step.action, &|| {
+                    format!("rollback step `{}`", step.id)
+                });
+            }
+        }
+        for fact in self.facts.values() {
+            if let FactSource::Command { argv, .. } | FactSource::Exec { argv, .. } = &fact.source {
+                note(&mut found, argv, &|| format!("fact `{}`", fact.name));
+            }
+        }
+        found
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +130,8 @@ pub struct ParamSpec {
     pub secret: bool,
     pub pattern: Option<crate::pattern::Pattern>,
     pub allowed: Vec<ParamValue>,
+    /// `allowOptionLike`: a value starting with `-` may open a command's argument.
+    pub allow_option_like: bool,
     pub span: Span,
 }
 

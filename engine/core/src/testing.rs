@@ -436,6 +436,7 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
         catalog: Some(catalog.clone()),
         digest: String::new(),
         interrupt: None,
+        roll_back_on_interrupt: false,
         resume: None,
         cluster: None,
     };

@@ -68,6 +68,8 @@ struct Test {
     resume: Option<Resume>,
     start: SystemTime,
     interrupt: Option<Interruption>,
+    /// `--rollback-on-interrupt`.
+    roll_back_on_interrupt: bool,
     record_deployments: bool,
     panic_on_scale: Option<String>,
     /// Changes the checked runbook before it is compiled (what `validate` would refuse).
@@ -95,6 +97,8 @@ enum Interruption {
     CtrlCAfter(Duration),
     /// A drain (a shutting-down server) this long into the run.
     DrainAfter(Duration),
+    /// A termination (SIGTERM) this long into the run.
+    TerminateAfter(Duration),
 }
 
 /// What a run left behind.
@@ -121,6 +125,7 @@ impl Test {
             resume: None,
             start: SystemTime::UNIX_EPOCH + TEST_EPOCH,
             interrupt: None,
+            roll_back_on_interrupt: false,
             record_deployments: false,
             panic_on_scale: None,
             edit: None,
@@ -201,6 +206,17 @@ impl Test {
 
     fn ctrl_c_after(mut self, after: Duration) -> Self {
         self.interrupt = Some(Interruption::CtrlCAfter(after));
+        self
+    }
+
+    fn terminate_after(mut self, after: Duration) -> Self {
+        self.interrupt = Some(Interruption::TerminateAfter(after));
+        self
+    }
+
+    /// `--rollback-on-interrupt`.
+    fn roll_back_on_interrupt(mut self) -> Self {
+        self.roll_back_on_interrupt = true;
         self
     }
 
@@ -292,6 +308,7 @@ impl Test {
             catalog: Some(catalog),
             digest: String::new(),
             interrupt: interrupt.clone(),
+            roll_back_on_interrupt: self.roll_back_on_interrupt,
             resume: self.resume,
             cluster: None,
         };
@@ -307,6 +324,10 @@ impl Test {
                     Interruption::DrainAfter(after) => {
                         tokio::time::sleep(after).await;
                         interrupt.drain("test shutdown");
+                    }
+                    Interruption::TerminateAfter(after) => {
+                        tokio::time::sleep(after).await;
+                        interrupt.terminate("SIGTERM");
                     }
                 }
                 run.await.expect("run")
@@ -1012,6 +1033,118 @@ fn ctrl_c_without_rollback_leaves_completed_steps_and_says_so() {
         _ => None,
     });
     assert_eq!(choice, Some(false));
+}
+
+/// Issue 13: `--yes` answers gates, and an interrupt is another decision. A run with `--yes`
+/// whose gates were all approved still asks the human at the terminal, and one who says no
+/// gets nothing undone and nobody paged.
+#[test]
+fn ctrl_c_with_yes_asks_rather_than_rolling_back() {
+    let text = head(
+        "interrupt",
+        "    - {id: scale-api, confirm: Scale?, scale: {name: api, replicas: 5}}
+    - {id: wait-forever, verify: 'false', timeout: 1h}
+  rollback: page-oncall
+",
+    );
+    let h = Test::new()
+        .runbook(&text)
+        .yes()
+        .answer(Answer::No)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .ctrl_c_after(Duration::from_secs(60))
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
+    assert!(h.report.undos.is_empty());
+    assert!(h.report.rollback.is_none(), "nobody is paged");
+    assert_eq!(replicas(&h.world, "api"), 5);
+    assert_eq!(
+        interrupted_by(&h.collect),
+        Some((false, "terminal".to_owned()))
+    );
+}
+
+/// Issue 13: SIGTERM is an interrupt nobody stands behind. It cancels the step in flight and
+/// stops the run resumable, undoing nothing, without asking (the prompter would say yes).
+#[test]
+fn a_termination_stops_resumable_without_asking() {
+    let text = head(
+        "terminate",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: wait-forever, verify: 'false', timeout: 1h}
+    - {id: never, scale: {name: worker, replicas: 9}}
+  rollback: page-oncall
+",
+    );
+    let h = Test::new()
+        .runbook(&text)
+        .answer(Answer::Yes)
+        .started_at(SystemTime::UNIX_EPOCH)
+        .run_id("t")
+        .terminate_after(Duration::from_secs(60))
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
+    assert_eq!(h.report.exit_code(), 4);
+    assert!(
+        matches!(status(&h.report, "wait-forever"), StepStatus::Failed(e) if e == "interrupted")
+    );
+    assert_eq!(status(&h.report, "never"), StepStatus::NotRun);
+    assert!(h.report.undos.is_empty());
+    assert!(h.report.rollback.is_none());
+    assert_eq!(replicas(&h.world, "api"), 5, "nothing is undone");
+    assert_eq!(
+        interrupted_by(&h.collect),
+        Some((false, "SIGTERM (nobody to ask: nothing undone)".to_owned()))
+    );
+    assert!(
+        h.report.message.contains("interrupted by SIGTERM")
+            && h.report
+                .message
+                .contains("`runbook resume t` goes on from here"),
+        "{}",
+        h.report.message
+    );
+}
+
+/// `--rollback-on-interrupt` decides in advance: a termination undoes the completed steps and
+/// rolls back, and so does a Ctrl-C, without asking (the prompter would say no).
+#[test]
+fn rollback_on_interrupt_undoes_and_rolls_back_without_asking() {
+    let text = head(
+        "terminate",
+        "    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - {id: wait-forever, verify: 'false', timeout: 1h}
+  rollback: notify-oncall
+",
+    );
+    for terminate in [true, false] {
+        let test = Test::new()
+            .runbook(&text)
+            .answer(Answer::No)
+            .roll_back_on_interrupt()
+            .started_at(SystemTime::UNIX_EPOCH)
+            .run_id("t");
+        let h = if terminate {
+            test.terminate_after(Duration::from_secs(60))
+        } else {
+            test.ctrl_c_after(Duration::from_secs(60))
+        }
+        .run();
+        assert_eq!(h.report.outcome, Outcome::Stopped, "{}", h.report.message);
+        assert_eq!(replicas(&h.world, "api"), 2, "scale-api was undone");
+        assert!(matches!(h.report.rollback, Some(Ok(()))));
+        assert_eq!(
+            interrupted_by(&h.collect),
+            Some((true, "--rollback-on-interrupt".to_owned()))
+        );
+        let by = if terminate { "SIGTERM" } else { "Ctrl-C" };
+        assert!(
+            h.report.message.contains(&format!("interrupted by {by}")),
+            "{}",
+            h.report.message
+        );
+    }
 }
 
 #[test]
@@ -1924,4 +2057,40 @@ fn throttling_and_server_errors_are_retried_and_the_step_then_succeeds() {
         );
         assert_eq!(failed_as(&records), None, "{fault}: the step finished well");
     }
+}
+
+/// Issue 13: where a param's value opens a command's argument, in a step, its undo or a
+/// rollback step, a value starting with `-` is refused when params are bound; after other
+/// text in the argument (`tag-${params.tag}`) it is only text.
+#[test]
+fn an_option_like_value_is_refused_wherever_it_would_open_a_commands_argument() {
+    let text = head(
+        "option-like",
+        "    - id: tag
+      run: [tool, tag, 'tag-${params.tag}']
+      undo: {run: [tool, untag, '${params.node}']}
+  rollback:
+    - {id: report, run: [tool, report, '${params.report}'], readonly: true}
+  params:
+    - {name: node, pattern: '[-a-z0-9]+'}
+    - {name: tag, pattern: '[-a-z0-9]+'}
+    - {name: report, pattern: '[-a-z0-9]+'}
+",
+    );
+    let (_, runbook) = runbook_core::testing::inline_runbook("t.yaml", &text)
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+    let sets = [("node", "-x"), ("tag", "-y"), ("report", "--all")]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    let (bindings, errors) = runbook_core::bind::bind(&runbook, &sets, None);
+    let messages: Vec<&str> = errors.iter().map(|error| error.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("param `node` from --set: `-x` starts with `-` and opens an argument of a command in the undo of step `tag`"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("param `report` from --set: `--all` starts with `-` and opens an argument of a command in rollback step `report`"),
+        "{messages:?}"
+    );
+    assert_eq!(bindings.values["tag"].to_string(), "-y");
 }

@@ -77,6 +77,7 @@ fn run_beside_a_ticker(text: &str) -> (RunReport, Duration, Duration) {
         catalog: Some(catalog),
         digest: String::new(),
         interrupt: None,
+        roll_back_on_interrupt: false,
         resume: None,
         cluster: None,
     };

@@ -59,6 +59,7 @@ fn run_plan(plan: Plan, catalog: Arc<runbook_core::runbook::Catalog>) -> Vec<Rec
         catalog: Some(catalog),
         digest: String::new(),
         interrupt: None,
+        roll_back_on_interrupt: false,
         resume: None,
         cluster: None,
     };

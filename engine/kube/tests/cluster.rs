@@ -2422,6 +2422,7 @@ async fn run_runbook(
         catalog: Some(catalog),
         digest: String::new(),
         interrupt: None,
+        roll_back_on_interrupt: false,
         resume: None,
         cluster: None,
     };

@@ -1569,6 +1569,7 @@ async fn run(
         catalog: Some(catalog),
         digest: String::new(),
         interrupt: None,
+        roll_back_on_interrupt: false,
         resume: None,
         cluster: None,
     };

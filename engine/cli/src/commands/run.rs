@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use runbook_core::compile::Plan;
-use runbook_core::effects::{Answer, FixedAnswer, Prompter, Reporter};
+use runbook_core::effects::{LocalProcesses, Prompter, Reporter};
 use runbook_core::runbook::Runbook;
 
 use super::{build_plan, print_diagnostics, Wanted};
@@ -114,13 +114,11 @@ pub fn drive(
         }
         OutputFormat::Text => Arc::new(crate::terminal::PlainLines),
     };
-    let prompter: Arc<dyn Prompter> = if args.execution.yes {
-        Arc::new(FixedAnswer(Answer::Yes))
-    } else {
-        Arc::new(crate::terminal::TerminalPrompter {
-            lock: std::sync::Mutex::new(()),
-        })
-    };
+    // `--yes` answers the gates (the executor approves them itself); the prompter is left for
+    // the question an interrupt asks, which `--yes` does not answer.
+    let prompter: Arc<dyn Prompter> = Arc::new(crate::terminal::TerminalPrompter {
+        lock: std::sync::Mutex::new(()),
+    });
     let catalog = Arc::new(runbook_core::load_catalog(&[dir.to_path_buf()]).0);
     let interrupt = session.interrupt().clone();
     let run = SessionRun {
@@ -130,30 +128,31 @@ pub fn drive(
         parallelism: args.execution.parallelism,
         dry_run: args.dry_run,
         yes: args.execution.yes,
+        roll_back_on_interrupt: args.execution.rollback_on_interrupt,
         resume,
     };
-    let mut report = runtime.block_on(async {
-        // The first Ctrl-C stops scheduling and asks whether to roll back; a second one ends
-        // the process at once (the journal says where it stood; `runbook show` reads it).
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\ninterrupted: letting running steps stop; press Ctrl-C again to quit at once"
-                );
-                interrupt.raise();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
+    let report = runtime.block_on(async {
+        let signals = match StopSignals::listen() {
+            Ok(signals) => signals,
+            Err(error) => {
+                eprintln!("error: cannot listen for Ctrl-C and SIGTERM: {error}");
+                return None;
             }
-        });
-        session
-            .execute(plan, run, || {
-                eprintln!(
-                    "\nerror: the run lock (Lease) was lost; stopping after the steps in flight"
-                );
-            })
-            .await
+        };
+        tokio::spawn(signals.stop(interrupt));
+        Some(
+            session
+                .execute(plan, run, || {
+                    eprintln!(
+                        "\nerror: the run lock (Lease) was lost; stopping after the steps in flight"
+                    );
+                })
+                .await,
+        )
     });
+    let Some(mut report) = report else {
+        return Ok(Exit::Invalid);
+    };
     // Deleted after its last record: the record of the run is gone all the same.
     if report.journal_error.is_none() && std::fs::symlink_metadata(&journal).is_err() {
         report.journal_error = Some(format!(
@@ -169,6 +168,79 @@ pub fn drive(
         (OutputFormat::Json, None) => {}
     }
     Ok(Exit::from_code(report.exit_code()))
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from before the run starts, so that neither kills
+/// it unjournaled.
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+/// Which of the two arrived.
+#[derive(Clone, Copy)]
+enum StopSignal {
+    CtrlC,
+    Terminate,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> StopSignal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => {
+                    if result.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    StopSignal::CtrlC
+                }
+                _ = self.terminate.recv() => StopSignal::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            StopSignal::CtrlC
+        }
+    }
+
+    /// The first signal stops scheduling and cancels the steps in flight (killing their
+    /// processes). Ctrl-C then asks at a terminal whether to roll back; SIGTERM, like a Ctrl-C
+    /// with no terminal, stops resumable (unless --rollback-on-interrupt). A second signal ends
+    /// the process at once, with its processes (the journal says where it stood; `runbook
+    /// show` reads it).
+    async fn stop(mut self, interrupt: Arc<runbook_core::exec::Interrupt>) {
+        match self.next().await {
+            StopSignal::CtrlC => {
+                eprintln!(
+                    "\ninterrupted: letting running steps stop; press Ctrl-C again to quit at once"
+                );
+                interrupt.raise();
+            }
+            StopSignal::Terminate => {
+                eprintln!(
+                    "\nterminated (SIGTERM): stopping the running steps; a second signal quits at once"
+                );
+                interrupt.terminate("SIGTERM");
+            }
+        }
+        let code = match self.next().await {
+            StopSignal::CtrlC => 130,
+            StopSignal::Terminate => 143,
+        };
+        LocalProcesses::kill_all();
+        std::process::exit(code);
+    }
 }
 
 /// Takes the run lock and opens the journal; `Err(exit)` once the reason has been printed.

@@ -166,6 +166,8 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         parallelism: server.parallelism,
         dry_run: false,
         yes: false,
+        // A server shutting down drains its runs, which never rolls back.
+        roll_back_on_interrupt: false,
         resume: None,
     };
     let started = Instant::now();

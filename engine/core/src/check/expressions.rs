@@ -104,8 +104,41 @@ impl Checker<'_> {
         }
         words
             .iter()
-            .map(|(word, p)| self.template(at, p, word, scope, reads))
+            .map(|(word, p)| {
+                let template = self.template(at, p, word, scope, reads);
+                self.note_command_params(at, p, word, &template);
+                template
+            })
             .collect()
+    }
+
+    /// Records where `template`, one argument of a command, reads params.
+    fn note_command_params(&mut self, at: At<'_>, pointer: &str, text: &str, template: &Template) {
+        for part in &template.parts {
+            let crate::expr::TemplatePart::Expr(expression, offset) = part else {
+                continue;
+            };
+            let base = self.offset_span(at, pointer, text, *offset).start;
+            for reference in &expression.references {
+                let name = match reference.path.as_slice() {
+                    [root, name, ..] if root == "params" => name,
+                    _ => continue,
+                };
+                let start = if reference.line == 1 {
+                    Position::new(base.line, base.column + reference.column - 1)
+                } else {
+                    at.inside(
+                        pointer,
+                        &expression.source,
+                        reference.line,
+                        reference.column,
+                    )
+                    .start
+                };
+                let span = Span::on_line(start, reference.dotted().chars().count());
+                self.command_params.push((name.clone(), span));
+            }
+        }
     }
 
     pub(super) fn duration(&mut self, at: At<'_>, pointer: &str, text: &str) -> Option<Duration> {

@@ -30,6 +30,52 @@ impl Checker<'_> {
         }
     }
 
+    /// A string param that reaches a command's arguments should say what it may hold: a
+    /// value such as `--all` or `-A` would be taken as an option. Bound from an alert, it
+    /// must (an error): whoever can send alerts chooses it. Otherwise a warning, waivable.
+    /// Reported once per param, at its first use in a command. Typed params (integers,
+    /// booleans, durations) are constrained by their type.
+    pub(super) fn lint_params_in_commands(&mut self, at: At<'_>, params: &[ParamSpec]) {
+        let mut reported = BTreeSet::new();
+        for (name, span) in std::mem::take(&mut self.command_params) {
+            let Some(param) = params.iter().find(|param| param.name == name) else {
+                continue;
+            };
+            let constrained = param.kind != document::ParamType::String
+                || param.pattern.is_some()
+                || !param.allowed.is_empty();
+            let waived = param.from.is_none() && at.allowed(span, Code::ParamInCommand).is_some();
+            if constrained || waived || !reported.insert(name.clone()) {
+                continue;
+            }
+            let help = format!(
+                "give param `{name}` (line {}) a `pattern`, such as `pattern: \"[a-z0-9]([-a-z0-9]*[a-z0-9])?\"`, or an `enum` of the values it may take",
+                param.span.start.line
+            );
+            let diagnostic = match &param.from {
+                Some(from) => Diagnostic::error(
+                    Code::AlertParamInCommand,
+                    at.source,
+                    span,
+                    format!(
+                        "param `{name}` is bound from `{from}` and reaches a command's arguments, but has no `pattern` or `enum`: whoever can send an alert chooses its value, such as `--all`"
+                    ),
+                )
+                .with_help(help),
+                None => Diagnostic::warning(
+                    Code::ParamInCommand,
+                    at.source,
+                    span,
+                    format!(
+                        "param `{name}` reaches a command's arguments, but has no `pattern` or `enum` to say what it may hold"
+                    ),
+                )
+                .with_help(help),
+            };
+            self.diagnostics.push(diagnostic);
+        }
+    }
+
     /// Local facts nothing reads are likely a typo or left over.
     pub(super) fn lint_unused_facts(
         &mut self,

@@ -18,7 +18,8 @@
 //!  steps, needs  steps.rs        ids, `needs`, cycles; when, timeout, retries, confirm
 //!  actions       actions/        one file per action family, listed in actions::REGISTRY
 //!  undo, lints   undo.rs         how each step is undone, missing-undo; rollback.rs;
-//!                lints.rs        unused facts, unused `from:`, unknown `runbook:allow` codes
+//!                lints.rs        unused facts, unused `from:`, unknown `runbook:allow` codes,
+//!                                params that reach a command's arguments unconstrained
 //!  calls         calls.rs        once every runbook is known: targets, params, call cycles
 //! ```
 //!
@@ -83,6 +84,7 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
     let mut checker = Checker {
         diagnostics,
         fact_sites: BTreeMap::new(),
+        command_params: Vec::new(),
     };
     // 1. Fact libraries, which every runbook may read.
     let library_facts = checker.check_libraries(&workspace.libraries);
@@ -200,6 +202,7 @@ fn check_runbooks(
     let mut checker = Checker {
         diagnostics: &mut diagnostics,
         fact_sites: BTreeMap::new(),
+        command_params: Vec::new(),
     };
     for loaded in part {
         let before = checker.diagnostics.len();
@@ -241,6 +244,9 @@ struct Checker<'d> {
     diagnostics: &'d mut Diagnostics,
     /// Where each fact is first read in the runbook being checked, for later errors.
     fact_sites: BTreeMap<String, (Source, Span)>,
+    /// Where params are read inside a command's arguments (`run`, `exec`, `command` facts) in
+    /// the runbook being checked, in file order, for the lint on unconstrained params.
+    command_params: Vec<(String, Span)>,
 }
 
 impl Checker<'_> {
@@ -294,6 +300,7 @@ impl Checker<'_> {
         let name = &document.metadata.name;
         let before = self.diagnostics.error_count();
         self.fact_sites.clear();
+        self.command_params.clear();
 
         self.check_runbook_name(at, name);
         self.lint_folder_name(at, name);
@@ -333,6 +340,7 @@ impl Checker<'_> {
         );
         let rollback =
             self.check_rollback(at, spec.rollback.as_ref(), &scope, &mut reads, calls, name);
+        self.lint_params_in_commands(at, &params);
         if self.diagnostics.error_count() == before {
             self.lint_unused_facts(at, &spec.facts, &local, &reads);
         }

@@ -145,6 +145,7 @@ impl Checker<'_> {
             secret: param.secret,
             pattern,
             allowed,
+            allow_option_like: param.allow_option_like,
             span: at.span(&format!("{pointer}/name")),
         })
     }

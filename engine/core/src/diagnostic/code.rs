@@ -104,6 +104,12 @@ codes! {
     ParamDefault = "param-default",
     /// A param bound from an alert in a runbook that has no triggers (a warning).
     UnusedFrom = "unused-from",
+    /// A string param bound from an alert that reaches a command's arguments (`run`, `exec`, a
+    /// `command` or `exec` fact) with no `pattern` or `enum`: an alert could pass `--all`.
+    AlertParamInCommand = "alert-param-in-command",
+    /// A string param that reaches a command's arguments with no `pattern` or `enum` (a
+    /// warning).
+    ParamInCommand = "param-in-command",
     // ----- facts ----------------------------------------------------------------------------
     /// A fact name that is not dotted lowercase words, is reserved, or sits inside another fact.
     FactName = "fact-name",

@@ -32,8 +32,8 @@ pub enum StepError {
     /// manifest without a name, a called runbook that failed).
     #[error("{0}")]
     Refused(String),
-    /// Cancelled by Ctrl-C while it ran.
-    #[error("interrupted by Ctrl-C")]
+    /// Cancelled by an interrupt (Ctrl-C, SIGTERM) while it ran.
+    #[error("interrupted")]
     Interrupted,
     /// The engine panicked while doing the step: a bug. The step fails (never retried, since
     /// the same input panics again) and the run undoes and rolls back as for any failure.

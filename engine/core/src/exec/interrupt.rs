@@ -1,9 +1,13 @@
-//! A Ctrl-C or a drain, delivered to a running executor.
+//! A Ctrl-C, a termination or a drain, delivered to a running executor.
 
-/// A Ctrl-C, delivered to a running executor; or a drain (a server shutting down).
+/// A Ctrl-C or a termination (SIGTERM), delivered to a running executor; or a drain (a server
+/// shutting down).
 #[derive(Default)]
 pub struct Interrupt {
     raised: std::sync::atomic::AtomicBool,
+    /// What terminated the run, when nobody stands behind the interrupt to be asked whether to
+    /// roll back (SIGTERM from a supervisor, not a human's Ctrl-C).
+    terminated: std::sync::Mutex<Option<String>>,
     notify: tokio::sync::Notify,
     /// Why the run is draining: no new step starts, steps in flight finish, and the run stops
     /// where it is, resumable, without undoing anything.
@@ -11,9 +15,30 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
+    /// Ctrl-C: stop scheduling, cancel the steps in flight, and ask whoever is at the terminal
+    /// whether to roll back.
     pub fn raise(&self) {
         self.raised.store(true, std::sync::atomic::Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    /// A termination (`by` such as `SIGTERM`): as [`Interrupt::raise`], but nobody is asked,
+    /// so the run stops resumable and undoes nothing unless the run was told to in advance
+    /// (`RunOptions::roll_back_on_interrupt`).
+    pub fn terminate(&self, by: &str) {
+        self.terminated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(|| by.to_owned());
+        self.raise();
+    }
+
+    /// What terminated the run, if a termination did.
+    pub fn terminated(&self) -> Option<String> {
+        self.terminated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops the run gently: steps in flight finish, no new one starts, a gate that is waiting

@@ -71,8 +71,13 @@ pub struct RunOptions {
     pub catalog: Option<Arc<Catalog>>,
     /// The runbook file's SHA-256, for the journal.
     pub digest: String,
-    /// Raised by Ctrl-C: stop scheduling, cancel what is in flight, ask whether to roll back.
+    /// Raised by Ctrl-C or a termination: stop scheduling, cancel what is in flight, then ask
+    /// whether to roll back (Ctrl-C) or stop resumable (a termination).
     pub interrupt: Option<Arc<Interrupt>>,
+    /// `--rollback-on-interrupt`: an interrupt undoes the completed steps and rolls back
+    /// without asking. Without it, nothing is undone unless a human at the terminal says so:
+    /// `yes` answers gates, never this.
+    pub roll_back_on_interrupt: bool,
     /// Going on with a run that was killed (`runbook resume`).
     pub resume: Option<Resume>,
     /// What the run acts on, for the journal: `context prod (https://...)`, or the simulated
@@ -412,12 +417,13 @@ impl Run {
                     .ask_to_roll_back(progress, &completed("no step had completed"))
                     .await
                 {
-                    Conclusion::Compensate("interrupted by Ctrl-C".to_owned())
+                    Conclusion::Compensate(format!("interrupted by {}", self.interrupted_by()))
                 } else {
                     Conclusion::Finished(
                         Outcome::Stopped,
                         format!(
-                            "interrupted; {}; nothing was undone (`runbook show {}` has the journal)",
+                            "interrupted by {}; {}; nothing was undone; `runbook resume {}` goes on from here",
+                            self.interrupted_by(),
                             completed("no step had completed"),
                             self.options.run_id
                         ),
@@ -447,15 +453,29 @@ impl Run {
         }
     }
 
-    /// After Ctrl-C: asks whether to undo the completed steps and roll back, and journals the
-    /// answer and who gave it.
+    /// After an interrupt: decides whether to undo the completed steps and roll back, asking
+    /// a human only for a Ctrl-C, and journals the decision and who made it. The precedence:
+    /// a drain, a dry-run or nothing to undo never roll back; `--rollback-on-interrupt` always
+    /// does; a termination never asks; otherwise the prompter asks (no terminal: no).
     async fn ask_to_roll_back(&self, progress: &Progress, detail: &str) -> bool {
-        let draining = self.draining();
-        let nothing_to_undo = progress.completed.is_empty();
-        let answer = if self.options.dry_run || nothing_to_undo || draining.is_some() {
-            Answer::No
+        let terminated = self
+            .options
+            .interrupt
+            .as_ref()
+            .and_then(|interrupt| interrupt.terminated());
+        let (roll_back, by) = if let Some(by) = self.draining() {
+            (false, format!("{by}; steps in flight cancelled"))
+        } else if self.options.dry_run {
+            (false, "dry-run (nothing to undo)".to_owned())
+        } else if progress.completed.is_empty() {
+            (false, "nothing to undo".to_owned())
+        } else if self.options.roll_back_on_interrupt {
+            (true, "--rollback-on-interrupt".to_owned())
+        } else if let Some(by) = terminated {
+            (false, format!("{by} (nobody to ask: nothing undone)"))
         } else {
-            self.effects
+            match self
+                .effects
                 .prompter
                 .confirm(
                     "interrupt",
@@ -463,25 +483,25 @@ impl Run {
                     detail,
                 )
                 .await
+            {
+                Answer::Yes => (true, "terminal".to_owned()),
+                Answer::No => (false, "terminal".to_owned()),
+                Answer::NoTerminal | Answer::Paused => {
+                    (false, "none (no terminal: nothing undone)".to_owned())
+                }
+            }
         };
-        let roll_back = answer == Answer::Yes;
-        self.emit(Event::Interrupted {
-            roll_back,
-            by: if let Some(by) = draining {
-                format!("{by}; steps in flight cancelled")
-            } else if self.options.dry_run {
-                "dry-run (nothing to undo)".to_owned()
-            } else if nothing_to_undo {
-                "nothing to undo".to_owned()
-            } else if self.options.yes {
-                "--yes".to_owned()
-            } else if answer == Answer::NoTerminal {
-                "none (no terminal: nothing undone)".to_owned()
-            } else {
-                "terminal".to_owned()
-            },
-        });
+        self.emit(Event::Interrupted { roll_back, by });
         roll_back
+    }
+
+    /// What interrupted the run, for the failure its rollback reports.
+    fn interrupted_by(&self) -> String {
+        self.options
+            .interrupt
+            .as_ref()
+            .and_then(|interrupt| interrupt.terminated())
+            .unwrap_or_else(|| "Ctrl-C".to_owned())
     }
 }
 
