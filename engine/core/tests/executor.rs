@@ -761,6 +761,46 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 13: a secret holding `"` or `\` leaked JSON-escaped in a fact's value, which is shown
+/// as JSON.
+#[test]
+fn a_secret_holding_quotes_and_backslashes_never_leaks_escaped_in_a_fact_value() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: quoting}
+spec:
+  params:
+    - {name: passphrase, secret: true}
+  facts:
+    - {name: login, expr: '#{user: \"app\", phrase: params.passphrase}'}
+  preconditions:
+    - check: login.user == \"app\"
+  steps:
+    - {id: check, verify: 'true'}
+";
+    let h = Test::new()
+        .runbook(text)
+        .set("passphrase", r#"Ab"Cd\Ef-9z"#)
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let records = events(&h.collect);
+    let read = records
+        .iter()
+        .find_map(|record| match &record.event {
+            Event::FactRead { fact, value } if fact == "login" => Some(value.clone()),
+            _ => None,
+        })
+        .expect("the fact was read");
+    assert_eq!(read, r#"{"phrase":"<redacted>","user":"app"}"#);
+    let shown: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    for piece in ["Ab", "Ef-9z"] {
+        assert!(!shown.contains(piece), "{piece} leaked: {shown}");
+    }
+}
+
 #[test]
 fn a_failing_undo_exits_5_and_says_what_a_human_must_fix() {
     let text = format!(
