@@ -14,8 +14,33 @@
 //! | JSON-escaped (`\"`, `\\`, `\n`, `\u00e9`, ...), once or twice (JSON inside a JSON string) | the text is unescaped and searched |
 //! | percent-encoded (URLs, query strings, forms): any characters escaped, `%2f` or `%2F`, a space as `%20` or `+` | the text is percent-decoded and searched |
 //!
-//! **Credential shapes** are removed from any text, known or not: bearer tokens, JWTs,
-//! Vault/GitHub/Slack/AWS tokens, `password=...`.
+//! **Credential shapes** are removed from any text, known or not:
+//!
+//! | shape | example | removed |
+//! |---|---|---|
+//! | JWT | `eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl` | all of it |
+//! | bearer token | `Bearer abcdef0123456789` | all of it |
+//! | HTTP basic auth | `Authorization: Basic dXNlcjpwYXNz` | the base64 |
+//! | Vault token | `hvs.CAESI...`, a legacy `s.` and 24 characters | all of it |
+//! | GitHub token | `ghp_...` (also `gho_`, `ghu_`, `ghs_`, `ghr_`) | all of it |
+//! | Slack token | `xoxb-...` | all of it |
+//! | AWS access key id | `AKIA` and 16 characters | all of it |
+//! | PEM private key | `-----BEGIN ... PRIVATE KEY----- ... -----END ... PRIVATE KEY-----` | all of it |
+//! | password in a URL | `https://user:PASSWORD@host` | the password |
+//!
+//! and assignments (`KEY=VALUE`, `KEY: VALUE`, `"KEY": "VALUE"`, `KEY := VALUE`), judged by
+//! the key and the shape of the value. The key is split into words at `_`, `-`, `.` and where
+//! lower case turns upper (`DB_PASSWORD`, `clientSecret`, `aws_secret_access_key`), and
+//! compared without regard to case:
+//!
+//! | key | value | redacted |
+//! |---|---|---|
+//! | exactly `secret`, `secretName`, `existingSecret` (Helm's) or `secretKey` (a key in a Secret, as an ExternalSecret names it) | a Kubernetes name: a DNS-1123 subdomain with no run of 16 or more characters mixing letters and digits (generated tokens look like that) | no: it names a Secret, or a key in one |
+//! | the same | anything else | yes |
+//! | the last word ends in `password`, `passwd`, `passphrase`, `secret` or `token`, or is `pass` after another word (`DB_PASS`; `pass` alone counts passed checks); or the last two words are `api key`, `access key`, `secret key` or `private key` | anything but `true`, `false`, `null`, a `{...}` or `[...]` (whose own keys are judged) | yes |
+//! | anything else (`PWD`, `max_tokens`, `secretRef`, `passwordless`, `db-credentials`) | | no |
+//!
+//! A value runs to its closing quote if it is quoted, else to whitespace or one of `"',}]\&`.
 
 use std::sync::RwLock;
 
@@ -26,6 +51,64 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Known secrets are at least this long; shorter values would redact ordinary words.
 const MIN_SECRET_LEN: usize = 4;
+
+/// The credential shapes of the module's table: a name and a pattern. Where a pattern has a
+/// group, the group is the credential and the rest stays; otherwise the whole match goes.
+const TOKENS: &[(&str, &str)] = &[
+    (
+        "JWT",
+        r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    ),
+    ("bearer token", r"(?i:bearer)\s+[A-Za-z0-9._~+/-]{8,}=*"),
+    (
+        "HTTP basic auth",
+        r#"(?i:authorization)(?:\\?["'])?[ \t]*[:=][ \t]*(?:\\?["'])?(?i:basic)[ \t]+([A-Za-z0-9+/_-]{4,}={0,2})"#,
+    ),
+    (
+        "Vault token",
+        r"hv[sbr]\.[A-Za-z0-9_-]{20,}|\bs\.[A-Za-z0-9]{24}\b",
+    ),
+    ("GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}"),
+    ("Slack token", r"xox[abprs]-[A-Za-z0-9-]{10,}"),
+    ("AWS access key id", r"\bAKIA[0-9A-Z]{16}\b"),
+    (
+        "PEM private key",
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+    ),
+    (
+        "password in a URL",
+        r#"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:"']*:([^\s/?#@"']+)@"#,
+    ),
+];
+
+/// `KEY`, an optional closing quote, the separator, and an optional opening quote (which may
+/// be escaped, inside a JSON string): groups 1 (the key) and 2 (the opening quote).
+const ASSIGNMENT: &str =
+    r#"([A-Za-z_][A-Za-z0-9_.-]*)(?:\\?["'])?[ \t]*(?::=|=|:)[ \t]*(\\?["'])?"#;
+
+/// Keys that are exactly one of these (words joined) may name a Secret, or a key in one, rather
+/// than hold a credential.
+const SECRET_NAME_KEYS: &[&str] = &["secret", "secretname", "existingsecret", "secretkey"];
+
+/// A key whose last word ends in one of these holds a credential.
+const CREDENTIAL_ENDINGS: &[&str] = &["password", "passwd", "passphrase", "secret", "token"];
+
+/// A key whose last two words (joined) are one of these holds a credential.
+const CREDENTIAL_PAIRS: &[&str] = &["apikey", "accesskey", "secretkey", "privatekey"];
+
+/// Values that are never credentials, whatever the key.
+const NOT_CREDENTIALS: &[&str] = &["true", "false", "null"];
+
+/// What a key says about the value after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    /// A credential, whatever its shape.
+    Credential,
+    /// A Secret's name, or else a credential.
+    SecretName,
+    /// Nothing.
+    Other,
+}
 
 pub struct Redactor {
     /// Known secrets in their remembered forms (as they are, and base64), longest first, so a
@@ -43,21 +126,9 @@ impl Default for Redactor {
 
 impl Redactor {
     pub fn new() -> Self {
-        // Patterns for credentials that are recognisable on their own.
-        let tokens = Regex::new(concat!(
-            r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-            r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{8,}=*",
-            r"|hv[sbr]\.[A-Za-z0-9_-]{20,}",
-            r"|\bs\.[A-Za-z0-9]{24}\b",
-            r"|gh[pousr]_[A-Za-z0-9]{30,}",
-            r"|xox[abprs]-[A-Za-z0-9-]{10,}",
-            r"|\bAKIA[0-9A-Z]{16}\b",
-            r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
-        ))
-        .expect("the token patterns are valid");
-        // `password: x`, `token=x`, `"api_key": "x"`: the name stays, the value goes.
-        let assignments = Regex::new(r#"(?i)\b(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)\b["']?\s*[:=]\s*["']?"#)
-            .expect("the assignment pattern is valid");
+        let patterns: Vec<&str> = TOKENS.iter().map(|(_, pattern)| *pattern).collect();
+        let tokens = Regex::new_many(&patterns).expect("the token patterns are valid");
+        let assignments = Regex::new(ASSIGNMENT).expect("the assignment pattern is valid");
         Self {
             known: RwLock::new(Vec::new()),
             tokens,
@@ -130,34 +201,8 @@ impl Redactor {
 
     pub fn redact(&self, text: &str) -> String {
         let out = self.redact_known(text);
-        let mut result = String::with_capacity(out.len());
-        let mut last = 0;
-        for found in self.tokens.find_iter(&out) {
-            result.push_str(&out[last..found.start()]);
-            result.push_str(REDACTED);
-            last = found.end();
-        }
-        result.push_str(&out[last..]);
-        let out = result;
-        let mut result = String::with_capacity(out.len());
-        let mut last = 0;
-        for found in self.assignments.find_iter(&out) {
-            if found.start() < last {
-                continue;
-            }
-            result.push_str(&out[last..found.end()]);
-            let value_end = out[found.end()..]
-                .find(|c: char| c.is_whitespace() || "\"',}]\\".contains(c))
-                .map_or(out.len(), |offset| found.end() + offset);
-            if value_end > found.end() && &out[found.end()..value_end] != REDACTED {
-                result.push_str(REDACTED);
-            } else {
-                result.push_str(&out[found.end()..value_end]);
-            }
-            last = value_end;
-        }
-        result.push_str(&out[last..]);
-        result
+        let out = self.redact_tokens(&out);
+        self.redact_assignments(&out)
     }
 
     /// Where known secrets are in `text`, in every encoding of the module's table.
@@ -198,6 +243,63 @@ impl Redactor {
         }
         spans
     }
+
+    /// Removes the credential shapes of the module's table.
+    fn redact_tokens(&self, text: &str) -> String {
+        let spans = self
+            .tokens
+            .captures_iter(text)
+            .filter_map(|captures| {
+                captures
+                    .get_group(1)
+                    .or_else(|| captures.get_match().map(|found| found.span()))
+            })
+            .map(|span| (span.start, span.end))
+            .filter(|&(start, end)| &text[start..end] != REDACTED)
+            .collect();
+        replace_spans(text, spans)
+    }
+
+    /// Removes the values of credential assignments, judged by the module's table.
+    fn redact_assignments(&self, text: &str) -> String {
+        let mut spans = Vec::new();
+        // The end of the last value removed: an assignment inside it is gone with it.
+        let mut last = 0;
+        for captures in self.assignments.captures_iter(text) {
+            let (Some(found), Some(key)) = (captures.get_group(0), captures.get_group(1)) else {
+                continue;
+            };
+            if found.start < last {
+                continue;
+            }
+            let kind = classify(&text[key.start..key.end]);
+            if kind == Key::Other {
+                continue;
+            }
+            let rest = &text[found.end..];
+            // `==` compares and `::` names a path; neither assigns.
+            if captures.get_group(2).is_none() && rest.starts_with(['=', ':']) {
+                continue;
+            }
+            let length = match captures.get_group(2) {
+                Some(quote) => quoted_length(rest, &text[quote.start..quote.end]),
+                None => rest
+                    .find(|c: char| c.is_whitespace() || "\"',}]\\&".contains(c))
+                    .unwrap_or(rest.len()),
+            };
+            let value = &rest[..length];
+            let keep = value.is_empty()
+                || value == REDACTED
+                || NOT_CREDENTIALS.contains(&value)
+                || (captures.get_group(2).is_none() && value.starts_with(['{', '[']))
+                || (kind == Key::SecretName && is_object_name(value));
+            if !keep {
+                spans.push((found.end, found.end + length));
+                last = found.end + length;
+            }
+        }
+        replace_spans(text, spans)
+    }
 }
 
 /// Replaces each span (merged where they overlap) by [`REDACTED`].
@@ -227,6 +329,90 @@ fn replace_spans(text: &str, mut spans: Vec<(usize, usize)>) -> String {
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// The key's words, lower case: `aws_secret_access_key` and `clientSecret` alike.
+fn key_words(key: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut after_lower = false;
+    for character in key.chars() {
+        if matches!(character, '_' | '-' | '.') {
+            words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+            after_lower = false;
+            continue;
+        }
+        if character.is_ascii_uppercase() && after_lower {
+            words.push(std::mem::take(&mut word));
+        }
+        after_lower = character.is_ascii_lowercase() || character.is_ascii_digit();
+        word.push(character.to_ascii_lowercase());
+    }
+    words.extend((!word.is_empty()).then_some(word));
+    words
+}
+
+/// What a key says about its value (the module's table).
+fn classify(key: &str) -> Key {
+    let words = key_words(key);
+    if SECRET_NAME_KEYS.contains(&words.concat().as_str()) {
+        return Key::SecretName;
+    }
+    let Some(last) = words.last() else {
+        return Key::Other;
+    };
+    let pair = match words.len() {
+        0 | 1 => last.clone(),
+        n => format!("{}{last}", words[n - 2]),
+    };
+    let credential = (last == "pass" && words.len() > 1)
+        || CREDENTIAL_ENDINGS
+            .iter()
+            .any(|ending| last.ends_with(ending))
+        || CREDENTIAL_PAIRS
+            .iter()
+            .any(|ending| pair == *ending || last.ends_with(ending));
+    if credential {
+        Key::Credential
+    } else {
+        Key::Other
+    }
+}
+
+/// How long a quoted value is, up to its closing `quote` (an escaped one inside is skipped),
+/// or to the end of the line if it is never closed.
+fn quoted_length(rest: &str, quote: &str) -> usize {
+    let line = rest.find('\n').unwrap_or(rest.len());
+    let mut from = 0;
+    while let Some(offset) = rest[from..line].find(quote) {
+        let at = from + offset;
+        let escaped = quote.len() == 1 && rest[..at].ends_with('\\');
+        if !escaped {
+            return at;
+        }
+        from = at + quote.len();
+    }
+    line
+}
+
+/// A Kubernetes object name (a DNS-1123 subdomain) that does not look like a generated token.
+fn is_object_name(value: &str) -> bool {
+    let subdomain = value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    let token_like = value.split(['.', '-']).any(|run| {
+        run.len() >= 16
+            && run.bytes().any(|b| b.is_ascii_digit())
+            && run.bytes().any(|b| b.is_ascii_lowercase())
+    });
+    subdomain && !token_like
 }
 
 /// Text as one decoding reads it, and for each of its bytes the span of the original text it
@@ -431,6 +617,80 @@ mod tests {
             redactor.redact("nothing secret here: replicas=3"),
             "nothing secret here: replicas=3"
         );
+    }
+
+    /// Issue 13: credentials in output that were missed, and a Secret's name that was taken for
+    /// one. Each line is redacted as the module's tables say.
+    #[test]
+    fn credentials_are_judged_by_their_key_and_the_shape_of_their_value() {
+        let redactor = Redactor::new();
+        let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        for (text, redacted) in [
+            ("DB_PASSWORD=hunter2 next", "DB_PASSWORD=<redacted> next"),
+            (
+                "client_secret=s3cr3t&grant_type=client_credentials",
+                "client_secret=<redacted>&grant_type=client_credentials",
+            ),
+            (
+                "MYSQL_ROOT_PASSWORD: r00t!",
+                "MYSQL_ROOT_PASSWORD: <redacted>",
+            ),
+            (
+                &format!("aws_secret_access_key = {aws}"),
+                "aws_secret_access_key = <redacted>",
+            ),
+            (
+                &format!("export AWS_SECRET_ACCESS_KEY={aws}"),
+                "export AWS_SECRET_ACCESS_KEY=<redacted>",
+            ),
+            (
+                "curl -H 'Authorization: Basic dXNlcjpwYXNzd29yZA==' x",
+                "curl -H 'Authorization: Basic <redacted>' x",
+            ),
+            (
+                "postgres://app:s3cret@db:5432/app",
+                "postgres://app:<redacted>@db:5432/app",
+            ),
+            (
+                "fetch https://oncall:pa%40ss@git.example.com/repo.git",
+                "fetch https://oncall:<redacted>@git.example.com/repo.git",
+            ),
+            (
+                r#""clientSecret": "two words", "n": 1"#,
+                r#""clientSecret": "<redacted>", "n": 1"#,
+            ),
+            (
+                r#"{\"password\": \"x1 y\"}"#,
+                r#"{\"password\": \"<redacted>\"}"#,
+            ),
+            ("--db-pass=letmein", "--db-pass=<redacted>"),
+            ("password := \"go\"", "password := \"<redacted>\""),
+            // A name key with a value no Secret could be named: a credential after all.
+            ("secret=Hunter2!", "secret=<redacted>"),
+            (&format!("secretKey: {aws}"), "secretKey: <redacted>"),
+            ("secret: 3f9a8c7d6e5b4a3f2e1d0c9b", "secret: <redacted>"),
+        ] {
+            assert_eq!(redactor.redact(text), redacted, "{text}");
+        }
+        for kept in [
+            "secret=gateway-tls",
+            "secretName: gateway-tls",
+            "existingSecret: db-credentials",
+            "kubectl get secret gateway-tls -o yaml",
+            "secretRef: {name: db}",
+            "PWD=/home/oncall",
+            "max_tokens=512",
+            "passwordless: enabled",
+            r#""summary": {"pass": 12, "fail": 1}"#,
+            r#"{"secretKey": "password", "remoteRef": {"key": "sre/db"}}"#,
+            "ExternalSecret monitoring/grafana-admin-credentials: annotations set",
+            "token: true",
+            "https://example.com:8443/path?x=1",
+            "params.token == \"abc\"",
+            "Basic authentication is disabled",
+        ] {
+            assert_eq!(redactor.redact(kept), kept);
+        }
     }
 
     /// Issue 13: a secret holding `"` or `\` leaked JSON-escaped in fact values; it must go in
