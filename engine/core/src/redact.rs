@@ -1,10 +1,12 @@
 //! Redaction: secret values never reach the terminal, the journal or a notification.
 //!
-//! Every journal record passes through here before it is written or shown, so there is one
-//! choke point. It removes two kinds of secret.
+//! Every journal record passes through the run's one [`Redactor`] before it is written or
+//! shown, so there is one choke point; a run and the runbooks it calls share it. It removes
+//! two kinds of secret.
 //!
-//! **Known secrets** are values the run knows to be secret: params marked `secret`, facts
-//! marked `secret`, and everything read from a Kubernetes Secret. Each is removed in every encoding it is commonly written in, escapes and
+//! **Known secrets** are values the run knows to be secret: params marked `secret` (or bound
+//! from a secret by the runbook that called this one), facts marked `secret`, and everything
+//! read from a Kubernetes Secret. Each is removed in every encoding it is commonly written in, escapes and
 //! all:
 //!
 //! | encoding | how it is found |

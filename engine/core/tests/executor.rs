@@ -761,6 +761,80 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 13: a secret passed to a called runbook's param that is not declared secret was
+/// printed and journaled in clear by the called run. Secrecy follows the value: the called
+/// run knows the caller's secrets, and a value rendered from a secret (here one changed on
+/// the way, so it is not the secret as written) is secret there too.
+#[test]
+fn a_secret_passed_to_a_called_runbook_stays_secret_whatever_its_param_says() {
+    let dir = tempfile_dir("called");
+    let journal = Arc::new(Journal::create(&dir, "run-1").expect("journal"));
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: caller}
+spec:
+  params:
+    - {name: token, secret: true}
+  steps:
+    - id: deploy
+      runbook: {name: deployer, params: {auth: '${params.token}', shout: '${params.token.to_upper()}'}}
+---
+apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: deployer}
+spec:
+  params:
+    - {name: auth}
+    - {name: shout}
+  steps:
+    - {id: tell, notify: 'deploying with ${params.auth} (${params.shout})'}
+";
+    let h = Test::new()
+        .runbook(text)
+        .set("token", "tkn-Caller-42xy")
+        .journal(&journal)
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let written = std::fs::read_to_string(journal.path()).expect("journal");
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    let sent: String = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    for (place, text) in [
+        ("journal", &written),
+        ("events", &shown),
+        ("notifications", &sent),
+    ] {
+        for secret in ["tkn-Caller-42xy", "TKN-CALLER-42XY"] {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into the {place}: {text}"
+            );
+        }
+    }
+    assert_eq!(sent, "deploying with <redacted> (<redacted>)");
+    let called = events(&h.collect)
+        .into_iter()
+        .find_map(|record| match record.event {
+            Event::RunStarted {
+                runbook, params, ..
+            } if runbook == "deployer" => Some(params),
+            _ => None,
+        })
+        .expect("the called runbook started");
+    assert_eq!(
+        called,
+        serde_json::json!({"auth": "<redacted>", "shout": "<redacted>"})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue 13: a secret holding `"` or `\` leaked JSON-escaped in a fact's value, which is shown
 /// as JSON.
 #[test]

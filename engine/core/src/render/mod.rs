@@ -2,7 +2,8 @@
 //! pull-request review, JSON for tools, and the DAG as Graphviz DOT or Mermaid.
 //!
 //! Params are substituted into templates here (only params: facts are read at run time, so a
-//! `${...}` that reads a fact is shown as written). Secret params are shown as `<secret>`.
+//! `${...}` that reads a fact is shown as written). Secret params (declared so, or bound from a
+//! secret by a calling runbook) are shown as `<secret>`.
 
 use std::fmt::Write as _;
 
@@ -39,7 +40,7 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                     r.path
                         .get(1)
                         .and_then(|name| plan.runbook.param(name))
-                        .is_some_and(|p| p.secret)
+                        .is_some_and(|p| plan.bindings.is_secret(p))
                 });
                 if secret {
                     out.push_str(SECRET);
@@ -328,7 +329,7 @@ fn origin(fact: &FactSpec) -> String {
 
 fn param_value(plan: &Plan, param: &ParamSpec) -> String {
     match plan.bindings.values.get(&param.name) {
-        Some(_) if param.secret => SECRET.to_owned(),
+        Some(_) if plan.bindings.is_secret(param) => SECRET.to_owned(),
         Some(value) => value.to_string(),
         None => "(unset)".to_owned(),
     }
@@ -337,6 +338,7 @@ fn param_value(plan: &Plan, param: &ParamSpec) -> String {
 fn origin_word(plan: &Plan, name: &str) -> &'static str {
     match plan.bindings.origins.get(name) {
         Some(crate::bind::Origin::Set) => "--set",
+        Some(crate::bind::Origin::Caller) => "caller",
         Some(crate::bind::Origin::Alert) => "alert",
         Some(crate::bind::Origin::Default) => "default",
         None => "unset",
