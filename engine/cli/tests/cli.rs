@@ -18,11 +18,17 @@ struct Output {
 }
 
 fn runbook_in(dir: &Path, args: &[&str]) -> Output {
+    runbook_with(dir, args, &[])
+}
+
+/// `runbook` in `dir` with `env` set (after the defaults, so it may set `RUNBOOK_LOG`).
+fn runbook_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(args)
         .current_dir(dir)
         .env_remove("RUNBOOK_DIR")
         .env("RUNBOOK_LOG", "off")
+        .envs(env.iter().copied())
         .output()
         .expect("runbook runs");
     Output {
@@ -1348,4 +1354,62 @@ fn resume_refuses_a_changed_runbook_and_a_finished_run() {
         "{}",
         out.stderr
     );
+}
+
+// Issue 13, secrets: what a user must be able to rely on when a runbook takes a secret.
+
+const EMPTY_WORLD: &str =
+    "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: empty}\nspec:\n  objects: []\n";
+
+/// A folder holding `runbook` and the empty scenario `empty.scenario.yaml`.
+fn folder_with_world(name: &str, runbook: &str) -> tempfile::TempDir {
+    let dir = folder(&[(name, runbook)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    dir
+}
+
+const PRINTER: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: printer
+spec:
+  params:
+    - {name: password, secret: true}
+  preconditions:
+    - check: type_of(print(params.password)) == "()" && type_of(debug(params.password)) == "()"
+  steps:
+    - {id: check, verify: "true"}
+"#;
+
+/// Issue 13: `print(params.password)` and `debug(...)` in an expression wrote the secret to the
+/// log (at INFO and DEBUG).
+#[test]
+fn what_an_expression_prints_reaches_the_log_redacted() {
+    let dir = folder_with_world("printer.yaml", PRINTER);
+    let state = state();
+    let out = runbook_with(
+        dir.path(),
+        &[
+            "run",
+            "printer",
+            "--set",
+            "password=Hunter2-\"quoted\"",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+        &[("RUNBOOK_LOG", "runbook=debug")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let printed: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|line| line.contains("Expression printed") || line.contains("Expression debug"))
+        .collect();
+    assert_eq!(printed.len(), 2, "{}", out.stderr);
+    for line in printed {
+        assert!(line.contains("<redacted>"), "{line}");
+    }
+    assert!(!out.stderr.contains("Hunter2"), "{}", out.stderr);
 }

@@ -7,6 +7,9 @@
 //! compiled; the names they read (`openbao.status.sealed`, `params.namespace`) are pulled out
 //! of the AST so the checker can tell the author about facts and params that do not exist.
 //!
+//! What an expression prints (`print`, `debug`) goes to the log through the redactor of the run
+//! that evaluates it, so `print(params.password)` logs `<redacted>`.
+//!
 //! Nothing an expression calls may block the thread or read the world outside the run:
 //! Rhai's `sleep` and `timestamp` are refused when an expression is compiled (so `validate`
 //! names them) and fail if called anyway. [`evaluate`] stops an evaluation at its deadline or
@@ -21,6 +24,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rhai::{ASTNode, Dynamic, Engine, EvalAltResult, Expr, OptimizationLevel, Scope, AST};
+
+use crate::redact::Redactor;
 
 /// Operations one evaluation may take before it is stopped.
 pub const MAX_OPERATIONS: u64 = 200_000;
@@ -60,18 +65,35 @@ impl Budget {
 thread_local! {
     /// The budget of the evaluation running on this thread, read by the progress callback.
     static BUDGET: RefCell<Option<Budget>> = const { RefCell::new(None) };
+    /// The redactor of the run whose evaluation runs on this thread, read by the `print` and
+    /// `debug` callbacks: the engine is one for every run, so the run is found here.
+    static REDACTOR: RefCell<Option<Arc<Redactor>>> = const { RefCell::new(None) };
+}
+
+/// Forgets this thread's evaluation when it ends, however it ends.
+struct Evaluating;
+
+impl Drop for Evaluating {
+    fn drop(&mut self) {
+        BUDGET.with(|slot| *slot.borrow_mut() = None);
+        REDACTOR.with(|slot| *slot.borrow_mut() = None);
+    }
 }
 
 /// Evaluates `ast` with `scope` on this thread, within `budget`: past it the evaluation stops
-/// with an error saying so.
+/// with an error saying so. What it prints is redacted by `redactor` (the run's); without one
+/// (a plan being rendered), by the credential patterns alone.
 pub fn evaluate<T: rhai::Variant + Clone>(
     scope: &mut Scope<'_>,
     ast: &AST,
     budget: &Budget,
+    redactor: Option<&Arc<Redactor>>,
 ) -> Result<T, Box<EvalAltResult>> {
     BUDGET.with(|slot| *slot.borrow_mut() = Some(budget.clone()));
+    REDACTOR.with(|slot| *slot.borrow_mut() = redactor.cloned());
+    let evaluating = Evaluating;
     let result = sandboxed_engine().eval_ast_with_scope::<T>(scope, ast);
-    BUDGET.with(|slot| *slot.borrow_mut() = None);
+    drop(evaluating);
     result.map_err(|error| match *error {
         EvalAltResult::ErrorTerminated(_, position) => Box::new(EvalAltResult::ErrorRuntime(
             Dynamic::from(if budget.cancelled.load(Ordering::Relaxed) {
@@ -128,12 +150,24 @@ pub fn sandboxed_engine() -> &'static Engine {
                     .map(|_| Dynamic::from("deadline"))
             })
         });
+        engine.on_print(|text| {
+            let text = redacted(text);
+            tracing::info!(target: "runbook::expr", text = text.as_str(), "Expression printed.");
+        });
+        engine.on_debug(|text, _, _| {
+            let text = redacted(text);
+            tracing::debug!(target: "runbook::expr", text = text.as_str(), "Expression debug.");
+        });
         engine
-            .on_print(|text| tracing::info!(target: "runbook::expr", text, "Expression printed."));
-        engine.on_debug(
-            |text, _, _| tracing::debug!(target: "runbook::expr", text, "Expression debug."),
-        );
-        engine
+    })
+}
+
+/// What an expression printed, as the run evaluating it on this thread may show it.
+fn redacted(text: &str) -> String {
+    static PATTERNS_ONLY: OnceLock<Redactor> = OnceLock::new();
+    REDACTOR.with(|slot| match slot.borrow().as_ref() {
+        Some(redactor) => redactor.redact(text),
+        None => PATTERNS_ONLY.get_or_init(Redactor::new).redact(text),
     })
 }
 

@@ -1,7 +1,8 @@
 //! Redaction: secret values never reach the terminal, the journal or a notification.
 //!
-//! Every journal record passes through the run's one [`Redactor`] before it is written or
-//! shown, so there is one choke point; a run and the runbooks it calls share it. It removes
+//! Every journal record, and every line an expression prints, passes through the run's one
+//! [`Redactor`] before it is written or shown, so there is one choke point; a run and the
+//! runbooks it calls share it. It removes
 //! two kinds of secret.
 //!
 //! **Known secrets** are values the run knows to be secret: params marked `secret` (or bound

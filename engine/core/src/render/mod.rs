@@ -55,8 +55,13 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                         deadline: std::time::Instant::now() + RENDER_EVALUATION_TIME,
                         cancelled: Default::default(),
                     };
-                    crate::expr::evaluate::<rhai::Dynamic>(&mut scope, &expression.ast, &budget)
-                        .ok()
+                    crate::expr::evaluate::<rhai::Dynamic>(
+                        &mut scope,
+                        &expression.ast,
+                        &budget,
+                        None,
+                    )
+                    .ok()
                 });
                 match value.flatten() {
                     Some(value) if !value.is_unit() => out.push_str(&value.to_string()),
