@@ -1413,3 +1413,66 @@ fn what_an_expression_prints_reaches_the_log_redacted() {
     }
     assert!(!out.stderr.contains("Hunter2"), "{}", out.stderr);
 }
+
+const PIN_RESET: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: pin-reset
+spec:
+  params:
+    - {name: user}
+    - {name: pin, secret: true, pattern: "[0-9]{6}"}
+  steps:
+    - {id: check, verify: "true"}
+"#;
+
+/// The run key of `pin-reset` for `params` (as `lock_target` makes it).
+fn run_key(runbook: &str, params: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(params.as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{runbook}-{hex}")
+}
+
+/// Issue 13: the run key (the lock file's and the Lease's name) hashed every param, secrets
+/// included, and a 6-digit PIN was recovered from its 48 bits in seconds. A secret param is
+/// left out of it: a run that differs only by the PIN is the same run for locking.
+#[test]
+fn a_secret_param_is_not_part_of_the_run_key() {
+    let dir = folder_with_world("pin-reset.yaml", PIN_RESET);
+    let state = state();
+    let target = run_key("pin-reset", r#"{"user":"alice"}"#);
+    let _held =
+        runbook_core::lock::RunLock::acquire(state.path(), &target, "the-first-run").expect("lock");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "run",
+            "pin-reset",
+            "--set",
+            "user=alice",
+            "--set",
+            "pin=123456",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("already running") && out.stderr.contains("the-first-run"),
+        "{}",
+        out.stderr
+    );
+    let locks: Vec<String> = std::fs::read_dir(state.path().join("locks"))
+        .expect("locks")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        locks,
+        [format!("{target}.lock")],
+        "no key with the PIN in it"
+    );
+}
