@@ -1476,3 +1476,127 @@ fn a_secret_param_is_not_part_of_the_run_key() {
         "no key with the PIN in it"
     );
 }
+
+const GREETER: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: greeter
+spec:
+  params:
+    - {name: db_host}
+    - {name: greeting}
+    - {name: target}
+    - {name: token, secret: true}
+  steps:
+    - {id: check, verify: "true"}
+"#;
+
+/// Issue 13: a secret given with `--set` is in the process list. `--set-file NAME=PATH` (the
+/// file without its final newline) and `RUNBOOK_PARAM_<NAME>` give params without that, and
+/// the precedence is `--set`, then `--set-file`, then the environment.
+#[test]
+fn params_come_from_files_and_the_environment_below_set() {
+    let dir = folder_with_world("greeter.yaml", GREETER);
+    std::fs::write(dir.path().join("greeting.txt"), "hello, world\r\n").expect("write");
+    std::fs::write(dir.path().join("token.txt"), "tkn-from-a-file\n").expect("write");
+    let out = runbook_with(
+        dir.path(),
+        &[
+            "plan",
+            "greeter",
+            "--format",
+            "json",
+            "--set-file",
+            "greeting=greeting.txt",
+            "--set-file",
+            "target=greeting.txt",
+            "--set",
+            "target=prod",
+            "--set-file",
+            "token=token.txt",
+        ],
+        &[
+            ("RUNBOOK_PARAM_DB_HOST", "db.internal"),
+            ("RUNBOOK_PARAM_GREETING", "from the environment"),
+            ("RUNBOOK_PARAM_TARGET", "from the environment"),
+            ("RUNBOOK_PARAM_NOT_A_PARAM", "left alone"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let param = |name: &str| {
+        (
+            plan["params"][name]["value"].clone(),
+            plan["params"][name]["origin"].clone(),
+        )
+    };
+    use serde_json::json;
+    assert_eq!(
+        param("db_host"),
+        (json!("db.internal"), json!("environment"))
+    );
+    assert_eq!(
+        param("greeting"),
+        (json!("hello, world"), json!("--set-file"))
+    );
+    assert_eq!(param("target"), (json!("prod"), json!("--set")));
+    assert_eq!(param("token"), (json!("<secret>"), json!("--set-file")));
+    assert!(
+        !out.stderr.contains("process list"),
+        "nothing secret was on the command line: {}",
+        out.stderr
+    );
+    // The token, as read from its file, is a secret the run knows.
+    let state = state();
+    let out = runbook_with(
+        dir.path(),
+        &[
+            "run",
+            "greeter",
+            "--set-file",
+            "token=token.txt",
+            "--set",
+            "greeting=hi",
+            "--set",
+            "target=prod",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--output",
+            "json",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+        &[("RUNBOOK_PARAM_DB_HOST", "db.internal")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(r#""token":"<redacted>""#),
+        "{}",
+        out.stdout
+    );
+
+    let out = runbook_in(
+        dir.path(),
+        &["plan", "greeter", "--set-file", "token=missing.txt"],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("`--set-file token=missing.txt`: cannot read missing.txt"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A secret given with `--set` works, and the user hears how to keep it out of `ps`.
+#[test]
+fn a_secret_given_with_set_is_noted_with_the_ways_that_keep_it_off_the_command_line() {
+    let dir = folder_with_world("greeter.yaml", GREETER);
+    let out = runbook_in(dir.path(), &["plan", "greeter", "--set", "token=abc123"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("note: param `token` is secret, and `--set` puts its value in the process list and the shell's history; give it with `--set-file token=PATH` or RUNBOOK_PARAM_TOKEN instead"),
+        "{}",
+        out.stderr
+    );
+}

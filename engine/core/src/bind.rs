@@ -20,13 +20,18 @@ use crate::runbook::{AlertField, ParamSpec, ParamValue, Runbook};
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     Set,
+    /// `--set-file NAME=PATH`.
+    File,
+    /// The environment's `RUNBOOK_PARAM_<NAME>`.
+    Environment,
     /// The runbook that called this one (a `runbook:` step or rollback).
     Caller,
     Alert,
     Default,
 }
 
-/// A value given for a param by name, as `--set` or a calling runbook gives it.
+/// A value given for a param by name, as the command line (`--set`, `--set-file`, the
+/// environment) or a calling runbook gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Given {
     pub name: String,
@@ -180,6 +185,8 @@ pub fn bind_given(
             Err(message) => {
                 let origin = match origin {
                     Origin::Set => "--set".to_owned(),
+                    Origin::File => "--set-file".to_owned(),
+                    Origin::Environment => "the environment".to_owned(),
                     Origin::Caller => "the calling runbook".to_owned(),
                     Origin::Alert => param
                         .from

@@ -36,21 +36,27 @@ pub fn resume(
         anyhow::bail!("run `{run_id}` was a dry-run, which changes nothing; run it again instead");
     }
     // The params it ran with (secret ones were never written down: pass them with --set).
-    let mut sets: Vec<String> = state
+    let journaled: Vec<(String, String)> = state
         .params
         .iter()
         .filter(|(_, value)| value.as_str() != Some(runbook_core::redact::REDACTED))
         .map(|(name, value)| {
-            format!(
-                "{name}={}",
+            (
+                name.clone(),
                 value
                     .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned)
+                    .map_or_else(|| value.to_string(), str::to_owned),
             )
         })
         .collect();
-    sets.extend(args.execution.sets.iter().cloned());
-    let plan = match build_plan(dir, &state.runbook, &sets, None, false)? {
+    let plan = match build_plan(
+        dir,
+        &state.runbook,
+        &args.execution.params,
+        &journaled,
+        None,
+        false,
+    )? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };

@@ -344,6 +344,8 @@ fn origin_word(plan: &Plan, name: &str) -> &'static str {
     match plan.bindings.origins.get(name) {
         Some(crate::bind::Origin::Set) => "--set",
         Some(crate::bind::Origin::Caller) => "caller",
+        Some(crate::bind::Origin::File) => "--set-file",
+        Some(crate::bind::Origin::Environment) => "environment",
         Some(crate::bind::Origin::Alert) => "alert",
         Some(crate::bind::Origin::Default) => "default",
         None => "unset",
