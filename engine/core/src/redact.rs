@@ -40,7 +40,7 @@
 //! |---|---|---|
 //! | exactly `secret`, `secretName`, `existingSecret` (Helm's) or `secretKey` (a key in a Secret, as an ExternalSecret names it) | a Kubernetes name: a DNS-1123 subdomain with no run of 16 or more characters mixing letters and digits (generated tokens look like that) | no: it names a Secret, or a key in one |
 //! | the same | anything else | yes |
-//! | the last word ends in `password`, `passwd`, `passphrase`, `secret` or `token`, or is `pass` after another word (`DB_PASS`; `pass` alone counts passed checks); or the last two words are `api key`, `access key`, `secret key` or `private key` | anything but `true`, `false`, `null`, a `{...}` or `[...]` (whose own keys are judged) | yes |
+//! | the last word ends in `password`, `passwd`, `passphrase`, `secret` or `token`, or is `pass` after another word (`DB_PASS`; `pass` alone counts passed checks); or the last two words are `api key`, `access key`, `secret key` or `private key` | anything but `true`, `false`, `null`, a `{...}` or `[...]` (whose own keys are judged), or a placeholder (`<redacted>`, and `<secret>` as a plan shows a secret param) | yes |
 //! | anything else (`PWD`, `max_tokens`, `secretRef`, `passwordless`, `db-credentials`) | | no |
 //!
 //! A value runs to its closing quote if it is quoted, else to whitespace or one of `"',}]\&`.
@@ -293,6 +293,7 @@ impl Redactor {
             let value = &rest[..length];
             let keep = value.is_empty()
                 || value == REDACTED
+                || value == crate::render::SECRET
                 || NOT_CREDENTIALS.contains(&value)
                 || (captures.get_group(2).is_none() && value.starts_with(['{', '[']))
                 || (kind == Key::SecretName && is_object_name(value));

@@ -471,6 +471,8 @@ pub struct MessageSpec {
 pub enum Action {
     Run {
         argv: Vec<Template>,
+        /// Environment variables for the process (`env:`), in name order.
+        env: BTreeMap<String, Template>,
     },
     Scale {
         target: Target,
@@ -618,7 +620,7 @@ impl Action {
         }
         let mut all = Vec::new();
         match self {
-            Self::Run { argv } => templates(&mut all, argv),
+            Self::Run { argv, env } => templates(&mut all, argv.iter().chain(env.values())),
             Self::Scale {
                 target: t,
                 replicas,

@@ -835,6 +835,51 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 13: a secret in a `run` step's arguments is in the machine's process list. `env:`
+/// passes it in the process's environment instead: the process gets it, and neither the
+/// arguments, the journal nor the plan hold it.
+#[test]
+fn a_run_step_passes_a_secret_in_its_environment_not_its_arguments() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: migrate}
+spec:
+  params:
+    - {name: password, secret: true}
+    - {name: host, default: db.shop}
+  steps:
+    - id: migrate
+      run: [deploy-tool, rollout]
+      env: {PGPASSWORD: '${params.password}', PGHOST: '${params.host}'}
+      irreversible: demo
+";
+    let h = Test::new()
+        .runbook(text)
+        .set("password", "pg-s3cret-pw")
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert!(
+        h.world
+            .calls()
+            .contains(&"run deploy-tool rollout (env PGHOST, PGPASSWORD)".to_owned()),
+        "{:?}",
+        h.world.calls()
+    );
+    assert_eq!(
+        h.report.steps[0].summary,
+        "run PGHOST=db.shop PGPASSWORD='<secret>' deploy-tool rollout"
+    );
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    assert!(!shown.contains("pg-s3cret-pw"), "{shown}");
+    assert!(
+        shown.contains(r#""mutation":"run deploy-tool rollout""#),
+        "{shown}"
+    );
+}
+
 /// Issue 13: a secret holding `"` or `\` leaked JSON-escaped in a fact's value, which is shown
 /// as JSON.
 #[test]

@@ -26,7 +26,8 @@ pub use text::plan_text;
 /// How long a param-only expression in a template may take when a plan is rendered.
 const RENDER_EVALUATION_TIME: std::time::Duration = std::time::Duration::from_millis(200);
 
-const SECRET: &str = "<secret>";
+/// How a plan shows a secret param's value.
+pub(crate) const SECRET: &str = "<secret>";
 
 /// Substitutes bound params into a template; holes that read anything else stay as written.
 pub fn template(plan: &Plan, template: &Template) -> String {
@@ -137,7 +138,14 @@ fn metadata_changes(
 /// One line saying what an action does, params substituted.
 pub fn action_summary(plan: &Plan, action: &Action) -> String {
     match action {
-        Action::Run { argv: words } => format!("run {}", argv(plan, words)),
+        Action::Run { argv: words, env } => {
+            // As a shell would take it: `NAME=value command...`.
+            let assignments: String = env
+                .iter()
+                .map(|(name, value)| format!("{name}={} ", shell_quote(&template(plan, value))))
+                .collect();
+            format!("run {assignments}{}", argv(plan, words))
+        }
         Action::Scale { target, replicas } => {
             let count = match replicas {
                 IntValue::Literal(count) => count.to_string(),
