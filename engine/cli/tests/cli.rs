@@ -1600,3 +1600,105 @@ fn a_secret_given_with_set_is_noted_with_the_ways_that_keep_it_off_the_command_l
         out.stderr
     );
 }
+
+const TOKENED: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: tokened
+spec:
+  params:
+    - {name: header}
+  steps:
+    - {id: cordon, cordon: {node: node-1}}
+    - {id: deploy, run: [deploy-tool, "${params.header}"], irreversible: demo}
+"#;
+
+const TOKENED_WORLD: &str = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: v1, kind: Node, metadata: {name: node-1}, spec: {}}\n  commands:\n    - argv: [deploy-tool, \"token=abc123\"]\n      responses: [{stdout: deployed}]\n";
+
+/// Issue 13: a param whose value looked like a credential (`token=abc123`) is journaled as
+/// `token=<redacted>`; resume bound that, and the remaining steps ran with the placeholder.
+/// A value the journal holds only redacted must be given again, or the resume is refused
+/// naming it.
+#[test]
+fn resume_refuses_to_bind_a_redacted_value_and_asks_for_it_again() {
+    let dir = folder(&[("tokened.yaml", TOKENED)]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), TOKENED_WORLD).expect("write");
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let simulate = ["--simulate", "shop.scenario.yaml", "--state-dir", state_dir];
+    let out = runbook_in(
+        dir.path(),
+        &[
+            &["run", "tokened", "--set", "header=token=abc123"][..],
+            &simulate,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Killed after `cordon`, before `deploy` started.
+    let journal = std::fs::read_dir(state.path().join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("journal")
+        .path();
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(
+        text.contains(r#""params":{"header":"token=<redacted>"}"#),
+        "{text}"
+    );
+    let cut = text
+        .find(r#""event":"step-finished","step":"cordon""#)
+        .expect("cordon finished");
+    let end = cut + text[cut..].find('\n').expect("line end") + 1;
+    std::fs::write(&journal, &text[..end]).expect("truncate");
+    let run_id = journal
+        .file_stem()
+        .expect("id")
+        .to_string_lossy()
+        .into_owned();
+
+    let out = runbook_in(dir.path(), &[&["resume", &run_id][..], &simulate].concat());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: the journal of run `{run_id}` holds param `header` only redacted; give it again to resume, such as `--set-file header=PATH`, RUNBOOK_PARAM_HEADER or `--set header=VALUE`"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !resumed_started(state.path(), &run_id),
+        "nothing ran: {}",
+        out.stderr
+    );
+
+    std::fs::write(dir.path().join("header.txt"), "token=abc123\n").expect("write");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            &["resume", &run_id, "--set-file", "header=header.txt"][..],
+            &simulate,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = resumed_events(state.path(), &run_id);
+    let finished: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "step-finished")
+        .filter_map(|e| Some((e["step"].as_str()?, e["result"].as_str()?)))
+        .collect();
+    assert_eq!(
+        finished,
+        [("deploy", "succeeded")],
+        "deploy ran with the value as given, which the scenario's script answers"
+    );
+}
+
+/// Whether the run's journal has a `run-resumed` record.
+fn resumed_started(state: &Path, run_id: &str) -> bool {
+    std::fs::read_to_string(state.join("runs").join(format!("{run_id}.jsonl")))
+        .expect("journal")
+        .contains(r#""event":"run-resumed""#)
+}

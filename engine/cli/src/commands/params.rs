@@ -77,3 +77,14 @@ pub fn given(
     }
     Ok(given)
 }
+
+/// Whether the command line or the environment gives a value for the param `name`.
+pub fn is_given(args: &ParamArgs, name: &str) -> bool {
+    let named = |text: &String| {
+        text.split_once('=')
+            .is_some_and(|(given, _)| given.trim() == name)
+    };
+    args.sets.iter().any(named)
+        || args.set_files.iter().any(named)
+        || std::env::var_os(env_name(name)).is_some()
+}
