@@ -23,13 +23,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Param values from the command line. Precedence, highest first: `--set`, `--set-file`, the
+/// environment's `RUNBOOK_PARAM_<NAME>`, the alert, the param's default.
+#[derive(clap::Args, Debug, Default)]
+pub struct ParamArgs {
+    /// Bind a param: `--set namespace=openbao` (for `resume`: params the journal could not keep,
+    /// such as secrets). A value given here shows in the process list: give secrets with
+    /// --set-file or RUNBOOK_PARAM_<NAME>.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub sets: Vec<String>,
+    /// Bind a param to the contents of a file, without its final newline:
+    /// `--set-file token=/run/secrets/token`.
+    #[arg(long = "set-file", value_name = "NAME=PATH")]
+    pub set_files: Vec<String>,
+}
+
 /// How `run` and `resume` run: params, approvals, the world, output and state.
 #[derive(clap::Args, Debug)]
 pub struct Execution {
-    /// Bind a param: `--set namespace=openbao` (for `resume`: params the journal could not keep,
-    /// such as secrets).
-    #[arg(long = "set", value_name = "NAME=VALUE")]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub params: ParamArgs,
     /// Approve every confirmation gate. (Not an interrupt's question: see
     /// --rollback-on-interrupt.)
     #[arg(long)]
@@ -82,9 +95,8 @@ pub enum Command {
     Plan {
         /// A runbook name (`metadata.name`) or a path to a runbook file.
         name: String,
-        /// Bind a param: `--set namespace=openbao`.
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        sets: Vec<String>,
+        #[command(flatten)]
+        params: ParamArgs,
         /// Bind params from the first firing alert in an Alertmanager webhook payload.
         #[arg(long, value_name = "FILE")]
         alert: Option<PathBuf>,
@@ -95,8 +107,8 @@ pub enum Command {
     Graph {
         /// A runbook name (`metadata.name`) or a path to a runbook file.
         name: String,
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        sets: Vec<String>,
+        #[command(flatten)]
+        params: ParamArgs,
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },

@@ -68,13 +68,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::List { format } => commands::list::list(&cli.dir, format),
         Command::Plan {
             name,
-            sets,
+            params,
             alert,
             format,
-        } => commands::plan::plan(&cli.dir, &name, &sets, alert.as_deref(), format),
-        Command::Graph { name, sets, format } => {
-            commands::graph::graph(&cli.dir, &name, &sets, format)
-        }
+        } => commands::plan::plan(&cli.dir, &name, &params, alert.as_deref(), format),
+        Command::Graph {
+            name,
+            params,
+            format,
+        } => commands::graph::graph(&cli.dir, &name, &params, format),
         Command::Run {
             name,
             alert,

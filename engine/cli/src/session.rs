@@ -166,10 +166,23 @@ pub fn journal_path(state_dir: &Path, run_id: &str) -> PathBuf {
     state_dir.join("runs").join(format!("{run_id}.jsonl"))
 }
 
-/// What the run lock (and `serve`'s de-duplication) is keyed on: the runbook and its params.
+/// What the run lock (and `serve`'s de-duplication) is keyed on: the runbook and its params,
+/// secret params left out. The key is a file's name and a Lease's name, which anyone who can
+/// list them reads, and a short hash of a secret with few possible values (a PIN) is undone by
+/// trying them all. So two runs that differ only in a secret param are the same run for
+/// locking: one at a time, as on-call expects of "the same runbook on the same thing".
 pub fn lock_target(runbook: &Runbook, bindings: &Bindings) -> String {
     use sha2::Digest as _;
-    let params = serde_json::to_string(&bindings.values).unwrap_or_default();
+    let keyed: std::collections::BTreeMap<&String, _> = bindings
+        .values
+        .iter()
+        .filter(|(name, _)| {
+            !runbook
+                .param(name)
+                .is_some_and(|param| bindings.is_secret(param))
+        })
+        .collect();
+    let params = serde_json::to_string(&keyed).unwrap_or_default();
     format!(
         "{}-{}",
         runbook.name,

@@ -18,11 +18,17 @@ struct Output {
 }
 
 fn runbook_in(dir: &Path, args: &[&str]) -> Output {
+    runbook_with(dir, args, &[])
+}
+
+/// `runbook` in `dir` with `env` set (after the defaults, so it may set `RUNBOOK_LOG`).
+fn runbook_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(args)
         .current_dir(dir)
         .env_remove("RUNBOOK_DIR")
         .env("RUNBOOK_LOG", "off")
+        .envs(env.iter().copied())
         .output()
         .expect("runbook runs");
     Output {
@@ -1999,4 +2005,351 @@ fn resume_finds_the_journals_runbook_by_name_in_the_catalog_never_by_path() {
         assert!(!out.stderr.contains("run resumed"), "{}", out.stderr);
         assert!(!out.stderr.contains("root:"), "{}", out.stderr);
     }
+}
+
+// Issue 13, secrets: what a user must be able to rely on when a runbook takes a secret.
+
+const EMPTY_WORLD: &str =
+    "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: empty}\nspec:\n  objects: []\n";
+
+/// A folder holding `runbook` and the empty scenario `empty.scenario.yaml`.
+fn folder_with_world(name: &str, runbook: &str) -> tempfile::TempDir {
+    let dir = folder(&[(name, runbook)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    dir
+}
+
+const PRINTER: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: printer
+spec:
+  params:
+    - {name: password, secret: true}
+  preconditions:
+    - check: type_of(print(params.password)) == "()" && type_of(debug(params.password)) == "()"
+  steps:
+    - {id: check, verify: "true"}
+"#;
+
+/// Issue 13: `print(params.password)` and `debug(...)` in an expression wrote the secret to the
+/// log (at INFO and DEBUG).
+#[test]
+fn what_an_expression_prints_reaches_the_log_redacted() {
+    let dir = folder_with_world("printer.yaml", PRINTER);
+    let state = state();
+    let out = runbook_with(
+        dir.path(),
+        &[
+            "run",
+            "printer",
+            "--set",
+            "password=Hunter2-\"quoted\"",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+        &[("RUNBOOK_LOG", "runbook=debug")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let printed: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|line| line.contains("Expression printed") || line.contains("Expression debug"))
+        .collect();
+    assert_eq!(printed.len(), 2, "{}", out.stderr);
+    for line in printed {
+        assert!(line.contains("<redacted>"), "{line}");
+    }
+    assert!(!out.stderr.contains("Hunter2"), "{}", out.stderr);
+}
+
+const PIN_RESET: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: pin-reset
+spec:
+  params:
+    - {name: user}
+    - {name: pin, secret: true, pattern: "[0-9]{6}"}
+  steps:
+    - {id: check, verify: "true"}
+"#;
+
+/// The run key of `pin-reset` for `params` (as `lock_target` makes it).
+fn run_key(runbook: &str, params: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(params.as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{runbook}-{hex}")
+}
+
+/// Issue 13: the run key (the lock file's and the Lease's name) hashed every param, secrets
+/// included, and a 6-digit PIN was recovered from its 48 bits in seconds. A secret param is
+/// left out of it: a run that differs only by the PIN is the same run for locking.
+#[test]
+fn a_secret_param_is_not_part_of_the_run_key() {
+    let dir = folder_with_world("pin-reset.yaml", PIN_RESET);
+    let state = state();
+    let target = run_key("pin-reset", r#"{"user":"alice"}"#);
+    let _held =
+        runbook_core::lock::RunLock::acquire(state.path(), &target, "the-first-run").expect("lock");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            "run",
+            "pin-reset",
+            "--set",
+            "user=alice",
+            "--set",
+            "pin=123456",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("already running") && out.stderr.contains("the-first-run"),
+        "{}",
+        out.stderr
+    );
+    let locks: Vec<String> = std::fs::read_dir(state.path().join("locks"))
+        .expect("locks")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        locks,
+        [format!("{target}.lock")],
+        "no key with the PIN in it"
+    );
+}
+
+const GREETER: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: greeter
+spec:
+  params:
+    - {name: db_host}
+    - {name: greeting}
+    - {name: target}
+    - {name: token, secret: true}
+  steps:
+    - {id: check, verify: "true"}
+"#;
+
+/// Issue 13: a secret given with `--set` is in the process list. `--set-file NAME=PATH` (the
+/// file without its final newline) and `RUNBOOK_PARAM_<NAME>` give params without that, and
+/// the precedence is `--set`, then `--set-file`, then the environment.
+#[test]
+fn params_come_from_files_and_the_environment_below_set() {
+    let dir = folder_with_world("greeter.yaml", GREETER);
+    std::fs::write(dir.path().join("greeting.txt"), "hello, world\r\n").expect("write");
+    std::fs::write(dir.path().join("token.txt"), "tkn-from-a-file\n").expect("write");
+    let out = runbook_with(
+        dir.path(),
+        &[
+            "plan",
+            "greeter",
+            "--format",
+            "json",
+            "--set-file",
+            "greeting=greeting.txt",
+            "--set-file",
+            "target=greeting.txt",
+            "--set",
+            "target=prod",
+            "--set-file",
+            "token=token.txt",
+        ],
+        &[
+            ("RUNBOOK_PARAM_DB_HOST", "db.internal"),
+            ("RUNBOOK_PARAM_GREETING", "from the environment"),
+            ("RUNBOOK_PARAM_TARGET", "from the environment"),
+            ("RUNBOOK_PARAM_NOT_A_PARAM", "left alone"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let param = |name: &str| {
+        (
+            plan["params"][name]["value"].clone(),
+            plan["params"][name]["origin"].clone(),
+        )
+    };
+    use serde_json::json;
+    assert_eq!(
+        param("db_host"),
+        (json!("db.internal"), json!("environment"))
+    );
+    assert_eq!(
+        param("greeting"),
+        (json!("hello, world"), json!("--set-file"))
+    );
+    assert_eq!(param("target"), (json!("prod"), json!("--set")));
+    assert_eq!(param("token"), (json!("<secret>"), json!("--set-file")));
+    assert!(
+        !out.stderr.contains("process list"),
+        "nothing secret was on the command line: {}",
+        out.stderr
+    );
+    // The token, as read from its file, is a secret the run knows.
+    let state = state();
+    let out = runbook_with(
+        dir.path(),
+        &[
+            "run",
+            "greeter",
+            "--set-file",
+            "token=token.txt",
+            "--set",
+            "greeting=hi",
+            "--set",
+            "target=prod",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--output",
+            "json",
+            "--state-dir",
+            state.path().to_str().expect("utf-8"),
+        ],
+        &[("RUNBOOK_PARAM_DB_HOST", "db.internal")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(r#""token":"<redacted>""#),
+        "{}",
+        out.stdout
+    );
+
+    let out = runbook_in(
+        dir.path(),
+        &["plan", "greeter", "--set-file", "token=missing.txt"],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("`--set-file token=missing.txt`: cannot read missing.txt"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A secret given with `--set` works, and the user hears how to keep it out of `ps`.
+#[test]
+fn a_secret_given_with_set_is_noted_with_the_ways_that_keep_it_off_the_command_line() {
+    let dir = folder_with_world("greeter.yaml", GREETER);
+    let out = runbook_in(dir.path(), &["plan", "greeter", "--set", "token=abc123"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("note: param `token` is secret, and `--set` puts its value in the process list and the shell's history; give it with `--set-file token=PATH` or RUNBOOK_PARAM_TOKEN instead"),
+        "{}",
+        out.stderr
+    );
+}
+
+const TOKENED: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: tokened
+spec:
+  params:
+    - {name: header}
+  steps:
+    - {id: cordon, cordon: {node: node-1}}
+    - {id: deploy, run: [deploy-tool, "${params.header}"], irreversible: demo}
+"#;
+
+const TOKENED_WORLD: &str = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: v1, kind: Node, metadata: {name: node-1}, spec: {}}\n  commands:\n    - argv: [deploy-tool, \"token=abc123\"]\n      responses: [{stdout: deployed}]\n";
+
+/// Issue 13: a param whose value looked like a credential (`token=abc123`) is journaled as
+/// `token=<redacted>`; resume bound that, and the remaining steps ran with the placeholder.
+/// A value the journal holds only redacted must be given again, or the resume is refused
+/// naming it.
+#[test]
+fn resume_refuses_to_bind_a_redacted_value_and_asks_for_it_again() {
+    let dir = folder(&[("tokened.yaml", TOKENED)]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), TOKENED_WORLD).expect("write");
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let simulate = ["--simulate", "shop.scenario.yaml", "--state-dir", state_dir];
+    let out = runbook_in(
+        dir.path(),
+        &[
+            &["run", "tokened", "--set", "header=token=abc123"][..],
+            &simulate,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Killed after `cordon`, before `deploy` started.
+    let journal = std::fs::read_dir(state.path().join("runs"))
+        .expect("runs")
+        .flatten()
+        .next()
+        .expect("journal")
+        .path();
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    assert!(
+        text.contains(r#""params":{"header":"token=<redacted>"}"#),
+        "{text}"
+    );
+    let cut = text
+        .find(r#""event":"step-finished","step":"cordon""#)
+        .expect("cordon finished");
+    let end = cut + text[cut..].find('\n').expect("line end") + 1;
+    std::fs::write(&journal, &text[..end]).expect("truncate");
+    let run_id = journal
+        .file_stem()
+        .expect("id")
+        .to_string_lossy()
+        .into_owned();
+
+    let out = runbook_in(dir.path(), &[&["resume", &run_id][..], &simulate].concat());
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: the journal of run `{run_id}` holds param `header` only redacted; give it again to resume, such as `--set-file header=PATH`, RUNBOOK_PARAM_HEADER or `--set header=VALUE`"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !resumed_started(state.path(), &run_id),
+        "nothing ran: {}",
+        out.stderr
+    );
+
+    std::fs::write(dir.path().join("header.txt"), "token=abc123\n").expect("write");
+    let out = runbook_in(
+        dir.path(),
+        &[
+            &["resume", &run_id, "--set-file", "header=header.txt"][..],
+            &simulate,
+        ]
+        .concat(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = resumed_events(state.path(), &run_id);
+    let finished: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "step-finished")
+        .filter_map(|e| Some((e["step"].as_str()?, e["result"].as_str()?)))
+        .collect();
+    assert_eq!(
+        finished,
+        [("deploy", "succeeded")],
+        "deploy ran with the value as given, which the scenario's script answers"
+    );
+}
+
+/// Whether the run's journal has a `run-resumed` record.
+fn resumed_started(state: &Path, run_id: &str) -> bool {
+    std::fs::read_to_string(state.join("runs").join(format!("{run_id}.jsonl")))
+        .expect("journal")
+        .contains(r#""event":"run-resumed""#)
 }

@@ -3,32 +3,75 @@
 //! looking like an option. A value that fails is refused here, before it can reach any
 //! command; and params are only ever passed as values (argv elements, JSON strings), never as
 //! code.
+//!
+//! Secrecy follows the value: a value a calling runbook bound from a secret is secret in the
+//! runbook it calls, whatever that runbook's param says ([`Bindings::is_secret`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::alert::Alert;
 use crate::check::validate_param;
 use crate::diagnostic::did_you_mean;
-use crate::runbook::{AlertField, ParamValue, Runbook};
+use crate::runbook::{AlertField, ParamSpec, ParamValue, Runbook};
 
 /// Where a bound value came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     Set,
+    /// `--set-file NAME=PATH`.
+    File,
+    /// The environment's `RUNBOOK_PARAM_<NAME>`.
+    Environment,
+    /// The runbook that called this one (a `runbook:` step or rollback).
+    Caller,
     Alert,
     Default,
+}
+
+/// A value given for a param by name, as the command line (`--set`, `--set-file`, the
+/// environment) or a calling runbook gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Given {
+    pub name: String,
+    pub value: String,
+    pub origin: Origin,
+    /// The value came from a secret (a calling runbook's secret param or fact), so it is
+    /// secret here too.
+    pub secret: bool,
+}
+
+impl Given {
+    /// `--set name=value`.
+    pub fn set(name: &str, value: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            origin: Origin::Set,
+            secret: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Bindings {
     pub values: BTreeMap<String, ParamValue>,
     pub origins: BTreeMap<String, Origin>,
+    /// Params whose value is secret though the param is not declared so: a calling runbook
+    /// bound them from a secret.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub secret: BTreeSet<String>,
 }
 
 impl Bindings {
+    /// Whether the value bound to `param` is secret: the param says so, or the value came
+    /// from a secret.
+    pub fn is_secret(&self, param: &ParamSpec) -> bool {
+        param.secret || self.secret.contains(&param.name)
+    }
+
     /// The params as a Rhai map, for evaluating expressions.
     pub fn to_rhai(&self) -> rhai::Map {
         self.values
@@ -69,10 +112,24 @@ pub fn bind(
     sets: &[(String, String)],
     alert: Option<&Alert>,
 ) -> (Bindings, Vec<BindError>) {
+    let given: Vec<Given> = sets
+        .iter()
+        .map(|(name, value)| Given::set(name, value))
+        .collect();
+    bind_given(runbook, &given, alert)
+}
+
+/// [`bind`] with values given by name from anywhere: the last one given for a param wins over
+/// those before it, and all of them over the alert and the default.
+pub fn bind_given(
+    runbook: &Runbook,
+    given: &[Given],
+    alert: Option<&Alert>,
+) -> (Bindings, Vec<BindError>) {
     let mut errors = Vec::new();
     let mut bindings = Bindings::default();
     let opening = runbook.params_opening_arguments();
-    for (name, _) in sets {
+    for Given { name, .. } in given {
         if runbook.param(name).is_none() {
             let help = did_you_mean(name, runbook.params.iter().map(|p| p.name.as_str()))
                 .map(|h| format!("; {h}"))
@@ -84,11 +141,8 @@ pub fn bind(
         }
     }
     for param in &runbook.params {
-        let set = sets
-            .iter()
-            .rev()
-            .find(|(name, _)| name == &param.name)
-            .map(|(_, value)| value);
+        let set = given.iter().rev().find(|given| given.name == param.name);
+        let secret = param.secret || set.is_some_and(|given| given.secret);
         let from_alert = alert
             .zip(param.from.as_ref())
             .and_then(|(alert, field)| match field {
@@ -96,7 +150,7 @@ pub fn bind(
                 AlertField::Annotations(annotation) => alert.annotations.get(annotation),
             });
         let (value, origin) = match (set, from_alert) {
-            (Some(text), _) => (ParamValue::parse(param.kind, text), Origin::Set),
+            (Some(given), _) => (ParamValue::parse(param.kind, &given.value), given.origin),
             (None, Some(text)) => (ParamValue::parse(param.kind, text), Origin::Alert),
             (None, None) => match &param.default {
                 Some(value) => (Ok(value.clone()), Origin::Default),
@@ -131,17 +185,23 @@ pub fn bind(
             Ok(value) => {
                 bindings.values.insert(param.name.clone(), value);
                 bindings.origins.insert(param.name.clone(), origin);
+                if secret && !param.secret {
+                    bindings.secret.insert(param.name.clone());
+                }
             }
             Err(message) => {
                 let origin = match origin {
                     Origin::Set => "--set".to_owned(),
+                    Origin::File => "--set-file".to_owned(),
+                    Origin::Environment => "the environment".to_owned(),
+                    Origin::Caller => "the calling runbook".to_owned(),
                     Origin::Alert => param
                         .from
                         .as_ref()
                         .map_or_else(|| "the alert".to_owned(), ToString::to_string),
                     Origin::Default => "its default".to_owned(),
                 };
-                let message = if param.secret {
+                let message = if secret {
                     "the value was refused (secret, not shown)".to_owned()
                 } else {
                     message

@@ -336,6 +336,11 @@ pub struct Step {
     /// A `run` or `exec` that only reads: it runs during `--dry-run` and needs no undo.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub readonly: bool,
+    /// Environment variables for a `run` step's process, added to those `runbook` runs with:
+    /// `{PGPASSWORD: "${params.password}"}`. Arguments are readable by every user of the
+    /// machine (`ps`); a process's environment only by its user and root, so pass secrets here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Command>,

@@ -292,7 +292,13 @@ fn metadata_patch(field: &str, set: &BTreeMap<String, Option<String>>) -> Json {
 /// Local processes: argv only, never a shell.
 #[async_trait]
 pub trait Processes: Send + Sync {
-    async fn run(&self, argv: &[String], timeout: Duration) -> EffectResult<CommandOutput>;
+    /// Runs `argv` (never through a shell) with `env` added to this process's environment.
+    async fn run(
+        &self,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> EffectResult<CommandOutput>;
 }
 
 /// HTTP reads (facts such as a Prometheus query).
@@ -464,12 +470,20 @@ impl LocalProcesses {
 
 #[async_trait]
 impl Processes for LocalProcesses {
-    async fn run(&self, argv: &[String], timeout: Duration) -> EffectResult<CommandOutput> {
+    async fn run(
+        &self,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> EffectResult<CommandOutput> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| EffectError::Invalid("empty command".to_owned()))?;
         let mut command = tokio::process::Command::new(program);
-        command.args(args).stdin(std::process::Stdio::null());
+        command
+            .args(args)
+            .envs(env)
+            .stdin(std::process::Stdio::null());
         let cannot_run = |error: std::io::Error| match error.kind() {
             std::io::ErrorKind::NotFound => {
                 EffectError::NotFound(format!("program `{program}` not found"))
@@ -491,5 +505,31 @@ impl Processes for LocalProcesses {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_process_gets_the_environment_it_is_given_and_keeps_its_own() {
+        let env = BTreeMap::from([("RUNBOOK_TEST_GREETING".to_owned(), "hello there".to_owned())]);
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            r#"printf '%s|%s' "$RUNBOOK_TEST_GREETING" "$PATH""#,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let output = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(LocalProcesses.run(&argv, &env, Duration::from_secs(10)))
+            .expect("sh runs");
+        let (greeting, path) = output.stdout.split_once('|').expect("two values");
+        assert_eq!(greeting, "hello there");
+        assert!(!path.is_empty(), "the engine's own environment is kept");
     }
 }

@@ -7,6 +7,9 @@
 //! compiled; the names they read (`openbao.status.sealed`, `params.namespace`) are pulled out
 //! of the AST so the checker can tell the author about facts and params that do not exist.
 //!
+//! What an expression prints (`print`, `debug`) goes to the log through the redactor of the run
+//! that evaluates it, so `print(params.password)` logs `<redacted>`.
+//!
 //! Nothing an expression calls may block the thread or read the world outside the run:
 //! Rhai's `sleep` and `timestamp` are refused when an expression is compiled (so `validate`
 //! names them) and fail if called anyway. [`evaluate`] stops an evaluation at its deadline or
@@ -21,6 +24,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rhai::{ASTNode, Dynamic, Engine, EvalAltResult, Expr, OptimizationLevel, Scope, AST};
+
+use crate::redact::Redactor;
 
 /// Operations one evaluation may take before it is stopped.
 pub const MAX_OPERATIONS: u64 = 200_000;
@@ -92,6 +97,9 @@ thread_local! {
     static OUTER: RefCell<Vec<(String, Dynamic)>> = const { RefCell::new(Vec::new()) };
     /// What this thread held when the running evaluation started (`None`: no evaluation).
     static HELD_AT_START: std::cell::Cell<Option<isize>> = const { std::cell::Cell::new(None) };
+    /// The redactor of the run whose evaluation runs on this thread, read by the `print` and
+    /// `debug` callbacks: the engine is one for every run, so the run is found here.
+    static REDACTOR: RefCell<Option<Arc<Redactor>>> = const { RefCell::new(None) };
 }
 
 /// Whether the running evaluation holds more than [`MAX_EVALUATION_MEMORY`].
@@ -123,17 +131,31 @@ fn read_outer(name: &str, index: usize, call_level: usize) -> Option<Dynamic> {
     })
 }
 
+/// Forgets this thread's evaluation when it ends, however it ends.
+struct Evaluating;
+
+impl Drop for Evaluating {
+    fn drop(&mut self) {
+        BUDGET.with(|slot| *slot.borrow_mut() = None);
+        REDACTOR.with(|slot| *slot.borrow_mut() = None);
+        HELD_AT_START.with(|start| start.set(None));
+        OUTER.with(|slot| slot.borrow_mut().clear());
+    }
+}
+
 /// Evaluates `ast` with `scope` on this thread, within `budget`: past it the evaluation stops
-/// with an error saying so.
+/// with an error saying so. What it prints is redacted by `redactor` (the run's); without one
+/// (a plan being rendered), by the credential patterns alone.
 pub fn evaluate<T: rhai::Variant + Clone>(
     scope: &mut Scope<'_>,
     ast: &AST,
     budget: &Budget,
+    redactor: Option<&Arc<Redactor>>,
 ) -> Result<T, Box<EvalAltResult>> {
     BUDGET.with(|slot| *slot.borrow_mut() = Some(budget.clone()));
+    REDACTOR.with(|slot| *slot.borrow_mut() = redactor.cloned());
     // Only an expression with a closure needs its variables where closures can read them.
-    let closures = ast.iter_fn_def().next().is_some();
-    if closures {
+    if ast.iter_fn_def().next().is_some() {
         let outer: Vec<(String, Dynamic)> = scope
             .iter_raw()
             .map(|(name, _, value)| (name.to_owned(), value.clone()))
@@ -141,12 +163,9 @@ pub fn evaluate<T: rhai::Variant + Clone>(
         OUTER.with(|slot| *slot.borrow_mut() = outer);
     }
     HELD_AT_START.with(|start| start.set(Some(crate::alloc::held_by_this_thread())));
+    let evaluating = Evaluating;
     let result = sandboxed_engine().eval_ast_with_scope::<T>(scope, ast);
-    HELD_AT_START.with(|start| start.set(None));
-    BUDGET.with(|slot| *slot.borrow_mut() = None);
-    if closures {
-        OUTER.with(|slot| slot.borrow_mut().clear());
-    }
+    drop(evaluating);
     result.map_err(|error| {
         // A stop raised in a closure comes wrapped in the calls it was in.
         let EvalAltResult::ErrorTerminated(why, position) = error.unwrap_inner() else {
@@ -277,12 +296,24 @@ pub fn sandboxed_engine() -> &'static Engine {
                     .map(|_| Dynamic::from("deadline"))
             })
         });
+        engine.on_print(|text| {
+            let text = redacted(text);
+            tracing::info!(target: "runbook::expr", text = text.as_str(), "Expression printed.");
+        });
+        engine.on_debug(|text, _, _| {
+            let text = redacted(text);
+            tracing::debug!(target: "runbook::expr", text = text.as_str(), "Expression debug.");
+        });
         engine
-            .on_print(|text| tracing::info!(target: "runbook::expr", text, "Expression printed."));
-        engine.on_debug(
-            |text, _, _| tracing::debug!(target: "runbook::expr", text, "Expression debug."),
-        );
-        engine
+    })
+}
+
+/// What an expression printed, as the run evaluating it on this thread may show it.
+fn redacted(text: &str) -> String {
+    static PATTERNS_ONLY: OnceLock<Redactor> = OnceLock::new();
+    REDACTOR.with(|slot| match slot.borrow().as_ref() {
+        Some(redactor) => redactor.redact(text),
+        None => PATTERNS_ONLY.get_or_init(Redactor::new).redact(text),
     })
 }
 
@@ -781,7 +812,7 @@ mod tests {
         want.insert("name".into(), rhai::Dynamic::from("b"));
         scope.push_constant("want", want);
         let count: i64 =
-            evaluate(&mut scope, &expression.ast, &Budget::standard()).expect("evaluates");
+            evaluate(&mut scope, &expression.ast, &Budget::standard(), None).expect("evaluates");
         assert_eq!(count, 1);
     }
 

@@ -90,7 +90,7 @@ impl Runbook {
             action: &Action,
             place: &dyn Fn() -> String,
         ) {
-            if let Action::Run { argv } | Action::Exec { argv, .. } = action {
+            if let Action::Run { argv, .. } | Action::Exec { argv, .. } = action {
                 note(found, argv, place);
             }
         }
@@ -522,6 +522,8 @@ pub struct MessageSpec {
 pub enum Action {
     Run {
         argv: Vec<Template>,
+        /// Environment variables for the process (`env:`), in name order.
+        env: BTreeMap<String, Template>,
     },
     Scale {
         target: Target,
@@ -669,7 +671,7 @@ impl Action {
         }
         let mut all = Vec::new();
         match self {
-            Self::Run { argv } => templates(&mut all, argv),
+            Self::Run { argv, env } => templates(&mut all, argv.iter().chain(env.values())),
             Self::Scale {
                 target: t,
                 replicas,

@@ -784,6 +784,165 @@ spec:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 13: a secret passed to a called runbook's param that is not declared secret was
+/// printed and journaled in clear by the called run. Secrecy follows the value: the called
+/// run knows the caller's secrets, and a value rendered from a secret (here one changed on
+/// the way, so it is not the secret as written) is secret there too.
+#[test]
+fn a_secret_passed_to_a_called_runbook_stays_secret_whatever_its_param_says() {
+    let dir = tempfile_dir("called");
+    let journal = Arc::new(Journal::create(&dir, "run-1").expect("journal"));
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: caller}
+spec:
+  params:
+    - {name: token, secret: true}
+  steps:
+    - id: deploy
+      runbook: {name: deployer, params: {auth: '${params.token}', shout: '${params.token.to_upper()}'}}
+---
+apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: deployer}
+spec:
+  params:
+    - {name: auth}
+    - {name: shout}
+  steps:
+    - {id: tell, notify: 'deploying with ${params.auth} (${params.shout})'}
+";
+    let h = Test::new()
+        .runbook(text)
+        .set("token", "tkn-Caller-42xy")
+        .journal(&journal)
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let written = std::fs::read_to_string(journal.path()).expect("journal");
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    let sent: String = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    for (place, text) in [
+        ("journal", &written),
+        ("events", &shown),
+        ("notifications", &sent),
+    ] {
+        for secret in ["tkn-Caller-42xy", "TKN-CALLER-42XY"] {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into the {place}: {text}"
+            );
+        }
+    }
+    assert_eq!(sent, "deploying with <redacted> (<redacted>)");
+    let called = events(&h.collect)
+        .into_iter()
+        .find_map(|record| match record.event {
+            Event::RunStarted {
+                runbook, params, ..
+            } if runbook == "deployer" => Some(params),
+            _ => None,
+        })
+        .expect("the called runbook started");
+    assert_eq!(
+        called,
+        serde_json::json!({"auth": "<redacted>", "shout": "<redacted>"})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 13: a secret in a `run` step's arguments is in the machine's process list. `env:`
+/// passes it in the process's environment instead: the process gets it, and neither the
+/// arguments, the journal nor the plan hold it.
+#[test]
+fn a_run_step_passes_a_secret_in_its_environment_not_its_arguments() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: migrate}
+spec:
+  params:
+    - {name: password, secret: true}
+    - {name: host, default: db.shop}
+  steps:
+    - id: migrate
+      run: [deploy-tool, rollout]
+      env: {PGPASSWORD: '${params.password}', PGHOST: '${params.host}'}
+      irreversible: demo
+";
+    let h = Test::new()
+        .runbook(text)
+        .set("password", "pg-s3cret-pw")
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert!(
+        h.world
+            .calls()
+            .contains(&"run deploy-tool rollout (env PGHOST, PGPASSWORD)".to_owned()),
+        "{:?}",
+        h.world.calls()
+    );
+    assert_eq!(
+        h.report.steps[0].summary,
+        "run PGHOST=db.shop PGPASSWORD='<secret>' deploy-tool rollout"
+    );
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    assert!(!shown.contains("pg-s3cret-pw"), "{shown}");
+    assert!(
+        shown.contains(r#""mutation":"run deploy-tool rollout""#),
+        "{shown}"
+    );
+}
+
+/// Issue 13: a secret holding `"` or `\` leaked JSON-escaped in a fact's value, which is shown
+/// as JSON.
+#[test]
+fn a_secret_holding_quotes_and_backslashes_never_leaks_escaped_in_a_fact_value() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: quoting}
+spec:
+  params:
+    - {name: passphrase, secret: true}
+  facts:
+    - {name: login, expr: '#{user: \"app\", phrase: params.passphrase}'}
+  preconditions:
+    - check: login.user == \"app\"
+  steps:
+    - {id: check, verify: 'true'}
+";
+    let h = Test::new()
+        .runbook(text)
+        .set("passphrase", r#"Ab"Cd\Ef-9z"#)
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let records = events(&h.collect);
+    let read = records
+        .iter()
+        .find_map(|record| match &record.event {
+            Event::FactRead { fact, value } if fact == "login" => Some(value.clone()),
+            _ => None,
+        })
+        .expect("the fact was read");
+    assert_eq!(read, r#"{"phrase":"<redacted>","user":"app"}"#);
+    let shown: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    for piece in ["Ab", "Ef-9z"] {
+        assert!(!shown.contains(piece), "{piece} leaked: {shown}");
+    }
+}
+
 #[test]
 fn a_failing_undo_exits_5_and_says_what_a_human_must_fix() {
     let text = format!(

@@ -73,7 +73,11 @@ fn a_process_that_times_out_is_killed_with_what_it_started() {
     let dir = tempfile_dir();
     let pids = dir.join("pids");
     let argv = shell_with_a_background_sleep(&pids);
-    let result = runtime().block_on(LocalProcesses.run(&argv, Duration::from_secs(1)));
+    let result = runtime().block_on(LocalProcesses.run(
+        &argv,
+        &std::collections::BTreeMap::new(),
+        Duration::from_secs(1),
+    ));
     assert!(
         matches!(&result, Err(EffectError::Unavailable(message)) if message.contains("did not finish within 1s")),
         "{result:?}"
@@ -89,8 +93,15 @@ fn a_cancelled_process_is_killed_with_what_it_started() {
     let pids = dir.join("pids");
     let argv = shell_with_a_background_sleep(&pids);
     let runtime = runtime();
-    let running =
-        runtime.spawn(async move { LocalProcesses.run(&argv, Duration::from_secs(60)).await });
+    let running = runtime.spawn(async move {
+        LocalProcesses
+            .run(
+                &argv,
+                &std::collections::BTreeMap::new(),
+                Duration::from_secs(60),
+            )
+            .await
+    });
     let written = written_pids(&pids);
     // What an interrupted step does to the process it is waiting for.
     running.abort();
@@ -104,7 +115,11 @@ fn a_process_that_finishes_gives_its_status_and_output() {
         .map(str::to_owned)
         .to_vec();
     let output = runtime()
-        .block_on(LocalProcesses.run(&argv, Duration::from_secs(10)))
+        .block_on(LocalProcesses.run(
+            &argv,
+            &std::collections::BTreeMap::new(),
+            Duration::from_secs(10),
+        ))
         .expect("runs");
     assert_eq!(output.exit_code, 3);
     assert_eq!(output.stdout, "out\n");

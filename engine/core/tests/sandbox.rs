@@ -166,6 +166,7 @@ fn an_expression_that_builds_too_much_altogether_is_stopped_with_a_clear_error()
         &mut scope,
         &compiled.ast,
         &runbook_core::expr::Budget::standard(),
+        None,
     );
     let error = result.expect_err("stopped").to_string();
     assert!(
@@ -181,7 +182,8 @@ fn an_expression_that_builds_too_much_altogether_is_stopped_with_a_clear_error()
     assert!(runbook_core::expr::evaluate::<bool>(
         &mut scope,
         &small.ast,
-        &runbook_core::expr::Budget::standard()
+        &runbook_core::expr::Budget::standard(),
+        None,
     )
     .expect("runs"));
 }

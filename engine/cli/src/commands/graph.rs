@@ -4,11 +4,16 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::{build_plan, Wanted};
-use crate::cli::GraphFormat;
+use crate::cli::{GraphFormat, ParamArgs};
 use crate::exit::Exit;
 
-pub fn graph(dir: &Path, name: &str, sets: &[String], format: GraphFormat) -> anyhow::Result<Exit> {
-    let plan = match build_plan(dir, Wanted::NameOrPath(name), sets, None, true)? {
+pub fn graph(
+    dir: &Path,
+    name: &str,
+    params: &ParamArgs,
+    format: GraphFormat,
+) -> anyhow::Result<Exit> {
+    let plan = match build_plan(dir, Wanted::NameOrPath(name), params, &[], None, true)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };

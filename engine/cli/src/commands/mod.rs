@@ -5,6 +5,7 @@
 
 pub mod graph;
 pub mod list;
+pub mod params;
 pub mod plan;
 pub mod resume;
 pub mod run;
@@ -19,14 +20,14 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use runbook_core::alert::{first_match, WebhookPayload};
-use runbook_core::bind::{bind, parse_set};
+use runbook_core::bind::bind_given;
 use runbook_core::compile::{Compiler, Plan, TriggeredBy};
 use runbook_core::diagnostic::{
     did_you_mean, render_github, render_json, render_text, Diagnostics, Severity,
 };
 use runbook_core::runbook::{Catalog, Runbook};
 
-use crate::cli::{DiagnosticFormat, When};
+use crate::cli::{DiagnosticFormat, ParamArgs, When};
 use crate::exit::Exit;
 
 pub fn print_diagnostics(
@@ -110,11 +111,13 @@ pub enum Wanted<'a> {
     Name(&'a str),
 }
 
-/// Finds the runbook `wanted` and compiles its plan.
+/// Finds the runbook `wanted` and compiles its plan, with the params the command line gives
+/// (and, for `resume`, those its journal kept: `journaled`).
 pub fn build_plan(
     dir: &Path,
     wanted: Wanted<'_>,
-    sets: &[String],
+    params: &ParamArgs,
+    journaled: &[(String, String)],
     alert: Option<&Path>,
     lenient: bool,
 ) -> anyhow::Result<Result<Plan, Exit>> {
@@ -193,16 +196,9 @@ pub fn build_plan(
         others
     });
 
-    let mut parsed_sets = Vec::new();
-    for text in sets {
-        parsed_sets.push(parse_set(text).map_err(anyhow::Error::msg)?);
-    }
+    let given = params::given(&runbook, params, journaled)?;
     let triggered_by = triggered_by(&runbook, alert)?;
-    let (bindings, errors) = bind(
-        &runbook,
-        &parsed_sets,
-        triggered_by.as_ref().map(|t| &t.alert),
-    );
+    let (bindings, errors) = bind_given(&runbook, &given, triggered_by.as_ref().map(|t| &t.alert));
     let mut fatal = false;
     for error in &errors {
         if error.missing && lenient {

@@ -4,17 +4,17 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::{build_plan, Wanted};
-use crate::cli::PlanFormat;
+use crate::cli::{ParamArgs, PlanFormat};
 use crate::exit::Exit;
 
 pub fn plan(
     dir: &Path,
     name: &str,
-    sets: &[String],
+    params: &ParamArgs,
     alert: Option<&Path>,
     format: PlanFormat,
 ) -> anyhow::Result<Exit> {
-    let plan = match build_plan(dir, Wanted::NameOrPath(name), sets, alert, true)? {
+    let plan = match build_plan(dir, Wanted::NameOrPath(name), params, &[], alert, true)? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };

@@ -1,5 +1,6 @@
 //! `runbook resume`: a killed run goes on from its journal, or rolls back. The runbook must be
-//! the one that ran (the journal keeps its digest) and the cluster the one it acted on.
+//! the one that ran (the journal keeps its digest) and the cluster the one it acted on, and
+//! every param the journal holds only redacted must be given again.
 
 use std::io::IsTerminal as _;
 use std::path::Path;
@@ -46,21 +47,51 @@ pub fn resume(
             state.runbook.escape_debug()
         );
     }
-    // The params it ran with (secret ones were never written down: pass them with --set).
-    let mut sets: Vec<String> = state
+    // The params it ran with. Secret ones were never written down, and a value that looked
+    // like a credential (`token=abc123`) was written redacted: binding `<redacted>` would run
+    // the remaining steps with the placeholder, so those must be given again.
+    let redacted = |value: &serde_json::Value| {
+        value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned)
+            .contains(runbook_core::redact::REDACTED)
+    };
+    let missing: Vec<&String> = state
         .params
         .iter()
-        .filter(|(_, value)| value.as_str() != Some(runbook_core::redact::REDACTED))
+        .filter(|(name, value)| {
+            redacted(value) && !super::params::is_given(&args.execution.params, name)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    if !missing.is_empty() {
+        let listed = missing
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first = missing[0];
+        eprintln!(
+            "error: the journal of run `{run_id}` holds param{} {listed} only redacted; give {} again to resume, such as `--set-file {first}=PATH`, {} or `--set {first}=VALUE`",
+            super::plural(missing.len()),
+            if missing.len() == 1 { "it" } else { "them" },
+            super::params::env_name(first)
+        );
+        return Ok(Exit::Invalid);
+    }
+    let journaled: Vec<(String, String)> = state
+        .params
+        .iter()
+        .filter(|(_, value)| !redacted(value))
         .map(|(name, value)| {
-            format!(
-                "{name}={}",
+            (
+                name.clone(),
                 value
                     .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned)
+                    .map_or_else(|| value.to_string(), str::to_owned),
             )
         })
         .collect();
-    sets.extend(args.execution.sets.iter().cloned());
     // The journal is a file like any other: what it names is looked up in the catalog, never
     // opened as a path.
     if !runbook_core::check::is_runbook_name(&state.runbook) {
@@ -70,7 +101,14 @@ pub fn resume(
             state.runbook.escape_debug()
         );
     }
-    let plan = match build_plan(dir, Wanted::Name(&state.runbook), &sets, None, false)? {
+    let plan = match build_plan(
+        dir,
+        Wanted::Name(&state.runbook),
+        &args.execution.params,
+        &journaled,
+        None,
+        false,
+    )? {
         Ok(plan) => plan,
         Err(exit) => return Ok(exit),
     };

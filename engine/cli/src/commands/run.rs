@@ -29,7 +29,8 @@ pub fn run(dir: &Path, args: RunArgs) -> anyhow::Result<Exit> {
     let plan = match build_plan(
         dir,
         Wanted::NameOrPath(&args.name),
-        &args.execution.sets,
+        &args.execution.params,
+        &[],
         args.alert.as_deref(),
         false,
     )? {

@@ -522,7 +522,9 @@ pub(super) fn incident(alert: &Alert) -> String {
 pub(super) fn redacted_params(runbook: &Runbook, bindings: &Bindings) -> Json {
     let mut object = serde_json::Map::new();
     for (name, value) in &bindings.values {
-        let secret = runbook.param(name).is_some_and(|param| param.secret);
+        let secret = runbook
+            .param(name)
+            .is_some_and(|param| bindings.is_secret(param));
         object.insert(
             name.clone(),
             if secret {

@@ -312,6 +312,18 @@ impl Checker<'_> {
                 "`readonly` applies to `run` and `exec` steps only",
             );
         }
+        if step.env.is_some() && !matches!(action, Action::Run { .. }) {
+            self.error_help(
+                Code::Env,
+                at,
+                at.key_span(&format!("{pointer}/env")),
+                "`env` applies to `run` steps only",
+                matches!(action, Action::Exec { .. }).then(|| {
+                    "an `exec` runs with its container's environment; it can take a value only as an argument"
+                        .to_owned()
+                }),
+            );
+        }
         let declared = match &step.undo {
             Some(undo) if irreversible(step).is_none() => {
                 let undo_pointer = format!("{pointer}/undo");

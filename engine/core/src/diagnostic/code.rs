@@ -160,6 +160,8 @@ codes! {
     Interval = "interval",
     /// `readonly` on a step that is not a `run` or `exec`.
     ReadOnly = "readonly",
+    /// `env` on a step that is not a `run`, or a name no environment variable can have.
+    Env = "env",
     // ----- actions --------------------------------------------------------------------------
     /// `replicas` that is negative or not a number.
     Replicas = "replicas",

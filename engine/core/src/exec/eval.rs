@@ -63,6 +63,7 @@ impl Run {
         let mut scope = self.scope(expression, object).await?;
         let ast = expression.ast.clone();
         let budget = Budget::standard();
+        let redactor = self.redactor.clone();
         let describe = |error: String| {
             StepError::Expression(format!("`{}`: {error}", expression.source.trim()))
         };
@@ -73,13 +74,13 @@ impl Run {
         // that answer HTTP and drive other runs are never held up by it.
         let flavor = tokio::runtime::Handle::current().runtime_flavor();
         if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
-            return crate::expr::evaluate::<Dynamic>(&mut scope, &ast, &budget)
+            return crate::expr::evaluate::<Dynamic>(&mut scope, &ast, &budget, Some(&redactor))
                 .map_err(|error| describe(error.to_string()));
         }
         // A step's timeout drops this future: the evaluation is then told to stop.
         let _stop_when_dropped = StopOnDrop(budget.cancelled.clone());
         let evaluated = tokio::task::spawn_blocking(move || {
-            crate::expr::evaluate::<Dynamic>(&mut scope, &ast, &budget)
+            crate::expr::evaluate::<Dynamic>(&mut scope, &ast, &budget, Some(&redactor))
         })
         .await;
         match evaluated {

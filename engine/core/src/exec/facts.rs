@@ -205,7 +205,7 @@ impl Run {
                 let output = self
                     .effects
                     .processes
-                    .run(&argv, FACT_TIMEOUT)
+                    .run(&argv, &BTreeMap::new(), FACT_TIMEOUT)
                     .await
                     .map_err(StepError::from)?;
                 parse_output(&output, *format)?

@@ -102,7 +102,8 @@ struct Run {
     plan: Arc<Plan>,
     effects: Effects,
     options: RunOptions,
-    redactor: Redactor,
+    /// Shared with the runbooks this run calls, and with the one that called it.
+    redactor: Arc<Redactor>,
     facts: facts::FactCache,
     /// The undo state of each step as captured before its first attempt: a retry must not
     /// capture the half-changed state left by the attempt before it.
@@ -120,9 +121,20 @@ struct Run {
 
 /// Runs `plan` to the end and reports how it went.
 pub async fn execute(plan: Arc<Plan>, effects: Effects, options: RunOptions) -> RunReport {
-    let redactor = Redactor::new();
+    execute_with(plan, effects, options, Arc::new(Redactor::new())).await
+}
+
+/// [`execute`] with the redactor of the run that called this one: the secrets either run
+/// learns are removed from what both of them write (a secret passed to a param the called
+/// runbook does not declare secret, a Secret the called runbook reads).
+async fn execute_with(
+    plan: Arc<Plan>,
+    effects: Effects,
+    options: RunOptions,
+    redactor: Arc<Redactor>,
+) -> RunReport {
     for param in &plan.runbook.params {
-        if param.secret {
+        if plan.bindings.is_secret(param) {
             if let Some(value) = plan.bindings.values.get(&param.name) {
                 redactor.add(&value.to_string());
             }
@@ -144,14 +156,15 @@ pub async fn execute(plan: Arc<Plan>, effects: Effects, options: RunOptions) -> 
     run.execute().await
 }
 
-/// [`execute`] behind a boxed `Send` future: a runbook that calls another runs a plan inside
-/// a plan, and the compiler needs the recursion to have a named type.
+/// [`execute_with`] behind a boxed `Send` future: a runbook that calls another runs a plan
+/// inside a plan, and the compiler needs the recursion to have a named type.
 fn execute_boxed(
     plan: Arc<Plan>,
     effects: Effects,
     options: RunOptions,
+    redactor: Arc<Redactor>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = RunReport> + Send>> {
-    Box::pin(execute(plan, effects, options))
+    Box::pin(execute_with(plan, effects, options, redactor))
 }
 
 impl Run {
@@ -304,7 +317,7 @@ impl Run {
                     let value = self.plan.bindings.values.get(&param.name)?;
                     Some((
                         param.name.clone(),
-                        if param.secret {
+                        if self.plan.bindings.is_secret(param) {
                             json!(crate::redact::REDACTED)
                         } else {
                             value.to_json()

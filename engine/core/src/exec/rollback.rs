@@ -98,18 +98,8 @@ impl Run {
                     .map_err(StepError::from)
             }
             RollbackSpec::Runbook { name, params } => {
-                let mut sets = Vec::new();
-                for (param, value) in params {
-                    let value = self.render_json(value).await?;
-                    sets.push((
-                        param.clone(),
-                        match value {
-                            Json::String(text) => text,
-                            other => other.to_string(),
-                        },
-                    ));
-                }
-                self.call(name, &sets).await.map(drop)
+                let given = self.call_params(params).await?;
+                self.call(name, &given).await.map(drop)
             }
             RollbackSpec::Steps(steps) => {
                 for step in steps {

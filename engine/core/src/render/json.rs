@@ -40,14 +40,15 @@ pub fn plan_json(plan: &Plan) -> Json {
         .params
         .iter()
         .map(|p| {
+            let secret = plan.bindings.is_secret(p);
             let value = match plan.bindings.values.get(&p.name) {
-                Some(_) if p.secret => Json::String(SECRET.to_owned()),
+                Some(_) if secret => Json::String(SECRET.to_owned()),
                 Some(value) => value.to_json(),
                 None => Json::Null,
             };
             (
                 p.name.clone(),
-                json!({"value": value, "origin": origin_word(plan, &p.name), "secret": p.secret}),
+                json!({"value": value, "origin": origin_word(plan, &p.name), "secret": secret}),
             )
         })
         .collect();

@@ -2,7 +2,8 @@
 //! pull-request review, JSON for tools, and the DAG as Graphviz DOT or Mermaid.
 //!
 //! Params are substituted into templates here (only params: facts are read at run time, so a
-//! `${...}` that reads a fact is shown as written). Secret params are shown as `<secret>`.
+//! `${...}` that reads a fact is shown as written). Secret params (declared so, or bound from a
+//! secret by a calling runbook) are shown as `<secret>`.
 
 use std::fmt::Write as _;
 
@@ -25,7 +26,8 @@ pub use text::plan_text;
 /// How long a param-only expression in a template may take when a plan is rendered.
 const RENDER_EVALUATION_TIME: std::time::Duration = std::time::Duration::from_millis(200);
 
-const SECRET: &str = "<secret>";
+/// How a plan shows a secret param's value.
+pub(crate) const SECRET: &str = "<secret>";
 
 /// Substitutes bound params into a template; holes that read anything else stay as written.
 pub fn template(plan: &Plan, template: &Template) -> String {
@@ -39,7 +41,7 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                     r.path
                         .get(1)
                         .and_then(|name| plan.runbook.param(name))
-                        .is_some_and(|p| p.secret)
+                        .is_some_and(|p| plan.bindings.is_secret(p))
                 });
                 if secret {
                     out.push_str(SECRET);
@@ -54,8 +56,13 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                         deadline: std::time::Instant::now() + RENDER_EVALUATION_TIME,
                         cancelled: Default::default(),
                     };
-                    crate::expr::evaluate::<rhai::Dynamic>(&mut scope, &expression.ast, &budget)
-                        .ok()
+                    crate::expr::evaluate::<rhai::Dynamic>(
+                        &mut scope,
+                        &expression.ast,
+                        &budget,
+                        None,
+                    )
+                    .ok()
                 });
                 match value.flatten() {
                     Some(value) if !value.is_unit() => out.push_str(&value.to_string()),
@@ -131,7 +138,14 @@ fn metadata_changes(
 /// One line saying what an action does, params substituted.
 pub fn action_summary(plan: &Plan, action: &Action) -> String {
     match action {
-        Action::Run { argv: words } => format!("run {}", argv(plan, words)),
+        Action::Run { argv: words, env } => {
+            // As a shell would take it: `NAME=value command...`.
+            let assignments: String = env
+                .iter()
+                .map(|(name, value)| format!("{name}={} ", shell_quote(&template(plan, value))))
+                .collect();
+            format!("run {assignments}{}", argv(plan, words))
+        }
         Action::Scale { target, replicas } => {
             let count = match replicas {
                 IntValue::Literal(count) => count.to_string(),
@@ -328,7 +342,7 @@ fn origin(fact: &FactSpec) -> String {
 
 fn param_value(plan: &Plan, param: &ParamSpec) -> String {
     match plan.bindings.values.get(&param.name) {
-        Some(_) if param.secret => SECRET.to_owned(),
+        Some(_) if plan.bindings.is_secret(param) => SECRET.to_owned(),
         Some(value) => value.to_string(),
         None => "(unset)".to_owned(),
     }
@@ -337,6 +351,9 @@ fn param_value(plan: &Plan, param: &ParamSpec) -> String {
 fn origin_word(plan: &Plan, name: &str) -> &'static str {
     match plan.bindings.origins.get(name) {
         Some(crate::bind::Origin::Set) => "--set",
+        Some(crate::bind::Origin::Caller) => "caller",
+        Some(crate::bind::Origin::File) => "--set-file",
+        Some(crate::bind::Origin::Environment) => "environment",
         Some(crate::bind::Origin::Alert) => "alert",
         Some(crate::bind::Origin::Default) => "default",
         None => "unset",

@@ -307,10 +307,21 @@ impl Cluster for SimWorld {
 
 #[async_trait]
 impl Processes for SimWorld {
-    async fn run(&self, argv: &[String], _timeout: Duration) -> EffectResult<CommandOutput> {
+    async fn run(
+        &self,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        _timeout: Duration,
+    ) -> EffectResult<CommandOutput> {
         let mut state = self.lock();
         let shown = shown(argv);
-        state.calls.push(format!("run {shown}"));
+        // The environment's names, never its values (they are where secrets go).
+        let names: Vec<&str> = env.keys().map(String::as_str).collect();
+        state.calls.push(if names.is_empty() {
+            format!("run {shown}")
+        } else {
+            format!("run {shown} (env {})", names.join(", "))
+        });
         let State {
             commands, finished, ..
         } = &mut *state;

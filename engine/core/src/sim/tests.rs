@@ -976,7 +976,7 @@ async fn command_answers_change_with_the_number_of_calls() {
     let timeout = Duration::from_secs(5);
     let mut outputs = Vec::new();
     for _ in 0..4 {
-        let output = world.run(&unseal, timeout).await.unwrap();
+        let output = world.run(&unseal, &BTreeMap::new(), timeout).await.unwrap();
         outputs.push((output.exit_code, output.stdout, output.stderr));
     }
     assert_eq!(
@@ -1027,7 +1027,7 @@ async fn unmatched_calls_say_what_to_add() {
         .await;
     assert!(matches!(other_container, Err(EffectError::NotFound(_))));
     let error = world
-        .run(&argv(&["rm", "-rf", "/"]), timeout)
+        .run(&argv(&["rm", "-rf", "/"]), &BTreeMap::new(), timeout)
         .await
         .unwrap_err();
     let EffectError::NotFound(message) = &error else {
@@ -1376,6 +1376,7 @@ async fn the_seed_scenario_loads_and_tells_its_story() {
     let unseal = world
         .run(
             &argv(&["openbao", "operator", "unseal", "--auto-shamir"]),
+            &BTreeMap::new(),
             timeout,
         )
         .await

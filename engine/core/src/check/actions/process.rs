@@ -24,9 +24,34 @@ fn run(
     let at = site.at;
     let p = site.pointer.as_str();
     let scope = site.scope;
+    let mut env = BTreeMap::new();
+    for (name, value) in step.env.iter().flatten() {
+        let pointer = format!("{}/env/{}", site.step, escape_pointer(name));
+        if !is_env_name(name) {
+            checker.error_help(
+                Code::Env,
+                at,
+                at.key_span(&pointer),
+                format!("`{name}` is not an environment variable name"),
+                Some("use letters, digits and `_`, not starting with a digit".to_owned()),
+            );
+            continue;
+        }
+        env.insert(
+            name.clone(),
+            checker.template(at, &pointer, value, scope, reads),
+        );
+    }
     Some(Action::Run {
         argv: checker.argv(at, p, step.run.as_ref()?, scope, reads),
+        env,
     })
+}
+
+/// A name every shell and `execve` takes: letters, digits and `_`, not starting with a digit.
+fn is_env_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn exec(

@@ -55,7 +55,7 @@ impl Run {
         attempt: u32,
     ) -> Result<Finished, StepError> {
         match action {
-            Action::Run { argv } => self.run_process(step, attempt, argv).await,
+            Action::Run { argv, env } => self.run_process(step, attempt, argv, env).await,
             Action::Exec {
                 namespace,
                 pod,

@@ -8,8 +8,15 @@ impl Run {
         step: &StepSpec,
         attempt: u32,
         argv: &[Template],
+        env: &BTreeMap<String, Template>,
     ) -> Result<Finished, StepError> {
         let argv = self.render_all(argv).await?;
+        let mut environment = BTreeMap::new();
+        for (name, value) in env {
+            environment.insert(name.clone(), self.render(value, None).await?);
+        }
+        // The command as journaled and shown: argv only; the environment's values stay out
+        // of the journal, as they stay out of the process list.
         let shown = shell_words::join(&argv);
         if self.options.dry_run && !step.readonly {
             return Ok(Finished::DryRun(format!("would run: {shown}")));
@@ -25,7 +32,7 @@ impl Run {
         let output = self
             .effects
             .processes
-            .run(&argv, step.timeout)
+            .run(&argv, &environment, step.timeout)
             .await
             .map_err(StepError::from)?;
         let output = CommandOutput {

@@ -16,6 +16,7 @@ impl Run {
             None => None,
         };
         let condition = condition.clone();
+        let redactor = self.redactor.clone();
         let ready = move |object: &Json| -> Result<bool, String> {
             match (&condition, &base) {
                 (Some(condition), _) => Ok(has_condition(object, condition)),
@@ -28,7 +29,7 @@ impl Run {
                     // A field the controller has not reported yet (no `status`) means
                     // "not yet", as in `verify`; the step's timeout bounds the wait.
                     let budget = crate::expr::Budget::standard();
-                    match crate::expr::evaluate::<bool>(&mut scope, ast, &budget) {
+                    match crate::expr::evaluate::<bool>(&mut scope, ast, &budget, Some(&redactor)) {
                         Ok(held) => Ok(held),
                         Err(error) => {
                             tracing::debug!(%error, "Wait condition not evaluable yet.");
