@@ -2099,6 +2099,9 @@ spec:
         stdout.contains(&expected) || stderr.contains(&expected),
         "{stdout}{stderr}"
     );
-    assert!(stderr.contains("`runbook serve` starts only with a valid catalog"), "{stderr}");
+    assert!(
+        stderr.contains("`runbook serve` starts only with a valid catalog"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
