@@ -1349,3 +1349,197 @@ fn resume_refuses_a_changed_runbook_and_a_finished_run() {
         out.stderr
     );
 }
+
+// ----- The loader against hostile files (issue 13) ---------------------------------------------
+
+/// `runbook` in `dir`, killed if it has not finished within `limit`, so a regression that hangs
+/// fails the test instead of hanging it. Output goes to files: a full pipe must not stall it.
+fn runbook_within(dir: &Path, args: &[&str], limit: std::time::Duration) -> Output {
+    let capture = tempfile::tempdir().expect("temp dir");
+    let stdout = capture.path().join("stdout");
+    let stderr = capture.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUNBOOK_DIR")
+        .env("RUNBOOK_LOG", "off")
+        .env("RUNBOOK_STATE_DIR", capture.path().join("state"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("runbook starts");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`runbook {}` did not finish within {limit:?}; stderr so far:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&stdout).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr).unwrap_or_default(),
+    }
+}
+
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+const EMPTY_WORLD: &str =
+    "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: empty}\nspec: {}\n";
+
+#[test]
+fn nesting_deeper_than_the_limit_is_an_error_at_its_position_not_a_crash() {
+    // `- - - - ...` 5,000 times: a list in a list, 5,000 deep, in 10 KB.
+    let dashes = "- ".repeat(5000);
+    // A mapping in a mapping, 1,890 deep.
+    let mut block = String::new();
+    for level in 0..1890 {
+        block.push_str(&format!("{}k{level}:\n", "  ".repeat(level)));
+    }
+    let dir = folder(&[("dashes.yaml", &dashes), ("block.yaml", &block)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    // The 65th list starts at column 129 of line 1; the 65th mapping at key `k64`, line 65.
+    let dashes_error =
+        "runbooks/dashes.yaml:1:129: error[yaml-too-deep]: collections nest deeper than 64 levels";
+    let block_error =
+        "runbooks/block.yaml:65:129: error[yaml-too-deep]: collections nest deeper than 64 levels";
+
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(dashes_error), "{}", out.stderr);
+    assert!(out.stderr.contains(block_error), "{}", out.stderr);
+
+    for file in ["runbooks/dashes.yaml", "runbooks/block.yaml"] {
+        let out = runbook_within(
+            dir.path(),
+            &["run", file, "--simulate", "empty.scenario.yaml", "--yes"],
+            LIMIT,
+        );
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{file}:")) && out.stderr.contains("yaml-too-deep"),
+            "{}",
+            out.stderr
+        );
+    }
+
+    // `list` shows what is valid (nothing here) and names the broken files.
+    let out = runbook_within(dir.path(), &["list"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("2 files in the runbooks folder have problems (runbooks/block.yaml, runbooks/dashes.yaml)"),
+        "{}",
+        out.stderr
+    );
+
+    // `serve` refuses to start on a folder with errors.
+    let out = runbook_within(dir.path(), &["serve", "--listen", "127.0.0.1:0"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(dashes_error), "{}", out.stderr);
+}
+
+#[test]
+fn an_alias_cannot_nest_a_document_deeper_than_the_limit() {
+    // Each step's manifest spec is 50 lists deep around an alias to the one before: 3,000
+    // levels in all, through aliases, in 60 short lines.
+    let mut text = String::from(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: amplified}\nspec:\n  steps:\n",
+    );
+    for step in 0..60 {
+        let inner = if step == 0 {
+            "1".to_owned()
+        } else {
+            format!("*d{}", step - 1)
+        };
+        text.push_str(&format!(
+            "    - irreversible: a test\n      apply: {{manifest: {{apiVersion: example.com/v1, kind: Widget, metadata: {{name: w{step}}}, spec: &d{step} {}{inner}{}}}}}\n",
+            "[".repeat(50),
+            "]".repeat(50)
+        ));
+    }
+    let dir = folder(&[("amplified.yaml", &text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    // Line 9 is step 1's manifest: its spec's lists reach depth 56, and the alias to step 0's
+    // spec (50 deep) would take it to 106.
+    let column = text
+        .lines()
+        .nth(8)
+        .expect("line 9")
+        .find("*d0")
+        .expect("alias")
+        + 1;
+    assert!(
+        out.stderr.contains(&format!(
+            "runbooks/amplified.yaml:9:{column}: error[yaml-too-deep]: collections nest deeper than 64 levels (through this alias)"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_runbook_nested_to_the_limit_validates_plans_and_runs() {
+    // Guards the limit from the other side: every pass that walks the tree (structure check,
+    // serde, checker, compiler, renderers, executor, journal) takes 64 levels, in a debug build
+    // too. Levels: document, spec, steps, step, apply, manifest, then 58 in its spec.
+    let nested = |levels: usize| {
+        format!(
+            "{}\"${{params.ns}}\"{}",
+            "{a: ".repeat(levels),
+            "}".repeat(levels)
+        )
+    };
+    let text = format!(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: deep}}\nspec:\n  params:\n    - {{name: ns, default: shop}}\n  steps:\n    - irreversible: a test\n      apply:\n        manifest:\n          apiVersion: example.com/v1\n          kind: Widget\n          metadata: {{name: deep, namespace: \"${{params.ns}}\"}}\n          spec: {}\n",
+        nested(58)
+    );
+    let dir = folder(&[("deep.yaml", &text)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for format in ["text", "json", "markdown"] {
+        let out = runbook_within(dir.path(), &["plan", "deep", "--format", format], LIMIT);
+        assert_eq!(out.code, 0, "{format}: {}", out.stderr);
+    }
+    let out = runbook_within(
+        dir.path(),
+        &["run", "deep", "--simulate", "empty.scenario.yaml", "--yes"],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("Outcome: Succeeded"), "{}", out.stderr);
+
+    // One level more is refused where it starts.
+    let deeper = text.replace(&nested(58), &nested(59));
+    std::fs::write(dir.path().join("runbooks/deep.yaml"), &deeper).expect("write");
+    let column = deeper
+        .lines()
+        .nth(13)
+        .expect("line 14")
+        .match_indices("{a:")
+        .nth(58)
+        .expect("level 65")
+        .0
+        + 1;
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "runbooks/deep.yaml:14:{column}: error[yaml-too-deep]"
+        )),
+        "{}",
+        out.stderr
+    );
+}
