@@ -47,7 +47,8 @@ codes! {
     YamlSyntax = "yaml-syntax",
     /// A mapping key is not a plain scalar.
     YamlKey = "yaml-key",
-    /// An alias names an anchor that was never defined.
+    /// An alias inside the collection its anchor names: a node cannot hold itself. (An alias
+    /// to an anchor never defined is `yaml-syntax`: the parser refuses it.)
     YamlAlias = "yaml-alias",
     /// A tagged scalar (`!!int`, `!!bool`, ...) does not fit its tag.
     YamlTag = "yaml-tag",
