@@ -27,6 +27,9 @@ const MAX_NODES: usize = 200_000;
 /// recursively (the structure check, the conversion to JSON, serde, the checker, dropping the
 /// tree) a few kilobytes of stack per level deep, far inside the 2 MiB of a worker thread.
 const MAX_DEPTH: usize = 64;
+/// A mapping's keys are looked up in a list while it is this small, and in a hash map after,
+/// so the duplicate-key check stays linear without an allocation for every small mapping.
+const SMALL_MAPPING: usize = 16;
 
 /// A YAML value with its place in the file.
 #[derive(Clone, Debug)]
@@ -232,8 +235,45 @@ enum Frame {
         start: Position,
         anchor: usize,
         entries: Vec<Entry>,
-        pending_key: Option<(String, Span)>,
+        keys: Keys,
+        /// The key waiting for its value, and whether it repeats an earlier key.
+        pending_key: Option<(String, Span, bool)>,
     },
+}
+
+/// The keys of a mapping being read, for the duplicate-key check: the entries' own keys while
+/// the mapping is small, a hash map from key to entry after.
+#[derive(Default)]
+struct Keys(Option<HashMap<String, usize>>);
+
+impl Keys {
+    /// The entry already holding `key`.
+    fn find<'e>(&self, entries: &'e [Entry], key: &str) -> Option<&'e Entry> {
+        match &self.0 {
+            Some(index) => index.get(key).and_then(|&at| entries.get(at)),
+            None => entries.iter().find(|entry| entry.key == key),
+        }
+    }
+
+    /// Records that the last of `entries` was just added.
+    fn added(&mut self, entries: &[Entry]) {
+        match &mut self.0 {
+            Some(index) => {
+                if let Some(entry) = entries.last() {
+                    index.insert(entry.key.clone(), entries.len() - 1);
+                }
+            }
+            None if entries.len() > SMALL_MAPPING => {
+                let index = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(at, entry)| (entry.key.clone(), at))
+                    .collect();
+                self.0 = Some(index);
+            }
+            None => {}
+        }
+    }
 }
 
 /// A node an anchor names, with what an alias to it adds to the document.
@@ -334,6 +374,7 @@ impl Builder {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
+                keys,
                 pending_key,
                 ..
             }) => match pending_key.take() {
@@ -354,31 +395,31 @@ impl Builder {
                             return;
                         }
                     };
-                    if let Some(first) = entries.iter().find(|entry| entry.key == key) {
+                    let first = keys.find(entries, &key).map(|first| first.key_span);
+                    if let Some(first) = first {
                         let message = format!(
                             "duplicate key `{key}` (first given at line {})",
-                            first.key_span.start.line
+                            first.start.line
                         );
-                        let at = node.span;
                         self.diagnostics.push(Diagnostic::error(
                             Code::DuplicateKey,
                             &self.source,
-                            at,
+                            node.span,
                             message,
                         ));
                     }
-                    *pending_key = Some((key, node.span));
+                    *pending_key = Some((key, node.span, first.is_some()));
                 }
-                Some((key, key_span)) => {
-                    // A duplicate key was reported above; keep the first value so later
-                    // diagnostics point at what the reader sees first.
-                    if !entries.iter().any(|entry| entry.key == key) {
-                        entries.push(Entry {
-                            key,
-                            key_span,
-                            value: node,
-                        });
-                    }
+                // A duplicate key was reported above; keep the first value so later
+                // diagnostics point at what the reader sees first.
+                Some((_, _, true)) => {}
+                Some((key, key_span, false)) => {
+                    entries.push(Entry {
+                        key,
+                        key_span,
+                        value: node,
+                    });
+                    keys.added(entries);
                 }
             },
         }
@@ -468,6 +509,7 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
                             start: at.start,
                             anchor,
                             entries: Vec::new(),
+                            keys: Keys::default(),
                             pending_key: None,
                         }
                     });
