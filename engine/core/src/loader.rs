@@ -11,6 +11,7 @@
 //! that mark the second only mean something inside a folder holding a `runbook.yaml`, so a
 //! flat folder's runbook that happens to be called `tests.yaml` still loads.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic, Diagnostics};
@@ -281,13 +282,9 @@ impl Loader {
         }
         let bad = crate::structure::check(&self.schema, definition, &root, source, diagnostics);
         let mut json = root.to_json();
-        let mut damaged = Vec::new();
-        for pointer in &bad {
-            match prune(&mut json, &root, pointer) {
-                Some(span) => damaged.push(span),
-                None => return,
-            }
-        }
+        let Some(damaged) = prune(&mut json, &root, &bad) else {
+            return;
+        };
         // With fields set aside, serde may still refuse the rest (a required field was bad);
         // the structure check has already said why, so stay quiet then.
         let quiet = !bad.is_empty();
@@ -320,22 +317,48 @@ impl Loader {
     }
 }
 
-/// Removes the field holding `pointer` (or, inside a list, the field holding the list) from
-/// `json`, returning the span of the object it was removed from.
-fn prune(json: &mut serde_json::Value, root: &Node, pointer: &str) -> Option<Span> {
-    let mut pointer = pointer.to_owned();
-    loop {
-        let (parent, key) = pointer.rsplit_once('/')?;
-        let (parent, key) = (parent.to_owned(), key.replace("~1", "/").replace("~0", "~"));
-        match json.pointer_mut(&parent)? {
-            serde_json::Value::Object(map) => {
-                map.shift_remove(&key);
-                return root.pointer(&parent).map(|node| node.span);
+/// Removes from `json` the field holding each of the `bad` pointers (or, inside a list, the
+/// field holding the list), returning the spans of the objects they were removed from; `None`
+/// if a pointer lies inside a field an earlier one removed, or is the document itself.
+///
+/// The fields are only marked while the pointers are walked, and each object then drops its
+/// marked fields in one pass: removing them one at a time from an order-keeping map costs the
+/// length of the map each time, quadratic in the fields of a mapping full of unknown ones.
+fn prune(json: &mut serde_json::Value, root: &Node, bad: &[String]) -> Option<Vec<Span>> {
+    let mut removed: HashSet<String> = HashSet::new();
+    let mut fields: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut damaged = Vec::new();
+    for pointer in bad {
+        let mut pointer = pointer.as_str();
+        loop {
+            let (parent, key) = pointer.rsplit_once('/')?;
+            let gone =
+                std::iter::successors(Some(parent), |at| at.rsplit_once('/').map(|(up, _)| up))
+                    .any(|at| removed.contains(at));
+            if gone {
+                return None;
             }
-            serde_json::Value::Array(_) => pointer = parent,
-            _ => return None,
+            match json.pointer(parent)? {
+                serde_json::Value::Object(_) => {
+                    removed.insert(pointer.to_owned());
+                    fields
+                        .entry(parent.to_owned())
+                        .or_default()
+                        .insert(key.replace("~1", "/").replace("~0", "~"));
+                    damaged.extend(root.pointer(parent).map(|node| node.span));
+                    break;
+                }
+                serde_json::Value::Array(_) => pointer = parent,
+                _ => return None,
+            }
         }
     }
+    for (parent, keys) in fields {
+        if let Some(serde_json::Value::Object(map)) = json.pointer_mut(&parent) {
+            map.retain(|key, _| !keys.contains(key));
+        }
+    }
+    Some(damaged)
 }
 
 fn deserialize<T: serde::de::DeserializeOwned>(
