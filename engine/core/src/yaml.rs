@@ -27,8 +27,9 @@ const MAX_NODES: usize = 200_000;
 /// recursively (the structure check, the conversion to JSON, serde, the checker, dropping the
 /// tree) a few kilobytes of stack per level deep, far inside the 2 MiB of a worker thread.
 const MAX_DEPTH: usize = 64;
-/// A mapping's keys are looked up in a list while it is this small, and in a hash map after,
-/// so the duplicate-key check stays linear without an allocation for every small mapping.
+/// A mapping's keys are looked up in its list of entries while it is this small, and in a hash
+/// map after: loading and looking up stay linear in the keys without an allocation for every
+/// small mapping (nearly all of them).
 const SMALL_MAPPING: usize = 16;
 
 /// A YAML value with its place in the file.
@@ -47,7 +48,54 @@ pub enum Value {
     Float(f64),
     String(String),
     Seq(Vec<Node>),
-    Map(Vec<Entry>),
+    Map(Mapping),
+}
+
+/// A mapping's entries in file order, each key once.
+#[derive(Clone, Debug, Default)]
+pub struct Mapping {
+    entries: Vec<Entry>,
+    /// Key to entry, once the mapping holds more than [`SMALL_MAPPING`] entries.
+    index: Option<HashMap<String, usize>>,
+}
+
+impl Mapping {
+    /// The entry holding `key`.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        match &self.index {
+            Some(index) => index.get(key).and_then(|&at| self.entries.get(at)),
+            None => self.entries.iter().find(|entry| entry.key == key),
+        }
+    }
+
+    /// Adds an entry whose key the mapping does not hold yet.
+    fn push(&mut self, entry: Entry) {
+        match &mut self.index {
+            Some(index) => {
+                index.insert(entry.key.clone(), self.entries.len());
+            }
+            None if self.entries.len() >= SMALL_MAPPING => {
+                let index = self
+                    .entries
+                    .iter()
+                    .chain(std::iter::once(&entry))
+                    .enumerate()
+                    .map(|(at, entry)| (entry.key.clone(), at))
+                    .collect();
+                self.index = Some(index);
+            }
+            None => {}
+        }
+        self.entries.push(entry);
+    }
+}
+
+impl std::ops::Deref for Mapping {
+    type Target = [Entry];
+
+    fn deref(&self) -> &[Entry] {
+        &self.entries
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -94,7 +142,7 @@ impl Node {
 
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|entry| entry.key == key),
+            Value::Map(mapping) => mapping.get(key),
             _ => None,
         }
     }
@@ -234,46 +282,10 @@ enum Frame {
     Map {
         start: Position,
         anchor: usize,
-        entries: Vec<Entry>,
-        keys: Keys,
+        entries: Mapping,
         /// The key waiting for its value, and whether it repeats an earlier key.
         pending_key: Option<(String, Span, bool)>,
     },
-}
-
-/// The keys of a mapping being read, for the duplicate-key check: the entries' own keys while
-/// the mapping is small, a hash map from key to entry after.
-#[derive(Default)]
-struct Keys(Option<HashMap<String, usize>>);
-
-impl Keys {
-    /// The entry already holding `key`.
-    fn find<'e>(&self, entries: &'e [Entry], key: &str) -> Option<&'e Entry> {
-        match &self.0 {
-            Some(index) => index.get(key).and_then(|&at| entries.get(at)),
-            None => entries.iter().find(|entry| entry.key == key),
-        }
-    }
-
-    /// Records that the last of `entries` was just added.
-    fn added(&mut self, entries: &[Entry]) {
-        match &mut self.0 {
-            Some(index) => {
-                if let Some(entry) = entries.last() {
-                    index.insert(entry.key.clone(), entries.len() - 1);
-                }
-            }
-            None if entries.len() > SMALL_MAPPING => {
-                let index = entries
-                    .iter()
-                    .enumerate()
-                    .map(|(at, entry)| (entry.key.clone(), at))
-                    .collect();
-                self.0 = Some(index);
-            }
-            None => {}
-        }
-    }
 }
 
 /// A node an anchor names, with what an alias to it adds to the document.
@@ -374,7 +386,6 @@ impl Builder {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
-                keys,
                 pending_key,
                 ..
             }) => match pending_key.take() {
@@ -395,7 +406,7 @@ impl Builder {
                             return;
                         }
                     };
-                    let first = keys.find(entries, &key).map(|first| first.key_span);
+                    let first = entries.get(&key).map(|first| first.key_span);
                     if let Some(first) = first {
                         let message = format!(
                             "duplicate key `{key}` (first given at line {})",
@@ -419,7 +430,6 @@ impl Builder {
                         key_span,
                         value: node,
                     });
-                    keys.added(entries);
                 }
             },
         }
@@ -508,8 +518,7 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
                         Frame::Map {
                             start: at.start,
                             anchor,
-                            entries: Vec::new(),
-                            keys: Keys::default(),
+                            entries: Mapping::default(),
                             pending_key: None,
                         }
                     });
