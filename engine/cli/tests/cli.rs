@@ -1543,3 +1543,155 @@ fn a_runbook_nested_to_the_limit_validates_plans_and_runs() {
         out.stderr
     );
 }
+
+const ONE: &str = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: one}\nspec:\n  steps:\n    - verify: \"true\"\n";
+
+#[cfg(unix)]
+#[test]
+fn links_back_into_the_folder_are_walked_once_and_each_file_loaded_once() {
+    let dir = folder(&[
+        ("one.yaml", ONE),
+        ("sub/two.yaml", &ONE.replace("one", "two")),
+    ]);
+    let runbooks = dir.path().join("runbooks");
+    std::os::unix::fs::symlink(".", runbooks.join("a")).expect("link");
+    std::os::unix::fs::symlink(".", runbooks.join("b")).expect("link");
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let real = runbooks.canonicalize().expect("canonical");
+    for link in ["a", "b"] {
+        let expected = format!(
+            "runbooks/{link}:1:1: warning[skipped-path]: skipped: links to the folder {}, which is read already",
+            real.display()
+        );
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    }
+    // Two files, each once: no `duplicate-runbook` for the copies reached through the links.
+    assert!(
+        out.stderr
+            .contains("valid: 2 runbooks, 0 fact libraries in 2 files; 0 errors, 2 warnings"),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_within(dir.path(), &["list", "--format", "json"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let files: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&out.stdout)
+        .expect("JSON")
+        .iter()
+        .map(|item| item["file"].as_str().expect("file").to_owned())
+        .collect();
+    assert_eq!(files, ["runbooks/one.yaml", "runbooks/sub/two.yaml"]);
+    // `runbook test` walks the folder for test files the same way.
+    let out = runbook_within(dir.path(), &["test"], LIMIT);
+    assert!(
+        out.stderr
+            .contains("no test files (*.test.yaml) under runbooks"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_named_pipe_in_the_folder_is_skipped_with_a_warning_not_waited_on() {
+    let dir = folder(&[("one.yaml", ONE)]);
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("runbooks/x.yaml"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "runbooks/x.yaml:1:1: warning[skipped-path]: skipped: a named pipe, not a regular file"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("valid: 1 runbook, 0 fact libraries in 1 file"),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_within(dir.path(), &["validate", "--deny-warnings"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    let out = runbook_within(
+        dir.path(),
+        &["run", "one", "--simulate", "empty.scenario.yaml", "--yes"],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("Outcome: Succeeded"), "{}", out.stderr);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_to_dev_zero_is_refused_without_reading_it() {
+    let dir = folder(&[("one.yaml", ONE)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("runbooks/x.yaml")).expect("link");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.scenario.yaml")).expect("link");
+    // Found in the folder: not a regular file, so never opened.
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runbooks/x.yaml:1:1: warning[skipped-path]: skipped: a link to a device, not to a regular file"),
+        "{}",
+        out.stderr
+    );
+    // Named: read, but no further than the size limit.
+    let too_long = "error[file-too-large]: the file is longer than the 4 MiB the engine reads";
+    let out = runbook_within(dir.path(), &["validate", "runbooks/x.yaml"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("runbooks/x.yaml:1:1: {too_long}")),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_within(
+        dir.path(),
+        &["run", "one", "--simulate", "zero.scenario.yaml", "--yes"],
+        LIMIT,
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("zero.scenario.yaml:1:1: {too_long}")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_naming_the_limit() {
+    // A YAML comment: at the limit the file loads (as an empty document), one byte over it
+    // does not.
+    let limit = 4 * 1024 * 1024;
+    let mut at_limit = "# padding\n".repeat(limit / 10 + 1);
+    at_limit.truncate(limit - 1);
+    at_limit.push('\n');
+    let over = format!("{at_limit}#");
+    let dir = folder(&[
+        ("one.yaml", ONE),
+        ("at-limit.yaml", &at_limit),
+        ("over.yaml", &over),
+    ]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runbooks/over.yaml:1:1: error[file-too-large]: the file is 4194305 bytes, more than the 4 MiB the engine reads"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("at-limit.yaml"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("invalid: 1 runbook, 0 fact libraries in 3 files; 1 error, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+}
