@@ -1695,3 +1695,149 @@ fn a_file_over_the_size_limit_is_refused_naming_the_limit() {
         out.stderr
     );
 }
+
+// Issue 13 also found loading quadratic in the keys of a mapping and in the holes of a
+// template; BENCHMARKS.md shows the timings. These pin what a user sees at those sizes.
+
+#[test]
+fn duplicate_keys_in_a_large_mapping_are_each_reported_at_their_position() {
+    // 5,000 labels: well past the size at which a mapping indexes its keys.
+    let mut text = String::from(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata:\n  name: labelled\n  labels:\n",
+    );
+    for index in 0..5000 {
+        text.push_str(&format!("    key-{index}: value-{index}\n"));
+    }
+    // Line 6 holds key-0; key-3 is on line 9 and key-4999 on line 5005.
+    text.push_str("    key-3: again\n    key-4999: again\n    key-0: again\n");
+    text.push_str("spec:\n  steps:\n    - verify: \"true\"\n");
+    let dir = folder(&[("labelled.yaml", &text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for (line, key, first) in [
+        (5006, "key-3", 9),
+        (5007, "key-4999", 5005),
+        (5008, "key-0", 6),
+    ] {
+        let expected = format!(
+            "runbooks/labelled.yaml:{line}:5: error[duplicate-key]: duplicate key `{key}` (first given at line {first})"
+        );
+        assert!(
+            out.stderr.contains(&expected),
+            "missing {expected}\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("; 3 errors, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_template_with_thousands_of_holes_renders_each_and_places_each_error() {
+    let holes: String = (0..3000)
+        .map(|index| format!("<${{{index} + 1}}>"))
+        .collect();
+    let text = format!(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: holes}}\nspec:\n  steps:\n    - notify: \"{holes}\"\n"
+    );
+    let dir = folder(&[("holes.yaml", &text)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    let out = runbook_within(
+        dir.path(),
+        &[
+            "run",
+            "holes",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--yes",
+            "--output",
+            "json",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rendered: String = (0..3000).map(|index| format!("<{}>", index + 1)).collect();
+    assert!(
+        out.stdout.contains(&rendered),
+        "the notification is not rendered whole"
+    );
+
+    // An unknown name in the last of 3,000 holes is placed at that hole.
+    let broken = text.replace("<${2999 + 1}>", "<${nope + 1}>");
+    let column = broken
+        .lines()
+        .nth(5)
+        .expect("line 6")
+        .find("nope")
+        .expect("hole")
+        + 1;
+    std::fs::write(dir.path().join("runbooks/holes.yaml"), &broken).expect("write");
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "runbooks/holes.yaml:6:{column}: error[undefined-fact]: unknown name `nope`"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_line_repeated_in_a_block_scalar_is_placed_at_itself() {
+    // Each line of a template is found in the file after the line before it: the second of
+    // two identical lines used to be placed on the first, and its diagnostic merged into the
+    // first's.
+    let text = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: twice}\nspec:\n  steps:\n    - notify: |\n        deploy ${nope}\n        deploy ${nope}\n";
+    let dir = folder(&[("twice.yaml", text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for line in [7, 8] {
+        assert!(
+            out.stderr.contains(&format!(
+                "runbooks/twice.yaml:{line}:18: error[undefined-fact]: unknown name `nope`"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn many_unknown_fields_are_each_reported_and_the_rest_still_checked() {
+    let mut text = String::from(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata:\n  name: fields\n",
+    );
+    for index in 0..2000 {
+        text.push_str(&format!("  field-{index}: x\n"));
+    }
+    text.push_str("spec:\n  steps:\n    - verify: nope.fact\n");
+    let dir = folder(&[("fields.yaml", &text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for (line, field) in [(5, "field-0"), (2004, "field-1999")] {
+        let expected = format!(
+            "runbooks/fields.yaml:{line}:3: error[unknown-field]: unknown field `{field}` in metadata"
+        );
+        assert!(
+            out.stderr.contains(&expected),
+            "missing {expected}\n{}",
+            out.stderr
+        );
+    }
+    // With the fields set aside, the steps are still checked.
+    assert!(
+        out.stderr
+            .contains("runbooks/fields.yaml:2007:15: error[undefined-fact]: unknown name `nope`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("; 2001 errors, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+}
