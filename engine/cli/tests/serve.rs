@@ -2066,7 +2066,7 @@ spec:
     )
     .expect("runbook");
     let expected = format!(
-        "{}:14:13: error[cycle]: fact `a` reads itself at {}:15:13",
+        "{}:14:13: error[cycle]: fact `a` reads itself at {}:15:14",
         file.display(),
         file.display()
     );
