@@ -2353,3 +2353,492 @@ fn resumed_started(state: &Path, run_id: &str) -> bool {
         .expect("journal")
         .contains(r#""event":"run-resumed""#)
 }
+
+// ----- The loader against hostile files (issue 13) ---------------------------------------------
+
+/// `runbook` in `dir`, killed if it has not finished within `limit`, so a regression that hangs
+/// fails the test instead of hanging it. Output goes to files: a full pipe must not stall it.
+fn runbook_within(dir: &Path, args: &[&str], limit: std::time::Duration) -> Output {
+    let capture = tempfile::tempdir().expect("temp dir");
+    let stdout = capture.path().join("stdout");
+    let stderr = capture.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUNBOOK_DIR")
+        .env("RUNBOOK_LOG", "off")
+        .env("RUNBOOK_STATE_DIR", capture.path().join("state"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("runbook starts");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`runbook {}` did not finish within {limit:?}; stderr so far:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&stdout).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr).unwrap_or_default(),
+    }
+}
+
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+#[test]
+fn nesting_deeper_than_the_limit_is_an_error_at_its_position_not_a_crash() {
+    // `- - - - ...` 5,000 times: a list in a list, 5,000 deep, in 10 KB.
+    let dashes = "- ".repeat(5000);
+    // A mapping in a mapping, 1,890 deep.
+    let mut block = String::new();
+    for level in 0..1890 {
+        block.push_str(&format!("{}k{level}:\n", "  ".repeat(level)));
+    }
+    let dir = folder(&[("dashes.yaml", &dashes), ("block.yaml", &block)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    // The 65th list starts at column 129 of line 1; the 65th mapping at key `k64`, line 65.
+    let dashes_error =
+        "runbooks/dashes.yaml:1:129: error[yaml-too-deep]: collections nest deeper than 64 levels";
+    let block_error =
+        "runbooks/block.yaml:65:129: error[yaml-too-deep]: collections nest deeper than 64 levels";
+
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(dashes_error), "{}", out.stderr);
+    assert!(out.stderr.contains(block_error), "{}", out.stderr);
+
+    for file in ["runbooks/dashes.yaml", "runbooks/block.yaml"] {
+        let out = runbook_within(
+            dir.path(),
+            &["run", file, "--simulate", "empty.scenario.yaml", "--yes"],
+            LIMIT,
+        );
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{file}:")) && out.stderr.contains("yaml-too-deep"),
+            "{}",
+            out.stderr
+        );
+    }
+
+    // `list` shows what is valid (nothing here) and names the broken files.
+    let out = runbook_within(dir.path(), &["list"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("2 files in the runbooks folder have problems (runbooks/block.yaml, runbooks/dashes.yaml)"),
+        "{}",
+        out.stderr
+    );
+
+    // `serve` refuses to start on a folder with errors.
+    let out = runbook_within(dir.path(), &["serve", "--listen", "127.0.0.1:0"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(dashes_error), "{}", out.stderr);
+}
+
+#[test]
+fn an_alias_cannot_nest_a_document_deeper_than_the_limit() {
+    // Each step's manifest spec is 50 lists deep around an alias to the one before: 3,000
+    // levels in all, through aliases, in 60 short lines.
+    let mut text = String::from(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: amplified}\nspec:\n  steps:\n",
+    );
+    for step in 0..60 {
+        let inner = if step == 0 {
+            "1".to_owned()
+        } else {
+            format!("*d{}", step - 1)
+        };
+        text.push_str(&format!(
+            "    - irreversible: a test\n      apply: {{manifest: {{apiVersion: example.com/v1, kind: Widget, metadata: {{name: w{step}}}, spec: &d{step} {}{inner}{}}}}}\n",
+            "[".repeat(50),
+            "]".repeat(50)
+        ));
+    }
+    let dir = folder(&[("amplified.yaml", &text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    // Line 9 is step 1's manifest: its spec's lists reach depth 56, and the alias to step 0's
+    // spec (50 deep) would take it to 106.
+    let column = text
+        .lines()
+        .nth(8)
+        .expect("line 9")
+        .find("*d0")
+        .expect("alias")
+        + 1;
+    assert!(
+        out.stderr.contains(&format!(
+            "runbooks/amplified.yaml:9:{column}: error[yaml-too-deep]: collections nest deeper than 64 levels (through this alias)"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_runbook_nested_to_the_limit_validates_plans_and_runs() {
+    // Guards the limit from the other side: every pass that walks the tree (structure check,
+    // serde, checker, compiler, renderers, executor, journal) takes 64 levels, in a debug build
+    // too. Levels: document, spec, steps, step, apply, manifest, then 58 in its spec.
+    let nested = |levels: usize| {
+        format!(
+            "{}\"${{params.ns}}\"{}",
+            "{a: ".repeat(levels),
+            "}".repeat(levels)
+        )
+    };
+    let text = format!(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: deep}}\nspec:\n  params:\n    - {{name: ns, default: shop}}\n  steps:\n    - irreversible: a test\n      apply:\n        manifest:\n          apiVersion: example.com/v1\n          kind: Widget\n          metadata: {{name: deep, namespace: \"${{params.ns}}\"}}\n          spec: {}\n",
+        nested(58)
+    );
+    let dir = folder(&[("deep.yaml", &text)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for format in ["text", "json", "markdown"] {
+        let out = runbook_within(dir.path(), &["plan", "deep", "--format", format], LIMIT);
+        assert_eq!(out.code, 0, "{format}: {}", out.stderr);
+    }
+    let out = runbook_within(
+        dir.path(),
+        &["run", "deep", "--simulate", "empty.scenario.yaml", "--yes"],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("Outcome: Succeeded"), "{}", out.stderr);
+
+    // One level more is refused where it starts.
+    let deeper = text.replace(&nested(58), &nested(59));
+    std::fs::write(dir.path().join("runbooks/deep.yaml"), &deeper).expect("write");
+    let column = deeper
+        .lines()
+        .nth(13)
+        .expect("line 14")
+        .match_indices("{a:")
+        .nth(58)
+        .expect("level 65")
+        .0
+        + 1;
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "runbooks/deep.yaml:14:{column}: error[yaml-too-deep]"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+const ONE: &str = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: one}\nspec:\n  steps:\n    - verify: \"true\"\n";
+
+#[cfg(unix)]
+#[test]
+fn links_back_into_the_folder_are_walked_once_and_each_file_loaded_once() {
+    let dir = folder(&[
+        ("one.yaml", ONE),
+        ("sub/two.yaml", &ONE.replace("one", "two")),
+    ]);
+    let runbooks = dir.path().join("runbooks");
+    std::os::unix::fs::symlink(".", runbooks.join("a")).expect("link");
+    std::os::unix::fs::symlink(".", runbooks.join("b")).expect("link");
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let real = runbooks.canonicalize().expect("canonical");
+    for link in ["a", "b"] {
+        let expected = format!(
+            "runbooks/{link}:1:1: warning[skipped-path]: skipped: links to the folder {}, which is read already",
+            real.display()
+        );
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    }
+    // Two files, each once: no `duplicate-runbook` for the copies reached through the links.
+    assert!(
+        out.stderr
+            .contains("valid: 2 runbooks, 0 fact libraries in 2 files; 0 errors, 2 warnings"),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_within(dir.path(), &["list", "--format", "json"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let files: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&out.stdout)
+        .expect("JSON")
+        .iter()
+        .map(|item| item["file"].as_str().expect("file").to_owned())
+        .collect();
+    assert_eq!(files, ["runbooks/one.yaml", "runbooks/sub/two.yaml"]);
+    // `runbook test` walks the folder for test files the same way.
+    let out = runbook_within(dir.path(), &["test"], LIMIT);
+    assert!(
+        out.stderr
+            .contains("no test files (*.test.yaml) under runbooks"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_named_pipe_in_the_folder_is_skipped_with_a_warning_not_waited_on() {
+    let dir = folder(&[("one.yaml", ONE)]);
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("runbooks/x.yaml"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "runbooks/x.yaml:1:1: warning[skipped-path]: skipped: a named pipe, not a regular file"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("valid: 1 runbook, 0 fact libraries in 1 file"),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_within(dir.path(), &["validate", "--deny-warnings"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    let out = runbook_within(
+        dir.path(),
+        &["run", "one", "--simulate", "empty.scenario.yaml", "--yes"],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("Outcome: Succeeded"), "{}", out.stderr);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_to_dev_zero_is_refused_without_reading_it() {
+    let dir = folder(&[("one.yaml", ONE)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("runbooks/x.yaml")).expect("link");
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.scenario.yaml")).expect("link");
+    // Found in the folder: not a regular file, so never opened.
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runbooks/x.yaml:1:1: warning[skipped-path]: skipped: a link to a device, not to a regular file"),
+        "{}",
+        out.stderr
+    );
+    // Named: read, but no further than the size limit.
+    let too_long = "error[file-too-large]: the file is longer than the 4 MiB the engine reads";
+    let out = runbook_within(dir.path(), &["validate", "runbooks/x.yaml"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("runbooks/x.yaml:1:1: {too_long}")),
+        "{}",
+        out.stderr
+    );
+    let out = runbook_within(
+        dir.path(),
+        &["run", "one", "--simulate", "zero.scenario.yaml", "--yes"],
+        LIMIT,
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("zero.scenario.yaml:1:1: {too_long}")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused_naming_the_limit() {
+    // A YAML comment: at the limit the file loads (as an empty document), one byte over it
+    // does not.
+    let limit = 4 * 1024 * 1024;
+    let mut at_limit = "# padding\n".repeat(limit / 10 + 1);
+    at_limit.truncate(limit - 1);
+    at_limit.push('\n');
+    let over = format!("{at_limit}#");
+    let dir = folder(&[
+        ("one.yaml", ONE),
+        ("at-limit.yaml", &at_limit),
+        ("over.yaml", &over),
+    ]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("runbooks/over.yaml:1:1: error[file-too-large]: the file is 4194305 bytes, more than the 4 MiB the engine reads"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("at-limit.yaml"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("invalid: 1 runbook, 0 fact libraries in 3 files; 1 error, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+}
+
+// Issue 13 also found loading quadratic in the keys of a mapping and in the holes of a
+// template; BENCHMARKS.md shows the timings. These pin what a user sees at those sizes.
+
+#[test]
+fn duplicate_keys_in_a_large_mapping_are_each_reported_at_their_position() {
+    // 5,000 labels: well past the size at which a mapping indexes its keys.
+    let mut text = String::from(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata:\n  name: labelled\n  labels:\n",
+    );
+    for index in 0..5000 {
+        text.push_str(&format!("    key-{index}: value-{index}\n"));
+    }
+    // Line 6 holds key-0; key-3 is on line 9 and key-4999 on line 5005.
+    text.push_str("    key-3: again\n    key-4999: again\n    key-0: again\n");
+    text.push_str("spec:\n  steps:\n    - verify: \"true\"\n");
+    let dir = folder(&[("labelled.yaml", &text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for (line, key, first) in [
+        (5006, "key-3", 9),
+        (5007, "key-4999", 5005),
+        (5008, "key-0", 6),
+    ] {
+        let expected = format!(
+            "runbooks/labelled.yaml:{line}:5: error[duplicate-key]: duplicate key `{key}` (first given at line {first})"
+        );
+        assert!(
+            out.stderr.contains(&expected),
+            "missing {expected}\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("; 3 errors, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_template_with_thousands_of_holes_renders_each_and_places_each_error() {
+    let holes: String = (0..3000)
+        .map(|index| format!("<${{{index} + 1}}>"))
+        .collect();
+    let text = format!(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: holes}}\nspec:\n  steps:\n    - notify: \"{holes}\"\n"
+    );
+    let dir = folder(&[("holes.yaml", &text)]);
+    std::fs::write(dir.path().join("empty.scenario.yaml"), EMPTY_WORLD).expect("write");
+    let out = runbook_within(
+        dir.path(),
+        &[
+            "run",
+            "holes",
+            "--simulate",
+            "empty.scenario.yaml",
+            "--yes",
+            "--output",
+            "json",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rendered: String = (0..3000).map(|index| format!("<{}>", index + 1)).collect();
+    assert!(
+        out.stdout.contains(&rendered),
+        "the notification is not rendered whole"
+    );
+
+    // An unknown name in the last of 3,000 holes is placed at that hole.
+    let broken = text.replace("<${2999 + 1}>", "<${nope + 1}>");
+    let column = broken
+        .lines()
+        .nth(5)
+        .expect("line 6")
+        .find("nope")
+        .expect("hole")
+        + 1;
+    std::fs::write(dir.path().join("runbooks/holes.yaml"), &broken).expect("write");
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "runbooks/holes.yaml:6:{column}: error[undefined-fact]: unknown name `nope`"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_line_repeated_in_a_block_scalar_is_placed_at_itself() {
+    // Each line of a template is found in the file after the line before it: the second of
+    // two identical lines used to be placed on the first, and its diagnostic merged into the
+    // first's.
+    let text = "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: twice}\nspec:\n  steps:\n    - notify: |\n        deploy ${nope}\n        deploy ${nope}\n";
+    let dir = folder(&[("twice.yaml", text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for line in [7, 8] {
+        assert!(
+            out.stderr.contains(&format!(
+                "runbooks/twice.yaml:{line}:18: error[undefined-fact]: unknown name `nope`"
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn many_unknown_fields_are_each_reported_and_the_rest_still_checked() {
+    let mut text = String::from(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata:\n  name: fields\n",
+    );
+    for index in 0..2000 {
+        text.push_str(&format!("  field-{index}: x\n"));
+    }
+    text.push_str("spec:\n  steps:\n    - verify: nope.fact\n");
+    let dir = folder(&[("fields.yaml", &text)]);
+    let out = runbook_within(dir.path(), &["validate"], LIMIT);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for (line, field) in [(5, "field-0"), (2004, "field-1999")] {
+        let expected = format!(
+            "runbooks/fields.yaml:{line}:3: error[unknown-field]: unknown field `{field}` in metadata"
+        );
+        assert!(
+            out.stderr.contains(&expected),
+            "missing {expected}\n{}",
+            out.stderr
+        );
+    }
+    // With the fields set aside, the steps are still checked.
+    assert!(
+        out.stderr
+            .contains("runbooks/fields.yaml:2007:15: error[undefined-fact]: unknown name `nope`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("; 2001 errors, 0 warnings"),
+        "{}",
+        out.stderr
+    );
+}

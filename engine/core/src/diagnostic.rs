@@ -86,6 +86,9 @@ impl Diagnostic {
 #[derive(Clone, Debug, Default)]
 pub struct Diagnostics {
     items: Vec<Diagnostic>,
+    /// How many of `items` are errors. Checkers ask after every node or step whether it added
+    /// any; counting the list each time made a file with many errors quadratic.
+    errors: usize,
 }
 
 impl Diagnostics {
@@ -94,27 +97,38 @@ impl Diagnostics {
     }
 
     pub fn push(&mut self, diagnostic: Diagnostic) {
+        if diagnostic.severity == Severity::Error {
+            self.errors += 1;
+        }
         self.items.push(diagnostic);
     }
 
     pub fn extend(&mut self, other: Diagnostics) {
+        self.errors += other.errors;
         self.items.extend(other.items);
     }
 
     pub fn has_errors(&self) -> bool {
-        self.items.iter().any(|d| d.severity == Severity::Error)
+        self.errors > 0
     }
 
     pub fn error_count(&self) -> usize {
-        self.count(Severity::Error)
+        self.errors
     }
 
     pub fn warning_count(&self) -> usize {
-        self.count(Severity::Warning)
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count()
     }
 
-    fn count(&self, severity: Severity) -> usize {
-        self.items.iter().filter(|d| d.severity == severity).count()
+    fn recount(&mut self) {
+        self.errors = self
+            .items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -137,6 +151,7 @@ impl Diagnostics {
         for item in &mut self.items {
             item.severity = Severity::Error;
         }
+        self.errors = self.items.len();
     }
 
     pub fn len(&self) -> usize {
@@ -145,12 +160,18 @@ impl Diagnostics {
 
     /// Removes and returns the diagnostics pushed after the first `at`.
     pub fn split_off(&mut self, at: usize) -> Vec<Diagnostic> {
-        self.items.split_off(at.min(self.items.len()))
+        let tail = self.items.split_off(at.min(self.items.len()));
+        self.errors -= tail
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        tail
     }
 
     /// Keeps only the diagnostics for which `keep` holds.
     pub fn retain(&mut self, keep: impl FnMut(&Diagnostic) -> bool) {
         self.items.retain(keep);
+        self.recount();
     }
 }
 

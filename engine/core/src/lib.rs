@@ -31,6 +31,7 @@ pub mod drain;
 pub mod effects;
 pub mod exec;
 pub mod expr;
+pub mod files;
 pub mod journal;
 pub mod kinds;
 pub mod loader;

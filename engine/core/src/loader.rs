@@ -3,7 +3,8 @@
 //! It reads every `*.yaml`/`*.yml` under the paths it is given (skipping scenario and test
 //! files, which are not runbooks), parses them, picks the document kind, runs the structure
 //! check, and only then lets serde build the typed document. Problems become diagnostics; a
-//! file that cannot be read is a diagnostic too, never a panic.
+//! file that cannot be read is a diagnostic too, never a panic. How folders are walked and
+//! files read (each real folder once, regular files only, at most 4 MiB) is `files.rs`.
 //!
 //! Two layouts are read, because users have both: a flat folder (`NAME.yaml` beside
 //! `NAME.test.yaml` and `NAME*.scenario.yaml`), and one folder per runbook
@@ -11,11 +12,13 @@
 //! that mark the second only mean something inside a folder holding a `runbook.yaml`, so a
 //! flat folder's runbook that happens to be called `tests.yaml` still loads.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic, Diagnostics};
 use crate::document::{FactLibraryDocument, RunbookDocument, API_VERSION};
-use crate::source::{Position, Source, SourceFile, Span};
+use crate::files::{self, Kind, Origin};
+use crate::source::{Source, SourceFile, Span};
 use crate::yaml::{self, Node, Value};
 
 /// A typed document with the YAML tree it came from, for positions.
@@ -134,18 +137,19 @@ impl Loader {
     }
 
     /// Loads files and (recursively) folders. A path named explicitly is loaded even if its
-    /// name would be skipped in a folder.
+    /// name would be skipped in a folder, and whatever it is (a pipe too).
     pub fn load_paths(&self, paths: &[PathBuf], diagnostics: &mut Diagnostics) -> Workspace {
         let mut files = Vec::new();
         for path in paths {
             if path.is_dir() {
-                collect(path, &mut files, diagnostics);
+                let found = files::walk(path, wanted, diagnostics);
+                files.extend(found.into_iter().map(|file| (file, Origin::Found)));
             } else {
-                files.push(path.clone());
+                files.push((path.clone(), Origin::Named));
             }
         }
-        files.sort();
-        files.dedup();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files.dedup_by(|later, first| later.0 == first.0);
         // Files are independent: load them on every core, then merge in file order so the
         // result is the same as a sequential load.
         let workers = std::thread::available_parallelism()
@@ -172,22 +176,17 @@ impl Loader {
             workspace.libraries.extend(part.libraries);
             diagnostics.extend(part_diagnostics);
         }
-        workspace.files = files;
+        workspace.files = files.into_iter().map(|(file, _)| file).collect();
         workspace
     }
 
-    fn load_files(&self, files: &[PathBuf]) -> (Workspace, Diagnostics) {
+    fn load_files(&self, files: &[(PathBuf, Origin)]) -> (Workspace, Diagnostics) {
         let mut workspace = Workspace::default();
         let mut diagnostics = Diagnostics::new();
-        for file in files {
-            match std::fs::read(file) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => self.load_text(file, text, &mut workspace, &mut diagnostics),
-                    Err(_) => diagnostics.push(file_error(file, "the file is not valid UTF-8")),
-                },
-                Err(error) => {
-                    diagnostics.push(file_error(file, &format!("cannot read the file: {error}")))
-                }
+        for (file, origin) in files {
+            match files::read_text(file, *origin) {
+                Ok(text) => self.load_text(file, text, &mut workspace, &mut diagnostics),
+                Err(diagnostic) => diagnostics.push(diagnostic),
             }
         }
         (workspace, diagnostics)
@@ -281,13 +280,9 @@ impl Loader {
         }
         let bad = crate::structure::check(&self.schema, definition, &root, source, diagnostics);
         let mut json = root.to_json();
-        let mut damaged = Vec::new();
-        for pointer in &bad {
-            match prune(&mut json, &root, pointer) {
-                Some(span) => damaged.push(span),
-                None => return,
-            }
-        }
+        let Some(damaged) = prune(&mut json, &root, &bad) else {
+            return;
+        };
         // With fields set aside, serde may still refuse the rest (a required field was bad);
         // the structure check has already said why, so stay quiet then.
         let quiet = !bad.is_empty();
@@ -320,22 +315,48 @@ impl Loader {
     }
 }
 
-/// Removes the field holding `pointer` (or, inside a list, the field holding the list) from
-/// `json`, returning the span of the object it was removed from.
-fn prune(json: &mut serde_json::Value, root: &Node, pointer: &str) -> Option<Span> {
-    let mut pointer = pointer.to_owned();
-    loop {
-        let (parent, key) = pointer.rsplit_once('/')?;
-        let (parent, key) = (parent.to_owned(), key.replace("~1", "/").replace("~0", "~"));
-        match json.pointer_mut(&parent)? {
-            serde_json::Value::Object(map) => {
-                map.shift_remove(&key);
-                return root.pointer(&parent).map(|node| node.span);
+/// Removes from `json` the field holding each of the `bad` pointers (or, inside a list, the
+/// field holding the list), returning the spans of the objects they were removed from; `None`
+/// if a pointer lies inside a field an earlier one removed, or is the document itself.
+///
+/// The fields are only marked while the pointers are walked, and each object then drops its
+/// marked fields in one pass: removing them one at a time from an order-keeping map costs the
+/// length of the map each time, quadratic in the fields of a mapping full of unknown ones.
+fn prune(json: &mut serde_json::Value, root: &Node, bad: &[String]) -> Option<Vec<Span>> {
+    let mut removed: HashSet<String> = HashSet::new();
+    let mut fields: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut damaged = Vec::new();
+    for pointer in bad {
+        let mut pointer = pointer.as_str();
+        loop {
+            let (parent, key) = pointer.rsplit_once('/')?;
+            let gone =
+                std::iter::successors(Some(parent), |at| at.rsplit_once('/').map(|(up, _)| up))
+                    .any(|at| removed.contains(at));
+            if gone {
+                return None;
             }
-            serde_json::Value::Array(_) => pointer = parent,
-            _ => return None,
+            match json.pointer(parent)? {
+                serde_json::Value::Object(_) => {
+                    removed.insert(pointer.to_owned());
+                    fields
+                        .entry(parent.to_owned())
+                        .or_default()
+                        .insert(key.replace("~1", "/").replace("~0", "~"));
+                    damaged.extend(root.pointer(parent).map(|node| node.span));
+                    break;
+                }
+                serde_json::Value::Array(_) => pointer = parent,
+                _ => return None,
+            }
         }
     }
+    for (parent, keys) in fields {
+        if let Some(serde_json::Value::Object(map)) = json.pointer_mut(&parent) {
+            map.retain(|key, _| !keys.contains(key));
+        }
+    }
+    Some(damaged)
 }
 
 fn deserialize<T: serde::de::DeserializeOwned>(
@@ -366,30 +387,12 @@ fn deserialize<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn collect(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Diagnostics) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) => {
-            diagnostics.push(file_error(dir, &format!("cannot read the folder: {error}")));
-            return;
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if is_skipped(&path) || is_runbook_folder_companion(dir, &path) {
-            continue;
-        }
-        if path.is_dir() {
-            collect(&path, files, diagnostics);
-        } else if is_yaml(&path) {
-            files.push(path);
-        }
-    }
-}
-
-fn file_error(path: &Path, message: &str) -> Diagnostic {
-    let source = SourceFile::new(path, String::new());
-    Diagnostic::error(Code::Io, &source, Span::point(Position::new(1, 1)), message)
+/// What the loader reads in a folder: `*.yaml` files and folders, but not scenario and test
+/// files, hidden ones, or a runbook folder's tests, scenarios and alerts.
+fn wanted(folder: &Path, path: &Path, kind: Kind) -> bool {
+    !is_skipped(path)
+        && !is_runbook_folder_companion(folder, path)
+        && (kind == Kind::Folder || is_yaml(path))
 }
 
 #[cfg(test)]

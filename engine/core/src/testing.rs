@@ -191,46 +191,33 @@ pub fn test_schema() -> serde_json::Value {
 }
 
 /// Finds the test files under `paths` (files are taken as they are): `*.test.yaml` in any
-/// folder, and `tests.yaml` in a runbook's folder (`runbooks/NAME/tests.yaml`).
-pub fn find_test_files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if crate::loader::is_test_file(&path) {
-                out.push(path);
-            }
-        }
-    }
+/// folder, and `tests.yaml` in a runbook's folder (`runbooks/NAME/tests.yaml`). Paths the
+/// walk skipped (named pipes, links to folders already walked) are warnings in the
+/// diagnostics.
+pub fn find_test_files(paths: &[PathBuf]) -> (Vec<PathBuf>, Diagnostics) {
+    let mut diagnostics = Diagnostics::new();
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            walk(path, &mut files);
+            let wanted = |_: &Path, path: &Path, kind: crate::files::Kind| {
+                kind == crate::files::Kind::Folder || crate::loader::is_test_file(path)
+            };
+            files.extend(crate::files::walk(path, wanted, &mut diagnostics));
         } else {
             files.push(path.clone());
         }
     }
     files.sort();
-    files
+    (files, diagnostics)
 }
 
 /// Reads a test file, reporting every problem with its position.
 pub fn load_test_file(path: &Path) -> Result<TestFile, Diagnostics> {
     static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
     let schema = SCHEMA.get_or_init(test_schema);
-    let text = std::fs::read_to_string(path).map_err(|error| {
+    let text = crate::files::read_text(path, crate::files::Origin::Named).map_err(|error| {
         let mut diagnostics = Diagnostics::new();
-        let source = SourceFile::new(path, String::new());
-        diagnostics.push(Diagnostic::error(
-            Code::Io,
-            &source,
-            Span::point(Position::new(1, 1)),
-            format!("cannot read the file: {error}"),
-        ));
+        diagnostics.push(error);
         diagnostics
     })?;
     let source = SourceFile::new(path, text);

@@ -20,8 +20,17 @@ use crate::source::{Position, Source, Span};
 /// How many nodes a file may hold, counting those that aliases expand to. Bounds the memory an
 /// "alias bomb" can take.
 const MAX_NODES: usize = 200_000;
-/// How deeply collections may nest.
+/// How deeply collections may nest, counting those an alias brings in. The deepest real runbook
+/// nests about 15 levels (a Deployment manifest under `apply`: document, spec, steps, step,
+/// apply, manifest, spec, template, spec, containers, container, env, item, valueFrom, ...),
+/// so 64 leaves room for any manifest while keeping every later pass that walks the tree
+/// recursively (the structure check, the conversion to JSON, serde, the checker, dropping the
+/// tree) a few kilobytes of stack per level deep, far inside the 2 MiB of a worker thread.
 const MAX_DEPTH: usize = 64;
+/// A mapping's keys are looked up in its list of entries while it is this small, and in a hash
+/// map after: loading and looking up stay linear in the keys without an allocation for every
+/// small mapping (nearly all of them).
+const SMALL_MAPPING: usize = 16;
 
 /// A YAML value with its place in the file.
 #[derive(Clone, Debug)]
@@ -39,7 +48,54 @@ pub enum Value {
     Float(f64),
     String(String),
     Seq(Vec<Node>),
-    Map(Vec<Entry>),
+    Map(Mapping),
+}
+
+/// A mapping's entries in file order, each key once.
+#[derive(Clone, Debug, Default)]
+pub struct Mapping {
+    entries: Vec<Entry>,
+    /// Key to entry, once the mapping holds more than [`SMALL_MAPPING`] entries.
+    index: Option<HashMap<String, usize>>,
+}
+
+impl Mapping {
+    /// The entry holding `key`.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        match &self.index {
+            Some(index) => index.get(key).and_then(|&at| self.entries.get(at)),
+            None => self.entries.iter().find(|entry| entry.key == key),
+        }
+    }
+
+    /// Adds an entry whose key the mapping does not hold yet.
+    fn push(&mut self, entry: Entry) {
+        match &mut self.index {
+            Some(index) => {
+                index.insert(entry.key.clone(), self.entries.len());
+            }
+            None if self.entries.len() >= SMALL_MAPPING => {
+                let index = self
+                    .entries
+                    .iter()
+                    .chain(std::iter::once(&entry))
+                    .enumerate()
+                    .map(|(at, entry)| (entry.key.clone(), at))
+                    .collect();
+                self.index = Some(index);
+            }
+            None => {}
+        }
+        self.entries.push(entry);
+    }
+}
+
+impl std::ops::Deref for Mapping {
+    type Target = [Entry];
+
+    fn deref(&self) -> &[Entry] {
+        &self.entries
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -86,7 +142,7 @@ impl Node {
 
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|entry| entry.key == key),
+            Value::Map(mapping) => mapping.get(key),
             _ => None,
         }
     }
@@ -160,8 +216,22 @@ pub fn parse(source: &Source, diagnostics: &mut Diagnostics) -> Vec<YamlDocument
         diagnostics: Diagnostics::new(),
         failed: false,
     };
+    // `Parser::load` recurses once per nesting level and overflows the stack on input such as
+    // `- - - - ...` long before the receiver could refuse it, so read the events one by one
+    // (the parser itself keeps its state on the heap) and stop at the first fatal problem.
     let mut parser = Parser::new_from_str(source.text());
-    if let Err(error) = parser.load(&mut builder, true) {
+    let mut outcome = Ok(());
+    while !builder.failed {
+        match parser.next_event() {
+            None => break,
+            Some(Ok((event, yaml_span))) => builder.on_event(event, yaml_span),
+            Some(Err(error)) => {
+                outcome = Err(error);
+                break;
+            }
+        }
+    }
+    if let Err(error) = outcome {
         let position = position(error.marker());
         // The parser often trips a line away from a tab used for indentation; point at the tab.
         let tab = (position.line.saturating_sub(1)..=position.line + 1).find_map(|line| {
@@ -212,16 +282,27 @@ enum Frame {
     Map {
         start: Position,
         anchor: usize,
-        entries: Vec<Entry>,
-        pending_key: Option<(String, Span)>,
+        entries: Mapping,
+        /// The key waiting for its value, and whether it repeats an earlier key.
+        pending_key: Option<(String, Span, bool)>,
     },
+}
+
+/// A node an anchor names, with what an alias to it adds to the document.
+struct Anchored {
+    node: Node,
+    /// How many nodes it holds, itself included.
+    nodes: usize,
+    /// How many collections deep it nests (0 for a scalar).
+    depth: usize,
 }
 
 struct Builder {
     source: Source,
     stack: Vec<Frame>,
     documents: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    /// The anchored nodes of the current document. Anchors end with their document.
+    anchors: HashMap<usize, Anchored>,
     nodes: usize,
     diagnostics: Diagnostics,
     failed: bool,
@@ -292,7 +373,13 @@ impl Builder {
 
     fn insert(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (nodes, depth) = measure(&node);
+            let anchored = Anchored {
+                node: node.clone(),
+                nodes,
+                depth,
+            };
+            self.anchors.insert(anchor, anchored);
         }
         match self.stack.last_mut() {
             None => self.documents.push(node),
@@ -319,33 +406,80 @@ impl Builder {
                             return;
                         }
                     };
-                    if let Some(first) = entries.iter().find(|entry| entry.key == key) {
+                    let first = entries.get(&key).map(|first| first.key_span);
+                    if let Some(first) = first {
                         let message = format!(
                             "duplicate key `{key}` (first given at line {})",
-                            first.key_span.start.line
+                            first.start.line
                         );
-                        let at = node.span;
                         self.diagnostics.push(Diagnostic::error(
                             Code::DuplicateKey,
                             &self.source,
-                            at,
+                            node.span,
                             message,
                         ));
                     }
-                    *pending_key = Some((key, node.span));
+                    *pending_key = Some((key, node.span, first.is_some()));
                 }
-                Some((key, key_span)) => {
-                    // A duplicate key was reported above; keep the first value so later
-                    // diagnostics point at what the reader sees first.
-                    if !entries.iter().any(|entry| entry.key == key) {
-                        entries.push(Entry {
-                            key,
-                            key_span,
-                            value: node,
-                        });
-                    }
+                // A duplicate key was reported above; keep the first value so later
+                // diagnostics point at what the reader sees first.
+                Some((_, _, true)) => {}
+                Some((key, key_span, false)) => {
+                    entries.push(Entry {
+                        key,
+                        key_span,
+                        value: node,
+                    });
                 }
             },
+        }
+    }
+
+    /// An alias: a copy of the node its anchor names, placed at the alias.
+    fn alias(&mut self, anchor: usize, at: Span) {
+        let Some((nodes, depth)) = self
+            .anchors
+            .get(&anchor)
+            .map(|anchored| (anchored.nodes, anchored.depth))
+        else {
+            let open = self.stack.iter().any(|frame| match frame {
+                Frame::Seq { anchor: open, .. } | Frame::Map { anchor: open, .. } => {
+                    *open == anchor
+                }
+            });
+            if open {
+                self.fail(
+                    at,
+                    Code::YamlAlias,
+                    "alias to the collection that holds it: a node cannot contain itself"
+                        .to_owned(),
+                );
+            } else {
+                // The parser knows the anchor from an earlier document; within one document it
+                // refuses an unknown name itself, with this message.
+                self.fail(
+                    at,
+                    Code::YamlSyntax,
+                    "invalid YAML: while parsing node, found unknown anchor".to_owned(),
+                );
+            }
+            return;
+        };
+        if self.stack.len() + depth > MAX_DEPTH {
+            self.fail(
+                at,
+                Code::YamlTooDeep,
+                format!("collections nest deeper than {MAX_DEPTH} levels (through this alias)"),
+            );
+            return;
+        }
+        if !self.count(nodes, at) {
+            return;
+        }
+        if let Some(anchored) = self.anchors.get(&anchor) {
+            let mut node = anchored.node.clone();
+            node.span = at;
+            self.insert(node, 0);
         }
     }
 }
@@ -384,7 +518,7 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
                         Frame::Map {
                             start: at.start,
                             anchor,
-                            entries: Vec::new(),
+                            entries: Mapping::default(),
                             pending_key: None,
                         }
                     });
@@ -430,27 +564,23 @@ impl<'input> SpannedEventReceiver<'input> for Builder {
                     self.insert(node, anchor);
                 }
             }
-            Event::Alias(anchor) => {
-                let Some(mut node) = self.anchors.get(&anchor).cloned() else {
-                    self.fail(at, Code::YamlAlias, "alias to an unknown anchor".to_owned());
-                    return;
-                };
-                if !self.count(count_nodes(&node), at) {
-                    return;
-                }
-                node.span = at;
-                self.insert(node, 0);
-            }
+            Event::Alias(anchor) => self.alias(anchor, at),
         }
     }
 }
 
-fn count_nodes(node: &Node) -> usize {
-    1 + match &node.value {
-        Value::Seq(items) => items.iter().map(count_nodes).sum(),
-        Value::Map(entries) => entries.iter().map(|entry| count_nodes(&entry.value)).sum(),
-        _ => 0,
-    }
+/// How many nodes `node` holds (itself included) and how many collections deep it nests.
+/// Recursion is safe here: the tree is never deeper than [`MAX_DEPTH`].
+fn measure(node: &Node) -> (usize, usize) {
+    let children: Box<dyn Iterator<Item = &Node>> = match &node.value {
+        Value::Seq(items) => Box::new(items.iter()),
+        Value::Map(entries) => Box::new(entries.iter().map(|entry| &entry.value)),
+        _ => return (1, 0),
+    };
+    let (nodes, depth) = children
+        .map(measure)
+        .fold((0, 0), |(nodes, depth), (n, d)| (nodes + n, depth.max(d)));
+    (1 + nodes, 1 + depth)
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ fn plan_stages_and_the_executed_order_agree_for_every_shipped_runbook() {
     let catalog = Arc::new(catalog);
     let mut cases = 0;
     let mut failures = Vec::new();
-    for path in runbook_core::testing::find_test_files(std::slice::from_ref(&root)) {
+    for path in runbook_core::testing::find_test_files(std::slice::from_ref(&root)).0 {
         let file = runbook_core::testing::load_test_file(&path)
             .unwrap_or_else(|_| panic!("{} is a valid test file", path.display()));
         let runbook = catalog

@@ -26,7 +26,10 @@ pub fn test(dir: &Path, paths: Vec<PathBuf>) -> anyhow::Result<Exit> {
     let (catalog, diagnostics, _) = load_dir(dir)?;
     note_broken_files(&diagnostics);
     let catalog = Arc::new(catalog);
-    let files = runbook_core::testing::find_test_files(&paths);
+    let (files, skipped) = runbook_core::testing::find_test_files(&paths);
+    if !skipped.is_empty() {
+        print_diagnostics(skipped, DiagnosticFormat::Text, When::Auto)?;
+    }
     if files.is_empty() {
         anyhow::bail!(
             "no test files (*.test.yaml) under {}",

@@ -153,10 +153,7 @@ impl Checker<'_> {
 
     /// The span of character `offset` inside the string at `pointer`.
     pub(super) fn offset_span(&self, at: At<'_>, pointer: &str, text: &str, offset: usize) -> Span {
-        let prefix: String = text.chars().take(offset).collect();
-        let line = prefix.matches('\n').count() + 1;
-        let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        at.inside(pointer, text, line, column)
+        at.locator(pointer, text).offset(offset)
     }
 
     pub(super) fn template(
@@ -169,9 +166,10 @@ impl Checker<'_> {
     ) -> Template {
         match Template::parse(text) {
             Ok(template) => {
+                let mut locator = at.locator(pointer, text);
                 for part in &template.parts {
                     if let crate::expr::TemplatePart::Expr(expression, offset) = part {
-                        let base = self.offset_span(at, pointer, text, *offset);
+                        let base = locator.offset(*offset);
                         self.resolve(at, pointer, expression, scope, reads, Some(base.start));
                     }
                 }

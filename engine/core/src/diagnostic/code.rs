@@ -39,6 +39,11 @@ codes! {
     // ----- files and YAML -------------------------------------------------------------------
     /// A file or folder cannot be read, or a file is not UTF-8.
     Io = "io",
+    /// A file is larger than the engine reads (4 MiB).
+    FileTooLarge = "file-too-large",
+    /// A path in a folder is not read: it is not a regular file (a named pipe, a socket, a
+    /// device), or it links to a folder that is read already (a warning).
+    SkippedPath = "skipped-path",
     /// The file holds no document where one is expected (a scenario or a test file).
     Empty = "empty",
     /// A scenario file holds more than one YAML document.
@@ -47,7 +52,8 @@ codes! {
     YamlSyntax = "yaml-syntax",
     /// A mapping key is not a plain scalar.
     YamlKey = "yaml-key",
-    /// An alias names an anchor that was never defined.
+    /// An alias inside the collection its anchor names: a node cannot hold itself. (An alias
+    /// to an anchor never defined is `yaml-syntax`: the parser refuses it.)
     YamlAlias = "yaml-alias",
     /// A tagged scalar (`!!int`, `!!bool`, ...) does not fit its tag.
     YamlTag = "yaml-tag",

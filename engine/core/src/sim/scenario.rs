@@ -354,20 +354,11 @@ fn schema() -> &'static Json {
 
 /// Reads and parses a scenario file.
 pub fn load_scenario(path: &Path) -> Result<Scenario, Diagnostics> {
-    let fail = |message: String| {
-        let source = SourceFile::new(path, String::new());
+    let text = crate::files::read_text(path, crate::files::Origin::Named).map_err(|error| {
         let mut diagnostics = Diagnostics::new();
-        diagnostics.push(Diagnostic::error(
-            Code::Io,
-            &source,
-            Span::point(Position::new(1, 1)),
-            message,
-        ));
+        diagnostics.push(error);
         diagnostics
-    };
-    let bytes =
-        std::fs::read(path).map_err(|error| fail(format!("cannot read the file: {error}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| fail("the file is not valid UTF-8".into()))?;
+    })?;
     parse_scenario(path, &text)
 }
 
