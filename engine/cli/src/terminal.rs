@@ -128,10 +128,18 @@ pub fn describe(event: &Event) -> Option<String> {
                 ))
                 .unwrap_or_default()
         ),
-        Event::VerifyPolled { step, poll, held } => format!(
-            "step {step} verify poll {poll}: {}",
-            if *held { "true" } else { "not yet" }
-        ),
+        Event::VerifyPolled {
+            step,
+            poll,
+            held,
+            error,
+        } => match error {
+            Some(error) => format!("step {step} verify poll {poll}: cannot evaluate: {error}"),
+            None => format!(
+                "step {step} verify poll {poll}: {}",
+                if *held { "true" } else { "not yet" }
+            ),
+        },
         Event::GatePaused { step, question } => {
             format!("gate of step {step} (\"{question}\"): waiting for `runbook approve` (paused)")
         }
@@ -236,12 +244,24 @@ impl Reporter for Progress {
                 bar.enable_steady_tick(Duration::from_millis(120));
                 running.insert(step.clone(), bar);
             }
-            Event::VerifyPolled { step, poll, held } => {
+            Event::VerifyPolled {
+                step,
+                poll,
+                held,
+                error,
+            } => {
                 if let Some(bar) = running.get(step) {
                     bar.set_message(format!(
                         "verify poll {poll}: {}",
                         if *held { "true" } else { "not yet" }
                     ));
+                }
+                // Why a poll could not be evaluated is said at normal verbosity, once per
+                // reason (the journal carries it only when it changes).
+                if error.is_some() {
+                    if let Some(text) = describe(&record.event) {
+                        let _ = self.bars.println(text);
+                    }
                 }
             }
             Event::StepFinished { step, .. } | Event::StepSkipped { step, .. } => {

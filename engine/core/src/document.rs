@@ -374,6 +374,10 @@ pub struct Step {
     /// How often `verify` re-reads its facts; default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+    /// An expression that makes a `verify` fail at once, without waiting for its timeout, when
+    /// it holds (a restore that ended `PartiallyFailed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_when: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Message>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -104,7 +104,15 @@ pub enum Event {
         retry_in_ms: Option<u64>,
     },
     #[serde(rename_all = "camelCase")]
-    VerifyPolled { step: String, poll: u32, held: bool },
+    VerifyPolled {
+        step: String,
+        poll: u32,
+        held: bool,
+        /// Why the expression could not be evaluated at this poll; only when it differs from
+        /// the poll before, so a reason repeated every poll is said once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// An unattended run waits at a gate for an approval (`runbook approve`).
     #[serde(rename_all = "camelCase")]
     GatePaused { step: String, question: String },

@@ -578,6 +578,8 @@ pub enum Action {
     Verify {
         expr: Expression,
         interval: Duration,
+        /// Fails the verify at once when it holds.
+        fail_when: Option<Expression>,
     },
     /// A confirmation gate with no other action.
     Gate,
@@ -714,7 +716,12 @@ impl Action {
                     .chain(container.iter())
                     .chain(argv.iter()),
             ),
-            Self::Verify { expr, .. } => all.push(expr),
+            Self::Verify {
+                expr, fail_when, ..
+            } => {
+                all.push(expr);
+                all.extend(fail_when.iter());
+            }
             Self::Gate => {}
             Self::Notify(message) | Self::Page(message) => templates(&mut all, [&message.text]),
             Self::Call { params, .. } => {

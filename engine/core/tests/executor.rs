@@ -1123,6 +1123,86 @@ spec:
     assert!(matches!(status(&h.report, "check"), StepStatus::Succeeded));
 }
 
+/// Issue 15, item 3: a verify whose `failWhen` holds fails at once with the reason, instead of
+/// polling "not yet" until its timeout (a Velero restore that ended `PartiallyFailed` waited
+/// its full hour), and the run undoes what it changed.
+#[test]
+fn a_verify_fails_at_once_when_its_fail_when_holds() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: restore}
+spec:
+  facts:
+    - {name: restore.phase, expr: '\"PartiallyFailed\"'}
+  steps:
+    - {id: scale-api, scale: {name: api, replicas: 5}}
+    - id: check
+      needs: [scale-api]
+      verify: restore.phase == \"Completed\"
+      failWhen: restore.phase == \"PartiallyFailed\" || restore.phase == \"Failed\"
+      interval: 10s
+      timeout: 1h
+";
+    let h = Test::new().runbook(text).run();
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    assert!(
+        matches!(status(&h.report, "check"), StepStatus::Failed(e) if e.contains("`failWhen: restore.phase == \"PartiallyFailed\" || restore.phase == \"Failed\"` held at poll 1")),
+        "{:?}",
+        status(&h.report, "check")
+    );
+    let polls = events(&h.collect)
+        .iter()
+        .filter(|r| matches!(&r.event, Event::VerifyPolled { .. }))
+        .count();
+    assert_eq!(polls, 1, "no second poll, no hour-long wait");
+    assert_eq!(
+        replicas(&h.world, "api"),
+        2,
+        "the change before it is undone"
+    );
+}
+
+/// Issue 15, item 3: the reason a poll could not be evaluated was visible only at debug level.
+/// It is journaled (and shown) with the poll, once per reason: the polls after it that fail the
+/// same way carry none.
+#[test]
+fn a_verify_says_why_a_poll_could_not_be_evaluated_once_per_reason() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: poll}
+spec:
+  facts:
+    - {name: pods, expr: '[]'}
+  steps:
+    - {id: check, verify: 'pods[0].ready', interval: 10s, timeout: 35s}
+";
+    let h = Test::new().runbook(text).run();
+    assert_eq!(
+        status(&h.report, "check"),
+        StepStatus::Failed("timed out after 35s".to_owned())
+    );
+    let errors: Vec<Option<String>> = events(&h.collect)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::VerifyPolled { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(
+        errors[0]
+            .as_deref()
+            .is_some_and(|e| e.contains("out of bounds")),
+        "{errors:?}"
+    );
+    assert!(errors[1..].iter().all(Option::is_none), "{errors:?}");
+}
+
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("runbook-executor-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

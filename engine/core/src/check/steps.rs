@@ -264,13 +264,18 @@ impl Checker<'_> {
             None if is_verify => DEFAULT_VERIFY_TIMEOUT,
             None => DEFAULT_STEP_TIMEOUT,
         };
-        if step.interval.is_some() && !is_verify && action.is_some() {
-            self.error(
-                Code::Interval,
-                at,
-                at.key_span(&format!("{pointer}/interval")),
-                "`interval` applies to `verify` steps only",
-            );
+        for (field, given) in [
+            ("interval", step.interval.is_some()),
+            ("failWhen", step.fail_when.is_some()),
+        ] {
+            if given && !is_verify && action.is_some() {
+                self.error(
+                    Code::Interval,
+                    at,
+                    at.key_span(&format!("{pointer}/{field}")),
+                    format!("`{field}` applies to `verify` steps only"),
+                );
+            }
         }
         let retries = match &step.retries {
             None => RetrySpec::default(),

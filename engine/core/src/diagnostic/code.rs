@@ -162,7 +162,7 @@ codes! {
     NoAction = "no-action",
     /// A step with more than one action.
     SeveralActions = "several-actions",
-    /// `interval` on a step that is not a `verify`.
+    /// `interval` or `failWhen` (fields of a `verify`) on a step that is not a `verify`.
     Interval = "interval",
     /// `readonly` on a step that is not a `run` or `exec`.
     ReadOnly = "readonly",

@@ -448,11 +448,20 @@ fn step_details(plan: &Plan, step: &StepSpec) -> Vec<String> {
         ));
     }
     match &step.action {
-        Action::Verify { interval, .. } => lines.push(format!(
-            "poll every {}, timeout {}",
-            format_duration(*interval),
-            format_duration(step.timeout)
-        )),
+        Action::Verify {
+            interval,
+            fail_when,
+            ..
+        } => {
+            lines.push(format!(
+                "poll every {}, timeout {}",
+                format_duration(*interval),
+                format_duration(step.timeout)
+            ));
+            if let Some(fail_when) = fail_when {
+                lines.push(format!("fails at once when: {}", fail_when.source.trim()));
+            }
+        }
         _ => lines.push(format!(
             "timeout {}, {}",
             format_duration(step.timeout),

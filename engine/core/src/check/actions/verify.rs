@@ -18,8 +18,15 @@ fn verify(
     let at = site.at;
     let p = site.pointer.as_str();
     let scope = site.scope;
+    let fail_when = match step.fail_when.as_deref() {
+        Some(text) => {
+            Some(checker.expression(at, &format!("{}/failWhen", site.step), text, scope, reads)?)
+        }
+        None => None,
+    };
     Some(Action::Verify {
         expr: checker.expression(at, p, step.verify.as_deref()?, scope, reads)?,
+        fail_when,
         interval: step
             .interval
             .as_ref()

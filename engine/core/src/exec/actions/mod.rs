@@ -102,7 +102,11 @@ impl Run {
                 condition,
                 until,
             } => self.wait(target, condition, until).await,
-            Action::Verify { expr, interval } => self.verify(step, expr, interval).await,
+            Action::Verify {
+                expr,
+                interval,
+                fail_when,
+            } => self.verify(step, expr, fail_when.as_ref(), interval).await,
             Action::Gate => Ok(done(None, None)),
             Action::Notify(message) => self.notify(message, false).await,
             Action::Page(message) => self.notify(message, true).await,
