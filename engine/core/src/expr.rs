@@ -381,8 +381,40 @@ impl Expression {
     }
 }
 
-/// The first call of a [`FORBIDDEN_FUNCTIONS`] function or an [`IN_PLACE_METHODS`] method, as a
-/// compile error at its position.
+/// The functions and methods expressions may call: every one the engine has (its packages and
+/// our helpers), and Rhai's keywords that are called like functions. A call of anything else
+/// (`now()`, a typo) passed `validate` and failed at run time.
+fn known_functions() -> &'static BTreeSet<String> {
+    static KNOWN: OnceLock<BTreeSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut names: BTreeSet<String> = sandboxed_engine()
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|signature| signature.split('(').next())
+            .map(str::to_owned)
+            .collect();
+        for keyword in [
+            "Fn",
+            "call",
+            "curry",
+            "type_of",
+            "print",
+            "debug",
+            "is_def_var",
+            "is_def_fn",
+            "is_shared",
+        ] {
+            names.insert(keyword.to_owned());
+        }
+        for name in FORBIDDEN_FUNCTIONS {
+            names.remove(*name);
+        }
+        names
+    })
+}
+
+/// The first call of a [`FORBIDDEN_FUNCTIONS`] function, an [`IN_PLACE_METHODS`] method or a
+/// function that does not exist, as a compile error at its position.
 fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
     let mut found = None;
     ast.walk(&mut |path: &[ASTNode]| {
@@ -398,6 +430,35 @@ fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
                     message: format!(
                         "`{name}` changes its value in place and gives back nothing, so an expression cannot use its result; {instead}"
                     ),
+                    line: position.line().unwrap_or(1),
+                    column: position.position().unwrap_or(1),
+                });
+                return false;
+            }
+        }
+        let named = match path.last() {
+            Some(ASTNode::Expr(Expr::MethodCall(call, position))) => Some((call, *position)),
+            _ => call,
+        };
+        if let Some((call, position)) = named {
+            let name = call.name.as_str();
+            let identifier = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if identifier
+                && !FORBIDDEN_FUNCTIONS.contains(&name)
+                && !known_functions().contains(name)
+            {
+                let hint = crate::diagnostic::did_you_mean(
+                    name,
+                    known_functions().iter().map(String::as_str),
+                )
+                .map(|hint| format!("; {hint}"))
+                .unwrap_or_default();
+                found = Some(ExpressionError {
+                    message: format!("there is no function `{name}` in runbook expressions{hint}"),
                     line: position.line().unwrap_or(1),
                     column: position.position().unwrap_or(1),
                 });

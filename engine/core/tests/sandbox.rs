@@ -239,3 +239,32 @@ spec:
         );
     }
 }
+
+/// Issue 15: `now()` (and any function that does not exist) passed `validate` and failed at run
+/// time. A call of an unknown function or method is refused at its position, with the near
+/// name when there is one; every function the engine has still compiles.
+#[test]
+fn a_call_of_a_function_that_does_not_exist_is_refused_at_its_position() {
+    let error = runbook_core::expr::Expression::compile("now() > 0").expect_err("refused");
+    assert_eq!((error.line, error.column), (1, 1), "{error:?}");
+    assert_eq!(
+        error.message,
+        "there is no function `now` in runbook expressions"
+    );
+    let error = runbook_core::expr::Expression::compile(
+        "pods.filter(|p| p.name.starts_wth(\"api\")).len() > 0",
+    )
+    .expect_err("refused");
+    assert!(
+        error.message.contains("`starts_wth`")
+            && error.message.contains("did you mean `starts_with`?"),
+        "{error:?}"
+    );
+    for fine in [
+        "pods.filter(|p| p.name.starts_with(\"api\")).len() > 0",
+        "type_of(x) == \"string\" && x.to_upper().contains(\"A\")",
+        "range(0, 3).contains(1) && [3, 1].sorted()[0] == 1",
+    ] {
+        runbook_core::expr::Expression::compile(fine).unwrap_or_else(|e| panic!("`{fine}`: {e:?}"));
+    }
+}
