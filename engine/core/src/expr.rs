@@ -73,6 +73,9 @@ const CHECK_EVERY: u64 = 256;
 pub struct Budget {
     pub deadline: Instant,
     pub cancelled: Arc<AtomicBool>,
+    /// What `now()` answers: the run's clock (the simulator's paused clock in `runbook test`);
+    /// `None` reads this machine's clock.
+    pub now: Option<std::time::SystemTime>,
 }
 
 impl Budget {
@@ -81,6 +84,7 @@ impl Budget {
         Self {
             deadline: Instant::now() + MAX_EVALUATION_TIME,
             cancelled: Arc::new(AtomicBool::new(false)),
+            now: None,
         }
     }
 
@@ -100,6 +104,8 @@ thread_local! {
     /// The redactor of the run whose evaluation runs on this thread, read by the `print` and
     /// `debug` callbacks: the engine is one for every run, so the run is found here.
     static REDACTOR: RefCell<Option<Arc<Redactor>>> = const { RefCell::new(None) };
+    /// The `now()` of the evaluation running on this thread (see [`Budget::now`]).
+    static NOW: std::cell::Cell<Option<std::time::SystemTime>> = const { std::cell::Cell::new(None) };
 }
 
 /// Whether the running evaluation holds more than [`MAX_EVALUATION_MEMORY`].
@@ -140,6 +146,7 @@ impl Drop for Evaluating {
         REDACTOR.with(|slot| *slot.borrow_mut() = None);
         HELD_AT_START.with(|start| start.set(None));
         OUTER.with(|slot| slot.borrow_mut().clear());
+        NOW.with(|now| now.set(None));
     }
 }
 
@@ -154,6 +161,7 @@ pub fn evaluate<T: rhai::Variant + Clone>(
 ) -> Result<T, Box<EvalAltResult>> {
     BUDGET.with(|slot| *slot.borrow_mut() = Some(budget.clone()));
     REDACTOR.with(|slot| *slot.borrow_mut() = redactor.cloned());
+    NOW.with(|now| now.set(budget.now));
     // Only an expression with a closure needs its variables where closures can read them.
     if ast.iter_fn_def().next().is_some() {
         let outer: Vec<(String, Dynamic)> = scope
@@ -214,8 +222,73 @@ fn register_pure_helpers(engine: &mut Engine) {
         list.into_iter().rev().collect()
     });
     engine.register_fn("trimmed", |text: &str| -> String { text.trim().to_owned() });
+    register_time_and_encoding(engine);
     engine.register_fn("replaced", |text: &str, from: &str, to: &str| -> String {
         text.replace(from, to)
+    });
+}
+
+/// Time and encoding (issue 15): times are seconds since 1970 (integers), durations seconds, so
+/// they add, subtract and compare as numbers; `now()` is the run's clock, so a simulated run on
+/// a paused clock gets the simulator's time.
+fn register_time_and_encoding(engine: &mut Engine) {
+    type Fallible<T> = Result<T, Box<EvalAltResult>>;
+    fn seconds(time: std::time::SystemTime) -> rhai::INT {
+        match time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => rhai::INT::try_from(after.as_secs()).unwrap_or(rhai::INT::MAX),
+            Err(before) => {
+                -rhai::INT::try_from(before.duration().as_secs()).unwrap_or(rhai::INT::MAX)
+            }
+        }
+    }
+    engine.register_fn("now", || -> rhai::INT {
+        seconds(
+            NOW.with(std::cell::Cell::get)
+                .unwrap_or_else(std::time::SystemTime::now),
+        )
+    });
+    engine.register_fn("parse_time", |text: &str| -> Fallible<rhai::INT> {
+        text.trim()
+            .parse::<jiff::Timestamp>()
+            .map(|time| time.as_second())
+            .map_err(|e| format!("parse_time(\"{text}\"): not an RFC 3339 time such as 2026-12-04T03:00:00Z: {e}").into())
+    });
+    engine.register_fn("duration", |text: &str| -> Fallible<rhai::INT> {
+        humantime::parse_duration(text.trim())
+            .map_err(|e| {
+                format!("duration(\"{text}\"): not a duration such as 90m or 2h30m: {e}").into()
+            })
+            .map(|length| rhai::INT::try_from(length.as_secs()).unwrap_or(rhai::INT::MAX))
+    });
+    engine.register_fn(
+        "format_time",
+        |time: rhai::INT, format: &str| -> Fallible<String> {
+            let stamp = jiff::Timestamp::from_second(time)
+                .map_err(|e| format!("format_time({time}, ...): not a time: {e}"))?;
+            jiff::fmt::strtime::format(format, stamp)
+                .map_err(|e| format!("format_time(_, \"{format}\"): {e}").into())
+        },
+    );
+    engine.register_fn("base64_encode", |text: &str| -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+    });
+    engine.register_fn("base64_decode", |text: &str| -> Fallible<String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("base64_decode: not base64: {e}"))?;
+        let decoded = String::from_utf8(bytes)
+            .map_err(|_| "base64_decode: the decoded bytes are not UTF-8 text".to_owned())?;
+        // A secret stays secret decoded: what decodes a known secret is known too.
+        REDACTOR.with(|slot| {
+            if let Some(redactor) = slot.borrow().as_ref() {
+                if redactor.contains_known(text) {
+                    redactor.add(&decoded);
+                }
+            }
+        });
+        Ok(decoded)
     });
 }
 

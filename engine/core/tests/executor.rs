@@ -1203,6 +1203,49 @@ spec:
     assert!(errors[1..].iter().all(Option::is_none), "{errors:?}");
 }
 
+/// Issue 15, item 4: no clock (days-until-expiry took `date +%s` and an RFC 3339 formula pasted
+/// five times) and no base64. `now()` is the run's clock (here the paused scenario clock,
+/// started at 1,000,000 s), times are seconds, `duration()` and `parse_time()` give numbers that
+/// add and compare, `format_time()` prints one; `base64_decode` of a secret stays secret.
+#[test]
+fn expressions_read_the_runs_clock_and_decode_base64_keeping_secrets() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: clock}
+spec:
+  facts:
+    - {name: cert.not_after, expr: 'parse_time(\"1970-01-13T00:00:00Z\")'}
+    - {name: cert.days_left, expr: '(cert.not_after - now()) / duration(\"1d\")'}
+    - {name: creds.token, expr: '\"c2VjcmV0LXZhbHVlLTEyMw==\"', secret: true}
+  steps:
+    - id: check
+      verify: 'now() >= 1000000 && now() < 1000060 && cert.days_left == 0 && format_time(now(), \"%Y%m%d-%H%M\") == \"19700112-1346\" && duration(\"90m\") == 5400 && base64_encode(\"ab\") == \"YWI=\"'
+    - id: tell
+      notify: 'decoded ${base64_decode(creds.token)}'
+";
+    let h = Test::new()
+        .runbook(text)
+        .started_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    assert_eq!(
+        sent,
+        ["decoded <redacted>"],
+        "the decoded secret is redacted"
+    );
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    assert!(!shown.contains("secret-value-123"), "{shown}");
+}
+
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("runbook-executor-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -62,7 +62,10 @@ impl Run {
     ) -> Result<Dynamic, StepError> {
         let mut scope = self.scope(expression, object).await?;
         let ast = expression.ast.clone();
-        let budget = Budget::standard();
+        let budget = Budget {
+            now: Some(self.effects.clock.now()),
+            ..Budget::standard()
+        };
         let redactor = self.redactor.clone();
         let describe = |error: String| {
             StepError::Expression(format!("`{}`: {error}", expression.source.trim()))

@@ -55,6 +55,7 @@ pub fn template(plan: &Plan, template: &Template) -> String {
                     let budget = crate::expr::Budget {
                         deadline: std::time::Instant::now() + RENDER_EVALUATION_TIME,
                         cancelled: Default::default(),
+                        now: None,
                     };
                     crate::expr::evaluate::<rhai::Dynamic>(
                         &mut scope,

@@ -17,6 +17,7 @@ impl Run {
         };
         let condition = condition.clone();
         let redactor = self.redactor.clone();
+        let clock = self.effects.clock.clone();
         let ready = move |object: &Json| -> Result<bool, String> {
             match (&condition, &base) {
                 (Some(condition), _) => Ok(has_condition(object, condition)),
@@ -28,7 +29,10 @@ impl Run {
                     );
                     // A field the controller has not reported yet (no `status`) means
                     // "not yet", as in `verify`; the step's timeout bounds the wait.
-                    let budget = crate::expr::Budget::standard();
+                    let budget = crate::expr::Budget {
+                        now: Some(clock.now()),
+                        ..crate::expr::Budget::standard()
+                    };
                     match crate::expr::evaluate::<bool>(&mut scope, ast, &budget, Some(&redactor)) {
                         Ok(held) => Ok(held),
                         Err(error) => {
