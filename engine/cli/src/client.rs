@@ -24,7 +24,7 @@ pub fn approve(
 ) -> anyhow::Result<Exit> {
     let default_token = state_dir.join("serve.token");
     let token_path = token_file.unwrap_or(&default_token);
-    let token = std::fs::read_to_string(token_path)
+    let token = crate::commands::read_named(token_path)
         .with_context(|| {
             format!(
                 "cannot read the server's token from {} (pass --token-file)",

@@ -2842,3 +2842,21 @@ fn many_unknown_fields_are_each_reported_and_the_rest_still_checked() {
         out.stderr
     );
 }
+
+/// Issue 13 (left from the loader's fix): files named by flags (`--alert`, `--set-file`, and
+/// the servers' token and approvers files) were read whole, so `--alert /dev/zero` filled
+/// memory. They are read as the loader reads: at most 4 MiB, then refused naming the limit.
+#[test]
+fn files_named_by_flags_are_read_at_most_four_mib() {
+    let dir = folder(&[("maint.yaml", MAINTENANCE)]);
+    for flag in [["--alert", "/dev/zero"], ["--set-file", "x=/dev/zero"]] {
+        let out = runbook_in(dir.path(), &["plan", "maint", flag[0], flag[1]]);
+        assert_eq!(out.code, 2, "{flag:?}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("longer than the 4 MiB the engine reads"),
+            "{flag:?}: {}",
+            out.stderr
+        );
+    }
+}

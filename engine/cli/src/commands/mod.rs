@@ -102,6 +102,14 @@ pub fn note_broken_files(diagnostics: &Diagnostics) {
     }
 }
 
+/// A file the user named (`--alert`, `--token-file`, `--approvers`, `--set-file`), read as the
+/// loader reads one: UTF-8, and never more than 4 MiB of it, so a link to `/dev/zero` or a huge
+/// file is refused instead of filling memory.
+pub fn read_named(path: &Path) -> std::io::Result<String> {
+    runbook_core::files::read_text(path, runbook_core::files::Origin::Named)
+        .map_err(|diagnostic| std::io::Error::other(diagnostic.message))
+}
+
 /// Which runbook a command is about.
 #[derive(Clone, Copy)]
 pub enum Wanted<'a> {
@@ -220,7 +228,7 @@ fn triggered_by(runbook: &Runbook, alert: Option<&Path>) -> anyhow::Result<Optio
     let Some(path) = alert else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path)
+    let text = read_named(path)
         .with_context(|| format!("cannot read alert payload {}", path.display()))?;
     let payload = WebhookPayload::parse(&text).with_context(|| path.display().to_string())?;
     if let Some((trigger, alert)) = first_match(runbook, &payload) {

@@ -52,7 +52,7 @@ pub fn given(
             anyhow::bail!("`--set-file {text}` is not `name=path`");
         };
         let name = name.trim();
-        let contents = std::fs::read_to_string(path).map_err(|error| {
+        let contents = super::read_named(std::path::Path::new(path)).map_err(|error| {
             anyhow::anyhow!("`--set-file {name}={path}`: cannot read {path}: {error}")
         })?;
         let value = contents

@@ -75,7 +75,7 @@ impl Approvers {
     /// Reads `--approvers FILE`: one approver per line, `NAME:TOKEN` or `NAME:sha256:HEX` (the
     /// token's SHA-256, so the file need not hold the token itself); `#` starts a comment.
     pub(super) fn load_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::commands::read_named(path)
             .with_context(|| format!("cannot read the approvers file {}", path.display()))?;
         let approvers = parse(&text)
             .map_err(|(line, why)| anyhow::anyhow!("{}:{line}:1: {why}", path.display()))?;

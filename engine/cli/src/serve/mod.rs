@@ -288,7 +288,7 @@ impl std::io::Write for EscapingWriter {
 /// finds it.
 fn load_token(file: Option<&Path>, state_dir: &Path) -> anyhow::Result<String> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
+        let text = crate::commands::read_named(path)
             .with_context(|| format!("cannot read the token file {}", path.display()))?;
         let token = text.trim().to_owned();
         if token.is_empty() {
