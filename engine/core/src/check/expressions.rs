@@ -230,6 +230,15 @@ impl Checker<'_> {
                     None
                 }
             }
+            // Already said once, at the fact named with the word.
+            Err(error)
+                if self
+                    .reserved_in_fact_names
+                    .iter()
+                    .any(|word| error.message == format!("'{word}' is a reserved keyword")) =>
+            {
+                None
+            }
             Err(error) => {
                 let span = at.inside(pointer, text, error.line, error.column);
                 self.error(

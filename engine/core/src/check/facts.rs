@@ -257,6 +257,28 @@ impl Checker<'_> {
 
     /// A fact cannot sit inside another: `a.b` holds a value, so `a.b.c` has nowhere to go.
     pub(super) fn check_fact_nesting(&mut self, names: &BTreeMap<String, (Source, Span)>) {
+        // A part of the name that is a reserved word (`sync`, `async`, `match`...) cannot be
+        // written in an expression, so the fact can never be read: said once, here.
+        for (name, (source, span)) in names {
+            for part in name.split('.') {
+                let reserved = Expression::compile(&format!("x.{part}"))
+                    .err()
+                    .is_some_and(|error| error.message.contains("is a reserved keyword"));
+                if reserved {
+                    self.reserved_in_fact_names.insert(part.to_owned());
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            Code::FactName,
+                            source,
+                            *span,
+                            format!("fact `{name}`: `{part}` is a reserved word of the expression language, so no expression can read this fact"),
+                        )
+                        .with_help(format!("rename it (`{}`); a field of a value named `{part}` is read as `value?[\"{part}\"]`", name.replace(part, &format!("{part}_state")))),
+                    );
+                    break;
+                }
+            }
+        }
         let all: Vec<&String> = names.keys().collect();
         for name in &all {
             let prefix = format!("{name}.");

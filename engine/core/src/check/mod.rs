@@ -84,6 +84,7 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
     let mut checker = Checker {
         diagnostics,
         fact_sites: BTreeMap::new(),
+        reserved_in_fact_names: BTreeSet::new(),
         command_params: Vec::new(),
     };
     // 1. Fact libraries, which every runbook may read.
@@ -202,6 +203,7 @@ fn check_runbooks(
     let mut checker = Checker {
         diagnostics: &mut diagnostics,
         fact_sites: BTreeMap::new(),
+        reserved_in_fact_names: BTreeSet::new(),
         command_params: Vec::new(),
     };
     for loaded in part {
@@ -247,6 +249,9 @@ struct Checker<'d> {
     /// Where params are read inside a command's arguments (`run`, `exec`, `command` facts) in
     /// the runbook being checked, in file order, for the lint on unconstrained params.
     command_params: Vec<(String, Span)>,
+    /// Reserved words of the expression language that facts are named with (`sync` in
+    /// `sync.status`): reported once at the fact, not again at every expression that reads it.
+    reserved_in_fact_names: BTreeSet<String>,
 }
 
 impl Checker<'_> {
