@@ -241,12 +241,18 @@ impl Checker<'_> {
             }
             Err(error) => {
                 let span = at.inside(pointer, text, error.line, error.column);
-                self.error(
+                let mut diagnostic = Diagnostic::error(
                     Code::ExpressionSyntax,
-                    at,
+                    at.source,
                     span,
                     format!("syntax error in expression: {}", error.message),
                 );
+                if let Some(cut) = cut_by_a_comment(at, pointer) {
+                    diagnostic = diagnostic.with_help(format!(
+                        "` #` in a plain YAML value starts a comment, so the expression ends before `{cut}`; quote the whole expression"
+                    ));
+                }
+                self.diagnostics.push(diagnostic);
                 None
             }
         }
@@ -355,4 +361,25 @@ impl Checker<'_> {
         }
         ok
     }
+}
+
+/// What a ` #` comment cut off the plain (unquoted) YAML scalar at `pointer`, if it did: the
+/// rest of its line. `check: status == #{a: 1}` is the expression `status ==`.
+fn cut_by_a_comment(at: At<'_>, pointer: &str) -> Option<String> {
+    let span = at.span(pointer);
+    let text = at.source.text();
+    // Positions are 1-based lines and columns (in characters).
+    let line = |number: usize| text.lines().nth(number.checked_sub(1)?);
+    let first = line(span.start.line)?
+        .chars()
+        .nth(span.start.column.checked_sub(1)?)?;
+    if matches!(first, '"' | '\'' | '|' | '>') {
+        return None;
+    }
+    let rest: String = line(span.end.line)?
+        .chars()
+        .skip(span.end.column.checked_sub(1)?)
+        .collect();
+    (rest.starts_with([' ', '\t']) && rest.trim_start().starts_with('#'))
+        .then(|| rest.trim().to_owned())
 }
