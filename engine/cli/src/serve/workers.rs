@@ -67,11 +67,7 @@ async fn contain(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         return;
     };
     let why = match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|text| (*text).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_owned()),
+        Ok(payload) => runbook_core::exec::panic_message(payload.as_ref()),
         Err(error) => error.to_string(),
     };
     let message = format!(

@@ -21,7 +21,7 @@ mod secrets;
 mod step;
 mod undo;
 
-pub use actions::inverse_merge_patch;
+pub use actions::{inverse_merge_patch, panic_message};
 pub use error::StepError;
 pub use interrupt::Interrupt;
 pub use report::{RunReport, StepReport, StepStatus, UndoReport};
