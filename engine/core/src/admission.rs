@@ -46,6 +46,17 @@ pub enum Decision {
     SameIncident { run: String },
 }
 
+/// What became of a resolved alert's key.
+#[derive(Debug)]
+pub enum Resolution<T> {
+    /// The key's queued run was cancelled: no incident it serves still fires.
+    Cancelled(Queued<T>),
+    /// The key's run (queued or running) also serves an incident that still fires.
+    StillNeeded,
+    /// Nothing was queued for the key (a run may be going on: the caller's to record).
+    NotQueued,
+}
+
 /// Incidents remembered at most, across all keys.
 pub const INCIDENT_CAPACITY: usize = 10_000;
 
@@ -261,6 +272,30 @@ impl<T> Admission<T> {
         let incidents = &mut self.incidents;
         incidents.retain(|_, state| state.forget_at.is_none_or(|at| now < at));
         self.incident_order.retain(|id| incidents.contains_key(id));
+    }
+
+    /// A resolved alert of `incident`: the incident is forgotten in time (see
+    /// [`Admission::incident_resolved`]), and the key's queued run is cancelled unless an
+    /// incident it serves still fires: a resolve of one alert (or a late one of an earlier
+    /// incident) never leaves another alert that still fires without its run.
+    pub fn resolve(
+        &mut self,
+        now: Instant,
+        key: &str,
+        incident: &str,
+        retention: Duration,
+    ) -> Resolution<T> {
+        self.incident_resolved(now, key, incident, retention);
+        if self
+            .active(key)
+            .is_some_and(|run| self.serves_firing_incident(run))
+        {
+            return Resolution::StillNeeded;
+        }
+        match self.cancel(key) {
+            Some(queued) => Resolution::Cancelled(queued),
+            None => Resolution::NotQueued,
+        }
     }
 
     /// Whether an incident that asked for `run` still fires (has not resolved). A resolve of
@@ -510,16 +545,21 @@ mod tests {
                 run: "run-1".to_owned()
             }
         );
-        admission.incident_resolved(now, "k", "b@1", Duration::ZERO);
+        assert!(matches!(
+            admission.resolve(now, "k", "b@1", Duration::ZERO),
+            Resolution::StillNeeded
+        ));
         assert!(admission.serves_firing_incident("run-1"), "a@1 still fires");
         // A late resolve of an incident this run never served changes nothing.
         admission.incident_resolved(now, "k", "a@0", Duration::ZERO);
         assert!(admission.serves_firing_incident("run-1"));
-        admission.incident_resolved(now, "k", "a@1", Duration::ZERO);
+        assert!(matches!(
+            admission.resolve(now, "k", "a@1", Duration::ZERO),
+            Resolution::Cancelled(queued) if queued.run == "run-1"
+        ));
         assert!(!admission.serves_firing_incident("run-1"));
 
         // A run that never started forgets its incidents: their repeats may run again.
-        admission.cancel("k");
         assert_eq!(
             admission.admit_incident(now, &candidate("c@1"), id("run-3"), ()),
             Decision::Queued

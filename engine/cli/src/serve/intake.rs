@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use runbook_core::admission::{Candidate, Decision};
+use runbook_core::admission::{Candidate, Decision, Resolution};
 use runbook_core::alert::{Alert, AlertStatus, WebhookPayload};
 use runbook_core::bind::{bind, Bindings};
 use runbook_core::compile::TriggeredBy;
@@ -298,20 +298,15 @@ impl Server {
         let retention = runbook.triggers[trigger]
             .effective_cooldown()
             .unwrap_or_default();
-        // The key's run is cancelled only when no incident it serves still fires: a resolve
-        // of one alert (or a late one of an earlier incident) leaves a run another needs.
-        let (cancelled, still_needed) = {
-            let mut admission = lock(&self.admission);
-            admission.incident_resolved(Instant::now(), &key, &incident(alert), retention);
-            let still_needed = admission
-                .active(&key)
-                .is_some_and(|run| admission.serves_firing_incident(run));
-            let cancelled = if still_needed {
-                None
-            } else {
-                admission.cancel(&key)
-            };
-            (cancelled, still_needed)
+        let (cancelled, still_needed) = match lock(&self.admission).resolve(
+            Instant::now(),
+            &key,
+            &incident(alert),
+            retention,
+        ) {
+            Resolution::Cancelled(queued) => (Some(queued), false),
+            Resolution::StillNeeded => (None, true),
+            Resolution::NotQueued => (None, false),
         };
         if let Some(queued) = cancelled {
             self.update_queue_depth();
