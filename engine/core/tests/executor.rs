@@ -346,6 +346,29 @@ impl Test {
     }
 }
 
+impl Harness {
+    /// What the run wrote where a secret could leak: the journal's file, the events (as JSON)
+    /// and the notifications, each named.
+    fn everything_written(&self, journal: &Journal) -> [(&'static str, String); 3] {
+        let written = std::fs::read_to_string(journal.path()).expect("journal");
+        let shown: String = events(&self.collect)
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("json"))
+            .collect();
+        let sent: String = self
+            .world
+            .notifications()
+            .iter()
+            .map(|n| n.message.clone())
+            .collect();
+        [
+            ("journal", written),
+            ("events", shown),
+            ("notifications", sent),
+        ]
+    }
+}
+
 fn paused<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -752,22 +775,9 @@ spec:
         .journal(&journal)
         .run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
-    let written = std::fs::read_to_string(journal.path()).expect("journal");
-    let shown: String = events(&h.collect)
-        .iter()
-        .map(|r| serde_json::to_string(r).expect("json"))
-        .collect();
-    let sent: String = h
-        .world
-        .notifications()
-        .iter()
-        .map(|n| n.message.clone())
-        .collect();
-    for (place, text) in [
-        ("journal", &written),
-        ("events", &shown),
-        ("notifications", &sent),
-    ] {
+    let written = h.everything_written(&journal);
+    let sent = &written[2].1;
+    for (place, text) in &written {
         for secret in [
             "tkn-0123456789",
             "super-secret-pw",
@@ -818,22 +828,9 @@ spec:
         .journal(&journal)
         .run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
-    let written = std::fs::read_to_string(journal.path()).expect("journal");
-    let shown: String = events(&h.collect)
-        .iter()
-        .map(|r| serde_json::to_string(r).expect("json"))
-        .collect();
-    let sent: String = h
-        .world
-        .notifications()
-        .iter()
-        .map(|n| n.message.clone())
-        .collect();
-    for (place, text) in [
-        ("journal", &written),
-        ("events", &shown),
-        ("notifications", &sent),
-    ] {
+    let written = h.everything_written(&journal);
+    let sent = &written[2].1;
+    for (place, text) in &written {
         for secret in ["tkn-Caller-42xy", "TKN-CALLER-42XY"] {
             assert!(
                 !text.contains(secret),
