@@ -58,6 +58,11 @@ pub const RESOURCES: &[ResourceType] = &[
         custom: true,
         ..builtin("example.com/v1", "widgets", "Widget", true, &[], &["status"])
     },
+    // Our own CRD (schemas/runbookrun.crd.yaml): one object per run of `runbook serve`.
+    ResourceType {
+        custom: true,
+        ..builtin("runbook.dev/v1alpha1", "runbookruns", "RunbookRun", true, &["rbr"], &["status"])
+    },
 ];
 
 pub(crate) const VERBS: &[&str] = &[
