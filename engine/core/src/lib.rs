@@ -34,6 +34,7 @@ pub mod expr;
 pub mod files;
 pub mod journal;
 pub mod kinds;
+pub mod ledger;
 pub mod loader;
 pub mod lock;
 pub mod matcher;

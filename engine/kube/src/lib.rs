@@ -10,13 +10,15 @@
 //! - `wait` watches the object instead of polling; `drain` evicts through the Eviction API.
 //!
 //! [`connect`] builds the client from a kubeconfig or the pod's service account, and
-//! [`lease`] is the run lock held in the cluster.
+//! [`lease`] is the run lock held in the cluster, and [`runs`] the runs of `serve
+//! --cluster-state` as `RunbookRun` objects with their admission ledgers.
 
 pub mod auth;
 pub mod connect;
 mod discovery;
 mod drain;
 pub mod lease;
+pub mod runs;
 mod pod;
 pub mod transport;
 
