@@ -149,6 +149,20 @@ pub enum Command {
     Runs {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// The RunbookRun objects of `runbook serve --cluster-state` in the cluster instead
+        /// of the journals in the state dir.
+        #[arg(long)]
+        cluster: bool,
+        /// With --cluster: the namespace the server keeps its runs in (default: the
+        /// kubeconfig context's).
+        #[arg(long, short = 'n', requires = "cluster")]
+        namespace: Option<String>,
+        /// With --cluster: the kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
+        #[arg(long, value_name = "FILE", requires = "cluster")]
+        kubeconfig: Option<PathBuf>,
+        /// With --cluster: the kubeconfig context (default: its current context).
+        #[arg(long, value_name = "NAME", requires = "cluster")]
+        context: Option<String>,
     },
     /// One run's journal.
     Show {
@@ -229,6 +243,15 @@ pub enum Command {
         /// answered 503 with Retry-After and closed.
         #[arg(long, default_value_t = 64, value_parser = parse_count, value_name = "N")]
         max_connections_per_client: usize,
+        /// Keep admission and runs in the cluster, so several replicas serve as one: each run
+        /// is a RunbookRun object (runbook.dev/v1alpha1) in the server's namespace, named by
+        /// its incident, and cooldowns and run caps are one ledger per runbook there. Needs the
+        /// live cluster and the CRD (schemas/runbookrun.crd.yaml).
+        #[arg(long, conflicts_with = "simulate")]
+        cluster_state: bool,
+        /// This replica's name in the runs it owns (default: $POD_NAME, else HOSTNAME-PID).
+        #[arg(long, value_name = "NAME")]
+        replica: Option<String>,
     },
     /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
     Approve {

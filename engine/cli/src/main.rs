@@ -113,7 +113,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 execution,
             },
         ),
-        Command::Runs { state_dir } => commands::runs::runs(state_dir.as_deref()),
+        Command::Runs {
+            state_dir,
+            cluster,
+            namespace,
+            kubeconfig,
+            context,
+        } => match cluster {
+            true => commands::runs::cluster_runs(kubeconfig, context, namespace),
+            false => commands::runs::runs(state_dir.as_deref()),
+        },
         Command::Show {
             run_id,
             state_dir,
@@ -140,6 +149,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             header_timeout,
             max_connections,
             max_connections_per_client,
+            cluster_state,
+            replica,
         } => serve::serve(
             &cli.dir,
             serve::ServeArgs {
@@ -163,6 +174,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 header_timeout,
                 max_connections,
                 max_connections_per_client,
+                cluster_state,
+                replica,
             },
         ),
         Command::Approve {

@@ -366,6 +366,23 @@ impl<T> Admission<T> {
         self.keys.get(key).and_then(|state| state.active.as_deref())
     }
 
+    /// Queues a run that was admitted elsewhere (by the replicas' shared ledger), bypassing
+    /// the rules: it holds its key here until it finishes.
+    pub fn enqueue(&mut self, key: &str, runbook: &str, run: String, item: T) {
+        self.keys.entry(key.to_owned()).or_default().active = Some(run.clone());
+        self.queue.push_back(Queued {
+            run,
+            key: key.to_owned(),
+            runbook: runbook.to_owned(),
+            item,
+        });
+    }
+
+    /// Whether the queue is full (a new run would be refused).
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.limits.queue_capacity
+    }
+
     /// Runs waiting for a worker.
     pub fn depth(&self) -> usize {
         self.queue.len()

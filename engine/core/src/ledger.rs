@@ -180,20 +180,29 @@ mod tests {
     #[test]
     fn a_key_with_a_run_going_on_joins_it_and_is_free_once_it_finished() {
         let mut ledger = Ledger::default();
-        assert_eq!(ledger.decide(1_000, &ask("k", "r1", None)), Decision::Queued);
+        assert_eq!(
+            ledger.decide(1_000, &ask("k", "r1", None)),
+            Decision::Queued
+        );
         assert_eq!(
             ledger.decide(2_000, &ask("k", "r2", None)),
             Decision::Duplicate { run: "r1".into() }
         );
         assert!(ledger.finished("k", "r1"));
         assert!(!ledger.finished("k", "r1"), "nothing left to write");
-        assert_eq!(ledger.decide(3_000, &ask("k", "r3", None)), Decision::Queued);
+        assert_eq!(
+            ledger.decide(3_000, &ask("k", "r3", None)),
+            Decision::Queued
+        );
     }
 
     #[test]
     fn the_cooldown_counts_from_the_admission_and_survives_a_round_trip_through_json() {
         let mut ledger = Ledger::default();
-        assert_eq!(ledger.decide(0, &ask("k", "r1", Some(600))), Decision::Queued);
+        assert_eq!(
+            ledger.decide(0, &ask("k", "r1", Some(600))),
+            Decision::Queued
+        );
         ledger.finished("k", "r1");
         let mut read: Ledger =
             serde_json::from_str(&serde_json::to_string(&ledger).expect("json")).expect("read");
@@ -217,7 +226,10 @@ mod tests {
         assert_eq!(ledger.decide(1, &ask("b", "r2", None)), Decision::Queued);
         assert_eq!(
             ledger.decide(2, &ask("c", "r3", None)),
-            Decision::Capped { cap: 2, window: HOUR }
+            Decision::Capped {
+                cap: 2,
+                window: HOUR
+            }
         );
         ledger.finished("a", "r1");
         ledger.finished("b", "r2");
@@ -227,16 +239,25 @@ mod tests {
             "the first admission left the window"
         );
         assert_eq!(ledger.admitted, vec![1, 3_600_000]);
-        assert!(!ledger.keys.contains_key("a"), "an idle key without cooldown is dropped");
+        assert!(
+            !ledger.keys.contains_key("a"),
+            "an idle key without cooldown is dropped"
+        );
     }
 
     #[test]
     fn a_withdrawn_admission_neither_holds_the_key_nor_counts() {
         let mut ledger = Ledger::default();
-        assert_eq!(ledger.decide(5, &ask("k", "r1", Some(600))), Decision::Queued);
+        assert_eq!(
+            ledger.decide(5, &ask("k", "r1", Some(600))),
+            Decision::Queued
+        );
         assert!(ledger.withdraw("k", "r1"));
         assert!(ledger.admitted.is_empty());
-        assert_eq!(ledger.decide(6, &ask("k", "r2", Some(600))), Decision::Queued);
+        assert_eq!(
+            ledger.decide(6, &ask("k", "r2", Some(600))),
+            Decision::Queued
+        );
         assert!(!ledger.withdraw("k", "r1"), "not the key's run any more");
     }
 
@@ -265,6 +286,9 @@ mod tests {
             ledger.decide(KEY_CAPACITY as u64, &wide("one-more")),
             Decision::Queued
         );
-        assert!(!ledger.keys.contains_key("k0"), "the oldest idle key made room");
+        assert!(
+            !ledger.keys.contains_key("k0"),
+            "the oldest idle key made room"
+        );
     }
 }

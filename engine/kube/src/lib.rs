@@ -18,8 +18,8 @@ pub mod connect;
 mod discovery;
 mod drain;
 pub mod lease;
-pub mod runs;
 mod pod;
+pub mod runs;
 pub mod transport;
 
 use std::time::{Duration, SystemTime};

@@ -176,9 +176,13 @@ impl RunObjects {
         });
         // A create that timed out may have been carried out: the retry then finds the object,
         // with this replica's name in it, and the caller takes it as its own.
-        let call = Call::new(Method::POST, self.collection(), self.what("create", &run.name))
-            .json(JSON, &body)
-            .retry(Retry::NoConflict);
+        let call = Call::new(
+            Method::POST,
+            self.collection(),
+            self.what("create", &run.name),
+        )
+        .json(JSON, &body)
+        .retry(Retry::NoConflict);
         match self.transport.json(&call).await {
             Ok(object) => Ok(Created::New(object)),
             Err(EffectError::Conflict(_)) => match self.get(&run.name).await? {
@@ -369,14 +373,26 @@ mod tests {
 
     #[test]
     fn a_run_name_is_the_same_for_the_same_incident_and_a_valid_object_name() {
-        let a = run_name("openbao-sealed", "openbao-sealed ns=vault", "abc@2026-01-01T00:00:00Z");
+        let a = run_name(
+            "openbao-sealed",
+            "openbao-sealed ns=vault",
+            "abc@2026-01-01T00:00:00Z",
+        );
         assert_eq!(
             a,
-            run_name("openbao-sealed", "openbao-sealed ns=vault", "abc@2026-01-01T00:00:00Z")
+            run_name(
+                "openbao-sealed",
+                "openbao-sealed ns=vault",
+                "abc@2026-01-01T00:00:00Z"
+            )
         );
         assert_ne!(
             a,
-            run_name("openbao-sealed", "openbao-sealed ns=vault", "abc@2026-01-01T00:00:01Z")
+            run_name(
+                "openbao-sealed",
+                "openbao-sealed ns=vault",
+                "abc@2026-01-01T00:00:01Z"
+            )
         );
         assert!(a.starts_with("openbao-sealed-"), "{a}");
         let long = run_name(&"Very_Long.Name".repeat(10), "k", "i");
@@ -392,10 +408,16 @@ mod tests {
         assert_eq!(label_value("openbao-sealed"), "openbao-sealed");
         let long = label_value(&"x".repeat(100));
         assert!(long.len() <= 63, "{long}");
-        assert_ne!(label_value("a b"), label_value("a-b"), "a hash keeps them apart");
+        assert_ne!(
+            label_value("a b"),
+            label_value("a-b"),
+            "a hash keeps them apart"
+        );
         let name = ledger_name("Odd.Name_");
-        assert!(name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "{name}"
+        );
     }
 }

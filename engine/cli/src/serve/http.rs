@@ -183,15 +183,20 @@ async fn alerts(
         }
         return error(StatusCode::UNPROCESSABLE_ENTITY, why);
     }
-    let verdicts = server.intake(&payload);
+    let verdicts = server.intake(&payload).await;
+    let unavailable = verdicts.iter().find(|v| v.decision == "unavailable");
     let full = verdicts.iter().any(|v| v.decision == "queue-full");
     let body = json!({
         "alerts": payload.alerts.len(),
         "results": verdicts.iter().map(Verdict::to_json).collect::<Vec<_>>(),
     });
-    if full {
+    if full || unavailable.is_some() {
         count(503);
-        let mut response = retry_later(&server, "the run queue is full");
+        let why = match unavailable {
+            Some(_) => "the cluster, which admits runs, cannot be reached",
+            None => "the run queue is full",
+        };
+        let mut response = retry_later(&server, why);
         if let Ok(value) = serde_json::to_string(&body) {
             *response.body_mut() = axum::body::Body::from(value);
         }

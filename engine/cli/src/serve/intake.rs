@@ -54,7 +54,7 @@ impl Verdict {
 
 impl Server {
     /// Matches, binds and admits every alert of a payload. Never waits for a run.
-    pub(super) fn intake(self: &Arc<Self>, payload: &WebhookPayload) -> Vec<Verdict> {
+    pub(super) async fn intake(self: &Arc<Self>, payload: &WebhookPayload) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let mut queued = false;
         for alert in &payload.alerts {
@@ -80,7 +80,7 @@ impl Server {
                 matched = true;
                 let verdict = match alert.status {
                     AlertStatus::Firing => {
-                        let verdict = self.admit(runbook, trigger, alert, payload);
+                        let verdict = self.admit(runbook, trigger, alert, payload).await;
                         queued |= verdict.decision == "queued";
                         verdict
                     }
@@ -101,7 +101,7 @@ impl Server {
         verdicts
     }
 
-    pub(super) fn admit(
+    pub(super) async fn admit(
         self: &Arc<Self>,
         runbook: &Arc<Runbook>,
         trigger: usize,
@@ -148,16 +148,41 @@ impl Server {
             runbook: name,
             cooldown: spec.effective_cooldown(),
         };
-        let decision = lock(&self.admission).admit_incident(
-            Instant::now(),
-            &candidate,
-            || {
-                let id = self.new_run_id(name);
-                new_id = Some(id.clone());
-                id
-            },
-            job,
-        );
+        let decision = match &self.shared {
+            None => lock(&self.admission).admit_incident(
+                Instant::now(),
+                &candidate,
+                || {
+                    let id = self.new_run_id(name);
+                    new_id = Some(id.clone());
+                    id
+                },
+                job,
+            ),
+            Some(shared) => {
+                match self
+                    .admit_shared(shared, runbook, trigger, alert, &key, &incident, job)
+                    .await
+                {
+                    Ok((decision, id)) => {
+                        new_id = id;
+                        decision
+                    }
+                    Err(why) => {
+                        self.metrics
+                            .alerts_rejected
+                            .get_or_create(&metrics::reason(name, "cluster-unavailable"))
+                            .inc();
+                        tracing::warn!(runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, error = %why, "alert refused (503): the cluster, which admits runs, cannot be reached; Alertmanager sends it again");
+                        verdict.decision = "unavailable";
+                        verdict.reason = Some(format!(
+                            "the cluster, which admits runs, cannot be reached: {why}"
+                        ));
+                        return verdict;
+                    }
+                }
+            }
+        };
         let alert_json = json!({
             "alert": alert.name(),
             "fingerprint": alert.fingerprint,
@@ -243,6 +268,44 @@ impl Server {
         verdict
     }
 
+    /// `--cluster-state`: the verdict of the replicas' shared state, and the run id if it
+    /// queued a run here (the run object's name). Nothing is queued when the cluster cannot be
+    /// asked.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_shared(
+        &self,
+        shared: &super::shared::Shared,
+        runbook: &Arc<Runbook>,
+        trigger: usize,
+        alert: &Alert,
+        key: &str,
+        incident: &str,
+        job: Job,
+    ) -> Result<(Decision, Option<String>), String> {
+        if lock(&self.admission).is_full() {
+            return Ok((Decision::QueueFull, None));
+        }
+        let name = runbook.name.as_str();
+        let run = runbook_kube::runs::run_name(name, key, incident);
+        let spec = run_spec(runbook, &job, key, incident, trigger, alert);
+        let request = super::shared::Request {
+            runbook: name,
+            key,
+            cooldown: runbook.triggers[trigger].effective_cooldown(),
+            cap: self.limits.cap,
+            window: self.limits.window,
+            spec,
+        };
+        match shared.admit(&run, &request).await {
+            super::shared::Admitted::Unavailable(why) => Err(why),
+            super::shared::Admitted::Decided(Decision::Queued) => {
+                lock(&self.admission).enqueue(key, name, run.clone(), job);
+                Ok((Decision::Queued, Some(run)))
+            }
+            super::shared::Admitted::Decided(decision) => Ok((decision, None)),
+        }
+    }
+
     /// The verdict on an alert whose labels do not bind the runbook's params.
     fn unbound(
         &self,
@@ -325,6 +388,19 @@ impl Server {
                 entry.alerts.push(json!({
                     "alert": alert.name(), "fingerprint": alert.fingerprint, "status": "resolved",
                 }));
+            }
+            if let Some(shared) = &self.shared {
+                shared.ended(
+                    name,
+                    &key,
+                    &queued.run,
+                    super::shared::final_status(
+                        super::shared::phase::CANCELLED,
+                        None,
+                        "its alert resolved before it started",
+                    ),
+                    false,
+                );
             }
             tracing::info!(run_id = %queued.run, runbook = name, fingerprint = %alert.fingerprint, "queued run cancelled: its alert resolved");
             verdict.decision = "cancelled";
@@ -440,6 +516,16 @@ impl Server {
                 entry.finished_at = Some(SystemTime::now());
                 entry.message = Some(format!("not started: the server stopped ({signal})"));
             }
+            if let Some(shared) = &self.shared {
+                // Taken back, so the re-sent alert is admitted again (by any replica).
+                shared.ended(
+                    &queued.runbook,
+                    &queued.key,
+                    &queued.run,
+                    super::shared::final_status(super::shared::phase::CANCELLED, None, ""),
+                    true,
+                );
+            }
             tracing::warn!(run_id = %queued.run, runbook = %queued.runbook, "queued run dropped at shutdown; Alertmanager sends its alert again while it fires");
         }
         let by = format!("server shutdown ({signal})");
@@ -512,6 +598,48 @@ pub(super) fn incident(alert: &Alert) -> String {
         alert.fingerprint.clone()
     };
     format!("{fingerprint}@{}", alert.starts_at)
+}
+
+/// A RunbookRun's spec: what the run is, with its secret params left out (by name only).
+fn run_spec(
+    runbook: &Runbook,
+    job: &Job,
+    key: &str,
+    incident: &str,
+    trigger: usize,
+    alert: &Alert,
+) -> Json {
+    let mut params = serde_json::Map::new();
+    let mut secret = Vec::new();
+    for (name, value) in &job.bindings.values {
+        if runbook
+            .param(name)
+            .is_some_and(|param| job.bindings.is_secret(param))
+        {
+            secret.push(name.clone());
+        } else {
+            params.insert(
+                name.clone(),
+                serde_json::to_value(value).unwrap_or(Json::Null),
+            );
+        }
+    }
+    json!({
+        "runbook": runbook.name,
+        "digest": crate::session::runbook_digest(runbook),
+        "target": key,
+        "params": params,
+        "secretParams": secret,
+        "incident": incident,
+        "trigger": {
+            "alert": alert.name(),
+            "fingerprint": alert.fingerprint,
+            "startsAt": alert.starts_at,
+            "receiver": job.triggered_by.receiver,
+            "groupKey": job.triggered_by.group_key,
+            "index": trigger,
+        },
+    })
 }
 
 pub(super) fn redacted_params(runbook: &Runbook, bindings: &Bindings) -> Json {

@@ -21,6 +21,7 @@ mod http;
 mod intake;
 mod metrics;
 mod registry;
+mod shared;
 mod workers;
 
 use std::collections::HashMap;
@@ -64,6 +65,9 @@ pub struct ServeArgs {
     /// Connections open at once, in total and from one client IP address.
     pub max_connections: usize,
     pub max_connections_per_client: usize,
+    /// Admission and runs kept in the cluster (`--cluster-state`).
+    pub cluster_state: bool,
+    pub replica: Option<String>,
 }
 
 struct Server {
@@ -92,6 +96,10 @@ struct Server {
     metrics: Metrics,
     /// Refusals logged at warn already (each alert's repeats go to debug).
     refusals: intake::RefusalLog,
+    /// The run cap and its window, as admission applies them.
+    limits: Limits,
+    /// `--cluster-state`: admission and runs shared with the other replicas through the API.
+    shared: Option<shared::Shared>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -180,6 +188,29 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         (None, false, _) => approvers::Approvers::ServerToken,
     };
     tracing::info!(approvals = %approvers.describe(), "gates are answered by");
+    let shared = match (args.cluster_state, &world.live) {
+        (false, _) => None,
+        (true, None) => {
+            eprintln!("error: --cluster-state keeps runs in the cluster; it needs the live cluster, not --simulate");
+            return Ok(Exit::Invalid);
+        }
+        (true, Some(live)) => {
+            let replica = args.replica.clone().unwrap_or_else(default_replica);
+            tracing::info!(replica = %replica, namespace = %world.namespace, "admission and runs are shared with the other replicas through the cluster");
+            Some(shared::Shared::new(
+                runbook_kube::runs::RunObjects::new(
+                    live.transport.clone(),
+                    world.namespace.clone(),
+                ),
+                replica,
+            ))
+        }
+    };
+    let limits = Limits {
+        queue_capacity: args.queue,
+        cap: args.run_cap,
+        window: args.run_cap_window,
+    };
     let triggered: Vec<Arc<Runbook>> = catalog
         .runbooks
         .iter()
@@ -196,11 +227,7 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         cluster_args: args.cluster.clone(),
         parallelism: args.parallelism,
         retry_after: args.retry_after,
-        admission: Mutex::new(Admission::new(Limits {
-            queue_capacity: args.queue,
-            cap: args.run_cap,
-            window: args.run_cap_window,
-        })),
+        admission: Mutex::new(Admission::new(limits)),
         runs: Mutex::new(HashMap::new()),
         order: Mutex::new(std::collections::VecDeque::new()),
         keep_finished: args.keep_finished,
@@ -210,6 +237,8 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         workers: args.workers.max(1),
         metrics: Metrics::new(),
         refusals: intake::RefusalLog::default(),
+        limits,
+        shared,
     });
 
     // Runs execute on a runtime of their own: a run's journal syncs (`fdatasync` before each
@@ -224,6 +253,18 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
     runs.shutdown_timeout(Duration::from_secs(5));
     served?;
     Ok(Exit::Succeeded)
+}
+
+/// This replica's name: the pod's (`POD_NAME`, from the downward API), else host and pid.
+fn default_replica() -> String {
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()) {
+        return pod;
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 fn init_logs(json: bool) {
@@ -396,6 +437,9 @@ async fn run_server(
             while workers.join_next().await.is_some() {}
         })
         .await;
+    }
+    if let Some(shared) = &server.shared {
+        shared.flush(Duration::from_secs(10)).await;
     }
     tracing::info!(signal, "stopped");
     Ok(())

@@ -157,7 +157,9 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
             interrupt,
             answered_by: Mutex::new(HashMap::new()),
         }),
-        reporter: Arc::new(LogReporter),
+        reporter: Arc::new(LogReporter {
+            server: server.clone(),
+        }),
         catalog: server.catalog.clone(),
         parallelism: server.parallelism,
         dry_run: false,
@@ -288,7 +290,15 @@ async fn open_session<'s>(
 /// of its alert may start it again, and its end is recorded.
 fn not_started(server: &Server, key: &str, run_id: &str, message: String) {
     lock(&server.admission).forget_incidents_of(run_id);
-    finish(server, key, run_id, RunState::Cancelled, None, message);
+    ended(
+        server,
+        key,
+        run_id,
+        RunState::Cancelled,
+        None,
+        message,
+        true,
+    );
 }
 
 /// Records the end of a run (or why it never started) and frees its admission key.
@@ -300,7 +310,22 @@ fn finish(
     outcome: Option<Outcome>,
     message: String,
 ) {
+    ended(server, key, run_id, state, outcome, message, false);
+}
+
+/// `finish`; `withdraw`: the run never started for a reason that was not its alert's, and with
+/// `--cluster-state` its admission is taken back, so a re-sent alert may start it.
+fn ended(
+    server: &Server,
+    key: &str,
+    run_id: &str,
+    state: RunState,
+    outcome: Option<Outcome>,
+    message: String,
+    withdraw: bool,
+) {
     lock(&server.admission).finished(key, run_id);
+    let mut last = None;
     if let Some(entry) = lock(&server.runs).get_mut(run_id) {
         entry.outcome = outcome;
         match entry.cancelled.clone() {
@@ -316,11 +341,29 @@ fn finish(
         entry.finished_at = Some(SystemTime::now());
         entry.gate = None;
         entry.interrupt = None;
+        let phase = match entry.state {
+            RunState::Cancelled => super::shared::phase::CANCELLED,
+            _ => super::shared::phase::FINISHED,
+        };
+        last = Some((
+            entry.runbook.clone(),
+            super::shared::final_status(
+                phase,
+                entry.outcome,
+                entry.message.as_deref().unwrap_or_default(),
+            ),
+        ));
+    }
+    if let (Some(shared), Some((runbook, status))) = (&server.shared, last) {
+        shared.ended(&runbook, key, run_id, status, withdraw);
     }
 }
 
-/// Run events go to the structured log, with the run id.
-struct LogReporter;
+/// Run events go to the structured log, with the run id, and with `--cluster-state` to the
+/// run's object.
+struct LogReporter {
+    server: Arc<Server>,
+}
 
 impl Reporter for LogReporter {
     fn record(&self, record: &Record) {
@@ -343,6 +386,17 @@ impl Reporter for LogReporter {
         }
         if let Some(text) = crate::terminal::describe(&record.event) {
             tracing::debug!(run_id = %record.run, "{text}");
+        }
+        // Only the server's own runs have objects (not the runbooks they call).
+        if let Some(shared) = self
+            .server
+            .shared
+            .as_ref()
+            .filter(|_| lock(&self.server.runs).contains_key(&record.run))
+        {
+            if let Some(change) = super::shared::status_change(record, &shared.replica) {
+                shared.status(&record.run, change);
+            }
         }
     }
 }

@@ -1,0 +1,440 @@
+//! `--cluster-state`: admission across replicas through the API server, and each run's
+//! progress in its `RunbookRun` object (see `runbook_kube::runs`).
+//!
+//! An alert is admitted in three writes, none of which two replicas can both win:
+//! 1. the run's object is created under its incident's name; every other replica (and every
+//!    repeat) gets 409 AlreadyExists and answers with the run that object stands for;
+//! 2. the replica that created it decides on the runbook's ledger (a key with a run, a
+//!    cooldown, the cap per window) and writes the ledger at the resourceVersion it read;
+//! 3. it records the verdict in the object's status: `Queued` (with itself as owner),
+//!    `Joined` (the key's run was going on: this incident is served by it), or, for a cooldown
+//!    or the cap, deletes the object again so a later notification may be admitted.
+//!
+//! When the API server cannot be reached, nothing runs: the alert is answered 503 with
+//! Retry-After, and Alertmanager sends it again. A replica that dies between 1 and 3 leaves an
+//! object with no verdict; after [`ABANDONED_AFTER`] whoever sees it deletes it and admits the
+//! incident afresh.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use runbook_core::admission::Decision;
+use runbook_core::journal::{timestamp, Event, Outcome, Record};
+use runbook_core::ledger::Ask;
+use runbook_kube::runs::{Created, NewRun, RunObjects, ADMITTED_BY};
+use serde_json::{json, Value as Json};
+
+use super::lock;
+
+/// How old an object with no verdict must be before it counts as left by a replica that died
+/// while admitting it.
+pub(super) const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// Incident runs this replica remembers the answer for, so a repeat costs no request.
+const REMEMBERED: usize = 10_000;
+
+/// What the shared state answered about one alert.
+pub(super) enum Admitted {
+    /// The rules' verdict; for `Queued`, the run's object name is the run id.
+    Decided(Decision),
+    /// The API server could not be asked: answer 503, nothing runs.
+    Unavailable(String),
+}
+
+/// The cluster side of a server with `--cluster-state`.
+pub(super) struct Shared {
+    pub(super) objects: RunObjects,
+    pub(super) replica: String,
+    /// One admission at a time per runbook on this replica: its ledger is one object, and
+    /// deciding twice at once here would only make one of the writes conflict.
+    admitting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Runs that incidents (by their object's name) went to, as this replica learnt them.
+    answered: Mutex<(HashMap<String, String>, VecDeque<String>)>,
+    /// Each run's status writer, so its patches reach the object in order.
+    writers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Json>>>,
+    /// Writes still going on, awaited before the server exits.
+    pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A phase in the object's status.
+pub(super) mod phase {
+    pub const QUEUED: &str = "Queued";
+    pub const RUNNING: &str = "Running";
+    pub const WAITING: &str = "WaitingApproval";
+    pub const FINISHED: &str = "Finished";
+    pub const CANCELLED: &str = "Cancelled";
+    pub const JOINED: &str = "Joined";
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn now_text() -> String {
+    timestamp(SystemTime::now())
+}
+
+fn status_of(object: &Json) -> (&str, &str) {
+    (
+        object["status"]["phase"].as_str().unwrap_or_default(),
+        object["metadata"]["uid"].as_str().unwrap_or_default(),
+    )
+}
+
+/// How long ago the object was created (zero if it does not say).
+fn age(object: &Json) -> Duration {
+    object["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|created| SystemTime::now().duration_since(created).ok())
+        .unwrap_or_default()
+}
+
+/// What one alert asks for, with what its run's object must say.
+pub(super) struct Request<'a> {
+    pub(super) runbook: &'a str,
+    pub(super) key: &'a str,
+    pub(super) cooldown: Option<Duration>,
+    pub(super) cap: usize,
+    pub(super) window: Duration,
+    pub(super) spec: Json,
+}
+
+impl Shared {
+    pub(super) fn new(objects: RunObjects, replica: String) -> Self {
+        Self {
+            objects,
+            replica,
+            admitting: Mutex::new(HashMap::new()),
+            answered: Mutex::new((HashMap::new(), VecDeque::new())),
+            writers: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn track(&self, task: tokio::task::JoinHandle<()>) {
+        let mut pending = lock(&self.pending);
+        pending.retain(|task| !task.is_finished());
+        pending.push(task);
+    }
+
+    /// Waits (at most `limit`) for the writes still going on: the last statuses and ledger
+    /// changes of a server that stops.
+    pub(super) async fn flush(&self, limit: Duration) {
+        let tasks = std::mem::take(&mut *lock(&self.pending));
+        let all = async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(
+                "some run objects or ledgers were not updated before the server stopped"
+            );
+        }
+    }
+
+    fn remember(&self, name: &str, run: &str) {
+        let mut answered = lock(&self.answered);
+        let (runs, order) = &mut *answered;
+        if runs.insert(name.to_owned(), run.to_owned()).is_none() {
+            order.push_back(name.to_owned());
+            while order.len() > REMEMBERED {
+                if let Some(oldest) = order.pop_front() {
+                    runs.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// Admits one alert across replicas (see the module doc). `run` is the run's object name.
+    pub(super) async fn admit(&self, run: &str, request: &Request<'_>) -> Admitted {
+        if let Some(answer) = lock(&self.answered).0.get(run).cloned() {
+            return Admitted::Decided(Decision::SameIncident { run: answer });
+        }
+        let gate = lock(&self.admitting)
+            .entry(request.runbook.to_owned())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().await;
+        match self.admit_once(run, request).await {
+            Ok(decision) => {
+                match &decision {
+                    Decision::SameIncident { run: answer }
+                    | Decision::Duplicate { run: answer } => self.remember(run, answer),
+                    Decision::Queued => self.remember(run, run),
+                    _ => {}
+                }
+                Admitted::Decided(decision)
+            }
+            Err(error) => Admitted::Unavailable(error.to_string()),
+        }
+    }
+
+    async fn admit_once(
+        &self,
+        run: &str,
+        request: &Request<'_>,
+    ) -> Result<Decision, runbook_core::effects::EffectError> {
+        let new = NewRun {
+            name: run.to_owned(),
+            runbook: request.runbook.to_owned(),
+            key: request.key.to_owned(),
+            replica: self.replica.clone(),
+            spec: request.spec.clone(),
+        };
+        let mut created = self.objects.create(&new).await?;
+        if let Created::Exists(object) = &created {
+            let (phase, uid) = status_of(object);
+            let mine = object["metadata"]["annotations"][ADMITTED_BY].as_str()
+                == Some(self.replica.as_str());
+            if phase.is_empty() && mine {
+                // Our own create, whose answer was lost and whose retry found it.
+                created = Created::New(object.clone());
+            } else if phase.is_empty() && age(object) >= ABANDONED_AFTER {
+                tracing::warn!(run_id = %run, admitted_by = %object["metadata"]["annotations"][ADMITTED_BY], "a run object left without a verdict (its replica stopped while admitting it); admitting its incident afresh");
+                self.objects.delete(run, uid).await?;
+                created = self.objects.create(&new).await?;
+            }
+        }
+        let object = match created {
+            Created::New(object) => object,
+            Created::Exists(object) => {
+                let (phase, _) = status_of(&object);
+                let joined = object["status"]["joined"].as_str().unwrap_or_default();
+                return Ok(if phase == phase::JOINED && !joined.is_empty() {
+                    Decision::Duplicate {
+                        run: joined.to_owned(),
+                    }
+                } else {
+                    Decision::SameIncident {
+                        run: run.to_owned(),
+                    }
+                });
+            }
+        };
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let decided = self.decide(run, request).await;
+        let decision = match decided {
+            Ok(decision) => decision,
+            Err(error) => {
+                // Nothing was admitted: the object goes, so the re-sent alert starts afresh.
+                if let Err(e) = self.objects.delete(run, &uid).await {
+                    tracing::warn!(run_id = %run, error = %e, "cannot delete the run object of an admission that failed; it is deleted by the next replica that sees it");
+                }
+                return Err(error);
+            }
+        };
+        let verdict = match &decision {
+            Decision::Queued => Some(json!({
+                "phase": phase::QUEUED,
+                "owner": self.replica,
+                "queuedAt": now_text(),
+            })),
+            Decision::Duplicate { run: joined } => Some(json!({
+                "phase": phase::JOINED,
+                "joined": joined,
+                "message": format!("the same runbook with the same params was going on ({joined}): this incident is served by it"),
+            })),
+            _ => None,
+        };
+        match verdict {
+            Some(status) => {
+                if let Err(error) = self.objects.patch_status(run, &status).await {
+                    if decision == Decision::Queued {
+                        // The ledger holds it; the run goes on without its status.
+                        tracing::warn!(run_id = %run, %error, "cannot record the admission in the run's object; the run goes on");
+                    } else {
+                        tracing::warn!(run_id = %run, %error, "cannot record the join in the run's object");
+                    }
+                }
+            }
+            None => {
+                if let Err(error) = self.objects.delete(run, &uid).await {
+                    tracing::warn!(run_id = %run, %error, "cannot delete the run object of a refused alert; it is deleted by the next replica that sees it");
+                }
+            }
+        }
+        Ok(decision)
+    }
+
+    /// The ledger's verdict. A key held by a run that has ended (its replica finished it but
+    /// could not write the ledger, or its object is gone) is freed, and the alert decided again.
+    async fn decide(
+        &self,
+        run: &str,
+        request: &Request<'_>,
+    ) -> Result<Decision, runbook_core::effects::EffectError> {
+        let ask = Ask {
+            key: request.key,
+            run,
+            cooldown: request.cooldown,
+            cap: request.cap,
+            window: request.window,
+        };
+        let mut stale: Option<String> = None;
+        let mut decision = Decision::QueueFull;
+        for _ in 0..3 {
+            let free = stale.take();
+            decision = self
+                .objects
+                .update_ledger(request.runbook, |ledger| {
+                    let before = ledger.clone();
+                    if let Some(ended) = &free {
+                        ledger.finished(request.key, ended);
+                    }
+                    let decision = ledger.decide(now_millis(), &ask);
+                    let changed = *ledger != before;
+                    (decision, changed)
+                })
+                .await?;
+            let Decision::Duplicate { run: holder } = &decision else {
+                return Ok(decision);
+            };
+            let ended = match self.objects.get(holder).await? {
+                None => true,
+                Some(object) => {
+                    let (phase, _) = status_of(&object);
+                    phase == phase::FINISHED
+                        || phase == phase::CANCELLED
+                        || (phase.is_empty() && age(&object) >= ABANDONED_AFTER)
+                }
+            };
+            if !ended {
+                return Ok(decision);
+            }
+            tracing::info!(run_id = %holder, key = %request.key, "the key's run has ended but still held it in the ledger; freed");
+            stale = Some(holder.clone());
+        }
+        Ok(decision)
+    }
+
+    /// Sends a status change of `run` to its object, after every earlier one.
+    pub(super) fn status(&self, run: &str, status: Json) {
+        let mut writers = lock(&self.writers);
+        let sender = writers.entry(run.to_owned()).or_insert_with(|| {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            self.track(tokio::spawn(write_status(
+                self.objects.clone(),
+                run.to_owned(),
+                receiver,
+            )));
+            sender
+        });
+        let _ = sender.send(status);
+    }
+
+    /// The run has ended: its last status, and its key freed in the ledger. `withdraw`: it
+    /// never started for a reason that was not its alert's (a shutdown, no lock, no journal):
+    /// its object is deleted and its admission taken back, so the re-sent alert may start it.
+    pub(super) fn ended(&self, runbook: &str, key: &str, run: &str, status: Json, withdraw: bool) {
+        let writer = lock(&self.writers).remove(run);
+        if withdraw {
+            lock(&self.answered).0.remove(run);
+        }
+        let objects = self.objects.clone();
+        let (runbook, key, run) = (runbook.to_owned(), key.to_owned(), run.to_owned());
+        self.track(tokio::spawn(async move {
+            if let Some(writer) = writer {
+                // The earlier changes first: the writer ends when its channel closes.
+                let _ = writer.send(status.clone());
+                drop(writer);
+            } else if !withdraw {
+                if let Err(error) = objects.patch_status(&run, &status).await {
+                    tracing::warn!(run_id = %run, %error, "cannot record the run's end in its object");
+                }
+            }
+            let freed = objects
+                .update_ledger(&runbook, |ledger| {
+                    let changed = if withdraw {
+                        ledger.withdraw(&key, &run)
+                    } else {
+                        ledger.finished(&key, &run)
+                    };
+                    ((), changed)
+                })
+                .await;
+            if let Err(error) = freed {
+                tracing::warn!(run_id = %run, %error, "cannot free the run's key in the admission ledger; the next alert for it frees it");
+            }
+            if withdraw {
+                match objects.get(&run).await {
+                    Ok(Some(object)) => {
+                        let (_, uid) = status_of(&object);
+                        if let Err(error) = objects.delete(&run, uid).await {
+                            tracing::warn!(run_id = %run, %error, "cannot delete the object of a run that never started");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(run_id = %run, %error, "cannot delete the object of a run that never started")
+                    }
+                }
+            }
+        }));
+    }
+}
+
+/// Patches one run's status in order; changes that queued up while a patch was in flight are
+/// merged into one.
+async fn write_status(
+    objects: RunObjects,
+    run: String,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Json>,
+) {
+    while let Some(mut status) = changes.recv().await {
+        while let Ok(more) = changes.try_recv() {
+            merge(&mut status, more);
+        }
+        if let Err(error) = objects.patch_status(&run, &status).await {
+            tracing::warn!(run_id = %run, %error, "cannot update the run's object");
+        }
+    }
+}
+
+fn merge(into: &mut Json, from: Json) {
+    if let (Some(into), Json::Object(from)) = (into.as_object_mut(), from) {
+        for (key, value) in from {
+            into.insert(key, value);
+        }
+    }
+}
+
+/// The status change a journal event makes, if any.
+pub(super) fn status_change(record: &Record, replica: &str) -> Option<Json> {
+    Some(match &record.event {
+        Event::RunStarted { .. } | Event::RunResumed { .. } => json!({
+            "phase": phase::RUNNING,
+            "owner": replica,
+            "startedAt": record.time,
+        }),
+        Event::StepStarted { step, .. } => json!({"step": step}),
+        Event::GatePaused { step, .. } => json!({"phase": phase::WAITING, "gate": step}),
+        Event::GateAnswered { by, .. } => json!({
+            "phase": phase::RUNNING,
+            "gate": Json::Null,
+            "approvedBy": by,
+        }),
+        _ => return None,
+    })
+}
+
+/// The last status of a run that ended.
+pub(super) fn final_status(phase: &str, outcome: Option<Outcome>, message: &str) -> Json {
+    let mut status = json!({
+        "phase": phase,
+        "message": message,
+        "finishedAt": now_text(),
+        "gate": Json::Null,
+    });
+    if let Some(outcome) = outcome {
+        status["outcome"] = serde_json::to_value(outcome).unwrap_or(Json::Null);
+    }
+    status
+}

@@ -1,0 +1,536 @@
+//! `runbook serve --cluster-state` (issue 14): several replicas, one view of every incident.
+//! Three `serve` processes share the HTTP-level fake API server, each with a state dir of its
+//! own (as pods would), and get the same notifications (as an Alertmanager HA pair sends
+//! them). What a user would notice: the answers, the RunbookRun objects, the journals, and the
+//! runs' changes to the cluster.
+
+use runbook_fake_apiserver as support;
+
+use std::collections::BTreeMap;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+use support::{FakeApi, Fault};
+
+/// Marks the Deployment with the shard of the alert it serves, so the API server's requests
+/// show every run's one change.
+const RUNBOOK: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: api-down
+spec:
+  description: Record each incident on the Deployment.
+  params:
+    - name: shard
+      pattern: "[a-z0-9-]+"
+      from: alert.labels.shard
+  triggers:
+    - alertName: ApiDown
+      cooldown: 1h
+  steps:
+    - id: mark
+      annotate:
+        kind: Deployment
+        name: api
+        set: {served.runbook.dev/shard: "${params.shard}"}
+"#;
+
+struct Cluster {
+    runtime: tokio::runtime::Runtime,
+    fake: FakeApi,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+/// A `runbook serve` replica, killed and reaped however the test ends.
+struct Replica {
+    child: std::process::Child,
+    address: String,
+    name: String,
+    state: PathBuf,
+    logs: std::sync::mpsc::Receiver<Json>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster() -> Cluster {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fake = runtime.block_on(FakeApi::start());
+    fake.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    fake.insert(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "shop"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}
+    }));
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("runbooks")).expect("mkdir");
+    std::fs::write(dir.path().join("runbooks/api-down.yaml"), RUNBOOK).expect("write");
+    std::fs::write(dir.path().join("token"), "serve-token\n").expect("write");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: dev\n  cluster: {{server: '{}'}}\nusers:\n- name: me\n  user: {{token: secret-token}}\ncontexts:\n- name: dev\n  context: {{cluster: dev, user: me, namespace: shop}}\n",
+            fake.url()
+        ),
+    )
+    .expect("write");
+    Cluster {
+        runtime,
+        fake,
+        dir,
+        kubeconfig,
+    }
+}
+
+impl Cluster {
+    fn replica(&self, name: &str, extra: &[&str]) -> Replica {
+        let state = self.dir.path().join(format!("state-{name}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .arg("--dir")
+            .arg(self.dir.path().join("runbooks"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--lock",
+                "lease",
+                "--cluster-state",
+                "--replica",
+                name,
+            ])
+            .arg("--token-file")
+            .arg(self.dir.path().join("token"))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn runbook serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or(json!({"raw": line})));
+            }
+        });
+        let mut replica = Replica {
+            child,
+            address: String::new(),
+            name: name.to_owned(),
+            state,
+            logs,
+        };
+        loop {
+            let line = replica
+                .logs
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("replica {name} did not start"));
+            if line["message"] == "listening" {
+                replica.address = line["address"].as_str().expect("address").to_owned();
+                return replica;
+            }
+        }
+    }
+
+    /// The RunbookRun objects, by name.
+    fn runs(&self) -> BTreeMap<String, Json> {
+        self.fake
+            .objects()
+            .into_iter()
+            .filter(|o| o["kind"] == "RunbookRun")
+            .map(|o| {
+                (
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o,
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until every run object has ended (Finished or Cancelled), and returns them.
+    fn settled(&self, expected: usize) -> BTreeMap<String, Json> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let runs = self.runs();
+            let ended = runs
+                .values()
+                .filter(|r| {
+                    matches!(
+                        r["status"]["phase"].as_str(),
+                        Some("Finished" | "Cancelled")
+                    )
+                })
+                .count();
+            if runs.len() >= expected && ended == runs.len() && self.ledgers_idle() {
+                return runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the runs did not end: {:#?}",
+                runs.values().map(|r| &r["status"]).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether no ledger holds a key for a run any more.
+    fn ledgers_idle(&self) -> bool {
+        self.fake
+            .objects()
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap")
+            .filter_map(|o| o["data"]["ledger.json"].as_str())
+            .all(|text| !text.contains("\"active\""))
+    }
+
+    /// The shards the runs marked the Deployment with, one per change, in order.
+    fn served(&self) -> Vec<String> {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with("/deployments/api"))
+            .filter(|r| r.query.iter().all(|(name, _)| name != "dryRun"))
+            .filter_map(|r| {
+                r.body.as_ref()?["metadata"]["annotations"]["served.runbook.dev/shard"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// The journals a replica wrote: run id and its records.
+fn journals(state: &Path) -> BTreeMap<String, Vec<Json>> {
+    let Ok(entries) = std::fs::read_dir(state.join("runs")) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).expect("journal");
+            (
+                e.path()
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                text.lines()
+                    .map(|l| serde_json::from_str(l).expect("record"))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn notification(alerts: &[(&str, &str, &str)]) -> String {
+    let alerts: Vec<Json> = alerts
+        .iter()
+        .map(|(fingerprint, shard, starts_at)| {
+            json!({"status": "firing", "labels": {"alertname": "ApiDown", "shard": shard},
+                   "annotations": {}, "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
+                   "generatorURL": "http://prom", "fingerprint": fingerprint})
+        })
+        .collect();
+    json!({
+        "version": "4", "status": "firing", "receiver": "runbook", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": alerts,
+    })
+    .to_string()
+}
+
+/// POSTs a webhook; the status code and the JSON body.
+fn post(address: &str, body: &str) -> (u16, Json, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "POST /api/v1/alerts HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: Bearer serve-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(body).unwrap_or_default(),
+        head.to_owned(),
+    )
+}
+
+fn decisions(body: &Json) -> Vec<String> {
+    body["results"]
+        .as_array()
+        .map(|results| {
+            results
+                .iter()
+                .map(|r| r["decision"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn one_notification_sent_to_three_replicas_a_hundred_times_starts_one_run_per_incident() {
+    let cluster = cluster();
+    let replicas: Vec<Replica> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|name| cluster.replica(name, &[]))
+        .collect();
+    // Five incidents of five keys in one notification, as Alertmanager groups them.
+    let incidents: Vec<(String, String)> = (1..=5)
+        .map(|n| (format!("f{n}"), format!("s{n}")))
+        .collect();
+    let alerts: Vec<(&str, &str, &str)> = incidents
+        .iter()
+        .map(|(f, s)| (f.as_str(), s.as_str(), "2026-12-04T03:00:00Z"))
+        .collect();
+    let body = notification(&alerts);
+    // Each replica gets it 100 times, the three at once.
+    let answers: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = replicas
+            .iter()
+            .map(|replica| {
+                let (address, body) = (replica.address.clone(), body.clone());
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    for _ in 0..100 {
+                        let (code, answer, head) = post(&address, &body);
+                        assert_eq!(code, 202, "{head}\n{answer}");
+                        seen.extend(decisions(&answer));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender"))
+            .collect()
+    });
+    let queued: usize = answers
+        .iter()
+        .map(|a| a.iter().filter(|d| *d == "queued").count())
+        .sum();
+    assert_eq!(
+        queued, 5,
+        "one run queued per incident across the replicas: {answers:?}"
+    );
+    let runs = cluster.settled(5);
+    assert_eq!(
+        runs.len(),
+        5,
+        "one RunbookRun per incident: {:?}",
+        runs.keys()
+    );
+    for run in runs.values() {
+        assert_eq!(run["status"]["phase"], "Finished", "{run:#}");
+        assert_eq!(run["status"]["outcome"], "succeeded", "{run:#}");
+        assert_eq!(run["spec"]["runbook"], "api-down");
+        assert!(run["status"]["owner"]
+            .as_str()
+            .is_some_and(|o| o.starts_with('r')));
+    }
+    let mut journaled = BTreeMap::new();
+    for replica in &replicas {
+        for (id, records) in journals(&replica.state) {
+            let started = records
+                .iter()
+                .filter(|r| r["event"] == "run-started")
+                .count();
+            assert_eq!(started, 1, "{id} started once");
+            let intents = records
+                .iter()
+                .filter(|r| r["event"] == "step-intent")
+                .count();
+            assert_eq!(intents, 1, "{id}: one intent for its one mutation");
+            let owner = runs[&id]["status"]["owner"].as_str().unwrap_or_default();
+            assert_eq!(
+                owner, replica.name,
+                "{id} is journaled by the replica that owns it"
+            );
+            journaled.insert(id, replica.name.clone());
+        }
+    }
+    assert_eq!(
+        journaled.keys().collect::<Vec<_>>(),
+        runs.keys().collect::<Vec<_>>(),
+        "every run object has exactly one journal, on its owner"
+    );
+    let mut served = cluster.served();
+    served.sort();
+    assert_eq!(
+        served,
+        incidents.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
+        "each incident's change made once"
+    );
+}
+
+#[test]
+fn cooldowns_and_run_caps_hold_across_replicas() {
+    let cluster = cluster();
+    let r1 = cluster.replica("r1", &["--run-cap", "2"]);
+    let r2 = cluster.replica("r2", &["--run-cap", "2"]);
+    let (code, answer, _) = post(
+        &r1.address,
+        &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
+    );
+    assert_eq!((code, decisions(&answer)), (202, vec!["queued".to_owned()]));
+    cluster.settled(1);
+    // A new incident of the same key, at the other replica, within the trigger's hour.
+    let (code, answer, _) = post(
+        &r2.address,
+        &notification(&[("f1", "a", "2026-12-04T03:10:00Z")]),
+    );
+    assert_eq!(code, 202);
+    assert_eq!(decisions(&answer), ["cooldown"], "{answer:#}");
+    let reason = answer["results"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cooldown"), "{reason}");
+    // The cap of two runs per hour: one more key runs, the third is capped, wherever it lands.
+    let (_, answer, _) = post(
+        &r2.address,
+        &notification(&[("f2", "b", "2026-12-04T03:11:00Z")]),
+    );
+    assert_eq!(decisions(&answer), ["queued"]);
+    let (_, answer, _) = post(
+        &r1.address,
+        &notification(&[("f3", "c", "2026-12-04T03:12:00Z")]),
+    );
+    assert_eq!(decisions(&answer), ["capped"], "{answer:#}");
+    let runs = cluster.settled(2);
+    assert_eq!(
+        runs.len(),
+        2,
+        "refused alerts leave no run object: {:?}",
+        runs.keys()
+    );
+    assert_eq!(cluster.served(), ["a", "b"]);
+    // The refused incidents are not remembered as served: once the rule allows, they run.
+    drop((r1, r2));
+}
+
+#[test]
+fn when_the_api_server_cannot_admit_an_alert_it_is_refused_with_retry_after_and_nothing_runs() {
+    let cluster = cluster();
+    let r1 = cluster.replica("r1", &["--retry-after", "7s", "--request-timeout", "2s"]);
+    cluster.fake.fault(Fault::status(
+        "*",
+        "/apis/runbook.dev/v1alpha1/namespaces/shop/runbookruns",
+        503,
+        "ServiceUnavailable",
+        "etcd is down",
+    ));
+    let body = notification(&[("f1", "a", "2026-12-04T03:00:00Z")]);
+    let (code, answer, head) = post(&r1.address, &body);
+    assert_eq!(code, 503, "{head}\n{answer}");
+    assert!(head.to_lowercase().contains("retry-after: 7"), "{head}");
+    assert_eq!(decisions(&answer), ["unavailable"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        journals(&r1.state).is_empty(),
+        "nothing ran without admission"
+    );
+    assert!(cluster.served().is_empty());
+    // Alertmanager sends it again once the API server is back: it runs, once.
+    cluster.fake.clear_faults();
+    let (code, answer, _) = post(&r1.address, &body);
+    assert_eq!((code, decisions(&answer)), (202, vec!["queued".to_owned()]));
+    let runs = cluster.settled(1);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(cluster.served(), ["a"]);
+}
+
+#[test]
+fn a_create_whose_answer_was_lost_is_taken_as_the_replicas_own_when_retried() {
+    let cluster = cluster();
+    let r1 = cluster.replica("r1", &["--request-timeout", "1s"]);
+    let mut lost = Fault::lose_answer(
+        "POST",
+        "/apis/runbook.dev/v1alpha1/namespaces/shop/runbookruns",
+    );
+    lost = lost.times(1);
+    cluster.fake.fault(lost);
+    let (code, answer, _) = post(
+        &r1.address,
+        &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
+    );
+    assert_eq!(
+        (code, decisions(&answer)),
+        (202, vec!["queued".to_owned()]),
+        "{answer:#}"
+    );
+    let runs = cluster.settled(1);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(cluster.served(), ["a"]);
+}
+
+#[test]
+fn runbook_runs_with_cluster_lists_the_run_objects() {
+    let cluster = cluster();
+    let r1 = cluster.replica("r1", &[]);
+    let (code, _, _) = post(
+        &r1.address,
+        &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
+    );
+    assert_eq!(code, 202);
+    let runs = cluster.settled(1);
+    let name = runs.keys().next().expect("a run").clone();
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["runs", "--cluster", "--kubeconfig"])
+        .arg(&cluster.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env("HOME", cluster.dir.path())
+        .output()
+        .expect("runbook runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("RUN"), "{stdout}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        [
+            name.as_str(),
+            "api-down",
+            "Finished",
+            "succeeded",
+            "mark",
+            "r1"
+        ],
+        "{stdout}"
+    );
+    let _ = &cluster.runtime;
+}
