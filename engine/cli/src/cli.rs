@@ -250,8 +250,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "simulate")]
         cluster_state: bool,
         /// This replica's name in the runs it owns (default: $POD_NAME, else HOSTNAME-PID).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", requires = "cluster_state")]
         replica: Option<String>,
+        /// With --cluster-state: how long after a replica stopped renewing its Lease another
+        /// takes over the runs it owned.
+        #[arg(long, default_value = "30s", value_parser = parse_timeout, value_name = "DURATION", requires = "cluster_state")]
+        takeover_after: std::time::Duration,
     },
     /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
     Approve {

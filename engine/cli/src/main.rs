@@ -151,6 +151,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             max_connections_per_client,
             cluster_state,
             replica,
+            takeover_after,
         } => serve::serve(
             &cli.dir,
             serve::ServeArgs {
@@ -176,6 +177,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 max_connections_per_client,
                 cluster_state,
                 replica,
+                takeover_after,
             },
         ),
         Command::Approve {

@@ -38,6 +38,24 @@ spec:
         set: {served.runbook.dev/shard: "${params.shard}"}
 "#;
 
+/// Waits at its gate until someone approves, holding its worker.
+const GATED: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: gated
+spec:
+  description: Wait for a human, then mark the Deployment.
+  triggers:
+    - alertName: GatedDown
+  steps:
+    - id: mark
+      confirm: "Mark the Deployment?"
+      annotate:
+        kind: Deployment
+        name: api
+        set: {gated.runbook.dev/approved: "yes"}
+"#;
+
 struct Cluster {
     runtime: tokio::runtime::Runtime,
     fake: FakeApi,
@@ -78,6 +96,7 @@ fn cluster() -> Cluster {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("runbooks")).expect("mkdir");
     std::fs::write(dir.path().join("runbooks/api-down.yaml"), RUNBOOK).expect("write");
+    std::fs::write(dir.path().join("runbooks/gated.yaml"), GATED).expect("write");
     std::fs::write(dir.path().join("token"), "serve-token\n").expect("write");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
@@ -247,6 +266,156 @@ fn journals(state: &Path) -> BTreeMap<String, Vec<Json>> {
             )
         })
         .collect()
+}
+
+fn gated(fingerprint: &str) -> String {
+    json!({
+        "version": "4", "status": "firing", "receiver": "runbook", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "GatedDown"},
+                   "annotations": {}, "startsAt": "2026-12-04T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                   "generatorURL": "http://prom", "fingerprint": fingerprint}],
+    })
+    .to_string()
+}
+
+impl Cluster {
+    /// Waits until `done` holds of the run objects.
+    fn wait_runs(
+        &self,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, Json>) -> bool,
+    ) -> BTreeMap<String, Json> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs = self.runs();
+            if done(&runs) {
+                return runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {:#?}",
+                runs.values()
+                    .map(|r| (&r["metadata"]["name"], &r["status"]))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn by_runbook<'a>(runs: &'a BTreeMap<String, Json>, runbook: &str) -> &'a Json {
+    runs.values()
+        .find(|r| r["spec"]["runbook"] == runbook)
+        .unwrap_or_else(|| panic!("no run of {runbook}"))
+}
+
+/// r1 takes a gated run (its one worker waits at the gate) and queues a second behind it.
+fn busy_replica(cluster: &Cluster, takeover_after: &str) -> Replica {
+    let r1 = cluster.replica(
+        "r1",
+        &["--workers", "1", "--takeover-after", takeover_after],
+    );
+    let (code, answer, _) = post(&r1.address, &gated("g1"));
+    assert_eq!((code, decisions(&answer)), (202, vec!["queued".to_owned()]));
+    cluster.wait_runs("the gated run waits at its gate", |runs| {
+        runs.values()
+            .any(|r| r["status"]["phase"] == "WaitingApproval")
+    });
+    let (code, answer, _) = post(
+        &r1.address,
+        &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
+    );
+    assert_eq!((code, decisions(&answer)), (202, vec!["queued".to_owned()]));
+    let runs = cluster.runs();
+    assert_eq!(by_runbook(&runs, "api-down")["status"]["phase"], "Queued");
+    assert_eq!(by_runbook(&runs, "api-down")["status"]["owner"], "r1");
+    r1
+}
+
+#[test]
+fn the_runs_of_a_replica_killed_outright_are_taken_over_once_its_lease_expires() {
+    let cluster = cluster();
+    let mut r1 = busy_replica(&cluster, "2s");
+    let r2 = cluster.replica("r2", &["--takeover-after", "2s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        by_runbook(&cluster.runs(), "api-down")["status"]["owner"],
+        "r1",
+        "a live replica keeps its runs"
+    );
+    let killed = Instant::now();
+    r1.child.kill().expect("kill -9");
+    let _ = r1.child.wait();
+    let runs = cluster.wait_runs("the queued run is taken over and run by r2", |runs| {
+        by_runbook(runs, "api-down")["status"]["phase"] == "Finished"
+    });
+    let queued = by_runbook(&runs, "api-down");
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "taken over within the Lease's time"
+    );
+    assert_eq!(queued["status"]["owner"], "r2");
+    assert_eq!(queued["status"]["takenOverFrom"], "r1");
+    assert_eq!(queued["status"]["outcome"], "succeeded");
+    assert_eq!(cluster.served(), ["a"], "its change made once, by r2");
+    assert_eq!(
+        journals(&r2.state).len(),
+        1,
+        "r2 journaled the run it took over"
+    );
+    // The gated run had started on r1: its journal is on r1's disk, so it is left to a human,
+    // never started again from the top.
+    let started = by_runbook(&runs, "gated");
+    assert_eq!(started["status"]["phase"], "Interrupted", "{started:#}");
+    let why = started["status"]["needsHuman"].as_str().unwrap_or_default();
+    assert!(why.contains("started on replica r1"), "{why}");
+    assert!(
+        !cluster.fake.requests().iter().any(|r| r
+            .body
+            .as_ref()
+            .is_some_and(|b| b.to_string().contains("gated.runbook.dev/approved"))),
+        "the gated step never ran"
+    );
+}
+
+#[test]
+fn sigterm_hands_a_replicas_queued_runs_over_to_another_at_once() {
+    let cluster = cluster();
+    // Long Leases: the handover must not wait for one to expire.
+    let mut r1 = busy_replica(&cluster, "60s");
+    let r2 = cluster.replica("r2", &["--takeover-after", "60s"]);
+    let signalled = Instant::now();
+    let pid = r1.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exited = r1.child.wait().expect("r1 stops");
+    assert_eq!(exited.code(), Some(0), "a clean stop");
+    let runs = cluster.wait_runs("the handed-over run is run by r2", |runs| {
+        by_runbook(runs, "api-down")["status"]["phase"] == "Finished"
+    });
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let handed = by_runbook(&runs, "api-down");
+    assert_eq!(handed["status"]["owner"], "r2");
+    assert_eq!(handed["status"]["outcome"], "succeeded");
+    assert_eq!(cluster.served(), ["a"]);
+    let name = handed["metadata"]["name"].as_str().unwrap_or_default();
+    assert!(
+        journals(&r1.state).keys().all(|id| id != name),
+        "r1 never started it"
+    );
+    // The gated run stopped resumable at its gate and was handed over too; it had started, so
+    // (its journal being r1's) a human is asked rather than the run started again.
+    let gated = by_runbook(&runs, "gated");
+    assert_eq!(gated["status"]["phase"], "Interrupted", "{gated:#}");
+    drop(r2);
 }
 
 fn notification(alerts: &[(&str, &str, &str)]) -> String {

@@ -448,3 +448,39 @@ async fn renew(
         }
     }
 }
+
+/// Who holds the Lease `namespace/name` now: its holder, if it has one and it has not expired
+/// (`None`: free, expired, released or never taken).
+pub async fn holder(
+    transport: &Transport,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, EffectError> {
+    let call = Call::new(
+        Method::GET,
+        format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"),
+        format!("get Lease {namespace}/{name}"),
+    );
+    let lease = match transport.json(&call).await {
+        Ok(lease) => lease,
+        Err(EffectError::NotFound(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let holder = lease
+        .pointer("/spec/holderIdentity")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    let renewed = lease
+        .pointer("/spec/renewTime")
+        .and_then(Json::as_str)
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+    let duration = lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Json::as_u64)
+        .map(Duration::from_secs);
+    let live = match (renewed, duration) {
+        (Some(renewed), Some(duration)) => renewed + duration > SystemTime::now(),
+        _ => false,
+    };
+    Ok((live && !holder.is_empty()).then(|| holder.to_owned()))
+}

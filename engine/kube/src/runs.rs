@@ -141,6 +141,10 @@ impl RunObjects {
         &self.namespace
     }
 
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     fn collection(&self) -> String {
         format!(
             "/apis/{API_VERSION}/namespaces/{}/runbookruns",
@@ -232,6 +236,31 @@ impl RunObjects {
         )
         .json(MERGE, &json!({ "status": status }));
         self.transport.json(&call).await
+    }
+
+    /// Replaces the object's status, only if the object is still as `object` was read (its
+    /// resourceVersion): of several replicas claiming one run, one wins and the others get
+    /// `Ok(Err(Changed))`.
+    pub async fn replace_status(
+        &self,
+        object: &Json,
+        status: Json,
+    ) -> EffectResult<Result<Json, Changed>> {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let mut body = object.clone();
+        body["status"] = status;
+        let call = Call::new(
+            Method::PUT,
+            format!("{}/status", self.path(name)),
+            self.what("claim", name),
+        )
+        .json(JSON, &body)
+        .retry(Retry::NoConflict);
+        match self.transport.json(&call).await {
+            Ok(updated) => Ok(Ok(updated)),
+            Err(EffectError::Conflict(_)) => Ok(Err(Changed)),
+            Err(error) => Err(error),
+        }
     }
 
     /// Deletes the object, only if it is still the one with `uid` (a newer one of the same

@@ -517,13 +517,13 @@ impl Server {
                 entry.message = Some(format!("not started: the server stopped ({signal})"));
             }
             if let Some(shared) = &self.shared {
-                // Taken back, so the re-sent alert is admitted again (by any replica).
-                shared.ended(
-                    &queued.runbook,
-                    &queued.key,
+                // Another replica takes it over and starts it.
+                shared.handed_over(
                     &queued.run,
-                    super::shared::final_status(super::shared::phase::CANCELLED, None, ""),
-                    true,
+                    &format!(
+                        "handed over: replica {} stopped before starting it",
+                        shared.replica
+                    ),
                 );
             }
             tracing::warn!(run_id = %queued.run, runbook = %queued.runbook, "queued run dropped at shutdown; Alertmanager sends its alert again while it fires");
@@ -624,9 +624,34 @@ fn run_spec(
             );
         }
     }
+    // The alert, for a replica that takes the run over before it started: the labels and
+    // annotations that secret params come from are left out, and credential-like text in the
+    // rest is redacted (such a run is then left to a human rather than run with placeholders).
+    let mut left_out = std::collections::BTreeSet::new();
+    for param in runbook.params.iter().filter(|param| param.secret) {
+        if let Some(field) = &param.from {
+            left_out.insert(field.to_string());
+        }
+    }
+    let redactor = runbook_core::redact::Redactor::new();
+    let kept = |kind: &str, map: &std::collections::BTreeMap<String, String>| -> Json {
+        map.iter()
+            .filter(|(name, _)| !left_out.contains(&format!("alert.{kind}.{name}")))
+            .map(|(name, value)| (name.clone(), json!(redactor.redact(value))))
+            .collect::<serde_json::Map<String, Json>>()
+            .into()
+    };
     json!({
         "runbook": runbook.name,
         "digest": crate::session::runbook_digest(runbook),
+        "alert": {
+            "labels": kept("labels", &alert.labels),
+            "annotations": kept("annotations", &alert.annotations),
+            "startsAt": alert.starts_at,
+            "endsAt": alert.ends_at,
+            "generatorURL": alert.generator_url,
+            "fingerprint": alert.fingerprint,
+        },
         "target": key,
         "params": params,
         "secretParams": secret,

@@ -22,6 +22,7 @@ mod intake;
 mod metrics;
 mod registry;
 mod shared;
+mod takeover;
 mod workers;
 
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ pub struct ServeArgs {
     /// Admission and runs kept in the cluster (`--cluster-state`).
     pub cluster_state: bool,
     pub replica: Option<String>,
+    /// How long a replica's Lease outlives it before its runs are taken over.
+    pub takeover_after: Duration,
 }
 
 struct Server {
@@ -206,6 +209,13 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
             ))
         }
     };
+    if let Some(shared) = &shared {
+        if let Err(error) = runtime.block_on(shared.hold_lease(args.takeover_after)) {
+            tracing::error!(%error, "cannot take the replica's Lease");
+            eprintln!("error: {error}");
+            return Ok(Exit::Invalid);
+        }
+    }
     let limits = Limits {
         queue_capacity: args.queue,
         cap: args.run_cap,
@@ -381,6 +391,10 @@ async fn run_server(
     for _ in 0..args.workers.max(1) {
         workers.spawn_on(workers::worker(server.clone()), runs);
     }
+    if server.shared.is_some() {
+        let every = (args.takeover_after / 3).min(Duration::from_secs(5));
+        tokio::spawn(takeover::adopt_orphans(server.clone(), every));
+    }
     let router = http::router(server.clone());
     tracing::info!(
         address = %address,
@@ -440,6 +454,8 @@ async fn run_server(
     }
     if let Some(shared) = &server.shared {
         shared.flush(Duration::from_secs(10)).await;
+        // Last: what it handed over is taken by another replica as soon as this is released.
+        shared.release_lease().await;
     }
     tracing::info!(signal, "stopped");
     Ok(())

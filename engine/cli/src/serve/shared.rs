@@ -15,7 +15,7 @@
 //! object with no verdict; after [`ABANDONED_AFTER`] whoever sees it deletes it and admits the
 //! incident afresh.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +55,10 @@ pub(super) struct Shared {
     writers: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Json>>>,
     /// Writes still going on, awaited before the server exits.
     pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Runs this process admitted or took over (so it never takes over its own).
+    mine: Mutex<HashSet<String>>,
+    /// The Lease that says this replica is alive, held while it serves.
+    lease: tokio::sync::Mutex<Option<runbook_kube::lease::LeaseLock>>,
 }
 
 /// A phase in the object's status.
@@ -65,6 +69,7 @@ pub(super) mod phase {
     pub const FINISHED: &str = "Finished";
     pub const CANCELLED: &str = "Cancelled";
     pub const JOINED: &str = "Joined";
+    pub const INTERRUPTED: &str = "Interrupted";
 }
 
 fn now_millis() -> u64 {
@@ -112,7 +117,78 @@ impl Shared {
             answered: Mutex::new((HashMap::new(), VecDeque::new())),
             writers: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
+            mine: Mutex::new(HashSet::new()),
+            lease: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Takes this replica's Lease (see `takeover`); refused if a live replica has its name.
+    pub(super) async fn hold_lease(&self, duration: Duration) -> Result<(), String> {
+        let spec = runbook_kube::lease::LeaseSpec {
+            namespace: self.objects.namespace().to_owned(),
+            name: super::takeover::replica_lease(&self.replica),
+            holder: self.replica.clone(),
+            duration,
+            renew_every: duration / 3,
+        };
+        let lease =
+            runbook_kube::lease::LeaseLock::acquire(self.objects.transport().clone(), spec)
+                .await
+                .map_err(|e| match e {
+                    held @ runbook_kube::lease::LeaseError::Held { .. } => format!(
+                        "another replica serves under the name {}: {held}; give each replica its own --replica",
+                        self.replica
+                    ),
+                    other => other.to_string(),
+                })?;
+        *self.lease.lock().await = Some(lease);
+        Ok(())
+    }
+
+    /// Lets go of this replica's Lease: the other replicas may take over at once what it
+    /// still owns.
+    pub(super) async fn release_lease(&self) {
+        if let Some(lease) = self.lease.lock().await.take() {
+            if let Err(error) = lease.release().await {
+                tracing::warn!(%error, "cannot release the replica's Lease; it expires on its own");
+            }
+        }
+    }
+
+    pub(super) fn is_mine(&self, run: &str) -> bool {
+        lock(&self.mine).contains(run)
+    }
+
+    pub(super) fn claiming(&self, run: &str) {
+        lock(&self.mine).insert(run.to_owned());
+    }
+
+    pub(super) fn not_mine(&self, run: &str) {
+        lock(&self.mine).remove(run);
+    }
+
+    /// Records, through the API and before the run's first step, that it has started here:
+    /// a replica that takes it over then knows not to start it from the top.
+    pub(super) async fn starting(&self, run: &str) -> Result<(), String> {
+        self.objects
+            .patch_status(
+                run,
+                &json!({"phase": phase::RUNNING, "owner": self.replica, "startedAt": now_text()}),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The run stopped resumable because this replica is stopping: another replica takes it
+    /// over at once.
+    pub(super) fn handed_over(&self, run: &str, message: &str) {
+        self.status(
+            run,
+            json!({"phase": phase::INTERRUPTED, "message": message, "gate": Json::Null}),
+        );
+        let writer = lock(&self.writers).remove(run);
+        drop(writer);
     }
 
     fn track(&self, task: tokio::task::JoinHandle<()>) {
@@ -220,7 +296,11 @@ impl Shared {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        self.claiming(run);
         let decided = self.decide(run, request).await;
+        if !matches!(decided, Ok(Decision::Queued)) {
+            self.not_mine(run);
+        }
         let decision = match decided {
             Ok(decision) => decision,
             Err(error) => {

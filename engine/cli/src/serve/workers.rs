@@ -130,6 +130,19 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     let Some(session) = open_session(server, &run_id, &key, &name).await else {
         return;
     };
+    if let Some(shared) = &server.shared {
+        if let Err(why) = shared.starting(&run_id).await {
+            tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: cannot record in the cluster that it starts");
+            drop(session);
+            not_started(
+                server,
+                &key,
+                &run_id,
+                format!("not started: cannot record in the cluster that it starts: {why}"),
+            );
+            return;
+        }
+    }
     let interrupt = session.interrupt().clone();
     if let Some(entry) = lock(&server.runs).get_mut(&run_id) {
         entry.state = RunState::Running;
@@ -154,7 +167,7 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
             run: run_id.clone(),
             server: server.clone(),
             auto_approve: job.auto_approve,
-            interrupt,
+            interrupt: interrupt.clone(),
             answered_by: Mutex::new(HashMap::new()),
         }),
         reporter: Arc::new(LogReporter {
@@ -212,13 +225,22 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         }
         None => report.message,
     };
-    finish(
+    let handed_over = server.shared.is_some()
+        && interrupt.draining().is_some()
+        && outcome == Outcome::Stopped
+        && report.journal_error.is_none();
+    ended(
         server,
         &key,
         &run_id,
         RunState::Finished,
         Some(outcome),
         message,
+        if handed_over {
+            End::HandedOver
+        } else {
+            End::Finished
+        },
     );
 }
 
@@ -297,7 +319,7 @@ fn not_started(server: &Server, key: &str, run_id: &str, message: String) {
         RunState::Cancelled,
         None,
         message,
-        true,
+        End::Withdrawn,
     );
 }
 
@@ -310,11 +332,21 @@ fn finish(
     outcome: Option<Outcome>,
     message: String,
 ) {
-    ended(server, key, run_id, state, outcome, message, false);
+    ended(server, key, run_id, state, outcome, message, End::Finished);
 }
 
-/// `finish`; `withdraw`: the run never started for a reason that was not its alert's, and with
-/// `--cluster-state` its admission is taken back, so a re-sent alert may start it.
+/// What the end of a run means for the other replicas (`--cluster-state`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// It is over: its object says how, and its key is freed.
+    Finished,
+    /// It never started, for a reason that was not its alert's: its admission is taken back,
+    /// so a re-sent alert may start it.
+    Withdrawn,
+    /// It stopped resumable because this replica is stopping: another takes it over.
+    HandedOver,
+}
+
 fn ended(
     server: &Server,
     key: &str,
@@ -322,7 +354,7 @@ fn ended(
     state: RunState,
     outcome: Option<Outcome>,
     message: String,
-    withdraw: bool,
+    end: End,
 ) {
     lock(&server.admission).finished(key, run_id);
     let mut last = None;
@@ -355,7 +387,17 @@ fn ended(
         ));
     }
     if let (Some(shared), Some((runbook, status))) = (&server.shared, last) {
-        shared.ended(&runbook, key, run_id, status, withdraw);
+        match end {
+            End::HandedOver => shared.handed_over(
+                run_id,
+                &format!(
+                    "handed over: replica {} stopped while it ran",
+                    shared.replica
+                ),
+            ),
+            End::Finished => shared.ended(&runbook, key, run_id, status, false),
+            End::Withdrawn => shared.ended(&runbook, key, run_id, status, true),
+        }
     }
 }
 

@@ -1,0 +1,265 @@
+//! `--cluster-state`: runs whose replica is gone are taken over by another.
+//!
+//! Each replica holds a Lease named after it for as long as it serves (renewed every third of
+//! `--takeover-after`). Every few seconds each replica lists the run objects and claims the
+//! ones that are not finished and whose owner's Lease has expired, or that their owner handed
+//! over when it stopped (`Interrupted`). A claim replaces the object's status at the
+//! resourceVersion read, so of several replicas claiming at once exactly one wins.
+//!
+//! What the winner does depends on whether the run had started (its owner writes `Running`
+//! through the API before the run's first step, so `Queued` means nothing was done):
+//! - not started: it is queued here, rebuilt from its object (the runbook by name, the params
+//!   bound again from the alert its object keeps). A run whose secret params were left out of
+//!   its object, or whose alert no longer binds, cannot be rebuilt: it is left to a human.
+//! - started: the journal that says which steps are done is on the stopped replica's disk, so
+//!   the run is marked as needing a human (`runbook resume` there), and it is logged as an
+//!   error. It is never started again from the top.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runbook_core::alert::Alert;
+use runbook_core::bind::bind;
+use runbook_core::compile::TriggeredBy;
+use runbook_core::effects::EffectError;
+use serde_json::{json, Value as Json};
+
+use super::intake::Job;
+use super::registry::RunEntry;
+use super::shared::{phase, Shared};
+use super::{lock, Server};
+
+/// The name of the Lease a replica holds while it serves.
+pub(super) fn replica_lease(replica: &str) -> String {
+    runbook_kube::lease::lease_name(&format!("replica-{replica}"))
+}
+
+/// Claims orphaned runs every `interval` until the server stops.
+pub(super) async fn adopt_orphans(server: Arc<Server>, interval: Duration) {
+    let Some(shared) = server.shared.as_ref() else {
+        return;
+    };
+    loop {
+        if server.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match scan(&server, shared).await {
+            Ok(0) => {}
+            Ok(adopted) => tracing::info!(adopted, "took over runs whose replica stopped"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for runs whose replica stopped; trying again")
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One pass: the runs claimed.
+async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectError> {
+    let objects = shared
+        .objects
+        .list(Some("app.kubernetes.io/managed-by=runbook"))
+        .await?;
+    let mut alive: HashMap<String, bool> = HashMap::new();
+    let mut adopted = 0;
+    for object in objects {
+        if server.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let status = &object["status"];
+        let run_phase = status["phase"].as_str().unwrap_or_default();
+        if !matches!(
+            run_phase,
+            phase::QUEUED | phase::RUNNING | phase::WAITING | phase::INTERRUPTED
+        ) || status["needsHuman"].as_str().is_some()
+            || shared.is_mine(&name)
+        {
+            continue;
+        }
+        let owner = status["owner"].as_str().unwrap_or_default().to_owned();
+        if run_phase != phase::INTERRUPTED {
+            let owner_alive = match alive.get(&owner) {
+                Some(known) => *known,
+                None => {
+                    let holder = runbook_kube::lease::holder(
+                        shared.objects.transport(),
+                        shared.objects.namespace(),
+                        &replica_lease(&owner),
+                    )
+                    .await?;
+                    let known =
+                        holder.as_deref() == Some(owner.as_str()) && owner != shared.replica;
+                    alive.insert(owner.clone(), known);
+                    known
+                }
+            };
+            if owner_alive {
+                continue;
+            }
+        }
+        let started = status["startedAt"].as_str().is_some();
+        let rebuilt = if started {
+            Err(format!(
+                "it started on replica {owner}, which stopped; its journal is in that replica's state dir: resume it there with `runbook resume {name}`, or check what it did"
+            ))
+        } else {
+            rebuild(server, &object)
+        };
+        let mut claimed = status.clone();
+        claimed["owner"] = json!(shared.replica);
+        claimed["takenOverFrom"] = json!(owner);
+        match &rebuilt {
+            Ok(_) => {
+                claimed["phase"] = json!(phase::QUEUED);
+                claimed["message"] = json!(format!(
+                    "taken over from replica {owner}, which stopped before starting it"
+                ));
+            }
+            Err(why) => {
+                claimed["phase"] = json!(phase::INTERRUPTED);
+                claimed["needsHuman"] = json!(why);
+                claimed["message"] = json!(format!("needs a human: {why}"));
+            }
+        }
+        shared.claiming(&name);
+        match shared.objects.replace_status(&object, claimed).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                // Another replica claimed it first.
+                shared.not_mine(&name);
+                continue;
+            }
+            Err(error) => {
+                shared.not_mine(&name);
+                return Err(error);
+            }
+        }
+        match rebuilt {
+            Ok((job, key)) => {
+                tracing::warn!(run_id = %name, previous_owner = %owner, "took over a run whose replica stopped before starting it; it is queued here");
+                queue(server, &name, key, job, &object);
+                adopted += 1;
+            }
+            Err(why) => {
+                server
+                    .metrics
+                    .runs_cancelled
+                    .get_or_create(&super::metrics::reason(
+                        object["spec"]["runbook"].as_str().unwrap_or_default(),
+                        "needs-human",
+                    ))
+                    .inc();
+                tracing::error!(run_id = %name, previous_owner = %owner, reason = %why, "a run whose replica stopped needs a human");
+            }
+        }
+    }
+    Ok(adopted)
+}
+
+/// The job of a run that never started, from its object; why it cannot be, if it cannot.
+fn rebuild(server: &Server, object: &Json) -> Result<(Job, String), String> {
+    let spec = &object["spec"];
+    let name = spec["runbook"].as_str().unwrap_or_default();
+    let runbook = server
+        .catalog
+        .runbooks
+        .iter()
+        .find(|runbook| runbook.name == name)
+        .ok_or_else(|| format!("runbook `{name}` is not in this replica's catalog"))?
+        .clone();
+    let secret: Vec<&str> = spec["secretParams"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    if !secret.is_empty() {
+        return Err(format!(
+            "its secret params ({}) were left out of its object, so no other replica can start it",
+            secret.join(", ")
+        ));
+    }
+    let alert_json = &spec["alert"];
+    let text = alert_json.to_string();
+    if text.contains(runbook_core::redact::REDACTED) {
+        return Err(
+            "its alert holds values that were redacted as credentials, so no other replica can start it"
+                .to_owned(),
+        );
+    }
+    let alert: Alert = serde_json::from_value(json!({
+        "status": "firing",
+        "labels": alert_json["labels"],
+        "annotations": alert_json["annotations"],
+        "startsAt": alert_json["startsAt"],
+        "endsAt": alert_json["endsAt"],
+        "generatorURL": alert_json["generatorURL"],
+        "fingerprint": alert_json["fingerprint"],
+    }))
+    .map_err(|e| format!("its object's alert cannot be read: {e}"))?;
+    let (bindings, errors) = bind(&runbook, &[], Some(&alert));
+    if !errors.is_empty() {
+        return Err(format!(
+            "its alert no longer binds the runbook's params: {}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    let key = crate::session::lock_target(&runbook, &bindings);
+    if spec["target"].as_str() != Some(key.as_str()) {
+        return Err(format!(
+            "its runbook now binds another target ({key}) than it was admitted for"
+        ));
+    }
+    let trigger = spec["trigger"]["index"]
+        .as_u64()
+        .and_then(|i| usize::try_from(i).ok())
+        .filter(|i| *i < runbook.triggers.len())
+        .ok_or_else(|| "its trigger is no longer in the runbook".to_owned())?;
+    let auto_approve = runbook.triggers[trigger].auto_approve;
+    let job = Job {
+        runbook,
+        bindings,
+        triggered_by: TriggeredBy {
+            trigger,
+            alert,
+            receiver: spec["trigger"]["receiver"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            group_key: spec["trigger"]["groupKey"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        auto_approve,
+    };
+    Ok((job, key))
+}
+
+fn queue(server: &Server, name: &str, key: String, job: Job, object: &Json) {
+    let runbook = job.runbook.name.clone();
+    let params = super::intake::redacted_params(&job.runbook, &job.bindings);
+    let alert = json!({
+        "alert": job.triggered_by.alert.name(),
+        "fingerprint": job.triggered_by.alert.fingerprint,
+        "startsAt": job.triggered_by.alert.starts_at,
+        "status": "firing",
+        "takenOver": object["status"]["owner"],
+    });
+    lock(&server.order).push_back(name.to_owned());
+    lock(&server.runs).insert(
+        name.to_owned(),
+        RunEntry::queued(name, &runbook, key.clone(), params, alert),
+    );
+    lock(&server.admission).enqueue(&key, &runbook, name.to_owned(), job);
+    server.update_queue_depth();
+    server.wake.notify_waiters();
+}
