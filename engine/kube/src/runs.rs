@@ -375,7 +375,7 @@ impl RunObjects {
         runbook: &str,
         mut change: impl FnMut(&mut Ledger) -> (T, bool),
     ) -> EffectResult<T> {
-        for attempt in 0..8_u32 {
+        for attempt in 0..LEDGER_ATTEMPTS {
             let (mut ledger, version) = self.ledger(runbook).await?;
             let (answer, changed) = change(&mut ledger);
             if !changed {
@@ -387,13 +387,27 @@ impl RunObjects {
             if written.is_ok() {
                 return Ok(answer);
             }
-            // Replicas deciding at once: a short, growing pause before reading again.
-            tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+            // Replicas deciding at once: a random pause, growing, so they fall out of step.
+            tokio::time::sleep(backoff(attempt)).await;
         }
         Err(EffectError::Unavailable(format!(
             "the admission ledger of {runbook} kept changing under us; try again"
         )))
     }
+}
+
+/// Reads and writes of a ledger before giving up (the caller answers 503: try later).
+const LEDGER_ATTEMPTS: u32 = 16;
+
+/// A random pause of up to 5 ms doubled per attempt, at most 160 ms (full jitter).
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = 5_u64 << attempt.min(5);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    // The clock's low bits, mixed, are random enough to pull replicas apart.
+    let mixed = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17;
+    Duration::from_micros(mixed % (ceiling * 1000).max(1))
 }
 
 #[cfg(test)]

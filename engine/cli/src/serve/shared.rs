@@ -226,15 +226,20 @@ impl Shared {
         }
     }
 
+    /// The lock that lets one write of `runbook`'s ledger at a time go from this replica.
+    fn gate(&self, runbook: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.admitting)
+            .entry(runbook.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// Admits one alert across replicas (see the module doc). `run` is the run's object name.
     pub(super) async fn admit(&self, run: &str, request: &Request<'_>) -> Admitted {
         if let Some(answer) = lock(&self.answered).0.get(run).cloned() {
             return Admitted::Decided(Decision::SameIncident { run: answer });
         }
-        let gate = lock(&self.admitting)
-            .entry(request.runbook.to_owned())
-            .or_default()
-            .clone();
+        let gate = self.gate(request.runbook);
         let _one_at_a_time = gate.lock().await;
         match self.admit_once(run, request).await {
             Ok(decision) => {
@@ -414,6 +419,7 @@ impl Shared {
     /// never started for a reason that was not its alert's (a shutdown, no lock, no journal):
     /// its object is deleted and its admission taken back, so the re-sent alert may start it.
     pub(super) fn ended(&self, runbook: &str, key: &str, run: &str, status: Json, withdraw: bool) {
+        let gate = self.gate(runbook);
         let writer = lock(&self.writers).remove(run);
         if withdraw {
             lock(&self.answered).0.remove(run);
@@ -430,6 +436,7 @@ impl Shared {
                     tracing::warn!(run_id = %run, %error, "cannot record the run's end in its object");
                 }
             }
+            let _one_at_a_time = gate.lock().await;
             let freed = objects
                 .update_ledger(&runbook, |ledger| {
                     let changed = if withdraw {
@@ -489,7 +496,9 @@ fn merge(into: &mut Json, from: Json) {
 /// The status change a journal event makes, if any.
 pub(super) fn status_change(record: &Record, replica: &str) -> Option<Json> {
     Some(match &record.event {
-        Event::RunStarted { .. } | Event::RunResumed { .. } => json!({
+        // A run's start was recorded through the API before it started (`Shared::starting`).
+        Event::RunStarted { .. } => return None,
+        Event::RunResumed { .. } => json!({
             "phase": phase::RUNNING,
             "owner": replica,
             "startedAt": record.time,
