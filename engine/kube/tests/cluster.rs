@@ -2124,6 +2124,72 @@ fn a_service_account_token_is_reviewed_and_rbac_decides_who_may_approve() {
     });
 }
 
+// --- serve's cluster state: a RunbookRun's status -------------------------------------------------
+
+#[path = "shared/status_subresource.rs"]
+mod status_subresource;
+
+const RUNBOOK_RUN_CRD: &str = "runbookruns.runbook.dev";
+
+/// A minimal stand-in for `runbookruns.runbook.dev`: any spec and status, and a status
+/// subresource.
+fn runbook_run_crd() -> Json {
+    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": RUNBOOK_RUN_CRD, "labels": {"runbook.dev/it": "true"}},
+        "spec": {
+            "group": "runbook.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "runbookruns", "singular": "runbookrun", "kind": "RunbookRun", "listKind": "RunbookRunList", "shortNames": ["rbr"]},
+            "versions": [{
+                "name": "v1alpha1",
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": open, "status": open}}},
+                "subresources": {"status": {}},
+            }],
+        },
+    })
+}
+
+impl Sandbox {
+    /// The RunbookRun CRD: the one installed, left as it is, or else the stand-in, deleted at
+    /// the end of the test.
+    async fn runbook_runs(&self) {
+        let key = cluster_key(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            RUNBOOK_RUN_CRD,
+        );
+        match self.cluster.get(&key).await {
+            Ok(installed)
+                if !installed["metadata"]["deletionTimestamp"].is_string()
+                    && installed["metadata"]["labels"][IT_LABEL] != "true" =>
+            {
+                eprintln!("using the installed CRD {RUNBOOK_RUN_CRD}; it is left as it is");
+            }
+            Ok(_) | Err(EffectError::NotFound(_)) => self.crd(runbook_run_crd()).await,
+            Err(error) => panic!("get CRD {RUNBOOK_RUN_CRD}: {error}"),
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_runbook_runs_status_is_written_only_through_its_status_subresource() {
+    in_sandbox("status", |sandbox| async move {
+        sandbox.runbook_runs().await;
+        status_subresource::check_runbook_run_status_subresource(
+            &sandbox.transport,
+            &sandbox.namespace,
+            "run-1",
+        )
+        .await;
+    });
+}
+
 // --- the Lease run lock -----------------------------------------------------------------------------
 
 #[test]
