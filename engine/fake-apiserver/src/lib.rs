@@ -3,7 +3,9 @@
 //!
 //! It serves discovery documents, keeps an in-memory object store with the API server's
 //! semantics (resourceVersion on every write, optimistic concurrency, `dryRun=All`, the four
-//! patch content types, label and field selectors, watches, the scale subresource, evictions,
+//! patch content types, label and field selectors, watches, the status subresource and what
+//! each kind's strategy resets on create and update, `metadata.generation`, the scale
+//! subresource, evictions,
 //! logs, pod exec over WebSocket, and TokenReview and SubjectAccessReview against the users and
 //! grants a test gives), answers errors with real `metav1.Status` bodies, and
 //! records every request. A test seeds objects and scripts faults ("the next N requests to
@@ -13,11 +15,15 @@
 //! Simplifications, each one that no caller here depends on: strategic merge patch is a JSON
 //! merge patch (RFC 7386); server-side apply merges the body into the object and keeps no
 //! managed fields; an apply body must be JSON (which is YAML); deletion is immediate
-//! (no finalizers, no grace period); evictions succeed unless a fault says otherwise.
+//! (no finalizers, no grace period); evictions succeed unless a fault says otherwise; a
+//! built-in kind's `/status` write keeps the stored spec but not the per-kind metadata some
+//! strategies also keep (a Deployment's labels, a Pod's ownerReferences); pods get no
+//! `metadata.generation`; a PUT of an absent Lease is 404 (a real server creates it).
 //!
 //! A request flows `server` (HTTP, TLS, WebSocket) → `store` (the state behind one lock,
-//! answering through `routes`, `selectors` and `objects`) → a `reply` back out; `resources`
-//! is the table of kinds every part reads, and `requests` what a test records and scripts.
+//! answering through `routes`, `selectors`, `objects` and `strategy`, what each kind's
+//! registry strategy does to a write) → a `reply` back out; `resources` is the table of kinds
+//! every part reads, and `requests` what a test records and scripts.
 //! It is a crate of its own (test support, never published) so that runbook-kube's contract
 //! tests, runbook-cli's live tests and the live-patch benchmark share one fake.
 
@@ -30,6 +36,7 @@ mod routes;
 mod selectors;
 mod server;
 mod store;
+mod strategy;
 
 /// What `/version` reports.
 pub const VERSION: &str = "v1.33.1";

@@ -1,6 +1,6 @@
 //! The object store with the API server's semantics: resourceVersion on every write,
 //! optimistic concurrency, `dryRun=All`, the four patch content types, watches with history
-//! and compaction, the scale subresource, evictions, logs and exec. One `State` behind one
+//! and compaction, the status and scale subresources, evictions, logs and exec. One `State` behind one
 //! lock, so every request sees a consistent store, as etcd gives a real server.
 
 use std::collections::BTreeMap;
@@ -21,6 +21,10 @@ use crate::requests::{ExecReply, Fault, FaultAnswer, Recorded};
 use crate::resources::{by_kind, group_list, resource_list, ResourceType};
 use crate::routes::{route, Route};
 use crate::selectors::Selectors;
+use crate::strategy::{
+    allows_unconditional_update, prepare_for_create, prepare_for_update, resource_version_required,
+    Endpoint,
+};
 use crate::{APPLY, VERSION};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -202,20 +206,27 @@ impl State {
             };
         };
         let key = Key::new(resource, namespace.as_deref(), &name);
-        match (method, subresource.as_deref()) {
-            ("GET", None | Some("status")) => self.get(resource, &key).map(ok),
-            ("PUT", None | Some("status")) => self.update(resource, key, request, dry),
-            ("PATCH", None | Some("status")) => self.patch(resource, key, request, dry),
-            ("DELETE", None) => self.delete(resource, &key, request, dry),
-            (_, Some("scale")) if resource.has("scale") => self.scale(resource, key, request, dry),
-            ("POST", Some("eviction")) if resource.has("eviction") => {
+        let endpoint = match subresource.as_deref() {
+            None => Some(Endpoint::Main),
+            Some("status") if resource.has("status") => Some(Endpoint::Status),
+            Some(_) => None,
+        };
+        match (method, endpoint, subresource.as_deref()) {
+            ("GET", Some(_), _) => self.get(resource, &key).map(ok),
+            ("PUT", Some(endpoint), _) => self.update(resource, endpoint, key, request, dry),
+            ("PATCH", Some(endpoint), _) => self.patch(resource, endpoint, key, request, dry),
+            ("DELETE", Some(Endpoint::Main), _) => self.delete(resource, &key, request, dry),
+            (_, None, Some("scale")) if resource.has("scale") => {
+                self.scale(resource, key, request, dry)
+            }
+            ("POST", None, Some("eviction")) if resource.has("eviction") => {
                 self.evict(resource, &key, request, dry)
             }
-            ("GET", Some("log")) if resource.has("log") => self.log(resource, &key, request),
-            ("GET" | "POST", Some("exec")) if resource.has("exec") => {
+            ("GET", None, Some("log")) if resource.has("log") => self.log(resource, &key, request),
+            ("GET" | "POST", None, Some("exec")) if resource.has("exec") => {
                 self.exec(resource, &key, request)
             }
-            (_, Some(sub)) if !resource.has(sub) => Err(no_such_path()),
+            (_, None, Some(sub)) if !resource.has(sub) => Err(no_such_path()),
             _ => Err(not_allowed()),
         }
     }
@@ -336,12 +347,13 @@ impl State {
                 details(resource, name),
             ));
         }
-        self.commit(resource, key, object, dry)
+        self.commit(resource, Endpoint::Main, key, object, dry)
     }
 
     pub(crate) fn update(
         &mut self,
         resource: &ResourceType,
+        endpoint: Endpoint,
         key: Key,
         request: &Recorded,
         dry: bool,
@@ -349,17 +361,22 @@ impl State {
         let object = body_object(resource, request)?;
         let current = self.get(resource, &key)?;
         check_identity(resource, &key, &object)?;
-        if let Some(version) = resource_version(&object) {
-            if Some(version) != resource_version(&current) {
-                return Err(conflict(resource, &key.name, MODIFIED));
+        match resource_version(&object) {
+            Some(version) if Some(version) != resource_version(&current) => {
+                return Err(conflict(resource, &key.name, MODIFIED))
             }
+            None if !allows_unconditional_update(resource) => {
+                return Err(resource_version_required(resource, &key.name))
+            }
+            _ => {}
         }
-        self.commit(resource, key, object, dry)
+        self.commit(resource, endpoint, key, object, dry)
     }
 
     pub(crate) fn patch(
         &mut self,
         resource: &ResourceType,
+        endpoint: Endpoint,
         key: Key,
         request: &Recorded,
         dry: bool,
@@ -374,16 +391,20 @@ impl State {
             }
             let body = body_object(resource, request)?;
             check_identity(resource, &key, &body)?;
+            // Apply creates an absent object, but only through the object itself.
+            if current.is_none() && endpoint == Endpoint::Status {
+                return Err(not_found(resource, &key.name));
+            }
             let mut next = current.unwrap_or_else(|| json!({}));
             json_patch::merge(&mut next, &body);
-            return self.commit(resource, key, next, dry);
+            return self.commit(resource, endpoint, key, next, dry);
         }
         let current = current.ok_or_else(|| not_found(resource, &key.name))?;
         let next = patched(resource, &current, request)?;
         if resource_version(&next).is_some_and(|v| Some(v) != resource_version(&current)) {
             return Err(conflict(resource, &key.name, MODIFIED));
         }
-        self.commit(resource, key, next, dry)
+        self.commit(resource, endpoint, key, next, dry)
     }
 
     pub(crate) fn delete(
@@ -443,7 +464,7 @@ impl State {
         }
         let mut next = current;
         next["spec"]["replicas"] = replicas;
-        match self.commit(resource, key, next, dry)? {
+        match self.commit(resource, Endpoint::Main, key, next, dry)? {
             Reply::Json { body, .. } => Ok(ok(scale_of(&body))),
             other => Ok(other),
         }
@@ -551,18 +572,21 @@ impl State {
         Ok(Reply::Exec(frames))
     }
 
-    /// Stores `next` as the object at `key` (creating it when absent), as a write does:
-    /// validated, identity fields kept, resourceVersion and generation bumped; in a dry run
-    /// the answer is the same and nothing is kept.
+    /// Stores `next` as the object at `key` (creating it when absent), as a write through
+    /// `endpoint` does: validated, identity fields kept, what the kind's strategy resets reset
+    /// (see [`crate::strategy`]), resourceVersion and generation bumped; in a dry run the
+    /// answer is the same and nothing is kept.
     pub(crate) fn commit(
         &mut self,
         resource: &ResourceType,
+        endpoint: Endpoint,
         key: Key,
         mut next: Json,
         dry: bool,
     ) -> Result<Reply, Reply> {
         validate(resource, &key.name, &next)?;
         let Some(current) = self.objects.get(&key).cloned() else {
+            prepare_for_create(resource, &mut next);
             let object = self.fill_new(resource, &key, next);
             if dry {
                 return Ok(json_reply(201, object));
@@ -588,12 +612,9 @@ impl State {
                 }
             }
         }
+        prepare_for_update(resource, endpoint, &current, &mut next);
         if next == current {
             return Ok(ok(current));
-        }
-        if resource.has_generation() && next.get("spec") != current.get("spec") {
-            let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
-            next["metadata"]["generation"] = json!(generation + 1);
         }
         if dry {
             return Ok(ok(next));

@@ -9,14 +9,16 @@
 //!   409 conflict after re-reading, a bounded number of times ([`transport`]).
 //! - `wait` watches the object instead of polling; `drain` evicts through the Eviction API.
 //!
-//! [`connect`] builds the client from a kubeconfig or the pod's service account, and
-//! [`lease`] is the run lock held in the cluster, and [`runs`] the runs of `serve
-//! --cluster-state` as `RunbookRun` objects with their admission ledgers.
+//! [`connect`] builds the client from a kubeconfig or the pod's service account;
+//! [`lease`] is the run lock held in the cluster; for `serve --cluster-state`, [`runs`] keeps
+//! the runs as `RunbookRun` objects with their admission ledgers, and [`journal_store`] a
+//! run's journal through the API (chunked into ConfigMaps), so another replica can resume it.
 
 pub mod auth;
 pub mod connect;
 mod discovery;
 mod drain;
+pub mod journal_store;
 pub mod lease;
 mod pod;
 pub mod runs;
@@ -37,6 +39,7 @@ use serde_json::{json, Value as Json};
 
 pub use connect::{connect, ConnectOptions, Connection};
 use discovery::{Discovery, Resource};
+pub use journal_store::{BlockingJournalStore, JournalSpec, JournalStore, JournalStoreError};
 pub use transport::Policy;
 use transport::{Call, Retry, Transport};
 

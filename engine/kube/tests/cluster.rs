@@ -1,6 +1,8 @@
 //! `KubeCluster` against a real, disposable Kubernetes cluster: every native action through the
 //! executor's `Cluster` boundary, each action's undo done the way the executor does it, server
-//! dry-runs, the Lease run lock, and runbooks run end to end by the executor.
+//! dry-runs, the Lease run lock, what `serve --cluster-state` keeps in the cluster (a
+//! RunbookRun's status, a run's journal in ConfigMaps), and runbooks run end to end by the
+//! executor.
 //!
 //! Every test is `#[ignore = "needs cluster"]`; `README.md` beside this file says how to run
 //! them and what they create. Each works in a namespace of its own (`runbook-it-<random>`) that
@@ -35,6 +37,7 @@ use runbook_core::journal::{Event, Outcome};
 use runbook_core::runbook::{Catalog, Runbook};
 use runbook_core::testing::Collect;
 use runbook_kube::auth::{may, review_token, Attributes};
+use runbook_kube::journal_store::{JournalSpec, JournalStore};
 use runbook_kube::lease::{lease_name, LeaseError, LeaseLock, LeaseSpec};
 use runbook_kube::transport::{Call, Retry, Transport};
 use runbook_kube::{ConnectOptions, KubeCluster, KubeOptions, FIELD_MANAGER};
@@ -2121,6 +2124,128 @@ fn a_service_account_token_is_reviewed_and_rbac_decides_who_may_approve() {
                 .expect("review")
                 .allowed
         );
+    });
+}
+
+// --- serve's cluster state: a RunbookRun's status, and a run's journal in ConfigMaps ------------
+
+#[path = "shared/journal_round_trip.rs"]
+mod journal_round_trip;
+#[path = "shared/status_subresource.rs"]
+mod status_subresource;
+
+const RUNBOOK_RUN_CRD: &str = "runbookruns.runbook.dev";
+
+/// A minimal stand-in for `runbookruns.runbook.dev`: any spec and status, and a status
+/// subresource.
+fn runbook_run_crd() -> Json {
+    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": RUNBOOK_RUN_CRD, "labels": {"runbook.dev/it": "true"}},
+        "spec": {
+            "group": "runbook.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "runbookruns", "singular": "runbookrun", "kind": "RunbookRun", "listKind": "RunbookRunList", "shortNames": ["rbr"]},
+            "versions": [{
+                "name": "v1alpha1",
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": open, "status": open}}},
+                "subresources": {"status": {}},
+            }],
+        },
+    })
+}
+
+impl Sandbox {
+    /// The RunbookRun CRD: the one installed, left as it is, or else the stand-in, deleted at
+    /// the end of the test.
+    async fn runbook_runs(&self) {
+        let key = cluster_key(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            RUNBOOK_RUN_CRD,
+        );
+        match self.cluster.get(&key).await {
+            Ok(installed)
+                if !installed["metadata"]["deletionTimestamp"].is_string()
+                    && installed["metadata"]["labels"][IT_LABEL] != "true" =>
+            {
+                eprintln!("using the installed CRD {RUNBOOK_RUN_CRD}; it is left as it is");
+            }
+            Ok(_) | Err(EffectError::NotFound(_)) => self.crd(runbook_run_crd()).await,
+            Err(error) => panic!("get CRD {RUNBOOK_RUN_CRD}: {error}"),
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_runbook_runs_status_is_written_only_through_its_status_subresource() {
+    in_sandbox("status", |sandbox| async move {
+        sandbox.runbook_runs().await;
+        status_subresource::check_runbook_run_status_subresource(
+            &sandbox.transport,
+            &sandbox.namespace,
+            "run-1",
+        )
+        .await;
+    });
+}
+
+#[test]
+#[ignore = "needs cluster"]
+fn a_journal_in_config_maps_rolls_over_is_read_back_and_taken_over() {
+    in_sandbox("journal", |sandbox| async move {
+        journal_round_trip::check_journal_round_trip(
+            &sandbox.transport,
+            &sandbox.namespace,
+            "run-1",
+        )
+        .await;
+
+        // Owned by its RunbookRun, the journal goes with it (where a garbage collector runs).
+        sandbox.runbook_runs().await;
+        let run = sandbox
+            .create(json!({
+                "apiVersion": "runbook.dev/v1alpha1",
+                "kind": "RunbookRun",
+                "metadata": {"name": "run-2"},
+                "spec": {"runbook": "scale-api"},
+            }))
+            .await;
+        let mut spec = JournalSpec::new(sandbox.namespace.clone(), "run-2");
+        spec.run_uid = run["metadata"]["uid"].as_str().map(str::to_owned);
+        let (store, _) = JournalStore::open(sandbox.transport.clone(), spec)
+            .await
+            .unwrap_or_else(|error| panic!("open: {error}"));
+        store
+            .append(&journal_round_trip::record(0))
+            .await
+            .unwrap_or_else(|error| panic!("append: {error}"));
+        let chunk = sandbox.config_map_key("run-2-journal-0000");
+        let stored = sandbox.read(&chunk).await;
+        assert_eq!(
+            stored["metadata"]["ownerReferences"][0]["uid"],
+            run["metadata"]["uid"]
+        );
+        sandbox
+            .cluster
+            .delete(
+                &sandbox.key("runbook.dev/v1alpha1", "RunbookRun", "run-2"),
+                Some(Propagation::Background),
+                None,
+                DryRun::No,
+            )
+            .await
+            .unwrap_or_else(|error| panic!("delete the run: {error}"));
+        if !sandbox.gone_within(&chunk, Duration::from_secs(30)).await {
+            eprintln!(
+                "skipped: no garbage collector deleted the journal of a deleted run within 30s"
+            );
+        }
     });
 }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use http::Method;
 use runbook_core::document::{PatchType, Propagation};
 use runbook_core::effects::{
     Answer, Cluster, CommandOutput, DrainOptions, DryRun, EffectError, Effects, FixedAnswer, Http,
@@ -20,6 +21,7 @@ use runbook_core::exec::{execute, RunOptions, RunReport, StepStatus};
 use runbook_core::journal::Outcome;
 use runbook_kube::auth::{may, review_token, Attributes};
 use runbook_kube::lease::{lease_name, LeaseError, LeaseLock, LeaseSpec};
+use runbook_kube::transport::{Call, Retry};
 use runbook_kube::{connect, ConnectOptions, KubeCluster, KubeOptions, Policy};
 use serde_json::{json, Value as Json};
 use support::{ExecReply, FakeApi, Fault, Grant, Recorded, APPLY, JSON_PATCH, MERGE, STRATEGIC};
@@ -2527,4 +2529,161 @@ async fn a_server_that_may_not_review_tokens_is_an_error_not_a_no() {
         .expect_err("forbidden");
     assert!(matches!(error, EffectError::Forbidden(_)), "{error:?}");
     assert!(error.to_string().contains("tokenreviews"), "{error}");
+}
+
+// --- The status subresource, as kube-apiserver serves it ----------------------------------------
+
+#[path = "shared/status_subresource.rs"]
+mod status_subresource;
+
+/// The checks `cluster.rs` runs against a real server (issue 14: serve's cluster state keeps a
+/// run's progress in a RunbookRun's status).
+#[tokio::test]
+async fn a_runbook_runs_status_is_written_only_through_its_status_subresource() {
+    let api = FakeApi::start().await;
+    let cluster = cluster(&api).await;
+    status_subresource::check_runbook_run_status_subresource(cluster.transport(), "shop", "run-1")
+        .await;
+}
+
+async fn send_json(
+    cluster: &KubeCluster,
+    method: Method,
+    uri: &str,
+    content_type: &'static str,
+    body: &Json,
+) -> Json {
+    let call = Call::new(method, uri.to_owned(), format!("write {uri}"))
+        .json(content_type, body)
+        .retry(Retry::Never);
+    cluster
+        .transport()
+        .json(&call)
+        .await
+        .unwrap_or_else(|error| panic!("{uri}: {error}"))
+}
+
+/// A Deployment as the apps strategies treat it: create resets the status, a write of the
+/// object keeps the stored one (and counts annotations in the generation, which a Deployment
+/// copies to its ReplicaSets), a write of `/status` keeps the stored spec.
+#[tokio::test]
+async fn a_deployments_status_and_spec_are_written_each_through_its_own_endpoint() {
+    let api = FakeApi::start().await;
+    let cluster = cluster(&api).await;
+    let collection = "/apis/apps/v1/namespaces/shop/deployments";
+    let created = send_json(
+        &cluster,
+        Method::POST,
+        collection,
+        "application/json",
+        &json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}},
+            "status": {"readyReplicas": 5},
+        }),
+    )
+    .await;
+    assert!(created.get("status").is_none(), "{created}");
+    assert_eq!(created["metadata"]["generation"], 1);
+    let object = format!("{collection}/web");
+    let status = format!("{object}/status");
+
+    let reported = send_json(
+        &cluster,
+        Method::PATCH,
+        &status,
+        MERGE,
+        &json!({"spec": {"replicas": 9}, "status": {"readyReplicas": 1}}),
+    )
+    .await;
+    assert_eq!(reported["spec"]["replicas"], 1, "/status keeps the spec");
+    assert_eq!(reported["status"]["readyReplicas"], 1);
+    assert_eq!(reported["metadata"]["generation"], 1);
+
+    let scaled = send_json(
+        &cluster,
+        Method::PATCH,
+        &object,
+        MERGE,
+        &json!({"spec": {"replicas": 3}, "status": {"readyReplicas": 3}}),
+    )
+    .await;
+    assert_eq!(scaled["spec"]["replicas"], 3);
+    assert_eq!(
+        scaled["status"]["readyReplicas"], 1,
+        "the object keeps its status"
+    );
+    assert_eq!(scaled["metadata"]["generation"], 2);
+
+    let annotated = send_json(
+        &cluster,
+        Method::PATCH,
+        &object,
+        MERGE,
+        &json!({"metadata": {"annotations": {"team": "web"}}}),
+    )
+    .await;
+    assert_eq!(annotated["metadata"]["generation"], 3);
+    let labelled = send_json(
+        &cluster,
+        Method::PATCH,
+        &object,
+        MERGE,
+        &json!({"metadata": {"labels": {"tier": "front"}}}),
+    )
+    .await;
+    assert_eq!(labelled["metadata"]["generation"], 3, "labels do not count");
+}
+
+/// A pod is created Pending with its QoS class, whatever status the body carries.
+#[tokio::test]
+async fn a_created_pod_is_pending_whatever_status_it_was_sent_with() {
+    let api = FakeApi::start().await;
+    let cluster = cluster(&api).await;
+    let mut pod = pod_on("shop", "api-9", "node-1", json!({"app": "api"}));
+    pod["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "1", "memory": "1Gi"}});
+    let created = send_json(
+        &cluster,
+        Method::POST,
+        "/api/v1/namespaces/shop/pods",
+        "application/json",
+        &pod,
+    )
+    .await;
+    assert_eq!(
+        created["status"],
+        json!({"phase": "Pending", "qosClass": "Guaranteed"})
+    );
+}
+
+/// Kinds without a status subresource have no `/status` path, and no kind's status can be
+/// deleted.
+#[tokio::test]
+async fn a_status_path_of_a_kind_without_one_is_not_found() {
+    let api = shop().await;
+    api.insert(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "shop"}, "data": {}}));
+    let cluster = cluster(&api).await;
+    let transport = cluster.transport();
+    let status_of = |path: &str| Call::new(Method::GET, format!("{path}/status"), "get status");
+    let failure = transport
+        .attempt(&status_of("/api/v1/namespaces/shop/configmaps/c"))
+        .await
+        .expect_err("a ConfigMap has no status subresource");
+    assert_eq!(failure.status, Some(404), "{failure:?}");
+    assert_eq!(
+        failure.message,
+        "the server could not find the requested resource"
+    );
+    transport
+        .attempt(&status_of(API))
+        .await
+        .expect("a Deployment has one");
+    let delete = Call::new(Method::DELETE, format!("{API}/status"), "delete status");
+    let failure = transport
+        .attempt(&delete)
+        .await
+        .expect_err("not a verb of /status");
+    assert_eq!(failure.status, Some(405), "{failure:?}");
 }
