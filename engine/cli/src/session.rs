@@ -96,6 +96,10 @@ impl<'w> RunSession<'w> {
         self.journal.path()
     }
 
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
     /// The torn last line a resumed run's journal ended in, set aside before anything was
     /// appended; the caller must say so.
     pub fn set_aside(&self) -> Option<&SetAside> {

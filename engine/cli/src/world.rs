@@ -35,6 +35,10 @@ pub struct ClusterArgs {
     /// and journaled).
     #[arg(long, value_name = "URL")]
     pub notify_webhook: Option<String>,
+    /// How long a run's Lease outlives a process that stopped renewing it (30s unless
+    /// `serve --takeover-after` says otherwise).
+    #[arg(skip)]
+    pub lease_duration: Option<Duration>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,8 +187,8 @@ impl Lock {
                 .unwrap_or_else(|| world.namespace.clone()),
             name: runbook_kube::lease::lease_name(target),
             holder: format!("{host}/{}/{run_id}", std::process::id()),
-            duration: Duration::from_secs(30),
-            renew_every: Duration::from_secs(10),
+            duration: args.lease_duration.unwrap_or(Duration::from_secs(30)),
+            renew_every: args.lease_duration.unwrap_or(Duration::from_secs(30)) / 3,
         };
         match runbook_kube::lease::LeaseLock::acquire(live.transport.clone(), spec).await {
             Ok(lease) => Ok(Lock::Lease(Box::new(lease))),

@@ -149,10 +149,16 @@ impl Cluster {
             .expect("spawn runbook serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, logs) = std::sync::mpsc::channel();
+        let who = name.to_owned();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let _ = tx.send(serde_json::from_str(&line).unwrap_or(json!({"raw": line})));
+                let parsed: Json = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
+                // Shown when a test fails (the harness captures this thread's output too).
+                if parsed["level"] != "INFO" && parsed["level"] != "DEBUG" {
+                    eprintln!("[{who}] {line}");
+                }
+                let _ = tx.send(parsed);
             }
         });
         let mut replica = Replica {
@@ -359,24 +365,161 @@ fn the_runs_of_a_replica_killed_outright_are_taken_over_once_its_lease_expires()
     assert_eq!(queued["status"]["takenOverFrom"], "r1");
     assert_eq!(queued["status"]["outcome"], "succeeded");
     assert_eq!(cluster.served(), ["a"], "its change made once, by r2");
-    assert_eq!(
-        journals(&r2.state).len(),
-        1,
+    let queued_name = queued["metadata"]["name"].as_str().unwrap_or_default();
+    assert!(
+        journals(&r2.state).contains_key(queued_name),
         "r2 journaled the run it took over"
     );
-    // The gated run had started on r1: its journal is on r1's disk, so it is left to a human,
-    // never started again from the top.
-    let started = by_runbook(&runs, "gated");
-    assert_eq!(started["status"]["phase"], "Interrupted", "{started:#}");
-    let why = started["status"]["needsHuman"].as_str().unwrap_or_default();
-    assert!(why.contains("started on replica r1"), "{why}");
+    // The gated run had started on r1 and waited at its gate: r2 resumes it from its journal
+    // in the cluster, and it waits at its gate on r2 now.
+    let runs = cluster.wait_runs("the gated run waits at its gate on r2", |runs| {
+        let gated = by_runbook(runs, "gated");
+        gated["status"]["owner"] == "r2" && gated["status"]["phase"] == "WaitingApproval"
+    });
+    let gated = by_runbook(&runs, "gated");
+    let name = gated["metadata"]["name"].as_str().expect("name").to_owned();
     assert!(
         !cluster.fake.requests().iter().any(|r| r
             .body
             .as_ref()
             .is_some_and(|b| b.to_string().contains("gated.runbook.dev/approved"))),
-        "the gated step never ran"
+        "nothing changed before the approval"
     );
+    let (code, body) = approve(&r2.address, &name);
+    assert_eq!(code, 200, "{body}");
+    let runs = cluster.wait_runs("the resumed run finishes on r2", |runs| {
+        by_runbook(runs, "gated")["status"]["phase"] == "Finished"
+    });
+    assert_eq!(by_runbook(&runs, "gated")["status"]["outcome"], "succeeded");
+    let records = &journals(&r2.state)[&name];
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| **e == "run-started").count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| **e == "run-resumed").count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| **e == "step-intent").count(),
+        1,
+        "one intent for its one change: {events:?}"
+    );
+    let changed = cluster
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH"
+                && r.body
+                    .as_ref()
+                    .is_some_and(|b| b.to_string().contains("gated.runbook.dev/approved"))
+        })
+        .count();
+    assert_eq!(changed, 1, "the gated change made once");
+    // The journal in the cluster holds the whole run, r1's records and r2's.
+    let chunks: String = cluster
+        .fake
+        .objects()
+        .iter()
+        .filter(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{name}-journal-")))
+        })
+        .filter_map(|o| o["data"]["records.jsonl"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        chunks.contains("\"run-started\"") && chunks.contains("\"run-finished\""),
+        "{chunks}"
+    );
+}
+
+#[test]
+fn a_replica_killed_during_a_change_leaves_that_run_to_a_human() {
+    let cluster = cluster();
+    let r1 = cluster.replica(
+        "r1",
+        &["--takeover-after", "2s", "--request-timeout", "60s"],
+    );
+    let r2 = cluster.replica("r2", &["--takeover-after", "2s"]);
+    let mut r1 = r1;
+    // The change is sent and never answered: r1 dies with the intent journaled and no result.
+    cluster.fake.fault(Fault::hang(
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/api",
+    ));
+    let (code, answer, _) = post(
+        &r1.address,
+        &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
+    );
+    assert_eq!((code, decisions(&answer)), (202, vec!["queued".to_owned()]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .fake
+        .requests()
+        .iter()
+        .any(|r| r.method == "PATCH" && r.path.ends_with("/deployments/api"))
+    {
+        assert!(Instant::now() < deadline, "the change was never sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r1.child.kill().expect("kill -9");
+    let _ = r1.child.wait();
+    cluster.fake.clear_faults();
+    let runs = cluster.wait_runs("r2 claims the run and asks for a human", |runs| {
+        by_runbook(runs, "api-down")["status"]["needsHuman"].is_string()
+    });
+    let run = by_runbook(&runs, "api-down");
+    assert_eq!(run["status"]["owner"], "r2");
+    assert_eq!(run["status"]["phase"], "Interrupted");
+    let why = run["status"]["needsHuman"].as_str().unwrap_or_default();
+    assert!(why.contains("`mark` was about to"), "{why}");
+    assert!(why.contains("--assume-done"), "{why}");
+    std::thread::sleep(Duration::from_millis(500));
+    let patches = cluster
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH"
+                && r.path.ends_with("/deployments/api")
+                && r.query.iter().all(|(n, _)| n != "dryRun")
+        })
+        .count();
+    assert_eq!(
+        patches, 1,
+        "the change that may have happened is not sent again"
+    );
+    drop(r2);
+}
+
+/// Approves the gate `run` waits at on a replica (its server token approves: no approvers).
+fn approve(address: &str, run: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let body = r#"{"by": "test"}"#;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "POST /api/v1/runs/{run}/approve HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: Bearer serve-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, answer)
 }
 
 #[test]
@@ -411,10 +554,12 @@ fn sigterm_hands_a_replicas_queued_runs_over_to_another_at_once() {
         journals(&r1.state).keys().all(|id| id != name),
         "r1 never started it"
     );
-    // The gated run stopped resumable at its gate and was handed over too; it had started, so
-    // (its journal being r1's) a human is asked rather than the run started again.
-    let gated = by_runbook(&runs, "gated");
-    assert_eq!(gated["status"]["phase"], "Interrupted", "{gated:#}");
+    // The gated run stopped resumable at its gate and was handed over too: r2 resumes it, and
+    // it waits at its gate there.
+    cluster.wait_runs("the gated run waits at its gate on r2", |runs| {
+        let gated = by_runbook(runs, "gated");
+        gated["status"]["owner"] == "r2" && gated["status"]["phase"] == "WaitingApproval"
+    });
     drop(r2);
 }
 

@@ -241,6 +241,21 @@ struct Appender {
     /// Why the journal ends in a torn line that could not be cut off, if it does: nothing more
     /// is appended, since it would be glued onto the fragment.
     torn: Option<String>,
+    mirror: Option<Mirrored>,
+}
+
+/// Where else a journal's records go as they are written: `runbook serve --cluster-state`
+/// keeps each run's journal through the API too, so another replica can resume the run.
+pub trait Mirror: Send + Sync {
+    /// Writes whole lines; `Ok` once they are durable there.
+    fn append(&self, lines: &[u8]) -> Result<(), String>;
+}
+
+struct Mirrored {
+    mirror: std::sync::Arc<dyn Mirror>,
+    /// Lines written here and not yet there: they go with the next record that must be
+    /// durable (the same records that are synced to disk), or the end of a step.
+    pending: Vec<u8>,
 }
 
 impl Journal {
@@ -330,8 +345,26 @@ impl Journal {
     fn appending(path: PathBuf, file: File) -> Self {
         Self {
             path,
-            file: Mutex::new(Appender { file, torn: None }),
+            file: Mutex::new(Appender {
+                file,
+                torn: None,
+                mirror: None,
+            }),
         }
+    }
+
+    /// From now on, every record also goes to `mirror` (see [`Mirror`]); a record that must be
+    /// durable is not appended until the mirror has it too, so an intent is durable there
+    /// before its mutation, as it is on disk.
+    pub fn mirror_to(&self, mirror: std::sync::Arc<dyn Mirror>) {
+        let mut appender = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        appender.mirror = Some(Mirrored {
+            mirror,
+            pending: Vec::new(),
+        });
     }
 
     pub fn path(&self) -> &Path {
@@ -370,6 +403,21 @@ impl Journal {
         }
         if record.event.is_durable() {
             appender.file.sync_data()?;
+        }
+        if let Some(mirrored) = appender.mirror.as_mut() {
+            mirrored.pending.extend_from_slice(&line);
+            let flush = record.event.is_durable()
+                || matches!(
+                    record.event,
+                    Event::StepFinished { .. } | Event::UndoFinished { .. }
+                );
+            if flush {
+                mirrored
+                    .mirror
+                    .append(&mirrored.pending)
+                    .map_err(|e| std::io::Error::other(format!("its copy in the cluster: {e}")))?;
+                mirrored.pending.clear();
+            }
         }
         Ok(())
     }

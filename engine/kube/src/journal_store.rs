@@ -565,17 +565,16 @@ async fn list(
             "namespace `{namespace}` is not a Kubernetes namespace name"
         )));
     }
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    query.append_pair(
-        "labelSelector",
-        &format!("{RUN_LABEL}={label},{CHUNK_LABEL}"),
-    );
+    // Built before any await: the serializer is not `Send`, and this future must be.
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair(
+            "labelSelector",
+            &format!("{RUN_LABEL}={label},{CHUNK_LABEL}"),
+        )
+        .finish();
     let call = Call::new(
         Method::GET,
-        format!(
-            "/api/v1/namespaces/{namespace}/configmaps?{}",
-            query.finish()
-        ),
+        format!("/api/v1/namespaces/{namespace}/configmaps?{query}"),
         format!("list the journal chunks of run {namespace}/{run}"),
     );
     let list = transport

@@ -24,6 +24,10 @@ pub(super) struct Job {
     pub(super) bindings: Bindings,
     pub(super) triggered_by: TriggeredBy,
     pub(super) auto_approve: bool,
+    /// A run taken over from a replica that stopped: where it stands, from its journal.
+    pub(super) resume: Option<runbook_core::exec::Resume>,
+    /// Its journal's copy in the cluster, opened when it was taken over.
+    pub(super) mirror: Option<Arc<dyn runbook_core::journal::Mirror>>,
 }
 
 /// What became of one alert, for the response and the logs.
@@ -139,6 +143,8 @@ impl Server {
                 group_key: payload.group_key.clone(),
             },
             auto_approve: spec.auto_approve,
+            resume: None,
+            mirror: None,
         };
         let mut new_id = None;
         let incident = incident(alert);

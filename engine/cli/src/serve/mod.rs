@@ -234,7 +234,11 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         approvers,
         state_dir: args.state_dir.clone(),
         world,
-        cluster_args: args.cluster.clone(),
+        cluster_args: crate::world::ClusterArgs {
+            // A run's Lease expires as its replica's does, so a run taken over starts as soon.
+            lease_duration: args.cluster_state.then_some(args.takeover_after),
+            ..args.cluster.clone()
+        },
         parallelism: args.parallelism,
         retry_after: args.retry_after,
         admission: Mutex::new(Admission::new(limits)),

@@ -168,16 +168,40 @@ impl Shared {
     }
 
     /// Records, through the API and before the run's first step, that it has started here:
-    /// a replica that takes it over then knows not to start it from the top.
-    pub(super) async fn starting(&self, run: &str) -> Result<(), String> {
+    /// a replica that takes it over then knows not to start it from the top. The object's uid.
+    pub(super) async fn starting(&self, run: &str) -> Result<String, String> {
         self.objects
             .patch_status(
                 run,
                 &json!({"phase": phase::RUNNING, "owner": self.replica, "startedAt": now_text()}),
             )
             .await
-            .map(|_| ())
+            .map(|object| {
+                object["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .map_err(|e| e.to_string())
+    }
+
+    /// Opens the run's journal in the cluster (owned by its object `uid`, when known, so it
+    /// goes when the object does): the mirror a run's journal writes to, and what it holds.
+    pub(super) async fn open_journal(
+        &self,
+        run: &str,
+        uid: Option<String>,
+    ) -> Result<(Arc<dyn runbook_core::journal::Mirror>, Vec<u8>), String> {
+        let mut spec = runbook_kube::journal_store::JournalSpec::new(
+            self.objects.namespace().to_owned(),
+            run.to_owned(),
+        );
+        spec.run_uid = uid.filter(|uid| !uid.is_empty());
+        let (store, existing) =
+            runbook_kube::journal_store::JournalStore::open(self.objects.transport().clone(), spec)
+                .await
+                .map_err(|e| e.to_string())?;
+        Ok((Arc::new(ApiMirror(store)), existing))
     }
 
     /// The run stopped resumable because this replica is stopping: another replica takes it
@@ -465,6 +489,27 @@ impl Shared {
                 }
             }
         }));
+    }
+}
+
+/// A run's journal, as it is written, to its copy in the cluster.
+///
+/// The journal is written synchronously from the executor, on a worker thread of the runs'
+/// runtime, and must not go on until the API server has the record. The write is waited for
+/// with `block_in_place`, which hands the thread's other tasks to another thread first: the
+/// client's connections may be driven by this very runtime, and blocking its threads outright
+/// would leave the request nobody to carry it (a first version did, and stalled until the
+/// request timed out).
+struct ApiMirror(runbook_kube::journal_store::JournalStore);
+
+impl runbook_core::journal::Mirror for ApiMirror {
+    fn append(&self, lines: &[u8]) -> Result<(), String> {
+        let handle = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .ok_or("the journal's copy is written from a run on a multi-threaded runtime only")?;
+        tokio::task::block_in_place(|| handle.block_on(self.0.append(lines)))
+            .map_err(|e| e.to_string())
     }
 }
 

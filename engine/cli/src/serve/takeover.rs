@@ -104,17 +104,43 @@ async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectErro
             }
         }
         let started = status["startedAt"].as_str().is_some();
-        let rebuilt = if started {
-            Err(format!(
-                "it started on replica {owner}, which stopped; its journal is in that replica's state dir: resume it there with `runbook resume {name}`, or check what it did"
-            ))
+        let adoption = if started {
+            match resume_started(server, shared, &object, &owner).await {
+                Ok(adoption) => adoption,
+                Err(error) => {
+                    tracing::warn!(run_id = %name, %error, "cannot read the journal of a run whose replica stopped; trying again");
+                    continue;
+                }
+            }
         } else {
-            rebuild(server, &object)
+            match rebuild(server, &object) {
+                Ok((job, key)) => Adoption::Queue(Box::new(job), key),
+                Err(why) => Adoption::Human(why),
+            }
+        };
+        let (rebuilt, finished) = match adoption {
+            Adoption::Queue(job, key) => (Ok((*job, key)), None),
+            Adoption::Human(why) => (Err(why), None),
+            Adoption::Finished(outcome, message) => (
+                Err(String::new()),
+                Some(super::shared::final_status(
+                    phase::FINISHED,
+                    Some(outcome),
+                    &message,
+                )),
+            ),
         };
         let mut claimed = status.clone();
         claimed["owner"] = json!(shared.replica);
         claimed["takenOverFrom"] = json!(owner);
         match &rebuilt {
+            _ if finished.is_some() => {
+                if let Some(last) = &finished {
+                    claimed = last.clone();
+                    claimed["owner"] = json!(shared.replica);
+                    claimed["takenOverFrom"] = json!(owner);
+                }
+            }
             Ok(_) => {
                 claimed["phase"] = json!(phase::QUEUED);
                 claimed["message"] = json!(format!(
@@ -140,9 +166,25 @@ async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectErro
                 return Err(error);
             }
         }
+        if let Some(last) = finished {
+            // Its journal says it ended; only its object and its key were not told.
+            tracing::info!(run_id = %name, previous_owner = %owner, "a run whose replica stopped had ended; recorded");
+            shared.ended(
+                object["spec"]["runbook"].as_str().unwrap_or_default(),
+                object["spec"]["target"].as_str().unwrap_or_default(),
+                &name,
+                last,
+                false,
+            );
+            continue;
+        }
         match rebuilt {
             Ok((job, key)) => {
-                tracing::warn!(run_id = %name, previous_owner = %owner, "took over a run whose replica stopped before starting it; it is queued here");
+                if job.resume.is_some() {
+                    tracing::warn!(run_id = %name, previous_owner = %owner, "took over a run whose replica stopped while it ran; it resumes here from its journal");
+                } else {
+                    tracing::warn!(run_id = %name, previous_owner = %owner, "took over a run whose replica stopped before starting it; it is queued here");
+                }
                 queue(server, &name, key, job, &object);
                 adopted += 1;
             }
@@ -160,6 +202,115 @@ async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectErro
         }
     }
     Ok(adopted)
+}
+
+/// What a replica does with a run it takes over.
+enum Adoption {
+    /// Queue it here (resuming it from its journal, if it had started).
+    Queue(Box<Job>, String),
+    /// Its journal says it ended.
+    Finished(runbook_core::journal::Outcome, String),
+    /// Leave it to a human, and say why.
+    Human(String),
+}
+
+/// A run that had started on a replica that stopped: from its journal in the cluster, where
+/// it stands, and whether it can go on here under `runbook resume`'s rules: the runbook as it
+/// was, done steps not repeated, and a step that may or may not have taken effect left to a
+/// human. `Err`: the journal cannot be read now (try again later).
+async fn resume_started(
+    server: &Server,
+    shared: &Shared,
+    object: &Json,
+    owner: &str,
+) -> Result<Adoption, String> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let uid = object["metadata"]["uid"].as_str().map(str::to_owned);
+    let (mirror, bytes) = shared.open_journal(name, uid).await?;
+    if bytes.is_empty() {
+        // Stopped between saying it starts and its first record: nothing was done.
+        return Ok(match rebuild(server, object) {
+            Ok((job, key)) => Adoption::Queue(
+                Box::new(Job {
+                    mirror: Some(mirror),
+                    ..job
+                }),
+                key,
+            ),
+            Err(why) => Adoption::Human(why),
+        });
+    }
+    let path = crate::session::journal_path(&server.state_dir, name);
+    if !path.exists() {
+        write_journal(&path, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let records = runbook_core::journal::read(&path)?.records;
+    let state = match runbook_core::resume::analyze(&records) {
+        Ok(state) => state,
+        Err(why) => {
+            return Ok(Adoption::Human(format!(
+                "its journal cannot be resumed: {why}"
+            )))
+        }
+    };
+    if let Some(outcome) = state.finished {
+        return Ok(Adoption::Finished(
+            outcome,
+            format!("it ended on replica {owner} before that replica stopped"),
+        ));
+    }
+    let (job, key) = match rebuild(server, object) {
+        Ok(rebuilt) => rebuilt,
+        Err(why) => return Ok(Adoption::Human(why)),
+    };
+    let digest = crate::session::runbook_digest(&job.runbook);
+    if digest != state.digest {
+        return Ok(Adoption::Human(format!(
+            "runbook `{}` changed since the run started on replica {owner}; it goes on only as it was",
+            job.runbook.name
+        )));
+    }
+    if !state.unknown.is_empty() {
+        let steps = state
+            .unknown
+            .iter()
+            .map(|unknown| format!("`{}` was about to {}", unknown.step, unknown.mutation))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Ok(Adoption::Human(format!(
+            "replica {owner} stopped during a change that may or may not have taken effect ({steps}): check it, then `runbook resume {name} --assume-done STEP` or `--rerun STEP` with its journal (`runbook show {name} --cluster`)"
+        )));
+    }
+    let resume = runbook_core::exec::Resume {
+        completed: state.completed.clone(),
+        skipped: state.skipped.clone(),
+        undone: state.undone.clone(),
+        roll_back: state.failed.is_some(),
+    };
+    Ok(Adoption::Queue(
+        Box::new(Job {
+            resume: Some(resume),
+            mirror: Some(mirror),
+            ..job
+        }),
+        key,
+    ))
+}
+
+/// The journal of a run taken over, as the cluster holds it, in this replica's state dir
+/// (private, never through a symbolic link), where `runbook resume`'s reading finds it.
+fn write_journal(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        runbook_core::state_files::own_dir(dir)?;
+    }
+    let mut file = runbook_core::state_files::open(
+        path,
+        std::fs::OpenOptions::new().write(true).create_new(true),
+    )?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }
 
 /// The job of a run that never started, from its object; why it cannot be, if it cannot.
@@ -240,6 +391,8 @@ fn rebuild(server: &Server, object: &Json) -> Result<(Job, String), String> {
                 .to_owned(),
         },
         auto_approve,
+        resume: None,
+        mirror: None,
     };
     Ok((job, key))
 }

@@ -127,20 +127,36 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         runbook: name,
         item: job,
     } = queued;
-    let Some(session) = open_session(server, &run_id, &key, &name).await else {
+    // A run taken over goes on in its journal, and waits for the stopped replica's run lock
+    // to expire.
+    let taken_over = job.mirror.is_some();
+    let mode = if job.resume.is_some() {
+        JournalMode::Append
+    } else {
+        JournalMode::Create
+    };
+    let Some(session) = open_session(server, &run_id, &key, &name, mode, taken_over).await else {
         return;
     };
     if let Some(shared) = &server.shared {
-        if let Err(why) = shared.starting(&run_id).await {
-            tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: cannot record in the cluster that it starts");
-            drop(session);
-            not_started(
-                server,
-                &key,
-                &run_id,
-                format!("not started: cannot record in the cluster that it starts: {why}"),
-            );
-            return;
+        let mirrored = match job.mirror.clone() {
+            // Taken over: its journal was opened (and read) then.
+            Some(mirror) => Ok(mirror),
+            None => start_in_cluster(shared, &run_id).await,
+        };
+        match mirrored {
+            Ok(mirror) => session.journal().mirror_to(mirror),
+            Err(why) => {
+                tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: the cluster cannot record that it starts");
+                drop(session);
+                not_started(
+                    server,
+                    &key,
+                    &run_id,
+                    format!("not started: the cluster cannot record that it starts: {why}"),
+                );
+                return;
+            }
         }
     }
     let interrupt = session.interrupt().clone();
@@ -179,7 +195,7 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         yes: false,
         // A server shutting down drains its runs, which never rolls back.
         roll_back_on_interrupt: false,
-        resume: None,
+        resume: job.resume,
     };
     let started = Instant::now();
     let lost_run = run_id.clone();
@@ -244,24 +260,53 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     );
 }
 
+/// A new run's start, through the API: its journal's copy in the cluster is opened (it must
+/// be empty: a run is started once), then its object says it is running here.
+async fn start_in_cluster(
+    shared: &super::shared::Shared,
+    run_id: &str,
+) -> Result<Arc<dyn runbook_core::journal::Mirror>, String> {
+    let (_, existing) = shared.open_journal(run_id, None).await?;
+    if !existing.is_empty() {
+        return Err("its journal in the cluster is not empty: it was started before".to_owned());
+    }
+    let uid = shared.starting(run_id).await?;
+    let (mirror, _) = shared.open_journal(run_id, Some(uid)).await?;
+    Ok(mirror)
+}
+
 /// Takes the run lock and creates the journal; a run that cannot have either is cancelled.
 async fn open_session<'s>(
     server: &'s Server,
     run_id: &str,
     key: &str,
     name: &str,
+    mode: JournalMode,
+    taken_over: bool,
 ) -> Option<RunSession<'s>> {
-    // The same lock as `runbook run`: a run started by hand with the same params wins.
-    match RunSession::open(
-        &server.world,
-        &server.cluster_args,
-        &server.state_dir,
-        run_id,
-        Some(key),
-        JournalMode::Create,
-    )
-    .await
-    {
+    // The same lock as `runbook run`: a run started by hand with the same params wins. A run
+    // taken over waits (a Lease's duration, and a little) for its stopped owner's lock.
+    let deadline = Instant::now() + std::time::Duration::from_secs(45);
+    let opened = loop {
+        let opened = RunSession::open(
+            &server.world,
+            &server.cluster_args,
+            &server.state_dir,
+            run_id,
+            Some(key),
+            mode,
+        )
+        .await;
+        match opened {
+            Err(SessionError::Lock(LockError::Held(_)))
+                if taken_over && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            opened => break opened,
+        }
+    };
+    match opened {
         Ok(session) => Some(session),
         Err(SessionError::Lock(LockError::Unusable(why))) => {
             server
