@@ -38,6 +38,7 @@ pub mod loader;
 pub mod lock;
 pub mod matcher;
 pub mod pattern;
+pub mod rbac;
 pub mod redact;
 pub mod render;
 pub mod resume;
