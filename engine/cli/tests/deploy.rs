@@ -4,8 +4,9 @@
 //!
 //! Checked with real tools where they are installed, and skipped with a note where not:
 //! kustomize (`kubectl kustomize`, or a `kustomize` binary) builds the base and the overlay,
-//! and `amtool check-config` reads the receiver. The test that asks a real API server
-//! (`kubectl apply --dry-run=server`) needs a cluster and is ignored by default:
+//! `amtool check-config` reads the receiver, and `buildah` builds and runs the image. The test
+//! that asks a real API server (`kubectl apply --dry-run=server`) needs a cluster and is
+//! ignored by default:
 //!
 //! ```sh
 //! KUBECONFIG=/path/to/disposable/kubeconfig cargo test -p runbook-cli --test deploy -- --ignored
@@ -580,8 +581,11 @@ fn the_runbooks_configmap_mounted_as_the_kubelet_mounts_it_loads_as_the_runbooks
 
     let (code, _, stderr) = runbook(&["validate", dir]);
     assert_eq!(code, 0, "{stderr}");
+    // As many runbooks and fact libraries as runbooks/ holds, and no problem.
+    let (_, _, shipped) = runbook(&["validate"]);
+    let summary = |text: &str| text.lines().last().unwrap_or_default().to_owned();
+    assert_eq!(summary(&stderr), summary(&shipped));
     assert!(stderr.contains("0 errors, 0 warnings"), "{stderr}");
-    assert!(stderr.contains("14 fact libraries"), "{stderr}");
 
     let names = |args: &[&str]| -> BTreeSet<String> {
         let (code, stdout, stderr) = runbook(args);
@@ -1207,4 +1211,103 @@ fn kubectl_apply_dry_run_server_accepts_the_base_and_the_overlay() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+// --- The image ---------------------------------------------------------------------------
+
+/// `buildah` with a storage of its own, under `dir`, so a test leaves no image behind.
+fn buildah(dir: &Path) -> Command {
+    let mut command = Command::new("buildah");
+    command.args(buildah_options(dir).split(' '));
+    command
+}
+
+fn buildah_options(dir: &Path) -> String {
+    format!(
+        "--root {} --runroot {} --storage-driver vfs",
+        dir.join("root").display(),
+        dir.join("run").display()
+    )
+}
+
+/// deploy/image/build.sh builds the image offline (`FROM scratch`, this binary and the
+/// libraries it links), and the image runs: as user 65532, with the binary as entrypoint,
+/// loading the runbooks from a mount as the Deployment gives them, and with no shell.
+#[cfg(unix)]
+#[test]
+fn the_image_builds_from_scratch_offline_and_runs_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    if Command::new("buildah").arg("--version").output().is_err() {
+        eprintln!("note: buildah is not installed; the image is not built");
+        return;
+    }
+    let image = "localhost/runbook:deploy-test";
+    let build = Command::new(root().join("deploy/image/build.sh"))
+        .arg(env!("CARGO_BIN_EXE_runbook"))
+        .arg(image)
+        .env("BUILDAH_OPTIONS", buildah_options(dir.path()))
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "build.sh: {}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let inspect = buildah(dir.path())
+        .args([
+            "inspect",
+            "--format",
+            "{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}}",
+            image,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inspect.stdout).trim(),
+        "65532:65532 [/usr/local/bin/runbook]"
+    );
+    let from = buildah(dir.path()).args(["from", image]).output().unwrap();
+    assert!(
+        from.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from.stderr)
+    );
+    let container = String::from_utf8_lossy(&from.stdout).trim().to_owned();
+    let run = |args: &[&str]| {
+        let runbooks = format!(
+            "{}:/etc/runbook/runbooks:ro",
+            root().join("runbooks").display()
+        );
+        buildah(dir.path())
+            .args([
+                "run",
+                "--isolation",
+                "chroot",
+                "-v",
+                &runbooks,
+                &container,
+                "--",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let validate = run(&[
+        "/usr/local/bin/runbook",
+        "--dir",
+        "/etc/runbook/runbooks",
+        "validate",
+    ]);
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    let (_, _, shipped) = runbook(&["validate"]);
+    assert_eq!(String::from_utf8_lossy(&validate.stderr), shipped);
+    assert!(
+        !run(&["/bin/sh", "-c", "true"]).status.success(),
+        "the image has a shell"
+    );
 }
