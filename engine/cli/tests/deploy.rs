@@ -1076,6 +1076,35 @@ fn the_single_overlay_runs_one_replica_on_a_claim_without_cluster_state() {
     assert_server_role(find(&objects, "Role", "runbook"), false);
 }
 
+/// The README's way to give the server its token: an overlay whose secretGenerator replaces
+/// the base's empty one; the pods then mount the new Secret (its name's hash changed, so
+/// they roll).
+#[test]
+fn an_overlay_replaces_the_empty_token_as_the_readme_says() {
+    // kustomize takes only relative paths to other kustomizations: the overlay is made
+    // inside the repository's target/, two levels under its root.
+    let scratch = root().join("target");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dir = tempfile::tempdir_in(&scratch).unwrap();
+    std::fs::write(dir.path().join("token.txt"), "s3cret\n").unwrap();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [../../deploy/base]\nsecretGenerator:\n  - {name: runbook-token, namespace: runbook-system, behavior: replace, files: [token=token.txt]}\n",
+    )
+    .unwrap();
+    let Some(objects) = kustomize(dir.path().to_str().unwrap()) else {
+        return;
+    };
+    let secrets: Vec<&Json> = objects.iter().filter(|o| o["kind"] == "Secret").collect();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0]["data"]["token"], "czNjcmV0Cg==");
+    let deployment = find(&objects, "Deployment", "runbook");
+    assert_eq!(
+        volume(deployment, "token")["secret"]["secretName"],
+        secrets[0]["metadata"]["name"]
+    );
+}
+
 // --- Alertmanager ------------------------------------------------------------------------
 
 #[test]
