@@ -459,6 +459,221 @@ fn rbac_refuses_a_folder_with_a_broken_runbook_rather_than_print_a_role_too_smal
     assert!(stderr.contains("broken.yaml"), "{stderr}");
 }
 
+/// A runbook that sends every kind of request a native action or fact makes, on kinds the
+/// fake API server serves, and fails at its end when `fail` is set, so every undo runs too.
+const EVERY_REQUEST: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: every-request
+spec:
+  params:
+    - {name: fail, type: boolean, default: false}
+  facts:
+    - name: api
+      kubernetes: {kind: Deployment, name: api, namespace: shop}
+    - name: pods
+      kubernetes: {kind: Pod, namespace: shop}
+    - name: log
+      logs: {namespace: shop, pod: api-0, tail: 5}
+    - name: agent
+      exec: {namespace: shop, pod: api-0, command: [status]}
+  preconditions:
+    - check: pods.items.len() == 2 && log != "" && agent.ok
+  steps:
+    - scale: {kind: Deployment, name: api, namespace: shop, replicas: 3}
+    - restart: {kind: Deployment, name: api, namespace: shop}
+      irreversible: true
+    - patch: {kind: Deployment, name: api, namespace: shop, patch: {metadata: {labels: {patched: "yes"}}}}
+    - annotate: {kind: Deployment, name: api, namespace: shop, set: {annotated: "yes"}}
+    - label: {kind: Deployment, name: api, namespace: shop, set: {labelled: "yes"}}
+    - apply:
+        manifest: {apiVersion: v1, kind: ConfigMap, metadata: {name: probe, namespace: shop}, data: {a: "1"}}
+    - cordon: {node: n2}
+    - drain: {node: n1}
+    - exec: {namespace: shop, pod: api-0, command: [touch, /tmp/x]}
+      irreversible: true
+    - wait: {kind: Deployment, name: api, namespace: shop, until: "object.metadata.labels.rolled == \"yes\""}
+      timeout: 20s
+    - delete: {kind: Job, name: old, namespace: shop}
+      irreversible: true
+    - verify: "!params.fail"
+      timeout: 1s
+"#;
+
+/// The RBAC attributes the API server gives a request (as its RequestInfoFactory does): the
+/// group, the resource (with subresource) and the verb; `None` for discovery and `/version`,
+/// which every authenticated identity may read.
+fn attributes(request: &runbook_fake_apiserver::Recorded) -> Option<Permission> {
+    let parts: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let rest = match rest {
+        ["namespaces", _namespace, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    let (resource, name) = match rest {
+        [] => return None,
+        [resource] => (resource.to_string(), None),
+        [resource, name] => (resource.to_string(), Some(*name)),
+        [resource, name, subresource] => (format!("{resource}/{subresource}"), Some(*name)),
+        _ => panic!("unexpected path {}", request.path),
+    };
+    let verb = match (request.method.as_str(), name) {
+        ("GET", _) if request.param("watch") == Some("true") => "watch",
+        ("GET", Some(_)) => "get",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", Some(_)) => "delete",
+        ("DELETE", None) => "deletecollection",
+        (method, _) => panic!("unexpected method {method}"),
+    };
+    Some(Permission {
+        group: group.to_owned(),
+        resource,
+        verb: verb.to_owned(),
+        name: None,
+    })
+}
+
+/// Runs EVERY_REQUEST against the fake API server (live, failing so the undos run, and as a
+/// dry run) and checks that every request it sent is one the role `runbook rbac` derives for
+/// it allows: the derivation follows what the live cluster code really sends.
+#[test]
+fn every_request_a_run_sends_is_allowed_by_the_role_runbook_rbac_derives() {
+    use runbook_fake_apiserver::{ExecReply, FakeApi};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pod = |name: &str, node: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop", "uid": name},
+               "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
+               "status": {"phase": "Running"}})
+    };
+    let seed = |fake: &FakeApi| {
+        fake.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+        for node in ["n1", "n2"] {
+            fake.insert(
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}, "spec": {}}),
+            );
+        }
+        fake.insert(pod("api-0", "n2"));
+        fake.insert(pod("worker-0", "n1"));
+        fake.insert(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                     "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}
+        }));
+        fake.insert(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "old", "namespace": "shop"}, "spec": {}}));
+        fake.set_logs("shop", "api-0", "main", "listening\n");
+        for argv in [&["status"][..], &["touch", "/tmp/x"][..]] {
+            fake.script_exec(
+                "shop",
+                "api-0",
+                argv,
+                ExecReply {
+                    stdout: "{\"ok\": true}".to_owned(),
+                    stderr: String::new(),
+                    exit_code: 0,
+                },
+            );
+        }
+    };
+    let dir = folder_with(&[("runbooks/every-request.yaml", EVERY_REQUEST)]);
+    let runbooks = dir.path().join("runbooks");
+    let (code, role, stderr) = runbook(&["--dir", runbooks.to_str().unwrap(), "rbac"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rules = Rule::all_in(&yaml_documents("role", &role)[0]);
+
+    let mut seen = BTreeSet::new();
+    for (args, exit) in [
+        (&["--yes"][..], 0),
+        (&["--yes", "--set", "fail=true"][..], 1),
+        (&["--yes", "--dry-run"][..], 0),
+    ] {
+        // Each run starts from the same cluster.
+        let fake = runtime.block_on(FakeApi::start());
+        seed(&fake);
+        let kubeconfig = fake.write_kubeconfig(dir.path(), "shop");
+        let run = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .arg("--dir")
+            .arg(&runbooks)
+            .args(["run", "every-request", "--lock", "file", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", dir.path())
+            .env("RUNBOOK_STATE_DIR", dir.path().join("state"))
+            .env("RUNBOOK_LOG", "off")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // What the wait waits for happens once it watches (a dry run only reads once).
+        if !args.contains(&"--dry-run") {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while !fake
+                .requests()
+                .iter()
+                .any(|r| r.param("watch") == Some("true"))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the wait never watched"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            fake.modify("apps/v1", "Deployment", Some("shop"), "api", |deployment| {
+                deployment["metadata"]["labels"]["rolled"] = json!("yes");
+            });
+        }
+        let output = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(exit), "{args:?}: {stderr}");
+        for request in fake.requests() {
+            let Some(permission) = attributes(&request) else {
+                continue;
+            };
+            assert!(
+                rules.iter().any(|rule| rule.allows(&permission)),
+                "{args:?}: {} needs {permission}, which the derived role does not allow:\n{role}",
+                request.line()
+            );
+            seen.insert(permission.to_string());
+        }
+    }
+    // The runs did reach every family: reads, the scale subresource, eviction, exec, logs,
+    // watch, and the delete that undoes what an apply created. (An apply that creates is a
+    // PATCH the API server also authorizes as `create`; no request shows that.)
+    for wanted in [
+        "get apps/deployments",
+        "list core/pods",
+        "patch apps/deployments/scale",
+        "create core/pods/eviction",
+        "get core/pods/exec",
+        "get core/pods/log",
+        "watch apps/deployments",
+        "patch core/configmaps",
+        "delete core/configmaps",
+        "patch core/nodes",
+        "delete batch/jobs",
+    ] {
+        assert!(
+            seen.contains(wanted),
+            "no request needed {wanted}: {seen:?}"
+        );
+    }
+}
+
 // --- The runbooks ConfigMap ------------------------------------------------------------
 
 /// The ConfigMap key of a file of the runbooks folder: `NAME/runbook.yaml` is `NAME.yaml`,
