@@ -280,6 +280,13 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// The ClusterRole the runbooks need: every verb their steps, undos, rollbacks and facts
+    /// send to the API server, as YAML.
+    Rbac {
+        /// The ClusterRole's name.
+        #[arg(long, default_value = "runbook")]
+        name: String,
+    },
     /// The JSON Schema for runbooks and fact libraries.
     Schema,
     /// Shell completions.

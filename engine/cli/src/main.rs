@@ -195,6 +195,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             token_file.as_deref(),
             &state::state_dir(state_dir.as_deref()),
         ),
+        Command::Rbac { name } => commands::rbac::rbac(&cli.dir, &name),
         Command::Schema => commands::schema::schema(),
         Command::Completions { shell } => {
             clap_complete::generate(

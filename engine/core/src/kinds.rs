@@ -1,7 +1,8 @@
 //! The kinds we know without asking a cluster: their scope, the apiVersion a runbook may leave
-//! out, and whether they have a scale subresource. One table, read by the checker (default
-//! apiVersions), the executor (which keys carry a namespace) and the simulator (scope and
-//! `scale`), so the three cannot disagree. A live cluster answers these for every kind through
+//! out, whether they have a scale subresource, and the resource (plural) their URLs and RBAC
+//! rules name. One table, read by the checker (default apiVersions), the executor (which keys
+//! carry a namespace), the simulator (scope and `scale`) and the RBAC derivation (`rbac.rs`:
+//! resources), so they cannot disagree. A live cluster answers these for every kind through
 //! discovery; this table is what we assume before one is asked, and all the simulator knows.
 
 /// One known kind.
@@ -14,6 +15,19 @@ pub struct Kind {
     pub cluster_scoped: bool,
     /// Has the `/scale` subresource, so `scale` works on it.
     pub scale: bool,
+    /// The resource, when it is not what [`plural`] makes of the name (`Endpoints` is
+    /// `endpoints`; metrics-server serves `NodeMetrics` as `nodes`).
+    pub resource: Option<&'static str>,
+}
+
+impl Kind {
+    /// The same kind served under a resource name the plural rule would not guess.
+    const fn served_as(self, resource: &'static str) -> Kind {
+        Kind {
+            resource: Some(resource),
+            ..self
+        }
+    }
 }
 
 const fn namespaced(name: &'static str, api_version: &'static str) -> Kind {
@@ -22,6 +36,7 @@ const fn namespaced(name: &'static str, api_version: &'static str) -> Kind {
         api_version,
         cluster_scoped: false,
         scale: false,
+        resource: None,
     }
 }
 
@@ -31,6 +46,7 @@ const fn cluster(name: &'static str, api_version: &'static str) -> Kind {
         api_version,
         cluster_scoped: true,
         scale: false,
+        resource: None,
     }
 }
 
@@ -40,6 +56,7 @@ const fn scalable(name: &'static str, api_version: &'static str) -> Kind {
         api_version,
         cluster_scoped: false,
         scale: true,
+        resource: None,
     }
 }
 
@@ -53,13 +70,16 @@ pub const KINDS: &[Kind] = &[
     namespaced("Secret", "v1"),
     namespaced("PersistentVolumeClaim", "v1"),
     namespaced("ServiceAccount", "v1"),
-    namespaced("Endpoints", "v1"),
+    namespaced("Endpoints", "v1").served_as("endpoints"),
     namespaced("Event", "v1"),
     namespaced("ReplicationController", "v1"),
     cluster("Node", "v1"),
     cluster("Namespace", "v1"),
     cluster("PersistentVolume", "v1"),
     cluster("ComponentStatus", "v1"),
+    // metrics-server (`kubectl top`): read-only views named after what they measure.
+    cluster("NodeMetrics", "metrics.k8s.io/v1beta1").served_as("nodes"),
+    namespaced("PodMetrics", "metrics.k8s.io/v1beta1").served_as("pods"),
     // Workloads.
     scalable("Deployment", "apps/v1"),
     scalable("StatefulSet", "apps/v1"),
@@ -150,6 +170,34 @@ pub fn has_scale(name: &str) -> bool {
     kind(name).is_some_and(|kind| kind.scale)
 }
 
+/// The resource that serves `kind` (`deployments`, `networkpolicies`): the table's word where
+/// it has one, else the plural the API machinery gives a kind by default (lower case; `-es`
+/// after s, x, z, ch and sh; `-ies` for a `y` after a consonant; else `-s`), which is what a
+/// CustomResourceDefinition declares for nearly every kind. A live cluster says for sure
+/// through discovery; this is for what is decided before one is asked (RBAC rules).
+pub fn plural(name: &str) -> String {
+    if let Some(resource) = kind(name).and_then(|kind| kind.resource) {
+        return resource.to_owned();
+    }
+    let lower = name.to_ascii_lowercase();
+    let consonant_y = lower.len() >= 2
+        && lower.ends_with('y')
+        && !matches!(
+            lower.as_bytes()[lower.len() - 2],
+            b'a' | b'e' | b'i' | b'o' | b'u'
+        );
+    if consonant_y {
+        format!("{}ies", &lower[..lower.len() - 1])
+    } else if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|end| lower.ends_with(end))
+    {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +222,25 @@ mod tests {
         assert_eq!(default_api_version("SomeCustomResource"), None);
         assert!(has_scale("StatefulSet"));
         assert!(!has_scale("DaemonSet"));
+    }
+
+    #[test]
+    fn resources_are_the_plurals_the_api_server_serves() {
+        for (kind, resource) in [
+            ("Deployment", "deployments"),
+            ("Ingress", "ingresses"),
+            ("NetworkPolicy", "networkpolicies"),
+            ("ClusterPolicy", "clusterpolicies"),
+            ("Gateway", "gateways"),
+            ("HelmRepository", "helmrepositories"),
+            ("ComponentStatus", "componentstatuses"),
+            ("Endpoints", "endpoints"),
+            ("NodeMetrics", "nodes"),
+            ("PodMetrics", "pods"),
+            ("BackupStorageLocation", "backupstoragelocations"),
+            ("Mesh", "meshes"),
+        ] {
+            assert_eq!(plural(kind), resource, "{kind}");
+        }
     }
 }

@@ -39,6 +39,7 @@ pub mod loader;
 pub mod lock;
 pub mod matcher;
 pub mod pattern;
+pub mod rbac;
 pub mod redact;
 pub mod render;
 pub mod resume;

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod list;
 pub mod params;
 pub mod plan;
+pub mod rbac;
 pub mod resume;
 pub mod run;
 pub mod runs;
