@@ -250,6 +250,67 @@ impl Cluster {
     }
 }
 
+/// The CRD's schema (`schemas/runbookrun.crd.yaml`), as JSON.
+fn crd_schema() -> Json {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/runbookrun.crd.yaml");
+    let text = std::fs::read_to_string(&path).expect("the CRD");
+    let source = runbook_core::source::SourceFile::new("runbookrun.crd.yaml", &text);
+    let mut diagnostics = runbook_core::diagnostic::Diagnostics::new();
+    let documents = runbook_core::yaml::parse(&source, &mut diagnostics);
+    assert!(!diagnostics.has_errors(), "{diagnostics:?}");
+    documents[0].root.to_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// The fields of `value` that `schema` does not declare: a real API server prunes them from a
+/// custom resource silently, so whatever serve wrote there would be lost.
+fn undeclared(schema: &Json, value: &Json, at: &str, found: &mut Vec<String>) {
+    if schema["x-kubernetes-preserve-unknown-fields"] == true {
+        return;
+    }
+    let Some(fields) = value.as_object() else {
+        if let (Some(items), Some(values)) = (schema.get("items"), value.as_array()) {
+            for (n, item) in values.iter().enumerate() {
+                undeclared(items, item, &format!("{at}[{n}]"), found);
+            }
+        }
+        return;
+    };
+    for (name, field) in fields {
+        let path = format!("{at}.{name}");
+        // metadata, apiVersion and kind are the API server's, not the schema's.
+        if at.is_empty() && matches!(name.as_str(), "metadata" | "apiVersion" | "kind") {
+            continue;
+        }
+        match (
+            schema["properties"].get(name),
+            schema.get("additionalProperties"),
+        ) {
+            (Some(declared), _) => undeclared(declared, field, &path, found),
+            (None, Some(any)) if any.is_object() => undeclared(any, field, &path, found),
+            _ => found.push(path),
+        }
+    }
+}
+
+/// Every RunbookRun serve wrote is valid for the CRD, and loses nothing to pruning.
+fn assert_as_the_crd_says(runs: &BTreeMap<String, Json>) {
+    let schema = crd_schema();
+    let validator = jsonschema::draft4::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the CRD's schema");
+    for (name, run) in runs {
+        let errors: Vec<String> = validator.iter_errors(run).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}\n{run:#}");
+        let mut found = Vec::new();
+        undeclared(&schema, run, "", &mut found);
+        assert!(
+            found.is_empty(),
+            "{name} has fields the CRD does not declare, which the API server would drop: {found:?}"
+        );
+    }
+}
+
 /// The journals a replica wrote: run id and its records.
 fn journals(state: &Path) -> BTreeMap<String, Vec<Json>> {
     let Ok(entries) = std::fs::read_dir(state.join("runs")) else {
@@ -376,6 +437,7 @@ fn the_runs_of_a_replica_killed_outright_are_taken_over_once_its_lease_expires()
         let gated = by_runbook(runs, "gated");
         gated["status"]["owner"] == "r2" && gated["status"]["phase"] == "WaitingApproval"
     });
+    assert_as_the_crd_says(&runs);
     let gated = by_runbook(&runs, "gated");
     let name = gated["metadata"]["name"].as_str().expect("name").to_owned();
     assert!(
@@ -477,6 +539,7 @@ fn a_replica_killed_during_a_change_leaves_that_run_to_a_human() {
     let runs = cluster.wait_runs("r2 claims the run and asks for a human", |runs| {
         by_runbook(runs, "api-down")["status"]["needsHuman"].is_string()
     });
+    assert_as_the_crd_says(&runs);
     let run = by_runbook(&runs, "api-down");
     assert_eq!(run["status"]["owner"], "r2");
     assert_eq!(run["status"]["phase"], "Interrupted");
@@ -670,6 +733,7 @@ fn one_notification_sent_to_three_replicas_a_hundred_times_starts_one_run_per_in
         "one RunbookRun per incident: {:?}",
         runs.keys()
     );
+    assert_as_the_crd_says(&runs);
     for run in runs.values() {
         assert_eq!(run["status"]["phase"], "Finished", "{run:#}");
         assert_eq!(run["status"]["outcome"], "succeeded", "{run:#}");
