@@ -275,10 +275,28 @@ pub enum Command {
         )]
         server: String,
         /// The bearer token's file (default: STATE_DIR/serve.token).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "cluster")]
         token_file: Option<PathBuf>,
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Approve through the cluster (`serve --cluster-state`): a RunbookApproval made with
+        /// your own kubeconfig credentials, so the API server says who you are and RBAC
+        /// (`approve` on runbooks.runbook.dev) decides; whichever replica runs it takes it in.
+        #[arg(long)]
+        cluster: bool,
+        /// With --cluster: the namespace the server keeps its runs in (default: the
+        /// kubeconfig context's).
+        #[arg(long, short = 'n', requires = "cluster")]
+        namespace: Option<String>,
+        /// With --cluster: the kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
+        #[arg(long, value_name = "FILE", requires = "cluster")]
+        kubeconfig: Option<PathBuf>,
+        /// With --cluster: the kubeconfig context (default: its current context).
+        #[arg(long, value_name = "NAME", requires = "cluster")]
+        context: Option<String>,
+        /// With --cluster: how long to wait for a replica to take the approval in.
+        #[arg(long, default_value = "30s", value_parser = parse_timeout, value_name = "DURATION", requires = "cluster")]
+        wait: std::time::Duration,
     },
     /// The ClusterRole the runbooks need: every verb their steps, undos, rollbacks and facts
     /// send to the API server, as YAML.

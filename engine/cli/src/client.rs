@@ -62,6 +62,102 @@ pub fn approve(
     anyhow::bail!("{server} answered {status}: {message}")
 }
 
+/// `runbook approve RUN --cluster`: a RunbookApproval, made with the caller's own kubeconfig
+/// credentials, which the replica running RUN takes in (see `serve/approvals.rs`); waits for
+/// its decision. Exit 0 when the gate was answered, 2 when the approval was refused (the
+/// reason is printed), 6 when the cluster cannot be reached or no replica took it in.
+pub fn approve_through_cluster(
+    run_id: &str,
+    yes: bool,
+    step: Option<&str>,
+    connect: runbook_kube::ConnectOptions,
+    wait: std::time::Duration,
+) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let policy = connect.policy.clone();
+        let connection = match runbook_kube::connect(&connect).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Ok(Exit::Unreachable);
+            }
+        };
+        let transport =
+            runbook_kube::transport::Transport::new(connection.client.clone(), policy);
+        // Who the API server says we are: the admission policy refuses any other name.
+        let me = match runbook_kube::auth::who_am_i(&transport).await {
+            Ok(me) => me,
+            Err(error) => {
+                eprintln!("error: cannot ask the API server who you are: {error}");
+                return Ok(Exit::Unreachable);
+            }
+        };
+        let objects =
+            runbook_kube::runs::RunObjects::new(transport, connection.namespace.clone());
+        let mut salt = [0_u8; 4];
+        getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("cannot make a name: {e}"))?;
+        let name = format!(
+            "{run_id}-{}",
+            salt.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let mut spec = json!({
+            "run": run_id,
+            "answer": if yes { "approve" } else { "deny" },
+            "by": me.username,
+            "groups": me.groups,
+        });
+        if let Some(step) = step {
+            spec["step"] = json!(step);
+        }
+        let approval = json!({
+            "apiVersion": runbook_kube::runs::API_VERSION,
+            "kind": "RunbookApproval",
+            "metadata": {"name": name, "namespace": connection.namespace},
+            "spec": spec,
+        });
+        if let Err(error) = objects.create_approval(&approval).await {
+            eprintln!("error: {error}");
+            return Ok(match error {
+                runbook_core::effects::EffectError::Forbidden(_)
+                | runbook_core::effects::EffectError::Invalid(_) => Exit::Invalid,
+                _ => Exit::Unreachable,
+            });
+        }
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let decided = objects
+                .get_approval(&name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|a| a["status"]["result"].is_string());
+            if let Some(decided) = decided {
+                let message = decided["status"]["message"].as_str().unwrap_or_default();
+                let replica = decided["status"]["decidedBy"].as_str().unwrap_or("?");
+                if decided["status"]["result"] == "Accepted" {
+                    println!("run {run_id}: {message}, by {} (replica {replica})", me.username);
+                    return Ok(Exit::Succeeded);
+                }
+                eprintln!("error: run {run_id}: approval refused by replica {replica}: {message}");
+                return Ok(Exit::Invalid);
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!(
+                    "error: no replica took RunbookApproval {}/{name} in within {}; is `runbook serve --cluster-state` running there, and does run {run_id} wait at a gate?",
+                    connection.namespace,
+                    humantime::format_duration(wait)
+                );
+                return Ok(Exit::Unreachable);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    })
+}
+
 /// POSTs `body` (JSON) to `base` + `path` with the bearer token; returns the status and body.
 async fn post(base: &str, path: &str, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
     let uri: hyper::Uri = base

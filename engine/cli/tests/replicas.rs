@@ -912,3 +912,152 @@ fn runbook_runs_with_cluster_lists_the_run_objects() {
     );
     let _ = &cluster.runtime;
 }
+
+impl Cluster {
+    /// A kubeconfig for the fake API server with `token`'s credentials.
+    fn kubeconfig_for(&self, user: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{user}"));
+        let text = std::fs::read_to_string(&self.kubeconfig)
+            .expect("kubeconfig")
+            .replace("token: secret-token", &format!("token: {token}"));
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// `runbook approve RUN --cluster` as the user of `kubeconfig`: exit code, stdout, stderr.
+    fn approve_as(&self, kubeconfig: &Path, run: &str) -> (i32, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .args(["approve", run, "--cluster", "--wait", "15s", "--kubeconfig"])
+            .arg(kubeconfig)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("runbook approve");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+/// POSTs `body` to the fake API server with `token`: the status code and the body.
+fn api_post(url: &str, path: &str, token: &str, body: &Json) -> (u16, Json) {
+    use std::io::{Read as _, Write as _};
+    let address = url.trim_start_matches("http://");
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let code = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    (code, json)
+}
+
+/// Issue 14, item 4: `runbook approve --cluster` with the approver's own credentials; the API
+/// server's admission holds the approval's name to its creator, RBAC decides, and whichever
+/// replica runs the run takes it in and journals the API-verified name.
+#[test]
+fn an_approval_through_the_cluster_records_who_the_api_server_says_approved() {
+    let cluster = cluster();
+    cluster.fake.add_token("alice-token", "alice", &["oncall"]);
+    cluster.fake.add_token("bob-token", "bob", &[]);
+    cluster.fake.grant(support::Grant {
+        subject: "Group:oncall".to_owned(),
+        verb: "approve".to_owned(),
+        group: "runbook.dev".to_owned(),
+        resource: "runbooks".to_owned(),
+        namespace: Some("shop".to_owned()),
+        names: vec!["gated".to_owned()],
+        binding: "runbook-approvers".to_owned(),
+    });
+    let r1 = cluster.replica("r1", &[]);
+    let r2 = cluster.replica("r2", &[]);
+    let (code, _, _) = post(&r2.address, &gated("g1"));
+    assert_eq!(code, 202);
+    let runs = cluster.wait_runs("the run waits at its gate", |runs| {
+        runs.values()
+            .any(|r| r["status"]["phase"] == "WaitingApproval")
+    });
+    let run = by_runbook(&runs, "gated")["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let alice = cluster.kubeconfig_for("alice", "alice-token");
+    let bob = cluster.kubeconfig_for("bob", "bob-token");
+
+    // Bob is who the API server says, but RBAC does not let him approve this runbook.
+    let (code, _, stderr) = cluster.approve_as(&bob, &run);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("bob may not approve runbook `gated`"),
+        "{stderr}"
+    );
+    // Bob cannot pass himself off as alice: the admission policy refuses the approval.
+    let (code, body) = api_post(
+        &cluster.fake.url(),
+        "/apis/runbook.dev/v1alpha1/namespaces/shop/runbookapprovals",
+        "bob-token",
+        &json!({"apiVersion": "runbook.dev/v1alpha1", "kind": "RunbookApproval",
+                "metadata": {"name": "forged", "namespace": "shop"},
+                "spec": {"run": run, "answer": "approve", "by": "alice", "groups": ["oncall"]}}),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("spec.by must name who gives the approval (bob), not alice"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        by_runbook(&cluster.runs(), "gated")["status"]["phase"],
+        "WaitingApproval",
+        "refused approvals leave the gate waiting"
+    );
+
+    // Alice's approval, through the cluster, reaches the replica that runs it.
+    let (code, stdout, stderr) = cluster.approve_as(&alice, &run);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("answered yes, by alice"), "{stdout}");
+    let runs = cluster.wait_runs("the approved run finishes", |runs| {
+        by_runbook(runs, "gated")["status"]["phase"] == "Finished"
+    });
+    assert_eq!(by_runbook(&runs, "gated")["status"]["outcome"], "succeeded");
+    let owner = by_runbook(&runs, "gated")["status"]["owner"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let state = if owner == "r1" { &r1.state } else { &r2.state };
+    let answered = journals(state)[&run]
+        .iter()
+        .find(|r| r["event"] == "gate-answered")
+        .cloned()
+        .expect("gate answered");
+    let by = answered["by"].as_str().unwrap_or_default();
+    assert!(
+        by.starts_with("approve: alice (kubernetes, RunbookApproval "),
+        "{by}"
+    );
+    // An approval of a run that has ended is refused with the reason, not left waiting.
+    let (code, _, stderr) = cluster.approve_as(&alice, &run);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("is not waiting at a gate (it is Finished)"),
+        "{stderr}"
+    );
+}

@@ -63,6 +63,12 @@ pub const RESOURCES: &[ResourceType] = &[
         custom: true,
         ..builtin("runbook.dev/v1alpha1", "runbookruns", "RunbookRun", true, &["rbr"], &["status"])
     },
+    // Its approvals (schemas/runbookapproval.crd.yaml), admitted by the policy that
+    // `reviews::approval_admission` stands in for.
+    ResourceType {
+        custom: true,
+        ..builtin("runbook.dev/v1alpha1", "runbookapprovals", "RunbookApproval", true, &[], &["status"])
+    },
 ];
 
 pub(crate) const VERBS: &[&str] = &[

@@ -15,6 +15,10 @@ use crate::store::State;
 
 pub(crate) const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 pub(crate) const ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+pub(crate) const SELF_REVIEWS: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+
+/// The ValidatingAdmissionPolicy of `deploy/base/approval-policy.yaml`, by name.
+pub(crate) const APPROVAL_POLICY: &str = "runbook-approvals-name-their-approver";
 
 /// One RBAC rule, bound to a user or a group: what a Role and its RoleBinding say together.
 #[derive(Clone, Debug)]
@@ -46,6 +50,108 @@ fn invalid(kind: &str, field: &str, message: &str) -> Reply {
 }
 
 impl State {
+    /// The user the request's bearer token belongs to, as the authenticator answers it.
+    fn requester(&self, request: &Recorded) -> Option<&Json> {
+        let token = request
+            .authorization
+            .as_deref()
+            .and_then(|value| value.strip_prefix("Bearer "))?;
+        self.tokens.get(token)
+    }
+
+    /// `SelfSubjectReview`: who the caller is (201 with `status.userInfo`); 401 for a token
+    /// the fake does not know, as a real server answers an unauthenticated request.
+    pub(crate) fn self_review(&self, request: &Recorded) -> Reply {
+        let Some(user) = self.requester(request) else {
+            return fail(401, "Unauthorized", "Unauthorized", Json::Null);
+        };
+        json_reply(
+            201,
+            json!({
+                "kind": "SelfSubjectReview",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": null},
+                "status": {"userInfo": user},
+            }),
+        )
+    }
+
+    /// What the approval policy (`deploy/base/approval-policy.yaml`, CEL run by the API
+    /// server's admission) does to a write of a RunbookApproval, which the fake stands in for
+    /// without CEL: a create must name its creator in `spec.by` and claim only groups the
+    /// creator is in; an update may not change `spec`. Denied: 403 Forbidden with the
+    /// server's message. Writes to `/status` are not matched (the policy names only the
+    /// resource), so the server records its decisions.
+    pub(crate) fn approval_admission(&self, request: &Recorded) -> Option<Reply> {
+        let path = request.path.trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').collect();
+        // /apis/runbook.dev/v1alpha1/namespaces/NS/runbookapprovals[/NAME]
+        let at = segments.iter().position(|s| *s == "runbookapprovals")?;
+        if segments.get(1..3) != Some(&["apis", "runbook.dev"][..]) || segments.len() > at + 2 {
+            return None;
+        }
+        let body = request.body.as_ref()?;
+        let name = body["metadata"]["name"].as_str().unwrap_or_default();
+        let deny = |message: String| {
+            Some(fail(
+                403,
+                "Forbidden",
+                &format!(
+                    "runbookapprovals.runbook.dev \"{name}\" is forbidden: ValidatingAdmissionPolicy '{APPROVAL_POLICY}' with binding '{APPROVAL_POLICY}' denied request: {message}"
+                ),
+                json!({"name": name, "group": "runbook.dev", "kind": "runbookapprovals"}),
+            ))
+        };
+        match request.method.as_str() {
+            "POST" => {
+                let user = self.requester(request).cloned().unwrap_or(Json::Null);
+                let username = user["username"].as_str().unwrap_or_default();
+                let by = body["spec"]["by"].as_str().unwrap_or_default();
+                if by != username {
+                    return deny(format!(
+                        "spec.by must name who gives the approval ({username}), not {by}"
+                    ));
+                }
+                let groups: Vec<&str> = user["groups"]
+                    .as_array()
+                    .map(|g| g.iter().filter_map(Json::as_str).collect())
+                    .unwrap_or_default();
+                let claimed = body["spec"]["groups"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if claimed
+                    .iter()
+                    .any(|g| !g.as_str().is_some_and(|g| groups.contains(&g)))
+                {
+                    return deny("spec.groups may name only groups the approver is in".to_owned());
+                }
+                None
+            }
+            "PUT" | "PATCH" => {
+                let changes_spec = match request.method.as_str() {
+                    "PUT" => {
+                        let stored = segments.get(at + 1).and_then(|name| {
+                            let namespace = segments.get(at - 1)?;
+                            self.objects
+                                .values()
+                                .find(|o| {
+                                    o["kind"] == "RunbookApproval"
+                                        && o["metadata"]["name"] == *name
+                                        && o["metadata"]["namespace"] == *namespace
+                                })
+                                .cloned()
+                        });
+                        stored.is_some_and(|stored| stored["spec"] != body["spec"])
+                    }
+                    _ => body.get("spec").is_some(),
+                };
+                changes_spec.then(|| deny("an approval cannot be changed once given".to_owned()))?
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn token_review(&self, request: &Recorded) -> Reply {
         let Some(review) = request.body.clone() else {
             return fail(

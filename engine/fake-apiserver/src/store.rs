@@ -170,7 +170,11 @@ impl State {
             ("GET", "/apis") => return Ok(ok(group_list())),
             ("POST", crate::reviews::TOKEN_REVIEWS) => return Ok(self.token_review(request)),
             ("POST", crate::reviews::ACCESS_REVIEWS) => return Ok(self.access_review(request)),
+            ("POST", crate::reviews::SELF_REVIEWS) => return Ok(self.self_review(request)),
             _ => {}
+        }
+        if let Some(refused) = self.approval_admission(request) {
+            return Ok(refused);
         }
         let (resource, namespace, name, subresource) = match route(&request.path) {
             Some(Route::Discovery(api_version)) if method == "GET" => {

@@ -134,3 +134,44 @@ pub async fn may(
         reason: status["reason"].as_str().unwrap_or_default().to_owned(),
     })
 }
+
+const SELF_REVIEWS: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+
+/// Who the client's own credentials belong to, as the API server sees them
+/// (`SelfSubjectReview`, GA since Kubernetes 1.28).
+pub async fn who_am_i(transport: &Transport) -> Result<User, EffectError> {
+    let review = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "SelfSubjectReview",
+    });
+    let call = Call::new(
+        Method::POST,
+        SELF_REVIEWS.to_owned(),
+        "create SelfSubjectReview (who am I)",
+    )
+    .json("application/json", &review);
+    let answer = transport.json(&call).await?;
+    let user = &answer["status"]["userInfo"];
+    let text = |value: &Json| value.as_str().unwrap_or_default().to_owned();
+    let username = text(&user["username"]);
+    if username.is_empty() {
+        return Err(EffectError::Forbidden(
+            "the API server names no user for these credentials".to_owned(),
+        ));
+    }
+    Ok(User {
+        username,
+        uid: text(&user["uid"]),
+        groups: user["groups"]
+            .as_array()
+            .map(|groups| {
+                groups
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        extra: user.get("extra").cloned().unwrap_or(Json::Null),
+    })
+}

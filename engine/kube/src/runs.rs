@@ -282,6 +282,75 @@ impl RunObjects {
         }
     }
 
+    fn approvals(&self) -> String {
+        format!(
+            "/apis/{API_VERSION}/namespaces/{}/runbookapprovals",
+            self.namespace
+        )
+    }
+
+    /// Creates a RunbookApproval (`runbook approve --cluster`): the API server's admission
+    /// policy refuses one whose `spec.by` is not its creator, so the name in it is one the
+    /// API server authenticated.
+    pub async fn create_approval(&self, approval: &Json) -> EffectResult<Json> {
+        let name = approval["metadata"]["name"].as_str().unwrap_or_default();
+        let call = Call::new(
+            Method::POST,
+            self.approvals(),
+            format!("create RunbookApproval {}/{name}", self.namespace),
+        )
+        .json(JSON, approval)
+        .retry(Retry::NoConflict);
+        self.transport.json(&call).await
+    }
+
+    pub async fn get_approval(&self, name: &str) -> EffectResult<Option<Json>> {
+        let call = Call::new(
+            Method::GET,
+            format!("{}/{name}", self.approvals()),
+            format!("get RunbookApproval {}/{name}", self.namespace),
+        );
+        match self.transport.json(&call).await {
+            Ok(object) => Ok(Some(object)),
+            Err(EffectError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Every RunbookApproval in the namespace.
+    pub async fn list_approvals(&self) -> EffectResult<Vec<Json>> {
+        let call = Call::new(
+            Method::GET,
+            self.approvals(),
+            format!("list RunbookApprovals in {}", self.namespace),
+        );
+        let list = self.transport.json(&call).await?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Records the decision on an approval, only if nobody decided since it was read.
+    pub async fn decide_approval(
+        &self,
+        approval: &Json,
+        status: Json,
+    ) -> EffectResult<Result<Json, Changed>> {
+        let name = approval["metadata"]["name"].as_str().unwrap_or_default();
+        let mut body = approval.clone();
+        body["status"] = status;
+        let call = Call::new(
+            Method::PUT,
+            format!("{}/{name}/status", self.approvals()),
+            format!("decide RunbookApproval {}/{name}", self.namespace),
+        )
+        .json(JSON, &body)
+        .retry(Retry::NoConflict);
+        match self.transport.json(&call).await {
+            Ok(updated) => Ok(Ok(updated)),
+            Err(EffectError::Conflict(_)) => Ok(Err(Changed)),
+            Err(error) => Err(error),
+        }
+    }
+
     fn ledger_path(&self, runbook: &str) -> String {
         format!(
             "/api/v1/namespaces/{}/configmaps/{}",

@@ -14,6 +14,7 @@
 //! axum routes HTTP (tokio's own web framework; hyper serves each connection); `subtle`
 //! compares tokens in constant time; `getrandom` makes a token when none is given.
 
+mod approvals;
 mod approvers;
 mod conns;
 mod gates;
@@ -398,6 +399,10 @@ async fn run_server(
     if server.shared.is_some() {
         let every = (args.takeover_after / 3).min(Duration::from_secs(5));
         tokio::spawn(takeover::adopt_orphans(server.clone(), every));
+        tokio::spawn(approvals::take_approvals(
+            server.clone(),
+            Duration::from_secs(1),
+        ));
     }
     let router = http::router(server.clone());
     tracing::info!(
