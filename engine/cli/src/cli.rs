@@ -171,6 +171,19 @@ pub enum Command {
         state_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
+        /// The journal `runbook serve --cluster-state` keeps through the API, instead of the
+        /// one in the state dir.
+        #[arg(long)]
+        cluster: bool,
+        /// With --cluster: the namespace the server keeps its runs in.
+        #[arg(long, short = 'n', requires = "cluster")]
+        namespace: Option<String>,
+        /// With --cluster: the kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
+        #[arg(long, value_name = "FILE", requires = "cluster")]
+        kubeconfig: Option<PathBuf>,
+        /// With --cluster: the kubeconfig context.
+        #[arg(long, value_name = "NAME", requires = "cluster")]
+        context: Option<String>,
     },
     /// Serve Alertmanager webhooks: matching alerts start their runbooks.
     Serve {

@@ -127,7 +127,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             run_id,
             state_dir,
             output,
-        } => commands::show::show(&run_id, state_dir.as_deref(), output),
+            cluster,
+            namespace,
+            kubeconfig,
+            context,
+        } => match cluster {
+            true => commands::show::show_from_cluster(
+                &run_id,
+                runbook_kube::ConnectOptions {
+                    kubeconfig,
+                    context,
+                    namespace,
+                    policy: runbook_kube::Policy::default(),
+                },
+                output,
+            ),
+            false => commands::show::show(&run_id, state_dir.as_deref(), output),
+        },
         Command::Serve {
             listen,
             token_file,

@@ -502,6 +502,47 @@ fn the_runs_of_a_replica_killed_outright_are_taken_over_once_its_lease_expires()
         chunks.contains("\"run-started\"") && chunks.contains("\"run-finished\""),
         "{chunks}"
     );
+    // `runbook show --cluster` reads it, as a person would after the replica is gone.
+    let shown = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args([
+            "show",
+            &name,
+            "--cluster",
+            "--output",
+            "json",
+            "--kubeconfig",
+        ])
+        .arg(&cluster.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env("HOME", cluster.dir.path())
+        .output()
+        .expect("runbook show");
+    assert_eq!(
+        shown.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let shown: Vec<String> = String::from_utf8_lossy(&shown.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Json>(line).expect("a record")["event"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        shown.first().map(String::as_str),
+        Some("run-started"),
+        "{shown:?}"
+    );
+    assert!(shown.contains(&"run-resumed".to_owned()), "{shown:?}");
+    assert_eq!(
+        shown.last().map(String::as_str),
+        Some("run-finished"),
+        "{shown:?}"
+    );
 }
 
 #[test]

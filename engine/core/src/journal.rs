@@ -501,6 +501,12 @@ pub fn read(path: &Path) -> Result<Contents, String> {
     parse(&bytes).map_err(|bad| bad.message(path))
 }
 
+/// [`read`], of a journal's bytes from elsewhere (its copy in the cluster); `name` says where
+/// in messages.
+pub fn read_bytes(bytes: &[u8], name: &Path) -> Result<Contents, String> {
+    parse(bytes).map_err(|bad| bad.message(name))
+}
+
 /// A line in the middle of a journal that is not a record.
 struct BadLine {
     line: usize,
