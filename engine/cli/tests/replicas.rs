@@ -552,7 +552,8 @@ fn a_replica_killed_during_a_change_leaves_that_run_to_a_human() {
         "r1",
         &["--takeover-after", "2s", "--request-timeout", "60s"],
     );
-    let r2 = cluster.replica("r2", &["--takeover-after", "2s"]);
+    let hook = format!("{}/hooks/page", cluster.fake.url());
+    let r2 = cluster.replica("r2", &["--takeover-after", "2s", "--notify-webhook", &hook]);
     let mut r1 = r1;
     // The change is sent and never answered: r1 dies with the intent journaled and no result.
     cluster.fake.fault(Fault::hang(
@@ -601,6 +602,19 @@ fn a_replica_killed_during_a_change_leaves_that_run_to_a_human() {
     assert_eq!(
         patches, 1,
         "the change that may have happened is not sent again"
+    );
+    let paged = cluster
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/hooks/page")
+        .and_then(|r| r.body)
+        .expect("r2 paged");
+    assert_eq!(paged["kind"], "page", "{paged}");
+    let message = paged["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("needs a human") && message.contains("`mark` was about to"),
+        "{message}"
     );
     drop(r2);
 }

@@ -198,6 +198,19 @@ async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectErro
                     ))
                     .inc();
                 tracing::error!(run_id = %name, previous_owner = %owner, reason = %why, "a run whose replica stopped needs a human");
+                // Paged as a runbook's `page` step would be (printed, and to --notify-webhook).
+                let page = runbook_core::effects::Notification {
+                    kind: runbook_core::effects::NotificationKind::Page,
+                    message: format!(
+                        "run {name} of runbook {} needs a human: {why}",
+                        object["spec"]["runbook"].as_str().unwrap_or_default()
+                    ),
+                    channel: None,
+                    severity: Some("critical".to_owned()),
+                };
+                if let Err(error) = server.world.notifier.send(&page).await {
+                    tracing::error!(run_id = %name, %error, "cannot page about the run that needs a human");
+                }
             }
         }
     }
