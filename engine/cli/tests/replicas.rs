@@ -1116,3 +1116,311 @@ fn an_approval_through_the_cluster_records_who_the_api_server_says_approved() {
         "{stderr}"
     );
 }
+
+// --- Against a real API server ----------------------------------------------------------
+
+/// `kubectl ARGS` against `$KUBECONFIG`; its stdout, or a panic with its stderr.
+fn kubectl(args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("kubectl cannot be run ({e}): install it for the cluster tests")
+        });
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A namespace of its own on the real cluster, deleted when the test ends.
+struct RealNamespace(String);
+
+impl Drop for RealNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.0, "--wait=false"])
+            .output();
+    }
+}
+
+/// The scenario of the first test against a real API server (kind, k3d or a bare control
+/// plane: no pod runs): the CRDs and the admission policy from the repository, three replicas
+/// with one kubeconfig, one notification sent to all three 20 times, and then `kill -9` of the
+/// replica that owns a run waiting at its gate: another takes it over within the Lease and it
+/// is approved there through a RunbookApproval.
+#[test]
+#[ignore = "needs cluster"]
+fn three_replicas_on_a_real_api_server_start_one_run_per_incident_and_take_over() {
+    let kubeconfig = std::env::var("KUBECONFIG")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .expect(
+        "KUBECONFIG is not set: point it at a disposable cluster (see engine/kube/tests/README.md)",
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in [
+        "schemas/runbookrun.crd.yaml",
+        "schemas/runbookapproval.crd.yaml",
+    ] {
+        kubectl(
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                root.join(file).to_str().expect("path"),
+            ],
+            None,
+        );
+    }
+    kubectl(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/runbookruns.runbook.dev",
+            "crd/runbookapprovals.runbook.dev",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    let suffix = format!(
+        "{:08x}",
+        std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
+    );
+    let namespace = RealNamespace(format!("runbook-it-replicas-{suffix}"));
+    kubectl(&["create", "namespace", &namespace.0], None);
+    kubectl(
+        &["apply", "-n", &namespace.0, "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "api"},
+                "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "api"}},
+                         "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "registry.k8s.io/pause:3.10"}]}}}
+            })
+            .to_string(),
+        ),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("runbooks")).expect("mkdir");
+    std::fs::write(dir.path().join("runbooks/api-down.yaml"), RUNBOOK).expect("write");
+    std::fs::write(dir.path().join("runbooks/gated.yaml"), GATED).expect("write");
+    std::fs::write(dir.path().join("token"), "serve-token\n").expect("write");
+    let start = |name: &str| -> Replica {
+        let state = dir.path().join(format!("state-{name}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .arg("--dir")
+            .arg(dir.path().join("runbooks"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--lock",
+                "lease",
+                "--cluster-state",
+                "--takeover-after",
+                "5s",
+                "--replica",
+                name,
+                "-n",
+                &namespace.0,
+                "--kubeconfig",
+                &kubeconfig,
+            ])
+            .arg("--token-file")
+            .arg(dir.path().join("token"))
+            .arg("--state-dir")
+            .arg(&state)
+            .env("HOME", dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn runbook serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, logs) = std::sync::mpsc::channel();
+        let who = name.to_owned();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let parsed: Json = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
+                if parsed["level"] != "INFO" && parsed["level"] != "DEBUG" {
+                    eprintln!("[{who}] {line}");
+                }
+                let _ = tx.send(parsed);
+            }
+        });
+        let mut replica = Replica {
+            child,
+            address: String::new(),
+            name: name.to_owned(),
+            state,
+            logs,
+        };
+        loop {
+            let line = replica
+                .logs
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the replica starts");
+            if line["message"] == "listening" {
+                replica.address = line["address"].as_str().expect("address").to_owned();
+                return replica;
+            }
+        }
+    };
+    let runs = || -> BTreeMap<String, Json> {
+        let list: Json = serde_json::from_str(&kubectl(
+            &["get", "runbookruns", "-n", &namespace.0, "-o", "json"],
+            None,
+        ))
+        .expect("json");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                (
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o.clone(),
+                )
+            })
+            .collect()
+    };
+    let wait =
+        |what: &str, done: &dyn Fn(&BTreeMap<String, Json>) -> bool| -> BTreeMap<String, Json> {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let now = runs();
+                if done(&now) {
+                    return now;
+                }
+                assert!(Instant::now() < deadline, "{what}: {now:#?}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        };
+    let mut replicas: Vec<Replica> = ["r1", "r2", "r3"].iter().map(|n| start(n)).collect();
+    let body = notification(&[
+        ("f1", "a", "2026-12-04T03:00:00Z"),
+        ("f2", "b", "2026-12-04T03:00:00Z"),
+    ]);
+    let queued: usize = std::thread::scope(|scope| {
+        let senders: Vec<_> = replicas
+            .iter()
+            .map(|r| {
+                let (address, body) = (r.address.clone(), body.clone());
+                scope.spawn(move || {
+                    (0..20)
+                        .map(|_| {
+                            let (code, answer, head) = post(&address, &body);
+                            assert_eq!(code, 202, "{head}");
+                            decisions(&answer).iter().filter(|d| *d == "queued").count()
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        senders.into_iter().map(|s| s.join().expect("sender")).sum()
+    });
+    assert_eq!(queued, 2, "one run queued per incident");
+    let settled = wait("both runs finish", &|runs| {
+        runs.len() == 2 && runs.values().all(|r| r["status"]["phase"] == "Finished")
+    });
+    assert_as_the_crd_says(&settled);
+    for run in settled.values() {
+        assert_eq!(run["status"]["outcome"], "succeeded", "{run:#}");
+    }
+    // kill -9 of the replica whose run waits at its gate.
+    let (code, _, _) = post(&replicas[0].address, &gated("g1"));
+    assert_eq!(code, 202);
+    let waiting = wait("the gated run waits", &|runs| {
+        runs.values()
+            .any(|r| r["spec"]["runbook"] == "gated" && r["status"]["phase"] == "WaitingApproval")
+    });
+    let gated_run = waiting
+        .values()
+        .find(|r| r["spec"]["runbook"] == "gated")
+        .expect("gated")
+        .clone();
+    let name = gated_run["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let owner = gated_run["status"]["owner"]
+        .as_str()
+        .expect("owner")
+        .to_owned();
+    let victim = replicas
+        .iter()
+        .position(|r| r.name == owner)
+        .expect("its owner");
+    let mut killed = replicas.remove(victim);
+    killed.child.kill().expect("kill -9");
+    let _ = killed.child.wait();
+    let taken = wait("another replica takes the gated run over", &|runs| {
+        runs.get(&name).is_some_and(|r| {
+            r["status"]["owner"] != owner.as_str() && r["status"]["phase"] == "WaitingApproval"
+        })
+    });
+    assert_eq!(taken[&name]["status"]["takenOverFrom"], owner.as_str());
+    // Approved through the cluster, as whoever the kubeconfig is (cluster-admin may approve).
+    let approved = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args([
+            "approve",
+            &name,
+            "--cluster",
+            "-n",
+            &namespace.0,
+            "--kubeconfig",
+            &kubeconfig,
+            "--wait",
+            "30s",
+        ])
+        .output()
+        .expect("runbook approve");
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let done = wait("the gated run finishes", &|runs| {
+        runs[&name]["status"]["phase"] == "Finished"
+    });
+    assert_eq!(done[&name]["status"]["outcome"], "succeeded");
+    let annotations: Json = serde_json::from_str(&kubectl(
+        &[
+            "get",
+            "deployment",
+            "api",
+            "-n",
+            &namespace.0,
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ],
+        None,
+    ))
+    .expect("json");
+    assert_eq!(annotations["gated.runbook.dev/approved"], "yes");
+    drop(replicas);
+}
