@@ -269,6 +269,10 @@ pub enum Command {
         /// takes over the runs it owned.
         #[arg(long, default_value = "30s", value_parser = parse_timeout, value_name = "DURATION", requires = "cluster_state")]
         takeover_after: std::time::Duration,
+        /// With --cluster-state: how long an ended run's RunbookRun (and with it its journal
+        /// in the cluster) is kept. While it is kept, a repeat of its incident starts no run.
+        #[arg(long, default_value = "7d", value_parser = parse_timeout, value_name = "DURATION", requires = "cluster_state")]
+        keep_runs: std::time::Duration,
     },
     /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
     Approve {

@@ -168,6 +168,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             cluster_state,
             replica,
             takeover_after,
+            keep_runs,
         } => serve::serve(
             &cli.dir,
             serve::ServeArgs {
@@ -194,6 +195,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 cluster_state,
                 replica,
                 takeover_after,
+                keep_runs,
             },
         ),
         Command::Approve {

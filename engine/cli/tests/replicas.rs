@@ -1424,3 +1424,25 @@ fn three_replicas_on_a_real_api_server_start_one_run_per_incident_and_take_over(
     assert_eq!(annotations["gated.runbook.dev/approved"], "yes");
     drop(replicas);
 }
+
+#[test]
+fn the_objects_of_runs_that_ended_longer_ago_than_keep_runs_are_deleted() {
+    let cluster = cluster();
+    let r1 = cluster.replica("r1", &["--keep-runs", "1s", "--takeover-after", "2s"]);
+    let (code, _, _) = post(
+        &r1.address,
+        &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
+    );
+    assert_eq!(code, 202);
+    cluster.settled(1);
+    cluster.wait_runs("the ended run's object is deleted", |runs| runs.is_empty());
+    // The ledger still holds the trigger's cooldown: the incident's repeat runs nothing, even
+    // at a replica that never saw it (r1 remembers it was served).
+    let r2 = cluster.replica("r2", &[]);
+    let (_, answer, _) = post(
+        &r2.address,
+        &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
+    );
+    assert_eq!(decisions(&answer), ["cooldown"], "{answer:#}");
+    assert_eq!(cluster.served(), ["a"]);
+}

@@ -72,6 +72,8 @@ pub struct ServeArgs {
     pub replica: Option<String>,
     /// How long a replica's Lease outlives it before its runs are taken over.
     pub takeover_after: Duration,
+    /// How long an ended run's object is kept.
+    pub keep_runs: Duration,
 }
 
 struct Server {
@@ -398,7 +400,11 @@ async fn run_server(
     }
     if server.shared.is_some() {
         let every = (args.takeover_after / 3).min(Duration::from_secs(5));
-        tokio::spawn(takeover::adopt_orphans(server.clone(), every));
+        tokio::spawn(takeover::adopt_orphans(
+            server.clone(),
+            every,
+            args.keep_runs,
+        ));
         tokio::spawn(approvals::take_approvals(
             server.clone(),
             Duration::from_secs(1),

@@ -36,8 +36,9 @@ pub(super) fn replica_lease(replica: &str) -> String {
     runbook_kube::lease::lease_name(&format!("replica-{replica}"))
 }
 
-/// Claims orphaned runs every `interval` until the server stops.
-pub(super) async fn adopt_orphans(server: Arc<Server>, interval: Duration) {
+/// Claims orphaned runs every `interval` until the server stops, and deletes the objects of
+/// runs that ended more than `keep` ago.
+pub(super) async fn adopt_orphans(server: Arc<Server>, interval: Duration, keep: Duration) {
     let Some(shared) = server.shared.as_ref() else {
         return;
     };
@@ -45,7 +46,7 @@ pub(super) async fn adopt_orphans(server: Arc<Server>, interval: Duration) {
         if server.stopping.load(Ordering::SeqCst) {
             return;
         }
-        match scan(&server, shared).await {
+        match scan(&server, shared, keep).await {
             Ok(0) => {}
             Ok(adopted) => tracing::info!(adopted, "took over runs whose replica stopped"),
             Err(error) => {
@@ -57,7 +58,7 @@ pub(super) async fn adopt_orphans(server: Arc<Server>, interval: Duration) {
 }
 
 /// One pass: the runs claimed.
-async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectError> {
+async fn scan(server: &Arc<Server>, shared: &Shared, keep: Duration) -> Result<usize, EffectError> {
     let objects = shared
         .objects
         .list(Some("app.kubernetes.io/managed-by=runbook"))
@@ -74,6 +75,19 @@ async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectErro
             .to_owned();
         let status = &object["status"];
         let run_phase = status["phase"].as_str().unwrap_or_default();
+        if expired(&object, keep) {
+            // Its journal chunks are owned by it: the garbage collector deletes them with it.
+            let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+            match shared.objects.delete(&name, uid).await {
+                Ok(()) => {
+                    tracing::info!(run_id = %name, "deleted the object of a run that ended longer ago than --keep-runs")
+                }
+                Err(error) => {
+                    tracing::warn!(run_id = %name, %error, "cannot delete the object of an old run")
+                }
+            }
+            continue;
+        }
         if !matches!(
             run_phase,
             phase::QUEUED | phase::RUNNING | phase::WAITING | phase::INTERRUPTED
@@ -215,6 +229,20 @@ async fn scan(server: &Arc<Server>, shared: &Shared) -> Result<usize, EffectErro
         }
     }
     Ok(adopted)
+}
+
+/// Whether `object` is of a run that ended (or joined another) more than `keep` ago.
+fn expired(object: &Json, keep: Duration) -> bool {
+    let status = &object["status"];
+    let ended = match status["phase"].as_str().unwrap_or_default() {
+        phase::FINISHED | phase::CANCELLED => status["finishedAt"].as_str(),
+        phase::JOINED => object["metadata"]["creationTimestamp"].as_str(),
+        _ => None,
+    };
+    ended
+        .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+        .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
+        .is_some_and(|age| age > keep)
 }
 
 /// What a replica does with a run it takes over.
