@@ -545,39 +545,104 @@ fn the_runs_of_a_replica_killed_outright_are_taken_over_once_its_lease_expires()
     );
 }
 
-#[test]
-fn a_replica_killed_during_a_change_leaves_that_run_to_a_human() {
+/// r1 sends the run's one change (the fault decides what becomes of it) and is killed before
+/// it learns the answer; `tamper` runs before r2 can take over. Returns the cluster and r2.
+fn killed_during_a_change(fault: Fault, tamper: impl FnOnce(&Cluster)) -> (Cluster, Replica) {
     let cluster = cluster();
-    let r1 = cluster.replica(
+    let mut r1 = cluster.replica(
         "r1",
         &["--takeover-after", "2s", "--request-timeout", "60s"],
     );
     let hook = format!("{}/hooks/page", cluster.fake.url());
     let r2 = cluster.replica("r2", &["--takeover-after", "2s", "--notify-webhook", &hook]);
-    let mut r1 = r1;
-    // The change is sent and never answered: r1 dies with the intent journaled and no result.
-    cluster.fake.fault(Fault::hang(
-        "PATCH",
-        "/apis/apps/v1/namespaces/shop/deployments/api",
-    ));
+    cluster.fake.fault(fault);
     let (code, answer, _) = post(
         &r1.address,
         &notification(&[("f1", "a", "2026-12-04T03:00:00Z")]),
     );
     assert_eq!((code, decisions(&answer)), (202, vec!["queued".to_owned()]));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !cluster
-        .fake
-        .requests()
-        .iter()
-        .any(|r| r.method == "PATCH" && r.path.ends_with("/deployments/api"))
-    {
+    while cluster.changes() == 0 {
         assert!(Instant::now() < deadline, "the change was never sent");
         std::thread::sleep(Duration::from_millis(20));
     }
+    tamper(&cluster);
     r1.child.kill().expect("kill -9");
     let _ = r1.child.wait();
     cluster.fake.clear_faults();
+    (cluster, r2)
+}
+
+impl Cluster {
+    /// The changes sent to the Deployment (dry runs aside).
+    fn changes(&self) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "PATCH"
+                    && r.path.ends_with("/deployments/api")
+                    && r.query.iter().all(|(n, _)| n != "dryRun")
+            })
+            .count()
+    }
+
+    fn shard_annotation(&self) -> Json {
+        self.fake
+            .object("apps/v1", "Deployment", Some("shop"), "api")
+            .expect("the deployment")["metadata"]["annotations"]["served.runbook.dev/shard"]
+            .clone()
+    }
+}
+
+/// Issue 14, item 3: a step whose intent has no result is looked at on its object.
+#[test]
+fn a_change_that_took_effect_before_its_replica_died_is_not_made_again() {
+    // The server makes the change; its answer never reaches r1.
+    let (cluster, _r2) = killed_during_a_change(
+        Fault::lose_answer("PATCH", "/apis/apps/v1/namespaces/shop/deployments/api"),
+        |_| {},
+    );
+    let runs = cluster.wait_runs("r2 finishes the run", |runs| {
+        by_runbook(runs, "api-down")["status"]["phase"] == "Finished"
+    });
+    let run = by_runbook(&runs, "api-down");
+    assert_eq!(run["status"]["owner"], "r2");
+    assert_eq!(run["status"]["outcome"], "succeeded", "{run:#}");
+    assert_eq!(cluster.changes(), 1, "the change is not sent again");
+    assert_eq!(cluster.shard_annotation(), "a");
+}
+
+#[test]
+fn a_change_that_had_not_taken_effect_when_its_replica_died_is_made_by_the_next() {
+    // The change never reaches the server's store.
+    let (cluster, _r2) = killed_during_a_change(
+        Fault::hang("PATCH", "/apis/apps/v1/namespaces/shop/deployments/api"),
+        |_| {},
+    );
+    let runs = cluster.wait_runs("r2 finishes the run", |runs| {
+        by_runbook(runs, "api-down")["status"]["phase"] == "Finished"
+    });
+    let run = by_runbook(&runs, "api-down");
+    assert_eq!(run["status"]["owner"], "r2");
+    assert_eq!(run["status"]["outcome"], "succeeded", "{run:#}");
+    assert_eq!(cluster.changes(), 2, "the lost one, and r2's");
+    assert_eq!(cluster.shard_annotation(), "a");
+}
+
+#[test]
+fn a_change_whose_object_someone_else_changed_meanwhile_is_left_to_a_human_and_paged() {
+    let (cluster, _r2) = killed_during_a_change(
+        Fault::hang("PATCH", "/apis/apps/v1/namespaces/shop/deployments/api"),
+        |cluster| {
+            cluster
+                .fake
+                .modify("apps/v1", "Deployment", Some("shop"), "api", |d| {
+                    d["metadata"]["annotations"] =
+                        json!({"served.runbook.dev/shard": "someone-else"});
+                });
+        },
+    );
     let runs = cluster.wait_runs("r2 claims the run and asks for a human", |runs| {
         by_runbook(runs, "api-down")["status"]["needsHuman"].is_string()
     });
@@ -587,22 +652,14 @@ fn a_replica_killed_during_a_change_leaves_that_run_to_a_human() {
     assert_eq!(run["status"]["phase"], "Interrupted");
     let why = run["status"]["needsHuman"].as_str().unwrap_or_default();
     assert!(why.contains("`mark` was about to"), "{why}");
+    assert!(
+        why.contains("is neither as it was before nor as the change leaves it"),
+        "{why}"
+    );
     assert!(why.contains("--assume-done"), "{why}");
     std::thread::sleep(Duration::from_millis(500));
-    let patches = cluster
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| {
-            r.method == "PATCH"
-                && r.path.ends_with("/deployments/api")
-                && r.query.iter().all(|(n, _)| n != "dryRun")
-        })
-        .count();
-    assert_eq!(
-        patches, 1,
-        "the change that may have happened is not sent again"
-    );
+    assert_eq!(cluster.changes(), 1, "the change is not sent again");
+    assert_eq!(cluster.shard_annotation(), "someone-else");
     let paged = cluster
         .fake
         .requests()
@@ -616,7 +673,6 @@ fn a_replica_killed_during_a_change_leaves_that_run_to_a_human() {
         message.contains("needs a human") && message.contains("`mark` was about to"),
         "{message}"
     );
-    drop(r2);
 }
 
 /// Approves the gate `run` waits at on a replica (its server token approves: no approvers).

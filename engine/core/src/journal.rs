@@ -91,6 +91,10 @@ pub enum Event {
         mutation: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         undo_state: Option<Json>,
+        /// What a native mutation leaves on its object, so a resumed run can tell whether it
+        /// took effect (see [`crate::resume::observe`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effect: Option<Effect>,
     },
     #[serde(rename_all = "camelCase")]
     StepAttemptFailed {
@@ -191,6 +195,17 @@ pub enum StepResult {
     DryRun,
     /// Not started because the run stopped first.
     NotRun,
+}
+
+/// The object a native mutation changes, as it is once the mutation took effect and as it
+/// was before: each a JSON merge patch's shape (the fields named, `null` for one that is
+/// absent), so both can be compared with the object as it is now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Effect {
+    pub object: crate::effects::ObjectKey,
+    pub after: Json,
+    pub before: Json,
 }
 
 /// How a run ended.

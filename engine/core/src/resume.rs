@@ -17,6 +17,58 @@ pub struct Unknown {
     /// What it was about to do.
     pub mutation: String,
     pub undo: Option<UndoRecord>,
+    /// What it leaves on its object, for a native mutation: whether it took effect can be
+    /// seen ([`observe`]).
+    pub effect: Option<crate::journal::Effect>,
+}
+
+/// What the object as it is now says of a mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// It is as the mutation leaves it: it took effect.
+    Done,
+    /// It is as it was before: it did not.
+    NotDone,
+    /// Neither (someone else changed it, or it is gone): a human must look.
+    Neither,
+}
+
+/// Whether `effect` took effect, by the object as it is now (`None`: there is none).
+pub fn observe(effect: &crate::journal::Effect, current: Option<&Json>) -> Observed {
+    let Some(current) = current else {
+        return Observed::Neither;
+    };
+    if holds(current, &effect.after) {
+        Observed::Done
+    } else if holds(current, &effect.before) {
+        Observed::NotDone
+    } else {
+        Observed::Neither
+    }
+}
+
+/// Whether `object` has every field of `shape` (merge-patch shaped: `null` is absent).
+fn holds(object: &Json, shape: &Json) -> bool {
+    match shape {
+        Json::Object(fields) => fields.iter().all(|(name, wanted)| {
+            match (object.get(name), wanted) {
+                (None | Some(Json::Null), Json::Null) => true,
+                // An absent map holds nothing: it is as a shape that names only absent fields.
+                (None, wanted) => absent(wanted),
+                (Some(found), wanted) => holds(found, wanted),
+            }
+        }),
+        wanted => object == wanted,
+    }
+}
+
+/// Whether a shape names only fields that are absent (`null`, or maps of them).
+fn absent(shape: &Json) -> bool {
+    match shape {
+        Json::Null => true,
+        Json::Object(fields) => fields.values().all(absent),
+        _ => false,
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -44,7 +96,13 @@ pub struct JournalState {
 pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
     let mut state = JournalState::default();
     let mut started = false;
-    let mut intents: Vec<(String, String, Option<UndoRecord>)> = Vec::new();
+    type Intent = (
+        String,
+        String,
+        Option<UndoRecord>,
+        Option<crate::journal::Effect>,
+    );
+    let mut intents: Vec<Intent> = Vec::new();
     // A runbook called as a step writes into the same journal under its own run id
     // (`parent.child`): only the parent's records describe the run being resumed.
     let own = records.iter().find_map(|record| match record.event {
@@ -76,6 +134,7 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 step,
                 mutation,
                 undo_state,
+                effect,
                 ..
             } => {
                 // An undo state that held a secret was redacted in the journal: writing it back
@@ -84,8 +143,8 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                     .as_ref()
                     .filter(|value| !value.to_string().contains(crate::redact::REDACTED))
                     .and_then(|value| serde_json::from_value(value.clone()).ok());
-                intents.retain(|(id, _, _)| id != step);
-                intents.push((step.clone(), mutation.clone(), undo));
+                intents.retain(|(id, _, _, _)| id != step);
+                intents.push((step.clone(), mutation.clone(), undo, effect.clone()));
             }
             Event::StepSkipped { step, .. } => state.skipped.push(step.clone()),
             // A step cancelled by an interrupt did not fail: the run was stopped around it. Its
@@ -103,12 +162,12 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
             } => {
                 let intent = intents
                     .iter()
-                    .position(|(id, _, _)| id == step)
+                    .position(|(id, _, _, _)| id == step)
                     .map(|index| intents.remove(index));
                 match result {
                     StepResult::Succeeded => state
                         .completed
-                        .push((step.clone(), intent.and_then(|(_, _, undo)| undo))),
+                        .push((step.clone(), intent.and_then(|(_, _, undo, _)| undo))),
                     StepResult::Failed => {
                         state.failed.get_or_insert_with(|| {
                             format!(
@@ -147,10 +206,11 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
     }
     state.unknown = intents
         .into_iter()
-        .map(|(step, mutation, undo)| Unknown {
+        .map(|(step, mutation, undo, effect)| Unknown {
             step,
             mutation,
             undo,
+            effect,
         })
         .collect();
     Ok(state)
@@ -188,6 +248,7 @@ mod tests {
             undo_state: Some(
                 serde_json::json!({"kind": "unschedulable", "node": "n1", "previous": false}),
             ),
+            effect: None,
         })
     }
 
@@ -299,6 +360,77 @@ mod tests {
     #[test]
     fn a_journal_without_a_start_is_refused() {
         assert!(analyze(&[intent("a")]).is_err());
+    }
+
+    fn effect() -> crate::journal::Effect {
+        crate::journal::Effect {
+            object: crate::effects::ObjectKey {
+                api_version: "apps/v1".to_owned(),
+                kind: "Deployment".to_owned(),
+                namespace: Some("shop".to_owned()),
+                name: "api".to_owned(),
+            },
+            after: serde_json::json!({"metadata": {"annotations": {"a": "new", "gone": null}}}),
+            before: serde_json::json!({"metadata": {"annotations": {"a": null, "gone": "x"}}}),
+        }
+    }
+
+    #[test]
+    fn an_object_as_the_mutation_leaves_it_says_it_took_effect_and_as_before_that_it_did_not() {
+        let object = |annotations: serde_json::Value| serde_json::json!({"metadata": {"name": "api", "annotations": annotations}, "spec": {}});
+        assert_eq!(
+            observe(
+                &effect(),
+                Some(&object(serde_json::json!({"a": "new", "b": "kept"})))
+            ),
+            Observed::Done
+        );
+        assert_eq!(
+            observe(&effect(), Some(&object(serde_json::json!({"gone": "x"})))),
+            Observed::NotDone
+        );
+        assert_eq!(
+            observe(
+                &effect(),
+                Some(&object(serde_json::json!({"a": "someone else's"})))
+            ),
+            Observed::Neither,
+            "changed by someone else since"
+        );
+        assert_eq!(observe(&effect(), None), Observed::Neither, "gone");
+        let added = crate::journal::Effect {
+            after: serde_json::json!({"metadata": {"annotations": {"a": "new"}}}),
+            before: serde_json::json!({"metadata": {"annotations": {"a": null}}}),
+            ..effect()
+        };
+        assert_eq!(
+            observe(
+                &added,
+                Some(&serde_json::json!({"metadata": {"name": "api"}}))
+            ),
+            Observed::NotDone,
+            "an object with no annotations at all is as before an annotation was added"
+        );
+        let scaled = crate::journal::Effect {
+            after: serde_json::json!({"spec": {"replicas": 3}}),
+            before: serde_json::json!({"spec": {"replicas": 2}}),
+            ..effect()
+        };
+        assert_eq!(
+            observe(&scaled, Some(&serde_json::json!({"spec": {"replicas": 2}}))),
+            Observed::NotDone
+        );
+    }
+
+    #[test]
+    fn an_unknown_step_keeps_the_effect_its_intent_journaled() {
+        let mut with_effect = intent("mark");
+        if let Event::StepIntent { effect: slot, .. } = &mut with_effect.event {
+            *slot = Some(self::effect());
+        }
+        let state = analyze(&[started(), with_effect]).expect("analyzed");
+        assert_eq!(state.unknown.len(), 1);
+        assert_eq!(state.unknown[0].effect, Some(effect()));
     }
 }
 

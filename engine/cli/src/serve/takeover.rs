@@ -312,19 +312,51 @@ async fn resume_started(
             job.runbook.name
         )));
     }
-    if !state.unknown.is_empty() {
-        let steps = state
-            .unknown
-            .iter()
-            .map(|unknown| format!("`{}` was about to {}", unknown.step, unknown.mutation))
-            .collect::<Vec<_>>()
-            .join("; ");
+    // A change that may or may not have taken effect is looked at where the action says what
+    // it leaves on its object: as it leaves it, the step is done; as before, it runs again.
+    // Otherwise (someone changed the object since, or nothing can be read back) a human must.
+    let mut completed = state.completed.clone();
+    let mut unclear = Vec::new();
+    for unknown in &state.unknown {
+        let observed = match &unknown.effect {
+            Some(effect) => {
+                let current = match server.world.cluster.get(&effect.object).await {
+                    Ok(object) => Some(object),
+                    Err(runbook_core::effects::EffectError::NotFound(_)) => None,
+                    Err(error) => return Err(error.to_string()),
+                };
+                runbook_core::resume::observe(effect, current.as_ref())
+            }
+            None => runbook_core::resume::Observed::Neither,
+        };
+        match observed {
+            runbook_core::resume::Observed::Done => {
+                tracing::info!(run_id = %name, step = %unknown.step, "the change it was making when its replica stopped had taken effect: done");
+                completed.push((unknown.step.clone(), unknown.undo.clone()));
+            }
+            runbook_core::resume::Observed::NotDone => {
+                tracing::info!(run_id = %name, step = %unknown.step, "the change it was making when its replica stopped had not taken effect: it runs again");
+            }
+            runbook_core::resume::Observed::Neither => unclear.push(match &unknown.effect {
+                Some(effect) => format!(
+                    "`{}` was about to {}, and {} is neither as it was before nor as the change leaves it",
+                    unknown.step, unknown.mutation, effect.object
+                ),
+                None => format!(
+                    "`{}` was about to {}, which cannot be read back",
+                    unknown.step, unknown.mutation
+                ),
+            }),
+        }
+    }
+    if !unclear.is_empty() {
+        let steps = unclear.join("; ");
         return Ok(Adoption::Human(format!(
             "replica {owner} stopped during a change that may or may not have taken effect ({steps}): check it, then `runbook resume {name} --assume-done STEP` or `--rerun STEP` with its journal (`runbook show {name} --cluster`)"
         )));
     }
     let resume = runbook_core::exec::Resume {
-        completed: state.completed.clone(),
+        completed,
         skipped: state.skipped.clone(),
         undone: state.undone.clone(),
         roll_back: state.failed.is_some(),

@@ -88,12 +88,15 @@ impl Run {
         }
     }
 
+    /// Journals the intent to mutate, before the mutation goes out. `effect`: what it leaves
+    /// on its object, when that can be said (native actions), so a resume can look.
     pub(super) fn intent(
         &self,
         step: &StepSpec,
         attempt: u32,
         mutation: String,
         undo: Option<&UndoState>,
+        effect: Option<crate::journal::Effect>,
     ) -> Result<(), StepError> {
         if self.options.dry_run {
             return Ok(());
@@ -107,6 +110,7 @@ impl Run {
             attempt,
             mutation,
             undo_state: undo.and_then(|state| serde_json::to_value(state.record()).ok()),
+            effect,
         });
         match self.journal_broken() {
             Some(error) => Err(StepError::Journal(error)),

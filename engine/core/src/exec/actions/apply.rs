@@ -40,7 +40,7 @@ impl Run {
                 previous,
             })),
         );
-        self.intent(step, attempt, format!("apply {key}"), undo.as_ref())?;
+        self.intent(step, attempt, format!("apply {key}"), undo.as_ref(), None)?;
         self.effects
             .cluster
             .apply(&manifest, dry)

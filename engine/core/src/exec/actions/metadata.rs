@@ -36,18 +36,25 @@ impl Run {
             .get(&key)
             .await
             .map_err(StepError::from)?;
+        let inverse = inverse_merge_patch(&current, &body);
         let undo = self.undo_for(
             step,
             Some(UndoState::Native(UndoRecord::MergePatch {
                 key: key.clone(),
-                inverse: inverse_merge_patch(&current, &body),
+                inverse: inverse.clone(),
             })),
         );
+        let effect = crate::journal::Effect {
+            object: key.clone(),
+            after: body.clone(),
+            before: inverse,
+        };
         self.intent(
             step,
             attempt,
             format!("set {field} of {key}: {}", Json::Object(shown)),
             undo.as_ref(),
+            Some(effect),
         )?;
         let cluster = &self.effects.cluster;
         if annotate {
@@ -70,7 +77,7 @@ impl Run {
         let dry = self.dry();
         let key = self.key(target).await?;
         let undo = self.undo_for(step, None);
-        self.intent(step, attempt, format!("delete {key}"), undo.as_ref())?;
+        self.intent(step, attempt, format!("delete {key}"), undo.as_ref(), None)?;
         self.effects
             .cluster
             .delete(&key, *propagation, *grace_period_seconds, dry)

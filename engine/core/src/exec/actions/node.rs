@@ -21,7 +21,13 @@ impl Run {
             })),
         );
         let verb = if wanted { "cordon" } else { "uncordon" };
-        self.intent(step, attempt, format!("{verb} node {node}"), undo.as_ref())?;
+        self.intent(
+            step,
+            attempt,
+            format!("{verb} node {node}"),
+            undo.as_ref(),
+            None,
+        )?;
         self.effects
             .cluster
             .set_unschedulable(&node, wanted, dry)
@@ -51,7 +57,13 @@ impl Run {
                 previous,
             })),
         );
-        self.intent(step, attempt, format!("drain node {node}"), undo.as_ref())?;
+        self.intent(
+            step,
+            attempt,
+            format!("drain node {node}"),
+            undo.as_ref(),
+            None,
+        )?;
         let options = DrainOptions {
             delete_empty_dir_data: *delete_empty_dir_data,
             eviction_timeout: *eviction_timeout,

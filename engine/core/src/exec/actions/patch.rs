@@ -90,18 +90,29 @@ impl Run {
             body,
         } = patch;
         self.harvest_secrets(&current, Some(&key.kind));
-        let native = (patch_type != PatchType::Json).then(|| {
+        let inverse = (patch_type != PatchType::Json).then(|| inverse_merge_patch(&current, body));
+        let native = inverse.clone().map(|inverse| {
             UndoState::Native(UndoRecord::MergePatch {
                 key: key.clone(),
-                inverse: inverse_merge_patch(&current, body),
+                inverse,
             })
         });
         let undo = self.undo_for(step, native);
+        // A merge patch says what the object holds after it; a strategic one may merge lists
+        // by key, so it is not compared.
+        let effect = inverse
+            .filter(|_| patch_type == PatchType::Merge)
+            .map(|before| crate::journal::Effect {
+                object: key.clone(),
+                after: body.clone(),
+                before,
+            });
         self.intent(
             step,
             attempt,
             format!("patch {key} with {body}"),
             undo.as_ref(),
+            effect,
         )
         .map_err(PatchError::Failed)?;
         let version = current

@@ -27,6 +27,7 @@ impl Run {
                 attempt,
                 format!("run {shown}"),
                 self.undo_for(step, None).as_ref(),
+                None,
             )?;
         }
         let output = self
@@ -70,7 +71,13 @@ impl Run {
             return Ok(Finished::DryRun(format!("would {shown}")));
         }
         if !step.readonly {
-            self.intent(step, attempt, shown, self.undo_for(step, None).as_ref())?;
+            self.intent(
+                step,
+                attempt,
+                shown,
+                self.undo_for(step, None).as_ref(),
+                None,
+            )?;
         }
         let output = self
             .effects

@@ -42,11 +42,17 @@ impl Run {
                 previous,
             })),
         );
+        let effect = crate::journal::Effect {
+            object: key.clone(),
+            after: json!({"spec": {"replicas": count}}),
+            before: json!({"spec": {"replicas": previous}}),
+        };
         self.intent(
             step,
             attempt,
             format!("scale {key} from {previous} to {count} replicas"),
             undo.as_ref(),
+            Some(effect),
         )?;
         self.effects
             .cluster
@@ -70,6 +76,7 @@ impl Run {
             attempt,
             format!("rollout restart {key}"),
             undo.as_ref(),
+            None,
         )?;
         self.effects
             .cluster
