@@ -876,6 +876,7 @@ fn objects(dir: &str) -> (Vec<Json>, bool) {
             objects.extend(objects_of_kustomization(&path));
         } else if path.ends_with("schemas") {
             objects.extend(yaml_file("schemas/runbookrun.crd.yaml"));
+            objects.extend(yaml_file("schemas/runbookapproval.crd.yaml"));
         }
     }
     (objects, false)
@@ -1572,5 +1573,165 @@ fn the_image_builds_from_scratch_offline_and_runs_the_binary() {
     assert!(
         !run(&["/bin/sh", "-c", "true"]).status.success(),
         "the image has a shell"
+    );
+}
+
+/// `kubectl ARGS` (with `input` on stdin); stdout, or a panic with stderr.
+fn kubectl(args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("kubectl cannot be run ({e}): install it for the cluster tests")
+        });
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Issue 14: the deploy ServiceAccount's own token (`kubectl create token`) is enough for a
+/// shipped runbook's native steps: its ServiceAccount, ClusterRole and binding from
+/// `deploy/base` are applied (nothing else of the base), and `completed-jobs-cleanup` lists
+/// the Jobs of a namespace and deletes a completed one with only that token. Any verb the
+/// ClusterRole lacks would be a 403 from the real authorizer.
+#[test]
+#[ignore = "needs cluster"]
+fn the_deploy_service_accounts_token_runs_a_shipped_runbooks_native_steps() {
+    std::env::var("KUBECONFIG")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .expect(
+        "KUBECONFIG is not set: point it at a disposable cluster (see engine/kube/tests/README.md)",
+    );
+    let (objects, built) = objects("deploy/base");
+    assert!(built, "kubectl kustomize is needed to build deploy/base");
+    let wanted = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ];
+    for object in objects
+        .iter()
+        .filter(|o| wanted.contains(&o["kind"].as_str().unwrap_or_default()))
+    {
+        kubectl(
+            &["apply", "--server-side", "-f", "-"],
+            Some(&object.to_string()),
+        );
+    }
+    let token = kubectl(
+        &[
+            "create",
+            "token",
+            "runbook",
+            "-n",
+            NAMESPACE,
+            "--duration",
+            "10m",
+        ],
+        None,
+    );
+    let config: Json = serde_json::from_str(&kubectl(
+        &["config", "view", "--minify", "--raw", "-o", "json"],
+        None,
+    ))
+    .expect("json");
+    let cluster = &config["clusters"][0]["cluster"];
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut cluster_entry = json!({"server": cluster["server"]});
+    for key in [
+        "certificate-authority-data",
+        "certificate-authority",
+        "insecure-skip-tls-verify",
+    ] {
+        if !cluster[key].is_null() {
+            cluster_entry[key] = cluster[key].clone();
+        }
+    }
+    let test_namespace = format!("runbook-it-rbac-{}", std::process::id());
+    std::fs::write(
+        &kubeconfig,
+        json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "it", "cluster": cluster_entry}],
+            "users": [{"name": "runbook", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "it", "user": "runbook", "namespace": test_namespace}}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    kubectl(&["create", "namespace", &test_namespace], None);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("kubectl")
+                .args(["delete", "namespace", &self.0, "--wait=false"])
+                .output();
+        }
+    }
+    let _gone = Gone(test_namespace.clone());
+    kubectl(
+        &["apply", "-n", &test_namespace, "-f", "-"],
+        Some(&json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "done-1"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}}
+        }).to_string()),
+    );
+    // No kubelet or Job controller is needed: the Job is marked complete as its controller would.
+    let now = "2026-12-04T03:00:00Z";
+    kubectl(
+        &["patch", "job", "done-1", "-n", &test_namespace, "--subresource=status", "--type=merge", "-p",
+          &json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1, "active": 0,
+                              "conditions": [{"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now, "lastProbeTime": now},
+                                             {"type": "Complete", "status": "True", "lastTransitionTime": now, "lastProbeTime": now}]}}).to_string()],
+        None,
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args([
+            "run",
+            "completed-jobs-cleanup",
+            "--yes",
+            "--set",
+            &format!("namespace={test_namespace}"),
+            "--set",
+            "jobs=done-1",
+            "--lock",
+            "file",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .current_dir(root())
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("forbidden"), "{stderr}");
+    let left = kubectl(&["get", "jobs", "-n", &test_namespace, "-o", "name"], None);
+    assert!(
+        !left.contains("done-1"),
+        "the completed Job was deleted: {left}"
     );
 }
