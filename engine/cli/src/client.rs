@@ -98,21 +98,44 @@ pub fn approve_through_cluster(
         };
         let objects =
             runbook_kube::runs::RunObjects::new(transport, connection.namespace.clone());
+        // The approval names its gate's step, so it can answer that gate only: by default the
+        // one the run waits at now.
+        let step = match step {
+            Some(step) => step.to_owned(),
+            None => match objects.get(run_id).await {
+                Ok(Some(run)) => match run["status"]["gate"].as_str().filter(|g| !g.is_empty()) {
+                    Some(gate) => gate.to_owned(),
+                    None => {
+                        eprintln!(
+                            "error: run {run_id} is not waiting at a gate (it is {}); nothing to approve",
+                            run["status"]["phase"].as_str().unwrap_or("without a phase")
+                        );
+                        return Ok(Exit::Invalid);
+                    }
+                },
+                Ok(None) => {
+                    eprintln!("error: there is no run {run_id} in namespace {} (see `runbook runs --cluster`)", connection.namespace);
+                    return Ok(Exit::Invalid);
+                }
+                Err(error) => {
+                    eprintln!("error: cannot read run {run_id}: {error}");
+                    return Ok(Exit::Unreachable);
+                }
+            },
+        };
         let mut salt = [0_u8; 4];
         getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("cannot make a name: {e}"))?;
         let name = format!(
             "{run_id}-{}",
             salt.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let mut spec = json!({
+        let spec = json!({
             "run": run_id,
+            "step": step,
             "answer": if yes { "approve" } else { "deny" },
             "by": me.username,
             "groups": me.groups,
         });
-        if let Some(step) = step {
-            spec["step"] = json!(step);
-        }
         let approval = json!({
             "apiVersion": runbook_kube::runs::API_VERSION,
             "kind": "RunbookApproval",

@@ -1502,3 +1502,48 @@ fn the_objects_of_runs_that_ended_longer_ago_than_keep_runs_are_deleted() {
     assert_eq!(decisions(&answer), ["cooldown"], "{answer:#}");
     assert_eq!(cluster.served(), ["a"]);
 }
+
+/// A replica that lost its Lease (not renewed in time, or taken) may be having its runs taken
+/// over: it admits nothing (503, Retry-After) until it holds its Lease again.
+#[test]
+fn a_replica_that_lost_its_lease_admits_nothing_until_it_holds_it_again() {
+    let cluster = cluster();
+    let r1 = cluster.replica("r1", &["--takeover-after", "3s"]);
+    cluster.fake.modify(
+        "coordination.k8s.io/v1",
+        "Lease",
+        Some("shop"),
+        "runbook-replica-r1",
+        |lease| {
+            lease["spec"]["holderIdentity"] = json!("someone-else");
+        },
+    );
+    let body = notification(&[("f1", "a", "2026-12-04T03:00:00Z")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, answer, head) = post(&r1.address, &body);
+        if code == 503 {
+            assert_eq!(decisions(&answer), ["unavailable"], "{head}");
+            break;
+        }
+        // Until its next renewal finds it lost, r1 admits as usual.
+        assert_eq!(code, 202, "{head}");
+        assert!(
+            Instant::now() < deadline,
+            "r1 went on admitting after losing its Lease"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Once the other holder's claim expires, r1 takes its Lease again and admits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = notification(&[("f2", "b", "2026-12-04T03:00:00Z")]);
+    loop {
+        let (code, answer, _) = post(&r1.address, &body);
+        if code == 202 {
+            assert_eq!(decisions(&answer), ["queued"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "r1 never held its Lease again");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -271,6 +271,10 @@ struct Mirrored {
     /// Lines written here and not yet there: they go with the next record that must be
     /// durable (the same records that are synced to disk), or the end of a step.
     pending: Vec<u8>,
+    /// Why the mirror failed, once it has: nothing more is sent (lines sent again after a
+    /// failure that had in fact landed would be there twice), and every record after says so,
+    /// so the run stops before its next change with its journal incomplete.
+    failed: Option<String>,
 }
 
 impl Journal {
@@ -379,6 +383,7 @@ impl Journal {
         appender.mirror = Some(Mirrored {
             mirror,
             pending: Vec::new(),
+            failed: None,
         });
     }
 
@@ -420,6 +425,11 @@ impl Journal {
             appender.file.sync_data()?;
         }
         if let Some(mirrored) = appender.mirror.as_mut() {
+            if let Some(why) = &mirrored.failed {
+                return Err(std::io::Error::other(format!(
+                    "its copy in the cluster stopped taking records ({why})"
+                )));
+            }
             mirrored.pending.extend_from_slice(&line);
             let flush = record.event.is_durable()
                 || matches!(
@@ -427,10 +437,12 @@ impl Journal {
                     Event::StepFinished { .. } | Event::UndoFinished { .. }
                 );
             if flush {
-                mirrored
-                    .mirror
-                    .append(&mirrored.pending)
-                    .map_err(|e| std::io::Error::other(format!("its copy in the cluster: {e}")))?;
+                if let Err(error) = mirrored.mirror.append(&mirrored.pending) {
+                    mirrored.failed = Some(error.clone());
+                    return Err(std::io::Error::other(format!(
+                        "its copy in the cluster: {error}"
+                    )));
+                }
                 mirrored.pending.clear();
             }
         }

@@ -484,3 +484,37 @@ pub async fn holder(
     };
     Ok((live && !holder.is_empty()).then(|| holder.to_owned()))
 }
+
+/// A Lease as read: its holder, resourceVersion and duration (`None`: there is none).
+pub async fn read(
+    transport: &Transport,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(String, String, Duration)>, EffectError> {
+    let call = Call::new(
+        Method::GET,
+        format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"),
+        format!("get Lease {namespace}/{name}"),
+    );
+    let lease = match transport.json(&call).await {
+        Ok(lease) => lease,
+        Err(EffectError::NotFound(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let text = |pointer: &str| {
+        lease
+            .pointer(pointer)
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let duration = lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Json::as_u64)
+        .map_or(Duration::from_secs(30), Duration::from_secs);
+    Ok(Some((
+        text("/spec/holderIdentity"),
+        text("/metadata/resourceVersion"),
+        duration,
+    )))
+}

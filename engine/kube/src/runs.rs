@@ -328,6 +328,20 @@ impl RunObjects {
         Ok(list["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Deletes a decided approval (kept for the record an hour).
+    pub async fn delete_approval(&self, name: &str) -> EffectResult<()> {
+        let call = Call::new(
+            Method::DELETE,
+            format!("{}/{name}", self.approvals()),
+            format!("delete RunbookApproval {}/{name}", self.namespace),
+        )
+        .retry(Retry::NoConflict);
+        match self.transport.send(&call).await {
+            Ok(_) | Err(EffectError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Records the decision on an approval, only if nobody decided since it was read.
     pub async fn decide_approval(
         &self,

@@ -21,6 +21,9 @@ use super::registry::RunState;
 use super::shared::phase;
 use super::{lock, metrics, Server};
 
+/// How long a decided approval is kept before it is deleted.
+const KEEP_DECIDED: Duration = Duration::from_secs(3600);
+
 /// Takes approvals in every `every` until the server stops.
 pub(super) async fn take_approvals(server: Arc<Server>, every: Duration) {
     loop {
@@ -45,8 +48,22 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
     let Some(shared) = server.shared.as_ref() else {
         return Ok(());
     };
+    if !shared.holds_lease() {
+        return Ok(());
+    }
     for approval in shared.objects.list_approvals().await? {
         if !text(&approval, "/status/result").is_empty() {
+            // Decided: kept an hour for the record, then deleted (by whichever replica).
+            let decided = humantime::parse_rfc3339_weak(text(&approval, "/status/decidedAt")).ok();
+            if decided
+                .and_then(|at| SystemTime::now().duration_since(at).ok())
+                .is_some_and(|age| age > KEEP_DECIDED)
+            {
+                shared
+                    .objects
+                    .delete_approval(text(&approval, "/metadata/name"))
+                    .await?;
+            }
             continue;
         }
         let run = text(&approval, "/spec/run").to_owned();
@@ -74,7 +91,15 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
             continue;
         };
         let step = text(&approval, "/spec/step");
-        if !step.is_empty() && step != gate_step {
+        if step.is_empty() {
+            // Without its step an approval could answer whichever gate comes next.
+            let why = format!(
+                "an approval must name the gate's step (run `{run}` waits at `{gate_step}`): `runbook approve {run} --cluster --step {gate_step}`"
+            );
+            refuse(server, &approval, &why).await?;
+            continue;
+        }
+        if step != gate_step {
             let why = format!("run `{run}` waits at the gate of step `{gate_step}`, not `{step}`");
             refuse(server, &approval, &why).await?;
             continue;

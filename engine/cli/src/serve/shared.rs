@@ -58,7 +58,16 @@ pub(super) struct Shared {
     /// Runs this process admitted or took over (so it never takes over its own).
     mine: Mutex<HashSet<String>>,
     /// The Lease that says this replica is alive, held while it serves.
-    lease: tokio::sync::Mutex<Option<runbook_kube::lease::LeaseLock>>,
+    lease: Arc<tokio::sync::Mutex<Option<runbook_kube::lease::LeaseLock>>>,
+    /// Set while this replica does not hold its Lease (it could not renew it): the others may
+    /// be taking its runs over, so it admits, starts and takes over nothing until it holds
+    /// it again.
+    lease_lost: Arc<std::sync::atomic::AtomicBool>,
+    /// Other replicas' Leases as this replica saw them: the resourceVersion, and since when
+    /// (this machine's monotonic clock). A replica is gone when its Lease did not change for
+    /// its duration as measured here, as client-go's leader election decides: no comparing
+    /// clocks across machines.
+    seen: Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 /// A phase in the object's status.
@@ -98,6 +107,14 @@ fn age(object: &Json) -> Duration {
         .unwrap_or_default()
 }
 
+/// Why a queued run did not start here.
+pub(super) enum NotStarted {
+    /// Another replica owns it now (it took it over while it waited here): leave it alone.
+    TakenOver(String),
+    /// The cluster could not be told: the run is withdrawn, so a re-sent alert may start it.
+    Unavailable(String),
+}
+
 /// What one alert asks for, with what its run's object must say.
 pub(super) struct Request<'a> {
     pub(super) runbook: &'a str,
@@ -118,8 +135,48 @@ impl Shared {
             writers: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             mine: Mutex::new(HashSet::new()),
-            lease: tokio::sync::Mutex::new(None),
+            lease: Arc::new(tokio::sync::Mutex::new(None)),
+            lease_lost: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether this replica holds its Lease (see `lease_lost`).
+    pub(super) fn holds_lease(&self) -> bool {
+        !self.lease_lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether replica `owner` is alive: its Lease names it and has changed within its
+    /// duration, as this replica has watched it. A Lease seen for the first time counts as
+    /// alive until it has stood still that long.
+    pub(super) async fn is_alive(
+        &self,
+        owner: &str,
+    ) -> Result<bool, runbook_core::effects::EffectError> {
+        let lease = runbook_kube::lease::read(
+            self.objects.transport(),
+            self.objects.namespace(),
+            &super::takeover::replica_lease(owner),
+        )
+        .await?;
+        let Some((holder, version, duration)) = lease else {
+            lock(&self.seen).remove(owner);
+            return Ok(false);
+        };
+        if holder != owner {
+            // Released (no holder), or another process took the name over.
+            return Ok(false);
+        }
+        let now = std::time::Instant::now();
+        let mut seen = lock(&self.seen);
+        let since = match seen.get(owner) {
+            Some((seen_version, since)) if *seen_version == version => *since,
+            _ => {
+                seen.insert(owner.to_owned(), (version, now));
+                now
+            }
+        };
+        Ok(now.duration_since(since) < duration)
     }
 
     /// Takes this replica's Lease (see `takeover`); refused if a live replica has its name.
@@ -131,17 +188,31 @@ impl Shared {
             duration,
             renew_every: duration / 3,
         };
-        let lease =
-            runbook_kube::lease::LeaseLock::acquire(self.objects.transport().clone(), spec)
+        // A Lease of this name that is still renewed is another live process with the same
+        // name (or this one's previous life, not yet expired): two replicas of one name would
+        // each take the other's runs for their own.
+        let holder =
+            runbook_kube::lease::holder(self.objects.transport(), &spec.namespace, &spec.name)
                 .await
-                .map_err(|e| match e {
-                    held @ runbook_kube::lease::LeaseError::Held { .. } => format!(
-                        "another replica serves under the name {}: {held}; give each replica its own --replica",
-                        self.replica
-                    ),
-                    other => other.to_string(),
-                })?;
+                .map_err(|e| e.to_string())?;
+        if holder.as_deref() == Some(self.replica.as_str()) {
+            return Err(format!(
+                "the Lease {}/{} of replica {} is still held (another process serves under this name, or this one stopped less than --takeover-after ago): give each replica its own --replica, or wait for it to expire",
+                spec.namespace, spec.name, self.replica
+            ));
+        }
+        let transport = self.objects.transport().clone();
+        let lease = acquire_replica_lease(&transport, &spec, &self.replica).await?;
+        let lost = lease.lost_signal();
         *self.lease.lock().await = Some(lease);
+        tokio::spawn(keep_lease(
+            transport,
+            spec,
+            self.replica.clone(),
+            self.lease.clone(),
+            self.lease_lost.clone(),
+            lost,
+        ));
         Ok(())
     }
 
@@ -169,20 +240,45 @@ impl Shared {
 
     /// Records, through the API and before the run's first step, that it has started here:
     /// a replica that takes it over then knows not to start it from the top. The object's uid.
-    pub(super) async fn starting(&self, run: &str) -> Result<String, String> {
-        self.objects
-            .patch_status(
-                run,
-                &json!({"phase": phase::RUNNING, "owner": self.replica, "startedAt": now_text()}),
-            )
-            .await
-            .map(|object| {
-                object["metadata"]["uid"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .map_err(|e| e.to_string())
+    ///
+    /// Only if the object still says this replica owns it and it has not started: written at
+    /// the resourceVersion read, so a replica that took it over meanwhile wins
+    /// ([`NotStarted::TakenOver`]: leave it alone).
+    pub(super) async fn starting(&self, run: &str) -> Result<String, NotStarted> {
+        if !self.holds_lease() {
+            return Err(NotStarted::Unavailable(
+                "this replica does not hold its Lease".to_owned(),
+            ));
+        }
+        let unavailable =
+            |e: runbook_core::effects::EffectError| NotStarted::Unavailable(e.to_string());
+        let Some(object) = self.objects.get(run).await.map_err(unavailable)? else {
+            return Err(NotStarted::TakenOver("its object is gone".to_owned()));
+        };
+        let status = &object["status"];
+        let owner = status["owner"].as_str().unwrap_or_default();
+        if owner != self.replica
+            || status["phase"] != phase::QUEUED
+            || status["startedAt"].is_string()
+        {
+            return Err(NotStarted::TakenOver(format!(
+                "replica {owner} has it now ({})",
+                status["phase"].as_str().unwrap_or("no phase")
+            )));
+        }
+        let mut started = status.clone();
+        started["phase"] = json!(phase::RUNNING);
+        started["startedAt"] = json!(now_text());
+        match self.objects.replace_status(&object, started).await {
+            Ok(Ok(object)) => Ok(object["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()),
+            Ok(Err(_)) => Err(NotStarted::TakenOver(
+                "its object changed while it was being started".to_owned(),
+            )),
+            Err(error) => Err(unavailable(error)),
+        }
     }
 
     /// Opens the run's journal in the cluster (owned by its object `uid`, when known, so it
@@ -260,16 +356,28 @@ impl Shared {
 
     /// Admits one alert across replicas (see the module doc). `run` is the run's object name.
     pub(super) async fn admit(&self, run: &str, request: &Request<'_>) -> Admitted {
+        if !self.holds_lease() {
+            return Admitted::Unavailable(
+                "this replica does not hold its Lease (the others may be taking its runs over)"
+                    .to_owned(),
+            );
+        }
         if let Some(answer) = lock(&self.answered).0.get(run).cloned() {
             return Admitted::Decided(Decision::SameIncident { run: answer });
         }
         let gate = self.gate(request.runbook);
         let _one_at_a_time = gate.lock().await;
         match self.admit_once(run, request).await {
-            Ok(decision) => {
+            Ok((decision, settled)) => {
+                // Remembered only once the object has its verdict: one still being decided
+                // (or abandoned) may yet go away, and its incident be admitted afresh.
                 match &decision {
                     Decision::SameIncident { run: answer }
-                    | Decision::Duplicate { run: answer } => self.remember(run, answer),
+                    | Decision::Duplicate { run: answer }
+                        if settled =>
+                    {
+                        self.remember(run, answer)
+                    }
                     Decision::Queued => self.remember(run, run),
                     _ => {}
                 }
@@ -283,7 +391,7 @@ impl Shared {
         &self,
         run: &str,
         request: &Request<'_>,
-    ) -> Result<Decision, runbook_core::effects::EffectError> {
+    ) -> Result<(Decision, bool), runbook_core::effects::EffectError> {
         let new = NewRun {
             name: run.to_owned(),
             runbook: request.runbook.to_owned(),
@@ -310,14 +418,21 @@ impl Shared {
             Created::Exists(object) => {
                 let (phase, _) = status_of(&object);
                 let joined = object["status"]["joined"].as_str().unwrap_or_default();
+                let settled = !phase.is_empty();
                 return Ok(if phase == phase::JOINED && !joined.is_empty() {
-                    Decision::Duplicate {
-                        run: joined.to_owned(),
-                    }
+                    (
+                        Decision::Duplicate {
+                            run: joined.to_owned(),
+                        },
+                        settled,
+                    )
                 } else {
-                    Decision::SameIncident {
-                        run: run.to_owned(),
-                    }
+                    (
+                        Decision::SameIncident {
+                            run: run.to_owned(),
+                        },
+                        settled,
+                    )
                 });
             }
         };
@@ -370,7 +485,7 @@ impl Shared {
                 }
             }
         }
-        Ok(decision)
+        Ok((decision, true))
     }
 
     /// The ledger's verdict. A key held by a run that has ended (its replica finished it but
@@ -406,6 +521,11 @@ impl Shared {
             let Decision::Duplicate { run: holder } = &decision else {
                 return Ok(decision);
             };
+            if holder == run {
+                // The key is held by this very run: an earlier admission of this incident
+                // wrote the ledger and stopped before its object said so. It is this one.
+                return Ok(Decision::Queued);
+            }
             let ended = match self.objects.get(holder).await? {
                 None => true,
                 Some(object) => {
@@ -449,6 +569,7 @@ impl Shared {
             lock(&self.answered).0.remove(run);
         }
         let objects = self.objects.clone();
+        let replica = self.replica.clone();
         let (runbook, key, run) = (runbook.to_owned(), key.to_owned(), run.to_owned());
         self.track(tokio::spawn(async move {
             if let Some(writer) = writer {
@@ -461,6 +582,27 @@ impl Shared {
                 }
             }
             let _one_at_a_time = gate.lock().await;
+            let mut uid = None;
+            if withdraw {
+                // Only a run this replica still owns and nobody started is taken back: one
+                // another replica took over (and may have run) is theirs.
+                let object = match objects.get(&run).await {
+                    Ok(object) => object,
+                    Err(error) => {
+                        tracing::warn!(run_id = %run, %error, "cannot read the object of a run that never started; the next replica that sees it decides");
+                        return;
+                    }
+                };
+                let ours = object.as_ref().is_some_and(|o| {
+                    o["status"]["owner"].as_str() == Some(replica.as_str())
+                        && !o["status"]["startedAt"].is_string()
+                });
+                if !ours {
+                    tracing::info!(run_id = %run, "a run that did not start here is another replica's now; left alone");
+                    return;
+                }
+                uid = object.map(|o| status_of(&o).1.to_owned());
+            }
             let freed = objects
                 .update_ledger(&runbook, |ledger| {
                     let changed = if withdraw {
@@ -474,21 +616,60 @@ impl Shared {
             if let Err(error) = freed {
                 tracing::warn!(run_id = %run, %error, "cannot free the run's key in the admission ledger; the next alert for it frees it");
             }
-            if withdraw {
-                match objects.get(&run).await {
-                    Ok(Some(object)) => {
-                        let (_, uid) = status_of(&object);
-                        if let Err(error) = objects.delete(&run, uid).await {
-                            tracing::warn!(run_id = %run, %error, "cannot delete the object of a run that never started");
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(run_id = %run, %error, "cannot delete the object of a run that never started")
-                    }
+            if let Some(uid) = uid {
+                if let Err(error) = objects.delete(&run, &uid).await {
+                    tracing::warn!(run_id = %run, %error, "cannot delete the object of a run that never started");
                 }
             }
         }));
+    }
+}
+
+async fn acquire_replica_lease(
+    transport: &runbook_kube::transport::Transport,
+    spec: &runbook_kube::lease::LeaseSpec,
+    replica: &str,
+) -> Result<runbook_kube::lease::LeaseLock, String> {
+    runbook_kube::lease::LeaseLock::acquire(transport.clone(), spec.clone())
+        .await
+        .map_err(|e| match e {
+            held @ runbook_kube::lease::LeaseError::Held { .. } => format!(
+                "another replica serves under the name {replica}: {held}; give each replica its own --replica"
+            ),
+            other => other.to_string(),
+        })
+}
+
+/// Watches this replica's Lease: when it is lost (not renewed in time, or taken), the replica
+/// stops admitting, starting and taking over until it holds it again, which it tries every
+/// few seconds.
+async fn keep_lease(
+    transport: runbook_kube::transport::Transport,
+    spec: runbook_kube::lease::LeaseSpec,
+    replica: String,
+    slot: Arc<tokio::sync::Mutex<Option<runbook_kube::lease::LeaseLock>>>,
+    lost_flag: Arc<std::sync::atomic::AtomicBool>,
+    mut lost: runbook_kube::lease::LostSignal,
+) {
+    loop {
+        lost.clone().wait().await;
+        lost_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::error!(replica = %replica, "this replica lost its Lease: the others may take its runs over; it admits and starts nothing until it holds it again");
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match acquire_replica_lease(&transport, &spec, &replica).await {
+                Ok(lease) => {
+                    lost = lease.lost_signal();
+                    *slot.lock().await = Some(lease);
+                    lost_flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                    tracing::warn!(replica = %replica, "this replica holds its Lease again");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(replica = %replica, %error, "cannot take the replica's Lease again yet")
+                }
+            }
+        }
     }
 }
 

@@ -63,6 +63,10 @@ async fn scan(server: &Arc<Server>, shared: &Shared, keep: Duration) -> Result<u
         .objects
         .list(Some("app.kubernetes.io/managed-by=runbook"))
         .await?;
+    if !shared.holds_lease() {
+        // The others may be taking this replica's runs over: it takes none meanwhile.
+        return Ok(0);
+    }
     let mut alive: HashMap<String, bool> = HashMap::new();
     let mut adopted = 0;
     for object in objects {
@@ -101,14 +105,7 @@ async fn scan(server: &Arc<Server>, shared: &Shared, keep: Duration) -> Result<u
             let owner_alive = match alive.get(&owner) {
                 Some(known) => *known,
                 None => {
-                    let holder = runbook_kube::lease::holder(
-                        shared.objects.transport(),
-                        shared.objects.namespace(),
-                        &replica_lease(&owner),
-                    )
-                    .await?;
-                    let known =
-                        holder.as_deref() == Some(owner.as_str()) && owner != shared.replica;
+                    let known = owner != shared.replica && shared.is_alive(&owner).await?;
                     alive.insert(owner.clone(), known);
                     known
                 }
@@ -171,8 +168,11 @@ async fn scan(server: &Arc<Server>, shared: &Shared, keep: Duration) -> Result<u
         match shared.objects.replace_status(&object, claimed).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => {
-                // Another replica claimed it first.
+                // Another replica claimed it first: the copy of its journal read for the claim
+                // is not this replica's to go on from.
                 shared.not_mine(&name);
+                let _ =
+                    std::fs::remove_file(crate::session::journal_path(&server.state_dir, &name));
                 continue;
             }
             Err(error) => {
@@ -203,6 +203,19 @@ async fn scan(server: &Arc<Server>, shared: &Shared, keep: Duration) -> Result<u
                 adopted += 1;
             }
             Err(why) => {
+                // Its key is freed: the next alert for it is not a silent duplicate of a run
+                // nobody goes on with (a human closes this one, `kubectl delete rbr NAME`).
+                let (runbook, key) = (
+                    object["spec"]["runbook"].as_str().unwrap_or_default(),
+                    object["spec"]["target"].as_str().unwrap_or_default(),
+                );
+                if let Err(error) = shared
+                    .objects
+                    .update_ledger(runbook, |ledger| ((), ledger.finished(key, &name)))
+                    .await
+                {
+                    tracing::warn!(run_id = %name, %error, "cannot free the key of a run that needs a human");
+                }
                 server
                     .metrics
                     .runs_cancelled
@@ -281,11 +294,10 @@ async fn resume_started(
             Err(why) => Adoption::Human(why),
         });
     }
+    // The cluster's copy is the journal: a local one (from an earlier claim, or this
+    // replica's previous life) may be behind what another replica did since.
     let path = crate::session::journal_path(&server.state_dir, name);
-    if !path.exists() {
-        write_journal(&path, &bytes)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    write_journal(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let records = runbook_core::journal::read(&path)?.records;
     let state = match runbook_core::resume::analyze(&records) {
         Ok(state) => state,
@@ -380,8 +392,12 @@ fn write_journal(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     let mut file = runbook_core::state_files::open(
         path,
-        std::fs::OpenOptions::new().write(true).create_new(true),
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false),
     )?;
+    file.set_len(0)?;
     file.write_all(bytes)?;
     file.sync_data()
 }

@@ -14,6 +14,7 @@ use runbook_core::journal::{Outcome, Record};
 use super::gates::ServerPrompter;
 use super::intake::Job;
 use super::registry::RunState;
+use super::shared::NotStarted;
 use super::{lock, metrics, Server};
 use crate::session::{JournalMode, RunSession, SessionError, SessionRun};
 use crate::world::LockError;
@@ -146,7 +147,21 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
         };
         match mirrored {
             Ok(mirror) => session.journal().mirror_to(mirror),
-            Err(why) => {
+            Err(NotStarted::TakenOver(why)) => {
+                tracing::warn!(run_id = %run_id, runbook = %name, reason = %why, "not started here: another replica took the run over while it waited");
+                drop(session);
+                ended(
+                    server,
+                    &key,
+                    &run_id,
+                    RunState::Cancelled,
+                    None,
+                    format!("not started here: another replica took it over ({why})"),
+                    End::TakenOver,
+                );
+                return;
+            }
+            Err(NotStarted::Unavailable(why)) => {
                 tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: the cluster cannot record that it starts");
                 drop(session);
                 not_started(
@@ -265,13 +280,22 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
 async fn start_in_cluster(
     shared: &super::shared::Shared,
     run_id: &str,
-) -> Result<Arc<dyn runbook_core::journal::Mirror>, String> {
-    let (_, existing) = shared.open_journal(run_id, None).await?;
+) -> Result<Arc<dyn runbook_core::journal::Mirror>, NotStarted> {
+    let (_, existing) = shared
+        .open_journal(run_id, None)
+        .await
+        .map_err(NotStarted::Unavailable)?;
     if !existing.is_empty() {
-        return Err("its journal in the cluster is not empty: it was started before".to_owned());
+        // Someone ran it: another replica took it over while it waited here.
+        return Err(NotStarted::TakenOver(
+            "its journal in the cluster is not empty: it was started elsewhere".to_owned(),
+        ));
     }
     let uid = shared.starting(run_id).await?;
-    let (mirror, _) = shared.open_journal(run_id, Some(uid)).await?;
+    let (mirror, _) = shared
+        .open_journal(run_id, Some(uid))
+        .await
+        .map_err(NotStarted::Unavailable)?;
     Ok(mirror)
 }
 
@@ -390,6 +414,8 @@ enum End {
     Withdrawn,
     /// It stopped resumable because this replica is stopping: another takes it over.
     HandedOver,
+    /// Another replica took it over before it started here: its object and key are theirs.
+    TakenOver,
 }
 
 fn ended(
@@ -442,6 +468,7 @@ fn ended(
             ),
             End::Finished => shared.ended(&runbook, key, run_id, status, false),
             End::Withdrawn => shared.ended(&runbook, key, run_id, status, true),
+            End::TakenOver => shared.not_mine(run_id),
         }
     }
 }
