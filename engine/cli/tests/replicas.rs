@@ -1547,3 +1547,49 @@ fn a_replica_that_lost_its_lease_admits_nothing_until_it_holds_it_again() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Many steps at once each write their journal's durable records through the API before
+/// their change: they must not wait on one another's writes (a journal write once waited on
+/// a connection the runs' own threads drive, all of them waiting on the journal).
+#[test]
+fn parallel_steps_journal_through_the_api_without_waiting_on_each_other() {
+    let cluster = cluster();
+    let mut text = String::from(
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata:\n  name: wide\nspec:\n  description: Eight changes at once.\n  triggers:\n    - alertName: WideDown\n  steps:\n",
+    );
+    for n in 0..8 {
+        text.push_str(&format!(
+            "    - id: mark-{n}\n      needs: []\n      annotate: {{kind: Deployment, name: api, set: {{wide.runbook.dev/m{n}: \"yes\"}}}}\n"
+        ));
+    }
+    std::fs::write(cluster.dir.path().join("runbooks/wide.yaml"), text).expect("write");
+    let r1 = cluster.replica("r1", &["--parallelism", "8", "--request-timeout", "20s"]);
+    let body = json!({
+        "version": "4", "status": "firing", "receiver": "runbook", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "labels": {"alertname": "WideDown"}, "annotations": {},
+                    "startsAt": "2026-12-04T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prom", "fingerprint": "w1"}],
+    })
+    .to_string();
+    let started = Instant::now();
+    let (code, _, _) = post(&r1.address, &body);
+    assert_eq!(code, 202);
+    let runs = cluster.wait_runs("the wide run finishes", |runs| {
+        runs.values().any(|r| r["status"]["phase"] == "Finished")
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "eight parallel steps took {:?}: their journal writes waited on each other",
+        started.elapsed()
+    );
+    assert_eq!(by_runbook(&runs, "wide")["status"]["outcome"], "succeeded");
+    let annotations = cluster
+        .fake
+        .object("apps/v1", "Deployment", Some("shop"), "api")
+        .expect("deployment")["metadata"]["annotations"]
+        .clone();
+    for n in 0..8 {
+        assert_eq!(annotations[format!("wide.runbook.dev/m{n}")], "yes");
+    }
+}

@@ -20,6 +20,7 @@ mod conns;
 mod gates;
 mod http;
 mod intake;
+mod journals;
 mod metrics;
 mod registry;
 mod shared;
@@ -203,12 +204,31 @@ pub fn serve(dir: &Path, args: ServeArgs) -> anyhow::Result<Exit> {
         (true, Some(live)) => {
             let replica = args.replica.clone().unwrap_or_else(default_replica);
             tracing::info!(replica = %replica, namespace = %world.namespace, "admission and runs are shared with the other replicas through the cluster");
+            let journals = match journals::Journals::start(
+                runbook_kube::ConnectOptions {
+                    kubeconfig: args.cluster.kubeconfig.clone(),
+                    context: args.cluster.context.clone(),
+                    namespace: Some(world.namespace.clone()),
+                    policy: runbook_kube::Policy {
+                        call_timeout: args.cluster.request_timeout,
+                        ..runbook_kube::Policy::default()
+                    },
+                },
+                world.namespace.clone(),
+            ) {
+                Ok(journals) => journals,
+                Err(error) => {
+                    eprintln!("error: cannot connect the runs' journals to the cluster: {error}");
+                    return Ok(Exit::Unreachable);
+                }
+            };
             Some(shared::Shared::new(
                 runbook_kube::runs::RunObjects::new(
                     live.transport.clone(),
                     world.namespace.clone(),
                 ),
                 replica,
+                journals,
             ))
         }
     };

@@ -57,6 +57,8 @@ pub(super) struct Shared {
     pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Runs this process admitted or took over (so it never takes over its own).
     mine: Mutex<HashSet<String>>,
+    /// The runs' journals in the cluster, written from a thread of their own.
+    journals: super::journals::Journals,
     /// The Lease that says this replica is alive, held while it serves.
     lease: Arc<tokio::sync::Mutex<Option<runbook_kube::lease::LeaseLock>>>,
     /// Set while this replica does not hold its Lease (it could not renew it): the others may
@@ -126,10 +128,15 @@ pub(super) struct Request<'a> {
 }
 
 impl Shared {
-    pub(super) fn new(objects: RunObjects, replica: String) -> Self {
+    pub(super) fn new(
+        objects: RunObjects,
+        replica: String,
+        journals: super::journals::Journals,
+    ) -> Self {
         Self {
             objects,
             replica,
+            journals,
             admitting: Mutex::new(HashMap::new()),
             answered: Mutex::new((HashMap::new(), VecDeque::new())),
             writers: Mutex::new(HashMap::new()),
@@ -288,16 +295,8 @@ impl Shared {
         run: &str,
         uid: Option<String>,
     ) -> Result<(Arc<dyn runbook_core::journal::Mirror>, Vec<u8>), String> {
-        let mut spec = runbook_kube::journal_store::JournalSpec::new(
-            self.objects.namespace().to_owned(),
-            run.to_owned(),
-        );
-        spec.run_uid = uid.filter(|uid| !uid.is_empty());
-        let (store, existing) =
-            runbook_kube::journal_store::JournalStore::open(self.objects.transport().clone(), spec)
-                .await
-                .map_err(|e| e.to_string())?;
-        Ok((Arc::new(ApiMirror(store)), existing))
+        let existing = self.journals.open(run, uid).await?;
+        Ok((Arc::new(self.journals.mirror(run)), existing))
     }
 
     /// The run stopped resumable because this replica is stopping: another replica takes it
@@ -670,27 +669,6 @@ async fn keep_lease(
                 }
             }
         }
-    }
-}
-
-/// A run's journal, as it is written, to its copy in the cluster.
-///
-/// The journal is written synchronously from the executor, on a worker thread of the runs'
-/// runtime, and must not go on until the API server has the record. The write is waited for
-/// with `block_in_place`, which hands the thread's other tasks to another thread first: the
-/// client's connections may be driven by this very runtime, and blocking its threads outright
-/// would leave the request nobody to carry it (a first version did, and stalled until the
-/// request timed out).
-struct ApiMirror(runbook_kube::journal_store::JournalStore);
-
-impl runbook_core::journal::Mirror for ApiMirror {
-    fn append(&self, lines: &[u8]) -> Result<(), String> {
-        let handle = tokio::runtime::Handle::try_current()
-            .ok()
-            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            .ok_or("the journal's copy is written from a run on a multi-threaded runtime only")?;
-        tokio::task::block_in_place(|| handle.block_on(self.0.append(lines)))
-            .map_err(|e| e.to_string())
     }
 }
 
