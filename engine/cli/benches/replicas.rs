@@ -275,8 +275,16 @@ fn main() {
         let kind = if request.path.contains("/runbookruns") {
             "runbookruns"
         } else if request.path.contains("/configmaps") && request.path.contains("-journal-")
-            || request.path.ends_with("/configmaps") && request.method == "POST" && request.text.contains("-journal-")
-            || request.path.ends_with("/configmaps") && request.method == "GET" && request.text.is_empty() && request.query.iter().any(|(n, v)| n == "labelSelector" && v.contains("runbook.dev/run"))
+            || request.path.ends_with("/configmaps")
+                && request.method == "POST"
+                && request.text.contains("-journal-")
+            || request.path.ends_with("/configmaps")
+                && request.method == "GET"
+                && request.text.is_empty()
+                && request
+                    .query
+                    .iter()
+                    .any(|(n, v)| n == "labelSelector" && v.contains("runbook.dev/run"))
         {
             "journal chunks (configmaps)"
         } else if request.path.contains("/configmaps") {

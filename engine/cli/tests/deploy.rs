@@ -1169,7 +1169,23 @@ fn the_base_builds_every_object_with_real_flags_and_a_hardened_pod() {
             "{create}"
         );
     }
-    assert_eq!(approvals.len(), 2, "the approvals role grants nothing else");
+    for resource in [
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+    ] {
+        let get = Permission {
+            group: "admissionregistration.k8s.io".into(),
+            resource: resource.into(),
+            verb: "get".into(),
+            name: Some("runbook-approvals-name-their-approver".into()),
+        };
+        assert!(approvals.iter().any(|rule| rule.allows(&get)), "{get}");
+    }
+    assert_eq!(
+        approvals.len(),
+        3,
+        "the approvals role grants nothing else (the policy read by name only)"
+    );
 
     if built {
         // The generated ConfigMap and Secret are the ones the pod mounts (kustomize renamed

@@ -1110,6 +1110,25 @@ fn an_approval_through_the_cluster_records_who_the_api_server_says_approved() {
     let alice = cluster.kubeconfig_for("alice", "alice-token");
     let bob = cluster.kubeconfig_for("bob", "bob-token");
 
+    // Without the admission policy, an approval's name is only its creator's claim: refused.
+    let (code, _, stderr) = cluster.approve_as(&alice, &run);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "ValidatingAdmissionPolicy runbook-approvals-name-their-approver is not installed"
+        ),
+        "{stderr}"
+    );
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        cluster.fake.insert(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+            "metadata": {"name": "runbook-approvals-name-their-approver"}, "spec": {},
+        }));
+    }
+
     // Bob is who the API server says, but RBAC does not let him approve this runbook.
     let (code, _, stderr) = cluster.approve_as(&bob, &run);
     assert_eq!(code, 2, "{stderr}");

@@ -54,6 +54,8 @@ pub const RESOURCES: &[ResourceType] = &[
     builtin("coordination.k8s.io/v1", "leases", "Lease", true, &[], &[]),
     builtin("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", true, &["pdb"], &["status"]),
     builtin("batch/v1", "jobs", "Job", true, &[], &["status"]),
+    builtin("admissionregistration.k8s.io/v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", false, &[], &["status"]),
+    builtin("admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", false, &[], &[]),
     ResourceType {
         custom: true,
         ..builtin("example.com/v1", "widgets", "Widget", true, &[], &["status"])

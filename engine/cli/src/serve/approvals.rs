@@ -51,6 +51,8 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
     if !shared.holds_lease() {
         return Ok(());
     }
+    // Without the policy, `spec.by` is whatever its creator typed: nothing is taken in.
+    let unguarded = policy_missing(shared).await;
     for approval in shared.objects.list_approvals().await? {
         if !text(&approval, "/status/result").is_empty() {
             // Decided: kept an hour for the record, then deleted (by whichever replica).
@@ -67,6 +69,12 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
             continue;
         }
         let run = text(&approval, "/spec/run").to_owned();
+        if let Some(why) = &unguarded {
+            if lock(&server.runs).contains_key(&run) {
+                refuse(server, &approval, why).await?;
+            }
+            continue;
+        }
         let waiting = lock(&server.runs).get(&run).and_then(|entry| {
             entry
                 .gate
@@ -148,6 +156,39 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
         accept(server, &approval, &run, &gate_step).await?;
     }
     Ok(())
+}
+
+/// Why approvals cannot be trusted, if they cannot: the admission policy (and its binding)
+/// that holds an approval's `spec.by` to its creator is not installed, or cannot be read.
+async fn policy_missing(shared: &super::shared::Shared) -> Option<String> {
+    const NAME: &str = "runbook-approvals-name-their-approver";
+    for (resource, kind) in [
+        ("validatingadmissionpolicies", "ValidatingAdmissionPolicy"),
+        (
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+    ] {
+        let call = runbook_kube::transport::Call::new(
+            http::Method::GET,
+            format!("/apis/admissionregistration.k8s.io/v1/{resource}/{NAME}"),
+            format!("get {kind} {NAME}"),
+        );
+        match shared.objects.transport().json(&call).await {
+            Ok(_) => {}
+            Err(EffectError::NotFound(_)) => {
+                return Some(format!(
+                    "the {kind} {NAME} is not installed (deploy/base/approval-policy.yaml), so the API server does not hold an approval's name to its creator; approvals through the cluster are refused until it is"
+                ))
+            }
+            Err(error) => {
+                return Some(format!(
+                    "cannot check that the {kind} {NAME} is installed ({error}); approvals through the cluster are refused until it can be"
+                ))
+            }
+        }
+    }
+    None
 }
 
 /// The gate answered as the approval says, and the approval marked accepted, exactly once.

@@ -468,8 +468,9 @@ fn ended(
             ),
             End::Finished => shared.ended(&runbook, key, run_id, status, false),
             End::Withdrawn => shared.ended(&runbook, key, run_id, status, true),
-            End::TakenOver => shared.not_mine(run_id),
+            End::TakenOver => {}
         }
+        shared.not_mine(run_id);
     }
 }
 
