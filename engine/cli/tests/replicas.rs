@@ -1612,3 +1612,81 @@ fn parallel_steps_journal_through_the_api_without_waiting_on_each_other() {
         assert_eq!(annotations[format!("wide.runbook.dev/m{n}")], "yes");
     }
 }
+
+/// r1 takes a gated run and is killed at its gate; `break_journal` runs before r2 starts and
+/// takes it over. Returns the cluster, the run's name, and r2.
+fn killed_at_gate(break_journal: impl FnOnce(&Cluster, &str)) -> (Cluster, String, Replica) {
+    let cluster = cluster();
+    let mut r1 = cluster.replica("r1", &["--takeover-after", "2s"]);
+    let (code, _, _) = post(&r1.address, &gated("g1"));
+    assert_eq!(code, 202);
+    let runs = cluster.wait_runs("the run waits at its gate", |runs| {
+        runs.values()
+            .any(|r| r["status"]["phase"] == "WaitingApproval")
+    });
+    let name = by_runbook(&runs, "gated")["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    r1.child.kill().expect("kill -9");
+    let _ = r1.child.wait();
+    break_journal(&cluster, &name);
+    let hook = format!("{}/hooks/page", cluster.fake.url());
+    let r2 = cluster.replica("r2", &["--takeover-after", "2s", "--notify-webhook", &hook]);
+    (cluster, name, r2)
+}
+
+fn assert_left_to_a_human(cluster: &Cluster, name: &str, reason: &str) {
+    let runs = cluster.wait_runs("r2 leaves it to a human", |runs| {
+        runs[name]["status"]["needsHuman"].is_string()
+    });
+    let why = runs[name]["status"]["needsHuman"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains(reason), "{why}");
+    assert!(
+        cluster
+            .fake
+            .requests()
+            .iter()
+            .any(|r| r.path == "/hooks/page"),
+        "paged"
+    );
+    assert!(
+        !cluster.fake.requests().iter().any(|r| r
+            .body
+            .as_ref()
+            .is_some_and(|b| b.to_string().contains("gated.runbook.dev/approved"))),
+        "never started again"
+    );
+}
+
+#[test]
+fn a_run_whose_journal_in_the_cluster_is_damaged_is_left_to_a_human() {
+    let (cluster, name, _r2) = killed_at_gate(|cluster, name| {
+        cluster.fake.modify(
+            "v1",
+            "ConfigMap",
+            Some("shop"),
+            &format!("{name}-journal-0000"),
+            |chunk| chunk["data"]["records.jsonl"] = json!("{not a record\n"),
+        );
+    });
+    assert_left_to_a_human(&cluster, &name, "its journal cannot be resumed");
+}
+
+/// A journal that keeps failing to read (no permission, here) is tried a few times, then left
+/// to a human and paged: never retried in silence, nor started again from the top.
+#[test]
+fn a_run_whose_journal_keeps_failing_to_read_is_left_to_a_human() {
+    let (cluster, name, _r2) = killed_at_gate(|cluster, _| {
+        cluster.fake.fault(Fault::status(
+            "GET",
+            "/api/v1/namespaces/shop/configmaps",
+            403,
+            "Forbidden",
+            "configmaps is forbidden: User cannot list resource configmaps",
+        ));
+    });
+    assert_left_to_a_human(&cluster, &name, "could not be read 5 times in a row");
+}

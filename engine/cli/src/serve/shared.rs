@@ -70,6 +70,8 @@ pub(super) struct Shared {
     /// its duration as measured here, as client-go's leader election decides: no comparing
     /// clocks across machines.
     seen: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Failed reads of the journals of runs being taken over, in a row.
+    read_failures: Mutex<HashMap<String, u32>>,
 }
 
 /// A phase in the object's status.
@@ -145,6 +147,7 @@ impl Shared {
             lease: Arc::new(tokio::sync::Mutex::new(None)),
             lease_lost: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             seen: Mutex::new(HashMap::new()),
+            read_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -230,6 +233,20 @@ impl Shared {
             if let Err(error) = lease.release().await {
                 tracing::warn!(%error, "cannot release the replica's Lease; it expires on its own");
             }
+        }
+    }
+
+    /// Counts one more failed read of `run`'s journal (`failed`), or forgets them; how many in
+    /// a row.
+    pub(super) fn read_failures(&self, run: &str, failed: bool) -> u32 {
+        let mut failures = lock(&self.read_failures);
+        if failed {
+            let count = failures.entry(run.to_owned()).or_default();
+            *count += 1;
+            *count
+        } else {
+            failures.remove(run);
+            0
         }
     }
 

@@ -31,6 +31,10 @@ use super::registry::RunEntry;
 use super::shared::{phase, Shared};
 use super::{lock, Server};
 
+/// Passes in a row that may fail to read a taken-over run's journal before it is left to a
+/// human.
+const READ_ATTEMPTS: u32 = 5;
+
 /// The name of the Lease a replica holds while it serves.
 pub(super) fn replica_lease(replica: &str) -> String {
     runbook_kube::lease::lease_name(&format!("replica-{replica}"))
@@ -117,10 +121,21 @@ async fn scan(server: &Arc<Server>, shared: &Shared, keep: Duration) -> Result<u
         let started = status["startedAt"].as_str().is_some();
         let adoption = if started {
             match resume_started(server, shared, &object, &owner).await {
-                Ok(adoption) => adoption,
-                Err(error) => {
+                Ok(adoption) => {
+                    shared.read_failures(&name, false);
+                    adoption
+                }
+                // Tried again at the next pass; one that keeps failing (a damaged journal, a
+                // gap in its chunks, no permission) is not retried forever in silence.
+                Err(error) if shared.read_failures(&name, true) < READ_ATTEMPTS => {
                     tracing::warn!(run_id = %name, %error, "cannot read the journal of a run whose replica stopped; trying again");
                     continue;
+                }
+                Err(error) => {
+                    shared.read_failures(&name, false);
+                    Adoption::Human(format!(
+                        "its journal in the cluster could not be read {READ_ATTEMPTS} times in a row: {error}"
+                    ))
                 }
             }
         } else {
