@@ -1690,3 +1690,50 @@ fn a_run_whose_journal_keeps_failing_to_read_is_left_to_a_human() {
     });
     assert_left_to_a_human(&cluster, &name, "could not be read 5 times in a row");
 }
+
+fn resolved(alertname: &str, fingerprint: &str, labels: Json) -> String {
+    let mut labels = labels;
+    labels["alertname"] = json!(alertname);
+    json!({
+        "version": "4", "status": "resolved", "receiver": "runbook", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "resolved", "labels": labels, "annotations": {},
+                    "startsAt": "2026-12-04T03:00:00Z", "endsAt": "2026-12-04T03:30:00Z",
+                    "generatorURL": "http://prom", "fingerprint": fingerprint}],
+    })
+    .to_string()
+}
+
+/// A resolve that reaches a replica other than the run's owner still cancels what has not
+/// changed anything yet: the queued run, and the run waiting at its gate.
+#[test]
+fn a_resolve_at_another_replica_cancels_runs_that_changed_nothing() {
+    let cluster = cluster();
+    let r1 = busy_replica(&cluster, "30s");
+    let r2 = cluster.replica("r2", &[]);
+    // The queued run (behind the gated one on r1's one worker) resolves at r2: its object
+    // says so at once.
+    let (code, _, _) = post(
+        &r2.address,
+        &resolved("ApiDown", "f1", json!({"shard": "a"})),
+    );
+    assert_eq!(code, 202);
+    cluster.wait_runs("the resolve is in the queued run's object", |runs| {
+        by_runbook(runs, "api-down")["status"]["resolvedBy"].is_string()
+    });
+    // The gated run waits at its gate on r1; its resolve goes to r2 too: r1 cancels it at
+    // its gate, and then, instead of starting the queued one, cancels that as well.
+    let (code, _, _) = post(&r2.address, &resolved("GatedDown", "g1", json!({})));
+    assert_eq!(code, 202);
+    let runs = cluster.wait_runs("r1 cancels both", |runs| {
+        by_runbook(runs, "gated")["status"]["phase"] == "Cancelled"
+            && by_runbook(runs, "api-down")["status"]["phase"] == "Cancelled"
+    });
+    assert_as_the_crd_says(&runs);
+    assert!(
+        by_runbook(&runs, "api-down")["status"]["startedAt"].is_null(),
+        "the queued run never started"
+    );
+    assert!(cluster.served().is_empty(), "neither changed anything");
+    drop((r1, r2));
+}

@@ -51,6 +51,7 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
     if !shared.holds_lease() {
         return Ok(());
     }
+    resolved_at_gates(server, shared).await?;
     // Without the policy, `spec.by` is whatever its creator typed: nothing is taken in.
     let unguarded = policy_missing(shared).await;
     for approval in shared.objects.list_approvals().await? {
@@ -154,6 +155,35 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
             continue;
         }
         accept(server, &approval, &run, &gate_step).await?;
+    }
+    Ok(())
+}
+
+/// The runs waiting at a gate here whose alert resolved at another replica (their object says
+/// so) are cancelled at the gate, if they have changed nothing, as a resolve here would.
+async fn resolved_at_gates(
+    server: &Server,
+    shared: &super::shared::Shared,
+) -> Result<(), EffectError> {
+    let waiting: Vec<String> = lock(&server.runs)
+        .iter()
+        .filter(|(_, entry)| entry.gate.is_some())
+        .map(|(id, _)| id.clone())
+        .collect();
+    for run in waiting {
+        let Some(object) = shared.objects.get(&run).await? else {
+            continue;
+        };
+        if let Some(by) = object["status"]["resolvedBy"].as_str() {
+            if let Some(step) = server.cancel_at_gate_for(&run, &format!("alert resolved ({by})")) {
+                server
+                    .metrics
+                    .runs_cancelled
+                    .get_or_create(&metrics::reason(text(&object, "/spec/runbook"), "resolved"))
+                    .inc();
+                tracing::info!(run_id = %run, step = %step, "run cancelled at its gate: its alert resolved at another replica before it changed anything");
+            }
+        }
     }
     Ok(())
 }

@@ -479,7 +479,19 @@ impl Server {
             .alerts_resolved
             .get_or_create(&metrics::reason(name, "no-run"))
             .inc();
-        tracing::info!(runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, "alert resolved; no run of it is queued or running");
+        if let Some(shared) = &self.shared {
+            // The incident's run may be another replica's: its object says the alert
+            // resolved, and its owner cancels it if it has changed nothing yet.
+            let run = runbook_kube::runs::run_name(name, &key, &incident(alert));
+            shared.resolved_elsewhere(
+                &run,
+                &format!("{} (fingerprint {})", alert.name(), alert.fingerprint),
+            );
+            verdict.run = Some(run);
+            verdict.reason =
+                Some("recorded in its run's object, for the replica that owns it".to_owned());
+        }
+        tracing::info!(runbook = name, alert = alert.name(), fingerprint = %alert.fingerprint, "alert resolved; no run of it is queued or running here");
         verdict
     }
 
@@ -548,6 +560,18 @@ impl Server {
     /// no step intent and no step in flight; while a gate waits no other step starts): the
     /// gate is answered no, by the resolve. Returns the gate's step.
     fn cancel_at_gate(&self, run: &str, alert: &Alert) -> Option<String> {
+        self.cancel_at_gate_for(
+            run,
+            &format!(
+                "alert resolved ({}, fingerprint {})",
+                alert.name(),
+                alert.fingerprint
+            ),
+        )
+    }
+
+    /// [`Server::cancel_at_gate`], answered by `by`.
+    pub(super) fn cancel_at_gate_for(&self, run: &str, by: &str) -> Option<String> {
         let mut runs = lock(&self.runs);
         let entry = runs.get_mut(run)?;
         entry.gate.as_ref()?;
@@ -556,11 +580,7 @@ impl Server {
             return None;
         }
         let gate = entry.gate.take()?;
-        let by = format!(
-            "alert resolved ({}, fingerprint {})",
-            alert.name(),
-            alert.fingerprint
-        );
+        let by = by.to_owned();
         let reason = format!(
             "cancelled at the gate of step `{}`: its alert resolved before the run changed anything",
             gate.step

@@ -117,6 +117,8 @@ pub(super) enum NotStarted {
     TakenOver(String),
     /// The cluster could not be told: the run is withdrawn, so a re-sent alert may start it.
     Unavailable(String),
+    /// Its alert resolved (the resolve reached another replica) before it started.
+    Resolved(String),
 }
 
 /// What one alert asks for, with what its run's object must say.
@@ -280,6 +282,9 @@ impl Shared {
             return Err(NotStarted::TakenOver("its object is gone".to_owned()));
         };
         let status = &object["status"];
+        if let Some(by) = status["resolvedBy"].as_str() {
+            return Err(NotStarted::Resolved(by.to_owned()));
+        }
         let owner = status["owner"].as_str().unwrap_or_default();
         if owner != self.replica
             || status["phase"] != phase::QUEUED
@@ -314,6 +319,35 @@ impl Shared {
     ) -> Result<(Arc<dyn runbook_core::journal::Mirror>, Vec<u8>), String> {
         let existing = self.journals.open(run, uid).await?;
         Ok((Arc::new(self.journals.mirror(run)), existing))
+    }
+
+    /// A resolve of `run`'s incident reached this replica, which does not run it: the object
+    /// says so (if the run has not ended), for its owner to cancel it while it has changed
+    /// nothing ([`NotStarted::Resolved`], and at a gate `approvals`).
+    pub(super) fn resolved_elsewhere(&self, run: &str, alert: &str) {
+        let objects = self.objects.clone();
+        let (run, alert, replica) = (run.to_owned(), alert.to_owned(), self.replica.clone());
+        self.track(tokio::spawn(async move {
+            let object = match objects.get(&run).await {
+                Ok(Some(object)) => object,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(run_id = %run, %error, "cannot record the resolve in the run's object");
+                    return;
+                }
+            };
+            let phase = object["status"]["phase"].as_str().unwrap_or_default();
+            if !matches!(phase, phase::QUEUED | phase::RUNNING | phase::WAITING | phase::INTERRUPTED) {
+                return;
+            }
+            let change = json!({
+                "resolvedAt": now_text(),
+                "resolvedBy": format!("{alert}, taken in by replica {replica}"),
+            });
+            if let Err(error) = objects.patch_status(&run, &change).await {
+                tracing::warn!(run_id = %run, %error, "cannot record the resolve in the run's object");
+            }
+        }));
     }
 
     /// The run stopped resumable because this replica is stopping: another replica takes it

@@ -161,6 +161,24 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
                 );
                 return;
             }
+            Err(NotStarted::Resolved(by)) => {
+                tracing::info!(run_id = %run_id, runbook = %name, resolved = %by, "queued run cancelled: its alert resolved (at another replica)");
+                drop(session);
+                server
+                    .metrics
+                    .runs_cancelled
+                    .get_or_create(&metrics::reason(&name, "resolved"))
+                    .inc();
+                finish(
+                    server,
+                    &key,
+                    &run_id,
+                    RunState::Cancelled,
+                    None,
+                    format!("its alert resolved before it started: {by}"),
+                );
+                return;
+            }
             Err(NotStarted::Unavailable(why)) => {
                 tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started: the cluster cannot record that it starts");
                 drop(session);
