@@ -884,3 +884,77 @@ spec:
         "the step done before the signal is not run again"
     );
 }
+
+/// Issue 14: a run killed between its change's intent and its result is resumed by looking at
+/// the object: as the change leaves it, the step is done (not sent again); as before, it runs
+/// again. No flag and no terminal needed.
+#[test]
+fn resume_looks_at_the_object_of_a_change_whose_result_was_never_journaled() {
+    for (fault, sent, why) in [
+        (
+            support::Fault::lose_answer("PATCH", "/apis/apps/v1/namespaces/shop/deployments/api"),
+            1,
+            "as the change leaves it, so it is done",
+        ),
+        (
+            support::Fault::hang("PATCH", "/apis/apps/v1/namespaces/shop/deployments/api"),
+            2,
+            "as it was before, so it runs again",
+        ),
+    ] {
+        let live = live();
+        let runbook = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata:
+  name: mark-api
+spec:
+  steps:
+    - id: mark
+      annotate: {kind: Deployment, name: api, set: {marked.runbook.dev/by: test}}
+"#;
+        std::fs::write(live.dir.path().join("runbooks/mark-api.yaml"), runbook).expect("write");
+        live.fake.fault(fault);
+        let mut child = live
+            .command(&["run", "mark-api", "--request-timeout", "60s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("runbook starts");
+        let changes = || {
+            live.writes()
+                .iter()
+                .filter(|r| r.method == "PATCH" && r.path.ends_with("/deployments/api"))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while changes() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change was never sent"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        live.fake.clear_faults();
+        let journal = std::fs::read_dir(live.dir.path().join("state/runs"))
+            .expect("runs")
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            .expect("a journal")
+            .path();
+        let run_id = journal
+            .file_stem()
+            .expect("id")
+            .to_string_lossy()
+            .into_owned();
+        let out = live.run(&["resume", &run_id, "--lock", "file"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stderr.contains(why), "{}", out.stderr);
+        assert_eq!(changes(), sent, "{}", out.stderr);
+        assert_eq!(
+            live.deployment()["metadata"]["annotations"]["marked.runbook.dev/by"],
+            "test"
+        );
+    }
+}

@@ -122,10 +122,24 @@ pub fn resume(
         );
     }
     let mut completed = state.completed.clone();
+    let observed = observe_live(&plan, &args, &resume_args, &state.unknown)?;
     for unknown in &state.unknown {
+        let seen = observed.get(&unknown.step).copied();
         let done = if resume_args.assume_done.contains(&unknown.step) {
             true
         } else if resume_args.rerun.contains(&unknown.step) {
+            false
+        } else if seen == Some(runbook_core::resume::Observed::Done) {
+            eprintln!(
+                "note: step {} was about to {} when the run stopped; its object is as the change leaves it, so it is done",
+                unknown.step, unknown.mutation
+            );
+            true
+        } else if seen == Some(runbook_core::resume::Observed::NotDone) {
+            eprintln!(
+                "note: step {} was about to {} when the run stopped; its object is as it was before, so it runs again",
+                unknown.step, unknown.mutation
+            );
             false
         } else if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
             eprint!(
@@ -167,6 +181,52 @@ pub fn resume(
         run_id,
         Some((resume, state.cluster.clone())),
     )
+}
+
+/// What the live cluster says of each unknown step whose intent journaled its effect
+/// (native actions: the object as the change leaves it, and as before). Steps the human
+/// decides with `--assume-done` or `--rerun` are not looked at; nothing is looked at against
+/// a simulated cluster, which starts from its scenario rather than from where the run stopped.
+fn observe_live(
+    plan: &runbook_core::compile::Plan,
+    args: &RunArgs,
+    resume_args: &ResumeArgs,
+    unknown: &[runbook_core::resume::Unknown],
+) -> anyhow::Result<std::collections::HashMap<String, runbook_core::resume::Observed>> {
+    let mut observed = std::collections::HashMap::new();
+    let wanted: Vec<&runbook_core::resume::Unknown> = unknown
+        .iter()
+        .filter(|u| u.effect.is_some())
+        .filter(|u| {
+            !resume_args.assume_done.contains(&u.step) && !resume_args.rerun.contains(&u.step)
+        })
+        .collect();
+    if wanted.is_empty() || args.execution.simulate.is_some() {
+        return Ok(observed);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let Ok(world) = super::run::open_world(&runtime, &plan.runbook, &args.execution)? else {
+        // The resume itself says why the cluster cannot be reached.
+        return Ok(observed);
+    };
+    for unknown in wanted {
+        let Some(effect) = &unknown.effect else {
+            continue;
+        };
+        let current = match runtime.block_on(world.cluster.get(&effect.object)) {
+            Ok(object) => Some(object),
+            Err(runbook_core::effects::EffectError::NotFound(_)) => None,
+            // Not read: the human decides, as without an effect.
+            Err(_) => continue,
+        };
+        observed.insert(
+            unknown.step.clone(),
+            runbook_core::resume::observe(effect, current.as_ref()),
+        );
+    }
+    Ok(observed)
 }
 
 pub struct ResumeArgs {

@@ -300,7 +300,7 @@ fn open_session<'w>(
 
 /// The world of `--simulate` (a scenario, by default the runbook's own) or the live cluster;
 /// `Err(exit)` once the reason has been printed.
-fn open_world(
+pub(super) fn open_world(
     runtime: &tokio::runtime::Runtime,
     runbook: &Runbook,
     execution: &Execution,
