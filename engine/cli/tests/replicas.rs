@@ -660,13 +660,20 @@ fn a_change_whose_object_someone_else_changed_meanwhile_is_left_to_a_human_and_p
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(cluster.changes(), 1, "the change is not sent again");
     assert_eq!(cluster.shard_annotation(), "someone-else");
-    let paged = cluster
-        .fake
-        .requests()
-        .into_iter()
-        .find(|r| r.method == "POST" && r.path == "/hooks/page")
-        .and_then(|r| r.body)
-        .expect("r2 paged");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let paged = loop {
+        let found = cluster
+            .fake
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "POST" && r.path == "/hooks/page")
+            .and_then(|r| r.body);
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "r2 never paged");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(paged["kind"], "page", "{paged}");
     let message = paged["message"].as_str().unwrap_or_default();
     assert!(
@@ -1644,14 +1651,17 @@ fn assert_left_to_a_human(cluster: &Cluster, name: &str, reason: &str) {
         .as_str()
         .unwrap_or_default();
     assert!(why.contains(reason), "{why}");
-    assert!(
-        cluster
-            .fake
-            .requests()
-            .iter()
-            .any(|r| r.path == "/hooks/page"),
-        "paged"
-    );
+    // The page goes out just after the claim that says so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster
+        .fake
+        .requests()
+        .iter()
+        .any(|r| r.path == "/hooks/page")
+    {
+        assert!(Instant::now() < deadline, "never paged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         !cluster.fake.requests().iter().any(|r| r
             .body
