@@ -23,26 +23,8 @@ use std::time::{Duration, Instant};
 use runbook_fake_apiserver as support;
 use serde_json::{json, Value as Json};
 
-const RUNBOOK: &str = r#"apiVersion: runbook.dev/v1alpha1
-kind: Runbook
-metadata:
-  name: api-down
-spec:
-  description: Record each incident on the Deployment.
-  params:
-    - name: shard
-      pattern: "[a-z0-9-]+"
-      from: alert.labels.shard
-  triggers:
-    - alertName: ApiDown
-      cooldown: 1h
-  steps:
-    - id: mark
-      annotate:
-        kind: Deployment
-        name: api
-        set: {served.runbook.dev/shard: "${params.shard}"}
-"#;
+/// The replica tests' runbook: one `annotate` per incident, keyed by its `shard` label.
+const RUNBOOK: &str = include_str!("../tests/fixtures/replicas/api-down.yaml");
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

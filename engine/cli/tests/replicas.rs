@@ -17,26 +17,7 @@ use support::{FakeApi, Fault};
 
 /// Marks the Deployment with the shard of the alert it serves, so the API server's requests
 /// show every run's one change.
-const RUNBOOK: &str = r#"apiVersion: runbook.dev/v1alpha1
-kind: Runbook
-metadata:
-  name: api-down
-spec:
-  description: Record each incident on the Deployment.
-  params:
-    - name: shard
-      pattern: "[a-z0-9-]+"
-      from: alert.labels.shard
-  triggers:
-    - alertName: ApiDown
-      cooldown: 1h
-  steps:
-    - id: mark
-      annotate:
-        kind: Deployment
-        name: api
-        set: {served.runbook.dev/shard: "${params.shard}"}
-"#;
+const RUNBOOK: &str = include_str!("fixtures/replicas/api-down.yaml");
 
 /// Waits at its gate until someone approves, holding its worker.
 const GATED: &str = r#"apiVersion: runbook.dev/v1alpha1
@@ -79,6 +60,73 @@ impl Drop for Replica {
     }
 }
 
+/// Starts `runbook serve --cluster-state --replica NAME` on the runbooks and token in `dir`,
+/// with a state dir of its own, and waits until it listens. Its warnings and errors are
+/// printed (shown when a test fails).
+fn spawn_replica(dir: &Path, kubeconfig: &Path, name: &str, extra: &[&str]) -> Replica {
+    let state = dir.join(format!("state-{name}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--dir")
+        .arg(dir.join("runbooks"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--lock",
+            "lease",
+            "--cluster-state",
+            "--replica",
+            name,
+        ])
+        .arg("--token-file")
+        .arg(dir.join("token"))
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(extra)
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn runbook serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, logs) = std::sync::mpsc::channel();
+    let who = name.to_owned();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let parsed: Json = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
+            // Shown when a test fails (the harness captures this thread's output too).
+            if parsed["level"] != "INFO" && parsed["level"] != "DEBUG" {
+                eprintln!("[{who}] {line}");
+            }
+            let _ = tx.send(parsed);
+        }
+    });
+    let mut replica = Replica {
+        child,
+        address: String::new(),
+        name: name.to_owned(),
+        state,
+        logs,
+    };
+    loop {
+        let line = replica
+            .logs
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("replica {name} did not start"));
+        if line["message"] == "listening" {
+            replica.address = line["address"].as_str().expect("address").to_owned();
+            return replica;
+        }
+    }
+}
+
 fn cluster() -> Cluster {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -117,67 +165,7 @@ fn cluster() -> Cluster {
 
 impl Cluster {
     fn replica(&self, name: &str, extra: &[&str]) -> Replica {
-        let state = self.dir.path().join(format!("state-{name}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
-            .arg("--dir")
-            .arg(self.dir.path().join("runbooks"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--lock",
-                "lease",
-                "--cluster-state",
-                "--replica",
-                name,
-            ])
-            .arg("--token-file")
-            .arg(self.dir.path().join("token"))
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .env("HOME", self.dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn runbook serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, logs) = std::sync::mpsc::channel();
-        let who = name.to_owned();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let parsed: Json = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
-                // Shown when a test fails (the harness captures this thread's output too).
-                if parsed["level"] != "INFO" && parsed["level"] != "DEBUG" {
-                    eprintln!("[{who}] {line}");
-                }
-                let _ = tx.send(parsed);
-            }
-        });
-        let mut replica = Replica {
-            child,
-            address: String::new(),
-            name: name.to_owned(),
-            state,
-            logs,
-        };
-        loop {
-            let line = replica
-                .logs
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("replica {name} did not start"));
-            if line["message"] == "listening" {
-                replica.address = line["address"].as_str().expect("address").to_owned();
-                return replica;
-            }
-        }
+        spawn_replica(self.dir.path(), &self.kubeconfig, name, extra)
     }
 
     /// The RunbookRun objects, by name.
@@ -1305,69 +1293,14 @@ fn three_replicas_on_a_real_api_server_start_one_run_per_incident_and_take_over(
     std::fs::write(dir.path().join("runbooks/gated.yaml"), GATED).expect("write");
     std::fs::write(dir.path().join("token"), "serve-token\n").expect("write");
     let start = |name: &str| -> Replica {
-        let state = dir.path().join(format!("state-{name}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runbook"))
-            .arg("--dir")
-            .arg(dir.path().join("runbooks"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--lock",
-                "lease",
-                "--cluster-state",
-                "--takeover-after",
-                "5s",
-                "--replica",
-                name,
-                "-n",
-                &namespace.0,
-                "--kubeconfig",
-                &kubeconfig,
-            ])
-            .arg("--token-file")
-            .arg(dir.path().join("token"))
-            .arg("--state-dir")
-            .arg(&state)
-            .env("HOME", dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn runbook serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, logs) = std::sync::mpsc::channel();
-        let who = name.to_owned();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let parsed: Json = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
-                if parsed["level"] != "INFO" && parsed["level"] != "DEBUG" {
-                    eprintln!("[{who}] {line}");
-                }
-                let _ = tx.send(parsed);
-            }
-        });
-        let mut replica = Replica {
-            child,
-            address: String::new(),
-            name: name.to_owned(),
-            state,
-            logs,
-        };
-        loop {
-            let line = replica
-                .logs
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the replica starts");
-            if line["message"] == "listening" {
-                replica.address = line["address"].as_str().expect("address").to_owned();
-                return replica;
-            }
-        }
+        spawn_replica(
+            dir.path(),
+            Path::new(&kubeconfig),
+            name,
+            &["--takeover-after", "5s", "-n", &namespace.0],
+        )
     };
+
     let runs = || -> BTreeMap<String, Json> {
         let list: Json = serde_json::from_str(&kubectl(
             &["get", "runbookruns", "-n", &namespace.0, "-o", "json"],

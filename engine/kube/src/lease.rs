@@ -449,72 +449,70 @@ async fn renew(
     }
 }
 
+/// The Lease `namespace/name`, if there is one.
+async fn get(
+    transport: &Transport,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Json>, EffectError> {
+    let call = Call::new(
+        Method::GET,
+        format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"),
+        format!("get Lease {namespace}/{name}"),
+    );
+    match transport.json(&call).await {
+        Ok(lease) => Ok(Some(lease)),
+        Err(EffectError::NotFound(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+fn text(lease: &Json, pointer: &str) -> String {
+    lease
+        .pointer(pointer)
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn duration_of(lease: &Json) -> Option<Duration> {
+    lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Json::as_u64)
+        .map(Duration::from_secs)
+}
+
 /// Who holds the Lease `namespace/name` now: its holder, if it has one and it has not expired
-/// (`None`: free, expired, released or never taken).
+/// by this machine's clock (`None`: free, expired, released or never taken).
 pub async fn holder(
     transport: &Transport,
     namespace: &str,
     name: &str,
 ) -> Result<Option<String>, EffectError> {
-    let call = Call::new(
-        Method::GET,
-        format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"),
-        format!("get Lease {namespace}/{name}"),
-    );
-    let lease = match transport.json(&call).await {
-        Ok(lease) => lease,
-        Err(EffectError::NotFound(_)) => return Ok(None),
-        Err(error) => return Err(error),
+    let Some(lease) = get(transport, namespace, name).await? else {
+        return Ok(None);
     };
-    let holder = lease
-        .pointer("/spec/holderIdentity")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    let renewed = lease
-        .pointer("/spec/renewTime")
-        .and_then(Json::as_str)
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
-    let duration = lease
-        .pointer("/spec/leaseDurationSeconds")
-        .and_then(Json::as_u64)
-        .map(Duration::from_secs);
-    let live = match (renewed, duration) {
+    let holder = text(&lease, "/spec/holderIdentity");
+    let renewed = humantime::parse_rfc3339_weak(&text(&lease, "/spec/renewTime")).ok();
+    let live = match (renewed, duration_of(&lease)) {
         (Some(renewed), Some(duration)) => renewed + duration > SystemTime::now(),
         _ => false,
     };
-    Ok((live && !holder.is_empty()).then(|| holder.to_owned()))
+    Ok((live && !holder.is_empty()).then_some(holder))
 }
 
-/// A Lease as read: its holder, resourceVersion and duration (`None`: there is none).
+/// A Lease as read: its holder, resourceVersion and duration (`None`: there is none), for a
+/// caller that judges it alive by watching it change rather than by its clock.
 pub async fn read(
     transport: &Transport,
     namespace: &str,
     name: &str,
 ) -> Result<Option<(String, String, Duration)>, EffectError> {
-    let call = Call::new(
-        Method::GET,
-        format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"),
-        format!("get Lease {namespace}/{name}"),
-    );
-    let lease = match transport.json(&call).await {
-        Ok(lease) => lease,
-        Err(EffectError::NotFound(_)) => return Ok(None),
-        Err(error) => return Err(error),
-    };
-    let text = |pointer: &str| {
-        lease
-            .pointer(pointer)
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let duration = lease
-        .pointer("/spec/leaseDurationSeconds")
-        .and_then(Json::as_u64)
-        .map_or(Duration::from_secs(30), Duration::from_secs);
-    Ok(Some((
-        text("/spec/holderIdentity"),
-        text("/metadata/resourceVersion"),
-        duration,
-    )))
+    Ok(get(transport, namespace, name).await?.map(|lease| {
+        (
+            text(&lease, "/spec/holderIdentity"),
+            text(&lease, "/metadata/resourceVersion"),
+            duration_of(&lease).unwrap_or(Duration::from_secs(30)),
+        )
+    }))
 }

@@ -21,16 +21,32 @@ use super::registry::RunState;
 use super::shared::phase;
 use super::{lock, metrics, Server};
 
+/// How often the admission policy's presence is checked again.
+const POLICY_CHECK: Duration = Duration::from_secs(30);
+
 /// How long a decided approval is kept before it is deleted.
 const KEEP_DECIDED: Duration = Duration::from_secs(3600);
 
 /// Takes approvals in every `every` until the server stops.
 pub(super) async fn take_approvals(server: Arc<Server>, every: Duration) {
+    // Whether the admission policy is installed, as last checked, and when: once found, it is
+    // checked again every POLICY_CHECK, not at every pass; while missing, at every pass.
+    let mut policy: Option<(std::time::Instant, Option<String>)> = None;
     loop {
         if server.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(error) = pass(&server).await {
+        let Some(shared) = server.shared.as_ref() else {
+            return;
+        };
+        if policy
+            .as_ref()
+            .is_none_or(|(at, missing)| missing.is_some() || at.elapsed() >= POLICY_CHECK)
+        {
+            policy = Some((std::time::Instant::now(), policy_missing(shared).await));
+        }
+        let unguarded = policy.as_ref().and_then(|(_, why)| why.clone());
+        if let Err(error) = pass(&server, unguarded.as_deref()).await {
             tracing::warn!(%error, "cannot read the approvals in the cluster; trying again");
         }
         tokio::time::sleep(every).await;
@@ -44,7 +60,7 @@ fn text<'a>(object: &'a Json, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
+async fn pass(server: &Arc<Server>, unguarded: Option<&str>) -> Result<(), EffectError> {
     let Some(shared) = server.shared.as_ref() else {
         return Ok(());
     };
@@ -53,7 +69,6 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
     }
     resolved_at_gates(server, shared).await?;
     // Without the policy, `spec.by` is whatever its creator typed: nothing is taken in.
-    let unguarded = policy_missing(shared).await;
     for approval in shared.objects.list_approvals().await? {
         if !text(&approval, "/status/result").is_empty() {
             // Decided: kept an hour for the record, then deleted (by whichever replica).
@@ -70,7 +85,7 @@ async fn pass(server: &Arc<Server>) -> Result<(), EffectError> {
             continue;
         }
         let run = text(&approval, "/spec/run").to_owned();
-        if let Some(why) = &unguarded {
+        if let Some(why) = unguarded {
             if lock(&server.runs).contains_key(&run) {
                 refuse(server, &approval, why).await?;
             }

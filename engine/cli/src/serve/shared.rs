@@ -119,6 +119,8 @@ pub(super) enum NotStarted {
     Unavailable(String),
     /// Its alert resolved (the resolve reached another replica) before it started.
     Resolved(String),
+    /// Its object says it started, but its journal could not be opened: it is handed over.
+    Stalled(String),
 }
 
 /// What one alert asks for, with what its run's object must say.

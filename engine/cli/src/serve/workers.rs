@@ -161,6 +161,22 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
                 );
                 return;
             }
+            Err(NotStarted::Stalled(why)) => {
+                // Its object says it started: it is handed over, and the replica that takes it
+                // finds its journal empty and starts it from its object.
+                tracing::error!(run_id = %run_id, runbook = %name, error = %why, "not started here: its journal in the cluster cannot be opened; handed over");
+                drop(session);
+                ended(
+                    server,
+                    &key,
+                    &run_id,
+                    RunState::Cancelled,
+                    None,
+                    format!("not started here: its journal in the cluster cannot be opened ({why}); handed over"),
+                    End::HandedOver,
+                );
+                return;
+            }
             Err(NotStarted::Resolved(by)) => {
                 tracing::info!(run_id = %run_id, runbook = %name, resolved = %by, "queued run cancelled: its alert resolved (at another replica)");
                 drop(session);
@@ -293,27 +309,19 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     );
 }
 
-/// A new run's start, through the API: its journal's copy in the cluster is opened (it must
-/// be empty: a run is started once), then its object says it is running here.
+/// A new run's start, through the API: its object says it is running here (refused if
+/// another replica took it over, or anything started it: `Shared::starting`), then its
+/// journal's copy in the cluster is opened, owned by the object. A run started elsewhere has
+/// `startedAt` written before its first record, so the refusal covers a journal with records.
 async fn start_in_cluster(
     shared: &super::shared::Shared,
     run_id: &str,
 ) -> Result<Arc<dyn runbook_core::journal::Mirror>, NotStarted> {
-    let (_, existing) = shared
-        .open_journal(run_id, None)
-        .await
-        .map_err(NotStarted::Unavailable)?;
-    if !existing.is_empty() {
-        // Someone ran it: another replica took it over while it waited here.
-        return Err(NotStarted::TakenOver(
-            "its journal in the cluster is not empty: it was started elsewhere".to_owned(),
-        ));
-    }
     let uid = shared.starting(run_id).await?;
     let (mirror, _) = shared
         .open_journal(run_id, Some(uid))
         .await
-        .map_err(NotStarted::Unavailable)?;
+        .map_err(NotStarted::Stalled)?;
     Ok(mirror)
 }
 
@@ -480,8 +488,9 @@ fn ended(
             End::HandedOver => shared.handed_over(
                 run_id,
                 &format!(
-                    "handed over: replica {} stopped while it ran",
-                    shared.replica
+                    "handed over by replica {}: {}",
+                    shared.replica,
+                    status["message"].as_str().unwrap_or_default()
                 ),
             ),
             End::Finished => shared.ended(&runbook, key, run_id, status, false),
