@@ -112,6 +112,20 @@ pub fn describe(event: &Event) -> Option<String> {
         },
         Event::StepStarted { step, summary, .. } => format!("step {step} started: {summary}"),
         Event::StepSkipped { step, reason } => format!("step {step} skipped: {reason}"),
+        Event::StepExpanded { step, keys, .. } => {
+            let shown: Vec<&str> = keys.iter().take(10).map(String::as_str).collect();
+            let more = keys.len().saturating_sub(shown.len());
+            format!(
+                "step {step} runs once per item: {} ({}{})",
+                keys.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(", and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        }
         Event::StepIntent { .. } => return None,
         Event::StepAttemptFailed {
             step,
@@ -288,8 +302,24 @@ pub fn summary(report: &runbook_core::exec::RunReport, journal: &Path) -> String
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "\nSummary of run {}", report.run_id);
-    let width = report.steps.iter().map(|s| s.id.len()).max().unwrap_or(4);
-    for step in &report.steps {
+    let width = report
+        .steps
+        .iter()
+        .chain(report.instances.iter())
+        .map(|s| s.id.len())
+        .max()
+        .unwrap_or(4);
+    // A `forEach` step's instances are listed under it.
+    let rows = report.steps.iter().flat_map(|step| {
+        let prefix = format!("{}[", step.id);
+        std::iter::once(step).chain(
+            report
+                .instances
+                .iter()
+                .filter(move |instance| instance.id.starts_with(&prefix)),
+        )
+    });
+    for step in rows {
         let (status, detail) = match &step.status {
             StepStatus::Succeeded => ("succeeded", String::new()),
             StepStatus::Failed(error) => ("FAILED", format!(" — {error}")),

@@ -385,6 +385,29 @@ pub struct Step {
     /// Run another runbook as this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook: Option<RunbookCall>,
+    /// Evaluate expressions once and keep them as `vars.NAME` for the rest of the run (and a
+    /// resume): `{restore: "'restore-' + format_time(now(), \"%Y%m%d-%H%M\")"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<BTreeMap<String, String>>,
+
+    /// Run the step once for each item of the list this expression gives, with `item` (or the
+    /// name in `as`) in scope. Each instance is journaled, undone and resumed on its own, as
+    /// `<id>[<key>]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+    /// The name an item of `forEach` is read by; default `item`.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub item_name: Option<String>,
+    /// An expression of the item that names its instance (`<id>[<key>]`); default the item's
+    /// `metadata.name`, its `name`, or the item itself when it is a string or a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// How many instances of a `forEach` run at once; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// A `forEach` over a longer list fails before any instance runs; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u32>,
 }
 
 /// `retries: 3`, or with backoff: `{attempts: 3, backoff: 2s, maxBackoff: 30s}`.

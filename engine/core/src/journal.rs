@@ -138,6 +138,23 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error_kind: Option<String>,
         duration_ms: u64,
+        /// A `run` or `exec` step's whole standard output (bounded, redacted), which
+        /// `steps.<id>.output` reads; `output` is its last line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdout: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i64>,
+        /// What a `capture` step captured, by name (`vars.NAME`), restored on resume.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vars: Option<Json>,
+    },
+    /// A `forEach` step read its list: the instances it runs, by key (`<id>[<key>]`), with
+    /// their items, which a resumed run uses again rather than reading the list anew.
+    #[serde(rename_all = "camelCase")]
+    StepExpanded {
+        step: String,
+        keys: Vec<String>,
+        items: Vec<Json>,
     },
     /// Ctrl-C: scheduling stopped; what the human chose.
     #[serde(rename_all = "camelCase")]

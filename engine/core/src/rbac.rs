@@ -188,6 +188,7 @@ impl Deriver<'_> {
             }
             Action::Run { .. }
             | Action::Verify { .. }
+            | Action::Capture(_)
             | Action::Gate
             | Action::Notify(_)
             | Action::Page(_)

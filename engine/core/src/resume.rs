@@ -90,6 +90,12 @@ pub struct JournalState {
     pub failed: Option<String>,
     /// Steps whose undo already succeeded.
     pub undone: Vec<String>,
+    /// What `capture` steps captured (`vars`), as journaled.
+    pub vars: Map<String, Json>,
+    /// Each ended step's result (`steps.<id>`: `status`, `output`, `exitCode`), as journaled.
+    pub results: Map<String, Json>,
+    /// The items each `forEach` step expanded to, by step id, in order, with their keys.
+    pub expansions: std::collections::BTreeMap<String, Vec<(String, Json)>>,
 }
 
 /// Reads the state of a run from its journal records.
@@ -146,7 +152,13 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 intents.retain(|(id, _, _, _)| id != step);
                 intents.push((step.clone(), mutation.clone(), undo, effect.clone()));
             }
-            Event::StepSkipped { step, .. } => state.skipped.push(step.clone()),
+            Event::StepSkipped { step, .. } => {
+                state.skipped.push(step.clone());
+                state.results.insert(
+                    step.clone(),
+                    serde_json::json!({"status": "skipped", "output": "", "exitCode": null}),
+                );
+            }
             // A step cancelled by an interrupt did not fail: the run was stopped around it. Its
             // intent, if journaled, stays: it may or may not have taken effect.
             Event::StepFinished {
@@ -154,12 +166,39 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                 error_kind: Some(kind),
                 ..
             } if kind == "interrupted" => {}
+            Event::StepExpanded { step, keys, items } => {
+                state.expansions.insert(
+                    step.clone(),
+                    keys.iter().cloned().zip(items.iter().cloned()).collect(),
+                );
+            }
             Event::StepFinished {
                 step,
                 result,
                 error,
+                output,
+                stdout,
+                exit_code,
+                vars,
                 ..
             } => {
+                let status = match result {
+                    StepResult::Succeeded => "succeeded",
+                    StepResult::Failed => "failed",
+                    StepResult::DryRun => "dry-run",
+                    StepResult::NotRun => "not-run",
+                };
+                state.results.insert(
+                    step.clone(),
+                    serde_json::json!({
+                        "status": status,
+                        "output": stdout.clone().or_else(|| output.clone()).unwrap_or_default(),
+                        "exitCode": exit_code,
+                    }),
+                );
+                if let (StepResult::Succeeded, Some(Json::Object(captured))) = (result, vars) {
+                    state.vars.extend(captured.clone());
+                }
                 let intent = intents
                     .iter()
                     .position(|(id, _, _, _)| id == step)
@@ -260,6 +299,9 @@ mod tests {
             error: None,
             error_kind: None,
             duration_ms: 1,
+            stdout: None,
+            exit_code: None,
+            vars: None,
         })
     }
 
@@ -311,6 +353,9 @@ mod tests {
             error: Some("interrupted".to_owned()),
             error_kind: Some("interrupted".to_owned()),
             duration_ms: 1,
+            stdout: None,
+            exit_code: None,
+            vars: None,
         })
     }
 

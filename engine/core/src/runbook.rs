@@ -389,13 +389,37 @@ pub struct StepSpec {
     pub undo: UndoSpec,
     pub readonly: bool,
     pub action: Action,
+    /// `forEach`: the step runs once per item of a list.
+    pub for_each: Option<ForEach>,
     pub span: Span,
+}
+
+/// The default of `maxItems`: a `forEach` over a longer list refuses to start.
+pub const DEFAULT_MAX_ITEMS: usize = 50;
+
+/// A step that runs once per item of a list (`forEach`).
+#[derive(Clone, Debug)]
+pub struct ForEach {
+    /// Gives the list, evaluated once when the step starts.
+    pub list: Expression,
+    /// The name each item is read by (`item`, or `as:`).
+    pub name: String,
+    /// Names an instance (`<id>[<key>]`); `None`: the item's `metadata.name`, its `name`, or
+    /// the item itself when it is a string or a number.
+    pub key: Option<Expression>,
+    /// Instances at once, at least 1.
+    pub parallelism: usize,
+    pub max_items: usize,
 }
 
 impl StepSpec {
     /// Every expression this step evaluates (when, verify, templates).
     pub fn expressions(&self) -> Vec<&Expression> {
         let mut all: Vec<&Expression> = self.when.iter().collect();
+        if let Some(for_each) = &self.for_each {
+            all.push(&for_each.list);
+            all.extend(for_each.key.iter());
+        }
         all.extend(self.confirm.iter().flat_map(Template::expressions));
         all.extend(self.action.expressions());
         if let UndoSpec::Declared(action) = &self.undo {
@@ -589,6 +613,8 @@ pub enum Action {
         runbook: String,
         params: BTreeMap<String, JsonTemplate>,
     },
+    /// Evaluates expressions once and keeps their values as `vars.NAME`.
+    Capture(Vec<(String, Expression)>),
 }
 
 impl Action {
@@ -613,6 +639,7 @@ impl Action {
             Self::Notify(_) => "notify",
             Self::Page(_) => "page",
             Self::Call { .. } => "runbook",
+            Self::Capture(_) => "capture",
         }
     }
 
@@ -636,7 +663,8 @@ impl Action {
             | Self::Gate
             | Self::Notify(_)
             | Self::Page(_)
-            | Self::Call { .. } => false,
+            | Self::Call { .. }
+            | Self::Capture(_) => false,
         }
     }
 
@@ -729,6 +757,7 @@ impl Action {
                     all.extend(value.expressions());
                 }
             }
+            Self::Capture(values) => all.extend(values.iter().map(|(_, value)| value)),
         }
         all
     }

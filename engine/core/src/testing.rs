@@ -484,7 +484,12 @@ fn unmet_expectations(
         ));
     }
     for (id, expected) in &expect.steps {
-        match report.steps.iter().find(|step| &step.id == id) {
+        match report
+            .steps
+            .iter()
+            .chain(report.instances.iter())
+            .find(|step| &step.id == id)
+        {
             None => failures.push(format!("step `{id}`: no such step")),
             Some(step) => {
                 let actual = match &step.status {

@@ -1620,6 +1620,7 @@ fn resume_with_a_skipped_dependency_never_reruns_a_done_step() {
             skipped: vec!["s".to_owned()],
             undone: Vec::new(),
             roll_back: false,
+            ..Resume::default()
         })
         .started_at(SystemTime::UNIX_EPOCH)
         .run_id("t")
@@ -2372,4 +2373,263 @@ fn an_option_like_value_is_refused_wherever_it_would_open_a_commands_argument() 
         "{messages:?}"
     );
     assert_eq!(bindings.values["tag"].to_string(), "-y");
+}
+
+// ----- Issue 15: `forEach`, `capture` and step results --------------------------------------
+
+/// The shop's Deployments as a list fact, for `forEach`.
+const DEPLOYMENTS: &str = "  facts:
+    - {name: shop.deployments, kubernetes: {apiVersion: apps/v1, kind: Deployment, namespace: shop}, jsonpath: '{.items}'}
+";
+
+fn with_facts(name: &str, facts: &str, steps: &str) -> String {
+    format!("apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: {name}}}\nspec:\n{facts}  steps:\n{steps}")
+}
+
+/// Issue 15, item 1: one instance per item, each journaled and undone on its own, as
+/// `<id>[<key>]`, newest first, when a later step fails.
+#[test]
+fn for_each_runs_an_instance_per_item_and_undoes_each_on_its_own() {
+    let text = with_facts(
+        "fan-out",
+        DEPLOYMENTS,
+        "    - {id: grow, forEach: shop.deployments, as: deployment, parallelism: 2, scale: {name: '${deployment.metadata.name}', replicas: 6}}
+    - {id: check, verify: 'false', timeout: 10s}
+",
+    );
+    let h = Test::new().runbook(&text).run();
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    let records = events(&h.collect);
+    let expanded: Vec<Vec<String>> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepExpanded { step, keys, .. } if step == "grow" => Some(keys.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        expanded,
+        [["api", "worker"]],
+        "the expansion is journaled once"
+    );
+    let intents: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepIntent { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intents, ["grow[api]", "grow[worker]"]);
+    let instances: Vec<(&str, &StepStatus)> = h
+        .report
+        .instances
+        .iter()
+        .map(|i| (i.id.as_str(), &i.status))
+        .collect();
+    assert_eq!(
+        instances,
+        [
+            ("grow[api]", &StepStatus::Succeeded),
+            ("grow[worker]", &StepStatus::Succeeded)
+        ]
+    );
+    let undone: Vec<&str> = h.report.undos.iter().map(|u| u.step.as_str()).collect();
+    assert_eq!(undone, ["grow[worker]", "grow[api]"], "newest first");
+    assert_eq!(replicas(&h.world, "api"), 2, "each scaled back");
+    assert_eq!(replicas(&h.world, "worker"), 1);
+}
+
+/// Issue 15, item 1: a list longer than `maxItems` fails the step before any instance runs.
+#[test]
+fn a_for_each_over_more_items_than_max_items_changes_nothing() {
+    let text = with_facts(
+        "too-many",
+        DEPLOYMENTS,
+        "    - {id: grow, forEach: shop.deployments, maxItems: 1, scale: {name: '${item.metadata.name}', replicas: 6}}\n",
+    );
+    let h = Test::new().runbook(&text).run();
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    assert!(
+        matches!(status(&h.report, "grow"), StepStatus::Failed(e) if e.contains("gave 2 items, more than `maxItems: 1`")),
+        "{:?}",
+        status(&h.report, "grow")
+    );
+    assert!(h.report.instances.is_empty());
+    assert_eq!(replicas(&h.world, "api"), 2);
+    assert_eq!(replicas(&h.world, "worker"), 1);
+}
+
+/// Issue 15, item 1: `when` is asked of each item; `key` names the instances.
+#[test]
+fn a_for_each_asks_when_of_each_item_and_keys_instances_by_the_key_expression() {
+    let text = with_facts(
+        "filtered",
+        DEPLOYMENTS,
+        "    - {id: grow, forEach: shop.deployments, key: 'item.metadata.name + \"-x\"', when: 'item.spec.replicas > 1', scale: {name: '${item.metadata.name}', replicas: 6}}\n",
+    );
+    let h = Test::new().runbook(&text).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let instances: Vec<(&str, bool)> = h
+        .report
+        .instances
+        .iter()
+        .map(|i| (i.id.as_str(), matches!(i.status, StepStatus::Skipped(_))))
+        .collect();
+    assert_eq!(
+        instances,
+        [("grow[api-x]", false), ("grow[worker-x]", true)]
+    );
+    assert_eq!(replicas(&h.world, "api"), 6);
+    assert_eq!(replicas(&h.world, "worker"), 1, "its `when` was false");
+}
+
+/// Issue 15, item 1: a run killed after some instances completed goes on with the others
+/// only, over the items the journal recorded, and a rollback undoes the earlier ones.
+#[test]
+fn a_resumed_for_each_runs_only_the_instances_left_over_the_journaled_items() {
+    let text = with_facts(
+        "resume-fan",
+        DEPLOYMENTS,
+        "    - {id: grow, forEach: shop.deployments, scale: {name: '${item.metadata.name}', replicas: 6}}\n",
+    );
+    let item = |name: &str, count: i64| serde_json::json!({"metadata": {"name": name, "namespace": "shop"}, "spec": {"replicas": count}});
+    let resume = Resume {
+        completed: vec![(
+            "grow[api]".to_owned(),
+            Some(runbook_core::exec::UndoRecord::Replicas {
+                key: ObjectKey {
+                    api_version: "apps/v1".to_owned(),
+                    kind: "Deployment".to_owned(),
+                    namespace: Some("shop".to_owned()),
+                    name: "api".to_owned(),
+                },
+                previous: 2,
+            }),
+        )],
+        expansions: [(
+            "grow".to_owned(),
+            vec![
+                ("api".to_owned(), item("api", 2)),
+                ("worker".to_owned(), item("worker", 1)),
+            ],
+        )]
+        .into_iter()
+        .collect(),
+        ..Resume::default()
+    };
+    let h = Test::new().runbook(&text).resume(resume.clone()).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let started: Vec<String> = events(&h.collect)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepStarted { step, .. } => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["grow", "grow[worker]"], "api was done before");
+    assert_eq!(replicas(&h.world, "worker"), 6);
+    assert_eq!(replicas(&h.world, "api"), 2, "not run again");
+
+    let h = Test::new()
+        .runbook(&text)
+        .resume(Resume {
+            roll_back: true,
+            ..resume
+        })
+        .run();
+    let undone: Vec<&str> = h.report.undos.iter().map(|u| u.step.as_str()).collect();
+    assert_eq!(undone, ["grow[api]"], "{}", h.report.message);
+}
+
+/// Issue 15, item 2: a captured value is the value at the capture, whatever the facts read
+/// after a change; a `run` step's whole output and exit code are readable as `steps.<id>`.
+#[test]
+fn captured_values_survive_a_change_and_step_results_are_readable() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: results}
+spec:
+  facts:
+    - {name: api.replicas, kubernetes: {apiVersion: apps/v1, kind: Deployment, name: api, namespace: shop}, jsonpath: '{.spec.replicas}'}
+  steps:
+    - {id: before, capture: {count: api.replicas, doubled: 'api.replicas * 2'}}
+    - {id: grow, scale: {name: api, replicas: 5}}
+    - {id: report-status, readonly: true, run: [report, status]}
+    - id: check
+      verify: >-
+        vars.count == 2 && vars.doubled == 4 && api.replicas == 5
+        && steps.report_status.output == \"one\\ntwo\\n\" && steps.report_status.exitCode == 0
+        && steps[\"report-status\"].status == \"succeeded\" && steps.grow.status == \"succeeded\"
+      timeout: 10s
+";
+    let h = Test::new()
+        .runbook(text)
+        .scenario(
+            "    - argv: [report, status]\n      responses:\n        - stdout: \"one\\ntwo\\n\"\n",
+        )
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let records = events(&h.collect);
+    let captured = records.iter().find_map(|r| match &r.event {
+        Event::StepFinished { step, vars, .. } if step == "before" => vars.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        captured,
+        Some(serde_json::json!({"count": 2, "doubled": 4}))
+    );
+    let stdout = records.iter().find_map(|r| match &r.event {
+        Event::StepFinished {
+            step,
+            stdout,
+            output,
+            exit_code,
+            ..
+        } if step == "report-status" => Some((stdout.clone(), output.clone(), *exit_code)),
+        _ => None,
+    });
+    assert_eq!(
+        stdout,
+        Some((
+            Some("one\ntwo\n".to_owned()),
+            Some("two".to_owned()),
+            Some(0)
+        )),
+        "the whole output is journaled; the summary keeps its last line"
+    );
+}
+
+/// Issue 15, item 2: a resumed run reads the values its journal says were captured, not new
+/// ones.
+#[test]
+fn a_resumed_run_restores_what_was_captured() {
+    let text = head(
+        "resume-vars",
+        "    - {id: before, capture: {count: '99'}}\n    - {id: check, verify: 'vars.count == 2 && steps.before.status == \"succeeded\"', timeout: 5s}\n",
+    );
+    let resume = Resume {
+        completed: vec![("before".to_owned(), None)],
+        vars: serde_json::json!({"count": 2})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        results:
+            serde_json::json!({"before": {"status": "succeeded", "output": "", "exitCode": null}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        ..Resume::default()
+    };
+    let h = Test::new().runbook(&text).resume(resume).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
 }

@@ -167,12 +167,7 @@ pub fn resume(
         }
         roll_back = true;
     }
-    let resume = runbook_core::exec::Resume {
-        completed,
-        skipped: state.skipped.clone(),
-        undone: state.undone.clone(),
-        roll_back,
-    };
+    let resume = runbook_core::exec::Resume::from_journal(&state, completed, roll_back);
     super::run::drive(
         dir,
         plan,

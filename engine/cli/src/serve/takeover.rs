@@ -382,12 +382,8 @@ async fn resume_started(
             "replica {owner} stopped during a change that may or may not have taken effect ({steps}): check it, then `runbook resume {name} --assume-done STEP` or `--rerun STEP` with its journal (`runbook show {name} --cluster`)"
         )));
     }
-    let resume = runbook_core::exec::Resume {
-        completed,
-        skipped: state.skipped.clone(),
-        undone: state.undone.clone(),
-        roll_back: state.failed.is_some(),
-    };
+    let resume =
+        runbook_core::exec::Resume::from_journal(&state, completed, state.failed.is_some());
     Ok(Adoption::Queue(
         Box::new(Job {
             resume: Some(resume),

@@ -287,6 +287,10 @@ impl Checker<'_> {
             if scope.locals.contains(&root) {
                 continue;
             }
+            if root == "vars" || root == "steps" {
+                ok &= self.resolve_run_name(at, span, &reference.path, scope);
+                continue;
+            }
             if root == "params" {
                 let Some(param) = reference.path.get(1) else {
                     continue;
@@ -360,6 +364,87 @@ impl Checker<'_> {
             }
         }
         ok
+    }
+}
+
+impl Checker<'_> {
+    /// `vars.NAME` and `steps.<id>.<field>`: what earlier steps made. Steps read them; facts
+    /// and preconditions, read before any step ran, cannot.
+    fn resolve_run_name(
+        &mut self,
+        at: At<'_>,
+        span: Span,
+        path: &[String],
+        scope: &Scope<'_>,
+    ) -> bool {
+        let root = path[0].as_str();
+        let Some(names) = scope.run else {
+            self.error_help(
+                Code::UnknownVar,
+                at,
+                Span::on_line(span.start, root.chars().count()),
+                format!("`{root}` cannot be read here"),
+                Some(format!(
+                    "facts and preconditions are read before any step runs; read `{root}` in a step's expression"
+                )),
+            );
+            return false;
+        };
+        let Some(name) = path.get(1) else {
+            return true;
+        };
+        let named = Span::on_line(span.start, root.chars().count() + 1 + name.chars().count());
+        if root == "vars" {
+            if names.vars.contains(name) {
+                return true;
+            }
+            let help = did_you_mean(name, names.vars.iter().map(String::as_str)).or_else(|| {
+                Some(format!(
+                    "capture it in an earlier step: `capture: {{{name}: EXPRESSION}}`"
+                ))
+            });
+            self.error_help(
+                Code::UnknownVar,
+                at,
+                named,
+                format!("no step captures `vars.{name}`"),
+                help,
+            );
+            return false;
+        }
+        // `steps.restart_api` reads step `restart-api`: a `-` would be a minus.
+        if !names
+            .steps
+            .iter()
+            .any(|id| id == name || id.replace('-', "_") == *name)
+        {
+            let written: Vec<String> = names.steps.iter().map(|id| id.replace('-', "_")).collect();
+            self.error_help(
+                Code::UnknownStep,
+                at,
+                named,
+                format!("`steps.{name}` names no step"),
+                did_you_mean(name, written.iter().map(String::as_str)).or_else(|| {
+                    Some(
+                        "write a step's id with `_` for `-`: `steps.restart_api.status`".to_owned(),
+                    )
+                }),
+            );
+            return false;
+        }
+        match path.get(2).map(String::as_str) {
+            None | Some("output" | "exitCode" | "status") => true,
+            Some(field) => {
+                self.error_help(
+                    Code::StepResult,
+                    at,
+                    Span::on_line(span.start, path[..3].join(".").chars().count()),
+                    format!("a step result has no `{field}`"),
+                    Some("a step result has `status`, `output` and `exitCode`".to_owned()),
+                );
+                false
+            }
+        }
     }
 }
 

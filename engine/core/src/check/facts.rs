@@ -53,6 +53,7 @@ impl Checker<'_> {
             facts: &visible,
             params: Some(param_names),
             locals: &[],
+            run: None,
         };
         let mut known: BTreeMap<String, KnownFact> = library.clone();
         for (index, fact) in declared.iter().enumerate() {
@@ -184,6 +185,7 @@ impl Checker<'_> {
                     facts: &visible,
                     params: None,
                     locals: &[],
+                    run: None,
                 };
                 if let Some(checked) =
                     self.check_fact(at, &format!("/spec/facts/{index}"), fact, &scope)

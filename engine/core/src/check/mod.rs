@@ -86,6 +86,8 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
         fact_sites: BTreeMap::new(),
         reserved_in_fact_names: BTreeSet::new(),
         command_params: Vec::new(),
+        captured_vars: BTreeMap::new(),
+        main_step_ids: Vec::new(),
     };
     // 1. Fact libraries, which every runbook may read.
     let library_facts = checker.check_libraries(&workspace.libraries);
@@ -205,6 +207,8 @@ fn check_runbooks(
         fact_sites: BTreeMap::new(),
         reserved_in_fact_names: BTreeSet::new(),
         command_params: Vec::new(),
+        captured_vars: BTreeMap::new(),
+        main_step_ids: Vec::new(),
     };
     for loaded in part {
         let before = checker.diagnostics.len();
@@ -227,12 +231,25 @@ struct KnownFact {
 }
 
 /// What an expression may read.
+#[derive(Clone, Copy)]
 struct Scope<'a> {
     facts: &'a BTreeSet<String>,
     /// Declared params; `None` in fact libraries, where any `params.x` is allowed and recorded.
     params: Option<&'a [String]>,
-    /// Names that are bound by the action itself, such as `object` in `wait.until`.
+    /// Names that are bound by the action itself, such as `object` in `wait.until`, or by the
+    /// step (`item` in a `forEach`).
     locals: &'a [&'a str],
+    /// What the run has made so far (`vars`, `steps`), readable in steps only: facts and
+    /// preconditions are read before any step ran.
+    run: Option<&'a RunNames>,
+}
+
+/// The names `vars.NAME` and `steps.<id>` may take in a runbook's steps.
+struct RunNames {
+    /// Every name a `capture` step of the runbook captures.
+    vars: BTreeSet<String>,
+    /// The runbook's step ids (and, in rollback steps, theirs).
+    steps: Vec<String>,
 }
 
 /// What one or more expressions read.
@@ -252,6 +269,10 @@ struct Checker<'d> {
     /// Reserved words of the expression language that facts are named with (`sync` in
     /// `sync.status`): reported once at the fact, not again at every expression that reads it.
     reserved_in_fact_names: BTreeSet<String>,
+    /// The names the runbook being checked captures, each with where it first is.
+    captured_vars: BTreeMap<String, Span>,
+    /// The ids of the runbook's steps, once checked, for the rollback's `steps.<id>`.
+    main_step_ids: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -306,6 +327,8 @@ impl Checker<'_> {
         let before = self.diagnostics.error_count();
         self.fact_sites.clear();
         self.command_params.clear();
+        self.main_step_ids.clear();
+        self.collect_captured_vars(at, &spec.steps);
 
         self.check_runbook_name(at, name);
         self.lint_folder_name(at, name);
@@ -316,6 +339,7 @@ impl Checker<'_> {
             facts: &local.visible,
             params: Some(&param_names),
             locals: &[],
+            run: None,
         };
         let mut reads = Reads::default();
         for fact in local.checked.values() {

@@ -20,10 +20,36 @@ impl Checker<'_> {
         let ids = self.step_ids(at, base, documents, rollback);
         let needs = self.step_needs(at, base, documents, &ids, rollback);
         self.check_step_cycles(at, base, documents, &ids, &needs);
+        // Steps read what the run made before them: captured values and step results.
+        let mut step_names = self.main_step_ids.clone();
+        step_names.extend(ids.iter().cloned());
+        if !rollback {
+            self.main_step_ids = ids.clone();
+        }
+        let names = RunNames {
+            vars: self.captured_vars.keys().cloned().collect(),
+            steps: step_names,
+        };
+        let scope = &Scope {
+            run: Some(&names),
+            ..*scope
+        };
 
         let mut steps = Vec::new();
         for (index, step) in documents.iter().enumerate() {
             let pointer = format!("{base}/{index}");
+            if rollback && step.for_each.is_some() {
+                self.error_help(
+                    Code::ForEach,
+                    at,
+                    at.key_span(&format!("{pointer}/forEach")),
+                    "rollback steps run one by one, in order; `forEach` is not allowed there",
+                    Some(
+                        "call a runbook that has the `forEach` step: `rollback: {runbook: NAME}`"
+                            .to_owned(),
+                    ),
+                );
+            }
             if rollback && step.undo.is_some() {
                 self.error(
                     Code::RollbackUndo,
@@ -251,6 +277,19 @@ impl Checker<'_> {
         runbook: &str,
     ) -> Option<StepSpec> {
         let before = self.diagnostics.error_count();
+        // A `forEach` step's own expressions read its item, by `item` or the name in `as`.
+        let for_each = self.for_each(at, pointer, step, scope, reads);
+        // A `forEach` step's gate is asked once, for all its items, before the list is read.
+        let outer = *scope;
+        let item_name = step.item_name.clone().unwrap_or_else(|| "item".to_owned());
+        let mut locals = scope.locals.to_vec();
+        if step.for_each.is_some() {
+            locals.push(&item_name);
+        }
+        let scope = &Scope {
+            locals: &locals,
+            ..*scope
+        };
         let when = step
             .when
             .as_ref()
@@ -305,7 +344,7 @@ impl Checker<'_> {
                 Some(Template::literal(&format!("Proceed with step `{id}`?")))
             }
             Some(Confirm::Text(text)) => {
-                Some(self.template(at, &format!("{pointer}/confirm"), text, scope, reads))
+                Some(self.template(at, &format!("{pointer}/confirm"), text, &outer, reads))
             }
         };
         let action = action?;
@@ -352,7 +391,130 @@ impl Checker<'_> {
             undo,
             readonly: step.readonly,
             action,
+            for_each,
             span: at.span(pointer),
+        })
+    }
+
+    /// Every name the runbook's `capture` steps capture, before any step is checked, so that
+    /// any step may read `vars.NAME`. A name captured twice is an error at the second.
+    pub(super) fn collect_captured_vars(&mut self, at: At<'_>, steps: &[document::Step]) {
+        self.captured_vars.clear();
+        for (index, step) in steps.iter().enumerate() {
+            for name in step.capture.iter().flat_map(BTreeMap::keys) {
+                let span = at.key_span(&format!(
+                    "/spec/steps/{index}/capture/{}",
+                    escape_pointer(name)
+                ));
+                if let Some(first) = self.captured_vars.get(name) {
+                    let line = first.start.line;
+                    self.error_help(
+                        Code::Capture,
+                        at,
+                        span,
+                        format!("`vars.{name}` is already captured at line {line}"),
+                        Some("a captured value is set once; give this one another name".to_owned()),
+                    );
+                } else {
+                    self.captured_vars.insert(name.clone(), span);
+                }
+            }
+        }
+    }
+
+    /// A step's `forEach` and the fields that go with it (`as`, `key`, `parallelism`,
+    /// `maxItems`), which mean nothing without it.
+    fn for_each(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        step: &document::Step,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Option<ForEach> {
+        let Some(list) = &step.for_each else {
+            for (field, given) in [
+                ("as", step.item_name.is_some()),
+                ("key", step.key.is_some()),
+                ("parallelism", step.parallelism.is_some()),
+                ("maxItems", step.max_items.is_some()),
+            ] {
+                if given {
+                    self.error_help(
+                        Code::ForEach,
+                        at,
+                        at.key_span(&format!("{pointer}/{field}")),
+                        format!("`{field}` applies to `forEach` steps only"),
+                        Some("add `forEach: <a list>` to run the step once per item, or remove the field".to_owned()),
+                    );
+                }
+            }
+            return None;
+        };
+        if step.capture.is_some() {
+            self.error_help(
+                Code::ForEach,
+                at,
+                at.key_span(&format!("{pointer}/forEach")),
+                "a `capture` is set once, so it cannot run once per item",
+                Some("capture the whole list instead: `capture: {NAME: <the list>}`".to_owned()),
+            );
+        }
+        let name = step.item_name.clone().unwrap_or_else(|| "item".to_owned());
+        let taken = scope
+            .facts
+            .iter()
+            .any(|fact| fact.split('.').next() == Some(&name))
+            || ["params", "vars", "steps", "object"].contains(&name.as_str());
+        if !is_identifier(&name) || taken {
+            self.error_help(
+                Code::ForEach,
+                at,
+                at.span(&format!("{pointer}/as")),
+                if taken {
+                    format!("`{name}` already names something expressions read")
+                } else {
+                    format!("`{name}` cannot name an item")
+                },
+                Some("give `as` a free name of lowercase letters, digits and `_`, such as `deployment`".to_owned()),
+            );
+        }
+        let list = self.expression(at, &format!("{pointer}/forEach"), list, scope, reads);
+        let locals: Vec<&str> = scope
+            .locals
+            .iter()
+            .copied()
+            .chain([name.as_str()])
+            .collect();
+        let with_item = Scope {
+            locals: &locals,
+            ..*scope
+        };
+        let key = step.key.as_ref().and_then(|text| {
+            self.expression(at, &format!("{pointer}/key"), text, &with_item, reads)
+        });
+        let mut at_least_one = |field: &str, value: Option<u32>, default: usize| match value {
+            Some(0) => {
+                self.error_help(
+                    Code::ForEach,
+                    at,
+                    at.span(&format!("{pointer}/{field}")),
+                    format!("`{field}` must be at least 1"),
+                    Some(format!("leave it out for the default, {default}")),
+                );
+                default
+            }
+            Some(value) => usize::try_from(value).unwrap_or(default),
+            None => default,
+        };
+        let parallelism = at_least_one("parallelism", step.parallelism, 1);
+        let max_items = at_least_one("maxItems", step.max_items, DEFAULT_MAX_ITEMS);
+        Some(ForEach {
+            list: list?,
+            name,
+            key: if step.key.is_some() { Some(key?) } else { None },
+            parallelism,
+            max_items,
         })
     }
 }

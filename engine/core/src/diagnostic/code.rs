@@ -154,7 +154,7 @@ codes! {
     StepId = "step-id",
     /// Two steps with the same id, written or defaulted.
     DuplicateStepId = "duplicate-step-id",
-    /// `needs` names a step that does not exist.
+    /// `needs` or `steps.<id>` names a step that does not exist.
     UnknownStep = "unknown-step",
     /// Steps, facts or runbooks that depend on each other in a circle.
     Cycle = "cycle",
@@ -168,6 +168,17 @@ codes! {
     ReadOnly = "readonly",
     /// `env` on a step that is not a `run`, or a name no environment variable can have.
     Env = "env",
+    /// A `forEach` field that is wrong: `as` that is not a free name, `parallelism` or
+    /// `maxItems` below 1, `key`/`as`/`parallelism`/`maxItems` without `forEach`, or a
+    /// `forEach` where it cannot be (a rollback step, a `capture`).
+    ForEach = "for-each",
+    /// A `capture` whose name is not an identifier, or a name captured twice.
+    Capture = "capture",
+    /// `vars.NAME` where no step captures `NAME`, or `vars`/`steps` read where they are not in
+    /// scope (a fact).
+    UnknownVar = "unknown-var",
+    /// `steps.<id>.<field>` that names a field a step result does not have.
+    StepResult = "step-result",
     // ----- actions --------------------------------------------------------------------------
     /// `replicas` that is negative or not a number.
     Replicas = "replicas",

@@ -46,6 +46,19 @@ impl Run {
             scope.push_dynamic(root, dynamic);
         }
         scope.push("params", self.params.clone());
+        let reads = |root: &str| expression.references.iter().any(|r| r.path[0] == root);
+        if reads("vars") {
+            scope.push("vars", self.vars_lock().clone());
+        }
+        if reads("steps") {
+            scope.push("steps", self.results_lock().clone());
+        }
+        if let Some(item) = results::current_item() {
+            scope.push_dynamic(
+                item.name,
+                rhai::serde::to_dynamic(&item.value).map_err(StepError::from)?,
+            );
+        }
         if let Some(object) = object {
             scope.push_dynamic(
                 "object",

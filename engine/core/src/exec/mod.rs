@@ -12,9 +12,11 @@ mod actions;
 mod error;
 mod eval;
 mod facts;
+mod for_each;
 mod gate;
 mod interrupt;
 mod report;
+mod results;
 mod rollback;
 mod schedule;
 mod secrets;
@@ -30,6 +32,7 @@ pub use undo::UndoRecord;
 use crate::kinds::is_cluster_scoped;
 use actions::command_failure;
 use gate::Gate;
+use results::{Binding, Detail};
 use schedule::{Halt, Progress};
 use step::Finished;
 use undo::UndoState;
@@ -96,6 +99,34 @@ pub struct Resume {
     pub undone: Vec<String>,
     /// Undo and roll back instead of going on.
     pub roll_back: bool,
+    /// What `capture` steps captured before the run stopped (`vars`).
+    pub vars: serde_json::Map<String, Json>,
+    /// The results of the steps that ended before the run stopped (`steps.<id>`).
+    pub results: serde_json::Map<String, Json>,
+    /// The items each `forEach` step expanded to, with their keys: a resumed fan-out goes on
+    /// over the same items, whatever the list reads now.
+    pub expansions: BTreeMap<String, Vec<(String, Json)>>,
+}
+
+impl Resume {
+    /// Where a run stands from its journal's state, with the steps taken as done (those the
+    /// journal says, and those a human or the cluster said took effect) and whether to roll
+    /// back instead of going on.
+    pub fn from_journal(
+        state: &crate::resume::JournalState,
+        completed: Vec<(String, Option<UndoRecord>)>,
+        roll_back: bool,
+    ) -> Self {
+        Self {
+            completed,
+            skipped: state.skipped.clone(),
+            undone: state.undone.clone(),
+            roll_back,
+            vars: state.vars.clone(),
+            results: state.results.clone(),
+            expansions: state.expansions.clone(),
+        }
+    }
 }
 
 struct Run {
@@ -117,6 +148,15 @@ struct Run {
     fact_names: BTreeSet<String>,
     params: rhai::Map,
     journal_error: Mutex<Option<String>>,
+    /// `vars`: what `capture` steps captured, once.
+    vars: Mutex<rhai::Map>,
+    /// `steps`: each step's result so far.
+    results: Mutex<rhai::Map>,
+    /// What a step printed beyond its summary, by step id, until its end is journaled.
+    details: Mutex<HashMap<String, Detail>>,
+    /// `forEach` instances that ended, by the position of their step, until the scheduler
+    /// takes them (as each ends, so an interrupt mid-fan-out still undoes the finished ones).
+    fanned: Mutex<Vec<for_each::Ended>>,
 }
 
 /// Runs `plan` to the end and reports how it went.
@@ -152,7 +192,13 @@ async fn execute_with(
         intended: Mutex::new(BTreeSet::new()),
         written: Mutex::new(HashMap::new()),
         journal_error: Mutex::new(None),
+        vars: Mutex::new(rhai::Map::new()),
+        results: Mutex::new(rhai::Map::new()),
+        details: Mutex::new(HashMap::new()),
+        fanned: Mutex::new(Vec::new()),
     });
+    *run.results_lock() = results::initial_results(&run.plan.runbook);
+    run.restore_results();
     run.execute().await
 }
 
@@ -352,6 +398,7 @@ impl Run {
                     duration: Duration::ZERO,
                 })
                 .collect(),
+            instances: Vec::new(),
             undos: Vec::new(),
             rollback: None,
             must_fix: Vec::new(),

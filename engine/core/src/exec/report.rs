@@ -9,6 +9,8 @@ pub struct RunReport {
     pub outcome: Outcome,
     pub message: String,
     pub steps: Vec<StepReport>,
+    /// The instances of `forEach` steps (`<id>[<key>]`), in the order they ended.
+    pub instances: Vec<StepReport>,
     pub undos: Vec<UndoReport>,
     pub rollback: Option<Result<(), String>>,
     /// What a human must look at: undos and rollbacks that failed, changes with no undo.
@@ -67,7 +69,7 @@ impl Run {
         report.outcome = outcome;
         report.message = redact(&message);
         report.must_fix = report.must_fix.iter().map(|line| redact(line)).collect();
-        for step in &mut report.steps {
+        for step in report.steps.iter_mut().chain(report.instances.iter_mut()) {
             step.summary = redact(&step.summary);
             step.status = match &step.status {
                 StepStatus::Failed(error) => StepStatus::Failed(redact(error)),
@@ -104,6 +106,14 @@ impl Run {
         error: Option<&StepError>,
         elapsed: Duration,
     ) {
+        let detail = self.details_lock().remove(&step.id).unwrap_or_default();
+        let shown = output.clone().or_else(|| error.map(ToString::to_string));
+        self.record_result(
+            &step.id,
+            results::status_word(result),
+            shown.as_deref(),
+            &detail,
+        );
         self.emit(Event::StepFinished {
             step: step.id.clone(),
             result,
@@ -111,6 +121,9 @@ impl Run {
             error: error.map(ToString::to_string),
             error_kind: error.map(|error| error.kind().to_owned()),
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            stdout: detail.stdout,
+            exit_code: detail.exit_code,
+            vars: detail.vars,
         });
         if let Some(observer) = &self.effects.observer {
             observer.step_finished(&step.id, matches!(result, StepResult::Succeeded));
@@ -128,6 +141,7 @@ mod tests {
             outcome,
             message: String::new(),
             steps: Vec::new(),
+            instances: Vec::new(),
             undos: Vec::new(),
             rollback: None,
             must_fix: Vec::new(),

@@ -44,6 +44,7 @@ impl Run {
             undo: UndoSpec::NotNeeded,
             readonly: false,
             action: action.clone(),
+            for_each: None,
             span: Default::default(),
         }
     }

@@ -119,12 +119,43 @@ impl Halt {
     }
 }
 
+/// What completes and is undone: a step, or one instance of a `forEach` step.
+#[derive(Clone, Debug)]
+pub(super) struct Unit {
+    /// The step's position in the runbook.
+    pub(super) position: usize,
+    pub(super) instance: Option<Arc<for_each::Instance>>,
+}
+
+impl Unit {
+    pub(super) fn step(position: usize) -> Self {
+        Self {
+            position,
+            instance: None,
+        }
+    }
+
+    /// The step as it ran: the runbook's, or the instance's (`<id>[<key>]`).
+    pub(super) fn spec<'a>(&'a self, runbook: &'a Runbook) -> &'a StepSpec {
+        match &self.instance {
+            Some(instance) => &instance.spec,
+            None => &runbook.steps[self.position],
+        }
+    }
+
+    /// The item its expressions read, for an instance.
+    pub(super) fn item(&self) -> Option<Binding> {
+        self.instance.as_ref().map(|instance| instance.item.clone())
+    }
+}
+
 /// How the scheduling of steps ended: what completed (to undo), and why it stopped.
 pub(super) struct Progress {
-    /// Completed steps in completion order, with their undo state.
-    pub(super) completed: Vec<(usize, Option<UndoState>)>,
-    /// Failed steps whose intent was journaled: undone only if the object really changed.
-    pub(super) partial: BTreeSet<usize>,
+    /// Completed steps (and `forEach` instances) in completion order, with their undo state.
+    pub(super) completed: Vec<(Unit, Option<UndoState>)>,
+    /// Failed steps (by id, instances too) whose intent was journaled: undone only if the
+    /// object really changed.
+    pub(super) partial: BTreeSet<String>,
     pub(super) halt: Option<Halt>,
     /// Whether steps were left that never started.
     pub(super) steps_left: bool,
@@ -132,20 +163,20 @@ pub(super) struct Progress {
 
 impl Progress {
     /// The ids of the completed steps, for the messages of a run that stops.
-    pub(super) fn done_ids<'a>(&self, runbook: &'a Runbook) -> Vec<&'a str> {
+    pub(super) fn done_ids<'a>(&'a self, runbook: &'a Runbook) -> Vec<&'a str> {
         self.completed
             .iter()
-            .map(|(position, _)| runbook.steps[*position].id.as_str())
+            .map(|(unit, _)| unit.spec(runbook).id.as_str())
             .collect()
     }
 }
 
 /// The scheduler's state while steps run.
-struct Scheduler {
+pub(super) struct Scheduler {
     schedule: Schedule,
     running: tokio::task::JoinSet<(usize, Finished, Duration)>,
     in_flight: BTreeSet<usize>,
-    progress: Progress,
+    pub(super) progress: Progress,
 }
 
 impl Run {
@@ -227,8 +258,12 @@ impl Run {
                 if resume.undone.contains(id) {
                     continue;
                 }
-                if let Some(position) = position_of(id) {
-                    let step = &steps[position];
+                let unit = match position_of(id) {
+                    Some(position) => Some(Unit::step(position)),
+                    None => self.resumed_instance(id),
+                };
+                if let Some(unit) = unit {
+                    let step = unit.spec(self.runbook());
                     let undo = record
                         .as_ref()
                         .and_then(|record| UndoState::from_record(record, step))
@@ -236,7 +271,7 @@ impl Run {
                             UndoSpec::Declared(action) => Some(UndoState::Declared(action.clone())),
                             _ => None,
                         });
-                    completed.push((position, undo));
+                    completed.push((unit, undo));
                 }
             }
             if resume.roll_back {
@@ -282,6 +317,7 @@ impl Run {
             if step.confirm.is_some() {
                 match self.pass_gate(step).await {
                     GatePassage::Skipped(reason) => {
+                        self.record_result(&step.id, "skipped", Some(&reason), &Detail::default());
                         report.steps[position].status = StepStatus::Skipped(reason);
                         scheduler.schedule.release(position);
                         continue;
@@ -313,7 +349,8 @@ impl Run {
 
     /// A step whose `when` skips it asks nobody; otherwise its gate is asked.
     async fn pass_gate(&self, step: &StepSpec) -> GatePassage {
-        if let Some(when) = &step.when {
+        // A `forEach` step's `when` reads its item: it is asked of each instance.
+        if let Some(when) = step.when.as_ref().filter(|_| step.for_each.is_none()) {
             if let Ok(false) = self.eval_bool(when, None).await {
                 let reason = format!("`when: {}` was false", when.source.trim());
                 self.emit(Event::StepSkipped {
@@ -338,6 +375,8 @@ impl Run {
     async fn cancel_in_flight(&self, scheduler: &mut Scheduler, report: &mut RunReport) {
         scheduler.running.abort_all();
         while scheduler.running.join_next().await.is_some() {}
+        // Instances of a fan-out that ended before the interrupt are undone like steps.
+        self.take_instances(scheduler, report).await;
         for position in std::mem::take(&mut scheduler.in_flight) {
             let step = &self.runbook().steps[position];
             report.steps[position].status = StepStatus::Failed("interrupted".to_owned());
@@ -370,16 +409,28 @@ impl Run {
         scheduler.in_flight.remove(&position);
         let step = &self.runbook().steps[position];
         report.steps[position].duration = elapsed;
+        self.take_instances(scheduler, report).await;
         match finished {
             Finished::Done { output, undo } => {
                 scheduler.schedule.release(position);
                 report.steps[position].status = StepStatus::Succeeded;
-                scheduler.progress.completed.push((position, undo));
+                // A fan-out's instances were recorded, each with its undo, as they ended.
+                if step.for_each.is_none() {
+                    scheduler
+                        .progress
+                        .completed
+                        .push((Unit::step(position), undo));
+                }
                 self.finish_step(step, StepResult::Succeeded, output, None, elapsed);
             }
             Finished::Skipped(reason) => {
                 scheduler.schedule.release(position);
+                self.record_result(&step.id, "skipped", Some(&reason), &Detail::default());
                 report.steps[position].status = StepStatus::Skipped(reason);
+            }
+            Finished::Paused => {
+                // Taken again on resume; its finished instances are not run again.
+                scheduler.schedule.put_back(position);
             }
             Finished::DryRun(output) => {
                 scheduler.schedule.release(position);
@@ -389,8 +440,10 @@ impl Run {
             Finished::Failed(error) => {
                 report.steps[position].status = StepStatus::Failed(error.to_string());
                 self.finish_step(step, StepResult::Failed, None, Some(&error), elapsed);
-                self.after_failed_mutation(scheduler, report, position)
-                    .await;
+                if step.for_each.is_none() {
+                    self.after_failed_mutation(scheduler, report, &Unit::step(position))
+                        .await;
+                }
                 Halt::raise(
                     &mut scheduler.progress.halt,
                     Halt::Failed(format!("step `{}` failed: {error}", step.id)),
@@ -403,13 +456,14 @@ impl Run {
     /// was journaled, part of it may have taken effect (a drain that cordoned and evicted some
     /// pods). A native undo restores the state captured before it acted, so it is safe to
     /// apply; anything else is named for a human.
-    async fn after_failed_mutation(
+    pub(super) async fn after_failed_mutation(
         &self,
         scheduler: &mut Scheduler,
         report: &mut RunReport,
-        position: usize,
+        unit: &Unit,
     ) {
-        let step = &self.runbook().steps[position];
+        let position = unit.position;
+        let step = unit.spec(self.runbook());
         if !step.action.mutates(step.readonly) {
             return;
         }
@@ -425,8 +479,8 @@ impl Run {
         let captured = self.captured_lock().get(&step.id).cloned();
         match captured {
             Some(state @ UndoState::Native(_)) => {
-                scheduler.progress.partial.insert(position);
-                scheduler.progress.completed.push((position, Some(state)));
+                scheduler.progress.partial.insert(step.id.clone());
+                scheduler.progress.completed.push((unit.clone(), Some(state)));
             }
             _ => report.must_fix.push(format!(
                 "step `{}` ({}) failed after it began to change the system: check whether part of it took effect",

@@ -12,14 +12,37 @@ pub(super) enum Finished {
     Skipped(String),
     DryRun(String),
     Failed(StepError),
+    /// A `forEach` step that stopped starting instances for an interrupt or a drain, with
+    /// some left: neither done nor failed, it goes on (from the instances left) on resume.
+    Paused,
 }
 
 impl Run {
     pub(super) async fn run_step(self: Arc<Self>, position: usize) -> Finished {
         let step = &self.plan.runbook.steps[position];
+        if step.for_each.is_some() {
+            return self.fan_out(position).await;
+        }
+        self.run_one(step).await
+    }
+
+    /// One step (or one instance of a `forEach` step) from its `when` to its last attempt.
+    pub(super) async fn run_one(&self, step: &StepSpec) -> Finished {
         // Params are already substituted by the plan renderer; facts in templates are shown as
         // written, which is what the journal should say before anything is read.
-        let summary = crate::render::action_summary(&self.plan, &step.action);
+        let mut summary = crate::render::action_summary(&self.plan, &step.action);
+        if let Some(item) = results::current_item() {
+            let value = match &item.value {
+                Json::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let value = if value.chars().count() > 120 {
+                format!("{}…", value.chars().take(119).collect::<String>())
+            } else {
+                value
+            };
+            summary.push_str(&format!(" ({} = {value})", item.name));
+        }
         self.emit(Event::StepStarted {
             step: step.id.clone(),
             action: step.action.keyword().to_owned(),

@@ -92,9 +92,9 @@ impl Run {
     /// undo succeeded.
     pub(super) async fn compensate(&self, report: &mut RunReport, progress: &Progress) -> bool {
         let mut succeeded = true;
-        for (position, undo) in progress.completed.iter().rev() {
-            let step = &self.runbook().steps[*position];
-            let summary = &report.steps[*position].summary;
+        for (unit, undo) in progress.completed.iter().rev() {
+            let step = unit.spec(self.runbook());
+            let summary = &report.steps[unit.position].summary.clone();
             let state = match (&step.undo, undo) {
                 (_, None) if matches!(step.action, Action::Call { .. }) => {
                     report.must_fix.push(format!(
@@ -120,7 +120,7 @@ impl Run {
                 (_, Some(state)) => state,
                 _ => continue,
             };
-            if progress.partial.contains(position) {
+            if progress.partial.contains(&step.id) {
                 match self.unchanged(state).await {
                     Ok(true) => continue,
                     Ok(false) => {}
@@ -133,7 +133,7 @@ impl Run {
                     }
                 }
             }
-            succeeded &= self.undo_step(report, step, state).await;
+            succeeded &= results::with_item(unit.item(), self.undo_step(report, step, state)).await;
         }
         succeeded
     }

@@ -30,8 +30,13 @@ fn node_label(plan: &Plan, node: &PlanNode) -> (String, String) {
             } else {
                 ""
             };
+            // A fan-out shows as its instances' ids.
+            let id = match &step.for_each {
+                Some(for_each) => format!("{}[each {}]", step.id, for_each.name),
+                None => step.id.clone(),
+            };
             (
-                format!("{}{gate}", step.id),
+                format!("{id}{gate}"),
                 truncate(&action_summary(plan, &step.action), 60),
             )
         }

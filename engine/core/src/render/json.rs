@@ -24,6 +24,13 @@ fn step_json(plan: &Plan, step: &StepSpec, stage: Option<usize>) -> Json {
         "needs": step.needs,
         "action": {"type": step.action.keyword(), "summary": action_summary(plan, &step.action)},
         "when": step.when.as_ref().map(|w| w.source.trim().to_owned()),
+        "forEach": step.for_each.as_ref().map(|f| json!({
+            "list": f.list.source.trim(),
+            "as": f.name,
+            "key": f.key.as_ref().map(|k| k.source.trim().to_owned()),
+            "parallelism": f.parallelism,
+            "maxItems": f.max_items,
+        })),
         "timeoutSeconds": step.timeout.as_secs_f64(),
         "retries": step.retries,
         "confirm": step.confirm.as_ref().map(|prompt| template(plan, prompt)),

@@ -219,6 +219,10 @@ pub fn action_summary(plan: &Plan, action: &Action) -> String {
         Action::Gate => "confirmation gate".to_owned(),
         Action::Notify(message) => format!("notify{}: {}", message.channel.as_ref().map(|c| format!(" {c}")).unwrap_or_default(), template(plan, &message.text)),
         Action::Page(message) => format!("page{}: {}", message.severity.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(), template(plan, &message.text)),
+        Action::Capture(values) => format!(
+            "capture {}",
+            values.iter().map(|(name, value)| format!("vars.{name} = {}", value.source.trim())).collect::<Vec<_>>().join("; ")
+        ),
         Action::Call { runbook, params } => {
             if params.is_empty() {
                 format!("run runbook {runbook}")
@@ -434,10 +438,29 @@ fn rollback_summary(plan: &Plan) -> String {
     }
 }
 
+/// How a `forEach` step fans out, for the plan: the list, the instance ids, the bounds.
+pub fn for_each_summary(step: &StepSpec, for_each: &ForEach) -> String {
+    format!(
+        "for each {} in {}: one instance per item, `{}[KEY]` with KEY {}; {} at a time; more than {} items refuse to start",
+        for_each.name,
+        for_each.list.source.trim(),
+        step.id,
+        match &for_each.key {
+            Some(key) => format!("= {}", key.source.trim()),
+            None => "its metadata.name (or name, or the item)".to_owned(),
+        },
+        for_each.parallelism,
+        for_each.max_items
+    )
+}
+
 fn step_details(plan: &Plan, step: &StepSpec) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(name) = &step.name {
         lines.push(format!("purpose: {name}"));
+    }
+    if let Some(for_each) = &step.for_each {
+        lines.push(for_each_summary(step, for_each));
     }
     if let Some(when) = &step.when {
         lines.push(format!("only when: {}", when.source.trim()));

@@ -10,6 +10,7 @@ use super::*;
 
 mod apply;
 mod call;
+mod capture;
 mod metadata;
 mod node;
 mod notify;
@@ -34,7 +35,7 @@ pub(super) struct ActionKind {
 
 /// Every action, in the order that picks a step's default id (`scale-1`) and names the second
 /// action in a step that has several.
-const REGISTRY: [ActionKind; 17] = [
+const REGISTRY: [ActionKind; 18] = [
     process::RUN,
     scale::SCALE,
     scale::RESTART,
@@ -52,6 +53,7 @@ const REGISTRY: [ActionKind; 17] = [
     notify::NOTIFY,
     notify::PAGE,
     call::RUNBOOK,
+    capture::CAPTURE,
 ];
 
 /// Where one action is written, and what it may read.

@@ -32,10 +32,11 @@ fn wait(
     let until = match (&wait.condition, &wait.until) {
         (Some(_), None) => None,
         (None, Some(text)) => {
+            let mut locals = scope.locals.to_vec();
+            locals.push("object");
             let with_object = Scope {
-                facts: scope.facts,
-                params: scope.params,
-                locals: &["object"],
+                locals: &locals,
+                ..*scope
             };
             Some(checker.expression(at, &format!("{p}/until"), text, &with_object, reads)?)
         }

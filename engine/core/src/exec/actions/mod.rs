@@ -108,6 +108,7 @@ impl Run {
                 fail_when,
             } => self.verify(step, expr, fail_when.as_ref(), interval).await,
             Action::Gate => Ok(done(None, None)),
+            Action::Capture(values) => self.capture(step, values).await,
             Action::Notify(message) => self.notify(message, false).await,
             Action::Page(message) => self.notify(message, true).await,
             Action::Call { runbook, params } => self.call_step(runbook, params).await,

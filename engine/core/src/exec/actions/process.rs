@@ -41,6 +41,7 @@ impl Run {
             stderr: self.redactor.redact(&output.stderr),
             ..output
         };
+        self.keep_output(step, &output);
         command_result(&output).map(|out| {
             if self.options.dry_run {
                 Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
@@ -90,6 +91,7 @@ impl Run {
             stderr: self.redactor.redact(&output.stderr),
             ..output
         };
+        self.keep_output(step, &output);
         command_result(&output).map(|out| {
             if self.options.dry_run {
                 Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
