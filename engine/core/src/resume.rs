@@ -196,14 +196,22 @@ pub fn analyze(records: &[Record]) -> Result<JournalState, String> {
                         "exitCode": exit_code,
                     }),
                 );
+                // A captured secret is journaled redacted: the placeholder must not become the
+                // value, so the capture is taken as not done, and runs again on resume.
+                let redacted_capture = vars
+                    .as_ref()
+                    .is_some_and(|value| value.to_string().contains(crate::redact::REDACTED));
                 if let (StepResult::Succeeded, Some(Json::Object(captured))) = (result, vars) {
-                    state.vars.extend(captured.clone());
+                    if !redacted_capture {
+                        state.vars.extend(captured.clone());
+                    }
                 }
                 let intent = intents
                     .iter()
                     .position(|(id, _, _, _)| id == step)
                     .map(|index| intents.remove(index));
                 match result {
+                    StepResult::Succeeded if redacted_capture => {}
                     StepResult::Succeeded => state
                         .completed
                         .push((step.clone(), intent.and_then(|(_, _, undo, _)| undo))),
@@ -330,6 +338,39 @@ mod tests {
         assert_eq!(state.unknown[0].step, "b");
         assert_eq!(state.unknown[0].mutation, "do b");
         assert!(state.finished.is_none() && state.failed.is_none());
+    }
+
+    /// Issue 15: what a `capture` captured is restored on resume, except a secret, which the
+    /// journal holds redacted: that capture runs again rather than resume with the placeholder.
+    #[test]
+    fn captured_values_are_restored_but_a_redacted_capture_runs_again() {
+        let captured = |step: &str, vars: serde_json::Value| {
+            record(Event::StepFinished {
+                step: step.to_owned(),
+                result: StepResult::Succeeded,
+                output: None,
+                error: None,
+                error_kind: None,
+                duration_ms: 1,
+                stdout: None,
+                exit_code: None,
+                vars: Some(vars),
+            })
+        };
+        let records = [
+            started(),
+            captured("keep", serde_json::json!({"count": 2})),
+            captured(
+                "secret",
+                serde_json::json!({"token": crate::redact::REDACTED}),
+            ),
+        ];
+        let state = analyze(&records).expect("analyzed");
+        assert_eq!(state.vars.get("count"), Some(&serde_json::json!(2)));
+        assert!(!state.vars.contains_key("token"));
+        let done: Vec<&str> = state.completed.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(done, ["keep"]);
+        assert_eq!(state.results["keep"]["status"], "succeeded");
     }
 
     #[test]
