@@ -320,14 +320,32 @@ fn story(trace: &[runbook_core::journal::Record]) -> String {
 /// (times come from a fixed test clock, so they are stable), told as a story (see `story`).
 #[test]
 fn scenario_event_traces() {
+    let (count, failures) = snapshot_traces(&root().join("runbooks"));
+    assert!(count >= 6);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The traces of the fixtures' scenario cases (`tests/golden/fixtures/*/tests.yaml`): runs a
+/// shipped runbook should never show, such as an undo the API server refuses (issue 15, item
+/// 8: the claim cannot shrink back, so the run ends rollback-failed with a must-fix).
+#[test]
+fn fixture_event_traces() {
+    let (count, failures) = snapshot_traces(&root().join("tests/golden/fixtures"));
+    assert!(count >= 1);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Snapshots the trace of every case of every test file under `folder` into
+/// `tests/golden/traces/RUNBOOK@CASE.snap`: how many, and which differ.
+fn snapshot_traces(folder: &Path) -> (usize, Vec<String>) {
     let root = root();
-    let (catalog, diagnostics, _) = runbook_core::load_catalog(&[root.join("runbooks")]);
+    let (catalog, diagnostics, _) = runbook_core::load_catalog(&[folder.to_path_buf()]);
     assert!(!diagnostics.has_errors());
     let catalog = std::sync::Arc::new(catalog);
     let settings = golden_settings("traces");
     let mut failures = Vec::new();
     let mut count = 0;
-    for path in runbook_core::testing::find_test_files(&[root.join("runbooks")]).0 {
+    for path in runbook_core::testing::find_test_files(&[folder.to_path_buf()]).0 {
         let file = runbook_core::testing::load_test_file(&path).expect("valid test file");
         for case in &file.document.spec.cases {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -336,6 +354,9 @@ fn scenario_event_traces() {
                 .build()
                 .expect("runtime");
             let result = runtime.block_on(runbook_core::testing::run_case(&catalog, &file, case));
+            if !result.failures.is_empty() {
+                failures.push(format!("{}: {}", case.name, result.failures.join("; ")));
+            }
             let trace = story(&result.trace)
                 // The checkout's location differs between machines.
                 .replace(&format!("{}/", root.display()), "");
@@ -353,8 +374,7 @@ fn scenario_event_traces() {
             });
         }
     }
-    assert!(count >= 6);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    (count, failures)
 }
 
 /// The runbook library (issue 6): at least 30 runbooks, every one with at least two scenario

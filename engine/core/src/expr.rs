@@ -717,6 +717,20 @@ impl Template {
             .all(|part| matches!(part, TemplatePart::Text(_)))
     }
 
+    /// The expression of a template that is exactly one `${...}`, nothing before or after it
+    /// (not even a space). Rendered into a JSON value, such a template keeps its value's type
+    /// (a number, a boolean, a list, a map); any other template is text (issue 15, item 7).
+    pub fn whole_expression(&self) -> Option<&Expression> {
+        match self.parts.as_slice() {
+            [TemplatePart::Expr(expression, _)]
+                if self.source.starts_with("${") && self.source.ends_with('}') =>
+            {
+                Some(expression)
+            }
+            _ => None,
+        }
+    }
+
     pub fn expressions(&self) -> impl Iterator<Item = &Expression> {
         self.parts.iter().filter_map(|part| match part {
             TemplatePart::Expr(expression, _) => Some(expression),

@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod alert;
 pub mod alloc;
+pub mod api_rules;
 pub mod bind;
 pub mod check;
 pub mod compile;

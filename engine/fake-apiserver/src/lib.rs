@@ -37,6 +37,7 @@ mod selectors;
 mod server;
 mod store;
 mod strategy;
+mod validation;
 
 /// What `/version` reports.
 pub const VERSION: &str = "v1.33.1";

@@ -116,21 +116,9 @@ pub(crate) fn unsupported_media_type() -> Reply {
     )
 }
 
-/// What the API server itself would refuse with 422 (or 400, for a body it cannot decode).
+/// What the API server itself would refuse with 422 about a value that decodes (types and
+/// changes it refuses are in [`crate::validation`]).
 pub(crate) fn validate(resource: &ResourceType, name: &str, object: &Json) -> Result<(), Reply> {
-    for field in ["labels", "annotations"] {
-        let values = object.pointer(&format!("/metadata/{field}"));
-        if values.is_some_and(|v| {
-            !v.is_null()
-                && !v
-                    .as_object()
-                    .is_some_and(|m| m.values().all(Json::is_string))
-        }) {
-            return Err(bad_request(&format!(
-                "json: cannot unmarshal into Go struct field ObjectMeta.metadata.{field} of type string"
-            )));
-        }
-    }
     if matches!(resource.plural, "deployments" | "statefulsets") {
         if let Some(replicas) = object.pointer("/spec/replicas") {
             if replicas.as_i64().is_none_or(|n| n < 0) {

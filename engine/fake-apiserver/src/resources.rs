@@ -48,6 +48,7 @@ pub const RESOURCES: &[ResourceType] = &[
     builtin("v1", "configmaps", "ConfigMap", true, &["cm"], &[]),
     builtin("v1", "secrets", "Secret", true, &[], &[]),
     builtin("v1", "services", "Service", true, &["svc"], &["status"]),
+    builtin("v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], &["status"]),
     builtin("apps/v1", "deployments", "Deployment", true, &["deploy"], &["scale", "status"]),
     builtin("apps/v1", "statefulsets", "StatefulSet", true, &["sts"], &["scale", "status"]),
     builtin("apps/v1", "daemonsets", "DaemonSet", true, &["ds"], &["status"]),

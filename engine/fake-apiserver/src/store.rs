@@ -25,6 +25,7 @@ use crate::strategy::{
     allows_unconditional_update, prepare_for_create, prepare_for_update, resource_version_required,
     Endpoint,
 };
+use crate::validation::{check_types, check_update, Write};
 use crate::{APPLY, VERSION};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -351,7 +352,7 @@ impl State {
                 details(resource, name),
             ));
         }
-        self.commit(resource, Endpoint::Main, key, object, dry)
+        self.commit(resource, Endpoint::Main, key, object, dry, Write::Body)
     }
 
     pub(crate) fn update(
@@ -374,7 +375,7 @@ impl State {
             }
             _ => {}
         }
-        self.commit(resource, endpoint, key, object, dry)
+        self.commit(resource, endpoint, key, object, dry, Write::Body)
     }
 
     pub(crate) fn patch(
@@ -401,14 +402,14 @@ impl State {
             }
             let mut next = current.unwrap_or_else(|| json!({}));
             json_patch::merge(&mut next, &body);
-            return self.commit(resource, endpoint, key, next, dry);
+            return self.commit(resource, endpoint, key, next, dry, Write::Apply);
         }
         let current = current.ok_or_else(|| not_found(resource, &key.name))?;
         let next = patched(resource, &current, request)?;
         if resource_version(&next).is_some_and(|v| Some(v) != resource_version(&current)) {
             return Err(conflict(resource, &key.name, MODIFIED));
         }
-        self.commit(resource, endpoint, key, next, dry)
+        self.commit(resource, endpoint, key, next, dry, Write::Patch)
     }
 
     pub(crate) fn delete(
@@ -468,7 +469,7 @@ impl State {
         }
         let mut next = current;
         next["spec"]["replicas"] = replicas;
-        match self.commit(resource, Endpoint::Main, key, next, dry)? {
+        match self.commit(resource, Endpoint::Main, key, next, dry, Write::Body)? {
             Reply::Json { body, .. } => Ok(ok(scale_of(&body))),
             other => Ok(other),
         }
@@ -587,7 +588,9 @@ impl State {
         key: Key,
         mut next: Json,
         dry: bool,
+        write: Write,
     ) -> Result<Reply, Reply> {
+        check_types(resource, key.namespace.as_deref(), &key.name, &next, write)?;
         validate(resource, &key.name, &next)?;
         let Some(current) = self.objects.get(&key).cloned() else {
             prepare_for_create(resource, &mut next);
@@ -617,6 +620,7 @@ impl State {
             }
         }
         prepare_for_update(resource, endpoint, &current, &mut next);
+        check_update(resource, &key.name, &current, &next)?;
         if next == current {
             return Ok(ok(current));
         }

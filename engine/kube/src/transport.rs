@@ -114,6 +114,7 @@ impl Failure {
     fn transient(&self) -> bool {
         match self.status {
             None => true,
+            Some(500) if self.message.contains("failed to create typed patch object") => false,
             Some(status) => status == 429 || status >= 500,
         }
     }
@@ -143,6 +144,12 @@ impl Failure {
             }
             Some(409) => EffectError::Conflict(message),
             Some(400 | 415 | 422) => EffectError::Invalid(message),
+            // A server-side apply whose values do not fit the kind's schema: the server answers
+            // 500 (kubernetes/kubernetes#139255 would make it 400), but the same request never
+            // succeeds, so it is not retried (issue 15, item 7).
+            Some(500) if self.message.contains("failed to create typed patch object") => {
+                EffectError::Invalid(message)
+            }
             Some(401 | 403) => EffectError::Forbidden(message),
             Some(429) => EffectError::Blocked(message),
             None => EffectError::Unavailable(message),

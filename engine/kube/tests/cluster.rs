@@ -3111,3 +3111,123 @@ fn without_server_fields(previous: &Json) -> Json {
     }
     previous
 }
+
+/// Issue 15, items 7 and 8, on a real API server: what the simulator and the fake refuse, it
+/// refuses too, with the words the engine's table (`runbook_core::api_rules`) repeats. A
+/// string for `replicas` and a number for an annotation fail a patch with 422; a Job's template
+/// and a Service's cluster IP cannot change; a claim cannot shrink (on a claim that is not
+/// bound, the server also says its spec is immutable: either way, nothing changes).
+#[test]
+#[ignore = "needs cluster"]
+fn the_api_server_refuses_wrong_types_and_changes_an_undo_cannot_make() {
+    in_sandbox("api-rules", |sandbox| async move {
+        let cluster = &sandbox.cluster;
+        let web = sandbox.deployment("web", 1).await;
+        let error = cluster
+            .patch(
+                &web,
+                PatchType::Merge,
+                &json!({"spec": {"replicas": "3"}}),
+                DryRun::No,
+            )
+            .await
+            .expect_err("a string for replicas");
+        assert!(
+            matches!(&error, EffectError::Invalid(m) if m.contains("json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32") && m.contains("(HTTP 422)")),
+            "{error:?}"
+        );
+        let error = cluster
+            .patch(
+                &web,
+                PatchType::Merge,
+                &json!({"metadata": {"annotations": {"size": 3}}}),
+                DryRun::No,
+            )
+            .await
+            .expect_err("a number for an annotation");
+        assert!(
+            matches!(&error, EffectError::Invalid(m) if m.contains("json: cannot unmarshal number into Go struct field ObjectMeta.metadata.annotations of type string")),
+            "{error:?}"
+        );
+        assert_eq!(sandbox.read(&web).await["spec"]["replicas"], 1);
+
+        sandbox
+            .create(json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "migrate"},
+                "spec": {"suspend": true, "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"runbook.dev/it-unschedulable": "true"},
+                    "containers": [{"name": "migrate", "image": PAUSE_IMAGE}],
+                }}},
+            }))
+            .await;
+        let job = sandbox.key("batch/v1", "Job", "migrate");
+        let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "migrate", "image": "registry.k8s.io/pause:3.9"}]}}}});
+        let error = cluster
+            .patch(&job, PatchType::Strategic, &image, DryRun::No)
+            .await
+            .expect_err("a Job's template is immutable");
+        assert!(
+            matches!(&error, EffectError::Invalid(m) if m.contains("Job.batch \"migrate\" is invalid: spec.template: Invalid value: ") && m.contains("field is immutable")),
+            "{error:?}"
+        );
+
+        let service = sandbox
+            .create(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+            }))
+            .await;
+        let allocated = service["spec"]["clusterIP"]
+            .as_str()
+            .expect("an allocated IP")
+            .to_owned();
+        let other = if allocated.ends_with(".250") {
+            allocated.replace(".250", ".251")
+        } else {
+            let (prefix, _) = allocated.rsplit_once('.').expect("an IPv4 address");
+            format!("{prefix}.250")
+        };
+        let error = cluster
+            .patch(
+                &sandbox.key("v1", "Service", "web"),
+                PatchType::Merge,
+                &json!({"spec": {"clusterIP": other, "clusterIPs": [other]}}),
+                DryRun::No,
+            )
+            .await
+            .expect_err("a cluster IP is kept");
+        assert!(
+            matches!(&error, EffectError::Invalid(m) if m.contains("Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: []string{") && m.contains("may not change once set")),
+            "{error:?}"
+        );
+
+        sandbox
+            .create(json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Gi"}}},
+            }))
+            .await;
+        let claim = sandbox.key("v1", "PersistentVolumeClaim", "data");
+        let error = cluster
+            .patch(
+                &claim,
+                PatchType::Merge,
+                &json!({"spec": {"resources": {"requests": {"storage": "50Gi"}}}}),
+                DryRun::No,
+            )
+            .await
+            .expect_err("a claim cannot shrink");
+        assert!(
+            matches!(&error, EffectError::Invalid(m) if m.contains("PersistentVolumeClaim \"data\" is invalid")),
+            "{error:?}"
+        );
+        assert_eq!(
+            sandbox.read(&claim).await["spec"]["resources"]["requests"]["storage"],
+            "100Gi"
+        );
+    });
+}

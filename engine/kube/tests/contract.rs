@@ -2687,3 +2687,149 @@ async fn a_status_path_of_a_kind_without_one_is_not_found() {
         .expect_err("not a verb of /status");
     assert_eq!(failure.status, Some(405), "{failure:?}");
 }
+
+/// Issue 15, item 7: a value of the wrong type in a typed field is refused as kube-apiserver
+/// refuses it, by the path the write took: a patch with 422 (the patched object does not
+/// decode), a create with 400, a server-side apply with the 500 of structured-merge-diff,
+/// which the client does not retry, since the same request never succeeds.
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_refused_as_the_api_server_refuses_it() {
+    let api = shop().await;
+    let cluster = cluster(&api).await;
+    let error = cluster
+        .patch(
+            &deployment("api"),
+            PatchType::Merge,
+            &json!({"spec": {"replicas": "3"}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a string for replicas");
+    let EffectError::Invalid(message) = &error else {
+        panic!("not invalid: {error:?}");
+    };
+    assert!(
+        message
+            .starts_with("patch Deployment shop/api:  \"\" is invalid: patch: Invalid value: \""),
+        "{message}"
+    );
+    assert!(message.ends_with("json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32 (HTTP 422)"), "{message}");
+    assert_eq!(
+        stored_deployment(&api, "api")["spec"]["replicas"],
+        2,
+        "nothing was stored"
+    );
+
+    let error = cluster
+        .patch(
+            &deployment("api"),
+            PatchType::Merge,
+            &json!({"metadata": {"annotations": {"size": 3}}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a number for an annotation");
+    assert!(
+        matches!(&error, EffectError::Invalid(m) if m.contains("json: cannot unmarshal number into Go struct field ObjectMeta.metadata.annotations of type string (HTTP 422)")),
+        "{error:?}"
+    );
+
+    api.clear_requests();
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "limits", "namespace": "shop"},
+        "data": {"max": 10},
+    });
+    let error = cluster
+        .apply(&manifest, DryRun::No)
+        .await
+        .expect_err("a number in data");
+    assert_eq!(
+        error,
+        EffectError::Invalid("apply ConfigMap shop/limits: Internal error occurred: failed to create typed patch object (shop/limits; v1, Kind=ConfigMap): .data.max: expected string, got &value.valueUnstructured{Value:10} (HTTP 500)".to_owned())
+    );
+    assert_eq!(
+        api.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count(),
+        1,
+        "a 500 that the same request always gets is not retried"
+    );
+    assert!(api
+        .object("v1", "ConfigMap", Some("shop"), "limits")
+        .is_none());
+    let typed = json!({"spec": {"replicas": 3}});
+    cluster
+        .patch(&deployment("api"), PatchType::Merge, &typed, DryRun::No)
+        .await
+        .expect("an integer is taken");
+    assert_eq!(stored_deployment(&api, "api")["spec"]["replicas"], 3);
+}
+
+/// Issue 15, item 8: the changes kube-apiserver refuses, so an undo that would make them fails
+/// as on a real cluster: a claim that would shrink, a Job's template, a Service's cluster IP.
+#[tokio::test]
+async fn changes_the_api_server_refuses_are_refused_with_its_message() {
+    let api = shop().await;
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": "shop"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Gi"}}},
+    }));
+    api.insert(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "migrate", "namespace": "shop"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "migrate", "image": "migrate:1"}]}}},
+    }));
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "ports": [{"port": 80}]},
+    }));
+    let cluster = cluster(&api).await;
+    let claim = key("v1", "PersistentVolumeClaim", Some("shop"), "data");
+    let size = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    cluster
+        .patch(&claim, PatchType::Merge, &size("200Gi"), DryRun::No)
+        .await
+        .expect("a claim may grow");
+    let error = cluster
+        .patch(&claim, PatchType::Merge, &size("100Gi"), DryRun::No)
+        .await
+        .expect_err("a claim may not shrink");
+    assert_eq!(
+        error,
+        EffectError::Invalid("patch PersistentVolumeClaim shop/data: PersistentVolumeClaim \"data\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than previous value (HTTP 422)".to_owned())
+    );
+    let stored = api
+        .object("v1", "PersistentVolumeClaim", Some("shop"), "data")
+        .expect("stored");
+    assert_eq!(stored["spec"]["resources"]["requests"]["storage"], "200Gi");
+
+    let job = key("batch/v1", "Job", Some("shop"), "migrate");
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "migrate", "image": "migrate:2"}]}}}});
+    let error = cluster
+        .patch(&job, PatchType::Merge, &image, DryRun::No)
+        .await
+        .expect_err("a Job's template is immutable");
+    assert!(
+        matches!(&error, EffectError::Invalid(m) if m.contains("Job.batch \"migrate\" is invalid: spec.template: Invalid value: ") && m.ends_with(": field is immutable (HTTP 422)")),
+        "{error:?}"
+    );
+
+    let service = key("v1", "Service", Some("shop"), "web");
+    let error = cluster
+        .patch(
+            &service,
+            PatchType::Merge,
+            &json!({"spec": {"clusterIP": "10.96.0.11"}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a cluster IP is kept");
+    assert_eq!(
+        error,
+        EffectError::Invalid("patch Service shop/web: Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.11\"}: may not change once set (HTTP 422)".to_owned())
+    );
+}

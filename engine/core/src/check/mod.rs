@@ -18,6 +18,8 @@
 //!  steps, needs  steps.rs        ids, `needs`, cycles; when, timeout, retries, confirm
 //!  actions       actions/        one file per action family, listed in actions::REGISTRY
 //!  undo, lints   undo.rs         how each step is undone, missing-undo; rollback.rs;
+//!                api_rules.rs    field-type (a value the API server refuses by type),
+//!                                undo-refused (an undo it will not let happen);
 //!                lints.rs        unused facts, unused `from:`, unknown `runbook:allow` codes,
 //!                                params that reach a command's arguments unconstrained
 //!  calls         calls.rs        once every runbook is known: targets, params, call cycles
@@ -43,6 +45,7 @@ use crate::source::{Position, Source, Span};
 use crate::yaml::Node;
 
 mod actions;
+mod api_rules;
 mod calls;
 mod expressions;
 mod facts;
@@ -88,6 +91,7 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
         command_params: Vec::new(),
         captured_vars: BTreeMap::new(),
         main_step_ids: Vec::new(),
+        typed_uses: Vec::new(),
     };
     // 1. Fact libraries, which every runbook may read.
     let library_facts = checker.check_libraries(&workspace.libraries);
@@ -209,6 +213,7 @@ fn check_runbooks(
         command_params: Vec::new(),
         captured_vars: BTreeMap::new(),
         main_step_ids: Vec::new(),
+        typed_uses: Vec::new(),
     };
     for loaded in part {
         let before = checker.diagnostics.len();
@@ -273,6 +278,9 @@ struct Checker<'d> {
     captured_vars: BTreeMap<String, Span>,
     /// The ids of the runbook's steps, once checked, for the rollback's `steps.<id>`.
     main_step_ids: Vec<String>,
+    /// Templates that are exactly `${params.NAME}` in fields of a known type, in the runbook
+    /// being checked, for the lint that compares them with their params' types.
+    typed_uses: Vec<api_rules::TypedUse>,
 }
 
 impl Checker<'_> {
@@ -329,6 +337,7 @@ impl Checker<'_> {
         self.command_params.clear();
         self.main_step_ids.clear();
         self.collect_captured_vars(at, &spec.steps);
+        self.typed_uses.clear();
 
         self.check_runbook_name(at, name);
         self.lint_folder_name(at, name);
@@ -370,6 +379,7 @@ impl Checker<'_> {
         let rollback =
             self.check_rollback(at, spec.rollback.as_ref(), &scope, &mut reads, calls, name);
         self.lint_params_in_commands(at, &params);
+        self.lint_typed_params(at, &params);
         if self.diagnostics.error_count() == before {
             self.lint_unused_facts(at, &spec.facts, &local, &reads);
         }

@@ -1,5 +1,6 @@
 //! The undo pass: how each step is undone (declared, native, irreversible or not needed),
-//! what an `undo:` may hold, and the `missing-undo` lint for a change with no way back.
+//! what an `undo:` may hold, and the `missing-undo` lint for a change with no way back (and,
+//! in api_rules.rs, `undo-refused` for a native undo the API server would refuse).
 
 use super::*;
 
@@ -34,7 +35,10 @@ impl Checker<'_> {
             (None, Some(reason)) => UndoSpec::Irreversible(reason),
             (None, None) if !action.mutates(step.readonly) => UndoSpec::NotNeeded,
             (None, None) => match action.native_undo() {
-                Some(native) => UndoSpec::Native(native),
+                Some(native) => {
+                    self.lint_undo_refused(at, pointer, step, id, action);
+                    UndoSpec::Native(native)
+                }
                 None => {
                     let span = at.span(pointer);
                     if let Some(reason) = at.allowed(span, Code::MissingUndo) {

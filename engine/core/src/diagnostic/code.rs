@@ -192,11 +192,19 @@ codes! {
     ApplyManifest = "apply-manifest",
     /// A `wait` with both or neither of `condition` and `until`.
     Wait = "wait",
+    /// A value in a patch or manifest of a type the API server refuses for that field, such
+    /// as `replicas: "3"`, an annotation written `3`, or a `${...}` that keeps a type the
+    /// field does not take (a warning).
+    FieldType = "field-type",
     // ----- undo and rollback ----------------------------------------------------------------
     /// An `undo` that holds step fields, cannot undo anything, or sits beside `irreversible`.
     Undo = "undo",
     /// A step that changes the system with no `undo` and no `irreversible` (a warning).
     MissingUndo = "missing-undo",
+    /// A patch or apply whose native undo would put back a field the API server will not let
+    /// go back (a claim's size, an immutable field), with no `undo` or `irreversible` (a
+    /// warning).
+    UndoRefused = "undo-refused",
     /// A named rollback that does not exist.
     Rollback = "rollback",
     /// `needs` on a rollback step, which runs in order.

@@ -181,10 +181,19 @@ impl Run {
         Ok(out)
     }
 
+    /// A patch body, a manifest or a call's params, rendered. A string that is exactly one
+    /// `${...}` keeps the type of its value (`replicas: "${params.n}"` sends `3`, not `"3"`);
+    /// any other string is text.
     pub(super) async fn render_json(&self, value: &JsonTemplate) -> Result<Json, StepError> {
         Ok(match value {
             JsonTemplate::Literal(value) => value.clone(),
-            JsonTemplate::String(template) => Json::String(self.render(template, None).await?),
+            JsonTemplate::String(template) => match template.whole_expression() {
+                Some(expression) => {
+                    let value = self.eval(expression, None).await?;
+                    rhai::serde::from_dynamic::<Json>(&value).map_err(StepError::from)?
+                }
+                None => Json::String(self.render(template, None).await?),
+            },
             JsonTemplate::Array(items) => {
                 let mut out = Vec::new();
                 for item in items {

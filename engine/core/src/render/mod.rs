@@ -35,46 +35,55 @@ pub fn template(plan: &Plan, template: &Template) -> String {
     for part in &template.parts {
         match part {
             TemplatePart::Text(text) => out.push_str(text),
-            TemplatePart::Expr(expression, _) => {
-                let only_params = expression.references.iter().all(|r| r.path[0] == "params");
-                let secret = expression.references.iter().any(|r| {
-                    r.path
-                        .get(1)
-                        .and_then(|name| plan.runbook.param(name))
-                        .is_some_and(|p| plan.bindings.is_secret(p))
-                });
-                if secret {
-                    out.push_str(SECRET);
-                    continue;
+            TemplatePart::Expr(expression, _) => match hole(plan, expression) {
+                Hole::Secret => out.push_str(SECRET),
+                Hole::Value(value) => out.push_str(&value.to_string()),
+                Hole::Unknown => {
+                    let _ = write!(out, "${{{}}}", expression.source);
                 }
-                let value = only_params.then(|| {
-                    let mut scope = rhai::Scope::new();
-                    scope.push("params", plan.bindings.to_rhai());
-                    // Shown in a plan and in every step's summary, on the caller's thread: a
-                    // short budget, and the expression as written if it runs out.
-                    let budget = crate::expr::Budget {
-                        deadline: std::time::Instant::now() + RENDER_EVALUATION_TIME,
-                        cancelled: Default::default(),
-                        now: None,
-                    };
-                    crate::expr::evaluate::<rhai::Dynamic>(
-                        &mut scope,
-                        &expression.ast,
-                        &budget,
-                        None,
-                    )
-                    .ok()
-                });
-                match value.flatten() {
-                    Some(value) if !value.is_unit() => out.push_str(&value.to_string()),
-                    _ => {
-                        let _ = write!(out, "${{{}}}", expression.source);
-                    }
-                }
-            }
+            },
         }
     }
     out
+}
+
+/// What a plan can show of one `${...}`.
+enum Hole {
+    /// It reads a secret param.
+    Secret,
+    /// It reads only params, and this is its value.
+    Value(rhai::Dynamic),
+    /// It reads facts (known at run time only), or could not be evaluated in time.
+    Unknown,
+}
+
+fn hole(plan: &Plan, expression: &crate::expr::Expression) -> Hole {
+    let only_params = expression.references.iter().all(|r| r.path[0] == "params");
+    let secret = expression.references.iter().any(|r| {
+        r.path
+            .get(1)
+            .and_then(|name| plan.runbook.param(name))
+            .is_some_and(|p| plan.bindings.is_secret(p))
+    });
+    if secret {
+        return Hole::Secret;
+    }
+    if !only_params {
+        return Hole::Unknown;
+    }
+    let mut scope = rhai::Scope::new();
+    scope.push("params", plan.bindings.to_rhai());
+    // Shown in a plan and in every step's summary, on the caller's thread: a short budget,
+    // and the expression as written if it runs out.
+    let budget = crate::expr::Budget {
+        deadline: std::time::Instant::now() + RENDER_EVALUATION_TIME,
+        cancelled: Default::default(),
+        now: None,
+    };
+    match crate::expr::evaluate::<rhai::Dynamic>(&mut scope, &expression.ast, &budget, None) {
+        Ok(value) if !value.is_unit() => Hole::Value(value),
+        _ => Hole::Unknown,
+    }
 }
 
 fn argv(plan: &Plan, argv: &[Template]) -> String {
@@ -102,7 +111,12 @@ fn shell_quote(word: &str) -> String {
 fn json_template(plan: &Plan, value: &JsonTemplate) -> Json {
     match value {
         JsonTemplate::Literal(value) => value.clone(),
-        JsonTemplate::String(text) => Json::String(template(plan, text)),
+        // A string that is exactly one `${...}` keeps its value's type, as the run sends it.
+        JsonTemplate::String(text) => match text.whole_expression().map(|e| hole(plan, e)) {
+            Some(Hole::Value(value)) => rhai::serde::from_dynamic::<Json>(&value)
+                .unwrap_or_else(|_| Json::String(template(plan, text))),
+            _ => Json::String(template(plan, text)),
+        },
         JsonTemplate::Array(items) => {
             Json::Array(items.iter().map(|item| json_template(plan, item)).collect())
         }

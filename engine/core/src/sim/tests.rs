@@ -1405,3 +1405,109 @@ fn the_seed_runbook_folder_still_loads_without_the_scenario() {
         .any(|file| file.to_string_lossy().ends_with(".scenario.yaml")
             || file.to_string_lossy().contains("/scenarios/")));
 }
+
+/// Issue 15, item 7: the simulator refuses a value of the wrong type in a field the API
+/// server types, as the server words it, and keeps the object as it was.
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_refused_as_the_api_server_refuses_it() {
+    let world = world(SHOP);
+    let api = deployment("shop", "api");
+    let before = read(&world, &api).await.unwrap();
+    let error = world
+        .patch(
+            &api,
+            PatchType::Merge,
+            &json!({"spec": {"replicas": "3"}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a string for replicas");
+    assert_eq!(
+        error,
+        EffectError::Invalid("\"\" is invalid: patch: Invalid value: \"{...}\": json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32".to_owned())
+    );
+    let error = world
+        .patch(
+            &api,
+            PatchType::Merge,
+            &json!({"metadata": {"annotations": {"size": 3}}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a number for an annotation");
+    assert!(
+        matches!(&error, EffectError::Invalid(m) if m.ends_with("json: cannot unmarshal number into Go struct field ObjectMeta.metadata.annotations of type string")),
+        "{error:?}"
+    );
+    let error = world
+        .apply(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "limits", "namespace": "shop"}, "data": {"max": 10}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a number in a ConfigMap's data");
+    assert_eq!(
+        error,
+        EffectError::Invalid("failed to create typed patch object (shop/limits; v1, Kind=ConfigMap): .data.max: expected string, got &value.valueUnstructured{Value:10}".to_owned())
+    );
+    assert_eq!(read(&world, &api).await.unwrap(), before, "nothing changed");
+    assert!(world.mutations().is_empty());
+    world
+        .patch(
+            &api,
+            PatchType::Merge,
+            &json!({"spec": {"replicas": 3}}),
+            DryRun::No,
+        )
+        .await
+        .expect("an integer is taken");
+}
+
+/// Issue 15, item 8: a claim grows but does not shrink back, so the undo of a resize fails
+/// in the simulator as on a cluster; a Service keeps its cluster IP.
+#[tokio::test]
+async fn a_claim_grows_but_does_not_shrink_and_a_cluster_ip_is_kept() {
+    let world = world(
+        "  objects:
+    - apiVersion: v1
+      kind: PersistentVolumeClaim
+      metadata: {name: data, namespace: shop}
+      spec: {resources: {requests: {storage: 100Gi}}}
+    - apiVersion: v1
+      kind: Service
+      metadata: {name: web, namespace: shop}
+      spec: {clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10]}
+",
+    );
+    let claim = key("v1", "PersistentVolumeClaim", Some("shop"), "data");
+    let size = |size: &str| json!({"spec": {"resources": {"requests": {"storage": size}}}});
+    world
+        .patch(&claim, PatchType::Merge, &size("200Gi"), DryRun::No)
+        .await
+        .expect("a claim may grow");
+    for dry_run in [DryRun::Server, DryRun::No] {
+        let error = world
+            .patch(&claim, PatchType::Merge, &size("100Gi"), dry_run)
+            .await
+            .expect_err("a claim may not shrink");
+        assert_eq!(
+            error,
+            EffectError::Invalid("PersistentVolumeClaim \"data\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than previous value".to_owned())
+        );
+    }
+    let stored = read(&world, &claim).await.unwrap();
+    assert_eq!(stored["spec"]["resources"]["requests"]["storage"], "200Gi");
+    let error = world
+        .patch(
+            &key("v1", "Service", Some("shop"), "web"),
+            PatchType::Merge,
+            &json!({"spec": {"clusterIP": "10.96.0.11", "clusterIPs": ["10.96.0.11"]}}),
+            DryRun::No,
+        )
+        .await
+        .expect_err("a cluster IP is kept");
+    assert_eq!(
+        error,
+        EffectError::Invalid("Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.11\"}: may not change once set".to_owned())
+    );
+}

@@ -47,6 +47,9 @@ fn apply(
         );
         return None;
     }
+    if let Some(kind) = manifest.get("kind").and_then(serde_json::Value::as_str) {
+        checker.check_field_types(at, &format!("{p}/manifest"), kind, manifest, None);
+    }
     Some(Action::Apply {
         manifest: checker.json_template(at, &format!("{p}/manifest"), manifest, scope, reads),
     })

@@ -57,6 +57,13 @@ fn patch(
         );
         return None;
     }
+    checker.check_field_types(
+        at,
+        &format!("{p}/patch"),
+        &target.kind,
+        &patch.patch,
+        Some(patch.patch_type),
+    );
     let body = checker.json_template(at, &format!("{p}/patch"), &patch.patch, scope, reads);
     Some(Action::Patch {
         target,

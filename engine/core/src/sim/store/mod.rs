@@ -261,6 +261,11 @@ impl Store {
         let spec_changed = match &old {
             Some(old) => {
                 self.check_identity(key, old, &mut new)?;
+                if let Some(refusal) =
+                    crate::api_rules::refused_change(&key.group, &key.kind, &key.name, old, &new)
+                {
+                    return Err(EffectError::Invalid(refusal));
+                }
                 let changed = old.get("spec") != new.get("spec");
                 let generation = generation(old) + i64::from(changed);
                 if new.get("spec").is_some() || old.pointer("/metadata/generation").is_some() {
@@ -469,6 +474,7 @@ impl Store {
                 "json"
             }
         };
+        check_types(key, &object, Write::Patch)?;
         let after = self.commit(key, object, dry, false)?;
         log.push(Mutation::new(
             "patch",
@@ -531,6 +537,7 @@ impl Store {
                 (object, "configured")
             }
         };
+        check_types(&key, &object, Write::Apply)?;
         let before = self.objects.get(&key).cloned();
         let after = self.commit(&key, object, dry, false)?;
         let detail = if before.as_ref() == Some(&after) {
@@ -621,6 +628,57 @@ impl Store {
         ));
         Ok(after)
     }
+}
+
+/// How a write reached the server, which decides how it words a value of the wrong type.
+#[derive(Clone, Copy)]
+enum Write {
+    Patch,
+    Apply,
+}
+
+/// Refuses an object holding a value of the wrong type in a field the server decodes into a
+/// typed struct (see [`crate::api_rules::TYPED_FIELDS`]), as the API server words it: a
+/// custom resource by its CRD's schema (422); a built-in kind's merge, strategic or JSON patch
+/// by the decoder (422, `patch: Invalid value: ...`, where the server shows the whole patched
+/// object and this shows `{...}`); a server-side apply by structured-merge-diff (which a real
+/// server answers with a 500 today, though the same request never succeeds).
+fn check_types(key: &StoreKey, object: &Json, write: Write) -> EffectResult<()> {
+    let Some(mismatch) = crate::api_rules::type_mismatch(&key.kind, object) else {
+        return Ok(());
+    };
+    let qualified = if key.group.is_empty() {
+        key.kind.clone()
+    } else {
+        format!("{}.{}", key.kind, key.group)
+    };
+    let message = match (mismatch.field.go_field, write) {
+        (None, _) => format!(
+            "{qualified} {:?} is invalid: {}",
+            key.name,
+            mismatch.schema_error()
+        ),
+        (Some(_), Write::Patch) => format!(
+            "\"\" is invalid: patch: Invalid value: \"{{...}}\": {}",
+            mismatch.go_error()
+        ),
+        (Some(_), Write::Apply) => {
+            let name = match &key.namespace {
+                Some(namespace) => format!("{namespace}/{}", key.name),
+                None => key.name.clone(),
+            };
+            let api_version = object
+                .get("apiVersion")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            format!(
+                "failed to create typed patch object ({name}; {api_version}, Kind={}): {}",
+                key.kind,
+                mismatch.apply_error()
+            )
+        }
+    };
+    Err(EffectError::Invalid(message))
 }
 
 fn require_object(key: &StoreKey, body: &Json, what: &str) -> EffectResult<()> {
