@@ -1971,6 +1971,37 @@ spec:
     assert!(sent.contains("<redacted>"), "{sent}");
 }
 
+/// Issue 15, item 9: a map reaches a message in one form, whether a template prints it or an
+/// expression adds it to a string.
+#[test]
+fn a_map_in_a_message_is_json_whether_templated_or_concatenated() {
+    let text = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: labels}
+spec:
+  facts:
+    - {name: api.labels, expr: '#{app: "api", tier: "web"}'}
+  steps:
+    - id: tell
+      notify: 'templated ${api.labels}; added ${"labels " + api.labels}; interpolated ${`${api.labels}`}'
+"#;
+    let h = Test::new().runbook(text).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let json = r#"{"app":"api","tier":"web"}"#;
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    assert_eq!(
+        sent,
+        [format!(
+            "templated {json}; added labels {json}; interpolated {json}"
+        )]
+    );
+}
+
 /// The shop scenario with a selector on Deployment `api` and pods for it in every state
 /// `kubectl logs deployment/api` tells apart, with their logs (issue 15, item 9).
 fn shop_with_api_pods() -> String {
