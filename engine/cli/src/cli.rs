@@ -55,6 +55,12 @@ pub struct Execution {
     /// runbook's own `scenarios/default.yaml`).
     #[arg(long, value_name = "SCENARIO", num_args = 0..=1)]
     pub simulate: Option<Option<PathBuf>>,
+    /// With --simulate: wait in real time (retries' back-off, verify polls, timeouts), to
+    /// watch the run unfold. Without it a simulated run waits on a virtual clock that jumps
+    /// ahead whenever the run only waits; the journal's times follow that clock from the
+    /// moment the run starts.
+    #[arg(long, requires = "simulate")]
+    pub real_time: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).

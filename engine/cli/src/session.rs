@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use runbook_core::bind::Bindings;
 use runbook_core::compile::Plan;
-use runbook_core::effects::{Effects, Prompter, Reporter, SystemClock};
+use runbook_core::effects::{Clock, Effects, Prompter, Reporter};
 use runbook_core::exec::{Interrupt, Resume, RunOptions, RunReport};
 use runbook_core::journal::{Journal, SetAside};
 use runbook_core::runbook::{Catalog, Runbook};
@@ -43,6 +43,8 @@ pub struct SessionRun {
     pub yes: bool,
     pub roll_back_on_interrupt: bool,
     pub resume: Option<Resume>,
+    /// The run's clock: the system's, or a simulated run's virtual one.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A run holding its lock and its journal, ready to execute.
@@ -128,7 +130,7 @@ impl<'w> RunSession<'w> {
             http: world.http.clone(),
             notifier: world.notifier.clone(),
             prompter: run.prompter,
-            clock: Arc::new(SystemClock),
+            clock: run.clock,
             reporter: run.reporter,
             observer: world.observer.clone(),
         };

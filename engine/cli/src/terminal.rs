@@ -12,9 +12,10 @@ use runbook_core::effects::{Answer, Prompter, Reporter};
 use runbook_core::journal::{Event, Record, StepResult};
 
 /// Asks y/N on the terminal; no terminal means nobody can be asked.
-pub struct TerminalPrompter {
-    pub lock: Mutex<()>,
-}
+pub struct TerminalPrompter;
+
+/// One question on the terminal at a time, whichever step asks.
+static PROMPT: Mutex<()> = Mutex::new(());
 
 #[async_trait]
 impl Prompter for TerminalPrompter {
@@ -25,11 +26,13 @@ impl Prompter for TerminalPrompter {
         let step = step.to_owned();
         let question = question.to_owned();
         let detail = detail.to_owned();
-        let _guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tokio::task::block_in_place(move || {
+        // A blocking task, not `block_in_place`: it works on the current-thread runtime of a
+        // simulated run too, and while it waits a paused clock stands still, so a human
+        // thinking at a gate does not time the run out.
+        let asked = tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = PROMPT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut stderr = std::io::stderr().lock();
             let _ = write!(stderr, "\n  step {step}: {detail}\n? {question} [y/N] ");
             let _ = stderr.flush();
@@ -38,7 +41,8 @@ impl Prompter for TerminalPrompter {
                 Ok(_) if matches!(line.trim().to_lowercase().as_str(), "y" | "yes") => Answer::Yes,
                 _ => Answer::No,
             }
-        })
+        });
+        asked.await.unwrap_or(Answer::No)
     }
 }
 

@@ -1107,6 +1107,95 @@ fn runbook_test_reports_failures_and_exits_nonzero() {
     );
 }
 
+/// Issue 15, item 9: `run --simulate` waits on a virtual clock, so a verify that gives up
+/// after 10 minutes takes no 10 minutes, while the journal still tells of 10 minutes of
+/// polling from when the run started; `--real-time` waits as a live run would.
+#[test]
+fn a_simulated_run_waits_on_a_virtual_clock_unless_told_to_wait_in_real_time() {
+    let runbook_text = |timeout: &str| {
+        format!(
+            "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: never-ready}}\nspec:\n  steps:\n    - {{id: scale-api, scale: {{name: api, namespace: shop, replicas: 3}}}}\n    - {{id: wait, verify: \"false\", interval: 1m, timeout: {timeout}}}\n"
+        )
+    };
+    let scenario = "apiVersion: runbook.dev/v1alpha1\nkind: Scenario\nmetadata: {name: shop}\nspec:\n  objects:\n    - {apiVersion: apps/v1, kind: Deployment, metadata: {name: api, namespace: shop}, spec: {replicas: 1}}\n";
+    let dir = folder(&[("never-ready.yaml", &runbook_text("10m"))]);
+    std::fs::write(dir.path().join("shop.scenario.yaml"), scenario).expect("write");
+    let state = state();
+    let state_dir = state.path().to_str().expect("utf-8");
+    let run = |extra: &[&str]| {
+        let started = std::time::Instant::now();
+        let mut args = vec![
+            "run",
+            "never-ready",
+            "--simulate",
+            "shop.scenario.yaml",
+            "--output",
+            "json",
+            "--state-dir",
+            state_dir,
+        ];
+        args.extend_from_slice(extra);
+        let out = runbook_in(dir.path(), &args);
+        (out, started.elapsed())
+    };
+    let (out, took) = run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "a 10-minute verify took {took:?} on the virtual clock"
+    );
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let time = |event: &serde_json::Value| {
+        event["time"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .expect("a time")
+    };
+    let first = time(events.first().expect("events"));
+    let last = time(events.last().expect("events"));
+    let waited = last.duration_since(first).expect("in order").as_secs();
+    assert_eq!(
+        waited / 60,
+        10,
+        "the journal tells of the 10 minutes waited"
+    );
+    let since_start = std::time::SystemTime::now()
+        .duration_since(first)
+        .expect("started in the past");
+    assert!(
+        since_start < std::time::Duration::from_secs(120),
+        "the run starts when it started, {since_start:?} ago"
+    );
+    let polls = events
+        .iter()
+        .filter(|e| e["event"] == "verify-polled")
+        .count();
+    assert!((10..=11).contains(&polls), "{polls} polls a minute apart");
+    assert!(
+        events.last().expect("events")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timed out after 10m")),
+        "{}",
+        out.stdout
+    );
+
+    // In real time, a 2-second verify takes its 2 seconds.
+    std::fs::write(
+        dir.path().join("runbooks/never-ready.yaml"),
+        runbook_text("2s").replace("interval: 1m", "interval: 1s"),
+    )
+    .expect("write");
+    let (out, took) = run(&["--real-time"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    let out = runbook_in(dir.path(), &["run", "never-ready", "--real-time"]);
+    assert_eq!(out.code, 2, "--real-time needs --simulate: {}", out.stderr);
+}
+
 /// A run that scales `api`, then polls a verify that never holds, until it is interrupted.
 const SLOW: &str = r#"apiVersion: runbook.dev/v1alpha1
 kind: Runbook
@@ -1130,6 +1219,8 @@ fn slow_run(dir: &Path, state: &Path, flags: &[&str]) -> Command {
             "slow",
             "--simulate",
             "shop.scenario.yaml",
+            // Watched as it happens: these tests interrupt it while its verify polls.
+            "--real-time",
             "--state-dir",
         ])
         .arg(state)

@@ -404,14 +404,16 @@ spec:
       logs: {namespace: '${params.namespace}', pod: '${api.pod.metadata.name}', container: server, tail: 200}
     - {name: api.last, logs: {namespace: shop, pod: api-0, tail: 1, format: json}}
     - {name: api.whole, logs: {namespace: shop, pod: api-0, format: lines}}
+    - {name: api.crash, logs: {namespace: shop, deployment: api, previous: true, tail: 20}}
   preconditions:
-    - check: '!api.log.contains(\"panic\") && api.last.len() < 2 && api.whole.len() > 0'
+    - check: '!api.log.contains(\"panic\") && api.last.len() < 2 && api.whole.len() > 0 && api.crash != \"\"'
   steps:
     - {id: a, verify: 'true'}
 ");
         assert_eq!(
             edges(&plan, Dependency::Data),
             [
+                "fact:api.crash -> pre:0",
                 "fact:api.last -> pre:0",
                 "fact:api.log -> pre:0",
                 "fact:api.pod -> fact:api.log",
@@ -423,6 +425,7 @@ spec:
             "api.log: last 200 lines of the log of pod shop/${api.pod.metadata.name} (container server)",
             "api.last: last line of the log of pod shop/api-0",
             "api.whole: log of pod shop/api-0",
+            "api.crash: last 20 lines of the log before the last restart of the pod kubectl logs picks of deployment shop/api",
         ] {
             assert!(text.contains(line), "{line}\n{text}");
         }

@@ -223,16 +223,28 @@ pub struct ExecRead {
     pub format: OutputFormat,
 }
 
-/// A container's log, as `kubectl logs [--tail N] [-c CONTAINER]` prints it, parsed per
-/// `format`.
+/// A container's log, as `kubectl logs [--previous] [--tail N] [-c CONTAINER]` prints it,
+/// parsed per `format`. It names a `pod`, or a `deployment` whose pod is chosen as
+/// `kubectl logs deployment/NAME` chooses it.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LogsRead {
     pub namespace: String,
-    pub pod: String,
+    /// The pod; or give `deployment` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// A Deployment: its log is the log of one of its pods (selected by `spec.selector`),
+    /// picked as `kubectl logs deployment/NAME` picks it: a running, ready pod, the one ready
+    /// the longest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     /// Needed when the pod has more than one container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// The log of the container's previous instance, the one that exited before its last
+    /// restart (`kubectl logs --previous`): what a crash-looping container said as it died.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub previous: bool,
     /// Only the last this many lines; without it, the whole log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<std::num::NonZeroU32>,

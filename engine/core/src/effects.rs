@@ -61,6 +61,29 @@ pub struct PodRef {
     pub container: Option<String>,
 }
 
+/// Which part of a container's log to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Only the last this many lines; `None` reads the whole log.
+    pub tail_lines: Option<u32>,
+    /// The container's previous instance, the one that exited before its last restart.
+    pub previous: bool,
+}
+
+impl LogOptions {
+    /// The `kubectl logs` flags that ask for the same: ` --previous --tail 20`.
+    pub fn flags(&self) -> String {
+        let mut flags = String::new();
+        if self.previous {
+            flags.push_str(" --previous");
+        }
+        if let Some(count) = self.tail_lines {
+            flags.push_str(&format!(" --tail {count}"));
+        }
+        flags
+    }
+}
+
 /// Whether a write is applied or only validated by the server (`dryRun=All`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -217,10 +240,11 @@ pub trait Cluster: Send + Sync {
         timeout: Duration,
     ) -> EffectResult<CommandOutput>;
 
-    /// A container's log, as `kubectl logs [--tail N] [-c CONTAINER]` prints it: the last
-    /// `tail_lines` lines (all with `None`).
-    async fn logs(&self, pod: &PodRef, tail_lines: Option<u32>) -> EffectResult<String> {
-        let _ = tail_lines;
+    /// A container's log, as `kubectl logs [--previous] [--tail N] [-c CONTAINER]` prints
+    /// it. Asking for the previous instance of a container that never restarted is
+    /// [`EffectError::Invalid`], as the API server's 400 is.
+    async fn logs(&self, pod: &PodRef, options: LogOptions) -> EffectResult<String> {
+        let _ = options;
         Err(EffectError::Other(format!(
             "this cluster cannot read the logs of pod {}/{}",
             pod.namespace, pod.pod

@@ -199,8 +199,51 @@ pub fn evaluate<T: rhai::Variant + Clone>(
     })
 }
 
+/// A value as text, the one form for every place a value becomes text: `${value}` in a
+/// template, `"text" + value`, `` `...${value}` ``, `value.to_string()` and `print(value)`. A
+/// string is itself; a map, a list and everything else are compact JSON (`{"k":"v"}`,
+/// `["a","b"]`), never Rhai's own `#{"k": "v"}`, which nothing outside Rhai reads.
+pub fn text_of(value: &Dynamic) -> Result<String, Box<EvalAltResult>> {
+    if value.is_string() {
+        return Ok(value.to_string());
+    }
+    Ok(
+        match rhai::serde::from_dynamic::<serde_json::Value>(value)? {
+            serde_json::Value::String(text) => text,
+            other => other.to_string(),
+        },
+    )
+}
+
+/// Maps and lists print as JSON inside expressions too (see [`text_of`]). Rhai's `+` with a
+/// string, its interpolation and `print` call `to_string`, which is overridden for the two
+/// collection types; `+` is overridden as well, because the optimizer folds `"a" + #{...}` of
+/// constants with the packages' `+`, which would not see the `to_string` override.
+fn register_json_printing(engine: &mut Engine) {
+    type Printed = Result<String, Box<EvalAltResult>>;
+    engine.register_fn("to_string", |map: &mut rhai::Map| -> Printed {
+        text_of(&Dynamic::from_map(map.clone()))
+    });
+    engine.register_fn("to_string", |list: &mut rhai::Array| -> Printed {
+        text_of(&Dynamic::from_array(list.clone()))
+    });
+    engine.register_fn("+", |text: &str, map: rhai::Map| -> Printed {
+        Ok(format!("{text}{}", text_of(&Dynamic::from_map(map))?))
+    });
+    engine.register_fn("+", |map: rhai::Map, text: &str| -> Printed {
+        Ok(format!("{}{text}", text_of(&Dynamic::from_map(map))?))
+    });
+    engine.register_fn("+", |text: &str, list: rhai::Array| -> Printed {
+        Ok(format!("{text}{}", text_of(&Dynamic::from_array(list))?))
+    });
+    engine.register_fn("+", |list: rhai::Array, text: &str| -> Printed {
+        Ok(format!("{}{text}", text_of(&Dynamic::from_array(list))?))
+    });
+}
+
 /// What expressions use instead of the [`IN_PLACE_METHODS`]: the same, giving back a new value.
 fn register_pure_helpers(engine: &mut Engine) {
+    register_json_printing(engine);
     engine.register_fn(
         "sorted",
         |list: rhai::Array| -> Result<rhai::Array, Box<EvalAltResult>> {
@@ -962,6 +1005,37 @@ mod tests {
         let count: i64 =
             evaluate(&mut scope, &expression.ast, &Budget::standard(), None).expect("evaluates");
         assert_eq!(count, 1);
+    }
+
+    /// Issue 15, item 9: a map or a list becomes the same text however it is printed.
+    #[test]
+    fn maps_and_lists_print_as_json_whichever_way_they_become_text() {
+        let text = |source: &str| -> String {
+            let expression = Expression::compile(source).expect("compiles");
+            let mut scope = rhai::Scope::new();
+            let mut fact = rhai::Map::new();
+            fact.insert("k".into(), Dynamic::from("v"));
+            scope.push_constant("fact", fact);
+            let value: Dynamic = evaluate(&mut scope, &expression.ast, &Budget::standard(), None)
+                .expect("evaluates");
+            text_of(&value).expect("prints")
+        };
+        let map = r#"#{k: "v", n: [1, "two"], m: #{}}"#;
+        let json = r#"{"k":"v","m":{},"n":[1,"two"]}"#;
+        assert_eq!(text(map), json, "as ${{}} prints it");
+        assert_eq!(text(&format!(r#""got " + {map}"#)), format!("got {json}"));
+        assert_eq!(text(&format!(r#"{map} + " seen""#)), format!("{json} seen"));
+        // Interpolation, as facts (not literals, which Rhai's optimizer folds) reach it.
+        assert_eq!(text("`got ${fact}`"), r#"got {"k":"v"}"#);
+        assert_eq!(text(r#""got " + fact"#), r#"got {"k":"v"}"#);
+        assert_eq!(text("fact.to_string()"), r#"{"k":"v"}"#);
+        assert_eq!(text(&format!("{map}.to_string()")), json);
+        assert_eq!(text(r#""list " + [1, "a", true]"#), r#"list [1,"a",true]"#);
+        assert_eq!(
+            text(r#""n=" + 3 + " " + "s""#),
+            "n=3 s",
+            "scalars are unchanged"
+        );
     }
 
     #[test]

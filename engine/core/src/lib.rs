@@ -38,6 +38,7 @@ pub mod kinds;
 pub mod ledger;
 pub mod loader;
 pub mod lock;
+pub mod log_pod;
 pub mod matcher;
 pub mod pattern;
 pub mod rbac;

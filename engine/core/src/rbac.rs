@@ -33,7 +33,9 @@ use std::fmt::Write as _;
 use serde_json::Value as Json;
 
 use crate::expr::{Template, TemplatePart};
-use crate::runbook::{Action, Catalog, FactSource, JsonTemplate, RollbackSpec, Target, UndoSpec};
+use crate::runbook::{
+    Action, Catalog, FactSource, JsonTemplate, LogTarget, RollbackSpec, Target, UndoSpec,
+};
 
 /// One thing RBAC may allow: a verb on a resource of an API group, on every object or on one
 /// named object.
@@ -145,7 +147,14 @@ impl Deriver<'_> {
                 self.verbs(&group, &resource, &[verb]);
             }
             FactSource::Exec { .. } => self.verbs("", "pods/exec", &["get", "create"]),
-            FactSource::Logs { .. } => self.verbs("", "pods/log", &["get"]),
+            FactSource::Logs { target, .. } => {
+                if let LogTarget::Deployment(_) = target {
+                    // The Deployment's selector, then its pods, to pick one as kubectl does.
+                    self.verbs("apps", "deployments", &["get"]);
+                    self.verbs("", "pods", &["list"]);
+                }
+                self.verbs("", "pods/log", &["get"]);
+            }
             FactSource::Command { .. } | FactSource::Http { .. } | FactSource::Expr(_) => {}
         }
     }
@@ -530,6 +539,22 @@ mod tests {
                 "create core/pods/exec",
                 "get core/pods/exec",
                 "get core/pods/log",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_deployments_log_needs_the_deployment_and_its_pods_listed() {
+        let catalog = catalog(&[&runbook(
+            "crash",
+            "  facts:\n    - name: api.crash\n      logs: {namespace: shop, deployment: api, previous: true}\n  steps:\n    - verify: api.crash != \"\"\n",
+        )]);
+        assert_eq!(
+            needed(&catalog),
+            [
+                "list core/pods",
+                "get core/pods/log",
+                "get apps/deployments"
             ]
         );
     }

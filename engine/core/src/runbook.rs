@@ -346,8 +346,10 @@ pub enum FactSource {
     },
     Logs {
         namespace: Template,
-        pod: Template,
+        target: LogTarget,
         container: Option<Template>,
+        /// The container's previous instance (`kubectl logs --previous`).
+        previous: bool,
         /// Only the last this many lines (at least 1); `None` reads the whole log.
         tail: Option<u32>,
         format: LogFormat,
@@ -363,6 +365,14 @@ pub enum FactSource {
         format: OutputFormat,
     },
     Expr(Expression),
+}
+
+/// Whose log a `logs` fact reads.
+#[derive(Clone, Debug)]
+pub enum LogTarget {
+    Pod(Template),
+    /// One pod of the Deployment, picked as `kubectl logs deployment/NAME` picks it.
+    Deployment(Template),
 }
 
 /// A precondition.

@@ -44,8 +44,8 @@ pub use store::{is_cluster_scoped, STUCK_ANNOTATION};
 use crate::document::{PatchType, Propagation};
 use crate::effects::{
     Clock, Cluster, CommandOutput, DrainOptions, DrainReport, DryRun, EffectError, EffectResult,
-    Effects, Http, HttpResponse, ListQuery, Notification, Notifier, ObjectKey, PodRef, Processes,
-    Prompter, Reporter, StepObserver,
+    Effects, Http, HttpResponse, ListQuery, LogOptions, Notification, Notifier, ObjectKey, PodRef,
+    Processes, Prompter, Reporter, StepObserver,
 };
 use store::{group_of, Store, StoreKey};
 

@@ -1972,6 +1972,141 @@ spec:
     assert!(sent.contains("<redacted>"), "{sent}");
 }
 
+/// Issue 15, item 9: a map reaches a message in one form, whether a template prints it or an
+/// expression adds it to a string.
+#[test]
+fn a_map_in_a_message_is_json_whether_templated_or_concatenated() {
+    let text = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: labels}
+spec:
+  facts:
+    - {name: api.labels, expr: '#{app: "api", tier: "web"}'}
+  steps:
+    - id: tell
+      notify: 'templated ${api.labels}; added ${"labels " + api.labels}; interpolated ${`${api.labels}`}'
+"#;
+    let h = Test::new().runbook(text).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let json = r#"{"app":"api","tier":"web"}"#;
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    assert_eq!(
+        sent,
+        [format!(
+            "templated {json}; added labels {json}; interpolated {json}"
+        )]
+    );
+}
+
+/// The shop scenario with a selector on Deployment `api` and pods for it in every state
+/// `kubectl logs deployment/api` tells apart, with their logs (issue 15, item 9).
+fn shop_with_api_pods() -> String {
+    let pods = r#"    - apiVersion: v1
+      kind: Pod
+      metadata: {name: api-1, namespace: shop, labels: {app: api}}
+      spec: {nodeName: node-1, containers: [{name: server}]}
+      status:
+        phase: Running
+        conditions: [{type: Ready, status: "True", lastTransitionTime: "2026-01-01T01:00:00Z"}]
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: api-2, namespace: shop, labels: {app: api}}
+      spec: {nodeName: node-1, containers: [{name: server}]}
+      status:
+        phase: Running
+        conditions: [{type: Ready, status: "True", lastTransitionTime: "2026-01-01T02:00:00Z"}]
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: web-0, namespace: shop, labels: {app: web}}
+      spec: {nodeName: node-1}
+      status:
+        phase: Running
+        conditions: [{type: Ready, status: "True", lastTransitionTime: "2025-01-01T00:00:00Z"}]
+"#;
+    let logs = r#"  logs:
+    - pod: shop/api-1
+      responses:
+        - text: "starting\nserving\n"
+          previous: "starting\npanic: nil map\n"
+    - pod: shop/api-2
+      responses:
+        - text: "serving\n"
+"#;
+    let scenario = SCENARIO
+        .replace(
+            "metadata: {name: api, namespace: shop}\n      spec: {replicas: 2}",
+            "metadata: {name: api, namespace: shop}\n      spec: {replicas: 2, selector: {matchLabels: {app: api}}}",
+        )
+        .replace("  exec:\n", &format!("{pods}  exec:\n"));
+    format!("{scenario}{logs}")
+}
+
+#[test]
+fn a_deployments_log_is_read_from_the_pod_kubectl_picks_and_previous_reads_the_crash() {
+    let text = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: crash}
+spec:
+  facts:
+    - name: api.crash
+      logs: {namespace: shop, deployment: api, previous: true, tail: 1}
+    - name: api.now
+      logs: {namespace: shop, deployment: api}
+  preconditions:
+    - check: 'api.crash == \"panic: nil map\" && api.now.ends_with(\"serving\")'
+      message: the crash is not the one expected
+  steps:
+    - {id: fix, scale: {name: api, replicas: 3}}
+";
+    let h = Test::new().runbook(text).world(&shop_with_api_pods()).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let logs: Vec<String> = h
+        .world
+        .calls()
+        .into_iter()
+        .filter(|call| call.starts_with("logs "))
+        .collect();
+    // api-1 has been ready the longest; api-0 is not ready and web-0 is not selected.
+    assert_eq!(
+        logs,
+        ["logs shop/api-1 --previous --tail 1", "logs shop/api-1"]
+    );
+
+    let never_restarted = text.replace("deployment: api, previous", "pod: api-2, previous");
+    let h = Test::new()
+        .runbook(&never_restarted)
+        .world(&shop_with_api_pods())
+        .run();
+    assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
+    assert!(
+        h.report
+            .message
+            .contains(r#"previous terminated container "server" in pod "api-2" not found"#),
+        "{}",
+        h.report.message
+    );
+
+    let no_selector = text.replace("deployment: api, previous", "deployment: worker, previous");
+    let h = Test::new()
+        .runbook(&no_selector)
+        .world(&shop_with_api_pods())
+        .run();
+    assert_eq!(h.report.outcome, Outcome::PreconditionFailed);
+    assert!(
+        h.report.message.contains(
+            "no pod of deployment shop/worker to read the log of: it has no spec.selector"
+        ),
+        "{}",
+        h.report.message
+    );
+    assert_eq!(replicas(&h.world, "api"), 2, "nothing was changed");
+}
+
 #[test]
 fn a_manifest_without_a_namespace_is_applied_and_undone_in_the_runs_namespace() {
     let text = head(

@@ -240,6 +240,13 @@ contexts:
         self.lock().logs.insert(key, log.to_owned());
     }
 
+    /// The log of the container's previous instance, as if it had restarted: what a read
+    /// with `previous=true` answers (without it, that read is refused with 400).
+    pub fn set_previous_logs(&self, namespace: &str, pod: &str, container: &str, log: &str) {
+        let key = (namespace.to_owned(), pod.to_owned(), container.to_owned());
+        self.lock().previous_logs.insert(key, log.to_owned());
+    }
+
     pub fn script_exec(&self, namespace: &str, pod: &str, argv: &[&str], reply: ExecReply) {
         let argv = argv.iter().map(|a| (*a).to_owned()).collect();
         self.lock()

@@ -97,6 +97,9 @@ pub(crate) struct State {
     pub(crate) faults: Vec<Fault>,
     /// By namespace, pod and container.
     pub(crate) logs: BTreeMap<(String, String, String), String>,
+    /// The log of a container's previous instance (one that restarted), by namespace, pod and
+    /// container: what `previous=true` reads.
+    pub(crate) previous_logs: BTreeMap<(String, String, String), String>,
     /// By namespace, pod and argv.
     pub(crate) execs: BTreeMap<(String, String, Vec<String>), ExecReply>,
     pub(crate) uids: u64,
@@ -510,11 +513,18 @@ impl State {
         let pod = self.get(resource, key)?;
         let container = container(&pod, &key.name, request.param("container"))?;
         let namespace = key.namespace.clone().unwrap_or_default();
-        let log = self
-            .logs
-            .get(&(namespace, key.name.clone(), container))
-            .cloned()
-            .unwrap_or_default();
+        let id = (namespace, key.name.clone(), container);
+        let log = if request.param("previous") == Some("true") {
+            // The kubelet's answer, relayed as a 400, for a container that never restarted.
+            self.previous_logs.get(&id).cloned().ok_or_else(|| {
+                bad_request(&format!(
+                    "previous terminated container \"{}\" in pod \"{}\" not found",
+                    id.2, id.1
+                ))
+            })?
+        } else {
+            self.logs.get(&id).cloned().unwrap_or_default()
+        };
         let Some(tail) = request.param("tailLines") else {
             return Ok(Reply::Text(log));
         };

@@ -33,7 +33,7 @@ use http_body_util::BodyExt as _;
 use runbook_core::document::{PatchType, Propagation};
 use runbook_core::effects::{
     Cluster, CommandOutput, DrainOptions, DrainReport, DryRun, EffectError, EffectResult,
-    ListQuery, ObjectKey, PodRef, WaitCondition,
+    ListQuery, LogOptions, ObjectKey, PodRef, WaitCondition,
 };
 use serde_json::{json, Value as Json};
 
@@ -480,8 +480,8 @@ impl Cluster for KubeCluster {
         self.exec_in_pod(pod, argv, timeout).await
     }
 
-    async fn logs(&self, pod: &PodRef, tail_lines: Option<u32>) -> EffectResult<String> {
-        self.pod_logs(pod, tail_lines).await
+    async fn logs(&self, pod: &PodRef, options: LogOptions) -> EffectResult<String> {
+        self.pod_logs(pod, options).await
     }
 
     /// Reads the object, then watches it until `ready` holds, as `kubectl wait` does: the

@@ -66,11 +66,7 @@ impl KubeCluster {
         })?
     }
 
-    pub(crate) async fn pod_logs(
-        &self,
-        pod: &PodRef,
-        tail_lines: Option<u32>,
-    ) -> EffectResult<String> {
+    pub(crate) async fn pod_logs(&self, pod: &PodRef, options: LogOptions) -> EffectResult<String> {
         let path = format!(
             "/api/v1/namespaces/{}/pods/{}/log",
             segment(&pod.namespace, "namespace")?,
@@ -80,7 +76,10 @@ impl KubeCluster {
         if let Some(container) = &pod.container {
             query.push(("container", container.clone()));
         }
-        if let Some(lines) = tail_lines {
+        if options.previous {
+            query.push(("previous", "true".to_owned()));
+        }
+        if let Some(lines) = options.tail_lines {
             query.push(("tailLines", lines.to_string()));
         }
         let body = self

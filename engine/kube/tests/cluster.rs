@@ -29,8 +29,8 @@ use http::Method;
 use runbook_core::document::{PatchType, Propagation};
 use runbook_core::effects::{
     Answer, Cluster, CommandOutput, DrainOptions, DryRun, EffectError, EffectResult, Effects,
-    FixedAnswer, Http, HttpResponse, ListQuery, LocalProcesses, Notification, Notifier, ObjectKey,
-    PodRef, SystemClock,
+    FixedAnswer, Http, HttpResponse, ListQuery, LocalProcesses, LogOptions, Notification, Notifier,
+    ObjectKey, PodRef, SystemClock,
 };
 use runbook_core::exec::{execute, inverse_merge_patch, RunOptions, RunReport, StepStatus};
 use runbook_core::journal::{Event, Outcome};
@@ -1979,7 +1979,11 @@ fn exec_and_logs_in_a_running_pod_where_a_node_can_run_one() {
         // The container writes its two lines as it starts; give its log a moment.
         let deadline = Instant::now() + Duration::from_secs(15);
         let log = loop {
-            let log = sandbox.cluster.logs(&pod, None).await.expect("logs");
+            let log = sandbox
+                .cluster
+                .logs(&pod, LogOptions::default())
+                .await
+                .expect("logs");
             if log.contains("second") || Instant::now() >= deadline {
                 break log;
             }
@@ -1988,7 +1992,13 @@ fn exec_and_logs_in_a_running_pod_where_a_node_can_run_one() {
         assert_eq!(log, "first\nsecond\n");
         let last = sandbox
             .cluster
-            .logs(&in_container, Some(1))
+            .logs(
+                &in_container,
+                LogOptions {
+                    tail_lines: Some(1),
+                    previous: false,
+                },
+            )
             .await
             .expect("the last line");
         assert_eq!(last, "second\n");
@@ -1999,12 +2009,27 @@ fn exec_and_logs_in_a_running_pod_where_a_node_can_run_one() {
                     pod: "gone".to_owned(),
                     ..pod.clone()
                 },
-                None,
+                LogOptions::default(),
             )
             .await;
         assert!(
             matches!(missing, Err(EffectError::NotFound(_))),
             "{missing:?}"
+        );
+        // The container never restarted: the API server refuses its previous log (400).
+        let never_restarted = sandbox
+            .cluster
+            .logs(
+                &in_container,
+                LogOptions {
+                    tail_lines: None,
+                    previous: true,
+                },
+            )
+            .await;
+        assert!(
+            matches!(&never_restarted, Err(EffectError::Invalid(m)) if m.contains("previous terminated container")),
+            "{never_restarted:?}"
         );
     });
 }

@@ -14,7 +14,7 @@ use http::Method;
 use runbook_core::document::{PatchType, Propagation};
 use runbook_core::effects::{
     Answer, Cluster, CommandOutput, DrainOptions, DryRun, EffectError, Effects, FixedAnswer, Http,
-    HttpResponse, ListQuery, LocalProcesses, Notification, Notifier, ObjectKey, PodRef,
+    HttpResponse, ListQuery, LocalProcesses, LogOptions, Notification, Notifier, ObjectKey, PodRef,
     StepObserver, SystemClock,
 };
 use runbook_core::exec::{execute, RunOptions, RunReport, StepStatus};
@@ -1219,16 +1219,56 @@ async fn logs_ask_for_the_container_and_the_last_lines() {
     );
     let cluster = cluster(&api).await;
     let tail = cluster
-        .logs(&api_0(Some("app")), Some(2))
+        .logs(
+            &api_0(Some("app")),
+            LogOptions {
+                tail_lines: Some(2),
+                previous: false,
+            },
+        )
         .await
         .expect("logs");
     assert_eq!(tail, "ready\nGET /healthz 200\n");
-    let all = cluster.logs(&api_0(Some("app")), None).await.expect("logs");
+    let all = cluster
+        .logs(&api_0(Some("app")), LogOptions::default())
+        .await
+        .expect("logs");
     assert_eq!(all, "starting\nready\nGET /healthz 200\n");
     let requests = sent(&api, "GET", "/api/v1/namespaces/shop/pods/api-0/log");
     assert_eq!(requests[0].param("container"), Some("app"));
     assert_eq!(requests[0].param("tailLines"), Some("2"));
     assert_eq!(requests[1].param("tailLines"), None);
+}
+
+#[tokio::test]
+async fn previous_logs_read_the_restarted_container_and_are_refused_for_one_that_never_was() {
+    let api = shop().await;
+    api.set_logs("shop", "api-0", "app", "starting\n");
+    api.set_previous_logs("shop", "api-0", "app", "starting\npanic: nil map\n");
+    let restarted = cluster(&api).await;
+    let previous = LogOptions {
+        tail_lines: Some(1),
+        previous: true,
+    };
+    let crash = restarted
+        .logs(&api_0(Some("app")), previous)
+        .await
+        .expect("logs");
+    assert_eq!(crash, "panic: nil map\n");
+    let requests = sent(&api, "GET", "/api/v1/namespaces/shop/pods/api-0/log");
+    assert_eq!(requests[0].param("previous"), Some("true"));
+    assert_eq!(requests[0].param("tailLines"), Some("1"));
+
+    let never_restarted = shop().await;
+    let error = cluster(&never_restarted)
+        .await
+        .logs(&api_0(Some("app")), previous)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, EffectError::Invalid(m) if m.contains(r#"previous terminated container "app" in pod "api-0" not found"#)),
+        "{error:?}"
+    );
 }
 
 // ----- wait ----------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use runbook_core::compile::Plan;
-use runbook_core::effects::{LocalProcesses, Prompter, Reporter};
+use runbook_core::effects::{
+    Clock, LocalProcesses, Prompter, Reporter, ScenarioClock, SystemClock,
+};
 use runbook_core::runbook::Runbook;
 
 use super::{build_plan, print_diagnostics, Wanted};
@@ -57,11 +59,23 @@ pub fn drive(
         Some((resume, acted_on)) => (Some(resume), acted_on),
         None => (None, None),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // A simulated run waits on a virtual clock unless told to wait in real time: a paused
+    // runtime's clock jumps to the next timer whenever every task only waits (a verify's poll,
+    // a retry's back-off), and stands still while a gate's question waits for its answer (a
+    // blocking task). A paused clock needs the current-thread runtime.
+    let virtual_time = args.execution.simulate.is_some() && !args.execution.real_time;
+    let runtime = if virtual_time {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
     let world = match open_world(&runtime, &plan.runbook, &args.execution)? {
         Ok(world) => world,
         Err(exit) => return Ok(exit),
@@ -117,9 +131,15 @@ pub fn drive(
     };
     // `--yes` answers the gates (the executor approves them itself); the prompter is left for
     // the question an interrupt asks, which `--yes` does not answer.
-    let prompter: Arc<dyn Prompter> = Arc::new(crate::terminal::TerminalPrompter {
-        lock: std::sync::Mutex::new(()),
-    });
+    let prompter: Arc<dyn Prompter> = Arc::new(crate::terminal::TerminalPrompter);
+    let clock: Arc<dyn Clock> = if virtual_time {
+        // Made inside the runtime, so it reads the runtime's paused clock; its times start
+        // from now, so the journal reads as a run that started when it did.
+        let _inside = runtime.enter();
+        Arc::new(ScenarioClock::new(std::time::SystemTime::now()))
+    } else {
+        Arc::new(SystemClock)
+    };
     let catalog = Arc::new(runbook_core::load_catalog(&[dir.to_path_buf()]).0);
     let interrupt = session.interrupt().clone();
     let run = SessionRun {
@@ -131,6 +151,7 @@ pub fn drive(
         yes: args.execution.yes,
         roll_back_on_interrupt: args.execution.rollback_on_interrupt,
         resume,
+        clock,
     };
     let report = runtime.block_on(async {
         let signals = match StopSignals::listen() {

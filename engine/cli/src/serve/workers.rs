@@ -228,6 +228,7 @@ async fn execute(server: &Arc<Server>, queued: runbook_core::admission::Queued<J
     tracing::info!(run_id = %run_id, runbook = %name, "run started");
     let plan = Compiler::compile(job.runbook.clone(), job.bindings, Some(job.triggered_by));
     let run = SessionRun {
+        clock: Arc::new(runbook_core::effects::SystemClock),
         prompter: Arc::new(ServerPrompter {
             run: run_id.clone(),
             server: server.clone(),

@@ -509,23 +509,7 @@ impl Checker<'_> {
                 format: read.format,
             }
         } else if let Some(read) = &fact.logs {
-            let p = format!("{pointer}/logs");
-            FactSource::Logs {
-                namespace: self.template(
-                    at,
-                    &format!("{p}/namespace"),
-                    &read.namespace,
-                    scope,
-                    reads,
-                ),
-                pod: self.template(at, &format!("{p}/pod"), &read.pod, scope, reads),
-                container: read
-                    .container
-                    .as_ref()
-                    .map(|t| self.template(at, &format!("{p}/container"), t, scope, reads)),
-                tail: read.tail.map(std::num::NonZeroU32::get),
-                format: read.format,
-            }
+            self.logs_source(at, pointer, read, scope, reads)?
         } else if let Some(read) = &fact.command {
             FactSource::Command {
                 argv: self.argv(
@@ -546,6 +530,80 @@ impl Checker<'_> {
                 self.error(Code::FactSource, at, at.key_span(&format!("{pointer}/jsonpath")), "`jsonpath` selects from what a probe read; an `expr` fact has nothing to select from");
             }
             FactSource::Expr(expr)
+        })
+    }
+
+    /// A `logs` read names its pod, or the Deployment whose pod `kubectl logs` would pick.
+    fn logs_source(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        read: &document::LogsRead,
+        scope: &Scope<'_>,
+        reads: &mut Reads,
+    ) -> Option<FactSource> {
+        let p = format!("{pointer}/logs");
+        let namespace = self.template(at, &format!("{p}/namespace"), &read.namespace, scope, reads);
+        let target = match (&read.pod, &read.deployment) {
+            (Some(pod), None) => {
+                let pointer = format!("{p}/pod");
+                if let Some((kind, name)) = pod.split_once('/') {
+                    if matches!(kind, "deployment" | "deploy" | "deployments.apps") {
+                        self.error_help(
+                            Code::FactSource,
+                            at,
+                            at.span(&pointer),
+                            format!("`pod` names a pod, and `{pod}` is a Deployment"),
+                            Some(format!(
+                                "write `deployment: {name}` instead of `pod: {pod}`"
+                            )),
+                        );
+                        return None;
+                    }
+                }
+                LogTarget::Pod(self.template(at, &pointer, pod, scope, reads))
+            }
+            (None, Some(deployment)) => LogTarget::Deployment(self.template(
+                at,
+                &format!("{p}/deployment"),
+                deployment,
+                scope,
+                reads,
+            )),
+            (None, None) => {
+                self.error_help(
+                    Code::MissingField,
+                    at,
+                    at.span(&p),
+                    "missing `pod` (or `deployment`) in logs read",
+                    Some(
+                        "name the pod, or `deployment: NAME` to read one of its pods as `kubectl logs deployment/NAME` does"
+                            .to_owned(),
+                    ),
+                );
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.error_help(
+                    Code::FactSource,
+                    at,
+                    at.key_span(&format!("{p}/deployment")),
+                    "a logs read names a `pod` or a `deployment`, not both",
+                    Some("keep the one whose log you mean".to_owned()),
+                );
+                return None;
+            }
+        };
+        Some(FactSource::Logs {
+            namespace,
+            target,
+            container: read
+                .container
+                .as_ref()
+                .map(|t| self.template(at, &format!("{p}/container"), t, scope, reads)),
+            previous: read.previous,
+            tail: read.tail.map(std::num::NonZeroU32::get),
+            format: read.format,
         })
     }
 

@@ -152,6 +152,36 @@ spec:
 }
 
 #[test]
+fn a_logs_fact_may_read_a_deployments_pod_and_the_previous_container() {
+    let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  params:
+    - {name: app, default: api}
+  facts:
+    - name: api.crash
+      logs: {namespace: shop, deployment: '${params.app}', previous: true, tail: 50}
+  steps:
+    - {verify: 'api.crash != \"\"'}
+";
+    let (catalog, messages) = check_text(&[("r.yaml", runbook)]);
+    assert!(messages.is_empty(), "{messages:?}");
+    let fact = &catalog.get("r").expect("checked").facts["api.crash"];
+    let FactSource::Logs {
+        target: LogTarget::Deployment(deployment),
+        previous: true,
+        tail: Some(50),
+        ..
+    } = &fact.source
+    else {
+        panic!("{:?}", fact.source);
+    };
+    assert_eq!(deployment.source, "${params.app}");
+    assert_eq!(fact.params, ["app"]);
+}
+
+#[test]
 fn logs_facts_with_a_bad_tail_or_no_pod_are_pointed_at() {
     let runbook = "apiVersion: runbook.dev/v1alpha1
 kind: Runbook
@@ -164,6 +194,9 @@ spec:
     - {name: d, logs: {namespace: shop, container: server}}
     - {name: e, logs: {namespace: shop, pod: api-0, format: line}}
     - {name: f, logs: {namespace: shop, pod: api-0}, exec: {namespace: shop, pod: api-0, command: [ls]}}
+    - {name: g, logs: {namespace: shop, pod: deployment/api}}
+    - {name: h, logs: {namespace: shop, pod: api-0, deployment: api}}
+    - {name: i, logs: {namespace: shop, deployment: api, previous: yes}}
   steps:
     - {verify: 'true'}
 ";
@@ -174,9 +207,12 @@ spec:
                 "r.yaml:6:59: must be at least 1, found -1",
                 "r.yaml:7:59: expected an integer, found a string `many`",
                 "r.yaml:8:59: must be at least 1, found 0",
-                "r.yaml:9:23: missing required field `pod` in logs read",
+                "r.yaml:9:23: missing `pod` (or `deployment`) in logs read",
                 "r.yaml:10:61: unknown value `line` for log format, expected one of `text`, `lines`, `json`",
                 "r.yaml:11:7: fact `f` has more than one source (`exec`, `logs`)",
+                "r.yaml:12:46: `pod` names a pod, and `deployment/api` is a Deployment",
+                "r.yaml:13:53: a logs read names a `pod` or a `deployment`, not both",
+                "r.yaml:14:68: expected a boolean, found a string `yes`",
             ]
         );
 }

@@ -113,8 +113,9 @@ impl Run {
     ) -> Result<bool, StepError> {
         let value = self.eval(expression, object).await?;
         value.as_bool().map_err(|kind| {
+            let shown = crate::expr::text_of(&value).unwrap_or_else(|_| value.to_string());
             StepError::Expression(format!(
-                "`{}` gave {kind} `{value}`, not true or false",
+                "`{}` gave {kind} `{shown}`, not true or false",
                 expression.source.trim()
             ))
         })
@@ -131,16 +132,7 @@ impl Run {
                 TemplatePart::Text(text) => out.push_str(text),
                 TemplatePart::Expr(expression, _) => {
                     let value = self.eval(expression, object).await?;
-                    if value.is_string() {
-                        out.push_str(&value.to_string());
-                    } else {
-                        let json =
-                            rhai::serde::from_dynamic::<Json>(&value).map_err(StepError::from)?;
-                        out.push_str(&match json {
-                            Json::String(text) => text,
-                            other => other.to_string(),
-                        });
-                    }
+                    out.push_str(&crate::expr::text_of(&value).map_err(StepError::from)?);
                 }
             }
         }

@@ -186,16 +186,28 @@ impl Run {
             }
             FactSource::Logs {
                 namespace,
-                pod,
+                target,
                 container,
+                previous,
                 tail,
                 format,
             } => {
-                let pod = self.pod_ref(namespace, pod, container.as_ref()).await?;
+                let pod = match target {
+                    LogTarget::Pod(pod) => self.pod_ref(namespace, pod, container.as_ref()).await?,
+                    LogTarget::Deployment(deployment) => PodRef {
+                        namespace: self.render(namespace, None).await?,
+                        pod: self.deployment_pod(namespace, deployment).await?,
+                        container: self.render_opt(container.as_ref()).await?,
+                    },
+                };
+                let options = LogOptions {
+                    tail_lines: *tail,
+                    previous: *previous,
+                };
                 let log = self
                     .effects
                     .cluster
-                    .logs(&pod, *tail)
+                    .logs(&pod, options)
                     .await
                     .map_err(StepError::from)?;
                 parse_log(&log, *format)?
@@ -268,6 +280,58 @@ impl Run {
         };
         self.harvest_secrets(&value, Some(kind));
         Ok(value)
+    }
+
+    /// The pod whose log `kubectl logs deployment/NAME` reads: the Deployment's selector, its
+    /// pods listed, one picked (see [`crate::log_pod`]).
+    async fn deployment_pod(
+        &self,
+        namespace: &Template,
+        deployment: &Template,
+    ) -> Result<String, StepError> {
+        let namespace = self.render(namespace, None).await?;
+        let name = self.render(deployment, None).await?;
+        let object = self
+            .effects
+            .cluster
+            .get(&ObjectKey {
+                api_version: "apps/v1".to_owned(),
+                kind: "Deployment".to_owned(),
+                namespace: Some(namespace.clone()),
+                name: name.clone(),
+            })
+            .await?;
+        let selector = crate::log_pod::selector_of(&object).map_err(|why| {
+            StepError::Other(format!(
+                "no pod of deployment {namespace}/{name} to read the log of: {why}"
+            ))
+        })?;
+        let list = self
+            .effects
+            .cluster
+            .list(&ListQuery {
+                api_version: "v1".to_owned(),
+                kind: "Pod".to_owned(),
+                namespace: Some(namespace.clone()),
+                label_selector: Some(selector.clone()),
+                field_selector: None,
+            })
+            .await?;
+        let pods = list
+            .get("items")
+            .and_then(Json::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let pod = crate::log_pod::pick(pods)
+            .and_then(|pod| pod.pointer("/metadata/name"))
+            .and_then(Json::as_str)
+            .ok_or_else(|| {
+                StepError::Other(format!(
+                    "deployment {namespace}/{name} has no pods to read the log of (selector {selector})"
+                ))
+            })?;
+        tracing::debug!(deployment = %name, pod, "Log read from the deployment's pod.");
+        Ok(pod.to_owned())
     }
 
     /// An `http` fact: a GET whose 2xx body is the value, as JSON or text.

@@ -311,8 +311,9 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
         }
         FactSource::Logs {
             namespace,
-            pod,
+            target,
             container,
+            previous,
             tail,
             ..
         } => {
@@ -320,16 +321,25 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
                 .as_ref()
                 .map(|c| format!(" (container {})", template(plan, c)))
                 .unwrap_or_default();
-            let lines = match tail {
-                Some(1) => "last line of the log".to_owned(),
-                Some(count) => format!("last {count} lines of the log"),
-                None => "log".to_owned(),
+            let log = if *previous {
+                "log before the last restart"
+            } else {
+                "log"
             };
-            format!(
-                "{lines} of pod {}/{}{container}",
-                template(plan, namespace),
-                template(plan, pod)
-            )
+            let lines = match tail {
+                Some(1) => format!("last line of the {log}"),
+                Some(count) => format!("last {count} lines of the {log}"),
+                None => log.to_owned(),
+            };
+            let namespace = template(plan, namespace);
+            let of = match target {
+                LogTarget::Pod(pod) => format!("pod {namespace}/{}", template(plan, pod)),
+                LogTarget::Deployment(deployment) => format!(
+                    "the pod kubectl logs picks of deployment {namespace}/{}",
+                    template(plan, deployment)
+                ),
+            };
+            format!("{lines} of {of}{container}")
         }
         FactSource::Command { argv: words, .. } => format!("command: {}", argv(plan, words)),
         FactSource::Http { url, query, .. } => {

@@ -249,19 +249,18 @@ impl Cluster for SimWorld {
         process_output(response, &what)
     }
 
-    async fn logs(&self, pod: &PodRef, tail_lines: Option<u32>) -> EffectResult<String> {
+    async fn logs(&self, pod: &PodRef, options: LogOptions) -> EffectResult<String> {
         let mut state = self.lock();
         let container = pod
             .container
             .as_ref()
             .map(|c| format!(" -c {c}"))
             .unwrap_or_default();
-        let tail_flag = tail_lines
-            .map(|count| format!(" --tail {count}"))
-            .unwrap_or_default();
         state.calls.push(format!(
-            "logs {}/{}{container}{tail_flag}",
-            pod.namespace, pod.pod
+            "logs {}/{}{container}{}",
+            pod.namespace,
+            pod.pod,
+            options.flags()
         ));
         state.check_fault(
             &Call {
@@ -272,7 +271,12 @@ impl Cluster for SimWorld {
             },
             true,
         )?;
-        let State { logs, finished, .. } = &mut *state;
+        let State {
+            logs,
+            finished,
+            store,
+            ..
+        } = &mut *state;
         let what = format!("the log of pod {}/{}{container}", pod.namespace, pod.pod);
         let script = logs.iter_mut().find(|script| {
             let matcher = &script.matcher;
@@ -291,17 +295,51 @@ impl Cluster for SimWorld {
                 pod.namespace, pod.pod
             )));
         };
+        let scripted_container = script.matcher.container.clone();
         let response = script
             .answer(finished)
             .ok_or_else(|| none_in_effect(&what))?;
-        match response.error {
-            Some(kind) => Err(kind.error(
+        if let Some(kind) = response.error {
+            return Err(kind.error(
                 response
                     .message
                     .unwrap_or_else(|| format!("scripted failure for {what}")),
-            )),
-            None => Ok(tail(&response.text, tail_lines)),
+            ));
         }
+        let log = if options.previous {
+            // The API server's answer for a container that never restarted.
+            let Some(previous) = response.previous else {
+                let name = pod
+                    .container
+                    .clone()
+                    .or(scripted_container)
+                    .or_else(|| only_container(store, pod))
+                    .unwrap_or_default();
+                return Err(EffectError::Invalid(format!(
+                    "previous terminated container \"{name}\" in pod \"{}\" not found",
+                    pod.pod
+                )));
+            };
+            previous
+        } else {
+            response.text
+        };
+        Ok(tail(&log, options.tail_lines))
+    }
+}
+
+/// The name of the pod's one container, when the scenario holds the pod and it has one.
+fn only_container(store: &Store, pod: &PodRef) -> Option<String> {
+    let key = StoreKey::new("v1", "Pod", Some(&pod.namespace), &pod.pod);
+    match store
+        .get(&key)
+        .ok()?
+        .pointer("/spec/containers")?
+        .as_array()?
+        .as_slice()
+    {
+        [only] => only.get("name")?.as_str().map(str::to_owned),
+        _ => None,
     }
 }
 

@@ -130,6 +130,11 @@ pub struct LogResponse {
     /// The whole log, lines ended by newlines; a read with `tail` gets its last lines.
     #[serde(default)]
     pub text: String,
+    /// The log of the container's previous instance, the one that exited before its last
+    /// restart (read with `previous: true`). Without it, such a read fails as the API server
+    /// fails it for a container that never restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
     /// Fail the call instead of answering (the pod or its log could not be reached).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorKind>,
@@ -613,7 +618,7 @@ impl Checker<'_> {
             for (number, response) in script.responses.iter().enumerate() {
                 let at = format!("{pointer}/responses/{number}");
                 self.after(response.after.as_ref(), &at);
-                let answered = !response.text.is_empty();
+                let answered = !response.text.is_empty() || response.previous.is_some();
                 self.error_fields(response.error, response.message.is_some(), answered, &at);
             }
         }

@@ -1049,6 +1049,13 @@ const API_LOGS: &str = "  logs:
         - {error: unavailable, message: container is not running}
 ";
 
+fn last(lines: u32) -> LogOptions {
+    LogOptions {
+        tail_lines: Some(lines),
+        previous: false,
+    }
+}
+
 fn api_pod(container: Option<&str>) -> PodRef {
     PodRef {
         namespace: "shop".into(),
@@ -1060,14 +1067,17 @@ fn api_pod(container: Option<&str>) -> PodRef {
 #[tokio::test]
 async fn logs_give_the_last_lines_and_change_after_a_step() {
     let world = world(API_LOGS);
-    let whole = world.logs(&api_pod(Some("server")), None).await.unwrap();
+    let whole = world
+        .logs(&api_pod(Some("server")), LogOptions::default())
+        .await
+        .unwrap();
     assert_eq!(whole, "starting\nlistening on :8080\nready\n");
-    let last_two = world.logs(&api_pod(None), Some(2)).await.unwrap();
+    let last_two = world.logs(&api_pod(None), last(2)).await.unwrap();
     assert_eq!(last_two, "listening on :8080\nready\n");
-    let more_than_there_are = world.logs(&api_pod(None), Some(50)).await.unwrap();
+    let more_than_there_are = world.logs(&api_pod(None), last(50)).await.unwrap();
     assert_eq!(more_than_there_are, whole);
     world.step_finished("restart", true);
-    let after = world.logs(&api_pod(Some("server")), Some(1)).await.unwrap();
+    let after = world.logs(&api_pod(Some("server")), last(1)).await.unwrap();
     assert_eq!(after, "panic: nil map\n");
     assert_eq!(
         world.calls(),
@@ -1090,10 +1100,15 @@ async fn logs_fail_as_scripted_and_unscripted_ones_say_what_to_add() {
         container: None,
     };
     assert_eq!(
-        world.logs(&worker, None).await.unwrap_err(),
+        world
+            .logs(&worker, LogOptions::default())
+            .await
+            .unwrap_err(),
         EffectError::Unavailable("container is not running".into())
     );
-    let other_container = world.logs(&api_pod(Some("istio-proxy")), None).await;
+    let other_container = world
+        .logs(&api_pod(Some("istio-proxy")), LogOptions::default())
+        .await;
     let Err(EffectError::NotFound(message)) = &other_container else {
         panic!("{other_container:?}");
     };
@@ -1106,7 +1121,7 @@ async fn logs_fail_as_scripted_and_unscripted_ones_say_what_to_add() {
         pod: "api-9".into(),
         container: None,
     };
-    let error = world.logs(&unknown, Some(10)).await.unwrap_err();
+    let error = world.logs(&unknown, last(10)).await.unwrap_err();
     assert!(
         matches!(&error, EffectError::NotFound(m) if m.contains("spec.logs: {pod: shop/api-9, responses:")),
         "{error:?}"
@@ -1118,12 +1133,18 @@ async fn a_logs_fault_fails_the_read_once() {
     let world = world(&format!(
         "{API_LOGS}  faults:\n    - {{verb: logs, name: api-0, error: forbidden, times: 1}}\n"
     ));
-    let error = world.logs(&api_pod(None), None).await.unwrap_err();
+    let error = world
+        .logs(&api_pod(None), LogOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(
         error,
         EffectError::Forbidden("injected fault: logs Pod shop/api-0".into())
     );
-    assert!(world.logs(&api_pod(None), None).await.is_ok());
+    assert!(world
+        .logs(&api_pod(None), LogOptions::default())
+        .await
+        .is_ok());
 }
 
 #[test]
