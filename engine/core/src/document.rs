@@ -61,7 +61,28 @@ pub enum FactLibraryKind {
 pub struct FactLibrarySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<Fact>,
+    /// Functions every expression of the catalog may call, such as
+    /// `{name: days_until, params: [t], body: '(t - now()) / duration("1d")'}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Function>,
+}
+
+/// A function of a fact library: a Rhai expression over its params only (no facts, no
+/// `params.NAME`), so it stays pure and is checked like any expression.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Function {
+    /// A lowercase identifier (`days_until`), unique in the catalog and not a built-in's name.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The names its arguments are read by in `body`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+    /// A Rhai expression over `params`.
+    pub body: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -221,6 +242,10 @@ pub struct ExecRead {
     pub command: Command,
     #[serde(default)]
     pub format: OutputFormat,
+    /// Every exit code that is an answer rather than a failure, such as `[0, 1]`: the fact is
+    /// then `{exitCode, stdout, stderr}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_exit_codes: Option<Vec<i64>>,
 }
 
 /// A container's log, as `kubectl logs [--tail N] [-c CONTAINER]` prints it, parsed per
@@ -261,6 +286,10 @@ pub struct CommandRead {
     pub argv: Command,
     #[serde(default)]
     pub format: OutputFormat,
+    /// Every exit code that is an answer rather than a failure, such as `[0, 1]`: the fact is
+    /// then `{exitCode, stdout, stderr}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_exit_codes: Option<Vec<i64>>,
 }
 
 /// An HTTP GET, such as a Prometheus instant query.
@@ -275,6 +304,35 @@ pub struct HttpRead {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub format: OutputFormat,
+    /// The statuses that are answers rather than failures: a code (`503`), a range
+    /// (`"200-299"`, `"5xx"`) or a list of them. The fact is then `{status, headers, body}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<ExpectStatus>,
+}
+
+/// `expectStatus`: one entry or a list.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ExpectStatus {
+    One(StatusEntry),
+    Many(Vec<StatusEntry>),
+}
+
+impl ExpectStatus {
+    pub fn entries(&self) -> &[StatusEntry] {
+        match self {
+            Self::One(entry) => std::slice::from_ref(entry),
+            Self::Many(entries) => entries,
+        }
+    }
+}
+
+/// An HTTP status (`503`) or a range of them (`"200-299"`, `"2xx"`).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusEntry {
+    Code(i64),
+    Range(String),
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -341,6 +399,10 @@ pub struct Step {
     /// machine (`ps`); a process's environment only by its user and root, so pass secrets here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
+    /// Every exit code of a `run` or `exec` step that means it succeeded, such as `[0, 1]`
+    /// (`argocd app diff` exits 1 when it finds a difference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_exit_codes: Option<Vec<i64>>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Command>,

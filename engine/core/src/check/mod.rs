@@ -10,6 +10,7 @@
 //! its file, in the order later passes need them:
 //!
 //! ```text
+//!  functions     functions.rs    library functions, before any expression calls them
 //!  libraries     facts.rs        fact libraries, before any runbook reads them
 //!  names         mod.rs          unique runbook names; lints.rs: folder-name
 //!  params        params.rs       names, `from:`, patterns, defaults
@@ -46,6 +47,7 @@ mod actions;
 mod calls;
 mod expressions;
 mod facts;
+mod functions;
 mod graph;
 mod lints;
 mod names;
@@ -62,6 +64,7 @@ use actions::action_keywords;
 use calls::Call;
 pub use facts::facts_read;
 use facts::resolve_fact;
+use functions::LibraryFunctions;
 use graph::cycles;
 use names::{escape_pointer, is_builtin_group, is_dns_label, is_identifier, is_step_id};
 pub use params::validate_param;
@@ -86,7 +89,10 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
         fact_sites: BTreeMap::new(),
         reserved_in_fact_names: BTreeSet::new(),
         command_params: Vec::new(),
+        functions: Arc::new(LibraryFunctions::default()),
     };
+    // 0. Library functions, which every expression may call.
+    checker.functions = Arc::new(checker.check_functions(&workspace.libraries));
     // 1. Fact libraries, which every runbook may read.
     let library_facts = checker.check_libraries(&workspace.libraries);
     // 2. Runbook names, which must be unique; the first in file order wins.
@@ -100,6 +106,7 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
             .into_iter()
             .map(|(name, fact)| (name, fact.spec))
             .collect(),
+        functions: checker.functions.specs.clone(),
     };
     // 4. Calls between runbooks, once every runbook is known.
     checker.check_calls(&catalog, &calls);
@@ -165,10 +172,11 @@ impl Checker<'_> {
             .map_or(1, |n| n.get())
             .clamp(1, unique.len().max(1));
         let chunk = unique.len().div_ceil(workers).max(1);
+        let functions = &self.functions;
         let parts: Vec<CheckedPart> = std::thread::scope(|scope| {
             let handles: Vec<_> = unique
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || check_runbooks(part, library)))
+                .map(|part| scope.spawn(move || check_runbooks(part, library, functions)))
                 .collect();
             handles
                 .into_iter()
@@ -196,6 +204,7 @@ type CheckedPart = (Vec<Arc<Runbook>>, Diagnostics, Vec<Call>);
 fn check_runbooks(
     part: &[&Loaded<document::RunbookDocument>],
     library: &BTreeMap<String, KnownFact>,
+    functions: &Arc<LibraryFunctions>,
 ) -> CheckedPart {
     let mut diagnostics = Diagnostics::new();
     let mut calls = Vec::new();
@@ -205,6 +214,7 @@ fn check_runbooks(
         fact_sites: BTreeMap::new(),
         reserved_in_fact_names: BTreeSet::new(),
         command_params: Vec::new(),
+        functions: functions.clone(),
     };
     for loaded in part {
         let before = checker.diagnostics.len();
@@ -240,6 +250,8 @@ struct Scope<'a> {
 struct Reads {
     facts: BTreeSet<String>,
     params: BTreeSet<String>,
+    /// Library functions called, through others too.
+    functions: BTreeSet<String>,
 }
 
 struct Checker<'d> {
@@ -252,6 +264,8 @@ struct Checker<'d> {
     /// Reserved words of the expression language that facts are named with (`sync` in
     /// `sync.status`): reported once at the fact, not again at every expression that reads it.
     reserved_in_fact_names: BTreeSet<String>,
+    /// The catalog's library functions, which every expression may call.
+    functions: Arc<LibraryFunctions>,
 }
 
 impl Checker<'_> {
@@ -350,6 +364,15 @@ impl Checker<'_> {
             self.lint_unused_facts(at, &spec.facts, &local, &reads);
         }
         let facts = self.facts_read_through(at, &reads, &local.known, &param_names);
+        let functions = reads
+            .functions
+            .iter()
+            .chain(facts.values().flat_map(|fact| fact.functions.iter()))
+            .filter_map(|name| {
+                let spec = self.functions.specs.get(name)?;
+                Some((name.clone(), spec.clone()))
+            })
+            .collect();
 
         if self.diagnostics.error_count() > before {
             return None;
@@ -378,6 +401,7 @@ impl Checker<'_> {
             params,
             triggers,
             facts,
+            functions,
             preconditions,
             steps,
             rollback,

@@ -329,6 +329,17 @@ impl Checker<'_> {
                 }),
             );
         }
+        if step.allow_exit_codes.is_some()
+            && !matches!(action, Action::Run { .. } | Action::Exec { .. })
+        {
+            self.error_help(
+                Code::ExitCodes,
+                at,
+                at.key_span(&format!("{pointer}/allowExitCodes")),
+                "`allowExitCodes` applies to `run` and `exec` steps only",
+                Some("an action of the cluster has no exit code; a `command` or `exec` fact takes `allowExitCodes` too".to_owned()),
+            );
+        }
         let declared = match &step.undo {
             Some(undo) if irreversible(step).is_none() => {
                 let undo_pointer = format!("{pointer}/undo");

@@ -168,6 +168,24 @@ fn facts_section(out: &mut String, plan: &Plan) {
         }
         let _ = writeln!(out, "\n</details>\n");
     }
+    if !runbook.functions.is_empty() {
+        let _ = writeln!(
+            out,
+            "<details><summary>Functions called ({})</summary>\n",
+            runbook.functions.len()
+        );
+        let _ = writeln!(out, "| Function | Body | Defined in |\n|---|---|---|");
+        for function in runbook.functions.values() {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                function.signature(),
+                md_code(function.body.trim()),
+                md_code(&function_origin(function))
+            );
+        }
+        let _ = writeln!(out, "\n</details>\n");
+    }
 }
 
 /// What a failed run would do, so the reviewer sees the undo path next to the plan.

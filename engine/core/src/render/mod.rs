@@ -139,13 +139,13 @@ fn metadata_changes(
 /// One line saying what an action does, params substituted.
 pub fn action_summary(plan: &Plan, action: &Action) -> String {
     match action {
-        Action::Run { argv: words, env } => {
+        Action::Run { argv: words, env, allow_exit_codes } => {
             // As a shell would take it: `NAME=value command...`.
             let assignments: String = env
                 .iter()
                 .map(|(name, value)| format!("{name}={} ", shell_quote(&template(plan, value))))
                 .collect();
-            format!("run {assignments}{}", argv(plan, words))
+            format!("run {assignments}{}{}", argv(plan, words), succeeds_on(allow_exit_codes.as_ref()))
         }
         Action::Scale { target, replicas } => {
             let count = match replicas {
@@ -206,9 +206,10 @@ pub fn action_summary(plan: &Plan, action: &Action) -> String {
             pod,
             container,
             argv: words,
+            allow_exit_codes,
         } => {
             let container = container.as_ref().map(|c| format!(" (container {})", template(plan, c))).unwrap_or_default();
-            format!("exec in pod {}/{}{container}: {}", template(plan, namespace), template(plan, pod), argv(plan, words))
+            format!("exec in pod {}/{}{container}: {}{}", template(plan, namespace), template(plan, pod), argv(plan, words), succeeds_on(allow_exit_codes.as_ref()))
         }
         Action::Wait { target, condition, until } => match (condition, until) {
             (Some(condition), _) => format!("wait for {} to be {condition}", object(plan, target)),
@@ -228,6 +229,20 @@ pub fn action_summary(plan: &Plan, action: &Action) -> String {
             }
         }
     }
+}
+
+/// ` (succeeds on exit 0, 1)` for a step with `allowExitCodes`.
+fn succeeds_on(allow_exit_codes: Option<&ExitCodes>) -> String {
+    allow_exit_codes
+        .map(|codes| format!(" (succeeds on exit {codes})"))
+        .unwrap_or_default()
+}
+
+/// ` (exit 0, 1 read as {exitCode, stdout, stderr})` for a fact with `allowExitCodes`.
+fn read_on_exit(allow_exit_codes: Option<&ExitCodes>) -> String {
+    allow_exit_codes
+        .map(|codes| format!(" (exit {codes} read as {{exitCode, stdout, stderr}})"))
+        .unwrap_or_default()
 }
 
 fn json_scalar(value: &Json) -> String {
@@ -278,6 +293,7 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
             pod,
             container,
             argv: words,
+            allow_exit_codes,
             ..
         } => {
             let container = container
@@ -285,10 +301,11 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
                 .map(|c| format!(" (container {})", template(plan, c)))
                 .unwrap_or_default();
             format!(
-                "exec in pod {}/{}{container}: {}",
+                "exec in pod {}/{}{container}: {}{}",
                 template(plan, namespace),
                 template(plan, pod),
-                argv(plan, words)
+                argv(plan, words),
+                read_on_exit(allow_exit_codes.as_ref())
             )
         }
         FactSource::Logs {
@@ -313,8 +330,21 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
                 template(plan, pod)
             )
         }
-        FactSource::Command { argv: words, .. } => format!("command: {}", argv(plan, words)),
-        FactSource::Http { url, query, .. } => {
+        FactSource::Command {
+            argv: words,
+            allow_exit_codes,
+            ..
+        } => format!(
+            "command: {}{}",
+            argv(plan, words),
+            read_on_exit(allow_exit_codes.as_ref())
+        ),
+        FactSource::Http {
+            url,
+            query,
+            expect_status,
+            ..
+        } => {
             let mut text = format!("http GET {}", template(plan, url));
             if !query.is_empty() {
                 let query = query
@@ -323,6 +353,12 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
                     .collect::<Vec<_>>()
                     .join("&");
                 let _ = write!(text, "?{query}");
+            }
+            if let Some(expected) = expect_status {
+                let _ = write!(
+                    text,
+                    " (status {expected} read as {{status, headers, body}})"
+                );
             }
             text
         }
@@ -339,6 +375,14 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
 
 fn origin(fact: &FactSpec) -> String {
     format!("{}:{}", fact.origin.path().display(), fact.span.start.line)
+}
+
+fn function_origin(function: &FunctionSpec) -> String {
+    format!(
+        "{}:{}",
+        function.origin.path().display(),
+        function.span.start.line
+    )
 }
 
 fn param_value(plan: &Plan, param: &ParamSpec) -> String {

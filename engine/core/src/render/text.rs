@@ -59,6 +59,18 @@ pub fn plan_text(plan: &Plan) -> String {
             );
         }
     }
+    if !runbook.functions.is_empty() {
+        let _ = writeln!(out, "\nFunctions (from fact libraries):");
+        for function in runbook.functions.values() {
+            let _ = writeln!(
+                out,
+                "  {} = {}  [{}]",
+                function.signature(),
+                function.body.trim(),
+                function_origin(function)
+            );
+        }
+    }
     if !runbook.preconditions.is_empty() {
         let _ = writeln!(
             out,
