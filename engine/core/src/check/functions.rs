@@ -160,7 +160,10 @@ impl Checker<'_> {
                 at,
                 name_span,
                 message,
-                Some("functions are shared by the whole catalog; give each one name".to_owned()),
+                Some(
+                    "functions are shared by the whole catalog; give each one its own name"
+                        .to_owned(),
+                ),
             );
             return false;
         }
@@ -229,13 +232,15 @@ impl Checker<'_> {
             ok = false;
             let span = at.inside(&pointer, text, reference.line, reference.column);
             let span = Span::on_line(span.start, reference.dotted().chars().count());
-            let read = if root == "params" {
-                reference.dotted()
-            } else {
-                root.to_owned()
-            };
+            let read = reference.dotted();
+            let suggested = reference.path.last().cloned().unwrap_or_default();
             let mut params = function.params.clone();
-            params.push(root.to_owned());
+            params.push(suggested);
+            let arguments = if function.params.is_empty() {
+                read.clone()
+            } else {
+                format!("..., {read}")
+            };
             self.error_help(
                 Code::Function,
                 at,
@@ -250,7 +255,7 @@ impl Checker<'_> {
                     }
                 ),
                 Some(format!(
-                    "a function reads only its params, so it gives the same answer for the same arguments: pass it as an argument (`params: [{}]`, and call `{}(..., {read})`)",
+                    "a function reads only its arguments, so it gives the same answer for the same arguments: pass it as one (`params: [{}]`, and call `{}({arguments})`)",
                     params.join(", "),
                     function.name
                 )),
