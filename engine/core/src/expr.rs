@@ -776,6 +776,17 @@ fn forbidden_call(ast: &AST, functions: &Functions) -> Option<ExpressionError> {
 /// every closure, nothing is local, so a closure parameter named like a fact root does not
 /// hide that fact elsewhere in the expression.
 fn references(ast: &AST) -> Vec<Reference> {
+    references_in(ast, true)
+}
+
+/// The names `expression` reads outside its closures: what is left out of
+/// [`Expression::references`] here is read inside a closure, where a function's own params
+/// cannot be seen (closures capture nothing; see [`read_outer`]).
+pub fn references_outside_closures(expression: &Expression) -> Vec<Reference> {
+    references_in(&expression.ast, false)
+}
+
+fn references_in(ast: &AST, closures: bool) -> Vec<Reference> {
     // How many leading parameters of each closure are captured variables.
     let mut captured: BTreeMap<String, usize> = BTreeMap::new();
     ast.walk(&mut |path: &[ASTNode]| {
@@ -855,7 +866,9 @@ fn references(ast: &AST) -> Vec<Reference> {
             record(path, &outside)
         });
     }
-    ast.walk(&mut |path: &[ASTNode]| record(path, &declared));
+    if closures {
+        ast.walk(&mut |path: &[ASTNode]| record(path, &declared));
+    }
     found
         .into_iter()
         .map(|((line, column), path)| Reference { path, line, column })

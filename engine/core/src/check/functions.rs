@@ -224,9 +224,29 @@ impl Checker<'_> {
             }
         };
         let mut ok = true;
+        let outside = crate::expr::references_outside_closures(&body);
         for reference in &body.references {
             let root = reference.path[0].as_str();
             if function.params.iter().any(|param| param == root) {
+                let in_closure = !outside
+                    .iter()
+                    .any(|seen| (seen.line, seen.column) == (reference.line, reference.column));
+                if in_closure {
+                    ok = false;
+                    let span = at.inside(&pointer, text, reference.line, reference.column);
+                    self.error_help(
+                        Code::Function,
+                        at,
+                        Span::on_line(span.start, root.chars().count()),
+                        format!(
+                            "a closure in function `{}` reads its param `{root}`, which a closure cannot see",
+                            function.name
+                        ),
+                        Some(format!(
+                            "closures capture nothing: pass it in as the closure's first param, `(|{root}, x| ...).curry({root})`"
+                        )),
+                    );
+                }
                 continue;
             }
             ok = false;

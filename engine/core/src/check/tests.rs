@@ -202,6 +202,7 @@ spec:
     - {name: days_until, params: [t], body: '(t - now()) / 86400'}
     - {name: days_left, params: [], body: 'days_until(cert.not_after)'}
     - {name: again, params: [n], body: 'again(n)'}
+    - {name: over, params: [list, min], body: 'list.filter(|x| x > min)'}
 ";
     let runbook = "apiVersion: runbook.dev/v1alpha1
 kind: Runbook
@@ -218,6 +219,7 @@ spec:
         [
             "lib.yaml:9:55: function `days_left` reads `cert.not_after`, which is not one of its params (it has none)",
             "lib.yaml:10:14: function `again` calls itself",
+            "lib.yaml:11:68: a closure in function `over` reads its param `min`, which a closure cannot see",
             "r.yaml:6:14: syntax error in expression: library function `days_left` has an error, reported where it is defined",
         ]
     );
