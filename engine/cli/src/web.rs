@@ -67,6 +67,17 @@ impl WebClient {
                 ))
             })?;
             let status = response.status().as_u16();
+            let mut headers: BTreeMap<String, String> = BTreeMap::new();
+            for (name, value) in response.headers() {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                headers
+                    .entry(name.as_str().to_ascii_lowercase())
+                    .and_modify(|joined| {
+                        joined.push_str(", ");
+                        joined.push_str(&value);
+                    })
+                    .or_insert(value);
+            }
             let body = response
                 .into_body()
                 .collect()
@@ -75,6 +86,7 @@ impl WebClient {
                 .to_bytes();
             Ok(HttpResponse {
                 status,
+                headers,
                 body: String::from_utf8_lossy(&body).into_owned(),
             })
         };

@@ -617,6 +617,68 @@ fn committed_schema_accepts_every_shipped_document() {
     assert!(!validator.is_valid(&bad));
 }
 
+/// Issue 16, item 5: ajv, the validator editors and CI tools use, refused the schema in its
+/// default strict mode (`unknown format "uint32"`). It compiles it strictly now, accepts the
+/// shipped runbooks and fact libraries, and refuses an unknown field.
+#[test]
+fn ajv_in_strict_mode_accepts_the_schema_and_the_shipped_documents_when_installed() {
+    let ajv = |args: &[&str]| {
+        Command::new("ajv")
+            .args(["--spec=draft7", "--strict=true"])
+            .args(args)
+            .current_dir(root())
+            .output()
+    };
+    let Ok(compiled) = ajv(&["compile", "-s", "schemas/runbook.schema.json"]) else {
+        eprintln!("ajv is not installed; the schema was checked by the Rust validator only (.ci/run installs ajv-cli)");
+        return;
+    };
+    let said = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    assert!(
+        compiled.status.success(),
+        "ajv refused the schema: {}",
+        said(&compiled)
+    );
+    let shipped = ajv(&[
+        "validate",
+        "-s",
+        "schemas/runbook.schema.json",
+        "-d",
+        "runbooks/*/runbook.yaml",
+        "-d",
+        "runbooks/lib/*.yaml",
+    ])
+    .expect("ajv runs");
+    assert!(shipped.status.success(), "{}", said(&shipped));
+    assert!(
+        said(&shipped).contains("openbao-sealed/runbook.yaml valid"),
+        "{}",
+        said(&shipped)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {name: x}\nspec:\n  stepz: []\n",
+    )
+    .expect("write");
+    let refused = ajv(&[
+        "validate",
+        "-s",
+        "schemas/runbook.schema.json",
+        "-d",
+        bad.to_str().expect("utf-8 path"),
+    ])
+    .expect("ajv runs");
+    assert!(!refused.status.success(), "{}", said(&refused));
+}
+
 #[test]
 fn graph_dot_is_valid_graphviz_when_dot_is_installed() {
     let out = runbook(&["graph", "openbao-sealed", "--format", "dot"]);

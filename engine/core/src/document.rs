@@ -61,7 +61,28 @@ pub enum FactLibraryKind {
 pub struct FactLibrarySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<Fact>,
+    /// Functions every expression of the catalog may call, such as
+    /// `{name: days_until, params: [t], body: '(t - now()) / duration("1d")'}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<Function>,
+}
+
+/// A function of a fact library: a Rhai expression over its params only (no facts, no
+/// `params.NAME`), so it stays pure and is checked like any expression.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Function {
+    /// A lowercase identifier (`days_until`), unique in the catalog and not a built-in's name.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The names its arguments are read by in `body`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+    /// A Rhai expression over `params`.
+    pub body: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -221,6 +242,10 @@ pub struct ExecRead {
     pub command: Command,
     #[serde(default)]
     pub format: OutputFormat,
+    /// Every exit code that is an answer rather than a failure, such as `[0, 1]`: the fact is
+    /// then `{exitCode, stdout, stderr}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_exit_codes: Option<Vec<i64>>,
 }
 
 /// A container's log, as `kubectl logs [--previous] [--tail N] [-c CONTAINER]` prints it,
@@ -273,6 +298,10 @@ pub struct CommandRead {
     pub argv: Command,
     #[serde(default)]
     pub format: OutputFormat,
+    /// Every exit code that is an answer rather than a failure, such as `[0, 1]`: the fact is
+    /// then `{exitCode, stdout, stderr}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_exit_codes: Option<Vec<i64>>,
 }
 
 /// An HTTP GET, such as a Prometheus instant query.
@@ -287,6 +316,35 @@ pub struct HttpRead {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub format: OutputFormat,
+    /// The statuses that are answers rather than failures: a code (`503`), a range
+    /// (`"200-299"`, `"5xx"`) or a list of them. The fact is then `{status, headers, body}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<ExpectStatus>,
+}
+
+/// `expectStatus`: one entry or a list.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ExpectStatus {
+    One(StatusEntry),
+    Many(Vec<StatusEntry>),
+}
+
+impl ExpectStatus {
+    pub fn entries(&self) -> &[StatusEntry] {
+        match self {
+            Self::One(entry) => std::slice::from_ref(entry),
+            Self::Many(entries) => entries,
+        }
+    }
+}
+
+/// An HTTP status (`503`) or a range of them (`"200-299"`, `"2xx"`).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatusEntry {
+    Code(i64),
+    Range(String),
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -326,9 +384,11 @@ pub struct Step {
     /// What this step is for, in a few words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Steps this one waits for. Without `needs`, a step waits for the one before it.
+    /// Steps this one waits for. Without `needs`, a step waits for the one before it. A step
+    /// that was skipped satisfies a need; `{step: x, status: succeeded}` skips this step too
+    /// unless `x` succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub needs: Option<Vec<String>>,
+    pub needs: Option<Vec<Need>>,
     /// Run only when this expression is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
@@ -353,6 +413,10 @@ pub struct Step {
     /// machine (`ps`); a process's environment only by its user and root, so pass secrets here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
+    /// Every exit code of a `run` or `exec` step that means it succeeded, such as `[0, 1]`
+    /// (`argocd app diff` exits 1 when it finds a difference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_exit_codes: Option<Vec<i64>>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<Command>,
@@ -420,6 +484,43 @@ pub struct Step {
     /// A `forEach` over a longer list fails before any instance runs; default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_items: Option<u32>,
+}
+
+/// One entry of `needs`: a step id, or a step and the status it must have ended with.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Need {
+    Step(String),
+    Status(NeedStatus),
+}
+
+impl Need {
+    pub fn step(&self) -> &str {
+        match self {
+            Self::Step(step) => step,
+            Self::Status(need) => &need.step,
+        }
+    }
+
+    /// Whether the step must have succeeded (not been skipped).
+    pub fn strict(&self) -> bool {
+        matches!(self, Self::Status(_))
+    }
+}
+
+/// `{step: x, status: succeeded}`: wait for `x`, and run only if it succeeded.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NeedStatus {
+    pub step: String,
+    pub status: RequiredStatus,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequiredStatus {
+    /// The step ran and succeeded: a skipped one does not do.
+    Succeeded,
 }
 
 /// `retries: 3`, or with backoff: `{attempts: 3, backoff: 2s, maxBackoff: 30s}`.
@@ -649,6 +750,7 @@ pub fn json_schema() -> serde_json::Value {
     let generator = schemars::generate::SchemaSettings::draft07().into_generator();
     let schema = generator.into_root_schema_for::<AnyDocument>();
     let mut value = schema.to_value();
+    bounds_for_number_formats(&mut value);
     if let Some(object) = value.as_object_mut() {
         object.insert(
             "$id".to_owned(),
@@ -656,4 +758,41 @@ pub fn json_schema() -> serde_json::Value {
         );
     }
     value
+}
+
+/// schemars writes Rust's integer types as `format: uint32` (or `int64`, ...), which are no
+/// JSON Schema formats: strict validators (ajv's default mode) refuse the schema for them. Each
+/// becomes the bounds it means (`minimum`, `maximum`), which every validator, the structure
+/// check included, understands.
+fn bounds_for_number_formats(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let bounds: Option<(f64, Option<f64>)> =
+                match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint8") => Some((0.0, Some(f64::from(u8::MAX)))),
+                    Some("uint16") => Some((0.0, Some(f64::from(u16::MAX)))),
+                    Some("uint32") => Some((0.0, Some(f64::from(u32::MAX)))),
+                    Some("uint64" | "uint") => Some((0.0, None)),
+                    Some("int8") => Some((f64::from(i8::MIN), Some(f64::from(i8::MAX)))),
+                    Some("int16") => Some((f64::from(i16::MIN), Some(f64::from(i16::MAX)))),
+                    Some("int32") => Some((f64::from(i32::MIN), Some(f64::from(i32::MAX)))),
+                    Some("int64" | "int" | "double" | "float") => Some((f64::NEG_INFINITY, None)),
+                    _ => None,
+                };
+            if let Some((minimum, maximum)) = bounds {
+                map.remove("format");
+                if minimum.is_finite() && !map.contains_key("minimum") {
+                    map.insert("minimum".to_owned(), serde_json::json!(minimum as i64));
+                }
+                if let (Some(maximum), false) = (maximum, map.contains_key("maximum")) {
+                    map.insert("maximum".to_owned(), serde_json::json!(maximum as i64));
+                }
+            }
+            for item in map.values_mut() {
+                bounds_for_number_formats(item);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(bounds_for_number_formats),
+        _ => {}
+    }
 }

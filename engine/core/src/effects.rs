@@ -125,10 +125,13 @@ pub struct DrainOptions {
     pub eviction_timeout: Duration,
 }
 
-/// An HTTP response.
+/// An HTTP response, whatever its status: the caller decides which statuses are answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpResponse {
     pub status: u16,
+    /// Header names in lowercase; a header sent more than once, its values joined by `, `.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     pub body: String,
 }
 

@@ -377,7 +377,7 @@ pub fn sandboxed_engine() -> &'static Engine {
             .set_max_string_size(1 << 20)
             .set_max_array_size(10_000)
             .set_max_map_size(10_000)
-            .set_max_functions(16)
+            .set_max_functions(MAX_CLOSURES)
             .set_allow_looping(false)
             .set_allow_shadowing(false);
         engine.disable_symbol("eval");
@@ -437,8 +437,103 @@ fn redacted(text: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Expression {
     pub source: String,
+    /// The expression, with the library functions it calls (and those they call) merged in.
     pub ast: Arc<AST>,
     pub references: Vec<Reference>,
+    /// The library functions it calls, directly or through others, by name.
+    pub functions: Vec<String>,
+}
+
+/// The most closures (`|x| ...`) one expression may hold: Rhai compiles each into a function,
+/// and an engine limit on functions keeps one expression from growing without bound.
+pub const MAX_CLOSURES: usize = 16;
+
+/// The functions of the catalog's fact libraries (`functions:`), as expressions call them:
+/// each one's arity, the library functions it calls, and its compiled definition, merged into
+/// the AST of every expression that calls it (so a library's functions never count against
+/// one expression's [`MAX_CLOSURES`]).
+#[derive(Clone, Debug, Default)]
+pub struct Functions {
+    arity: BTreeMap<String, usize>,
+    calls: BTreeMap<String, Vec<String>>,
+    definitions: BTreeMap<String, Arc<AST>>,
+    /// Declared but refused by the checker: a call of one is an error of its own kind.
+    broken: BTreeSet<String>,
+}
+
+impl Functions {
+    /// Functions known by name and arity only, to check bodies that call each other.
+    pub fn declared(arity: BTreeMap<String, usize>) -> Self {
+        Self {
+            arity,
+            ..Self::default()
+        }
+    }
+
+    pub fn arity(&self, name: &str) -> Option<usize> {
+        self.arity.get(name).copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.arity.is_empty()
+    }
+
+    /// Adds a function whose body compiled (with [`Expression::compile_with`]): defines it as a
+    /// Rhai function `fn NAME(PARAMS) { BODY }`.
+    pub fn define(
+        &mut self,
+        name: &str,
+        params: &[String],
+        body: &CompiledBody,
+    ) -> Result<(), ExpressionError> {
+        let script = format!("fn {name}({}) {{\n{}\n}}", params.join(", "), body.source);
+        let ast = sandboxed_engine()
+            .compile(&script)
+            .map_err(|error| compile_error(&error))?;
+        self.arity.insert(name.to_owned(), params.len());
+        self.calls
+            .insert(name.to_owned(), body.direct_calls.clone());
+        self.definitions.insert(name.to_owned(), Arc::new(ast));
+        Ok(())
+    }
+
+    /// Records functions that were declared but failed their check.
+    pub fn mark_broken(&mut self, names: impl IntoIterator<Item = String>) {
+        self.broken.extend(names);
+    }
+
+    /// `names` and every function they call, through others too.
+    fn closure(&self, names: &[String]) -> Vec<String> {
+        let mut all = BTreeSet::new();
+        let mut pending: Vec<String> = names.to_vec();
+        while let Some(name) = pending.pop() {
+            if all.insert(name.clone()) {
+                pending.extend(self.calls.get(&name).into_iter().flatten().cloned());
+            }
+        }
+        all.into_iter().collect()
+    }
+
+    /// The library functions `name` calls, directly.
+    pub fn calls_of(&self, name: &str) -> &[String] {
+        self.calls.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn compile_error(error: &rhai::ParseError) -> ExpressionError {
+    let position = error.position();
+    let message = if matches!(error.err_type(), rhai::ParseErrorType::TooManyFunctions) {
+        format!(
+            "this expression holds more than {MAX_CLOSURES} closures (`|x| ...`), the most one expression may hold; move the repeated part into a function of a fact library (`functions:` in a `kind: FactLibrary`) and call it, or split the expression into several `expr` facts"
+        )
+    } else {
+        error.err_type().to_string()
+    };
+    ExpressionError {
+        message,
+        line: position.line().unwrap_or(1),
+        column: position.position().unwrap_or(1),
+    }
 }
 
 /// A dotted name read by an expression, such as `openbao.status.sealed`, with its 1-based
@@ -475,26 +570,82 @@ impl Expression {
             })
     }
 
+    /// Compiles `text`, which may call no library function.
     pub fn compile(text: &str) -> Result<Self, ExpressionError> {
+        Self::compile_with(text, &Functions::default()).map(|compiled| compiled.expression)
+    }
+
+    /// Compiles `text`, which may call the library's `functions`.
+    pub fn compile_with(
+        text: &str,
+        functions: &Functions,
+    ) -> Result<CompiledBody, ExpressionError> {
         let engine = sandboxed_engine();
-        let ast = engine.compile_expression(text).map_err(|error| {
-            let position = error.position();
-            ExpressionError {
-                message: error.err_type().to_string(),
-                line: position.line().unwrap_or(1),
-                column: position.position().unwrap_or(1),
-            }
-        })?;
-        if let Some(error) = forbidden_call(&ast) {
+        let ast = engine
+            .compile_expression(text)
+            .map_err(|error| compile_error(&error))?;
+        if let Some(error) = forbidden_call(&ast, functions) {
             return Err(error);
         }
         let references = references(&ast);
-        Ok(Self {
-            source: text.to_owned(),
-            ast: Arc::new(ast),
-            references,
+        let direct_calls = library_calls(&ast, functions);
+        let called = functions.closure(&direct_calls);
+        let mut merged = AST::empty();
+        for name in &called {
+            if let Some(definition) = functions.definitions.get(name) {
+                merged.combine((**definition).clone());
+            }
+        }
+        let ast = if called.is_empty() {
+            ast
+        } else {
+            merged.merge(&ast)
+        };
+        Ok(CompiledBody {
+            expression: Self {
+                source: text.to_owned(),
+                ast: Arc::new(ast),
+                references,
+                functions: called,
+            },
+            direct_calls,
         })
     }
+}
+
+/// An expression as [`Expression::compile_with`] compiles it, with the library functions it
+/// calls itself (not through others), which a function's body needs to find recursion.
+#[derive(Clone, Debug)]
+pub struct CompiledBody {
+    pub expression: Expression,
+    pub direct_calls: Vec<String>,
+}
+
+impl std::ops::Deref for CompiledBody {
+    type Target = Expression;
+
+    fn deref(&self) -> &Expression {
+        &self.expression
+    }
+}
+
+/// The library functions `ast` calls itself, in name order.
+fn library_calls(ast: &AST, functions: &Functions) -> Vec<String> {
+    let mut found = BTreeSet::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        let call = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, _))) => Some(call),
+            Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, _))) => Some(call),
+            _ => None,
+        };
+        if let Some(call) = call {
+            if functions.arity(call.name.as_str()).is_some() {
+                found.insert(call.name.to_string());
+            }
+        }
+        true
+    });
+    found.into_iter().collect()
 }
 
 /// The functions and methods expressions may call: every one the engine has (its packages and
@@ -529,9 +680,16 @@ fn known_functions() -> &'static BTreeSet<String> {
     })
 }
 
-/// The first call of a [`FORBIDDEN_FUNCTIONS`] function, an [`IN_PLACE_METHODS`] method or a
-/// function that does not exist, as a compile error at its position.
-fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
+/// Whether `name` is a function every expression has (Rhai's and ours): a library function may
+/// not take its name.
+pub fn is_builtin_function(name: &str) -> bool {
+    known_functions().contains(name) || FORBIDDEN_FUNCTIONS.contains(&name)
+}
+
+/// The first call of a [`FORBIDDEN_FUNCTIONS`] function, an [`IN_PLACE_METHODS`] method, a
+/// function that does not exist, or a library function with the wrong number of arguments or
+/// called as a method, as a compile error at its position.
+fn forbidden_call(ast: &AST, functions: &Functions) -> Option<ExpressionError> {
     let mut found = None;
     ast.walk(&mut |path: &[ASTNode]| {
         let call = match path.last() {
@@ -552,6 +710,50 @@ fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
                 return false;
             }
         }
+        if let Some(ASTNode::Expr(Expr::MethodCall(method, position))) = path.last() {
+            let name = method.name.as_str();
+            if let Some(arity) = functions.arity(name) {
+                if !known_functions().contains(name) {
+                    let params = (0..arity).map(|i| format!("x{}", i + 1)).collect::<Vec<_>>().join(", ");
+                    found = Some(ExpressionError {
+                        message: format!(
+                            "`{name}` is a library function: call it as `{name}({params})`, not as a method"
+                        ),
+                        line: position.line().unwrap_or(1),
+                        column: position.position().unwrap_or(1),
+                    });
+                    return false;
+                }
+            }
+        }
+        if let Some((call, position)) = call {
+            let name = call.name.as_str();
+            if functions.broken.contains(name) {
+                found = Some(ExpressionError {
+                    message: format!(
+                        "library function `{name}` has an error, reported where it is defined"
+                    ),
+                    line: position.line().unwrap_or(1),
+                    column: position.position().unwrap_or(1),
+                });
+                return false;
+            }
+            if let Some(arity) = functions.arity(name) {
+                if call.args.len() != arity {
+                    found = Some(ExpressionError {
+                        message: format!(
+                            "library function `{name}` takes {arity} argument{}, not {}",
+                            if arity == 1 { "" } else { "s" },
+                            call.args.len()
+                        ),
+                        line: position.line().unwrap_or(1),
+                        column: position.position().unwrap_or(1),
+                    });
+                    return false;
+                }
+                return true;
+            }
+        }
         let named = match path.last() {
             Some(ASTNode::Expr(Expr::MethodCall(call, position))) => Some((call, *position)),
             _ => call,
@@ -569,7 +771,10 @@ fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
             {
                 let hint = crate::diagnostic::did_you_mean(
                     name,
-                    known_functions().iter().map(String::as_str),
+                    known_functions()
+                        .iter()
+                        .chain(functions.arity.keys())
+                        .map(String::as_str),
                 )
                 .map(|hint| format!("; {hint}"))
                 .unwrap_or_default();
@@ -614,6 +819,17 @@ fn forbidden_call(ast: &AST) -> Option<ExpressionError> {
 /// every closure, nothing is local, so a closure parameter named like a fact root does not
 /// hide that fact elsewhere in the expression.
 fn references(ast: &AST) -> Vec<Reference> {
+    references_in(ast, true)
+}
+
+/// The names `expression` reads outside its closures: what is left out of
+/// [`Expression::references`] here is read inside a closure, where a function's own params
+/// cannot be seen (closures capture nothing; see [`read_outer`]).
+pub fn references_outside_closures(expression: &Expression) -> Vec<Reference> {
+    references_in(&expression.ast, false)
+}
+
+fn references_in(ast: &AST, closures: bool) -> Vec<Reference> {
     // How many leading parameters of each closure are captured variables.
     let mut captured: BTreeMap<String, usize> = BTreeMap::new();
     ast.walk(&mut |path: &[ASTNode]| {
@@ -693,7 +909,9 @@ fn references(ast: &AST) -> Vec<Reference> {
             record(path, &outside)
         });
     }
-    ast.walk(&mut |path: &[ASTNode]| record(path, &declared));
+    if closures {
+        ast.walk(&mut |path: &[ASTNode]| record(path, &declared));
+    }
     found
         .into_iter()
         .map(|((line, column), path)| Reference { path, line, column })
@@ -808,6 +1026,11 @@ impl Template {
     }
 
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        Self::parse_with(text, &Functions::default())
+    }
+
+    /// Parses `text`, whose holes may call the library's `functions`.
+    pub fn parse_with(text: &str, functions: &Functions) -> Result<Self, TemplateError> {
         let characters: Vec<char> = text.chars().collect();
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -832,11 +1055,13 @@ impl Template {
                         inner: None,
                     });
                 }
-                let expression = Expression::compile(&inner).map_err(|error| TemplateError {
-                    message: error.message.clone(),
-                    offset: start,
-                    inner: Some((inner.clone(), error)),
-                })?;
+                let expression = Expression::compile_with(&inner, functions)
+                    .map(|compiled| compiled.expression)
+                    .map_err(|error| TemplateError {
+                        message: error.message.clone(),
+                        offset: start,
+                        inner: Some((inner.clone(), error)),
+                    })?;
                 if !literal.is_empty() {
                     parts.push(TemplatePart::Text(std::mem::take(&mut literal)));
                 }

@@ -29,6 +29,8 @@ pub struct Catalog {
     pub runbooks: Vec<Arc<Runbook>>,
     /// Facts from fact libraries, by name.
     pub library_facts: BTreeMap<String, Arc<FactSpec>>,
+    /// Functions from fact libraries, by name.
+    pub functions: BTreeMap<String, Arc<FunctionSpec>>,
 }
 
 impl Catalog {
@@ -55,6 +57,8 @@ pub struct Runbook {
     pub triggers: Vec<TriggerSpec>,
     /// Every fact the runbook reads, directly or through other facts, by name.
     pub facts: BTreeMap<String, Arc<FactSpec>>,
+    /// Every library function its expressions (and the facts it reads) call, by name.
+    pub functions: BTreeMap<String, Arc<FunctionSpec>>,
     pub preconditions: Vec<Check>,
     pub steps: Vec<StepSpec>,
     pub rollback: Option<RollbackSpec>,
@@ -316,9 +320,78 @@ pub struct FactSpec {
     pub reads: Vec<String>,
     /// Params this one reads; a runbook using it must declare them.
     pub params: Vec<String>,
+    /// Library functions its expressions call (directly or through other functions).
+    pub functions: Vec<String>,
     /// Where it is defined (a fact library or the runbook itself).
     pub origin: Source,
     pub span: Span,
+}
+
+/// A function of a fact library, checked: its body compiled (see `expr::Functions`).
+#[derive(Clone, Debug)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub params: Vec<String>,
+    /// The body as written.
+    pub body: String,
+    /// Where it is defined.
+    pub origin: Source,
+    pub span: Span,
+}
+
+impl FunctionSpec {
+    /// `name(a, b)`, as a call is written.
+    pub fn signature(&self) -> String {
+        format!("{}({})", self.name, self.params.join(", "))
+    }
+}
+
+/// `allowExitCodes`: the exit codes of a process that are answers, not failures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitCodes(pub Vec<i32>);
+
+impl ExitCodes {
+    pub fn allows(&self, code: i32) -> bool {
+        self.0.contains(&code)
+    }
+}
+
+impl std::fmt::Display for ExitCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let codes: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&codes.join(", "))
+    }
+}
+
+/// `expectStatus`: the HTTP statuses that are answers, not failures, as inclusive ranges
+/// (a single code is a range of one), in the order written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusSet(pub Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&status))
+    }
+}
+
+impl std::fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries: Vec<String> = self
+            .0
+            .iter()
+            .map(|(low, high)| {
+                if low == high {
+                    low.to_string()
+                } else {
+                    format!("{low}-{high}")
+                }
+            })
+            .collect();
+        f.write_str(&entries.join(", "))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -343,6 +416,7 @@ pub enum FactSource {
         container: Option<Template>,
         argv: Vec<Template>,
         format: OutputFormat,
+        allow_exit_codes: Option<ExitCodes>,
     },
     Logs {
         namespace: Template,
@@ -357,12 +431,15 @@ pub enum FactSource {
     Command {
         argv: Vec<Template>,
         format: OutputFormat,
+        allow_exit_codes: Option<ExitCodes>,
     },
     Http {
         url: Template,
         query: BTreeMap<String, Template>,
         headers: BTreeMap<String, Template>,
         format: OutputFormat,
+        /// With `expectStatus`, these statuses are read as `{status, headers, body}`.
+        expect_status: Option<StatusSet>,
     },
     Expr(Expression),
 }
@@ -391,6 +468,9 @@ pub struct StepSpec {
     pub name: Option<String>,
     /// Ids of the steps this one waits for.
     pub needs: Vec<String>,
+    /// Of those, the ones that must have succeeded (`{step, status: succeeded}`): when one was
+    /// skipped, this step is skipped too.
+    pub must_succeed: Vec<String>,
     pub when: Option<Expression>,
     pub timeout: Duration,
     pub retries: RetrySpec,
@@ -558,6 +638,8 @@ pub enum Action {
         argv: Vec<Template>,
         /// Environment variables for the process (`env:`), in name order.
         env: BTreeMap<String, Template>,
+        /// `allowExitCodes`: the exit codes that mean success (without it, only 0).
+        allow_exit_codes: Option<ExitCodes>,
     },
     Scale {
         target: Target,
@@ -603,6 +685,8 @@ pub enum Action {
         pod: Template,
         container: Option<Template>,
         argv: Vec<Template>,
+        /// `allowExitCodes`: the exit codes that mean success (without it, only 0).
+        allow_exit_codes: Option<ExitCodes>,
     },
     Wait {
         target: Target,
@@ -711,7 +795,7 @@ impl Action {
         }
         let mut all = Vec::new();
         match self {
-            Self::Run { argv, env } => templates(&mut all, argv.iter().chain(env.values())),
+            Self::Run { argv, env, .. } => templates(&mut all, argv.iter().chain(env.values())),
             Self::Scale {
                 target: t,
                 replicas,
@@ -747,6 +831,7 @@ impl Action {
                 pod,
                 container,
                 argv,
+                ..
             } => templates(
                 &mut all,
                 [namespace, pod]

@@ -2768,3 +2768,201 @@ fn a_resumed_run_restores_what_was_captured() {
     let h = Test::new().runbook(&text).resume(resume).run();
     assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
 }
+
+/// The world for issue 15, item 5: a health endpoint that answers 503, and processes that
+/// exit 1 with their answer.
+const FAILURES_AS_DATA: &str = r#"apiVersion: runbook.dev/v1alpha1
+kind: Scenario
+metadata: {name: failures}
+spec:
+  objects: []
+  http:
+    - url: https://shop.example.com/healthz
+      responses:
+        - status: 503
+          headers: {Retry-After: "30", Set-Cookie: "session=s3cr3t-cookie"}
+          body: upstream connect error
+  commands:
+    - argv: [argocd, app, diff, shop]
+      responses:
+        - exitCode: 1
+          stdout: "===== apps/Deployment shop/api ======"
+    - argv: [helm, template, shop]
+      responses:
+        - exitCode: 1
+          stderr: "Error: parse error at (shop/templates/api.yaml:3)"
+    - argv: [helm, lint, shop]
+      responses:
+        - exitCode: 2
+          stderr: "Error: 1 chart(s) failed"
+"#;
+
+#[test]
+fn an_expected_http_status_is_data_and_an_unexpected_one_fails_the_read_naming_both() {
+    // Issue 15, item 5: `GET /healthz answered 503` is what the probe reports, not an abort.
+    let text = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: probe}
+spec:
+  facts:
+    - name: health.answer
+      http: {url: https://shop.example.com/healthz, format: json, expectStatus: [200, "500-599"]}
+    - name: health.strict
+      http: {url: https://shop.example.com/healthz, expectStatus: "2xx"}
+  steps:
+    - id: tell
+      notify: 'HTTP ${health.answer.status} ${health.answer.body} retry ${health.answer.headers["retry-after"]}'
+    - id: strict
+      verify: health.strict.status == 200
+      timeout: 10s
+"#;
+    let h = Test::new().runbook(text).world(FAILURES_AS_DATA).run();
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    // The body is not JSON: kept as text for a non-2xx status.
+    assert_eq!(sent, ["HTTP 503 upstream connect error retry 30"]);
+    assert_eq!(status(&h.report, "tell"), StepStatus::Succeeded);
+    let StepStatus::Failed(why) = status(&h.report, "strict") else {
+        panic!("the strict read fails its step");
+    };
+    assert!(why.contains("timed out"), "{why}");
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    assert!(
+        shown.contains("answered 503, which is not in expectStatus (200-299)"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("s3cr3t-cookie"),
+        "Set-Cookie is redacted: {shown}"
+    );
+    assert!(
+        shown.contains(r#"\"set-cookie\":\"<redacted>\""#),
+        "{shown}"
+    );
+}
+
+#[test]
+fn allowed_exit_codes_make_a_command_an_answer_and_a_run_step_a_success() {
+    // Issue 15, item 5: `argocd app diff` exits 1 on a diff; `helm template` shows its error.
+    let text = r#"apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: diff}
+spec:
+  facts:
+    - name: argo.diff
+      command: {argv: [argocd, app, diff, shop], allowExitCodes: [0, 1]}
+  steps:
+    - id: tell
+      notify: 'diff exit ${argo.diff.exitCode}: ${argo.diff.stdout}'
+    - id: render
+      run: [helm, template, shop]
+      readonly: true
+      allowExitCodes: [0, 1]
+    - id: lint
+      run: [helm, lint, shop]
+      readonly: true
+      allowExitCodes: [0, 1]
+"#;
+    let h = Test::new().runbook(text).world(FAILURES_AS_DATA).run();
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    // format json (the default) that does not parse on a non-zero code: kept as text.
+    assert_eq!(sent, ["diff exit 1: ===== apps/Deployment shop/api ======"]);
+    assert_eq!(status(&h.report, "render"), StepStatus::Succeeded);
+    let StepStatus::Failed(why) = status(&h.report, "lint") else {
+        panic!("exit 2 is not allowed");
+    };
+    assert!(why.contains("(allowExitCodes: 0, 1)"), "{why}");
+    let shown: String = events(&h.collect)
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    assert!(
+        shown.contains("exited with status 1 (allowed): Error: parse error"),
+        "the allowed failure's output is shown: {shown}"
+    );
+    assert!(
+        shown.contains("exited with status 2: Error: 1 chart(s) failed (allowExitCodes: 0, 1)"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn library_functions_are_called_from_expressions_templates_closures_and_each_other() {
+    // Issue 15, item 6: one formula, defined once in a fact library.
+    let text = r#"apiVersion: runbook.dev/v1alpha1
+kind: FactLibrary
+metadata: {name: functions}
+spec:
+  functions:
+    - {name: days_until, params: [t], body: '(t - now()) / duration("1d")'}
+    - {name: expires_within, params: [t, days], body: days_until(t) < days}
+    - name: selects
+      params: [selector, labels]
+      body: selector.keys().all((|selector, labels, k| labels[k] == selector[k]).curry(selector).curry(labels))
+---
+apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: expiry}
+spec:
+  facts:
+    - {name: cert.not_after, expr: 'parse_time("1970-01-23T00:00:00Z")'}
+    - name: cert.pods
+      expr: '[#{app: "api", tier: "web"}, #{app: "db"}].filter(|labels| selects(#{app: "api"}, labels)).len()'
+  preconditions:
+    - check: expires_within(cert.not_after, 30)
+  steps:
+    - id: tell
+      notify: '${days_until(cert.not_after)} days left, ${cert.pods} pod selected'
+"#;
+    let h = Test::new()
+        .runbook(text)
+        .started_at(SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 2))
+        .run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    assert_eq!(sent, ["20 days left, 1 pod selected"]);
+}
+
+/// Issue 15, item 9: a skipped step satisfies a plain `needs`; `{step, status: succeeded}`
+/// skips the step that needs it, saying why.
+#[test]
+fn a_strict_need_skips_the_step_when_its_dependency_was_skipped() {
+    let text = head(
+        "strict-needs",
+        "    - {id: maybe, when: 'false', scale: {name: api, replicas: 9}}
+    - {id: loose, needs: [maybe], scale: {name: worker, replicas: 2}}
+    - {id: strict, needs: [loose, {step: maybe, status: succeeded}], scale: {name: worker, replicas: 5}}
+",
+    );
+    let h = Test::new().runbook(&text).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert_eq!(status(&h.report, "loose"), StepStatus::Succeeded);
+    assert_eq!(
+        status(&h.report, "strict"),
+        StepStatus::Skipped(
+            "it needs step `maybe` to have succeeded, and `maybe` was skipped".to_owned()
+        )
+    );
+    assert_eq!(
+        replicas(&h.world, "worker"),
+        2,
+        "the strict step did not run"
+    );
+}

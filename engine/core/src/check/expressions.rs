@@ -164,11 +164,12 @@ impl Checker<'_> {
         scope: &Scope<'_>,
         reads: &mut Reads,
     ) -> Template {
-        match Template::parse(text) {
+        match Template::parse_with(text, &self.functions.compiled) {
             Ok(template) => {
                 let mut locator = at.locator(pointer, text);
                 for part in &template.parts {
                     if let crate::expr::TemplatePart::Expr(expression, offset) = part {
+                        reads.functions.extend(expression.functions.iter().cloned());
                         let base = locator.offset(*offset);
                         self.resolve(at, pointer, expression, scope, reads, Some(base.start));
                     }
@@ -222,8 +223,10 @@ impl Checker<'_> {
         scope: &Scope<'_>,
         reads: &mut Reads,
     ) -> Option<Expression> {
-        match Expression::compile(text) {
-            Ok(expression) => {
+        match Expression::compile_with(text, &self.functions.compiled) {
+            Ok(compiled) => {
+                let expression = compiled.expression;
+                reads.functions.extend(expression.functions.iter().cloned());
                 if self.resolve(at, pointer, &expression, scope, reads, None) {
                     Some(expression)
                 } else {

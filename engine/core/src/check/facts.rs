@@ -453,6 +453,7 @@ impl Checker<'_> {
             secret: fact.secret,
             reads: reads.facts.into_iter().collect(),
             params: reads.params.into_iter().collect(),
+            functions: reads.functions.into_iter().collect(),
             origin: at.source.clone(),
             span: at.span(&format!("{pointer}/name")),
         })
@@ -507,6 +508,10 @@ impl Checker<'_> {
                     .map(|t| self.template(at, &format!("{p}/container"), t, scope, reads)),
                 argv: self.argv(at, &format!("{p}/command"), &read.command, scope, reads),
                 format: read.format,
+                allow_exit_codes: read
+                    .allow_exit_codes
+                    .as_deref()
+                    .and_then(|codes| self.exit_codes(at, &format!("{p}/allowExitCodes"), codes)),
             }
         } else if let Some(read) = &fact.logs {
             self.logs_source(at, pointer, read, scope, reads)?
@@ -520,6 +525,9 @@ impl Checker<'_> {
                     reads,
                 ),
                 format: read.format,
+                allow_exit_codes: read.allow_exit_codes.as_deref().and_then(|codes| {
+                    self.exit_codes(at, &format!("{pointer}/command/allowExitCodes"), codes)
+                }),
             }
         } else if let Some(read) = &fact.http {
             self.http_source(at, pointer, read, scope, reads)
@@ -651,7 +659,113 @@ impl Checker<'_> {
                 })
                 .collect(),
             format: read.format,
+            expect_status: read.expect_status.as_ref().and_then(|expected| {
+                self.expect_status(at, &format!("{p}/expectStatus"), expected)
+            }),
         }
+    }
+
+    /// `expectStatus`: codes and `LOW-HIGH` or `Nxx` ranges of them, each an HTTP status.
+    fn expect_status(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        expected: &document::ExpectStatus,
+    ) -> Option<StatusSet> {
+        let entries = expected.entries();
+        if entries.is_empty() {
+            self.error_help(
+                Code::ExpectStatus,
+                at,
+                at.span(pointer),
+                "`expectStatus` is empty, so every answer would fail the read",
+                Some("list the statuses that are answers, such as `[200, 503]` or `[\"200-299\", 404]`; without `expectStatus`, only 2xx is".to_owned()),
+            );
+            return None;
+        }
+        let one = matches!(expected, document::ExpectStatus::One(_));
+        let mut ranges = Vec::new();
+        let mut ok = true;
+        for (index, entry) in entries.iter().enumerate() {
+            let entry_pointer = if one {
+                pointer.to_owned()
+            } else {
+                format!("{pointer}/{index}")
+            };
+            match parse_status_entry(entry) {
+                Ok(range) => ranges.push(range),
+                Err(message) => {
+                    ok = false;
+                    self.error_help(
+                        Code::ExpectStatus,
+                        at,
+                        at.span(&entry_pointer),
+                        message,
+                        Some("write a status (`503`), a range `\"LOW-HIGH\"` (`\"200-299\"`) or a class `\"5xx\"`; statuses are 100 to 599".to_owned()),
+                    );
+                }
+            }
+        }
+        ok.then_some(StatusSet(ranges))
+    }
+
+    /// `allowExitCodes`: exit codes 0 to 255; without 0, a warning.
+    pub(super) fn exit_codes(
+        &mut self,
+        at: At<'_>,
+        pointer: &str,
+        codes: &[i64],
+    ) -> Option<ExitCodes> {
+        if codes.is_empty() {
+            self.error_help(
+                Code::ExitCodes,
+                at,
+                at.span(pointer),
+                "`allowExitCodes` is empty, so every exit would be a failure",
+                Some("list every exit code that is an answer, such as `[0, 1]`".to_owned()),
+            );
+            return None;
+        }
+        let mut accepted = Vec::new();
+        let mut ok = true;
+        for (index, code) in codes.iter().enumerate() {
+            match i32::try_from(*code) {
+                Ok(code) if (0..=255).contains(&code) => {
+                    if !accepted.contains(&code) {
+                        accepted.push(code);
+                    }
+                }
+                _ => {
+                    ok = false;
+                    self.error_help(
+                        Code::ExitCodes,
+                        at,
+                        at.span(&format!("{pointer}/{index}")),
+                        format!("`{code}` is not an exit code"),
+                        Some("a process exits with a code from 0 to 255".to_owned()),
+                    );
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let span = at.key_span(pointer);
+        if !accepted.contains(&0) && at.allowed(span, Code::ExitCodesWithoutZero).is_none() {
+            self.diagnostics.push(
+                Diagnostic::warning(
+                    Code::ExitCodesWithoutZero,
+                    at.source,
+                    span,
+                    "`allowExitCodes` does not hold 0, so the command fails when it succeeds",
+                )
+                .with_help(format!(
+                    "list every accepted code, 0 too: `[0, {}]`; if exit 0 is a failure here, say so with `# runbook:allow exit-codes-without-zero <reason>`",
+                    accepted.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                )),
+            );
+        }
+        Some(ExitCodes(accepted))
     }
 
     /// Accepts kubectl's form (`{.status.replicas}`, `.items[*].metadata.name`) and JSONPath's
@@ -691,6 +805,50 @@ impl Checker<'_> {
                     Some("write it as kubectl takes it, such as `{.status.readyReplicas}` or `{.items[*].metadata.name}`".to_owned()),
                 );
                 None
+            }
+        }
+    }
+}
+
+/// One `expectStatus` entry as an inclusive range: `503`, `"200-299"`, `"5xx"`.
+fn parse_status_entry(entry: &document::StatusEntry) -> Result<(u16, u16), String> {
+    let status = |value: i64| {
+        u16::try_from(value)
+            .ok()
+            .filter(|code| (100..=599).contains(code))
+    };
+    match entry {
+        document::StatusEntry::Code(code) => status(*code)
+            .map(|code| (code, code))
+            .ok_or_else(|| format!("`{code}` is not an HTTP status")),
+        document::StatusEntry::Range(text) => {
+            let trimmed = text.trim();
+            if let Some(class) = trimmed
+                .strip_suffix("xx")
+                .or_else(|| trimmed.strip_suffix("XX"))
+            {
+                return match class.parse::<i64>().ok().and_then(|c| status(c * 100)) {
+                    Some(low) => Ok((low, low + 99)),
+                    None => Err(format!("`{text}` is not a class of HTTP statuses")),
+                };
+            }
+            if let Ok(code) = trimmed.parse::<i64>() {
+                return status(code)
+                    .map(|code| (code, code))
+                    .ok_or_else(|| format!("`{text}` is not an HTTP status"));
+            }
+            let Some((low, high)) = trimmed.split_once('-') else {
+                return Err(format!("`{text}` is not an HTTP status or a range of them"));
+            };
+            match (
+                low.trim().parse::<i64>().ok().and_then(status),
+                high.trim().parse::<i64>().ok().and_then(status),
+            ) {
+                (Some(low), Some(high)) if low <= high => Ok((low, high)),
+                (Some(low), Some(high)) => {
+                    Err(format!("`{text}` is an empty range: {low} is above {high}"))
+                }
+                _ => Err(format!("`{text}` is not a range of HTTP statuses")),
             }
         }
     }

@@ -10,6 +10,7 @@
 //! its file, in the order later passes need them:
 //!
 //! ```text
+//!  functions     functions.rs    library functions, before any expression calls them
 //!  libraries     facts.rs        fact libraries, before any runbook reads them
 //!  names         mod.rs          unique runbook names; lints.rs: folder-name
 //!  params        params.rs       names, `from:`, patterns, defaults
@@ -49,6 +50,7 @@ mod api_rules;
 mod calls;
 mod expressions;
 mod facts;
+mod functions;
 mod graph;
 mod lints;
 mod names;
@@ -65,6 +67,7 @@ use actions::action_keywords;
 use calls::Call;
 pub use facts::facts_read;
 use facts::resolve_fact;
+use functions::LibraryFunctions;
 use graph::cycles;
 use names::{escape_pointer, is_builtin_group, is_dns_label, is_identifier, is_step_id};
 pub use params::validate_param;
@@ -92,7 +95,10 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
         captured_vars: BTreeMap::new(),
         main_step_ids: Vec::new(),
         typed_uses: Vec::new(),
+        functions: Arc::new(LibraryFunctions::default()),
     };
+    // 0. Library functions, which every expression may call.
+    checker.functions = Arc::new(checker.check_functions(&workspace.libraries));
     // 1. Fact libraries, which every runbook may read.
     let library_facts = checker.check_libraries(&workspace.libraries);
     // 2. Runbook names, which must be unique; the first in file order wins.
@@ -106,6 +112,7 @@ pub fn check(workspace: &Workspace, diagnostics: &mut Diagnostics) -> Catalog {
             .into_iter()
             .map(|(name, fact)| (name, fact.spec))
             .collect(),
+        functions: checker.functions.specs.clone(),
     };
     // 4. Calls between runbooks, once every runbook is known.
     checker.check_calls(&catalog, &calls);
@@ -171,10 +178,11 @@ impl Checker<'_> {
             .map_or(1, |n| n.get())
             .clamp(1, unique.len().max(1));
         let chunk = unique.len().div_ceil(workers).max(1);
+        let functions = &self.functions;
         let parts: Vec<CheckedPart> = std::thread::scope(|scope| {
             let handles: Vec<_> = unique
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || check_runbooks(part, library)))
+                .map(|part| scope.spawn(move || check_runbooks(part, library, functions)))
                 .collect();
             handles
                 .into_iter()
@@ -202,6 +210,7 @@ type CheckedPart = (Vec<Arc<Runbook>>, Diagnostics, Vec<Call>);
 fn check_runbooks(
     part: &[&Loaded<document::RunbookDocument>],
     library: &BTreeMap<String, KnownFact>,
+    functions: &Arc<LibraryFunctions>,
 ) -> CheckedPart {
     let mut diagnostics = Diagnostics::new();
     let mut calls = Vec::new();
@@ -214,6 +223,7 @@ fn check_runbooks(
         captured_vars: BTreeMap::new(),
         main_step_ids: Vec::new(),
         typed_uses: Vec::new(),
+        functions: functions.clone(),
     };
     for loaded in part {
         let before = checker.diagnostics.len();
@@ -262,6 +272,8 @@ struct RunNames {
 struct Reads {
     facts: BTreeSet<String>,
     params: BTreeSet<String>,
+    /// Library functions called, through others too.
+    functions: BTreeSet<String>,
 }
 
 struct Checker<'d> {
@@ -281,6 +293,8 @@ struct Checker<'d> {
     /// Templates that are exactly `${params.NAME}` in fields of a known type, in the runbook
     /// being checked, for the lint that compares them with their params' types.
     typed_uses: Vec<api_rules::TypedUse>,
+    /// The catalog's library functions, which every expression may call.
+    functions: Arc<LibraryFunctions>,
 }
 
 impl Checker<'_> {
@@ -384,6 +398,15 @@ impl Checker<'_> {
             self.lint_unused_facts(at, &spec.facts, &local, &reads);
         }
         let facts = self.facts_read_through(at, &reads, &local.known, &param_names);
+        let functions = reads
+            .functions
+            .iter()
+            .chain(facts.values().flat_map(|fact| fact.functions.iter()))
+            .filter_map(|name| {
+                let spec = self.functions.specs.get(name)?;
+                Some((name.clone(), spec.clone()))
+            })
+            .collect();
 
         if self.diagnostics.error_count() > before {
             return None;
@@ -412,6 +435,7 @@ impl Checker<'_> {
             params,
             triggers,
             facts,
+            functions,
             preconditions,
             steps,
             rollback,

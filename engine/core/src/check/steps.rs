@@ -166,6 +166,7 @@ impl Checker<'_> {
                     }
                     let mut valid = Vec::new();
                     for (n, need) in list.iter().enumerate() {
+                        let need = &need.step().to_owned();
                         if ids.contains(need) {
                             if !valid.contains(need) {
                                 valid.push(need.clone());
@@ -368,6 +369,17 @@ impl Checker<'_> {
                 }),
             );
         }
+        if step.allow_exit_codes.is_some()
+            && !matches!(action, Action::Run { .. } | Action::Exec { .. })
+        {
+            self.error_help(
+                Code::ExitCodes,
+                at,
+                at.key_span(&format!("{pointer}/allowExitCodes")),
+                "`allowExitCodes` applies to `run` and `exec` steps only",
+                Some("an action of the cluster has no exit code; a `command` or `exec` fact takes `allowExitCodes` too".to_owned()),
+            );
+        }
         let declared = match &step.undo {
             Some(undo) if irreversible(step).is_none() => {
                 let undo_pointer = format!("{pointer}/undo");
@@ -384,6 +396,13 @@ impl Checker<'_> {
             id: id.to_owned(),
             name: step.name.clone(),
             needs: needs.to_vec(),
+            must_succeed: step
+                .needs
+                .iter()
+                .flatten()
+                .filter(|need| need.strict() && needs.iter().any(|id| id == need.step()))
+                .map(|need| need.step().to_owned())
+                .collect(),
             when,
             timeout,
             retries,

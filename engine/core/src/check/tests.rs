@@ -224,3 +224,73 @@ fn sandboxed_expressions_cannot_loop() {
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert!(messages[0].starts_with("r.yaml:6:"), "{messages:?}");
 }
+
+#[test]
+fn a_function_body_that_reads_a_fact_is_refused_at_the_fact_and_callers_get_its_error() {
+    // Issue 15, item 6: functions take their inputs as arguments only, so they stay pure.
+    let library = "apiVersion: runbook.dev/v1alpha1
+kind: FactLibrary
+metadata: {name: functions}
+spec:
+  facts:
+    - {name: cert.not_after, expr: '0'}
+  functions:
+    - {name: days_until, params: [t], body: '(t - now()) / 86400'}
+    - {name: days_left, params: [], body: 'days_until(cert.not_after)'}
+    - {name: again, params: [n], body: 'again(n)'}
+    - {name: over, params: [list, min], body: 'list.filter(|x| x > min)'}
+";
+    let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  preconditions:
+    - check: days_left() > 0 && days_until(1, 2) > 0
+  steps:
+    - {verify: 'days_until(cert.not_after) > 3'}
+";
+    let (catalog, messages) = check_text(&[("lib.yaml", library), ("r.yaml", runbook)]);
+    assert_eq!(
+        messages,
+        [
+            "lib.yaml:9:55: function `days_left` reads `cert.not_after`, which is not one of its params (it has none)",
+            "lib.yaml:10:14: function `again` calls itself",
+            "lib.yaml:11:68: a closure in function `over` reads its param `min`, which a closure cannot see",
+            "r.yaml:6:14: syntax error in expression: library function `days_left` has an error, reported where it is defined",
+        ]
+    );
+    assert!(
+        catalog.get("r").is_none(),
+        "a runbook with an error is not compiled"
+    );
+    assert_eq!(
+        catalog.functions.keys().collect::<Vec<_>>(),
+        ["days_until"],
+        "only the function that passed is in the catalog"
+    );
+}
+
+#[test]
+fn expect_status_and_allow_exit_codes_are_checked_where_they_are_written() {
+    // Issue 15, item 5.
+    let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  facts:
+    - {name: probe.health, http: {url: 'https://x.example.com/', expectStatus: [200, '599-500']}}
+    - {name: probe.diff, command: {argv: [argocd, app, diff, x], allowExitCodes: [1]}}
+  steps:
+    - {verify: 'probe.health.status == 200 && probe.diff.exitCode == 1'}
+    - {notify: hi, allowExitCodes: [0, 1]}
+";
+    let (_, messages) = check_text(&[("r.yaml", runbook)]);
+    assert_eq!(
+        messages,
+        [
+            "r.yaml:6:86: `599-500` is an empty range: 599 is above 500",
+            "r.yaml:7:66: `allowExitCodes` does not hold 0, so the command fails when it succeeds",
+            "r.yaml:10:20: `allowExitCodes` applies to `run` and `exec` steps only",
+        ]
+    );
+}

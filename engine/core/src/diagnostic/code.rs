@@ -129,6 +129,18 @@ codes! {
     HttpUrl = "http-url",
     /// A fact the runbook declares but nothing reads (a warning).
     UnusedFact = "unused-fact",
+    /// An `expectStatus` entry that is not an HTTP status (100-599) or a `LOW-HIGH` or `Nxx`
+    /// range of them, or an empty list.
+    ExpectStatus = "expect-status",
+    /// An `allowExitCodes` that is empty, holds a code outside 0-255, or sits on a step that is
+    /// not a `run` or `exec`.
+    ExitCodes = "exit-codes",
+    /// An `allowExitCodes` without 0, so a process that succeeds fails (a warning).
+    ExitCodesWithoutZero = "exit-codes-without-zero",
+    // ----- functions ------------------------------------------------------------------------
+    /// A library function whose name is invalid, taken (by another or by a built-in), whose
+    /// params are invalid, or whose body reads anything but its params.
+    Function = "function",
     // ----- expressions and templates ------------------------------------------------------------
     /// An expression or `${...}` template that does not parse.
     ExpressionSyntax = "expression-syntax",
@@ -156,7 +168,7 @@ codes! {
     DuplicateStepId = "duplicate-step-id",
     /// `needs` or `steps.<id>` names a step that does not exist.
     UnknownStep = "unknown-step",
-    /// Steps, facts or runbooks that depend on each other in a circle.
+    /// Steps, facts, library functions or runbooks that depend on each other in a circle.
     Cycle = "cycle",
     /// A step (or undo) with no action.
     NoAction = "no-action",

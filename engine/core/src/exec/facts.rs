@@ -173,6 +173,7 @@ impl Run {
                 container,
                 argv,
                 format,
+                allow_exit_codes,
             } => {
                 let pod = self.pod_ref(namespace, pod, container.as_ref()).await?;
                 let argv = self.render_all(argv).await?;
@@ -182,7 +183,7 @@ impl Run {
                     .exec(&pod, &argv, FACT_TIMEOUT)
                     .await
                     .map_err(StepError::from)?;
-                parse_output(&output, *format)?
+                process_value(&output, *format, allow_exit_codes.as_ref())?
             }
             FactSource::Logs {
                 namespace,
@@ -212,7 +213,11 @@ impl Run {
                     .map_err(StepError::from)?;
                 parse_log(&log, *format)?
             }
-            FactSource::Command { argv, format } => {
+            FactSource::Command {
+                argv,
+                format,
+                allow_exit_codes,
+            } => {
                 let argv = self.render_all(argv).await?;
                 let output = self
                     .effects
@@ -220,14 +225,18 @@ impl Run {
                     .run(&argv, &BTreeMap::new(), FACT_TIMEOUT)
                     .await
                     .map_err(StepError::from)?;
-                parse_output(&output, *format)?
+                process_value(&output, *format, allow_exit_codes.as_ref())?
             }
             FactSource::Http {
                 url,
                 query,
                 headers,
                 format,
-            } => self.read_http(url, query, headers, *format).await?,
+                expect_status,
+            } => {
+                self.read_http(url, query, headers, *format, expect_status.as_ref())
+                    .await?
+            }
             FactSource::Expr(expression) => {
                 let value = self.eval(expression, None).await?;
                 rhai::serde::from_dynamic::<Json>(&value).map_err(StepError::from)?
@@ -334,13 +343,15 @@ impl Run {
         Ok(pod.to_owned())
     }
 
-    /// An `http` fact: a GET whose 2xx body is the value, as JSON or text.
+    /// An `http` fact: a GET whose 2xx body is the value, as JSON or text; with
+    /// `expectStatus`, `{status, headers, body}` for every status it lists.
     async fn read_http(
         &self,
         url: &Template,
         query: &BTreeMap<String, Template>,
         headers: &BTreeMap<String, Template>,
         format: OutputFormat,
+        expect_status: Option<&StatusSet>,
     ) -> Result<Json, StepError> {
         let url = self.render(url, None).await?;
         let mut rendered_query = BTreeMap::new();
@@ -356,6 +367,9 @@ impl Run {
             .http
             .get(&url, &rendered_query, &rendered_headers)
             .await?;
+        if let Some(expected) = expect_status {
+            return http_value(&url, &response, format, expected);
+        }
         if !(200..300).contains(&response.status) {
             return Err(StepError::Other(format!(
                 "GET {url} answered {}",
@@ -368,6 +382,92 @@ impl Run {
             OutputFormat::Text => Json::String(response.body.trim().to_owned()),
         })
     }
+}
+
+/// Header names whose values are credentials: never part of a fact.
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// An `http` answer read with `expectStatus`: `{status, headers, body}`, the body parsed per
+/// `format`. A status it does not list fails the read, naming both. A body that is not JSON is
+/// kept as text when the status is not 2xx (an error page), and fails the read when it is.
+pub(super) fn http_value(
+    url: &str,
+    response: &HttpResponse,
+    format: OutputFormat,
+    expected: &StatusSet,
+) -> Result<Json, StepError> {
+    if !expected.contains(response.status) {
+        return Err(StepError::Other(format!(
+            "GET {url} answered {}, which is not in expectStatus ({expected})",
+            response.status
+        )));
+    }
+    let text = || Json::String(response.body.trim().to_owned());
+    let body = match format {
+        OutputFormat::Text => text(),
+        OutputFormat::Json => match serde_json::from_str::<Json>(&response.body) {
+            Ok(value) => value,
+            Err(_) if !(200..300).contains(&response.status) => text(),
+            Err(error) => {
+                return Err(StepError::Command(format!(
+                    "GET {url}: the body is not JSON: {error}"
+                )))
+            }
+        },
+    };
+    let headers: serde_json::Map<String, Json> = response
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let name = name.to_ascii_lowercase();
+            let value = if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+                crate::redact::REDACTED.to_owned()
+            } else {
+                value.clone()
+            };
+            (name, Json::String(value))
+        })
+        .collect();
+    Ok(json!({"status": response.status, "headers": headers, "body": body}))
+}
+
+/// A `command` or `exec` fact's output as a value. With `allowExitCodes`, `{exitCode, stdout,
+/// stderr}` for every code it lists (stdout parsed per `format`; when it does not parse and the
+/// code is not 0, kept as text); without, as [`parse_output`] reads it.
+pub(super) fn process_value(
+    output: &CommandOutput,
+    format: OutputFormat,
+    allow_exit_codes: Option<&ExitCodes>,
+) -> Result<Json, StepError> {
+    let Some(allowed) = allow_exit_codes else {
+        return parse_output(output, format);
+    };
+    if !allowed.allows(output.exit_code) {
+        return Err(outside_allowed(output, allowed));
+    }
+    let text = || Json::String(output.stdout.trim().to_owned());
+    let stdout = match format {
+        OutputFormat::Text => text(),
+        OutputFormat::Json => match serde_json::from_str::<Json>(&output.stdout) {
+            Ok(value) => value,
+            Err(_) if output.exit_code != 0 => text(),
+            Err(error) => {
+                return Err(StepError::Command(format!(
+                    "the output is not JSON: {error}"
+                )))
+            }
+        },
+    };
+    Ok(json!({
+        "exitCode": output.exit_code,
+        "stdout": stdout,
+        "stderr": output.stderr.trim(),
+    }))
 }
 
 /// A probe's output as a value. JSON output is used whatever the exit status (`bao status`

@@ -30,7 +30,7 @@ pub use report::{RunReport, StepReport, StepStatus, UndoReport};
 pub use undo::UndoRecord;
 
 use crate::kinds::is_cluster_scoped;
-use actions::command_failure;
+use actions::{command_failure, outside_allowed};
 use gate::Gate;
 use results::{Binding, Detail};
 use schedule::{Halt, Progress};

@@ -163,6 +163,33 @@ impl Run {
         );
     }
 
+    /// Why the step must be skipped: a need it asks to have succeeded (`{step, status:
+    /// succeeded}`) did not (it was skipped), if one did not.
+    pub(super) fn unmet_need(&self, step: &StepSpec) -> Option<String> {
+        let results = self.results_lock();
+        step.must_succeed.iter().find_map(|id| {
+            let status = results
+                .get(id.as_str())
+                .and_then(|result| {
+                    result
+                        .read_lock::<rhai::Map>()
+                        .map(|map| map.get("status").map(ToString::to_string))
+                })
+                .flatten()
+                .unwrap_or_default();
+            // A dry-run's steps are `dry-run`: what would have succeeded.
+            let how = match status.as_str() {
+                "succeeded" | "dry-run" => return None,
+                "skipped" => "was skipped".to_owned(),
+                "not-run" => "did not run".to_owned(),
+                other => format!("ended {other}"),
+            };
+            Some(format!(
+                "it needs step `{id}` to have succeeded, and `{id}` {how}"
+            ))
+        })
+    }
+
     /// What a resumed run had captured and the results of its ended steps, as journaled.
     pub(super) fn restore_results(&self) {
         let Some(resume) = &self.options.resume else {

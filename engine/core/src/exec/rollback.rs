@@ -37,6 +37,7 @@ impl Run {
             id: id.to_owned(),
             name: None,
             needs: Vec::new(),
+            must_succeed: Vec::new(),
             when: None,
             timeout: DEFAULT_STEP_TIMEOUT,
             retries: RetrySpec::default(),

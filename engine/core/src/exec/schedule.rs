@@ -349,6 +349,13 @@ impl Run {
 
     /// A step whose `when` skips it asks nobody; otherwise its gate is asked.
     async fn pass_gate(&self, step: &StepSpec) -> GatePassage {
+        if let Some(reason) = self.unmet_need(step) {
+            self.emit(Event::StepSkipped {
+                step: step.id.clone(),
+                reason: reason.clone(),
+            });
+            return GatePassage::Skipped(reason);
+        }
         // A `forEach` step's `when` reads its item: it is asked of each instance.
         if let Some(when) = step.when.as_ref().filter(|_| step.for_each.is_none()) {
             if let Ok(false) = self.eval_bool(when, None).await {

@@ -48,6 +48,13 @@ impl Run {
             action: step.action.keyword().to_owned(),
             summary,
         });
+        if let Some(reason) = self.unmet_need(step) {
+            self.emit(Event::StepSkipped {
+                step: step.id.clone(),
+                reason: reason.clone(),
+            });
+            return Finished::Skipped(reason);
+        }
         if let Some(when) = &step.when {
             match self.eval_bool(when, None).await {
                 Ok(true) => {}

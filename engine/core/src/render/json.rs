@@ -22,6 +22,7 @@ fn step_json(plan: &Plan, step: &StepSpec, stage: Option<usize>) -> Json {
         "stage": stage,
         "line": step.span.start.line,
         "needs": step.needs,
+        "mustSucceed": step.must_succeed,
         "action": {"type": step.action.keyword(), "summary": action_summary(plan, &step.action)},
         "when": step.when.as_ref().map(|w| w.source.trim().to_owned()),
         "forEach": step.for_each.as_ref().map(|f| json!({

@@ -132,7 +132,7 @@ fn step_details_section(out: &mut String, plan: &Plan) {
             let _ = writeln!(
                 out,
                 "- after: {}",
-                step.needs
+                crate::render::needs_list(step)
                     .iter()
                     .map(|n| format!("`{n}`"))
                     .collect::<Vec<_>>()
@@ -164,6 +164,24 @@ fn facts_section(out: &mut String, plan: &Plan) {
                 fact.name,
                 md_code(&fact_summary(plan, fact)),
                 md_code(&origin(fact))
+            );
+        }
+        let _ = writeln!(out, "\n</details>\n");
+    }
+    if !runbook.functions.is_empty() {
+        let _ = writeln!(
+            out,
+            "<details><summary>Functions called ({})</summary>\n",
+            runbook.functions.len()
+        );
+        let _ = writeln!(out, "| Function | Body | Defined in |\n|---|---|---|");
+        for function in runbook.functions.values() {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                function.signature(),
+                md_code(function.body.trim()),
+                md_code(&function_origin(function))
             );
         }
         let _ = writeln!(out, "\n</details>\n");

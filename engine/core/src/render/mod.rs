@@ -153,13 +153,13 @@ fn metadata_changes(
 /// One line saying what an action does, params substituted.
 pub fn action_summary(plan: &Plan, action: &Action) -> String {
     match action {
-        Action::Run { argv: words, env } => {
+        Action::Run { argv: words, env, allow_exit_codes } => {
             // As a shell would take it: `NAME=value command...`.
             let assignments: String = env
                 .iter()
                 .map(|(name, value)| format!("{name}={} ", shell_quote(&template(plan, value))))
                 .collect();
-            format!("run {assignments}{}", argv(plan, words))
+            format!("run {assignments}{}{}", argv(plan, words), succeeds_on(allow_exit_codes.as_ref()))
         }
         Action::Scale { target, replicas } => {
             let count = match replicas {
@@ -220,9 +220,10 @@ pub fn action_summary(plan: &Plan, action: &Action) -> String {
             pod,
             container,
             argv: words,
+            allow_exit_codes,
         } => {
             let container = container.as_ref().map(|c| format!(" (container {})", template(plan, c))).unwrap_or_default();
-            format!("exec in pod {}/{}{container}: {}", template(plan, namespace), template(plan, pod), argv(plan, words))
+            format!("exec in pod {}/{}{container}: {}{}", template(plan, namespace), template(plan, pod), argv(plan, words), succeeds_on(allow_exit_codes.as_ref()))
         }
         Action::Wait { target, condition, until } => match (condition, until) {
             (Some(condition), _) => format!("wait for {} to be {condition}", object(plan, target)),
@@ -246,6 +247,20 @@ pub fn action_summary(plan: &Plan, action: &Action) -> String {
             }
         }
     }
+}
+
+/// ` (succeeds on exit 0, 1)` for a step with `allowExitCodes`.
+fn succeeds_on(allow_exit_codes: Option<&ExitCodes>) -> String {
+    allow_exit_codes
+        .map(|codes| format!(" (succeeds on exit {codes})"))
+        .unwrap_or_default()
+}
+
+/// ` (exit 0, 1 read as {exitCode, stdout, stderr})` for a fact with `allowExitCodes`.
+fn read_on_exit(allow_exit_codes: Option<&ExitCodes>) -> String {
+    allow_exit_codes
+        .map(|codes| format!(" (exit {codes} read as {{exitCode, stdout, stderr}})"))
+        .unwrap_or_default()
 }
 
 fn json_scalar(value: &Json) -> String {
@@ -296,6 +311,7 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
             pod,
             container,
             argv: words,
+            allow_exit_codes,
             ..
         } => {
             let container = container
@@ -303,10 +319,11 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
                 .map(|c| format!(" (container {})", template(plan, c)))
                 .unwrap_or_default();
             format!(
-                "exec in pod {}/{}{container}: {}",
+                "exec in pod {}/{}{container}: {}{}",
                 template(plan, namespace),
                 template(plan, pod),
-                argv(plan, words)
+                argv(plan, words),
+                read_on_exit(allow_exit_codes.as_ref())
             )
         }
         FactSource::Logs {
@@ -341,8 +358,21 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
             };
             format!("{lines} of {of}{container}")
         }
-        FactSource::Command { argv: words, .. } => format!("command: {}", argv(plan, words)),
-        FactSource::Http { url, query, .. } => {
+        FactSource::Command {
+            argv: words,
+            allow_exit_codes,
+            ..
+        } => format!(
+            "command: {}{}",
+            argv(plan, words),
+            read_on_exit(allow_exit_codes.as_ref())
+        ),
+        FactSource::Http {
+            url,
+            query,
+            expect_status,
+            ..
+        } => {
             let mut text = format!("http GET {}", template(plan, url));
             if !query.is_empty() {
                 let query = query
@@ -351,6 +381,12 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
                     .collect::<Vec<_>>()
                     .join("&");
                 let _ = write!(text, "?{query}");
+            }
+            if let Some(expected) = expect_status {
+                let _ = write!(
+                    text,
+                    " (status {expected} read as {{status, headers, body}})"
+                );
             }
             text
         }
@@ -367,6 +403,14 @@ pub fn fact_summary(plan: &Plan, fact: &FactSpec) -> String {
 
 fn origin(fact: &FactSpec) -> String {
     format!("{}:{}", fact.origin.path().display(), fact.span.start.line)
+}
+
+fn function_origin(function: &FunctionSpec) -> String {
+    format!(
+        "{}:{}",
+        function.origin.path().display(),
+        function.span.start.line
+    )
 }
 
 fn param_value(plan: &Plan, param: &ParamSpec) -> String {
@@ -462,6 +506,37 @@ fn rollback_summary(plan: &Plan) -> String {
     }
 }
 
+/// The steps a step waits for, a strict need marked: `check (succeeded)`.
+pub fn needs_list(step: &StepSpec) -> Vec<String> {
+    step.needs
+        .iter()
+        .map(|need| {
+            if step.must_succeed.contains(need) {
+                format!("{need} (succeeded)")
+            } else {
+                need.clone()
+            }
+        })
+        .collect()
+}
+
+/// What the plan says of a step that waits for one that may be skipped (its `when`): a
+/// skipped step satisfies a need, unless the need asks for `status: succeeded`.
+fn skipped_needs_note(plan: &Plan, step: &StepSpec) -> Option<String> {
+    let may_skip: Vec<&str> = step
+        .needs
+        .iter()
+        .filter(|need| !step.must_succeed.contains(need))
+        .filter(|need| plan.runbook.step(need).is_some_and(|s| s.when.is_some()))
+        .map(String::as_str)
+        .collect();
+    let first = may_skip.first()?;
+    Some(format!(
+        "runs after {} even when skipped (a skipped step satisfies `needs`); `needs: [{{step: {first}, status: succeeded}}]` runs it only if {first} succeeded",
+        may_skip.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
+    ))
+}
+
 /// How a `forEach` step fans out, for the plan: the list, the instance ids, the bounds.
 pub fn for_each_summary(step: &StepSpec, for_each: &ForEach) -> String {
     format!(
@@ -486,6 +561,7 @@ fn step_details(plan: &Plan, step: &StepSpec) -> Vec<String> {
     if let Some(for_each) = &step.for_each {
         lines.push(for_each_summary(step, for_each));
     }
+    lines.extend(skipped_needs_note(plan, step));
     if let Some(when) = &step.when {
         lines.push(format!("only when: {}", when.source.trim()));
     }

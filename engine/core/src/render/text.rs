@@ -59,6 +59,18 @@ pub fn plan_text(plan: &Plan) -> String {
             );
         }
     }
+    if !runbook.functions.is_empty() {
+        let _ = writeln!(out, "\nFunctions (from fact libraries):");
+        for function in runbook.functions.values() {
+            let _ = writeln!(
+                out,
+                "  {} = {}  [{}]",
+                function.signature(),
+                function.body.trim(),
+                function_origin(function)
+            );
+        }
+    }
     if !runbook.preconditions.is_empty() {
         let _ = writeln!(
             out,
@@ -92,7 +104,7 @@ pub fn plan_text(plan: &Plan) -> String {
             let needs = if step.needs.is_empty() {
                 String::new()
             } else {
-                format!("  (after {})", step.needs.join(", "))
+                format!("  (after {})", crate::render::needs_list(step).join(", "))
             };
             let _ = writeln!(
                 out,

@@ -424,6 +424,11 @@ impl Http for SimWorld {
             )),
             None => Ok(HttpResponse {
                 status: response.status,
+                headers: response
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+                    .collect(),
                 body: response.body_text(),
             }),
         }

@@ -195,6 +195,9 @@ pub struct HttpAnswer {
     pub after: Option<After>,
     #[serde(default = "ok_status")]
     pub status: u16,
+    /// Response headers, such as `{Retry-After: "30"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
     /// The body: text, or YAML that is sent as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Json>,

@@ -45,6 +45,7 @@ fn run(
     Some(Action::Run {
         argv: checker.argv(at, p, step.run.as_ref()?, scope, reads),
         env,
+        allow_exit_codes: allow_exit_codes(checker, site, step),
     })
 }
 
@@ -73,5 +74,16 @@ fn exec(
             .as_ref()
             .map(|text| site.template(checker, "container", text, reads)),
         argv: checker.argv(at, &format!("{p}/command"), &exec.command, scope, reads),
+        allow_exit_codes: allow_exit_codes(checker, site, step),
     })
+}
+
+/// A step's `allowExitCodes`, checked.
+fn allow_exit_codes(
+    checker: &mut Checker<'_>,
+    site: &Site<'_>,
+    step: &document::Step,
+) -> Option<ExitCodes> {
+    let codes = step.allow_exit_codes.as_deref()?;
+    checker.exit_codes(site.at, &format!("{}/allowExitCodes", site.step), codes)
 }

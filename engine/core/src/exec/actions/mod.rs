@@ -13,7 +13,7 @@ mod verify;
 mod wait;
 
 pub use patch::inverse_merge_patch;
-pub(in crate::exec) use process::command_failure;
+pub(in crate::exec) use process::{command_failure, outside_allowed};
 
 use super::*;
 
@@ -55,14 +55,23 @@ impl Run {
         attempt: u32,
     ) -> Result<Finished, StepError> {
         match action {
-            Action::Run { argv, env } => self.run_process(step, attempt, argv, env).await,
+            Action::Run {
+                argv,
+                env,
+                allow_exit_codes,
+            } => {
+                self.run_process(step, attempt, argv, env, allow_exit_codes.as_ref())
+                    .await
+            }
             Action::Exec {
                 namespace,
                 pod,
                 container,
                 argv,
+                allow_exit_codes,
             } => {
-                self.exec_in_pod(step, attempt, namespace, pod, container.as_ref(), argv)
+                let target = (namespace, pod, container.as_ref());
+                self.exec_in_pod(step, attempt, target, argv, allow_exit_codes.as_ref())
                     .await
             }
             Action::Scale { target, replicas } => self.scale(step, attempt, target, replicas).await,

@@ -9,6 +9,7 @@ impl Run {
         attempt: u32,
         argv: &[Template],
         env: &BTreeMap<String, Template>,
+        allow_exit_codes: Option<&ExitCodes>,
     ) -> Result<Finished, StepError> {
         let argv = self.render_all(argv).await?;
         let mut environment = BTreeMap::new();
@@ -42,7 +43,7 @@ impl Run {
             ..output
         };
         self.keep_output(step, &output);
-        command_result(&output).map(|out| {
+        command_result(&output, allow_exit_codes).map(|out| {
             if self.options.dry_run {
                 Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
             } else {
@@ -55,10 +56,9 @@ impl Run {
         &self,
         step: &StepSpec,
         attempt: u32,
-        namespace: &Template,
-        pod: &Template,
-        container: Option<&Template>,
+        (namespace, pod, container): (&Template, &Template, Option<&Template>),
         argv: &[Template],
+        allow_exit_codes: Option<&ExitCodes>,
     ) -> Result<Finished, StepError> {
         let pod = self.pod_ref(namespace, pod, container).await?;
         let argv = self.render_all(argv).await?;
@@ -92,7 +92,7 @@ impl Run {
             ..output
         };
         self.keep_output(step, &output);
-        command_result(&output).map(|out| {
+        command_result(&output, allow_exit_codes).map(|out| {
             if self.options.dry_run {
                 Finished::DryRun(out.unwrap_or_else(|| "ran (readonly)".to_owned()))
             } else {
@@ -102,12 +102,33 @@ impl Run {
     }
 }
 
-/// A process result: success with its last line of output, or a failure saying why.
-pub(in crate::exec) fn command_result(output: &CommandOutput) -> Result<Option<String>, StepError> {
-    if output.exit_code != 0 {
-        return Err(command_failure(output));
+/// A process result: success with its last line of output, or a failure saying why. With
+/// `allowExitCodes`, every code it lists is a success (a non-zero one said beside the line).
+pub(in crate::exec) fn command_result(
+    output: &CommandOutput,
+    allow_exit_codes: Option<&ExitCodes>,
+) -> Result<Option<String>, StepError> {
+    match allow_exit_codes {
+        None if output.exit_code != 0 => Err(command_failure(output)),
+        None => Ok(last_line(&output.stdout)),
+        Some(allowed) if !allowed.allows(output.exit_code) => Err(outside_allowed(output, allowed)),
+        Some(_) if output.exit_code == 0 => Ok(last_line(&output.stdout)),
+        Some(_) => {
+            let line = last_line(&output.stdout).or_else(|| last_line(&output.stderr));
+            Ok(Some(match line {
+                Some(line) => format!("exited with status {} (allowed): {line}", output.exit_code),
+                None => format!("exited with status {} (allowed)", output.exit_code),
+            }))
+        }
     }
-    Ok(last_line(&output.stdout))
+}
+
+/// Why a process failed whose exit code is not one of its `allowExitCodes`.
+pub(in crate::exec) fn outside_allowed(output: &CommandOutput, allowed: &ExitCodes) -> StepError {
+    match command_failure(output) {
+        StepError::Command(why) => StepError::Command(format!("{why} (allowExitCodes: {allowed})")),
+        other => other,
+    }
 }
 
 /// Why a process that exited non-zero failed: its status and the last line it printed.
