@@ -94,6 +94,7 @@ pub enum Command {
     },
     /// The catalog: every runbook with its description, triggers and file.
     List {
+        /// How to print the catalog.
         #[arg(long, value_enum, default_value_t = ListFormat::Text)]
         format: ListFormat,
     },
@@ -138,6 +139,7 @@ pub enum Command {
     },
     /// Go on with a run that was killed, from its journal (or roll it back).
     Resume {
+        /// The run's id, as `runbook runs` lists it.
         run_id: String,
         /// Undo the completed steps and roll back instead of going on.
         #[arg(long)]
@@ -153,6 +155,7 @@ pub enum Command {
     },
     /// The runs recorded in the state dir, newest last.
     Runs {
+        /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// The RunbookRun objects of `runbook serve --cluster-state` in the cluster instead
@@ -172,7 +175,9 @@ pub enum Command {
     },
     /// One run's journal.
     Show {
+        /// The run's id, as `runbook runs` lists it (its journal is STATE_DIR/runs/RUN_ID.jsonl).
         run_id: String,
+        /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -282,6 +287,7 @@ pub enum Command {
     },
     /// Approve (or refuse) the gate a run started by `runbook serve` waits at.
     Approve {
+        /// The run's id, as `runbook runs` (or `runbook runs --cluster`) lists it.
         run_id: String,
         /// Refuse instead: the run stops there, nothing undone.
         #[arg(long)]
@@ -300,6 +306,7 @@ pub enum Command {
         /// The bearer token's file (default: STATE_DIR/serve.token).
         #[arg(long, value_name = "FILE", conflicts_with = "cluster")]
         token_file: Option<PathBuf>,
+        /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Approve through the cluster (`serve --cluster-state`): a RunbookApproval made with

@@ -3013,3 +3013,67 @@ fn files_named_by_flags_are_read_at_most_four_mib() {
         );
     }
 }
+
+/// Issue 16, item 6: every flag and argument of every command says what it is for in
+/// `--help` (`--state-dir` of `runs`, `show` and `approve`, and `RUN_ID`, said nothing).
+#[test]
+fn every_flag_and_argument_has_help_text() {
+    let top = runbook(&["--help"]);
+    let commands: Vec<String> = top
+        .stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        // A description that wraps goes on under its column.
+        .filter(|line| !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .filter(|name| name != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    let bare = regex_lite_bare();
+    let mut missing = Vec::new();
+    for command in &commands {
+        let help = runbook(&[command, "--help"]);
+        assert_eq!(help.code, 0, "{command}: {}", help.stderr);
+        let lines: Vec<&str> = help.stdout.lines().collect();
+        for (index, line) in lines.iter().enumerate() {
+            // In the long form (a flag with possible values), the help is on the next line,
+            // indented under the flag; "Possible values:" there is no help.
+            let next = lines.get(index + 1).map(|l| l.trim()).unwrap_or_default();
+            let help_below = lines
+                .get(index + 1)
+                .is_some_and(|l| l.starts_with("          "))
+                && !next.is_empty()
+                && !next.starts_with("Possible values:");
+            if bare(line) && !help_below {
+                missing.push(format!("{command}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "flags or arguments without help: {missing:#?}"
+    );
+}
+
+/// Whether a `--help` line is a flag or an argument with nothing after it.
+fn regex_lite_bare() -> impl Fn(&str) -> bool {
+    |line: &str| {
+        let trimmed = line.trim();
+        if !line.starts_with("  ") || trimmed.is_empty() {
+            return false;
+        }
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        let is_flag = |word: &str| {
+            word.starts_with("--")
+                || (word.starts_with('-') && word.len() == 3 && word.ends_with(','))
+        };
+        let is_value = |word: &str| word.starts_with('<') || word.starts_with('[');
+        match words.first() {
+            Some(first) if first.starts_with('<') => words.iter().all(|w| is_value(w)),
+            Some(first) if is_flag(first) => words.iter().all(|w| is_flag(w) || is_value(w)),
+            _ => false,
+        }
+    }
+}
