@@ -3077,3 +3077,22 @@ fn regex_lite_bare() -> impl Fn(&str) -> bool {
         }
     }
 }
+
+/// Issue 16, item 6: a file named to `validate` that holds no runbook said
+/// `valid: 0 runbooks` and exited 0.
+#[test]
+fn a_named_file_that_holds_no_runbook_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "# nothing here yet\n").expect("write");
+    let out = runbook(&["validate", empty.to_str().expect("utf-8 path")]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "empty.yaml:1:1: error[empty]: this file holds no runbook and no fact library"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("invalid: 0 runbooks"), "{}", out.stderr);
+}

@@ -24,6 +24,7 @@ pub fn validate(
         }
     }
     let (catalog, mut diagnostics, workspace) = runbook_core::load_catalog(&paths);
+    empty_named_files(&paths, &workspace, &mut diagnostics);
     if deny_warnings {
         diagnostics.deny_warnings();
     }
@@ -54,4 +55,41 @@ pub fn validate(
     } else {
         Exit::Succeeded
     })
+}
+
+/// A file named on the command line that holds no runbook and no fact library, and that no
+/// other diagnostic is about, is an error: `valid: 0 runbooks` would read as a pass (issue 16).
+fn empty_named_files(
+    paths: &[PathBuf],
+    workspace: &runbook_core::loader::Workspace,
+    diagnostics: &mut runbook_core::diagnostic::Diagnostics,
+) {
+    for path in paths.iter().filter(|path| path.is_file()) {
+        let holds = workspace
+            .runbooks
+            .iter()
+            .map(|loaded| loaded.source.path())
+            .chain(
+                workspace
+                    .libraries
+                    .iter()
+                    .map(|loaded| loaded.source.path()),
+            )
+            .any(|source| source == path.as_path());
+        let said = diagnostics.iter().any(|d| d.path() == path.as_path());
+        if holds || said {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let source = runbook_core::source::SourceFile::new(path, text);
+        diagnostics.push(
+            runbook_core::diagnostic::Diagnostic::error(
+                runbook_core::diagnostic::Code::Empty,
+                &source,
+                runbook_core::source::Span::point(runbook_core::source::Position::new(1, 1)),
+                "this file holds no runbook and no fact library",
+            )
+            .with_help("a runbook starts with `apiVersion: runbook.dev/v1alpha1` and `kind: Runbook`; scenarios and tests are checked by `runbook test`"),
+        );
+    }
 }

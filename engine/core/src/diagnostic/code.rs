@@ -44,7 +44,8 @@ codes! {
     /// A path in a folder is not read: it is not a regular file (a named pipe, a socket, a
     /// device), or it links to a folder that is read already (a warning).
     SkippedPath = "skipped-path",
-    /// The file holds no document where one is expected (a scenario or a test file).
+    /// The file holds no document where one is expected (a scenario or a test file, or a file
+    /// named to `validate`).
     Empty = "empty",
     /// A scenario file holds more than one YAML document.
     ExtraDocument = "extra-document",
