@@ -19,7 +19,7 @@
 //! [`SimWorld::calls`], [`SimWorld::notifications`] and the objects themselves.
 
 mod boundary;
-mod scenario;
+pub(crate) mod scenario;
 mod selector;
 mod store;
 
@@ -35,9 +35,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 pub use scenario::{
-    argv, load_scenario, parse_scenario, scenario_schema, After, CommandScript, ErrorKind,
-    ExecScript, Fault, FaultVerb, HttpAnswer, HttpScript, LogResponse, LogsScript, ProcessResponse,
-    Scenario, ScenarioKind, ScenarioSpec,
+    argv, load_scenario, parse_scenario, scenario_schema, After, Change, ChangeAfter,
+    CommandScript, ErrorKind, ExecScript, Fault, FaultVerb, HttpAnswer, HttpScript, LogResponse,
+    LogsScript, ProcessResponse, Scenario, ScenarioKind, ScenarioSpec,
 };
 pub use store::{is_cluster_scoped, STUCK_ANNOTATION};
 

@@ -1426,3 +1426,235 @@ fn the_seed_runbook_folder_still_loads_without_the_scenario() {
         .any(|file| file.to_string_lossy().ends_with(".scenario.yaml")
             || file.to_string_lossy().contains("/scenarios/")));
 }
+
+/// A fresh folder of scenario files under the system's temporary folder, removed when dropped.
+struct ScenarioFolder(std::path::PathBuf);
+
+impl ScenarioFolder {
+    fn new(test: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("runbook-scenario-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the folder");
+        Self(path)
+    }
+
+    /// Writes `NAME` with the scenario head and `spec`, and returns its path.
+    fn write(&self, name: &str, spec: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create");
+        std::fs::write(&path, format!("{HEAD}spec:\n{spec}")).expect("write");
+        path
+    }
+
+    fn problems(&self, name: &str) -> Vec<String> {
+        match load_scenario(&self.0.join(name)) {
+            Ok(_) => Vec::new(),
+            Err(diagnostics) => problems_of(diagnostics)
+                .into_iter()
+                .map(|line| line.replace(&format!("{}/", self.0.display()), ""))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for ScenarioFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const BASE: &str = "  description: the base
+  objects:
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: api, namespace: shop, labels: {from: base}}
+      spec: {replicas: 3}
+    - apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: settings, namespace: shop}
+      data: {mode: normal}
+  exec:
+    - pod: shop/api-0
+      command: [cat, /etc/mode]
+      responses: [{stdout: base}]
+    - pod: shop/api-0
+      command: [uptime]
+      responses: [{stdout: base uptime}]
+  faults:
+    - {verb: scale, kind: Deployment, name: api, error: unavailable, message: base fault}
+    - {verb: delete, kind: ConfigMap, error: forbidden, message: base delete fault}
+  changes:
+    - after: {step: fix}
+      object:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: settings, namespace: shop}
+        data: {mode: base-fixed}
+    - after: {step: fix}
+      object:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: fixed-by, namespace: shop}
+        data: {who: base}
+";
+
+fn exec_in(pod: &str) -> PodRef {
+    let (namespace, name) = pod.split_once('/').expect("namespace/name");
+    PodRef {
+        namespace: namespace.into(),
+        pod: name.into(),
+        container: None,
+    }
+}
+
+// Issue 15, item 9: a scenario extends another; the extending file wins per object, per call
+// and per step and object, and keeps the rest of the base.
+#[tokio::test]
+async fn a_scenario_that_extends_another_replaces_the_same_things_and_keeps_the_rest() {
+    let folder = ScenarioFolder::new("extends");
+    folder.write("base.yaml", BASE);
+    let base = load_scenario(&folder.0.join("base.yaml")).expect("the base loads");
+    let base_world = SimWorld::new(&base);
+    let path = folder.write(
+        "variant/more.yaml",
+        "  extends: ../base.yaml
+  objects:
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: api, namespace: shop}
+      spec: {replicas: 5}
+    - apiVersion: v1
+      kind: Secret
+      metadata: {name: token, namespace: shop}
+  exec:
+    - pod: shop/api-0
+      command: cat /etc/mode
+      responses: [{stdout: own}]
+  faults:
+    - {verb: scale, kind: Deployment, name: api, error: conflict, message: own fault}
+  changes:
+    - after: {step: fix}
+      object:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: settings, namespace: shop}
+        data: {mode: own-fixed}
+",
+    );
+    let scenario = load_scenario(&path).expect("the variant loads");
+    assert_eq!(scenario.metadata.name, "t");
+    assert_eq!(scenario.spec.description.as_deref(), Some("the base"));
+    assert_eq!(scenario.spec.extends, None);
+    let world = SimWorld::new(&scenario);
+
+    // The whole object is replaced (the base's label is gone), in the base's place: the same
+    // uid as in the base alone.
+    let api = read(&world, &deployment("shop", "api")).await.unwrap();
+    let base_api = read(&base_world, &deployment("shop", "api")).await.unwrap();
+    assert_eq!(api["spec"]["replicas"], 5);
+    assert_eq!(api["metadata"].get("labels"), None);
+    assert_eq!(api["metadata"]["uid"], base_api["metadata"]["uid"]);
+    let settings = key("v1", "ConfigMap", Some("shop"), "settings");
+    assert_eq!(
+        read(&world, &settings).await.unwrap()["data"]["mode"],
+        "normal"
+    );
+    assert!(read(&world, &key("v1", "Secret", Some("shop"), "token"))
+        .await
+        .is_ok());
+
+    // The same pod and argv (a line or a list): the variant's answer; another argv: the base's.
+    let timeout = Duration::from_secs(5);
+    let mode = world
+        .exec(
+            &exec_in("shop/api-0"),
+            &argv(&["cat", "/etc/mode"]),
+            timeout,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mode.stdout, "own");
+    let uptime = world
+        .exec(&exec_in("shop/api-0"), &argv(&["uptime"]), timeout)
+        .await
+        .unwrap();
+    assert_eq!(uptime.stdout, "base uptime");
+
+    // The variant's fault for the same call replaces the base's; the base's other fault stays.
+    let scaled = world.scale(&deployment("shop", "api"), 2, DryRun::No).await;
+    assert_eq!(
+        scaled.unwrap_err().to_string(),
+        EffectError::Conflict("own fault".into()).to_string()
+    );
+    let deleted = world.delete(&settings, None, None, DryRun::No).await;
+    assert!(deleted
+        .unwrap_err()
+        .to_string()
+        .contains("base delete fault"));
+
+    // After the step, the variant's change for settings, and the base's for the other object.
+    world.step_finished("fix", true);
+    assert_eq!(
+        read(&world, &settings).await.unwrap()["data"]["mode"],
+        "own-fixed"
+    );
+    let fixed_by = key("v1", "ConfigMap", Some("shop"), "fixed-by");
+    assert_eq!(
+        read(&world, &fixed_by).await.unwrap()["data"]["who"],
+        "base"
+    );
+}
+
+#[test]
+fn extends_of_a_missing_file_a_circle_or_an_invalid_base_is_an_error_at_the_extends_line() {
+    let folder = ScenarioFolder::new("extends-errors");
+    folder.write("default.yaml", "  extends: variant.yaml\n");
+    folder.write("variant.yaml", "  extends: default.yaml\n");
+    folder.write("self.yaml", "  extends: ./self.yaml\n");
+    folder.write(
+        "missing.yaml",
+        "  description: x\n  extends: defualt.yaml\n",
+    );
+    folder.write("nowhere.yaml", "  extends: ../elsewhere/base.yaml\n");
+    folder.write("broken.yaml", "  objects: [{kind: Pod}]\n");
+    folder.write("on-broken.yaml", "  extends: broken.yaml\n");
+    folder.write("empty.yaml", "  extends: ''\n");
+    assert_eq!(
+        folder.problems("default.yaml"),
+        ["variant.yaml:5:12: `extends` goes round in a circle: default.yaml -> variant.yaml -> default.yaml (a scenario cannot extend itself, directly or through others; remove one `extends`)"]
+    );
+    assert_eq!(
+        folder.problems("self.yaml"),
+        ["self.yaml:5:12: `extends` goes round in a circle: self.yaml -> ./self.yaml (a scenario cannot extend itself, directly or through others; remove one `extends`)"]
+    );
+    let missing = folder.problems("missing.yaml");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].starts_with("missing.yaml:6:12: cannot read `defualt.yaml`, the scenario this one extends: cannot read the file:"),
+        "{missing:?}"
+    );
+    assert!(
+        missing[0].ends_with("(did you mean `default.yaml`?)"),
+        "{missing:?}"
+    );
+    let nowhere = folder.problems("nowhere.yaml");
+    assert!(
+        nowhere[0].ends_with(
+            "(`extends` is a path relative to the folder of the file that says it (../elsewhere))"
+        ),
+        "{nowhere:?}"
+    );
+    assert_eq!(
+        folder.problems("on-broken.yaml"),
+        [
+            "broken.yaml:5:13: missing required field `apiVersion` in object",
+            "broken.yaml:5:13: missing required field `metadata.name` in object",
+            "on-broken.yaml:5:12: `broken.yaml`, the scenario this one extends, is invalid (its problems are listed with it)",
+        ]
+    );
+    assert_eq!(
+        folder.problems("empty.yaml"),
+        ["empty.yaml:5:12: `extends` is empty; give the scenario file this one builds on, relative to this file"]
+    );
+}
