@@ -78,6 +78,20 @@ pub struct ScenarioSpec {
     /// Secret): each change is applied once, and is not one of the run's mutations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
+    /// How fast the simulated controllers follow a write; without it, at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<Reconcile>,
+}
+
+/// How the simulated workload controllers follow a write.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Reconcile {
+    /// How long after a scale or restart (any write to `spec`) of a Deployment or StatefulSet
+    /// its ready, available and updated counts catch up, on the run's clock (`10s`, `2m`).
+    /// Meanwhile `unavailableReplicas` says how many replicas are missing, and a restart has
+    /// no updated replicas yet.
+    pub delay: String,
 }
 
 impl ScenarioSpec {
@@ -92,7 +106,7 @@ impl ScenarioSpec {
     ///   call give way to `own`'s);
     /// - a change: the same `after.step` and object.
     ///
-    /// `description` is `own`'s when given. A replacing item takes the place of the first
+    /// `description` and `reconcile` are `own`'s when given. A replacing item takes the place of the first
     /// item it replaces; `own`'s other items come after the base's.
     pub fn extended_by(self, own: ScenarioSpec) -> ScenarioSpec {
         ScenarioSpec {
@@ -124,6 +138,7 @@ impl ScenarioSpec {
                 ))
             }),
             changes: overlay(self.changes, own.changes, change_key),
+            reconcile: own.reconcile.or(self.reconcile),
         }
     }
 }
@@ -812,6 +827,17 @@ impl Checker<'_> {
                     Code::InvalidValue,
                     "/spec/extends",
                     "`extends` is empty; give the scenario file this one builds on, relative to this file".into(),
+                );
+            }
+        }
+        if let Some(Json::String(delay)) = json.pointer("/spec/reconcile/delay") {
+            if let Err(problem) = crate::runbook::parse_duration(delay) {
+                self.error(
+                    Code::Duration,
+                    "/spec/reconcile/delay",
+                    format!(
+                        "{problem} (leave `reconcile` out for controllers that follow at once)"
+                    ),
                 );
             }
         }

@@ -1658,3 +1658,159 @@ fn extends_of_a_missing_file_a_circle_or_an_invalid_base_is_an_error_at_the_exte
         ["empty.yaml:5:12: `extends` is empty; give the scenario file this one builds on, relative to this file"]
     );
 }
+
+const SLOW: &str = "  reconcile: {delay: 10s}
+  objects:
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: api, namespace: shop}
+      spec: {replicas: 3, template: {spec: {containers: [{name: api, image: api:1}]}}}
+      status: {replicas: 3, readyReplicas: 3, availableReplicas: 3, updatedReplicas: 3}
+    - apiVersion: apps/v1
+      kind: StatefulSet
+      metadata: {name: db, namespace: shop}
+      spec: {replicas: 2, template: {spec: {containers: [{name: db, image: db:1}]}}}
+      status: {replicas: 2, readyReplicas: 2, availableReplicas: 2, updatedReplicas: 2, currentReplicas: 2}
+";
+
+fn counts(object: &Json) -> Vec<(String, Json)> {
+    [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "unavailableReplicas",
+    ]
+    .iter()
+    .map(|field| ((*field).to_owned(), object["status"][*field].clone()))
+    .collect()
+}
+
+fn expected(values: [Option<i64>; 5]) -> Vec<(String, Json)> {
+    [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "unavailableReplicas",
+    ]
+    .iter()
+    .zip(values)
+    .map(|(field, value)| ((*field).to_owned(), value.map_or(Json::Null, |v| json!(v))))
+    .collect()
+}
+
+// Issue 15, item 9: with `reconcile: {delay}`, a scaled workload's counts catch up only after
+// the delay on the run's clock, and `unavailableReplicas` says what is missing meanwhile.
+#[tokio::test(start_paused = true)]
+async fn with_a_reconcile_delay_a_scale_is_ready_only_after_the_delay() {
+    let world = world(SLOW);
+    let api = deployment("shop", "api");
+    let scaled = world.scale(&api, 5, DryRun::No).await.unwrap();
+    assert_eq!(
+        counts(&scaled),
+        expected([Some(5), Some(3), Some(3), Some(3), Some(2)])
+    );
+    assert_eq!(scaled["status"]["observedGeneration"], 2);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let waiting = read(&world, &api).await.unwrap();
+    assert_eq!(counts(&waiting), counts(&scaled));
+    assert_eq!(rv(&waiting), rv(&scaled));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ready = read(&world, &api).await.unwrap();
+    assert_eq!(
+        counts(&ready),
+        expected([Some(5), Some(5), Some(5), Some(5), None])
+    );
+    assert_ne!(rv(&ready), rv(&scaled), "the controller's status write");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_reconcile_delay_a_restart_has_no_updated_replica_until_the_delay() {
+    let world = world(SLOW);
+    let db = key("apps/v1", "StatefulSet", Some("shop"), "db");
+    let at = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+    let restarted = world.restart(&db, at, DryRun::No).await.unwrap();
+    assert_eq!(
+        counts(&restarted),
+        expected([Some(2), Some(2), Some(2), None, None])
+    );
+    // Scaling down at once is quick; the delay starts again from this write.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let scaled = world.scale(&db, 1, DryRun::No).await.unwrap();
+    assert_eq!(
+        counts(&scaled),
+        expected([Some(1), Some(1), Some(1), None, None])
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        read(&world, &db).await.unwrap()["status"].get("updatedReplicas"),
+        None
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let done = read(&world, &db).await.unwrap();
+    assert_eq!(
+        counts(&done),
+        expected([Some(1), Some(1), Some(1), Some(1), None])
+    );
+    assert_eq!(done["status"]["currentReplicas"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_reconcile_delay_the_controller_follows_at_once() {
+    let world = world(&SLOW.replace("  reconcile: {delay: 10s}\n", ""));
+    let scaled = world
+        .scale(&deployment("shop", "api"), 5, DryRun::No)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(&scaled),
+        expected([Some(5), Some(5), Some(5), Some(5), None])
+    );
+}
+
+#[test]
+fn a_reconcile_delay_must_be_a_duration() {
+    assert_eq!(
+        problems("  reconcile: {delay: soon}\n"),
+        ["t.scenario.yaml:5:22: invalid duration `soon`; use a number and a unit, such as `30s`, `5m` or `1h30m` (leave `reconcile` out for controllers that follow at once)"]
+    );
+    assert_eq!(
+        problems("  reconcile: {dealy: 10s}\n"),
+        ["t.scenario.yaml:5:15: unknown field `dealy` in reconcile (did you mean `delay`?)"]
+    );
+}
+
+// The shipped case of component-restart on a slow controller: its verify polls until the
+// rollout completes, 25 seconds after the restart.
+#[tokio::test(start_paused = true)]
+async fn the_slow_rollout_case_polls_its_verify_until_the_rollout_completes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runbooks");
+    let (catalog, _, _) = crate::load_catalog(std::slice::from_ref(&root));
+    let catalog = std::sync::Arc::new(catalog);
+    let file = crate::testing::load_test_file(&root.join("component-restart/tests.yaml"))
+        .expect("the test file loads");
+    let case = file
+        .document
+        .spec
+        .cases
+        .iter()
+        .find(|case| {
+            case.name
+                .starts_with("waits for a rollout that takes 25 seconds")
+        })
+        .expect("the case");
+    let result = crate::testing::run_case(&catalog, &file, case).await;
+    assert!(result.failures.is_empty(), "{:?}", result.failures);
+    let polls: Vec<bool> = result
+        .trace
+        .iter()
+        .filter_map(|record| match &record.event {
+            crate::journal::Event::VerifyPolled { step, held, .. } if step == "rollout-status" => {
+                Some(*held)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(polls, [false, false, false, true]);
+}
