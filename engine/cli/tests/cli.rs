@@ -3096,3 +3096,71 @@ fn a_named_file_that_holds_no_runbook_is_an_error() {
     );
     assert!(out.stderr.contains("invalid: 0 runbooks"), "{}", out.stderr);
 }
+
+/// Issue 15, item 9: a test case's `objects` and `changes` are checked where they are written,
+/// and a change after a step the runbook does not have fails the case, naming the near step.
+#[test]
+fn runbook_test_checks_the_objects_and_changes_of_a_case() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::copy(
+        root().join("runbooks/openbao-sealed/scenarios/default.yaml"),
+        dir.path().join("openbao-sealed.scenario.yaml"),
+    )
+    .expect("copy");
+    let head = "apiVersion: runbook.dev/v1alpha1
+kind: RunbookTest
+metadata: {name: openbao-sealed}
+spec:
+  runbook: openbao-sealed
+  scenario: openbao-sealed.scenario.yaml
+  cases:
+";
+    let broken = format!(
+        "{head}    - name: broken
+      objects:
+        - {{kind: Pod, metadata: {{name: x}}}}
+      changes:
+        - after: {{step: run-1}}
+          object: {{kind: Pod}}
+      expect: {{outcome: succeeded}}
+"
+    );
+    std::fs::write(dir.path().join("broken.test.yaml"), broken).expect("write");
+    let out = runbook(&[
+        "test",
+        dir.path().join("broken.test.yaml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let shown = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        shown.contains("broken.test.yaml:10:11: error[missing-field]: missing required field `apiVersion` in object"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("broken.test.yaml:13:19: error[missing-field]: a change's `object` needs `apiVersion`, `kind` and `metadata.name`"),
+        "{shown}"
+    );
+
+    let unknown = format!(
+        "{head}    - name: a change after a step that is not there
+      changes:
+        - after: {{step: run1}}
+          object: {{apiVersion: v1, kind: ConfigMap, metadata: {{name: x, namespace: openbao}}}}
+      expect: {{outcome: succeeded}}
+"
+    );
+    std::fs::write(dir.path().join("unknown.test.yaml"), unknown).expect("write");
+    let out = runbook(&[
+        "test",
+        dir.path()
+            .join("unknown.test.yaml")
+            .to_str()
+            .expect("utf-8"),
+    ]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("changes: `after: {step: run1}` names no step of runbook `openbao-sealed`; did you mean `run-1`?"),
+        "{}",
+        out.stdout
+    );
+}

@@ -7,8 +7,9 @@
 //! `spec.replicas`, cordon sets `spec.unschedulable`, patches merge, drain evicts through
 //! PodDisruptionBudgets, every write moves `resourceVersion`, a server dry-run changes nothing),
 //! so verify steps observe real consequences. A simple controller model brings workload status
-//! to the desired replica count at once, unless the object is annotated
-//! `sim.runbook.dev/stuck: "true"`.
+//! to the desired replica count at once (or, with the scenario's `reconcile.delay`, a
+//! Deployment's or StatefulSet's that long later on the run's clock), unless the object is
+//! annotated `sim.runbook.dev/stuck: "true"`.
 //!
 //! Scripted answers change as the run goes on: among a script's responses the last one whose
 //! `after` holds answers, where `after: {step: ID}` holds once that step finished successfully
@@ -19,7 +20,7 @@
 //! [`SimWorld::calls`], [`SimWorld::notifications`] and the objects themselves.
 
 mod boundary;
-mod scenario;
+pub(crate) mod scenario;
 mod selector;
 mod store;
 
@@ -35,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 pub use scenario::{
-    argv, load_scenario, parse_scenario, scenario_schema, After, CommandScript, ErrorKind,
-    ExecScript, Fault, FaultVerb, HttpAnswer, HttpScript, LogResponse, LogsScript, ProcessResponse,
-    Scenario, ScenarioKind, ScenarioSpec,
+    argv, load_scenario, parse_scenario, scenario_schema, After, Change, ChangeAfter,
+    CommandScript, ErrorKind, ExecScript, Fault, FaultVerb, HttpAnswer, HttpScript, LogResponse,
+    LogsScript, ProcessResponse, Scenario, ScenarioKind, ScenarioSpec,
 };
 pub use store::{is_cluster_scoped, STUCK_ANNOTATION};
 
@@ -306,6 +307,10 @@ impl SimWorld {
     pub fn new(scenario: &Scenario) -> Self {
         let spec = &scenario.spec;
         let mut store = Store::default();
+        store.reconcile_delay = spec.reconcile.as_ref().and_then(|reconcile| {
+            // The scenario check refused a delay that does not parse.
+            crate::runbook::parse_duration(&reconcile.delay).ok()
+        });
         for object in &spec.objects {
             store.load(Json::Object(object.clone()));
         }
@@ -409,10 +414,15 @@ impl SimWorld {
         }
     }
 
+    /// The state, with every workload whose reconcile delay is over caught up: whatever the
+    /// caller reads or writes next sees the cluster as of now.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
+        let mut state = self
+            .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.store.settle(tokio::time::Instant::now());
+        state
     }
 
     /// Every applied write, in order.

@@ -21,7 +21,9 @@ use crate::effects::{Answer, Prompter, Reporter, ScenarioClock};
 use crate::exec::{RunOptions, RunReport, StepStatus};
 use crate::journal::{Outcome, Record};
 use crate::runbook::Catalog;
-use crate::sim::{CommandScript, ExecScript, Fault, LogsScript, Scenario, SimWorld};
+use crate::sim::{
+    Change, CommandScript, ExecScript, Fault, LogsScript, Scenario, ScenarioSpec, SimWorld,
+};
 use crate::source::{Position, SourceFile, Span};
 
 /// The wall time every test run starts at, so traces are the same on every machine.
@@ -87,6 +89,14 @@ pub struct TestCase {
     /// Extra HTTP answers, taking precedence over the scenario's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<crate::sim::HttpScript>,
+    /// Objects for this case: each replaces the scenario's object of the same apiVersion
+    /// group, kind, namespace and name, or is added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Controller changes for this case: each replaces the scenario's change after the same
+    /// step for the same object, or is added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
     pub expect: Expectation,
 }
 
@@ -244,6 +254,7 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Diagnostics> {
         &source,
         &mut diagnostics,
     );
+    check_cases(&document.root, &source, &mut diagnostics);
     if diagnostics.has_errors() {
         return Err(diagnostics);
     }
@@ -271,6 +282,63 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Diagnostics> {
             Err(diagnostics)
         }
     }
+}
+
+/// What the schema cannot say about a case's `objects` and `changes`: each names its object
+/// (`apiVersion`, `kind`, `metadata.name`), and no object is given twice.
+fn check_cases(
+    root: &crate::yaml::Node,
+    source: &crate::source::Source,
+    diagnostics: &mut Diagnostics,
+) {
+    let Some(crate::yaml::Node {
+        value: crate::yaml::Value::Seq(cases),
+        ..
+    }) = root.pointer("/spec/cases")
+    else {
+        return;
+    };
+    for case in cases {
+        if let Some(objects) = case.get("objects") {
+            crate::sim::scenario::check_object_list(objects, source, diagnostics);
+        }
+        if let Some(changes) = case.get("changes") {
+            crate::sim::scenario::check_change_list(changes, source, diagnostics);
+        }
+    }
+}
+
+/// A case's changes must come after steps the runbook has (its own or its rollback's; the
+/// steps of a rollback runbook are not looked into).
+fn unknown_change_steps(runbook: &crate::runbook::Runbook, case: &TestCase) -> Vec<String> {
+    use crate::runbook::{NamedRollback, RollbackSpec};
+    let mut steps: Vec<&str> = runbook.steps.iter().map(|step| step.id.as_str()).collect();
+    match &runbook.rollback {
+        None => {}
+        Some(RollbackSpec::Steps(rollback)) => {
+            steps.extend(rollback.iter().map(|step| step.id.as_str()));
+        }
+        Some(RollbackSpec::Named(named)) => steps.extend(
+            NamedRollback::ALL
+                .iter()
+                .filter(|(_, each)| each == named)
+                .map(|(name, _)| *name),
+        ),
+        Some(RollbackSpec::Runbook { .. }) => return Vec::new(),
+    }
+    case.changes
+        .iter()
+        .filter(|change| !steps.contains(&change.after.step.as_str()))
+        .map(|change| {
+            let hint = crate::diagnostic::did_you_mean(&change.after.step, steps.iter().copied())
+                .map(|hint| format!("; {hint}"))
+                .unwrap_or_default();
+            format!(
+                "changes: `after: {{step: {}}}` names no step of runbook `{}`{hint}",
+                change.after.step, runbook.name
+            )
+        })
+        .collect()
 }
 
 /// Gate answers from the test case.
@@ -335,6 +403,16 @@ pub async fn run_case(catalog: &Arc<Catalog>, file: &TestFile, case: &TestCase) 
             return result;
         }
     };
+    let unknown = unknown_change_steps(&runbook, case);
+    if !unknown.is_empty() {
+        result.failures.extend(unknown);
+        return result;
+    }
+    scenario.spec = std::mem::take(&mut scenario.spec).extended_by(ScenarioSpec {
+        objects: case.objects.clone(),
+        changes: case.changes.clone(),
+        ..ScenarioSpec::default()
+    });
     scenario.spec.faults.extend(case.faults.iter().cloned());
     scenario.spec.exec.splice(0..0, case.exec.iter().cloned());
     scenario.spec.logs.splice(0..0, case.logs.iter().cloned());

@@ -89,6 +89,10 @@ codes! {
     DuplicateObject = "duplicate-object",
     /// A scenario scripts the same command twice.
     DuplicateScript = "duplicate-script",
+    /// The scenario a scenario `extends` cannot be read, or is invalid.
+    Extends = "extends",
+    /// Scenarios that extend each other in a circle.
+    ExtendsCycle = "extends-cycle",
     // ----- names ----------------------------------------------------------------------------
     /// A runbook name that is not a DNS label.
     RunbookName = "runbook-name",

@@ -7,6 +7,11 @@
 //! at `file:line:col`), serde builds the typed document, and a last pass checks what the schema
 //! cannot say (objects need `apiVersion`, `kind` and `metadata.name`; `pod` is
 //! `namespace/name`; no two scripts answer the same call).
+//!
+//! A scenario may extend another (`spec.extends`, a path relative to its file): the base is
+//! loaded first (and what it extends before it), then the extending file's items win over the
+//! base's ones for the same thing; see [`ScenarioSpec::extended_by`] for what "the same" is.
+//! A missing base and a circle of `extends` are errors at the `extends` line.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +48,11 @@ pub enum ScenarioKind {
 pub struct ScenarioSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Another scenario file this one builds on, relative to this file. Everything of the base
+    /// applies, and this file's objects, scripts, faults and changes replace the base's for
+    /// the same object, the same call or the same step and object; the rest is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
     /// Kubernetes objects of any kind, as they would be read from the API server. Each needs
     /// `apiVersion`, `kind` and `metadata.name`; namespaced kinds without `metadata.namespace`
     /// land in `default`.
@@ -68,6 +78,101 @@ pub struct ScenarioSpec {
     /// Secret): each change is applied once, and is not one of the run's mutations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
+    /// How fast the simulated controllers follow a write; without it, at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<Reconcile>,
+}
+
+/// How the simulated workload controllers follow a write.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Reconcile {
+    /// How long after a scale or restart (any write to `spec`) of a Deployment or StatefulSet
+    /// its ready, available and updated counts catch up, on the run's clock (`10s`, `2m`).
+    /// Meanwhile `unavailableReplicas` says how many replicas are missing, and a restart has
+    /// no updated replicas yet.
+    pub delay: String,
+}
+
+impl ScenarioSpec {
+    /// This spec (a base) with `own`'s items over it, as `extends` and a test case's
+    /// `objects` and `changes` apply. `own`'s item wins over the base's items for the same
+    /// thing, and the base's other items stay:
+    ///
+    /// - an object: the same group, kind, namespace and name (the whole object is replaced);
+    /// - an exec script: the same pod, container and command; a logs script: the same pod and
+    ///   container; a command script: the same argv; an HTTP script: the same URL and query;
+    /// - faults: the same verb, kind, namespace and name (all of the base's faults for that
+    ///   call give way to `own`'s);
+    /// - a change: the same `after.step` and object.
+    ///
+    /// `description` and `reconcile` are `own`'s when given. A replacing item takes the place of the first
+    /// item it replaces; `own`'s other items come after the base's.
+    pub fn extended_by(self, own: ScenarioSpec) -> ScenarioSpec {
+        ScenarioSpec {
+            description: own.description.or(self.description),
+            extends: None,
+            objects: overlay(self.objects, own.objects, |object| {
+                super::store::StoreKey::of_object(&Json::Object(object.clone()))
+            }),
+            exec: overlay(self.exec, own.exec, |script| {
+                argv(&script.command)
+                    .ok()
+                    .map(|argv| (script.pod.clone(), script.container.clone(), argv))
+            }),
+            logs: overlay(self.logs, own.logs, |script| {
+                Some((script.pod.clone(), script.container.clone()))
+            }),
+            commands: overlay(self.commands, own.commands, |script| {
+                argv(&script.argv).ok()
+            }),
+            http: overlay(self.http, own.http, |script| {
+                Some((script.url.clone(), script.query.clone()))
+            }),
+            faults: overlay(self.faults, own.faults, |fault| {
+                Some((
+                    fault.verb,
+                    fault.kind.clone(),
+                    fault.namespace.clone(),
+                    fault.name.clone(),
+                ))
+            }),
+            changes: overlay(self.changes, own.changes, change_key),
+            reconcile: own.reconcile.or(self.reconcile),
+        }
+    }
+}
+
+/// What a change is about: its step and its object.
+fn change_key(change: &Change) -> Option<(String, super::store::StoreKey)> {
+    super::store::StoreKey::of_object(&Json::Object(change.object.clone()))
+        .map(|key| (change.after.step.clone(), key))
+}
+
+/// `base`'s items, each replaced by `own`'s items of the same key (in the base item's place, so
+/// objects keep their order, and with it their uids and resourceVersions), then `own`'s other
+/// items. An item without a key (which the checks refuse) never replaces anything.
+fn overlay<T, K: PartialEq>(base: Vec<T>, own: Vec<T>, key: impl Fn(&T) -> Option<K>) -> Vec<T> {
+    let own_keys: Vec<Option<K>> = own.iter().map(&key).collect();
+    let mut own: Vec<Option<T>> = own.into_iter().map(Some).collect();
+    let mut items = Vec::new();
+    for item in base {
+        let replaced =
+            key(&item).filter(|item_key| own_keys.iter().flatten().any(|k| k == item_key));
+        match replaced {
+            None => items.push(item),
+            Some(item_key) => {
+                // The first base item of a key takes all of `own`'s for it; later ones go.
+                for (slot, own_key) in own.iter_mut().zip(&own_keys) {
+                    if own_key.as_ref() == Some(&item_key) {
+                        items.extend(slot.take());
+                    }
+                }
+            }
+        }
+    }
+    items.extend(own.into_iter().flatten());
+    items
 }
 
 /// A change the cluster makes by itself after a step.
@@ -360,7 +465,7 @@ fn schema() -> &'static Json {
     SCHEMA.get_or_init(scenario_schema)
 }
 
-/// Reads and parses a scenario file.
+/// Reads and parses a scenario file, and the scenarios it extends.
 pub fn load_scenario(path: &Path) -> Result<Scenario, Diagnostics> {
     let text = crate::files::read_text(path, crate::files::Origin::Named).map_err(|error| {
         let mut diagnostics = Diagnostics::new();
@@ -370,8 +475,128 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, Diagnostics> {
     parse_scenario(path, &text)
 }
 
-/// Parses a scenario, reporting every problem with its position.
+/// Parses a scenario, reporting every problem with its position, and reads the scenarios it
+/// extends (relative to `path`'s folder).
 pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Diagnostics> {
+    parse_extending(path, text, &mut Vec::new())
+}
+
+/// Where a scenario says `extends`: the path as written, and its position.
+struct ExtendsAt {
+    reference: String,
+    source: Source,
+    span: Span,
+}
+
+/// Parses the scenario at `path` and the chain of scenarios it extends; `chain` holds the
+/// files that extend this one (their identity, and their path as read), to find a circle.
+fn parse_extending(
+    path: &Path,
+    text: &str,
+    chain: &mut Vec<(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<Scenario, Diagnostics> {
+    let (mut scenario, extends) = parse_one(path, text)?;
+    let Some(at) = extends else {
+        return Ok(scenario);
+    };
+    let error = |code: Code, message: String| Diagnostic::error(code, &at.source, at.span, message);
+    chain.push((identity(path), path.to_path_buf()));
+    let base_path = path.parent().unwrap_or(Path::new("")).join(&at.reference);
+    let base_identity = identity(&base_path);
+    if let Some(start) = chain.iter().position(|(file, _)| *file == base_identity) {
+        let circle: Vec<String> = chain[start..]
+            .iter()
+            .map(|(_, read_as)| read_as)
+            .chain(std::iter::once(&base_path))
+            .map(|file| file.display().to_string())
+            .collect();
+        let mut diagnostics = Diagnostics::new();
+        diagnostics.push(
+            error(
+                Code::ExtendsCycle,
+                format!("`extends` goes round in a circle: {}", circle.join(" -> ")),
+            )
+            .with_help(
+                "a scenario cannot extend itself, directly or through others; remove one `extends`",
+            ),
+        );
+        return Err(diagnostics);
+    }
+    let base_text = match crate::files::read_text(&base_path, crate::files::Origin::Named) {
+        Ok(text) => text,
+        Err(problem) => {
+            let mut diagnostics = Diagnostics::new();
+            diagnostics.push(
+                error(
+                    Code::Extends,
+                    format!(
+                        "cannot read `{}`, the scenario this one extends: {}",
+                        at.reference, problem.message
+                    ),
+                )
+                .with_help(extends_help(&base_path)),
+            );
+            return Err(diagnostics);
+        }
+    };
+    match parse_extending(&base_path, &base_text, chain) {
+        Ok(base) => {
+            scenario.spec = base.spec.extended_by(scenario.spec);
+            Ok(scenario)
+        }
+        Err(mut diagnostics) => {
+            if !diagnostics
+                .iter()
+                .any(|diagnostic| diagnostic.code == Code::ExtendsCycle)
+            {
+                diagnostics.push(error(
+                    Code::Extends,
+                    format!(
+                        "`{}`, the scenario this one extends, is invalid (its problems are listed with it)",
+                        at.reference
+                    ),
+                ));
+            }
+            Err(diagnostics)
+        }
+    }
+}
+
+/// A file's identity for finding circles: its canonical path when it exists.
+fn identity(path: &Path) -> std::path::PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The help for a base scenario that cannot be read: the nearest scenario file beside it, or
+/// where the path is taken from.
+fn extends_help(path: &Path) -> String {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let wanted = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    crate::diagnostic::did_you_mean(&wanted, names.iter().map(String::as_str)).unwrap_or_else(
+        || {
+            format!(
+                "`extends` is a path relative to the folder of the file that says it ({})",
+                folder.display()
+            )
+        },
+    )
+}
+
+/// Parses one scenario file, without what it extends.
+fn parse_one(path: &Path, text: &str) -> Result<(Scenario, Option<ExtendsAt>), Diagnostics> {
     let source = SourceFile::new(path, text);
     let mut diagnostics = Diagnostics::new();
     let documents: Vec<_> = yaml::parse(&source, &mut diagnostics)
@@ -428,7 +653,14 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, Diagnostics> 
     }
     .check(&json);
     match serde_path_to_error::deserialize::<_, Scenario>(json) {
-        Ok(scenario) if !diagnostics.has_errors() => Ok(scenario),
+        Ok(scenario) if !diagnostics.has_errors() => {
+            let extends = scenario.spec.extends.as_ref().map(|reference| ExtendsAt {
+                reference: reference.clone(),
+                source: source.clone(),
+                span: span_at(root, "/spec/extends"),
+            });
+            Ok((scenario, extends))
+        }
         Ok(_) => Err(diagnostics),
         Err(error) => {
             // With fields set aside, serde may refuse the rest; the structure check said why.
@@ -496,12 +728,15 @@ fn check_api_version(root: &Node, source: &Source, diagnostics: &mut Diagnostics
 /// Every object needs `apiVersion`, `kind` and `metadata.name` (strings), and no two may be
 /// the same object.
 fn check_objects(root: &Node, source: &Source, diagnostics: &mut Diagnostics) {
-    let Some(Node {
-        value: Value::Seq(objects),
-        ..
-    }) = root.pointer("/spec/objects")
-    else {
-        return;
+    if let Some(objects) = root.pointer("/spec/objects") {
+        check_object_list(objects, source, diagnostics);
+    }
+}
+
+/// The checks of [`check_objects`] on one list of objects (a scenario's, or a test case's).
+pub(crate) fn check_object_list(list: &Node, source: &Source, diagnostics: &mut Diagnostics) {
+    let Value::Seq(objects) = &list.value else {
+        return; // The structure check reported it.
     };
     let mut seen: BTreeMap<super::store::StoreKey, usize> = BTreeMap::new();
     for object in objects {
@@ -589,6 +824,26 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, json: &Json) {
+        if let Some(Json::String(reference)) = json.pointer("/spec/extends") {
+            if reference.trim().is_empty() {
+                self.error(
+                    Code::InvalidValue,
+                    "/spec/extends",
+                    "`extends` is empty; give the scenario file this one builds on, relative to this file".into(),
+                );
+            }
+        }
+        if let Some(Json::String(delay)) = json.pointer("/spec/reconcile/delay") {
+            if let Err(problem) = crate::runbook::parse_duration(delay) {
+                self.error(
+                    Code::Duration,
+                    "/spec/reconcile/delay",
+                    format!(
+                        "{problem} (leave `reconcile` out for controllers that follow at once)"
+                    ),
+                );
+            }
+        }
         let mut first: BTreeMap<String, usize> = BTreeMap::new();
         for (index, script) in items::<ExecScript>(json, "exec") {
             let pointer = format!("/spec/exec/{index}");
@@ -659,15 +914,8 @@ impl Checker<'_> {
                 self.error_fields(response.error, response.message.is_some(), answered, &at);
             }
         }
-        for (index, change) in items::<Change>(json, "changes") {
-            let pointer = format!("/spec/changes/{index}/object");
-            if super::store::StoreKey::of_object(&Json::Object(change.object.clone())).is_none() {
-                self.error(
-                    Code::MissingField,
-                    &pointer,
-                    "a change's `object` needs `apiVersion`, `kind` and `metadata.name`, to say which object changes".into(),
-                );
-            }
+        if let Some(changes) = self.root.pointer("/spec/changes") {
+            check_change_list(changes, self.source, self.diagnostics);
         }
         for (index, fault) in items::<Fault>(json, "faults") {
             let pointer = format!("/spec/faults/{index}");
@@ -788,6 +1036,30 @@ impl Checker<'_> {
                     "`after` needs `step` (a step id) or `calls` (a count)".into(),
                 );
             }
+        }
+    }
+}
+
+/// A change's `object` must say which object changes (a scenario's changes, or a test
+/// case's).
+pub(crate) fn check_change_list(list: &Node, source: &Source, diagnostics: &mut Diagnostics) {
+    let Value::Seq(changes) = &list.value else {
+        return; // The structure check reported it.
+    };
+    for change in changes {
+        let Some(object) = change.get("object") else {
+            continue; // The structure check reported it.
+        };
+        if !matches!(object.value, Value::Map(_)) {
+            continue;
+        }
+        if super::store::StoreKey::of_object(&object.to_json()).is_none() {
+            diagnostics.push(Diagnostic::error(
+                Code::MissingField,
+                source,
+                object.span,
+                "a change's `object` needs `apiVersion`, `kind` and `metadata.name`, to say which object changes",
+            ));
         }
     }
 }

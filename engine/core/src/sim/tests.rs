@@ -1532,3 +1532,391 @@ async fn a_claim_grows_but_does_not_shrink_and_a_cluster_ip_is_kept() {
         EffectError::Invalid("Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.11\"}: may not change once set".to_owned())
     );
 }
+
+/// A fresh folder of scenario files under the system's temporary folder, removed when dropped.
+struct ScenarioFolder(std::path::PathBuf);
+
+impl ScenarioFolder {
+    fn new(test: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("runbook-scenario-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the folder");
+        Self(path)
+    }
+
+    /// Writes `NAME` with the scenario head and `spec`, and returns its path.
+    fn write(&self, name: &str, spec: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("create");
+        std::fs::write(&path, format!("{HEAD}spec:\n{spec}")).expect("write");
+        path
+    }
+
+    fn problems(&self, name: &str) -> Vec<String> {
+        match load_scenario(&self.0.join(name)) {
+            Ok(_) => Vec::new(),
+            Err(diagnostics) => problems_of(diagnostics)
+                .into_iter()
+                .map(|line| line.replace(&format!("{}/", self.0.display()), ""))
+                .collect(),
+        }
+    }
+}
+
+impl Drop for ScenarioFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const BASE: &str = "  description: the base
+  objects:
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: api, namespace: shop, labels: {from: base}}
+      spec: {replicas: 3}
+    - apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: settings, namespace: shop}
+      data: {mode: normal}
+  exec:
+    - pod: shop/api-0
+      command: [cat, /etc/mode]
+      responses: [{stdout: base}]
+    - pod: shop/api-0
+      command: [uptime]
+      responses: [{stdout: base uptime}]
+  faults:
+    - {verb: scale, kind: Deployment, name: api, error: unavailable, message: base fault}
+    - {verb: delete, kind: ConfigMap, error: forbidden, message: base delete fault}
+  changes:
+    - after: {step: fix}
+      object:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: settings, namespace: shop}
+        data: {mode: base-fixed}
+    - after: {step: fix}
+      object:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: fixed-by, namespace: shop}
+        data: {who: base}
+";
+
+fn exec_in(pod: &str) -> PodRef {
+    let (namespace, name) = pod.split_once('/').expect("namespace/name");
+    PodRef {
+        namespace: namespace.into(),
+        pod: name.into(),
+        container: None,
+    }
+}
+
+// Issue 15, item 9: a scenario extends another; the extending file wins per object, per call
+// and per step and object, and keeps the rest of the base.
+#[tokio::test]
+async fn a_scenario_that_extends_another_replaces_the_same_things_and_keeps_the_rest() {
+    let folder = ScenarioFolder::new("extends");
+    folder.write("base.yaml", BASE);
+    let base = load_scenario(&folder.0.join("base.yaml")).expect("the base loads");
+    let base_world = SimWorld::new(&base);
+    let path = folder.write(
+        "variant/more.yaml",
+        "  extends: ../base.yaml
+  objects:
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: api, namespace: shop}
+      spec: {replicas: 5}
+    - apiVersion: v1
+      kind: Secret
+      metadata: {name: token, namespace: shop}
+  exec:
+    - pod: shop/api-0
+      command: cat /etc/mode
+      responses: [{stdout: own}]
+  faults:
+    - {verb: scale, kind: Deployment, name: api, error: conflict, message: own fault}
+  changes:
+    - after: {step: fix}
+      object:
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: settings, namespace: shop}
+        data: {mode: own-fixed}
+",
+    );
+    let scenario = load_scenario(&path).expect("the variant loads");
+    assert_eq!(scenario.metadata.name, "t");
+    assert_eq!(scenario.spec.description.as_deref(), Some("the base"));
+    assert_eq!(scenario.spec.extends, None);
+    let world = SimWorld::new(&scenario);
+
+    // The whole object is replaced (the base's label is gone), in the base's place: the same
+    // uid as in the base alone.
+    let api = read(&world, &deployment("shop", "api")).await.unwrap();
+    let base_api = read(&base_world, &deployment("shop", "api")).await.unwrap();
+    assert_eq!(api["spec"]["replicas"], 5);
+    assert_eq!(api["metadata"].get("labels"), None);
+    assert_eq!(api["metadata"]["uid"], base_api["metadata"]["uid"]);
+    let settings = key("v1", "ConfigMap", Some("shop"), "settings");
+    assert_eq!(
+        read(&world, &settings).await.unwrap()["data"]["mode"],
+        "normal"
+    );
+    assert!(read(&world, &key("v1", "Secret", Some("shop"), "token"))
+        .await
+        .is_ok());
+
+    // The same pod and argv (a line or a list): the variant's answer; another argv: the base's.
+    let timeout = Duration::from_secs(5);
+    let mode = world
+        .exec(
+            &exec_in("shop/api-0"),
+            &argv(&["cat", "/etc/mode"]),
+            timeout,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mode.stdout, "own");
+    let uptime = world
+        .exec(&exec_in("shop/api-0"), &argv(&["uptime"]), timeout)
+        .await
+        .unwrap();
+    assert_eq!(uptime.stdout, "base uptime");
+
+    // The variant's fault for the same call replaces the base's; the base's other fault stays.
+    let scaled = world.scale(&deployment("shop", "api"), 2, DryRun::No).await;
+    assert_eq!(
+        scaled.unwrap_err().to_string(),
+        EffectError::Conflict("own fault".into()).to_string()
+    );
+    let deleted = world.delete(&settings, None, None, DryRun::No).await;
+    assert!(deleted
+        .unwrap_err()
+        .to_string()
+        .contains("base delete fault"));
+
+    // After the step, the variant's change for settings, and the base's for the other object.
+    world.step_finished("fix", true);
+    assert_eq!(
+        read(&world, &settings).await.unwrap()["data"]["mode"],
+        "own-fixed"
+    );
+    let fixed_by = key("v1", "ConfigMap", Some("shop"), "fixed-by");
+    assert_eq!(
+        read(&world, &fixed_by).await.unwrap()["data"]["who"],
+        "base"
+    );
+}
+
+#[test]
+fn extends_of_a_missing_file_a_circle_or_an_invalid_base_is_an_error_at_the_extends_line() {
+    let folder = ScenarioFolder::new("extends-errors");
+    folder.write("default.yaml", "  extends: variant.yaml\n");
+    folder.write("variant.yaml", "  extends: default.yaml\n");
+    folder.write("self.yaml", "  extends: ./self.yaml\n");
+    folder.write(
+        "missing.yaml",
+        "  description: x\n  extends: defualt.yaml\n",
+    );
+    folder.write("nowhere.yaml", "  extends: ../elsewhere/base.yaml\n");
+    folder.write("broken.yaml", "  objects: [{kind: Pod}]\n");
+    folder.write("on-broken.yaml", "  extends: broken.yaml\n");
+    folder.write("empty.yaml", "  extends: ''\n");
+    assert_eq!(
+        folder.problems("default.yaml"),
+        ["variant.yaml:5:12: `extends` goes round in a circle: default.yaml -> variant.yaml -> default.yaml (a scenario cannot extend itself, directly or through others; remove one `extends`)"]
+    );
+    assert_eq!(
+        folder.problems("self.yaml"),
+        ["self.yaml:5:12: `extends` goes round in a circle: self.yaml -> ./self.yaml (a scenario cannot extend itself, directly or through others; remove one `extends`)"]
+    );
+    let missing = folder.problems("missing.yaml");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].starts_with("missing.yaml:6:12: cannot read `defualt.yaml`, the scenario this one extends: cannot read the file:"),
+        "{missing:?}"
+    );
+    assert!(
+        missing[0].ends_with("(did you mean `default.yaml`?)"),
+        "{missing:?}"
+    );
+    let nowhere = folder.problems("nowhere.yaml");
+    assert!(
+        nowhere[0].ends_with(
+            "(`extends` is a path relative to the folder of the file that says it (../elsewhere))"
+        ),
+        "{nowhere:?}"
+    );
+    assert_eq!(
+        folder.problems("on-broken.yaml"),
+        [
+            "broken.yaml:5:13: missing required field `apiVersion` in object",
+            "broken.yaml:5:13: missing required field `metadata.name` in object",
+            "on-broken.yaml:5:12: `broken.yaml`, the scenario this one extends, is invalid (its problems are listed with it)",
+        ]
+    );
+    assert_eq!(
+        folder.problems("empty.yaml"),
+        ["empty.yaml:5:12: `extends` is empty; give the scenario file this one builds on, relative to this file"]
+    );
+}
+
+const SLOW: &str = "  reconcile: {delay: 10s}
+  objects:
+    - apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: api, namespace: shop}
+      spec: {replicas: 3, template: {spec: {containers: [{name: api, image: api:1}]}}}
+      status: {replicas: 3, readyReplicas: 3, availableReplicas: 3, updatedReplicas: 3}
+    - apiVersion: apps/v1
+      kind: StatefulSet
+      metadata: {name: db, namespace: shop}
+      spec: {replicas: 2, template: {spec: {containers: [{name: db, image: db:1}]}}}
+      status: {replicas: 2, readyReplicas: 2, availableReplicas: 2, updatedReplicas: 2, currentReplicas: 2}
+";
+
+fn counts(object: &Json) -> Vec<(String, Json)> {
+    [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "unavailableReplicas",
+    ]
+    .iter()
+    .map(|field| ((*field).to_owned(), object["status"][*field].clone()))
+    .collect()
+}
+
+fn expected(values: [Option<i64>; 5]) -> Vec<(String, Json)> {
+    [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "unavailableReplicas",
+    ]
+    .iter()
+    .zip(values)
+    .map(|(field, value)| ((*field).to_owned(), value.map_or(Json::Null, |v| json!(v))))
+    .collect()
+}
+
+// Issue 15, item 9: with `reconcile: {delay}`, a scaled workload's counts catch up only after
+// the delay on the run's clock, and `unavailableReplicas` says what is missing meanwhile.
+#[tokio::test(start_paused = true)]
+async fn with_a_reconcile_delay_a_scale_is_ready_only_after_the_delay() {
+    let world = world(SLOW);
+    let api = deployment("shop", "api");
+    let scaled = world.scale(&api, 5, DryRun::No).await.unwrap();
+    assert_eq!(
+        counts(&scaled),
+        expected([Some(5), Some(3), Some(3), Some(3), Some(2)])
+    );
+    assert_eq!(scaled["status"]["observedGeneration"], 2);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let waiting = read(&world, &api).await.unwrap();
+    assert_eq!(counts(&waiting), counts(&scaled));
+    assert_eq!(rv(&waiting), rv(&scaled));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ready = read(&world, &api).await.unwrap();
+    assert_eq!(
+        counts(&ready),
+        expected([Some(5), Some(5), Some(5), Some(5), None])
+    );
+    assert_ne!(rv(&ready), rv(&scaled), "the controller's status write");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_reconcile_delay_a_restart_has_no_updated_replica_until_the_delay() {
+    let world = world(SLOW);
+    let db = key("apps/v1", "StatefulSet", Some("shop"), "db");
+    let at = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+    let restarted = world.restart(&db, at, DryRun::No).await.unwrap();
+    assert_eq!(
+        counts(&restarted),
+        expected([Some(2), Some(2), Some(2), None, None])
+    );
+    // Scaling down at once is quick; the delay starts again from this write.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let scaled = world.scale(&db, 1, DryRun::No).await.unwrap();
+    assert_eq!(
+        counts(&scaled),
+        expected([Some(1), Some(1), Some(1), None, None])
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        read(&world, &db).await.unwrap()["status"].get("updatedReplicas"),
+        None
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let done = read(&world, &db).await.unwrap();
+    assert_eq!(
+        counts(&done),
+        expected([Some(1), Some(1), Some(1), Some(1), None])
+    );
+    assert_eq!(done["status"]["currentReplicas"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_reconcile_delay_the_controller_follows_at_once() {
+    let world = world(&SLOW.replace("  reconcile: {delay: 10s}\n", ""));
+    let scaled = world
+        .scale(&deployment("shop", "api"), 5, DryRun::No)
+        .await
+        .unwrap();
+    assert_eq!(
+        counts(&scaled),
+        expected([Some(5), Some(5), Some(5), Some(5), None])
+    );
+}
+
+#[test]
+fn a_reconcile_delay_must_be_a_duration() {
+    assert_eq!(
+        problems("  reconcile: {delay: soon}\n"),
+        ["t.scenario.yaml:5:22: invalid duration `soon`; use a number and a unit, such as `30s`, `5m` or `1h30m` (leave `reconcile` out for controllers that follow at once)"]
+    );
+    assert_eq!(
+        problems("  reconcile: {dealy: 10s}\n"),
+        ["t.scenario.yaml:5:15: unknown field `dealy` in reconcile (did you mean `delay`?)"]
+    );
+}
+
+// The shipped case of component-restart on a slow controller: its verify polls until the
+// rollout completes, 25 seconds after the restart.
+#[tokio::test(start_paused = true)]
+async fn the_slow_rollout_case_polls_its_verify_until_the_rollout_completes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runbooks");
+    let (catalog, _, _) = crate::load_catalog(std::slice::from_ref(&root));
+    let catalog = std::sync::Arc::new(catalog);
+    let file = crate::testing::load_test_file(&root.join("component-restart/tests.yaml"))
+        .expect("the test file loads");
+    let case = file
+        .document
+        .spec
+        .cases
+        .iter()
+        .find(|case| {
+            case.name
+                .starts_with("waits for a rollout that takes 25 seconds")
+        })
+        .expect("the case");
+    let result = crate::testing::run_case(&catalog, &file, case).await;
+    assert!(result.failures.is_empty(), "{:?}", result.failures);
+    let polls: Vec<bool> = result
+        .trace
+        .iter()
+        .filter_map(|record| match &record.event {
+            crate::journal::Event::VerifyPolled { step, held, .. } if step == "rollout-status" => {
+                Some(*held)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(polls, [false, false, false, true]);
+}

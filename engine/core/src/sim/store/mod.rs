@@ -21,7 +21,7 @@ mod merge;
 mod status;
 
 pub use merge::strategic_merge;
-use status::reconcile_status;
+use status::{lagging_status, reconcile_status};
 
 /// The annotation that keeps the controller model away from an object.
 pub const STUCK_ANNOTATION: &str = "sim.runbook.dev/stuck";
@@ -129,12 +129,18 @@ fn plural(kind: &str) -> String {
     }
 }
 
-/// What the store holds: the objects, and the counters for resource versions and uids.
+/// What the store holds: the objects, the counters for resource versions and uids, and the
+/// workloads whose controller has not caught up yet (with a scenario's `reconcile.delay`).
 #[derive(Clone, Debug, Default)]
 pub struct Store {
     pub objects: BTreeMap<StoreKey, Json>,
     revision: u64,
     uids: u64,
+    /// How long a Deployment's or StatefulSet's status lags behind a scale or restart; `None`
+    /// reconciles at once.
+    pub reconcile_delay: Option<std::time::Duration>,
+    /// The workloads whose status lags, each with when it catches up.
+    pending: BTreeMap<StoreKey, tokio::time::Instant>,
 }
 
 fn metadata_mut(object: &mut Json) -> &mut Map<String, Json> {
@@ -291,7 +297,7 @@ impl Store {
             return Ok(new);
         }
         if spec_changed || reconcile {
-            reconcile_status(&mut new);
+            self.reconcile(key, old.as_ref(), &mut new);
         }
         if old.as_ref() == Some(&new) {
             return Ok(new); // A no-op write keeps its resourceVersion.
@@ -300,6 +306,47 @@ impl Store {
         metadata_mut(&mut new).insert("resourceVersion".into(), json!(revision));
         self.objects.insert(key.clone(), new.clone());
         Ok(new)
+    }
+
+    /// The controller model after a write that moved `spec` (or a scale): at once, or, with a
+    /// delay for a Deployment or StatefulSet, a lagging status now and the rest when
+    /// [`Store::settle`] finds the delay over.
+    fn reconcile(&mut self, key: &StoreKey, old: Option<&Json>, new: &mut Json) {
+        let delay = self
+            .reconcile_delay
+            .filter(|_| matches!(key.kind.as_str(), "Deployment" | "StatefulSet"));
+        match delay {
+            Some(delay) if !is_stuck(new) => {
+                lagging_status(old, new);
+                self.pending
+                    .insert(key.clone(), tokio::time::Instant::now() + delay);
+            }
+            _ => reconcile_status(new),
+        }
+    }
+
+    /// Brings every workload whose delay is over (at `now`) to its spec, as the controller's
+    /// own status write (a new `resourceVersion`).
+    pub fn settle(&mut self, now: tokio::time::Instant) {
+        let due: Vec<StoreKey> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.pending.remove(&key);
+            let Some(mut object) = self.objects.get(&key).cloned() else {
+                continue; // Deleted meanwhile.
+            };
+            if let Some(status) = object.get_mut("status").and_then(Json::as_object_mut) {
+                status.shift_remove("unavailableReplicas");
+            }
+            reconcile_status(&mut object);
+            let revision = self.next_revision();
+            metadata_mut(&mut object).insert("resourceVersion".into(), json!(revision));
+            self.objects.insert(key, object);
+        }
     }
 
     /// The name, namespace, kind, group and uid of an object cannot change; a
