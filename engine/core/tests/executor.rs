@@ -2966,3 +2966,48 @@ fn a_strict_need_skips_the_step_when_its_dependency_was_skipped() {
         "the strict step did not run"
     );
 }
+
+/// The records of a run's journal, as `runbook resume` reads them.
+fn resumed_from(records: &[Record], roll_back: bool) -> Resume {
+    let state = runbook_core::resume::analyze(records).expect("analyzed");
+    Resume::from_journal(&state, state.completed.clone(), roll_back)
+}
+
+/// Review of issue 15, item 1: a resumed run that rolled back a finished `forEach` step
+/// undid each instance, then took the step itself (journaled as succeeded) for one more
+/// completed step without an undo state, and told a human to restore it by hand.
+#[test]
+fn rolling_back_a_resumed_run_undoes_a_finished_for_each_by_its_instances_only() {
+    let text = with_facts(
+        "resume-done-fan",
+        DEPLOYMENTS,
+        "    - {id: grow, forEach: shop.deployments, scale: {name: '${item.metadata.name}', replicas: 6}}
+    - {id: later, needs: [grow], confirm: Go on?, scale: {name: api, replicas: 9}}
+",
+    );
+    let first = Test::new().runbook(&text).answer(Answer::No).run();
+    assert_eq!(
+        first.report.outcome,
+        Outcome::Stopped,
+        "{}",
+        first.report.message
+    );
+    let h = Test::new()
+        .runbook(&text)
+        .resume(resumed_from(&events(&first.collect), true))
+        .run();
+    let undone: Vec<&str> = h.report.undos.iter().map(|u| u.step.as_str()).collect();
+    assert_eq!(
+        undone,
+        ["grow[worker]", "grow[api]"],
+        "{}",
+        h.report.message
+    );
+    assert!(h.report.must_fix.is_empty(), "{:?}", h.report.must_fix);
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+}

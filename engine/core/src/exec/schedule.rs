@@ -259,6 +259,8 @@ impl Run {
                     continue;
                 }
                 let unit = match position_of(id) {
+                    // A `forEach` step is undone by its instances, each journaled on its own.
+                    Some(position) if steps[position].for_each.is_some() => None,
                     Some(position) => Some(Unit::step(position)),
                     None => self.resumed_instance(id),
                 };
