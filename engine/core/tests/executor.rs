@@ -3011,3 +3011,39 @@ fn rolling_back_a_resumed_run_undoes_a_finished_for_each_by_its_instances_only()
         h.report.message
     );
 }
+
+/// Review of issue 15, item 1: when another step failed, the run starts nothing new, but a
+/// `forEach` step in flight went on starting its instances, one after the other, while the
+/// run waited for it to undo everything.
+#[test]
+fn a_failure_elsewhere_stops_a_for_each_from_starting_more_instances() {
+    let text = with_facts(
+        "fan-and-fail",
+        &format!("{DEPLOYMENTS}    - {{name: app.status, exec: {{namespace: shop, pod: api-0, command: [app, status]}}}}\n"),
+        "    - {id: grow, forEach: shop.deployments, parallelism: 1, verify: app.status.healthy, interval: 10s, timeout: 1m}
+    - {id: broken, needs: [], scale: {name: ghost, replicas: 1}}
+",
+    );
+    let h = Test::new()
+        .runbook(&text)
+        .world(&SCENARIO.replace("after: {step: fix}", "after: {calls: 1}"))
+        .run();
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    let started: Vec<String> = events(&h.collect)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepStarted { step, .. } if step.starts_with("grow[") => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        ["grow[api]"],
+        "no instance starts after `broken` failed"
+    );
+}

@@ -76,6 +76,7 @@ impl Run {
                 && failures.is_empty()
                 && !self.interrupted()
                 && self.draining().is_none()
+                && !self.halted.load(std::sync::atomic::Ordering::SeqCst)
             {
                 let Some(instance) = waiting.next() else {
                     break;
@@ -117,7 +118,8 @@ impl Run {
             )));
         }
         if left > 0 {
-            // Stopped by an interrupt or a drain: the scheduler decides what happens next.
+            // Stopped by an interrupt, a drain or the run's halt: the scheduler decides what
+            // happens next.
             return Finished::Paused;
         }
         let summary = match instances.len() {

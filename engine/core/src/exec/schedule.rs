@@ -188,6 +188,10 @@ impl Run {
             if scheduler.progress.halt.is_none() {
                 self.start_ready(&mut scheduler, report, parallelism).await;
             }
+            self.halted.store(
+                scheduler.progress.halt.is_some(),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             if scheduler.running.is_empty() {
                 break;
             }
