@@ -3047,3 +3047,34 @@ fn a_failure_elsewhere_stops_a_for_each_from_starting_more_instances() {
         "no instance starts after `broken` failed"
     );
 }
+
+/// Review of issue 15, item 9: a `forEach` step whose strict need was skipped read its list
+/// and ended `succeeded` (each instance skipped), so a step needing it to have succeeded ran.
+#[test]
+fn a_for_each_step_whose_strict_need_was_skipped_is_skipped_without_reading_its_list() {
+    let text = with_facts(
+        "strict-fan",
+        DEPLOYMENTS,
+        "    - {id: maybe, when: 'false', scale: {name: api, replicas: 9}}
+    - {id: grow, needs: [{step: maybe, status: succeeded}], forEach: shop.deployments, scale: {name: '${item.metadata.name}', replicas: 6}}
+    - {id: after, needs: [{step: grow, status: succeeded}], scale: {name: worker, replicas: 4}}
+",
+    );
+    let h = Test::new().runbook(&text).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert_eq!(
+        status(&h.report, "grow"),
+        StepStatus::Skipped(
+            "it needs step `maybe` to have succeeded, and `maybe` was skipped".to_owned()
+        )
+    );
+    assert!(h.report.instances.is_empty(), "{:?}", h.report.instances);
+    assert!(
+        !events(&h.collect)
+            .iter()
+            .any(|r| matches!(&r.event, Event::StepExpanded { .. })),
+        "the list is not read"
+    );
+    assert!(matches!(status(&h.report, "after"), StepStatus::Skipped(_)));
+    assert_eq!(replicas(&h.world, "worker"), 1);
+}

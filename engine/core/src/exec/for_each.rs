@@ -42,6 +42,14 @@ impl Run {
             action: step.action.keyword().to_owned(),
             summary: crate::render::action_summary(&self.plan, &step.action),
         });
+        // A strict need holds for all items or none: the list is not read when it does not.
+        if let Some(reason) = self.unmet_need(step) {
+            self.emit(Event::StepSkipped {
+                step: step.id.clone(),
+                reason: reason.clone(),
+            });
+            return Finished::Skipped(reason);
+        }
         let items = match self.expansion(step, for_each).await {
             Ok(items) => items,
             Err(error) => return Finished::Failed(error),
