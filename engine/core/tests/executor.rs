@@ -3078,3 +3078,55 @@ fn a_for_each_step_whose_strict_need_was_skipped_is_skipped_without_reading_its_
     assert!(matches!(status(&h.report, "after"), StepStatus::Skipped(_)));
     assert_eq!(replicas(&h.world, "worker"), 1);
 }
+
+/// Review of issue 15, item 1: a resumed rollback undid an instance with the item as the
+/// journal recorded it, so a declared undo reading an item that held a secret wrote the
+/// placeholder where the secret had been.
+#[test]
+fn a_resumed_instance_whose_item_was_journaled_redacted_is_not_undone_with_the_placeholder() {
+    let text = with_facts(
+        "redacted-item",
+        "  facts:\n    - {name: shop.tokens, expr: '[#{name: \"api\", token: \"t\"}]'}\n",
+        "    - id: rotate
+      forEach: shop.tokens
+      run: [deploy-tool, rollout]
+      undo: {notify: 'put back ${item.token}'}
+",
+    );
+    let redacted = runbook_core::redact::REDACTED;
+    let h = Test::new()
+        .runbook(&text)
+        .resume(Resume {
+            completed: vec![("rotate[api]".to_owned(), None)],
+            expansions: [(
+                "rotate".to_owned(),
+                vec![(
+                    "api".to_owned(),
+                    serde_json::json!({"name": "api", "token": redacted}),
+                )],
+            )]
+            .into_iter()
+            .collect(),
+            roll_back: true,
+            ..Resume::default()
+        })
+        .run();
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    assert!(
+        !sent.iter().any(|m| m.contains(redacted)),
+        "the placeholder is not sent: {sent:?}"
+    );
+    assert!(
+        h.report
+            .must_fix
+            .iter()
+            .any(|m| m.contains("`rotate[api]`") && m.contains("by hand")),
+        "{:?}",
+        h.report.must_fix
+    );
+}
