@@ -2966,3 +2966,167 @@ fn a_strict_need_skips_the_step_when_its_dependency_was_skipped() {
         "the strict step did not run"
     );
 }
+
+/// The records of a run's journal, as `runbook resume` reads them.
+fn resumed_from(records: &[Record], roll_back: bool) -> Resume {
+    let state = runbook_core::resume::analyze(records).expect("analyzed");
+    Resume::from_journal(&state, state.completed.clone(), roll_back)
+}
+
+/// Review of issue 15, item 1: a resumed run that rolled back a finished `forEach` step
+/// undid each instance, then took the step itself (journaled as succeeded) for one more
+/// completed step without an undo state, and told a human to restore it by hand.
+#[test]
+fn rolling_back_a_resumed_run_undoes_a_finished_for_each_by_its_instances_only() {
+    let text = with_facts(
+        "resume-done-fan",
+        DEPLOYMENTS,
+        "    - {id: grow, forEach: shop.deployments, scale: {name: '${item.metadata.name}', replicas: 6}}
+    - {id: later, needs: [grow], confirm: Go on?, scale: {name: api, replicas: 9}}
+",
+    );
+    let first = Test::new().runbook(&text).answer(Answer::No).run();
+    assert_eq!(
+        first.report.outcome,
+        Outcome::Stopped,
+        "{}",
+        first.report.message
+    );
+    let h = Test::new()
+        .runbook(&text)
+        .resume(resumed_from(&events(&first.collect), true))
+        .run();
+    let undone: Vec<&str> = h.report.undos.iter().map(|u| u.step.as_str()).collect();
+    assert_eq!(
+        undone,
+        ["grow[worker]", "grow[api]"],
+        "{}",
+        h.report.message
+    );
+    assert!(h.report.must_fix.is_empty(), "{:?}", h.report.must_fix);
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+}
+
+/// Review of issue 15, item 1: when another step failed, the run starts nothing new, but a
+/// `forEach` step in flight went on starting its instances, one after the other, while the
+/// run waited for it to undo everything.
+#[test]
+fn a_failure_elsewhere_stops_a_for_each_from_starting_more_instances() {
+    let text = with_facts(
+        "fan-and-fail",
+        &format!("{DEPLOYMENTS}    - {{name: app.status, exec: {{namespace: shop, pod: api-0, command: [app, status]}}}}\n"),
+        "    - {id: grow, forEach: shop.deployments, parallelism: 1, verify: app.status.healthy, interval: 10s, timeout: 1m}
+    - {id: broken, needs: [], scale: {name: ghost, replicas: 1}}
+",
+    );
+    let h = Test::new()
+        .runbook(&text)
+        .world(&SCENARIO.replace("after: {step: fix}", "after: {calls: 1}"))
+        .run();
+    assert_eq!(
+        h.report.outcome,
+        Outcome::RolledBack,
+        "{}",
+        h.report.message
+    );
+    let started: Vec<String> = events(&h.collect)
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StepStarted { step, .. } if step.starts_with("grow[") => Some(step.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        ["grow[api]"],
+        "no instance starts after `broken` failed"
+    );
+}
+
+/// Review of issue 15, item 9: a `forEach` step whose strict need was skipped read its list
+/// and ended `succeeded` (each instance skipped), so a step needing it to have succeeded ran.
+#[test]
+fn a_for_each_step_whose_strict_need_was_skipped_is_skipped_without_reading_its_list() {
+    let text = with_facts(
+        "strict-fan",
+        DEPLOYMENTS,
+        "    - {id: maybe, when: 'false', scale: {name: api, replicas: 9}}
+    - {id: grow, needs: [{step: maybe, status: succeeded}], forEach: shop.deployments, scale: {name: '${item.metadata.name}', replicas: 6}}
+    - {id: after, needs: [{step: grow, status: succeeded}], scale: {name: worker, replicas: 4}}
+",
+    );
+    let h = Test::new().runbook(&text).run();
+    assert_eq!(h.report.outcome, Outcome::Succeeded, "{}", h.report.message);
+    assert_eq!(
+        status(&h.report, "grow"),
+        StepStatus::Skipped(
+            "it needs step `maybe` to have succeeded, and `maybe` was skipped".to_owned()
+        )
+    );
+    assert!(h.report.instances.is_empty(), "{:?}", h.report.instances);
+    assert!(
+        !events(&h.collect)
+            .iter()
+            .any(|r| matches!(&r.event, Event::StepExpanded { .. })),
+        "the list is not read"
+    );
+    assert!(matches!(status(&h.report, "after"), StepStatus::Skipped(_)));
+    assert_eq!(replicas(&h.world, "worker"), 1);
+}
+
+/// Review of issue 15, item 1: a resumed rollback undid an instance with the item as the
+/// journal recorded it, so a declared undo reading an item that held a secret wrote the
+/// placeholder where the secret had been.
+#[test]
+fn a_resumed_instance_whose_item_was_journaled_redacted_is_not_undone_with_the_placeholder() {
+    let text = with_facts(
+        "redacted-item",
+        "  facts:\n    - {name: shop.tokens, expr: '[#{name: \"api\", token: \"t\"}]'}\n",
+        "    - id: rotate
+      forEach: shop.tokens
+      run: [deploy-tool, rollout]
+      undo: {notify: 'put back ${item.token}'}
+",
+    );
+    let redacted = runbook_core::redact::REDACTED;
+    let h = Test::new()
+        .runbook(&text)
+        .resume(Resume {
+            completed: vec![("rotate[api]".to_owned(), None)],
+            expansions: [(
+                "rotate".to_owned(),
+                vec![(
+                    "api".to_owned(),
+                    serde_json::json!({"name": "api", "token": redacted}),
+                )],
+            )]
+            .into_iter()
+            .collect(),
+            roll_back: true,
+            ..Resume::default()
+        })
+        .run();
+    let sent: Vec<String> = h
+        .world
+        .notifications()
+        .iter()
+        .map(|n| n.message.clone())
+        .collect();
+    assert!(
+        !sent.iter().any(|m| m.contains(redacted)),
+        "the placeholder is not sent: {sent:?}"
+    );
+    assert!(
+        h.report
+            .must_fix
+            .iter()
+            .any(|m| m.contains("`rotate[api]`") && m.contains("by hand")),
+        "{:?}",
+        h.report.must_fix
+    );
+}

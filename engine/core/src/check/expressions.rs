@@ -401,6 +401,16 @@ impl Checker<'_> {
             if names.vars.contains(name) {
                 return true;
             }
+            if let Some((message, help)) = names.unsure.get(name) {
+                self.error_help(
+                    Code::UnknownVar,
+                    at,
+                    named,
+                    message.clone(),
+                    Some(help.clone()),
+                );
+                return false;
+            }
             let help = did_you_mean(name, names.vars.iter().map(String::as_str)).or_else(|| {
                 Some(format!(
                     "capture it in an earlier step: `capture: {{{name}: EXPRESSION}}`"

@@ -265,6 +265,9 @@ struct RunNames {
     vars: BTreeSet<String>,
     /// The runbook's step ids (and, in rollback steps, theirs).
     steps: Vec<String>,
+    /// Names captured where the step cannot count on them (by a step it does not wait for,
+    /// or later in its own capture): why, and the fix.
+    unsure: BTreeMap<String, (String, String)>,
 }
 
 /// What one or more expressions read.
@@ -286,8 +289,9 @@ struct Checker<'d> {
     /// Reserved words of the expression language that facts are named with (`sync` in
     /// `sync.status`): reported once at the fact, not again at every expression that reads it.
     reserved_in_fact_names: BTreeSet<String>,
-    /// The names the runbook being checked captures, each with where it first is.
-    captured_vars: BTreeMap<String, Span>,
+    /// The names the runbook being checked captures, each with where it first is and the
+    /// position of the step that captures it.
+    captured_vars: BTreeMap<String, (Span, usize)>,
     /// The ids of the runbook's steps, once checked, for the rollback's `steps.<id>`.
     main_step_ids: Vec<String>,
     /// Templates that are exactly `${params.NAME}` in fields of a known type, in the runbook

@@ -26,17 +26,44 @@ impl Checker<'_> {
         if !rollback {
             self.main_step_ids = ids.clone();
         }
-        let names = RunNames {
-            vars: self.captured_vars.keys().cloned().collect(),
-            steps: step_names,
-        };
-        let scope = &Scope {
-            run: Some(&names),
-            ..*scope
-        };
+        // A step reads `vars.NAME` once the step that captures it surely ran: one it waits
+        // for. Rollback steps run after the steps, and read any.
+        let before = waits_for(&ids, &needs);
+        let outer = *scope;
 
         let mut steps = Vec::new();
         for (index, step) in documents.iter().enumerate() {
+            let mut names = RunNames {
+                vars: BTreeSet::new(),
+                steps: step_names.clone(),
+                unsure: BTreeMap::new(),
+            };
+            for (name, (_, capturing)) in &self.captured_vars {
+                if rollback || before[index].contains(capturing) {
+                    names.vars.insert(name.clone());
+                } else if *capturing == index {
+                    names.unsure.insert(
+                        name.clone(),
+                        (
+                            format!("`vars.{name}` is captured by this step itself"),
+                            "read it in a step that runs after this one".to_owned(),
+                        ),
+                    );
+                } else {
+                    let by = &ids[*capturing];
+                    names.unsure.insert(
+                        name.clone(),
+                        (
+                            format!("`vars.{name}` is captured by step `{by}`, which does not run before this step"),
+                            format!("add `{by}` to this step's `needs`, or to the `needs` of a step it waits for"),
+                        ),
+                    );
+                }
+            }
+            let scope = &Scope {
+                run: Some(&names),
+                ..outer
+            };
             let pointer = format!("{base}/{index}");
             if rollback && step.for_each.is_some() {
                 self.error_help(
@@ -425,7 +452,7 @@ impl Checker<'_> {
                     "/spec/steps/{index}/capture/{}",
                     escape_pointer(name)
                 ));
-                if let Some(first) = self.captured_vars.get(name) {
+                if let Some((first, _)) = self.captured_vars.get(name) {
                     let line = first.start.line;
                     self.error_help(
                         Code::Capture,
@@ -435,7 +462,7 @@ impl Checker<'_> {
                         Some("a captured value is set once; give this one another name".to_owned()),
                     );
                 } else {
-                    self.captured_vars.insert(name.clone(), span);
+                    self.captured_vars.insert(name.clone(), (span, index));
                 }
             }
         }
@@ -536,4 +563,21 @@ impl Checker<'_> {
             max_items,
         })
     }
+}
+
+/// For each step (by position), the steps it waits for, through its `needs` and theirs.
+fn waits_for(ids: &[String], needs: &[Vec<String>]) -> Vec<BTreeSet<usize>> {
+    let position = |id: &String| ids.iter().position(|other| other == id);
+    (0..ids.len())
+        .map(|start| {
+            let mut seen = BTreeSet::new();
+            let mut todo: Vec<usize> = needs[start].iter().filter_map(position).collect();
+            while let Some(step) = todo.pop() {
+                if seen.insert(step) {
+                    todo.extend(needs[step].iter().filter_map(position));
+                }
+            }
+            seen
+        })
+        .collect()
 }

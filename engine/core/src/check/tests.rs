@@ -294,3 +294,32 @@ spec:
         ]
     );
 }
+
+/// Review of issue 15, item 2: `vars.NAME` read where its capture has not surely run passed
+/// `validate`, and read nothing at run time (Rhai gives `()` for a missing map key), so a
+/// verify was silently false or a template empty: a step that does not wait for the capture,
+/// and a capture that reads one of its own names evaluated after it (they go in name order).
+#[test]
+fn vars_are_readable_only_after_the_step_that_captures_them() {
+    let runbook = "apiVersion: runbook.dev/v1alpha1
+kind: Runbook
+metadata: {name: r}
+spec:
+  steps:
+    - {id: early, needs: [], verify: 'vars.count == 2'}
+    - {id: take, needs: [], capture: {b: '2', a: 'vars.b + 1', c: 'vars.a + vars.b'}}
+    - {id: late, verify: 'vars.count == 2 && vars.c == 6'}
+    - {id: keep, needs: [take], capture: {count: '2'}}
+  rollback:
+    - {notify: 'count was ${vars.count}'}
+";
+    let (_, messages) = check_text(&[("r.yaml", runbook)]);
+    assert_eq!(
+        messages,
+        [
+            "r.yaml:6:39: `vars.count` is captured by step `keep`, which does not run before this step",
+            "r.yaml:7:51: `vars.b` is captured after `a` in this step: a capture's values are taken in name order",
+            "r.yaml:8:27: `vars.count` is captured by step `keep`, which does not run before this step",
+        ]
+    );
+}

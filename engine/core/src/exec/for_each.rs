@@ -42,6 +42,14 @@ impl Run {
             action: step.action.keyword().to_owned(),
             summary: crate::render::action_summary(&self.plan, &step.action),
         });
+        // A strict need holds for all items or none: the list is not read when it does not.
+        if let Some(reason) = self.unmet_need(step) {
+            self.emit(Event::StepSkipped {
+                step: step.id.clone(),
+                reason: reason.clone(),
+            });
+            return Finished::Skipped(reason);
+        }
         let items = match self.expansion(step, for_each).await {
             Ok(items) => items,
             Err(error) => return Finished::Failed(error),
@@ -76,6 +84,7 @@ impl Run {
                 && failures.is_empty()
                 && !self.interrupted()
                 && self.draining().is_none()
+                && !self.halted.load(std::sync::atomic::Ordering::SeqCst)
             {
                 let Some(instance) = waiting.next() else {
                     break;
@@ -117,7 +126,8 @@ impl Run {
             )));
         }
         if left > 0 {
-            // Stopped by an interrupt or a drain: the scheduler decides what happens next.
+            // Stopped by an interrupt, a drain or the run's halt: the scheduler decides what
+            // happens next.
             return Finished::Paused;
         }
         let summary = match instances.len() {

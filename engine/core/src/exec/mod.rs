@@ -157,6 +157,9 @@ struct Run {
     /// `forEach` instances that ended, by the position of their step, until the scheduler
     /// takes them (as each ends, so an interrupt mid-fan-out still undoes the finished ones).
     fanned: Mutex<Vec<for_each::Ended>>,
+    /// Set once the scheduler halted (a failure, a refused gate, a broken journal): a
+    /// `forEach` step in flight starts no more instances, as the run starts no more steps.
+    halted: std::sync::atomic::AtomicBool,
 }
 
 /// Runs `plan` to the end and reports how it went.
@@ -196,6 +199,7 @@ async fn execute_with(
         results: Mutex::new(rhai::Map::new()),
         details: Mutex::new(HashMap::new()),
         fanned: Mutex::new(Vec::new()),
+        halted: std::sync::atomic::AtomicBool::new(false),
     });
     *run.results_lock() = results::initial_results(&run.plan.runbook);
     run.restore_results();

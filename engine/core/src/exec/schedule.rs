@@ -188,6 +188,10 @@ impl Run {
             if scheduler.progress.halt.is_none() {
                 self.start_ready(&mut scheduler, report, parallelism).await;
             }
+            self.halted.store(
+                scheduler.progress.halt.is_some(),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             if scheduler.running.is_empty() {
                 break;
             }
@@ -259,6 +263,8 @@ impl Run {
                     continue;
                 }
                 let unit = match position_of(id) {
+                    // A `forEach` step is undone by its instances, each journaled on its own.
+                    Some(position) if steps[position].for_each.is_some() => None,
                     Some(position) => Some(Unit::step(position)),
                     None => self.resumed_instance(id),
                 };

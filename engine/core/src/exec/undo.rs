@@ -120,6 +120,18 @@ impl Run {
                 (_, Some(state)) => state,
                 _ => continue,
             };
+            // A resumed instance's item is the journal's, where a secret is the placeholder: a
+            // declared undo would write the placeholder in the secret's place.
+            let redacted_item = unit
+                .item()
+                .is_some_and(|item| item.value.to_string().contains(crate::redact::REDACTED));
+            if redacted_item && matches!(state, UndoState::Declared(_)) {
+                report.must_fix.push(format!(
+                    "step `{}` ({summary}) ran with an item that held a secret, which the journal keeps redacted, so its undo cannot run: undo it by hand",
+                    step.id
+                ));
+                continue;
+            }
             if progress.partial.contains(&step.id) {
                 match self.unchanged(state).await {
                     Ok(true) => continue,

@@ -31,7 +31,35 @@ fn capture(
     }
     let mut captured = Vec::new();
     let mut ok = true;
+    // The values are taken in name order: each reads those before it.
+    let mut names = site.scope.run.map(|run| RunNames {
+        vars: run.vars.clone(),
+        steps: run.steps.clone(),
+        unsure: run.unsure.clone(),
+    });
     for (name, text) in values {
+        if let Some(names) = &mut names {
+            for later in values.keys().filter(|later| *later >= name) {
+                names.unsure.insert(
+                    later.clone(),
+                    if later == name {
+                        (
+                            format!("`vars.{name}` is the value this expression captures"),
+                            "read it in a step after this one".to_owned(),
+                        )
+                    } else {
+                        (
+                            format!("`vars.{later}` is captured after `{name}` in this step: a capture's values are taken in name order"),
+                            format!("capture `{name}` in a later step, or rename the values so that `{later}` sorts before `{name}`"),
+                        )
+                    },
+                );
+            }
+        }
+        let scope = Scope {
+            run: names.as_ref(),
+            ..*site.scope
+        };
         let pointer = format!("{}/{}", site.pointer, escape_pointer(name));
         if !is_identifier(name) {
             checker.error_help(
@@ -44,9 +72,13 @@ fn capture(
             ok = false;
             continue;
         }
-        match checker.expression(at, &pointer, text, site.scope, reads) {
+        match checker.expression(at, &pointer, text, &scope, reads) {
             Some(expression) => captured.push((name.clone(), expression)),
             None => ok = false,
+        }
+        if let Some(names) = &mut names {
+            names.unsure.remove(name);
+            names.vars.insert(name.clone());
         }
     }
     ok.then_some(Action::Capture(captured))
