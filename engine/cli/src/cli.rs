@@ -61,6 +61,7 @@ pub struct Execution {
     /// moment the run starts.
     #[arg(long, requires = "simulate")]
     pub real_time: bool,
+    /// `text` for a terminal; `json` prints the journal's records, one JSON object a line.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
@@ -83,6 +84,7 @@ pub enum Command {
     Validate {
         /// Files or folders to check (default: the runbooks folder).
         paths: Vec<PathBuf>,
+        /// How to print the problems: `text` with excerpts, `json`, or `github` annotations.
         #[arg(long, value_enum, default_value_t = DiagnosticFormat::Text)]
         format: DiagnosticFormat,
         /// Treat warnings (such as a mutating step with no undo) as errors.
@@ -107,6 +109,7 @@ pub enum Command {
         /// Bind params from the first firing alert in an Alertmanager webhook payload.
         #[arg(long, value_name = "FILE")]
         alert: Option<PathBuf>,
+        /// `text` for a terminal, `markdown` for a pull-request review, `json` for tools.
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
     },
@@ -116,6 +119,7 @@ pub enum Command {
         name: String,
         #[command(flatten)]
         params: ParamArgs,
+        /// Graphviz DOT, or Mermaid (which GitHub and Gitea render in markdown).
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
@@ -180,6 +184,7 @@ pub enum Command {
         /// Where journals and locks live (default: $RUNBOOK_STATE_DIR, else ~/.local/state/runbook).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// `text` tells the run's story; `json` prints its records, one JSON object a line.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
         /// The journal `runbook serve --cluster-state` keeps through the API, instead of the
@@ -240,6 +245,7 @@ pub enum Command {
         /// Runs one runbook may start per --run-cap-window.
         #[arg(long, default_value_t = 10)]
         run_cap: usize,
+        /// The window `--run-cap` counts runs in, per runbook.
         #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
         run_cap_window: std::time::Duration,
         /// Retry-After of a 503.
@@ -252,6 +258,7 @@ pub enum Command {
         /// stay in the state dir, where `GET /api/v1/runs/{id}` still reads them).
         #[arg(long, default_value_t = 1000)]
         keep_finished: usize,
+        /// The server's log lines: `json` for a log collector, `text` for a terminal.
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
         /// How long a client may take to send a request's head (request line and headers),
@@ -338,7 +345,10 @@ pub enum Command {
     /// The JSON Schema for runbooks and fact libraries.
     Schema,
     /// Shell completions.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to write completions for.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

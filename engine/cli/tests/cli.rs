@@ -3060,6 +3060,18 @@ fn every_flag_and_argument_has_help_text() {
 /// Whether a `--help` line is a flag or an argument with nothing after it.
 fn regex_lite_bare() -> impl Fn(&str) -> bool {
     |line: &str| {
+        // clap's own notes (`[default: text]`, `[possible values: ...]`, `[env: ...]`) are not
+        // help.
+        let mut stripped = line.to_owned();
+        for note in ["[default:", "[possible values:", "[env:", "[aliases:"] {
+            while let Some(start) = stripped.find(note) {
+                let end = stripped[start..]
+                    .find(']')
+                    .map_or(stripped.len(), |end| start + end + 1);
+                stripped.replace_range(start..end, "");
+            }
+        }
+        let line = stripped.as_str();
         let trimmed = line.trim();
         if !line.starts_with("  ") || trimmed.is_empty() {
             return false;
