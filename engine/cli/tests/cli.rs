@@ -3176,3 +3176,74 @@ spec:
         out.stdout
     );
 }
+
+/// Issue 16, item 5: the schema refuses what `validate` refuses in strings (a name that is no
+/// DNS label, a duration that is no duration, an apiVersion that is not `<group>/v1alpha1`, an
+/// empty command, a count written as words), so ajv and `validate` agree on each.
+#[test]
+fn ajv_and_validate_agree_on_broken_strings_when_ajv_is_installed() {
+    if Command::new("ajv").arg("help").output().is_err() {
+        eprintln!("ajv is not installed; skipped (.ci/run installs ajv-cli)");
+        return;
+    }
+    let head = |name: &str| {
+        format!("apiVersion: runbook.dev/v1alpha1\nkind: Runbook\nmetadata: {{name: {name}}}\nspec:\n  steps:\n")
+    };
+    let cases = [
+        (
+            "bad-name",
+            format!(
+                "{}    - {{scale: {{kind: Deployment, name: api, replicas: 2}}}}\n",
+                head("BadName_X")
+            ),
+        ),
+        (
+            "words",
+            format!(
+                "{}    - {{scale: {{kind: Deployment, name: api, replicas: two}}}}\n",
+                head("a")
+            ),
+        ),
+        (
+            "duration",
+            format!(
+                "{}    - {{verify: 'true', timeout: 5 minutes please}}\n",
+                head("a")
+            ),
+        ),
+        (
+            "api-version",
+            format!(
+                "{}    - {{verify: 'true'}}\n",
+                head("a").replace("runbook.dev/v1alpha1", "foo/v2")
+            ),
+        ),
+        (
+            "empty-run",
+            format!("{}    - {{run: [], irreversible: true}}\n", head("a")),
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in &cases {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).expect("write");
+        let path = path.to_str().expect("utf-8 path");
+        let ajv = Command::new("ajv")
+            .args(["validate", "--spec=draft7", "--strict=true", "-s"])
+            .arg(root().join("schemas/runbook.schema.json"))
+            .args(["-d", path])
+            .output()
+            .expect("ajv runs");
+        assert!(
+            !ajv.status.success(),
+            "ajv accepted {name}: {}",
+            String::from_utf8_lossy(&ajv.stdout)
+        );
+        let validate = runbook(&["validate", path]);
+        assert_eq!(
+            validate.code, 2,
+            "validate accepted {name}: {}",
+            validate.stderr
+        );
+    }
+}

@@ -751,6 +751,7 @@ pub fn json_schema() -> serde_json::Value {
     let schema = generator.into_root_schema_for::<AnyDocument>();
     let mut value = schema.to_value();
     bounds_for_number_formats(&mut value);
+    constrain_strings(&mut value);
     if let Some(object) = value.as_object_mut() {
         object.insert(
             "$id".to_owned(),
@@ -794,5 +795,81 @@ fn bounds_for_number_formats(value: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(bounds_for_number_formats),
         _ => {}
+    }
+}
+
+/// A name, as `metadata.name` takes it: a DNS label.
+const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+/// A duration as the engine reads it (`30s`, `5m`, `1h30m`, `250ms`).
+const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*[a-zA-Zµ]+\s*)+$";
+
+/// What `validate` refuses in these strings, said in the schema too, so an editor or a CI
+/// validator catches it (issue 16): a name that is not a DNS label, a step id, an apiVersion
+/// that is not `<group>/v1alpha1`, a duration that is no duration, an empty command, and a
+/// count written as text that is no template. The structure check ignores these keywords;
+/// the checker says the same with positions and fixes.
+fn constrain_strings(schema: &mut serde_json::Value) {
+    use serde_json::json;
+    let api_version = json!({"pattern": format!("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/{API_VERSION}$")});
+    let duration = json!({"pattern": DURATION_PATTERN});
+    let rules = [
+        ("RunbookDocument", "apiVersion", api_version.clone()),
+        ("FactLibraryDocument", "apiVersion", api_version),
+        ("Metadata", "name", json!({"pattern": NAME_PATTERN})),
+        ("Step", "id", json!({"pattern": "^[a-z0-9][a-z0-9_-]*$"})),
+        ("Step", "timeout", duration.clone()),
+        ("Step", "interval", duration.clone()),
+        ("Trigger", "cooldown", duration.clone()),
+        ("RetryPolicy", "backoff", duration.clone()),
+        ("RetryPolicy", "maxBackoff", duration.clone()),
+        ("DrainAction", "evictionTimeout", duration),
+    ];
+    let Some(definitions) = schema.get_mut("definitions") else {
+        return;
+    };
+    for (definition, property, rule) in rules {
+        let Some(target) = definitions
+            .pointer_mut(&format!("/{definition}/properties/{property}"))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        if let Some(rule) = rule.as_object() {
+            target.extend(rule.clone());
+        }
+    }
+    // `run: []`, `command: ""`: a command needs a program.
+    if let Some(branches) = definitions
+        .pointer_mut("/Command/anyOf")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for branch in branches
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            match branch.get("type").and_then(serde_json::Value::as_str) {
+                Some("string") => {
+                    branch.insert("pattern".to_owned(), json!(r"\S"));
+                }
+                Some("array") => {
+                    branch.insert("minItems".to_owned(), json!(1));
+                }
+                _ => {}
+            }
+        }
+    }
+    // `replicas: "two"`: text must be a `${...}` template.
+    if let Some(branches) = definitions
+        .pointer_mut("/IntOrTemplate/anyOf")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for branch in branches
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            if branch.get("type").and_then(serde_json::Value::as_str) == Some("string") {
+                branch.insert("pattern".to_owned(), json!(r"\$\{"));
+            }
+        }
     }
 }
