@@ -3031,7 +3031,7 @@ fn every_flag_and_argument_has_help_text() {
         .filter(|name| name != "help")
         .collect();
     assert!(commands.len() >= 10, "{commands:?}");
-    let bare = regex_lite_bare();
+    let bare = bare_help_line();
     let mut missing = Vec::new();
     for command in &commands {
         let help = runbook(&[command, "--help"]);
@@ -3058,7 +3058,7 @@ fn every_flag_and_argument_has_help_text() {
 }
 
 /// Whether a `--help` line is a flag or an argument with nothing after it.
-fn regex_lite_bare() -> impl Fn(&str) -> bool {
+fn bare_help_line() -> impl Fn(&str) -> bool {
     |line: &str| {
         // clap's own notes (`[default: text]`, `[possible values: ...]`, `[env: ...]`) are not
         // help.

@@ -122,7 +122,9 @@ impl Checker<'_> {
                     return;
                 }
                 let help = match (wanted, other) {
-                    (FieldType::String, _) => format!("quote it: `\"{}\"`", plain_json(other)),
+                    (FieldType::String, _) => {
+                        format!("quote it: `\"{}\"`", crate::render::json_scalar(other))
+                    }
                     (FieldType::Int32, serde_json::Value::String(text)) => {
                         format!("write the number without quotes: `{text}`")
                     }
@@ -135,7 +137,7 @@ impl Checker<'_> {
                     format!(
                         "`{field}` of a {kind} takes {}, but this is {}: the API server refuses it",
                         wanted.plain(),
-                        json_kind(other)
+                        crate::render::json_kind(other)
                     ),
                     help,
                 ));
@@ -344,22 +346,4 @@ fn json_pointer_segments(pointer: &str) -> Vec<String> {
 /// A path as a user reads it: `spec.template.spec.containers.0.env.1.value`.
 fn dotted(path: &[String]) -> String {
     path.join(".")
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "a map",
-        serde_json::Value::Null => "null",
-    }
-}
-
-fn plain_json(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
 }

@@ -119,14 +119,11 @@ impl Run {
                     self.redactor.add_json(&value, false);
                 }
                 // Redact before shortening, so a secret is never cut in half at the boundary.
-                let mut shown = if fact.secret {
+                let shown = if fact.secret {
                     crate::redact::REDACTED.to_owned()
                 } else {
-                    self.redactor.redact(&value.to_string())
+                    crate::render::shorten(&self.redactor.redact(&value.to_string()), 300)
                 };
-                if shown.chars().count() > 300 {
-                    shown = format!("{}…", shown.chars().take(299).collect::<String>());
-                }
                 self.emit(Event::FactRead {
                     fact: name.to_owned(),
                     value: shown,

@@ -42,14 +42,6 @@ impl Run {
             action: step.action.keyword().to_owned(),
             summary: crate::render::action_summary(&self.plan, &step.action),
         });
-        // A strict need holds for all items or none: the list is not read when it does not.
-        if let Some(reason) = self.unmet_need(step) {
-            self.emit(Event::StepSkipped {
-                step: step.id.clone(),
-                reason: reason.clone(),
-            });
-            return Finished::Skipped(reason);
-        }
         let items = match self.expansion(step, for_each).await {
             Ok(items) => items,
             Err(error) => return Finished::Failed(error),
@@ -192,7 +184,7 @@ impl Run {
             return Err(StepError::Expression(format!(
                 "`forEach: {}` gave {}, not a list",
                 for_each.list.source.trim(),
-                json_kind(&list)
+                crate::render::json_kind(&list)
             )));
         };
         if items.len() > for_each.max_items {
@@ -253,7 +245,7 @@ impl Run {
             StepError::Expression(format!(
                 "`key: {}` gave {} for item {index}, not a string or a number",
                 expression.source.trim(),
-                json_kind(&value)
+                crate::render::json_kind(&value)
             ))
         })
     }
@@ -356,17 +348,5 @@ impl Run {
             position,
             instance: Some(Arc::new(self.instance(step, for_each, key, value))),
         })
-    }
-}
-
-/// What kind of value a JSON value is, for messages.
-fn json_kind(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "nothing",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "a map",
     }
 }

@@ -60,15 +60,7 @@ pub(super) fn bounded(text: &str) -> String {
 /// A value as the journal's summary line shows it: a string as it is, anything else as JSON,
 /// at most 200 characters.
 fn short(value: &Json) -> String {
-    let text = match value {
-        Json::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    if text.chars().count() > 200 {
-        format!("{}…", text.chars().take(199).collect::<String>())
-    } else {
-        text
-    }
+    crate::render::shorten(&crate::render::json_scalar(value), 200)
 }
 
 /// How a step result's `status` reads.
@@ -150,12 +142,12 @@ impl Run {
         output: Option<&str>,
         detail: &Detail,
     ) {
-        let output = detail
-            .stdout
-            .as_deref()
-            .or(output)
-            .map(|text| self.redactor.redact(text))
-            .unwrap_or_default();
+        // A process's stdout was redacted as it was read; a summary line is redacted here.
+        let output = match (&detail.stdout, output) {
+            (Some(stdout), _) => stdout.clone(),
+            (None, Some(line)) => self.redactor.redact(line),
+            (None, None) => String::new(),
+        };
         insert_result(
             &mut self.results_lock(),
             id,
@@ -170,12 +162,8 @@ impl Run {
         step.must_succeed.iter().find_map(|id| {
             let status = results
                 .get(id.as_str())
-                .and_then(|result| {
-                    result
-                        .read_lock::<rhai::Map>()
-                        .map(|map| map.get("status").map(ToString::to_string))
-                })
-                .flatten()
+                .and_then(|result| result.read_lock::<rhai::Map>()?.get("status").cloned())
+                .map(|status| status.to_string())
                 .unwrap_or_default();
             // A dry-run's steps are `dry-run`: what would have succeeded.
             let how = match status.as_str() {

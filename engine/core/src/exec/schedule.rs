@@ -320,12 +320,20 @@ impl Run {
                 scheduler.schedule.put_back(position);
                 break;
             }
+            // A strict need is asked of every step, gated or not, before anything of it runs
+            // (a `forEach` step's list is not read, its instances are not asked again).
+            if let Some(reason) = self.unmet_need(step) {
+                self.emit(Event::StepSkipped {
+                    step: step.id.clone(),
+                    reason: reason.clone(),
+                });
+                self.skipped_before_start(scheduler, report, position, reason);
+                continue;
+            }
             if step.confirm.is_some() {
                 match self.pass_gate(step).await {
                     GatePassage::Skipped(reason) => {
-                        self.record_result(&step.id, "skipped", Some(&reason), &Detail::default());
-                        report.steps[position].status = StepStatus::Skipped(reason);
-                        scheduler.schedule.release(position);
+                        self.skipped_before_start(scheduler, report, position, reason);
                         continue;
                     }
                     GatePassage::Open => {}
@@ -353,15 +361,23 @@ impl Run {
         }
     }
 
+    /// A step skipped before it was started (a strict need, its `when` before its gate): its
+    /// result says so and its dependants are released.
+    fn skipped_before_start(
+        &self,
+        scheduler: &mut Scheduler,
+        report: &mut RunReport,
+        position: usize,
+        reason: String,
+    ) {
+        let step = &self.runbook().steps[position];
+        self.record_result(&step.id, "skipped", Some(&reason), &Detail::default());
+        report.steps[position].status = StepStatus::Skipped(reason);
+        scheduler.schedule.release(position);
+    }
+
     /// A step whose `when` skips it asks nobody; otherwise its gate is asked.
     async fn pass_gate(&self, step: &StepSpec) -> GatePassage {
-        if let Some(reason) = self.unmet_need(step) {
-            self.emit(Event::StepSkipped {
-                step: step.id.clone(),
-                reason: reason.clone(),
-            });
-            return GatePassage::Skipped(reason);
-        }
         // A `forEach` step's `when` reads its item: it is asked of each instance.
         if let Some(when) = step.when.as_ref().filter(|_| step.for_each.is_none()) {
             if let Ok(false) = self.eval_bool(when, None).await {

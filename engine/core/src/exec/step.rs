@@ -32,15 +32,7 @@ impl Run {
         // written, which is what the journal should say before anything is read.
         let mut summary = crate::render::action_summary(&self.plan, &step.action);
         if let Some(item) = results::current_item() {
-            let value = match &item.value {
-                Json::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            let value = if value.chars().count() > 120 {
-                format!("{}…", value.chars().take(119).collect::<String>())
-            } else {
-                value
-            };
+            let value = crate::render::shorten(&crate::render::json_scalar(&item.value), 120);
             summary.push_str(&format!(" ({} = {value})", item.name));
         }
         self.emit(Event::StepStarted {
@@ -48,13 +40,6 @@ impl Run {
             action: step.action.keyword().to_owned(),
             summary,
         });
-        if let Some(reason) = self.unmet_need(step) {
-            self.emit(Event::StepSkipped {
-                step: step.id.clone(),
-                reason: reason.clone(),
-            });
-            return Finished::Skipped(reason);
-        }
         if let Some(when) = &step.when {
             match self.eval_bool(when, None).await {
                 Ok(true) => {}

@@ -6,12 +6,7 @@ use std::fmt::Write as _;
 use super::*;
 
 fn truncate(text: &str, limit: usize) -> String {
-    let text = text.replace('\n', " ");
-    if text.chars().count() <= limit {
-        text
-    } else {
-        format!("{}…", text.chars().take(limit - 1).collect::<String>())
-    }
+    shorten(&text.replace('\n', " "), limit)
 }
 
 /// A short label for a graph node.

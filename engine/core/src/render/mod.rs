@@ -263,10 +263,32 @@ fn read_on_exit(allow_exit_codes: Option<&ExitCodes>) -> String {
         .unwrap_or_default()
 }
 
-fn json_scalar(value: &Json) -> String {
+/// A JSON value as text: a string as it is, anything else as JSON.
+pub(crate) fn json_scalar(value: &Json) -> String {
     match value {
         Json::String(text) => text.clone(),
         other => other.to_string(),
+    }
+}
+
+/// What kind of value a JSON value is, for messages (`gave a map, not a list`).
+pub(crate) fn json_kind(value: &Json) -> &'static str {
+    match value {
+        Json::String(_) => "a string",
+        Json::Number(_) => "a number",
+        Json::Bool(_) => "a boolean",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "a map",
+        Json::Null => "null",
+    }
+}
+
+/// `text` cut to at most `limit` characters, an ellipsis saying it was.
+pub(crate) fn shorten(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(limit - 1).collect::<String>())
     }
 }
 
