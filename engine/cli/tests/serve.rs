@@ -247,10 +247,16 @@ impl Server {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not stop after SIGTERM"
-            );
+            if Instant::now() >= deadline {
+                // What it was still doing, for the failure (it flaked once on a fresh clone).
+                let logs = self
+                    .logs
+                    .lock()
+                    .map(|logs| logs.clone())
+                    .unwrap_or_default();
+                let last: Vec<&Json> = logs.iter().rev().take(20).rev().collect();
+                panic!("the server did not stop after SIGTERM; its last log lines: {last:#?}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
